@@ -1,0 +1,23 @@
+/* theus-bench: shared helpers. Every suite prints one "name value unit" line
+ * per figure on stdout; anything else goes to stderr. */
+#ifndef THEUS_BENCH_H
+#define THEUS_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in nanoseconds. */
+uint64_t bench_now_ns(void);
+/* Prints "name value unit" with a sensible precision. */
+void bench_report(const char *name, double value, const char *unit);
+/* Median of n samples (sorts the array in place). */
+double bench_median(double *v, size_t n);
+/* Keeps the optimiser from discarding a computed value. */
+void bench_sink(const void *p);
+
+int theus_bench_arena(int argc, char **argv);
+int theus_bench_twin(int argc, char **argv);
+int theus_bench_dispatch(int argc, char **argv);
+int theus_bench_engine(int argc, char **argv);
+
+#endif

@@ -1,0 +1,181 @@
+/* theus-c — heavy: the shared-memory arena.
+ *
+ * One arena is one memfd holding a control block (counters, slot table with
+ * per-array metadata) and a data area. Arrays are named by 64-bit generational
+ * handles (slot index << 32 | generation). The owning process allocates, writes
+ * and frees; any other process may attach the same memfd read-only and resolve
+ * handles to const pointers by itself (the slot table is in shared memory).
+ *
+ * Thread safety: every function may be called concurrently from many threads
+ * on one arena. A view is valid until its handle is freed or the arena reset.
+ */
+#ifndef THEUS_HEAVY_H
+#define THEUS_HEAVY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct theus_arena theus_arena;
+
+/* A generational handle; 0 is never a valid handle. */
+typedef uint64_t theus_handle;
+
+#define THEUS_HANDLE_INDEX(h) ((uint32_t)((h) >> 32))
+#define THEUS_HANDLE_GEN(h) ((uint32_t)((h)&0xffffffffu))
+
+/* Arena limits. Zero fields take the defaults noted. */
+typedef struct theus_arena_config {
+  uint64_t hard_limit;    /* global budget in bytes (default 1 GiB) */
+  uint64_t single_limit;  /* largest single allocation (default 100 MiB) */
+  unsigned soft_limit_pct; /* soft limit, percent of hard (default 85) */
+  uint32_t max_handles;   /* slot table size (default 1 << 20) */
+} theus_arena_config;
+
+/* The eight counters. Cumulative ones survive theus_arena_reset(). */
+typedef struct theus_arena_stats {
+  uint64_t active_handles;
+  uint64_t bytes_live;   /* bytes reserved by live arrays (rounded to 64 B) */
+  uint64_t peak_bytes;
+  uint64_t alloc_count;
+  uint64_t free_count;
+  uint64_t errors;       /* every failed call on this arena */
+  uint64_t soft_limit_hits;
+  uint64_t hard_limit_hits; /* allocations refused by the global or single limit */
+} theus_arena_stats;
+
+typedef struct theus_live_entry {
+  theus_handle handle;
+  uint64_t size; /* bytes requested */
+} theus_live_entry;
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+/* Fills *cfg with the defaults. */
+THEUS_API void theus_arena_config_init(theus_arena_config *cfg);
+
+/* Creates an arena (memfd, sparse, sealed against resizing). cfg may be NULL.
+ * On failure *out is NULL and the code says why. */
+THEUS_API int theus_arena_open(theus_arena **out, const theus_arena_config *cfg);
+
+/* Attaches, in this process, the arena whose read-only descriptor is ro_fd
+ * (see theus_arena_ro_fd). The mapping is PROT_READ from an O_RDONLY file
+ * description: writes fault and mprotect(PROT_WRITE) is refused. The fd is
+ * not closed by this call. Mutating calls on the result fail THEUS_EREADONLY. */
+THEUS_API int theus_arena_attach_ro(theus_arena **out, int ro_fd);
+
+/* Unmaps and frees this process's view of the arena. The memory itself is
+ * released by the kernel when the last process unmaps it. NULL is a no-op. */
+THEUS_API void theus_arena_close(theus_arena *a);
+
+/* The read-only descriptor (O_RDONLY on the memfd), inheritable by children;
+ * hand it to processes that must only read. Owned by the arena. */
+THEUS_API int theus_arena_ro_fd(const theus_arena *a);
+
+/* Nonzero if this is a read-only attachment. */
+THEUS_API int theus_arena_is_readonly(const theus_arena *a);
+
+/* The message of the last failure on this arena (what, where, how to fix;
+ * the last failure wins when threads race). Never NULL. */
+THEUS_API const char *theus_arena_errmsg(const theus_arena *a);
+
+/* ---- bytes API -------------------------------------------------------- */
+
+/* Allocates n bytes (n >= 1), writable; *ptr (optional) receives the address.
+ * Arrays of 4 KiB or more are page-aligned, smaller ones 64-byte aligned.
+ * Pages are reserved now, so exhaustion is an error here, never a SIGBUS. */
+THEUS_API int theus_arena_alloc(theus_arena *a, size_t n, theus_handle *out, void **ptr);
+
+/* Allocates n bytes and copies src into them. */
+THEUS_API int theus_arena_write(theus_arena *a, const void *src, size_t n, theus_handle *out);
+
+/* Zero-copy, generation-checked view: *ptr and *len describe the array. */
+THEUS_API int theus_arena_view(const theus_arena *a, theus_handle h, const void **ptr, size_t *len);
+
+/* Writable address of a live array (owner only: THEUS_EREADONLY otherwise). */
+THEUS_API int theus_arena_data(theus_arena *a, theus_handle h, void **ptr, size_t *len);
+
+/* Copies the array into dst (capacity cap). *len (optional) gets its size.
+ * THEUS_ETRUNC if cap is too small (nothing copied). */
+THEUS_API int theus_arena_read(const theus_arena *a, theus_handle h, void *dst, size_t cap, size_t *len);
+
+/* Frees the array and returns its pages to the system. Stale, double-freed,
+ * out-of-range and zero handles fail with distinct codes. */
+THEUS_API int theus_arena_free(theus_arena *a, theus_handle h);
+
+/* Scoped buffer, callback form: writes src, calls fn(a, h, ud), frees h
+ * whatever fn returns, and returns fn's result (or the write error). */
+THEUS_API int theus_arena_with_buffer(theus_arena *a, const void *src, size_t n,
+                            int (*fn)(theus_arena *a, theus_handle h, void *ud), void *ud);
+
+/* Scoped buffer, cleanup-attribute form (GCC/Clang):
+ *   THEUS_SCOPED(buf, arena);
+ *   theus_arena_write(arena, src, n, &buf.handle);
+ *   ... every return path frees buf.handle (if nonzero). */
+typedef struct theus_scoped {
+  theus_arena *arena;
+  theus_handle handle;
+} theus_scoped;
+THEUS_API void theus_scoped_release(theus_scoped *s);
+#define THEUS_SCOPED(name, arena_)                                              \
+  __attribute__((cleanup(theus_scoped_release))) theus_scoped name = {(arena_), 0}
+
+/* ---- maintenance ------------------------------------------------------ */
+
+/* Invalidates every handle in O(1) whatever their number, and returns the data
+ * pages to the system. Handle values are never reissued afterwards. */
+THEUS_API int theus_arena_reset(theus_arena *a);
+
+/* Snapshot of the counters (works on read-only attachments too). */
+THEUS_API int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *out);
+
+/* Lists live arrays: writes up to cap entries, *count gets the total number
+ * live (call with cap 0 to size the buffer). Order is by slot. */
+THEUS_API int theus_arena_list_live(const theus_arena *a, theus_live_entry *out, size_t cap, size_t *count);
+
+/* ---- typed arrays ----------------------------------------------------- */
+
+typedef enum theus_dtype {
+  THEUS_DTYPE_U8 = 1, THEUS_DTYPE_U16, THEUS_DTYPE_U32, THEUS_DTYPE_U64,
+  THEUS_DTYPE_I8, THEUS_DTYPE_I16, THEUS_DTYPE_I32, THEUS_DTYPE_I64,
+  THEUS_DTYPE_F32, THEUS_DTYPE_F64
+} theus_dtype;
+
+#define THEUS_MAX_DIMS 8
+
+/* Everything about an array, readable from the owner or a read-only mapper. */
+typedef struct theus_array_info {
+  theus_handle handle;
+  theus_dtype dtype;     /* 0 for a bytes array */
+  unsigned ndim;         /* 1 for a bytes array (shape = {nbytes}) */
+  uint64_t shape[THEUS_MAX_DIMS];
+  uint64_t strides[THEUS_MAX_DIMS]; /* in bytes, C-contiguous */
+  uint64_t itemsize;
+  uint64_t nbytes;
+  const void *data;
+} theus_array_info;
+
+/* Bytes per element (0 for an unknown dtype). */
+THEUS_API size_t theus_dtype_size(theus_dtype t);
+/* "f32", "u8", ... (NULL for an unknown dtype). */
+THEUS_API const char *theus_dtype_name(theus_dtype t);
+/* Parses "f32" etc.; returns 0 for an unknown name. */
+THEUS_API theus_dtype theus_dtype_parse(const char *name);
+
+/* Allocates a C-contiguous array of dtype with ndim (1..8) dims; *data
+ * (optional) is writable. Zero-sized dims are refused (THEUS_EINVAL). */
+THEUS_API int theus_array_alloc(theus_arena *a, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
+                      theus_handle *out, void **data);
+
+/* Resolves a handle to its dtype, shape, strides and const data pointer. */
+THEUS_API int theus_array_info_get(const theus_arena *a, theus_handle h, theus_array_info *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* THEUS_HEAVY_H */
