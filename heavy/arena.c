@@ -1,1 +1,561 @@
-/* placeholder: being written */
+/* The shared-memory arena: slots, generations, budgets, stats, bytes API.
+ * Layout and the slot protocol are described in arena_int.h. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arena_int.h"
+#include "os.h"
+
+#define MiB (1024ull * 1024ull)
+#define GiB (1024ull * MiB)
+#define NO_SLOT UINT32_MAX
+
+static uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+
+void theus_arena_config_init(theus_arena_config *cfg) {
+  cfg->hard_limit = 1 * GiB;
+  cfg->single_limit = 100 * MiB;
+  cfg->soft_limit_pct = 85;
+  cfg->max_handles = 1u << 20;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+int theus__arena_fail(const theus_arena *ca, int code, const char *fmt, ...) {
+  theus_arena *a = (theus_arena *)ca; /* the message is mutable state of any arena */
+  pthread_mutex_lock(&a->err_mu);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(a->errmsg, sizeof a->errmsg, fmt, ap);
+  va_end(ap);
+  if (a->readonly)
+    a->local_errors++;
+  else
+    __atomic_fetch_add(&a->hdr->errors, 1, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&a->err_mu);
+  return code;
+}
+
+const char *theus_arena_errmsg(const theus_arena *a) {
+  if (!a) return "no arena (NULL)";
+  return a->errmsg[0] ? a->errmsg : "no error";
+}
+
+/* ---- open / attach / close -------------------------------------------- */
+
+static int check_config(const theus_arena_config *c, char *msg, size_t cap) {
+  if (c->hard_limit < 4096 || c->single_limit == 0 || c->max_handles == 0 ||
+      c->max_handles > (1u << 30) || c->soft_limit_pct > 100) {
+    snprintf(msg, cap,
+             "theus_arena_open: invalid config (hard_limit %" PRIu64 " must be >= 4096, "
+             "single_limit %" PRIu64 " > 0, max_handles %u in 1..2^30, soft %u%% <= 100)",
+             c->hard_limit, c->single_limit, c->max_handles, c->soft_limit_pct);
+    return THEUS_EINVAL;
+  }
+  return 0;
+}
+
+static void fill_config(theus_arena_config *c, const theus_arena_config *user) {
+  theus_arena_config def;
+  theus_arena_config_init(&def);
+  *c = user ? *user : def;
+  if (!c->hard_limit) c->hard_limit = def.hard_limit;
+  if (!c->single_limit) c->single_limit = def.single_limit;
+  if (!c->soft_limit_pct) c->soft_limit_pct = def.soft_limit_pct;
+  if (!c->max_handles) c->max_handles = def.max_handles;
+}
+
+static theus_arena *arena_new(void) {
+  theus_arena *a = calloc(1, sizeof *a);
+  if (!a) return NULL;
+  a->fd = a->ro_fd = -1;
+  pthread_mutex_init(&a->mu, NULL);
+  pthread_mutex_init(&a->err_mu, NULL);
+  return a;
+}
+
+static void init_header(theus__arena_hdr *h, const theus_arena_config *c, uint64_t page) {
+  uint64_t slots_off = round_up(sizeof *h, page);
+  uint64_t data_off = round_up(slots_off + (uint64_t)c->max_handles * sizeof(theus__slot), page);
+  *h = (theus__arena_hdr){.magic = THEUS__ARENA_MAGIC, .page = page,
+                          .hard_limit = c->hard_limit, .single_limit = c->single_limit,
+                          .soft_limit = c->hard_limit / 100 * c->soft_limit_pct,
+                          .max_handles = c->max_handles, .slots_off = slots_off,
+                          .data_off = data_off, .data_size = round_up(2 * c->hard_limit, page),
+                          .epoch = 1};
+  h->total_size = data_off + h->data_size;
+}
+
+static void bind_layout(theus_arena *a) {
+  a->hdr = (theus__arena_hdr *)a->base;
+  a->slots = (theus__slot *)(a->base + a->hdr->slots_off);
+  a->data = a->base + a->hdr->data_off;
+}
+
+static int owner_state_init(theus_arena *a) {
+  const theus__arena_hdr *h = a->hdr;
+  uint64_t blocks = 3 * h->max_handles + 8;
+  if (blocks > UINT32_MAX - 1) blocks = UINT32_MAX - 1;
+  a->pages = calloc(h->data_size / h->page, sizeof *a->pages);
+  if (!a->pages) return THEUS_ENOMEM;
+  a->page_tag = 1;
+  a->free_slots = NO_SLOT;
+  return theus__tlsf_init(&a->tlsf, h->data_size, (uint32_t)blocks);
+}
+
+int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
+  theus_arena_config c;
+  char msg[256];
+  *out = NULL;
+  fill_config(&c, user);
+  int rc = check_config(&c, msg, sizeof msg);
+  if (rc) return rc;
+  theus_arena *a = arena_new();
+  if (!a) return THEUS_ENOMEM;
+  theus__arena_hdr h;
+  init_header(&h, &c, theus__os_page_size());
+  a->map_size = h.total_size;
+  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd))) goto fail;
+  if ((rc = theus__os_reopen_ro(a->fd, &a->ro_fd))) goto fail;
+  if ((rc = theus__os_map(a->fd, h.total_size, 1, (void **)&a->base))) goto fail;
+  memcpy(a->base, &h, sizeof h);
+  bind_layout(a);
+  if ((rc = owner_state_init(a))) goto fail;
+  *out = a;
+  return 0;
+fail:
+  theus_arena_close(a);
+  return rc;
+}
+
+int theus_arena_attach_ro(theus_arena **out, int ro_fd) {
+  *out = NULL;
+  theus_arena *a = arena_new();
+  if (!a) return THEUS_ENOMEM;
+  a->readonly = 1;
+  int rc = theus__os_fd_size(ro_fd, &a->map_size);
+  if (!rc) rc = theus__os_map(ro_fd, a->map_size, 0, (void **)&a->base);
+  if (!rc && (((theus__arena_hdr *)a->base)->magic != THEUS__ARENA_MAGIC ||
+              ((theus__arena_hdr *)a->base)->total_size != a->map_size))
+    rc = THEUS_EINVAL; /* not a theus arena */
+  if (rc) {
+    theus_arena_close(a);
+    return rc;
+  }
+  bind_layout(a);
+  *out = a;
+  return 0;
+}
+
+void theus_arena_close(theus_arena *a) {
+  if (!a) return;
+  theus__os_unmap(a->base, a->map_size);
+  if (a->fd >= 0) close(a->fd);
+  if (a->ro_fd >= 0 && !a->readonly) close(a->ro_fd);
+  theus__tlsf_destroy(&a->tlsf);
+  free(a->pages);
+  pthread_mutex_destroy(&a->mu);
+  pthread_mutex_destroy(&a->err_mu);
+  free(a);
+}
+
+int theus_arena_ro_fd(const theus_arena *a) { return a->ro_fd; }
+
+int theus_arena_is_readonly(const theus_arena *a) { return a->readonly; }
+
+/* ---- handle resolution (lock-free; works on read-only attachments) ------ */
+
+int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy) {
+  if (h == 0) return theus__arena_fail(a, THEUS_EZEROHANDLE, "handle 0 is never valid (was it initialised?)");
+  uint32_t idx = THEUS_HANDLE_INDEX(h), gen = THEUS_HANDLE_GEN(h);
+  if (idx >= a->hdr->max_handles || gen == 0)
+    return theus__arena_fail(a, THEUS_EBADHANDLE, "handle 0x%016" PRIx64 " is out of range (slot %u of %" PRIu64 ")",
+                             h, idx, a->hdr->max_handles);
+  const theus__slot *s = &a->slots[idx];
+  uint32_t g = THEUS__LDA(&s->gen), e = THEUS__LDA(&s->epoch);
+  if (gen > g)
+    return theus__arena_fail(a, THEUS_EBADHANDLE, "handle 0x%016" PRIx64 " was never issued (slot %u is at generation %u)",
+                             h, idx, g);
+  if (gen < g)
+    return theus__arena_fail(a, THEUS_ESTALE, "stale handle 0x%016" PRIx64 ": slot %u was freed and reused (generation %u, now %u)",
+                             h, idx, gen, g);
+  if (e == 0)
+    return theus__arena_fail(a, THEUS_EFREED, "handle 0x%016" PRIx64 " was already freed", h);
+  if (e != THEUS__LDA(&a->hdr->epoch))
+    return theus__arena_fail(a, THEUS_ESTALE, "stale handle 0x%016" PRIx64 ": invalidated by an arena reset", h);
+  copy->offset = THEUS__LD(&s->offset);
+  copy->size = THEUS__LD(&s->size);
+  copy->rsize = THEUS__LD(&s->rsize);
+  copy->block = THEUS__LD(&s->block);
+  copy->dtype = THEUS__LD(&s->dtype);
+  copy->ndim = THEUS__LD(&s->ndim);
+  for (unsigned i = 0; i < THEUS_MAX_DIMS; i++) copy->shape[i] = THEUS__LD(&s->shape[i]);
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (THEUS__LD(&s->gen) != g || THEUS__LD(&s->epoch) != e)
+    return theus__arena_fail(a, THEUS_ESTALE, "stale handle 0x%016" PRIx64 ": freed while being resolved", h);
+  copy->gen = g;
+  copy->epoch = e;
+  return 0;
+}
+
+/* ---- budgets and counters (owner, under mu) ---------------------------- */
+
+#define BUMP(field, d) THEUS__ST(&a->hdr->field, THEUS__LD(&a->hdr->field) + (d))
+
+static int budget_take(theus_arena *a, uint64_t n, uint64_t rsize) {
+  theus__arena_hdr *h = a->hdr;
+  if (n > h->single_limit) {
+    BUMP(hard_limit_hits, 1);
+    return theus__arena_fail(a, THEUS_ETOOBIG, "allocation too large: %" PRIu64 " bytes exceeds the single-allocation limit "
+                             "of %" PRIu64 " bytes (raise theus_arena_config.single_limit)", n, h->single_limit);
+  }
+  uint64_t live = THEUS__LD(&h->bytes_live);
+  if (rsize > h->hard_limit - live) {
+    BUMP(hard_limit_hits, 1);
+    return theus__arena_fail(a, THEUS_EBUDGET, "global budget exceeded: %" PRIu64 " bytes live + %" PRIu64 " requested > "
+                             "hard limit %" PRIu64 " (free arrays or raise theus_arena_config.hard_limit)",
+                             live, rsize, h->hard_limit);
+  }
+  live += rsize;
+  THEUS__ST(&h->bytes_live, live);
+  if (live > THEUS__LD(&h->peak_bytes)) THEUS__ST(&h->peak_bytes, live);
+  if (live > h->soft_limit) BUMP(soft_limit_hits, 1);
+  return 0;
+}
+
+/* ---- slots (owner, under mu) ------------------------------------------- */
+
+static uint32_t slot_take(theus_arena *a) {
+  uint32_t idx = a->free_slots;
+  if (idx != NO_SLOT) {
+    a->free_slots = a->slots[idx].next_free;
+    return idx;
+  }
+  for (;;) { /* fresh slots since the reset; skip retired ones */
+    uint32_t hwm = a->hdr->slot_hwm;
+    if (hwm >= a->hdr->max_handles) return NO_SLOT;
+    THEUS__ST(&a->hdr->slot_hwm, hwm + 1);
+    if (a->slots[hwm].gen != UINT32_MAX) return hwm;
+  }
+}
+
+static void slot_put(theus_arena *a, uint32_t idx) {
+  if (a->slots[idx].gen == UINT32_MAX) return; /* retired: its handles are never reissued */
+  a->slots[idx].next_free = a->free_slots;
+  a->free_slots = idx;
+}
+
+/* ---- pages (owner, under mu) --------------------------------------------
+ * Arrays of a page or more own their pages: reserve on alloc, punch on free.
+ * Smaller arrays share pages; a per-page count says when a page empties, and
+ * a small cache keeps up to THEUS__PAGE_CACHE empty pages reserved so that a
+ * tight alloc/free loop of small arrays makes no system call. Entries carry
+ * the reset epoch (tag), so a reset forgets them all in O(1). */
+
+static theus__page *page_at(theus_arena *a, uint64_t p) {
+  theus__page *e = &a->pages[p];
+  if (e->tag != a->page_tag) *e = (theus__page){.tag = a->page_tag};
+  return e;
+}
+
+static void cache_drop(theus_arena *a, uint64_t p) {
+  for (unsigned i = 0; i < a->ncache; i++)
+    if (a->cache[i] == p) {
+      a->cache[i] = a->cache[--a->ncache];
+      page_at(a, p)->cached = 0;
+      return;
+    }
+}
+
+static void page_release(theus_arena *a, uint64_t p) {
+  if (a->ncache == THEUS__PAGE_CACHE) { /* evict the oldest cached page */
+    uint32_t old = a->cache[0];
+    a->cache[0] = a->cache[--a->ncache];
+    page_at(a, old)->cached = 0;
+    theus__os_release(a->fd, a->hdr->data_off + (uint64_t)old * a->hdr->page, a->hdr->page);
+  }
+  a->cache[a->ncache++] = (uint32_t)p;
+  page_at(a, p)->cached = 1;
+}
+
+static int pages_reserve_small(theus_arena *a, uint64_t off, uint64_t len) {
+  uint64_t pg = a->hdr->page, first = off / pg, last = (off + len - 1) / pg;
+  for (uint64_t p = first; p <= last; p++) {
+    theus__page *e = page_at(a, p);
+    if (e->users == 0 && !e->cached) {
+      int rc = theus__os_reserve(a->fd, a->hdr->data_off + p * pg, pg);
+      if (rc) {
+        for (uint64_t q = first; q < p; q++)
+          if (--page_at(a, q)->users == 0) page_release(a, q);
+        return rc;
+      }
+    }
+    if (e->cached) cache_drop(a, p);
+    e->users++;
+  }
+  return 0;
+}
+
+static void pages_release_small(theus_arena *a, uint64_t off, uint64_t len) {
+  uint64_t pg = a->hdr->page, first = off / pg, last = (off + len - 1) / pg;
+  for (uint64_t p = first; p <= last; p++) {
+    theus__page *e = page_at(a, p);
+    if (--e->users == 0) page_release(a, p);
+  }
+}
+
+static int pages_reserve(theus_arena *a, uint64_t off, uint64_t len) {
+  if (len < a->hdr->page) return pages_reserve_small(a, off, len);
+  uint64_t pg = a->hdr->page;
+  for (unsigned i = a->ncache; i-- > 0;) /* cached pages it now owns */
+    if (a->cache[i] >= off / pg && a->cache[i] < (off + len) / pg) cache_drop(a, a->cache[i]);
+  return theus__os_reserve(a->fd, a->hdr->data_off + off, len);
+}
+
+static void pages_release(theus_arena *a, uint64_t off, uint64_t len) {
+  if (len < a->hdr->page)
+    pages_release_small(a, off, len);
+  else
+    theus__os_release(a->fd, a->hdr->data_off + off, len);
+}
+
+/* ---- allocation -------------------------------------------------------- */
+
+static int place(theus_arena *a, uint64_t rsize, uint32_t *block) {
+  uint64_t align = rsize >= a->hdr->page ? a->hdr->page : THEUS__TLSF_GRAIN;
+  uint32_t b = theus__tlsf_alloc(&a->tlsf, rsize, align);
+  if (b == THEUS__TLSF_NONE)
+    return theus__arena_fail(a, THEUS_ENOSPACE, "no free range of %" PRIu64 " bytes in the arena's address space "
+                             "(fragmented: %" PRIu64 " bytes live); free arrays or reset", rsize, a->hdr->bytes_live);
+  uint64_t off = theus__tlsf_off(&a->tlsf, b);
+  int rc = pages_reserve(a, off, rsize);
+  if (rc) {
+    theus__tlsf_free(&a->tlsf, b);
+    return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: the machine is out of "
+                             "memory (fallocate failed)", rsize);
+  }
+  if (off + rsize > a->extent) a->extent = off + rsize;
+  *block = b;
+  return 0;
+}
+
+static void slot_publish(theus_arena *a, uint32_t idx, uint32_t block, uint64_t n, uint64_t rsize,
+                         uint8_t dtype, unsigned ndim, const uint64_t *shape) {
+  theus__slot *s = &a->slots[idx];
+  THEUS__ST(&s->gen, s->gen + 1); /* generations never go back: handles never reissued */
+  THEUS__ST(&s->offset, theus__tlsf_off(&a->tlsf, block));
+  THEUS__ST(&s->size, n);
+  THEUS__ST(&s->rsize, rsize);
+  THEUS__ST(&s->block, block);
+  THEUS__ST(&s->dtype, dtype);
+  THEUS__ST(&s->ndim, (uint8_t)ndim);
+  for (unsigned i = 0; i < THEUS_MAX_DIMS; i++) THEUS__ST(&s->shape[i], i < ndim ? shape[i] : 0);
+  THEUS__STR(&s->epoch, a->hdr->epoch);
+}
+
+int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned ndim,
+                             const uint64_t *shape, theus_handle *out, void **ptr) {
+  if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot allocate: this arena is attached read-only");
+  if (n == 0) return theus__arena_fail(a, THEUS_EINVAL, "cannot allocate 0 bytes");
+  uint64_t rsize = round_up(n, n >= a->hdr->page ? a->hdr->page : THEUS__TLSF_GRAIN);
+  uint32_t block = 0, idx = 0;
+  pthread_mutex_lock(&a->mu);
+  int rc = budget_take(a, n, rsize);
+  if (rc) goto out;
+  idx = slot_take(a);
+  if (idx == NO_SLOT) {
+    rc = theus__arena_fail(a, THEUS_ENOSPACE, "all %" PRIu64 " handle slots are in use (raise theus_arena_config.max_handles)",
+                           a->hdr->max_handles);
+    goto unbudget;
+  }
+  if ((rc = place(a, rsize, &block))) goto unslot;
+  slot_publish(a, idx, block, n, rsize, dtype, ndim, shape);
+  BUMP(alloc_count, 1);
+  BUMP(active_handles, 1);
+  *out = ((uint64_t)idx << 32) | a->slots[idx].gen;
+  if (ptr) *ptr = a->data + a->slots[idx].offset;
+  goto out;
+unslot:
+  slot_put(a, idx);
+unbudget:
+  BUMP(bytes_live, -rsize);
+out:
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}
+
+int theus_arena_alloc(theus_arena *a, size_t n, theus_handle *out, void **ptr) {
+  uint64_t shape = n;
+  return theus__arena_alloc_typed(a, n, 0, 1, &shape, out, ptr);
+}
+
+int theus_arena_write(theus_arena *a, const void *src, size_t n, theus_handle *out) {
+  void *p;
+  int rc = theus_arena_alloc(a, n, out, &p);
+  if (rc == 0) memcpy(p, src, n);
+  return rc;
+}
+
+int theus_arena_view(const theus_arena *a, theus_handle h, const void **ptr, size_t *len) {
+  theus__slot s;
+  int rc = theus__arena_resolve(a, h, &s);
+  if (rc) return rc;
+  *ptr = a->data + s.offset;
+  if (len) *len = s.size;
+  return 0;
+}
+
+int theus_arena_data(theus_arena *a, theus_handle h, void **ptr, size_t *len) {
+  if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "no writable data: this arena is attached read-only");
+  const void *p;
+  int rc = theus_arena_view(a, h, &p, len);
+  if (rc == 0) *ptr = (void *)p;
+  return rc;
+}
+
+int theus_arena_read(const theus_arena *a, theus_handle h, void *dst, size_t cap, size_t *len) {
+  const void *p;
+  size_t n;
+  int rc = theus_arena_view(a, h, &p, &n);
+  if (rc) return rc;
+  if (len) *len = n;
+  if (n > cap)
+    return theus__arena_fail(a, THEUS_ETRUNC, "read of handle 0x%016" PRIx64 ": array has %zu bytes, buffer only %zu", h, n, cap);
+  memcpy(dst, p, n);
+  return 0;
+}
+
+int theus_arena_free(theus_arena *a, theus_handle h) {
+  if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot free: this arena is attached read-only");
+  theus__slot s;
+  pthread_mutex_lock(&a->mu);
+  int rc = theus__arena_resolve(a, h, &s);
+  if (rc == 0) {
+    uint32_t idx = THEUS_HANDLE_INDEX(h);
+    THEUS__STR(&a->slots[idx].epoch, 0u);
+    pages_release(a, s.offset, s.rsize);
+    theus__tlsf_free(&a->tlsf, s.block);
+    slot_put(a, idx);
+    BUMP(bytes_live, -s.rsize);
+    BUMP(active_handles, -1);
+    BUMP(free_count, 1);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}
+
+int theus_arena_with_buffer(theus_arena *a, const void *src, size_t n,
+                            int (*fn)(theus_arena *, theus_handle, void *), void *ud) {
+  theus_handle h;
+  int rc = theus_arena_write(a, src, n, &h);
+  if (rc) return rc;
+  rc = fn(a, h, ud);
+  theus_arena_free(a, h); /* fails only if fn freed it already: that is fn's business */
+  return rc;
+}
+
+void theus_scoped_release(theus_scoped *s) {
+  if (s->arena && s->handle) theus_arena_free(s->arena, s->handle);
+  s->handle = 0;
+}
+
+/* ---- reset, stats, listing ---------------------------------------------- */
+
+int theus_arena_reset(theus_arena *a) {
+  if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot reset: this arena is attached read-only");
+  pthread_mutex_lock(&a->mu);
+  theus__arena_hdr *h = a->hdr;
+  uint32_t epoch = h->epoch + 1;
+  THEUS__STR(&h->epoch, epoch ? epoch : 1); /* every live slot is now stale */
+  THEUS__ST(&h->slot_hwm, 0);
+  a->free_slots = NO_SLOT;
+  theus__tlsf_reset(&a->tlsf);
+  if (++a->page_tag == 0) { /* tags wrapped: forget explicitly, once per 65535 resets */
+    memset(a->pages, 0, h->data_size / h->page * sizeof *a->pages);
+    a->page_tag = 1;
+  }
+  a->ncache = 0;
+  theus__os_release(a->fd, h->data_off, round_up(a->extent, h->page));
+  a->extent = 0;
+  THEUS__ST(&h->bytes_live, 0);
+  THEUS__ST(&h->active_handles, 0);
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *o) {
+  const theus__arena_hdr *h = a->hdr;
+  *o = (theus_arena_stats){
+      .active_handles = THEUS__LD(&h->active_handles), .bytes_live = THEUS__LD(&h->bytes_live),
+      .peak_bytes = THEUS__LD(&h->peak_bytes), .alloc_count = THEUS__LD(&h->alloc_count),
+      .free_count = THEUS__LD(&h->free_count), .errors = THEUS__LD(&h->errors),
+      .soft_limit_hits = THEUS__LD(&h->soft_limit_hits), .hard_limit_hits = THEUS__LD(&h->hard_limit_hits)};
+  if (a->readonly) {
+    pthread_mutex_lock(&((theus_arena *)a)->err_mu);
+    o->errors += a->local_errors;
+    pthread_mutex_unlock(&((theus_arena *)a)->err_mu);
+  }
+  return 0;
+}
+
+/* Calls fn for each live slot; lock-free, consistent per slot. */
+static void each_live(const theus_arena *a, void (*fn)(const theus_arena *, uint32_t, const theus__slot *, void *),
+                      void *ud) {
+  uint32_t hwm = THEUS__LDA(&a->hdr->slot_hwm), epoch = THEUS__LDA(&a->hdr->epoch);
+  for (uint32_t i = 0; i < hwm; i++) {
+    const theus__slot *s = &a->slots[i];
+    uint32_t e = THEUS__LDA(&s->epoch);
+    if (e == epoch) fn(a, i, s, ud);
+  }
+}
+
+struct list_ctx {
+  theus_live_entry *out;
+  size_t cap, n;
+};
+
+static void list_one(const theus_arena *a, uint32_t i, const theus__slot *s, void *ud) {
+  (void)a;
+  struct list_ctx *c = ud;
+  if (c->n < c->cap)
+    c->out[c->n] = (theus_live_entry){((uint64_t)i << 32) | THEUS__LD(&s->gen), THEUS__LD(&s->size)};
+  c->n++;
+}
+
+int theus_arena_list_live(const theus_arena *a, theus_live_entry *out, size_t cap, size_t *count) {
+  struct list_ctx c = {out, cap, 0};
+  if (!a->readonly) pthread_mutex_lock(&((theus_arena *)a)->mu);
+  each_live(a, list_one, &c);
+  if (!a->readonly) pthread_mutex_unlock(&((theus_arena *)a)->mu);
+  *count = c.n;
+  return 0;
+}
+
+struct find_ctx {
+  uint64_t off;
+  theus_handle found;
+};
+
+static void find_one(const theus_arena *a, uint32_t i, const theus__slot *s, void *ud) {
+  (void)a;
+  struct find_ctx *c = ud;
+  uint64_t o = THEUS__LD(&s->offset);
+  if (c->off >= o && c->off < o + THEUS__LD(&s->rsize)) c->found = ((uint64_t)i << 32) | THEUS__LD(&s->gen);
+}
+
+theus_handle theus_arena_find(const theus_arena *a, const void *addr) {
+  const uint8_t *p = addr;
+  if (p < a->data || p >= a->data + a->hdr->data_size) return 0;
+  struct find_ctx c = {(uint64_t)(p - a->data), 0};
+  each_live(a, find_one, &c);
+  return c.found;
+}
+
+int theus_arena_contains(const theus_arena *a, const void *addr) {
+  const uint8_t *p = addr;
+  return p >= a->base && p < a->base + a->map_size;
+}

@@ -1,1 +1,75 @@
-/* placeholder: being written */
+/* The arena's OS calls: memfd, mmap, fallocate. Nothing else in heavy/ makes
+ * a system call, so porting or instrumenting the arena starts here. */
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "theus/error.h"
+
+static int os_error(void) {
+  return (errno == ENOMEM || errno == ENOSPC) ? THEUS_ENOMEM : THEUS_ESYS;
+}
+
+int theus__os_memfd(const char *name, uint64_t size, int *fd) {
+  int f = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (f < 0) return os_error();
+  if (ftruncate(f, (off_t)size) != 0 ||
+      fcntl(f, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    int rc = os_error();
+    close(f);
+    return rc;
+  }
+  *fd = f;
+  return 0;
+}
+
+int theus__os_reopen_ro(int fd, int *ro_fd) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  int f = open(path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return THEUS_ESYS;
+  *ro_fd = f;
+  return 0;
+}
+
+int theus__os_map(int fd, uint64_t size, int writable, void **base) {
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void *p = mmap(NULL, (size_t)size, prot, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return os_error();
+  *base = p;
+  return 0;
+}
+
+void theus__os_unmap(void *base, uint64_t size) {
+  if (base) munmap(base, (size_t)size);
+}
+
+int theus__os_fd_size(int fd, uint64_t *size) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return THEUS_ESYS;
+  *size = (uint64_t)st.st_size;
+  return 0;
+}
+
+int theus__os_reserve(int fd, uint64_t off, uint64_t len) {
+  if (len == 0) return 0;
+  if (fallocate(fd, 0, (off_t)off, (off_t)len) == 0) return 0;
+  return os_error();
+}
+
+int theus__os_release(int fd, uint64_t off, uint64_t len) {
+  if (len == 0) return 0;
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+    return 0;
+  return THEUS_ESYS;
+}
+
+size_t theus__os_page_size(void) {
+  long p = sysconf(_SC_PAGESIZE);
+  return p > 0 ? (size_t)p : 4096u;
+}

@@ -138,6 +138,13 @@ THEUS_API int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *out
  * live (call with cap 0 to size the buffer). Order is by slot. */
 THEUS_API int theus_arena_list_live(const theus_arena *a, theus_live_entry *out, size_t cap, size_t *count);
 
+/* The live array containing addr (0 if none). Reads shared memory only, no
+ * lock, no allocation: async-signal-safe, for fault handlers in workers. */
+THEUS_API theus_handle theus_arena_find(const theus_arena *a, const void *addr);
+
+/* Nonzero if addr lies inside this process's mapping of the arena. */
+THEUS_API int theus_arena_contains(const theus_arena *a, const void *addr);
+
 /* ---- typed arrays ----------------------------------------------------- */
 
 typedef enum theus_dtype {
