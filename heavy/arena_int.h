@@ -66,6 +66,9 @@ typedef struct theus__page {
 } theus__page;
 
 #define THEUS__PAGE_CACHE 32
+/* Lookaside of freed small blocks: classes of 64..1024 bytes, a few each. */
+#define THEUS__LOOK_CLASSES 16
+#define THEUS__LOOK_DEPTH 16
 
 struct theus_arena {
   int fd;    /* read-write memfd (-1 for a read-only attachment) */
@@ -83,8 +86,11 @@ struct theus_arena {
   uint64_t extent;     /* highest data offset used since the last reset */
   theus__page *pages;
   uint16_t page_tag;
+  unsigned page_shift;
   uint32_t cache[THEUS__PAGE_CACHE];
   unsigned ncache;
+  uint32_t look[THEUS__LOOK_CLASSES][THEUS__LOOK_DEPTH];
+  uint8_t nlook[THEUS__LOOK_CLASSES];
   /* error text; its own lock so const readers may set it */
   pthread_mutex_t err_mu;
   uint64_t local_errors; /* failures seen by a read-only attachment */
