@@ -1,0 +1,339 @@
+/* Contract validation, deep copy and JSON form. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contract_internal.h"
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+size_t theus__strv_len(const char *const *v) {
+  size_t n = 0;
+  while (v && v[n])
+    n++;
+  return n;
+}
+
+int theus__strv_covers(const char *const *patterns, const char *path) {
+  for (size_t i = 0; patterns && patterns[i]; i++)
+    if (theus_path_covers(patterns[i], path))
+      return 1;
+  return 0;
+}
+
+int theus__strv_has(const char *const *v, const char *name) {
+  for (size_t i = 0; v && v[i]; i++)
+    if (!strcmp(v[i], name))
+      return 1;
+  return 0;
+}
+
+static int ident_ok(const char *s, const char *extra) {
+  if (!s || !*s)
+    return 0;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+          strchr(extra, *p)))
+      return 0;
+  return 1;
+}
+
+/* Effect-only zones: fields that carry signals, commands or metadata. */
+static int effect_zone(const char *path) {
+  for (const char *p = path; p; p = strchr(p, '.')) {
+    if (*p == '.')
+      p++;
+    if (!strncmp(p, "sig_", 4) || !strncmp(p, "cmd_", 4) || !strncmp(p, "meta_", 5))
+      return 1;
+  }
+  return 0;
+}
+
+static int check_paths(const theus_contract *c, const char *const *v, const char *field, char *err,
+                       size_t errlen) {
+  char why[256];
+  for (size_t i = 0; v && v[i]; i++) {
+    if (theus_path_check(v[i], why, sizeof why))
+      return fail(err, errlen, THEUS_EINVAL, "contract '%s': %s[%zu]: %s", c->name, field, i, why);
+    if (c->semantic == THEUS_PURE && effect_zone(v[i]))
+      return fail(err, errlen, THEUS_EINVAL,
+                  "contract '%s': %s[%zu] '%s': a pure process cannot use an effect-only zone "
+                  "(sig_/cmd_/meta_); declare semantic effect or drop the path",
+                  c->name, field, i, v[i]);
+    if (c->parallel && !strcmp(field, "outputs") && !strncmp(v[i], "heavy.", 6))
+      return fail(err, errlen, THEUS_EINVAL,
+                  "contract '%s': outputs[%zu] '%s': a parallel process sees the arena read-only and "
+                  "cannot write heavy arrays; make it local (parallel false)",
+                  c->name, i, v[i]);
+  }
+  return 0;
+}
+
+static int check(const theus_contract *c, int need_fn, char *err, size_t errlen) {
+  if (!c)
+    return fail(err, errlen, THEUS_EINVAL, "contract is NULL");
+  if (!ident_ok(c->name, "-.:"))
+    return fail(err, errlen, THEUS_EINVAL,
+                "contract name '%s' is empty or has characters outside [A-Za-z0-9_.:-]",
+                c->name ? c->name : "(null)");
+  if (need_fn && !c->fn)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': fn is NULL; give the process function", c->name);
+  if (c->semantic != THEUS_PURE && c->semantic != THEUS_EFFECT)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': semantic must be pure or effect", c->name);
+  if (c->parallel && c->semantic == THEUS_EFFECT)
+    return fail(err, errlen, THEUS_EINVAL,
+                "contract '%s': parallel: an effect process always runs locally; "
+                "make it pure or set parallel false",
+                c->name);
+  int rc = check_paths(c, c->inputs, "inputs", err, errlen);
+  if (!rc)
+    rc = check_paths(c, c->outputs, "outputs", err, errlen);
+  if (rc)
+    return rc;
+  for (size_t i = 0; c->errors && c->errors[i]; i++) {
+    if (!ident_ok(c->errors[i], ""))
+      return fail(err, errlen, THEUS_EINVAL, "contract '%s': errors[%zu] '%s' is not an identifier", c->name, i,
+                  c->errors[i]);
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(c->errors[i], c->errors[j]))
+        return fail(err, errlen, THEUS_EINVAL, "contract '%s': errors[%zu] '%s' is declared twice", c->name, i,
+                    c->errors[i]);
+  }
+  return 0;
+}
+
+int theus_contract_check(const theus_contract *c, char *err, size_t errlen) { return check(c, 1, err, errlen); }
+
+/* ---- deep copy: one block, pointer arrays first, then strings ---------- */
+
+static size_t strv_bytes(const char *const *v) {
+  size_t n = sizeof(char *);
+  for (size_t i = 0; v && v[i]; i++)
+    n += sizeof(char *) + strlen(v[i]) + 1;
+  return n;
+}
+
+static const char *const *strv_copy(const char *const *v, char **cursor) {
+  size_t n = theus__strv_len(v);
+  const char **out = (const char **)(void *)*cursor;
+  *cursor += (n + 1) * sizeof(char *);
+  for (size_t i = 0; i < n; i++) {
+    size_t l = strlen(v[i]) + 1;
+    memcpy(*cursor, v[i], l);
+    out[i] = *cursor;
+    *cursor += l;
+  }
+  out[n] = NULL;
+  /* keep the next pointer array aligned */
+  size_t mis = (uintptr_t)*cursor % sizeof(char *);
+  if (mis)
+    *cursor += sizeof(char *) - mis;
+  return out;
+}
+
+theus_contract *theus__contract_dup(const theus_contract *c) {
+  size_t sz = sizeof *c + strlen(c->name) + 1 + 4 * sizeof(char *) + strv_bytes(c->inputs) +
+              strv_bytes(c->outputs) + strv_bytes(c->errors) + 3 * sizeof(char *);
+  theus_contract *d = malloc(sz);
+  if (!d)
+    return NULL;
+  *d = *c;
+  char *cur = (char *)(d + 1);
+  d->inputs = strv_copy(c->inputs, &cur);
+  d->outputs = strv_copy(c->outputs, &cur);
+  d->errors = strv_copy(c->errors, &cur);
+  memcpy(cur, c->name, strlen(c->name) + 1);
+  d->name = cur;
+  return d;
+}
+
+void theus__contract_free(theus_contract *c) { free(c); }
+
+/* ---- JSON form --------------------------------------------------------- */
+
+struct theus_contract_doc {
+  theus_contract c;
+  json_t *json;                /* owns the strings c points to */
+  const char **lists[3];       /* inputs, outputs, errors */
+};
+
+/* line:col of the first occurrence of "key" in text, for messages. */
+static void locate(const char *text, const char *key, int *line, int *col) {
+  *line = 0;
+  *col = 0;
+  if (!text)
+    return;
+  char pat[80];
+  snprintf(pat, sizeof pat, "\"%s\"", key);
+  const char *hit = strstr(text, pat);
+  if (!hit)
+    return;
+  *line = 1;
+  const char *bol = text;
+  for (const char *p = text; p < hit; p++)
+    if (*p == '\n') {
+      (*line)++;
+      bol = p + 1;
+    }
+  *col = (int)(hit - bol) + 1;
+}
+
+typedef struct parse_ctx {
+  const char *text, *source;
+  char *err;
+  size_t errlen;
+} parse_ctx;
+
+static int field_err(const parse_ctx *pc, const char *key, const char *what) {
+  int line, col;
+  locate(pc->text, key, &line, &col);
+  if (line)
+    return fail(pc->err, pc->errlen, THEUS_EPARSE, "%s:%d:%d: field '%s': %s", pc->source, line, col, key, what);
+  return fail(pc->err, pc->errlen, THEUS_EPARSE, "%s: field '%s': %s", pc->source, key, what);
+}
+
+static int get_strv(const parse_ctx *pc, const json_t *obj, const char *key, const char ***out) {
+  const json_t *arr = json_object_get(obj, key);
+  *out = NULL;
+  if (!arr)
+    return 0;
+  if (!json_is_array(arr))
+    return field_err(pc, key, "must be an array of strings");
+  size_t n = json_array_size(arr);
+  *out = calloc(n + 1, sizeof(char *));
+  if (!*out)
+    return THEUS_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    const json_t *s = json_array_get(arr, i);
+    if (!json_is_string(s))
+      return field_err(pc, key, "every entry must be a string");
+    (*out)[i] = json_string_value(s);
+  }
+  return 0;
+}
+
+static int parse_scalars(const parse_ctx *pc, const json_t *obj, theus_contract *c) {
+  const json_t *v = json_object_get(obj, "name");
+  if (!json_is_string(v))
+    return field_err(pc, "name", "is required and must be a string");
+  c->name = json_string_value(v);
+  if ((v = json_object_get(obj, "parallel")) && !json_is_boolean(v))
+    return field_err(pc, "parallel", "must be true or false");
+  c->parallel = json_is_true(v);
+  c->semantic = THEUS_PURE;
+  if ((v = json_object_get(obj, "semantic"))) {
+    const char *s = json_string_value(v);
+    if (!s || (strcmp(s, "pure") && strcmp(s, "effect")))
+      return field_err(pc, "semantic", "must be \"pure\" or \"effect\"");
+    c->semantic = !strcmp(s, "effect") ? THEUS_EFFECT : THEUS_PURE;
+  }
+  if ((v = json_object_get(obj, "timeout_ms"))) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > UINT32_MAX)
+      return field_err(pc, "timeout_ms", "must be an integer in 0..4294967295");
+    c->timeout_ms = (uint32_t)json_integer_value(v);
+  }
+  return 0;
+}
+
+static int doc_build(const parse_ctx *pc, json_t *obj, theus_fn_resolver resolver, void *ud,
+                     theus_contract_doc **out) {
+  theus_contract_doc *d = calloc(1, sizeof *d);
+  if (!d) {
+    json_decref(obj);
+    return THEUS_ENOMEM;
+  }
+  d->json = obj;
+  int rc = THEUS_EPARSE;
+  if (!json_is_object(obj)) {
+    rc = fail(pc->err, pc->errlen, THEUS_EPARSE, "%s: a contract must be a JSON object", pc->source);
+    goto fail;
+  }
+  if ((rc = parse_scalars(pc, obj, &d->c)) || (rc = get_strv(pc, obj, "inputs", &d->lists[0])) ||
+      (rc = get_strv(pc, obj, "outputs", &d->lists[1])) || (rc = get_strv(pc, obj, "errors", &d->lists[2])))
+    goto fail;
+  d->c.inputs = d->lists[0];
+  d->c.outputs = d->lists[1];
+  d->c.errors = d->lists[2];
+  const json_t *fn = json_object_get(obj, "function");
+  if (fn && !json_is_string(fn)) {
+    rc = field_err(pc, "function", "must be a string (the symbol name)");
+    goto fail;
+  }
+  if (resolver && fn) {
+    d->c.fn = resolver(json_string_value(fn), ud);
+    if (!d->c.fn) {
+      rc = fail(pc->err, pc->errlen, THEUS_ENOTFOUND,
+                "%s: contract '%s': function '%s' not found; export it from the program or plugin", pc->source,
+                d->c.name, json_string_value(fn));
+      goto fail;
+    }
+  }
+  if ((rc = check(&d->c, resolver != NULL, pc->err, pc->errlen)))
+    goto fail;
+  *out = d;
+  return 0;
+fail:
+  theus_contract_doc_free(d);
+  return rc;
+}
+
+int theus_contract_parse(const char *text, const char *source, theus_fn_resolver resolver, void *ud,
+                         theus_contract_doc **out, char *err, size_t errlen) {
+  parse_ctx pc = {text, source ? source : "<contract>", err, errlen};
+  *out = NULL;
+  if (!text)
+    return fail(err, errlen, THEUS_EINVAL, "%s: no text", pc.source);
+  json_error_t je;
+  json_t *obj = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+  if (!obj)
+    return fail(err, errlen, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
+  return doc_build(&pc, obj, resolver, ud, out);
+}
+
+int theus_contract_from_json(const json_t *obj, const char *source, theus_fn_resolver resolver, void *ud,
+                             theus_contract_doc **out, char *err, size_t errlen) {
+  parse_ctx pc = {NULL, source ? source : "<contract>", err, errlen};
+  *out = NULL;
+  if (!obj)
+    return fail(err, errlen, THEUS_EINVAL, "%s: no JSON object", pc.source);
+  return doc_build(&pc, json_incref((json_t *)obj), resolver, ud, out);
+}
+
+theus_contract *theus_contract_doc_get(theus_contract_doc *d) { return d ? &d->c : NULL; }
+
+const json_t *theus_contract_doc_json(const theus_contract_doc *d) { return d ? d->json : NULL; }
+
+void theus_contract_doc_free(theus_contract_doc *d) {
+  if (!d)
+    return;
+  for (int i = 0; i < 3; i++)
+    free(d->lists[i]);
+  json_decref(d->json);
+  free(d);
+}
+
+static json_t *strv_json(const char *const *v) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && v && v[i]; i++)
+    json_array_append_new(a, json_string(v[i]));
+  return a;
+}
+
+json_t *theus_contract_to_json(const theus_contract *c) {
+  if (!c)
+    return NULL;
+  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I}", "name", c->name, "inputs", strv_json(c->inputs),
+                   "outputs", strv_json(c->outputs), "parallel", c->parallel, "semantic",
+                   c->semantic == THEUS_EFFECT ? "effect" : "pure", "errors", strv_json(c->errors),
+                   "timeout_ms", (json_int_t)c->timeout_ms);
+}

@@ -1,0 +1,182 @@
+/* The process context: what a running process may read and write. The same
+ * code serves local runs (ctx->e set) and worker runs (ctx->task set). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../contracts/contract_internal.h"
+#include "engine_internal.h"
+
+/* Records the first failure of the run; later ones keep the first cause. */
+static int ctx_err(theus_ctx *ctx, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int ctx_err(theus_ctx *ctx, int code, const char *fmt, ...) {
+  if (ctx->rc)
+    return code;
+  ctx->rc = code;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ctx->msg, sizeof ctx->msg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+void theus__ctx_fini(theus_ctx *ctx) {
+  json_decref(ctx->patch);
+  json_decref(ctx->ret);
+  json_decref(ctx->heavy_out);
+  ctx->patch = ctx->ret = ctx->heavy_out = NULL;
+}
+
+const json_t *theus_ctx_get(theus_ctx *ctx, const char *path) {
+  if (!path || strncmp(path, "domain.", 7) || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
+    ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_get: '%s' is not a domain path like 'domain.x'", ctx->c->name,
+            path ? path : "(null)");
+    return NULL;
+  }
+  if (ctx->c->semantic == THEUS_PURE && !theus__strv_covers(ctx->c->inputs, path)) {
+    ctx_err(ctx, THEUS_ECONTRACT,
+            "contract violation: pure process '%s' read undeclared input '%s'; add it to inputs", ctx->c->name,
+            path);
+    return NULL;
+  }
+  return theus__json_at(ctx->domain, path);
+}
+
+const json_t *theus_ctx_args(theus_ctx *ctx) { return ctx->args; }
+
+int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out) {
+  char path[256];
+  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
+  if (ctx->c->semantic == THEUS_PURE && !theus__strv_covers(ctx->c->inputs, path))
+    return ctx_err(ctx, THEUS_ECONTRACT,
+                   "contract violation: pure process '%s' read undeclared heavy array '%s'; add it to inputs",
+                   ctx->c->name, path);
+  if (ctx->task) {
+    const json_t *idx = json_object_get(ctx->task_heavy, key);
+    if (!json_is_integer(idx))
+      return THEUS_ENOTFOUND;
+    return theus_task_array(ctx->task, (unsigned)json_integer_value(idx), out);
+  }
+  const theus__hbind *b = theus__snap_find(ctx->snap, key);
+  if (!b)
+    return THEUS_ENOTFOUND;
+  return theus_array_info_get(b->arr->arena, b->arr->handle, out);
+}
+
+int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count) {
+  if (!ctx->has_slice)
+    return THEUS_ENOTFOUND;
+  if (lo)
+    *lo = ctx->lo;
+  if (hi)
+    *hi = ctx->hi;
+  if (index)
+    *index = ctx->slice_index;
+  if (count)
+    *count = ctx->slice_count;
+  return 0;
+}
+
+int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
+  if (!path || strncmp(path, "domain.", 7) || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
+    json_decref(value);
+    return ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_set: '%s' is not a domain path like 'domain.x'",
+                   ctx->c->name, path ? path : "(null)");
+  }
+  if (!theus__strv_covers(ctx->c->outputs, path)) {
+    json_decref(value);
+    return ctx_err(ctx, THEUS_ECONTRACT,
+                   "contract violation: process '%s' wrote undeclared output '%s'; add it to outputs",
+                   ctx->c->name, path);
+  }
+  if (!ctx->patch && !(ctx->patch = json_object())) {
+    json_decref(value);
+    return ctx_err(ctx, THEUS_ENOMEM, "process '%s': out of memory", ctx->c->name);
+  }
+  int rc = theus__patch_put(ctx->patch, path, value);
+  return rc ? ctx_err(ctx, rc, "process '%s': out of memory", ctx->c->name) : 0;
+}
+
+void theus_ctx_return(theus_ctx *ctx, json_t *value) {
+  json_decref(ctx->ret);
+  ctx->ret = value;
+}
+
+int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,
+                          const uint64_t *shape, void **data) {
+  if (!ctx->e)
+    return ctx_err(ctx, THEUS_EREADONLY,
+                   "process '%s': heavy_alloc in a worker: the arena is read-only there; run it locally",
+                   ctx->c->name);
+  char path[256];
+  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
+  if (!theus__strv_covers(ctx->c->outputs, path))
+    return ctx_err(ctx, THEUS_ECONTRACT,
+                   "contract violation: process '%s' allocated undeclared heavy output '%s'; add it to outputs",
+                   ctx->c->name, path);
+  char msg[512];
+  int rc = theus__draft_new(ctx->e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  if (rc)
+    return ctx_err(ctx, rc, "process '%s': %s", ctx->c->name, msg);
+  if (!ctx->heavy_out)
+    ctx->heavy_out = json_object();
+  if (!ctx->heavy_out || json_object_set_new(ctx->heavy_out, key, json_true())) {
+    theus__draft_drop(ctx->e, key);
+    return ctx_err(ctx, THEUS_ENOMEM, "process '%s': out of memory", ctx->c->name);
+  }
+  return 0;
+}
+
+static int vfail(theus_ctx *ctx, int code, const char *prefix, const char *fmt, va_list ap) {
+  if (ctx->rc)
+    return code;
+  char buf[600];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  return ctx_err(ctx, code, "process '%s' failed%s: %s", ctx->c->name, prefix, buf);
+}
+
+int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vfail(ctx, THEUS_EPROCESS, "", fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...) {
+  if (!error_name || !theus__strv_has(ctx->c->errors, error_name))
+    return ctx_err(ctx, THEUS_ECONTRACT,
+                   "contract violation: process '%s' raised undeclared error '%s'; add it to errors",
+                   ctx->c->name, error_name ? error_name : "(null)");
+  char prefix[128];
+  snprintf(prefix, sizeof prefix, " with %s", error_name);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vfail(ctx, THEUS_EPROCESS, prefix, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+void *theus_ctx_userdata(theus_ctx *ctx) { return ctx->c->userdata; }
+
+const char *theus_ctx_process(theus_ctx *ctx) { return ctx->c->name; }
+
+int theus_ctx_worker(theus_ctx *ctx) { return ctx->worker; }
+
+int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg, size_t msglen) {
+  char **paths = NULL;
+  size_t n = 0, cap = 0;
+  int rc = patch ? theus_merge_patch_paths(patch, "domain", &paths, &n, &cap) : 0;
+  for (size_t i = 0; i < n; i++) {
+    /* a nested patch leaf is covered if its path or an ancestor pattern is declared */
+    if (!rc && !theus__strv_covers(c->outputs, paths[i])) {
+      snprintf(msg, msglen, "contract violation: process '%s' wrote undeclared output '%s'; nothing committed",
+               c->name, paths[i]);
+      rc = THEUS_ECONTRACT;
+    }
+    free(paths[i]);
+  }
+  free(paths);
+  return rc;
+}

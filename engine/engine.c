@@ -1,0 +1,387 @@
+/* Engine lifecycle, registry, state accessors, snapshots, stats. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../contracts/contract_internal.h"
+#include "engine_internal.h"
+
+int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  pthread_mutex_lock(&e->msg_lock);
+  vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
+  pthread_mutex_unlock(&e->msg_lock);
+  va_end(ap);
+  return code;
+}
+
+const char *theus_engine_errmsg(const theus_engine *e) { return e ? e->errmsg : "engine is NULL"; }
+
+theus_arena *theus_engine_arena(theus_engine *e) { return e->arena; }
+
+void theus_engine_config_init(theus_engine_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->history = 4096;
+  cfg->max_retries = 64;
+}
+
+static int start_pool(theus_engine *e) {
+  if (e->cfg.workers < 0)
+    return 0;
+  theus_pool_config pc;
+  theus_pool_config_init(&pc);
+  if (e->cfg.workers > 0)
+    pc.nworkers = (unsigned)e->cfg.workers;
+  pc.arena = e->arena;
+  if (e->cfg.default_timeout_ms)
+    pc.default_timeout_ms = e->cfg.default_timeout_ms;
+  int rc = theus_pool_start(&e->pool, &pc);
+  if (rc) {
+    theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
+    theus_pool_stop(e->pool, 1);
+    e->pool = NULL;
+  }
+  return rc;
+}
+
+int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
+  *out = NULL;
+  theus_engine *e = calloc(1, sizeof *e);
+  if (!e)
+    return THEUS_ENOMEM;
+  if (cfg)
+    e->cfg = *cfg;
+  else
+    theus_engine_config_init(&e->cfg);
+  if (!e->cfg.history)
+    e->cfg.history = 4096;
+  e->cfg.domain = NULL;
+  e->cfg.arena = NULL;
+  e->vfd = -1;
+  pthread_mutex_init(&e->state_lock, NULL);
+  pthread_mutex_init(&e->msg_lock, NULL);
+  pthread_mutex_init(&e->jobs_lock, NULL);
+  pthread_cond_init(&e->jobs_cv, NULL);
+  pthread_rwlock_init(&e->reg_lock, NULL);
+  int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
+  if (rc) {
+    theus__eset(e, rc, "engine open: arena: %s", theus_strerror(rc));
+    goto fail;
+  }
+  if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)))
+    goto fail;
+  *out = e;
+  return 0;
+fail:
+  fprintf(stderr, "theus: %s\n", e->errmsg);
+  theus_engine_close(e);
+  return rc;
+}
+
+void theus_engine_close(theus_engine *e) {
+  if (!e)
+    return;
+  pthread_mutex_lock(&e->jobs_lock);
+  while (e->jobs_running)
+    pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
+  pthread_mutex_unlock(&e->jobs_lock);
+  theus_pool_stop(e->pool, 1);
+  theus__state_fini(e);
+  theus_arena_close(e->arena);
+  for (size_t i = 0; i < e->nprocs; i++)
+    theus__contract_free(e->procs[i]);
+  free(e->procs);
+  while (e->reducers) {
+    theus__reducer *r = e->reducers;
+    e->reducers = r->next;
+    free(r);
+  }
+  pthread_rwlock_destroy(&e->reg_lock);
+  pthread_cond_destroy(&e->jobs_cv);
+  pthread_mutex_destroy(&e->jobs_lock);
+  pthread_mutex_destroy(&e->msg_lock);
+  pthread_mutex_destroy(&e->state_lock);
+  free(e);
+}
+
+/* ---- registry ------------------------------------------------------------ */
+
+static theus_contract *find_proc(theus_engine *e, const char *name) {
+  for (size_t i = 0; i < e->nprocs; i++)
+    if (!strcmp(e->procs[i]->name, name))
+      return e->procs[i];
+  return NULL;
+}
+
+int theus_engine_register(theus_engine *e, const theus_contract *c) {
+  char why[512];
+  int rc = theus_contract_check(c, why, sizeof why);
+  if (rc)
+    return theus__eset(e, rc, "register: %s", why);
+  theus_contract *d = theus__contract_dup(c);
+  if (!d)
+    return theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
+  pthread_rwlock_wrlock(&e->reg_lock);
+  if (find_proc(e, c->name)) {
+    rc = theus__eset(e, THEUS_EEXIST, "register: contract '%s': name: a process with this name is already "
+                                      "registered; choose another name", c->name);
+  } else if (e->nprocs == e->capprocs) {
+    size_t nc = e->capprocs ? e->capprocs * 2 : 16;
+    theus_contract **np = realloc(e->procs, nc * sizeof *np);
+    if (!np)
+      rc = theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
+    else {
+      e->procs = np;
+      e->capprocs = nc;
+    }
+  }
+  if (!rc)
+    e->procs[e->nprocs++] = d;
+  pthread_rwlock_unlock(&e->reg_lock);
+  if (rc)
+    theus__contract_free(d);
+  return rc;
+}
+
+int theus_engine_register_json(theus_engine *e, const char *text, const char *source, theus_fn_resolver resolver,
+                               void *ud) {
+  char why[512];
+  theus_contract_doc *d = NULL;
+  int rc = theus_contract_parse(text, source, resolver, ud, &d, why, sizeof why);
+  if (rc)
+    return theus__eset(e, rc, "register: %s", why);
+  rc = theus_engine_register(e, theus_contract_doc_get(d));
+  theus_contract_doc_free(d);
+  return rc;
+}
+
+const theus_contract *theus_engine_contract(theus_engine *e, const char *name) {
+  pthread_rwlock_rdlock(&e->reg_lock);
+  const theus_contract *c = name ? find_proc(e, name) : NULL;
+  pthread_rwlock_unlock(&e->reg_lock);
+  return c;
+}
+
+int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reducer_fn fn, void *ud) {
+  if (!name || !*name || !fn)
+    return theus__eset(e, THEUS_EINVAL, "register_reducer: name and fn are required");
+  theus__reducer *r = malloc(sizeof *r + strlen(name) + 1);
+  if (!r)
+    return theus__eset(e, THEUS_ENOMEM, "register_reducer '%s': out of memory", name);
+  r->fn = fn;
+  r->ud = ud;
+  strcpy(r->name, name);
+  pthread_rwlock_wrlock(&e->reg_lock);
+  r->next = e->reducers;
+  e->reducers = r;
+  pthread_rwlock_unlock(&e->reg_lock);
+  return 0;
+}
+
+/* ---- state accessors --------------------------------------------------- */
+
+uint64_t theus_engine_version(theus_engine *e) {
+  return atomic_load_explicit(&e->vword->version, memory_order_acquire);
+}
+
+static int domain_path_ok(theus_engine *e, const char *what, const char *path) {
+  char why[300];
+  if (theus_path_check(path, why, sizeof why))
+    return theus__eset(e, THEUS_EINVAL, "%s: %s", what, why);
+  if (strncmp(path, "domain.", 7) || strchr(path, '*'))
+    return theus__eset(e, THEUS_EINVAL, "%s: '%s' must be a domain path without '*'", what, path);
+  return 0;
+}
+
+json_t *theus_engine_get(theus_engine *e, const char *path) {
+  if (domain_path_ok(e, "get", path))
+    return NULL;
+  theus_snapshot *s = theus__snap_get(e);
+  json_t *v = json_incref((json_t *)theus__json_at(s->domain, path));
+  theus__snap_put(s);
+  if (!v)
+    theus__eset(e, THEUS_ENOTFOUND, "get: no value at '%s'", path);
+  return v;
+}
+
+int theus__patch_put(json_t *patch, const char *path, json_t *value) {
+  json_t *obj = patch;
+  const char *p = strchr(path, '.') + 1;
+  for (const char *end; (end = strchr(p, '.')); p = end + 1) {
+    json_t *sub = json_object_getn(obj, p, (size_t)(end - p));
+    if (!json_is_object(sub)) {
+      sub = json_object();
+      if (!sub || json_object_setn_new(obj, p, (size_t)(end - p), sub)) {
+        json_decref(value);
+        return THEUS_ENOMEM;
+      }
+    }
+    obj = sub;
+  }
+  return json_object_set_new(obj, p, value ? value : json_null()) ? THEUS_ENOMEM : 0;
+}
+
+int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
+  int rc = domain_path_ok(e, "set", path);
+  json_t *patch = json_object();
+  if (rc || !patch || (rc = theus__patch_put(patch, path, value))) {
+    if (!patch || rc == THEUS_EINVAL)
+      json_decref(value);
+    json_decref(patch);
+    return rc ? rc : THEUS_ENOMEM;
+  }
+  char msg[512];
+  for (unsigned i = 0; i <= e->cfg.max_retries; i++) {
+    rc = theus__cas(e, theus_engine_version(e), patch, NULL, NULL, msg, sizeof msg);
+    if (rc != THEUS_ECONFLICT)
+      break;
+  }
+  json_decref(patch);
+  return rc ? theus__eset(e, rc, "set '%s': %s", path, msg) : 0;
+}
+
+int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
+                     const json_t *heavy_patch, uint64_t *new_version) {
+  char msg[768];
+  int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, new_version, msg, sizeof msg);
+  return rc ? theus__eset(e, rc, "%s", msg) : 0;
+}
+
+int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim,
+                             const uint64_t *shape, void **data) {
+  char msg[512];
+  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  return rc ? theus__eset(e, rc, "%s", msg) : 0;
+}
+
+int theus_engine_heavy_discard(theus_engine *e, const char *key) {
+  int rc = key ? theus__draft_drop(e, key) : THEUS_ENOTFOUND;
+  return rc ? theus__eset(e, rc, "heavy_discard: no draft for key '%s'", key ? key : "(null)") : 0;
+}
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+int theus_engine_snapshot(theus_engine *e, theus_snapshot **out) {
+  *out = theus__snap_get(e);
+  return 0;
+}
+
+uint64_t theus_snapshot_version(const theus_snapshot *s) { return s->version; }
+
+const json_t *theus_snapshot_domain(const theus_snapshot *s) { return s->domain; }
+
+const json_t *theus_snapshot_get(const theus_snapshot *s, const char *path) {
+  return path && !strncmp(path, "domain.", 7) ? theus__json_at(s->domain, path) : NULL;
+}
+
+int theus_snapshot_heavy(const theus_snapshot *s, const char *key, theus_array_info *out) {
+  const theus__hbind *b = key ? theus__snap_find(s, key) : NULL;
+  if (!b)
+    return THEUS_ENOTFOUND;
+  return theus_array_info_get(b->arr->arena, b->arr->handle, out);
+}
+
+void theus_snapshot_release(theus_snapshot *s) { theus__snap_put(s); }
+
+/* ---- version waits ------------------------------------------------------- */
+
+int theus_engine_wait_version(theus_engine *e, uint64_t seen, int timeout_ms, uint64_t *now) {
+  return theus__vword_wait(e->vword, seen, timeout_ms, now);
+}
+
+int theus_engine_version_fd(const theus_engine *e) { return e->vfd; }
+
+struct theus_version_watch {
+  const theus__vword *w;
+};
+
+int theus_version_watch_open(theus_version_watch **out, int fd) {
+  *out = NULL;
+  theus_version_watch *w = malloc(sizeof *w);
+  if (!w)
+    return THEUS_ENOMEM;
+  void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    free(w);
+    return THEUS_ESYS;
+  }
+  w->w = m;
+  *out = w;
+  return 0;
+}
+
+uint64_t theus_version_watch_current(const theus_version_watch *w) {
+  return atomic_load_explicit(&w->w->version, memory_order_acquire);
+}
+
+int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int timeout_ms, uint64_t *now) {
+  return theus__vword_wait(w->w, seen, timeout_ms, now);
+}
+
+void theus_version_watch_close(theus_version_watch *w) {
+  if (!w)
+    return;
+  munmap((void *)w->w, 4096);
+  free(w);
+}
+
+/* ---- observability ------------------------------------------------------- */
+
+static json_t *pool_stats_json(theus_engine *e) {
+  if (!e->pool)
+    return json_null();
+  theus_pool_stats *ps = malloc(sizeof *ps);
+  if (!ps || theus_pool_stats_get(e->pool, ps)) {
+    free(ps);
+    return json_null();
+  }
+  json_t *w = json_array();
+  for (unsigned i = 0; i < ps->nworkers; i++)
+    json_array_append_new(w, json_pack("{s:i, s:I, s:I, s:I}", "pid", ps->workers[i].pid, "tasks",
+                                       (json_int_t)ps->workers[i].tasks, "busy_ns",
+                                       (json_int_t)ps->workers[i].busy_ns, "respawns",
+                                       (json_int_t)ps->workers[i].respawns));
+  json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:o}", "submitted", (json_int_t)ps->submitted,
+                        "completed", (json_int_t)ps->completed, "failed", (json_int_t)ps->failed, "crashed",
+                        (json_int_t)ps->crashed, "timed_out", (json_int_t)ps->timed_out, "canceled",
+                        (json_int_t)ps->canceled, "respawned", (json_int_t)ps->respawned, "workers",
+                        (int)ps->nworkers, "per_worker", w);
+  free(ps);
+  return j;
+}
+
+json_t *theus_engine_stats(theus_engine *e) {
+  theus_arena_stats as = {0};
+  theus_arena_stats_get(e->arena, &as);
+  pthread_mutex_lock(&e->state_lock);
+  json_int_t nheavy = (json_int_t)e->cur->nheavy;
+  json_int_t ndrafts = 0;
+  for (theus__draft *d = e->drafts; d; d = d->next)
+    ndrafts++;
+  pthread_mutex_unlock(&e->state_lock);
+  pthread_rwlock_rdlock(&e->reg_lock);
+  json_int_t nprocs = (json_int_t)e->nprocs;
+  pthread_rwlock_unlock(&e->reg_lock);
+#define LD(x) (json_int_t) atomic_load_explicit(&e->x, memory_order_relaxed)
+  json_t *eng = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "version",
+                          (json_int_t)theus_engine_version(e), "processes", nprocs, "heavy_keys", nheavy, "drafts",
+                          ndrafts, "executions", LD(n_exec), "failures", LD(n_fail), "commits", LD(n_commit),
+                          "conflicts", LD(n_conflict), "retries", LD(n_retry), "cas_calls", LD(n_cas), "mode",
+                          e->cfg.strict ? "strict" : "smart");
+#undef LD
+  json_t *ar = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "active_handles",
+                         (json_int_t)as.active_handles, "bytes_live", (json_int_t)as.bytes_live, "peak_bytes",
+                         (json_int_t)as.peak_bytes, "alloc_count", (json_int_t)as.alloc_count, "free_count",
+                         (json_int_t)as.free_count, "errors", (json_int_t)as.errors, "soft_limit_hits",
+                         (json_int_t)as.soft_limit_hits, "hard_limit_hits", (json_int_t)as.hard_limit_hits);
+  return json_pack("{s:o, s:o, s:o}", "engine", eng, "arena", ar, "pool", pool_stats_json(e));
+}
+
+void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud) {
+  atomic_store(&e->trace_ud, ud);
+  atomic_store(&e->trace, fn);
+}

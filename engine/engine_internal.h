@@ -1,0 +1,145 @@
+/* engine: internal structures shared by the engine's files (not installed). */
+#ifndef THEUS_ENGINE_INTERNAL_H
+#define THEUS_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "theus/engine.h"
+#include "theus/pool.h"
+
+/* A published (or draft) heavy array, shared by every version binding it and
+ * freed with its last reference. */
+typedef struct theus__harr {
+  atomic_uint refs;
+  theus_arena *arena;
+  theus_handle handle;
+  char key[];
+} theus__harr;
+
+typedef struct theus__hbind {
+  const char *key; /* points into arr->key */
+  theus__harr *arr;
+} theus__hbind;
+
+/* A version: immutable once published. theus_snapshot is this struct. */
+struct theus_snapshot {
+  atomic_uint refs;
+  uint64_t version;
+  json_t *domain;
+  size_t nheavy;
+  theus__hbind *heavy; /* sorted by key */
+};
+
+/* Paths written by the CAS that produced a version, for smart CAS. */
+typedef struct theus__hist {
+  uint64_t version;
+  char **paths;
+  size_t n;
+} theus__hist;
+
+typedef struct theus__draft {
+  struct theus__draft *next;
+  theus__harr *arr;
+} theus__draft;
+
+typedef struct theus__reducer {
+  struct theus__reducer *next;
+  theus_reducer_fn fn;
+  void *ud;
+  char name[];
+} theus__reducer;
+
+/* The shared page with the current version (futex on the low word). */
+typedef struct theus__vword {
+  _Atomic uint32_t seq;   /* low 32 bits of version: the futex word */
+  uint32_t pad;
+  _Atomic uint64_t version;
+} theus__vword;
+
+struct theus_engine {
+  theus_engine_config cfg;
+  theus_arena *arena;
+  theus_pool *pool;
+
+  pthread_mutex_t state_lock; /* cur, retained, hist, drafts */
+  theus_snapshot *cur;
+  theus_snapshot **retained; /* ring of cfg.retention past versions */
+  theus__hist *hist;         /* ring of cfg.history entries */
+  theus__draft *drafts;
+
+  pthread_rwlock_t reg_lock;
+  theus_contract **procs;
+  size_t nprocs, capprocs;
+  theus__reducer *reducers;
+
+  int vfd;
+  theus__vword *vword;
+
+  pthread_mutex_t jobs_lock;
+  pthread_cond_t jobs_cv;
+  unsigned jobs_running;
+
+  _Atomic(theus_trace_fn) trace;
+  _Atomic(void *) trace_ud;
+
+  atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
+
+  pthread_mutex_t msg_lock;
+  char errmsg[1024];
+};
+
+/* Records a message on the engine and returns code. */
+int theus__eset(theus_engine *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- state.c ---- */
+int theus__state_init(theus_engine *e, const json_t *domain);
+void theus__state_fini(theus_engine *e);
+theus_snapshot *theus__snap_get(theus_engine *e);
+void theus__snap_put(theus_snapshot *s);
+const theus__hbind *theus__snap_find(const theus_snapshot *s, const char *key);
+const json_t *theus__json_at(const json_t *root, const char *path);
+/* CAS with an error message written into msg (for jobs). */
+int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
+               uint64_t *new_version, char *msg, size_t msglen);
+int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
+                     void **data, char *msg, size_t msglen);
+int theus__draft_drop(theus_engine *e, const char *key);
+uint64_t theus__now_ns(void);
+int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now);
+/* Sets the value at a domain path inside a merge patch (reference stolen). */
+int theus__patch_put(json_t *patch, const char *path, json_t *value);
+
+/* ---- ctx.c ---- */
+struct theus_ctx {
+  theus_engine *e;            /* NULL in a worker */
+  const theus_contract *c;
+  const json_t *domain;       /* the snapshot's domain, or the shipped inputs in a worker */
+  const json_t *args;
+  const theus_snapshot *snap; /* local runs */
+  theus_task *task;           /* worker runs */
+  const json_t *task_heavy;   /* worker: {key: handle index} */
+  json_t *patch;              /* the domain merge patch being built */
+  json_t *ret;
+  json_t *heavy_out;          /* {key: true} drafts allocated by this run */
+  int has_slice;
+  uint64_t lo, hi;
+  uint32_t slice_index, slice_count;
+  int worker;
+  int rc;
+  char msg[768];
+};
+
+void theus__ctx_fini(theus_ctx *ctx);
+/* Checks that every path written by ctx->patch is a declared output. */
+int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg, size_t msglen);
+
+/* ---- exec.c ---- */
+int theus__pool_task(theus_task *t);
+
+/* ---- reduce.c ---- */
+/* A registered reducer by name, else a built-in one; NULL if unknown. */
+theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud);
+
+#endif

@@ -1,0 +1,90 @@
+/* Built-in map reducers: sum, min, max (numbers, or objects of numbers key by
+ * key) and concat (arrays concatenated, other values appended). */
+#include <string.h>
+
+#include "engine_internal.h"
+
+enum { OP_SUM, OP_MIN, OP_MAX };
+
+static json_t *num_combine(const json_t *a, const json_t *b, int op) {
+  if (json_is_integer(a) && json_is_integer(b)) {
+    json_int_t x = json_integer_value(a), y = json_integer_value(b);
+    return json_integer(op == OP_SUM ? x + y : op == OP_MIN ? (x < y ? x : y) : (x > y ? x : y));
+  }
+  double x = json_number_value(a), y = json_number_value(b);
+  return json_real(op == OP_SUM ? x + y : op == OP_MIN ? (x < y ? x : y) : (x > y ? x : y));
+}
+
+/* New value combining a and b; NULL if their shapes do not combine. */
+static json_t *combine(const json_t *a, const json_t *b, int op) {
+  if (json_is_number(a) && json_is_number(b))
+    return num_combine(a, b, op);
+  if (!json_is_object(a) || !json_is_object(b))
+    return NULL;
+  json_t *out = json_deep_copy(a);
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)b, k, v) {
+    const json_t *old = json_object_get(a, k);
+    json_t *n = old ? combine(old, v, op) : json_deep_copy(v);
+    if (!n || !out || json_object_set_new(out, k, n)) {
+      json_decref(out);
+      return NULL;
+    }
+  }
+  return out;
+}
+
+static json_t *reduce_op(json_t *acc, const json_t *item, int op) {
+  if (!acc)
+    return json_is_number(item) || json_is_object(item) ? json_deep_copy(item) : NULL;
+  json_t *n = combine(acc, item, op);
+  json_decref(acc);
+  return n;
+}
+
+static json_t *r_sum(json_t *acc, const json_t *item, void *ud) {
+  (void)ud;
+  return reduce_op(acc, item, OP_SUM);
+}
+static json_t *r_min(json_t *acc, const json_t *item, void *ud) {
+  (void)ud;
+  return reduce_op(acc, item, OP_MIN);
+}
+static json_t *r_max(json_t *acc, const json_t *item, void *ud) {
+  (void)ud;
+  return reduce_op(acc, item, OP_MAX);
+}
+
+static json_t *r_concat(json_t *acc, const json_t *item, void *ud) {
+  (void)ud;
+  if (!acc && !(acc = json_array()))
+    return NULL;
+  int rc = json_is_array(item) ? json_array_extend(acc, (json_t *)item)
+                               : json_array_append_new(acc, json_deep_copy(item));
+  if (rc) {
+    json_decref(acc);
+    return NULL;
+  }
+  return acc;
+}
+
+theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud) {
+  static const struct {
+    const char *name;
+    theus_reducer_fn fn;
+  } builtin[] = {{"sum", r_sum}, {"min", r_min}, {"max", r_max}, {"concat", r_concat}};
+  *ud = NULL;
+  theus_reducer_fn fn = NULL;
+  pthread_rwlock_rdlock(&e->reg_lock);
+  for (theus__reducer *r = e->reducers; r && !fn; r = r->next)
+    if (!strcmp(r->name, name)) {
+      fn = r->fn;
+      *ud = r->ud;
+    }
+  pthread_rwlock_unlock(&e->reg_lock);
+  for (size_t i = 0; !fn && i < sizeof builtin / sizeof builtin[0]; i++)
+    if (!strcmp(builtin[i].name, name))
+      fn = builtin[i].fn;
+  return fn;
+}

@@ -1,0 +1,411 @@
+/* Versioned state: immutable versions, heavy array lifetimes, CAS, drafts,
+ * and the shared version word other processes wait on. */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../contracts/contract_internal.h"
+#include "engine_internal.h"
+
+static int msgf(char *msg, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int msgf(char *msg, size_t len, int code, const char *fmt, ...) {
+  if (msg && len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, len, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+uint64_t theus__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- arrays and versions ------------------------------------------------ */
+
+static void harr_put(theus__harr *a) {
+  if (a && atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1) {
+    theus_arena_free(a->arena, a->handle);
+    free(a);
+  }
+}
+
+theus_snapshot *theus__snap_get(theus_engine *e) {
+  pthread_mutex_lock(&e->state_lock);
+  theus_snapshot *s = e->cur;
+  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&e->state_lock);
+  return s;
+}
+
+void theus__snap_put(theus_snapshot *s) {
+  if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (size_t i = 0; i < s->nheavy; i++)
+    harr_put(s->heavy[i].arr);
+  free(s->heavy);
+  json_decref(s->domain);
+  free(s);
+}
+
+const theus__hbind *theus__snap_find(const theus_snapshot *s, const char *key) {
+  for (size_t i = 0; i < s->nheavy; i++)
+    if (!strcmp(s->heavy[i].key, key))
+      return &s->heavy[i];
+  return NULL;
+}
+
+/* "domain.a.b" -> the value, walking objects; NULL if absent. */
+const json_t *theus__json_at(const json_t *root, const char *path) {
+  const char *p = strchr(path, '.');
+  const json_t *v = root;
+  while (p && v) {
+    p++;
+    const char *end = strchr(p, '.');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    v = json_is_object(v) ? json_object_getn(v, p, n) : NULL;
+    p = end;
+  }
+  return v;
+}
+
+/* ---- version word ------------------------------------------------------- */
+
+static void vword_publish(theus_engine *e, uint64_t v) {
+  atomic_store_explicit(&e->vword->version, v, memory_order_release);
+  atomic_store_explicit(&e->vword->seq, (uint32_t)v, memory_order_release);
+  syscall(SYS_futex, &e->vword->seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now) {
+  uint64_t deadline = timeout_ms < 0 ? 0 : theus__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  for (;;) {
+    uint32_t seq = atomic_load_explicit(&w->seq, memory_order_acquire);
+    uint64_t v = atomic_load_explicit(&w->version, memory_order_acquire);
+    if (v != seen || seq != (uint32_t)seen) {
+      if (now)
+        *now = atomic_load_explicit(&w->version, memory_order_acquire);
+      return 0;
+    }
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ms >= 0) {
+      uint64_t t = theus__now_ns();
+      if (t >= deadline) {
+        if (now)
+          *now = v;
+        return THEUS_ETIMEDOUT;
+      }
+      ts.tv_sec = (time_t)((deadline - t) / 1000000000ull);
+      ts.tv_nsec = (long)((deadline - t) % 1000000000ull);
+      tsp = &ts;
+    }
+    syscall(SYS_futex, &w->seq, FUTEX_WAIT, (uint32_t)seen, tsp, NULL, 0);
+  }
+}
+
+/* ---- init / fini -------------------------------------------------------- */
+
+int theus__state_init(theus_engine *e, const json_t *domain) {
+  e->vfd = memfd_create("theus-version", MFD_CLOEXEC);
+  if (e->vfd < 0)
+    return theus__eset(e, THEUS_ESYS, "engine open: memfd_create for the version word failed: %s",
+                       strerror(errno));
+  if (ftruncate(e->vfd, 4096) != 0 ||
+      (e->vword = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, e->vfd, 0)) == MAP_FAILED) {
+    e->vword = NULL;
+    return theus__eset(e, THEUS_ESYS, "engine open: mapping the version word failed: %s", strerror(errno));
+  }
+  if (domain && !json_is_object(domain))
+    return theus__eset(e, THEUS_EINVAL, "engine open: config.domain must be a JSON object");
+  e->hist = calloc(e->cfg.history, sizeof *e->hist);
+  e->retained = e->cfg.retention ? calloc(e->cfg.retention, sizeof *e->retained) : NULL;
+  e->cur = calloc(1, sizeof *e->cur);
+  if (!e->hist || !e->cur || (e->cfg.retention && !e->retained))
+    return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory");
+  atomic_init(&e->cur->refs, 1);
+  e->cur->version = 1;
+  e->cur->domain = domain ? json_deep_copy(domain) : json_object();
+  if (!e->cur->domain)
+    return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory copying the domain");
+  vword_publish(e, 1);
+  return 0;
+}
+
+static void hist_clear(theus__hist *h) {
+  for (size_t i = 0; i < h->n; i++)
+    free(h->paths[i]);
+  free(h->paths);
+  memset(h, 0, sizeof *h);
+}
+
+void theus__state_fini(theus_engine *e) {
+  theus__snap_put(e->cur);
+  for (unsigned i = 0; e->retained && i < e->cfg.retention; i++)
+    theus__snap_put(e->retained[i]);
+  free(e->retained);
+  for (unsigned i = 0; e->hist && i < e->cfg.history; i++)
+    hist_clear(&e->hist[i]);
+  free(e->hist);
+  while (e->drafts) {
+    theus__draft *d = e->drafts;
+    e->drafts = d->next;
+    harr_put(d->arr);
+    free(d);
+  }
+  if (e->vword)
+    munmap(e->vword, 4096);
+  if (e->vfd >= 0)
+    close(e->vfd);
+}
+
+/* ---- drafts ------------------------------------------------------------- */
+
+static theus__draft **draft_find(theus_engine *e, const char *key) {
+  theus__draft **pp = &e->drafts;
+  while (*pp && strcmp((*pp)->arr->key, key))
+    pp = &(*pp)->next;
+  return pp;
+}
+
+int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
+                     void **data, char *msg, size_t msglen) {
+  char why[256];
+  char path[300];
+  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
+  if (!key || theus_path_check(path, why, sizeof why) || strchr(key, '*'))
+    return msgf(msg, msglen, THEUS_EINVAL, "heavy_alloc: bad key '%s': use [A-Za-z_][A-Za-z0-9_-]*",
+                key ? key : "(null)");
+  size_t kl = strlen(key);
+  theus__draft *d = malloc(sizeof *d);
+  theus__harr *a = malloc(sizeof *a + kl + 1);
+  if (!d || !a) {
+    free(d);
+    free(a);
+    return msgf(msg, msglen, THEUS_ENOMEM, "heavy_alloc '%s': out of memory", key);
+  }
+  atomic_init(&a->refs, 1);
+  a->arena = e->arena;
+  memcpy(a->key, key, kl + 1);
+  pthread_mutex_lock(&e->state_lock);
+  int rc = 0;
+  if (*draft_find(e, key)) {
+    rc = msgf(msg, msglen, THEUS_EEXIST,
+              "heavy_alloc: collision on key '%s': another draft for it is being published; "
+              "publish it (cas with {\"%s\": true}) or discard it first",
+              key, key);
+  } else if ((rc = theus_array_alloc(e->arena, dtype, ndim, shape, &a->handle, data)) != 0) {
+    msgf(msg, msglen, rc, "heavy_alloc '%s': %s", key, theus_arena_errmsg(e->arena));
+  } else {
+    d->arr = a;
+    d->next = e->drafts;
+    e->drafts = d;
+  }
+  pthread_mutex_unlock(&e->state_lock);
+  if (rc) {
+    free(d);
+    free(a);
+  }
+  return rc;
+}
+
+int theus__draft_drop(theus_engine *e, const char *key) {
+  pthread_mutex_lock(&e->state_lock);
+  theus__draft **pp = draft_find(e, key), *d = *pp;
+  if (d)
+    *pp = d->next;
+  pthread_mutex_unlock(&e->state_lock);
+  if (!d)
+    return THEUS_ENOTFOUND;
+  harr_put(d->arr);
+  free(d);
+  return 0;
+}
+
+/* ---- CAS ---------------------------------------------------------------- */
+
+typedef struct cas_op {
+  uint64_t expected;
+  const json_t *dpatch, *hpatch;
+  char **paths;
+  size_t n, cap;
+  char *msg;
+  size_t msglen;
+} cas_op;
+
+static int cas_prepare(cas_op *op) {
+  if (op->dpatch && !json_is_object(op->dpatch))
+    return msgf(op->msg, op->msglen, THEUS_EINVAL, "cas: the domain patch must be a JSON object (RFC 7386)");
+  if (op->hpatch && !json_is_object(op->hpatch))
+    return msgf(op->msg, op->msglen, THEUS_EINVAL, "cas: the heavy patch must be an object {key: true|null}");
+  int rc = 0;
+  if (op->dpatch && json_object_size(op->dpatch))
+    rc = theus_merge_patch_paths(op->dpatch, "domain", &op->paths, &op->n, &op->cap);
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)op->hpatch, key, v) {
+    if (rc)
+      break;
+    if (!json_is_true(v) && !json_is_null(v))
+      return msgf(op->msg, op->msglen, THEUS_EINVAL,
+                  "cas: heavy patch key '%s' must map to true (publish its draft) or null (remove)", key);
+    char *p = malloc(strlen(key) + 7);
+    if (!p)
+      return THEUS_ENOMEM;
+    sprintf(p, "heavy.%s", key);
+    char **np = op->n == op->cap ? realloc(op->paths, (op->cap = op->cap * 2 + 4) * sizeof *np) : op->paths;
+    if (!np) {
+      free(p);
+      return THEUS_ENOMEM;
+    }
+    op->paths = np;
+    op->paths[op->n++] = p;
+  }
+  return rc;
+}
+
+/* Under state_lock: does anything written after op->expected overlap op's paths? */
+static int cas_conflicts(theus_engine *e, cas_op *op) {
+  uint64_t cur = e->cur->version;
+  if (op->expected > cur)
+    return msgf(op->msg, op->msglen, THEUS_EINVAL, "cas: expected version %llu is newer than current %llu",
+                (unsigned long long)op->expected, (unsigned long long)cur);
+  if (op->expected == cur)
+    return 0;
+  if (cur - op->expected > e->cfg.history)
+    return msgf(op->msg, op->msglen, THEUS_ECONFLICT,
+                "version conflict: expected version %llu, current %llu: older than the %u versions of "
+                "history kept (config.history); re-read and retry",
+                (unsigned long long)op->expected, (unsigned long long)cur, e->cfg.history);
+  for (uint64_t v = op->expected + 1; v <= cur; v++) {
+    const theus__hist *h = &e->hist[v % e->cfg.history];
+    for (size_t i = 0; i < h->n; i++) {
+      if (e->cfg.strict)
+        return msgf(op->msg, op->msglen, THEUS_ECONFLICT,
+                    "version conflict (strict): expected version %llu, current %llu; first path changed "
+                    "since: '%s' (version %llu)",
+                    (unsigned long long)op->expected, (unsigned long long)cur, h->paths[i], (unsigned long long)v);
+      for (size_t j = 0; j < op->n; j++)
+        if (theus_path_overlaps(h->paths[i], op->paths[j]))
+          return msgf(op->msg, op->msglen, THEUS_ECONFLICT,
+                      "version conflict on '%s': expected version %llu, current %llu; '%s' was written at "
+                      "version %llu",
+                      op->paths[j], (unsigned long long)op->expected, (unsigned long long)cur, h->paths[i],
+                      (unsigned long long)v);
+    }
+    if (e->cfg.strict)
+      return msgf(op->msg, op->msglen, THEUS_ECONFLICT,
+                  "version conflict (strict): expected version %llu, current %llu",
+                  (unsigned long long)op->expected, (unsigned long long)cur);
+  }
+  return 0;
+}
+
+/* Under state_lock: builds the next version (nothing published yet). */
+static int cas_build(theus_engine *e, cas_op *op, theus_snapshot **out) {
+  theus_snapshot *cur = e->cur;
+  size_t nadd = 0;
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)op->hpatch, key, v) {
+    if (!json_is_true(v))
+      continue;
+    if (!*draft_find(e, key))
+      return msgf(op->msg, op->msglen, THEUS_ENOTFOUND,
+                  "cas: no draft for heavy key '%s'; allocate it with theus_engine_heavy_alloc first", key);
+    nadd++;
+  }
+  theus_snapshot *s = calloc(1, sizeof *s);
+  if (!s)
+    return THEUS_ENOMEM;
+  s->heavy = calloc(cur->nheavy + nadd + 1, sizeof *s->heavy);
+  s->domain = op->dpatch && json_object_size(op->dpatch) ? theus_merge_patch(cur->domain, op->dpatch)
+                                                          : json_incref(cur->domain);
+  if (!s->heavy || !s->domain) {
+    free(s->heavy);
+    json_decref(s->domain);
+    free(s);
+    return msgf(op->msg, op->msglen, THEUS_ENOMEM, "cas: out of memory building version %llu",
+                (unsigned long long)cur->version + 1);
+  }
+  atomic_init(&s->refs, 1);
+  s->version = cur->version + 1;
+  for (size_t i = 0; i < cur->nheavy; i++) {
+    if (op->hpatch && json_object_get(op->hpatch, cur->heavy[i].key))
+      continue;
+    s->heavy[s->nheavy] = cur->heavy[i];
+    atomic_fetch_add_explicit(&cur->heavy[i].arr->refs, 1, memory_order_relaxed);
+    s->nheavy++;
+  }
+  json_object_foreach((json_t *)op->hpatch, key, v) {
+    if (!json_is_true(v))
+      continue;
+    theus__draft **pp = draft_find(e, key), *d = *pp;
+    *pp = d->next; /* the draft's reference moves to the version */
+    s->heavy[s->nheavy].arr = d->arr;
+    s->heavy[s->nheavy].key = d->arr->key;
+    s->nheavy++;
+    free(d);
+  }
+  *out = s;
+  return 0;
+}
+
+/* Under state_lock: makes s current and records its written paths. */
+static void cas_publish(theus_engine *e, cas_op *op, theus_snapshot *s) {
+  theus__hist *h = &e->hist[s->version % e->cfg.history];
+  hist_clear(h);
+  h->version = s->version;
+  h->paths = op->paths;
+  h->n = op->n;
+  op->paths = NULL;
+  op->n = op->cap = 0;
+  theus_snapshot *old = e->cur;
+  e->cur = s;
+  if (e->cfg.retention) {
+    theus_snapshot **slot = &e->retained[old->version % e->cfg.retention];
+    theus__snap_put(*slot);
+    *slot = old;
+  } else {
+    theus__snap_put(old);
+  }
+  vword_publish(e, s->version);
+}
+
+int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
+               uint64_t *new_version, char *msg, size_t msglen) {
+  cas_op op = {expected, domain_patch, heavy_patch, NULL, 0, 0, msg, msglen};
+  atomic_fetch_add_explicit(&e->n_cas, 1, memory_order_relaxed);
+  int rc = cas_prepare(&op);
+  theus_snapshot *s = NULL;
+  if (!rc) {
+    pthread_mutex_lock(&e->state_lock);
+    rc = cas_conflicts(e, &op);
+    if (!rc)
+      rc = cas_build(e, &op, &s);
+    if (!rc) {
+      cas_publish(e, &op, s);
+      if (new_version)
+        *new_version = s->version;
+    }
+    pthread_mutex_unlock(&e->state_lock);
+  }
+  if (rc == THEUS_ECONFLICT)
+    atomic_fetch_add_explicit(&e->n_conflict, 1, memory_order_relaxed);
+  else if (!rc)
+    atomic_fetch_add_explicit(&e->n_commit, 1, memory_order_relaxed);
+  for (size_t i = 0; i < op.n; i++)
+    free(op.paths[i]);
+  free(op.paths);
+  return rc;
+}

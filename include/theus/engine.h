@@ -1,0 +1,210 @@
+/* theus-c — the engine: registered processes, versioned state, execution.
+ *
+ * State is a sequence of immutable versions {version, domain JSON, heavy key ->
+ * array}. A compare-and-swap installs version+1; execute/submit/map run a
+ * process (locally, or in the worker pool when its contract says parallel),
+ * check what it wrote against its contract and commit it by CAS, retrying on
+ * conflict. A failed process commits nothing.
+ *
+ * Thread safety: every function may be called from any thread. Messages: a
+ * failing call leaves a human message in theus_engine_errmsg (last failure
+ * wins when threads race; jobs keep their own message).
+ */
+#ifndef THEUS_ENGINE_H
+#define THEUS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "contract.h"
+#include "error.h"
+#include "heavy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct theus_engine theus_engine;
+typedef struct theus_snapshot theus_snapshot;
+typedef struct theus_job theus_job;
+
+typedef struct theus_engine_config {
+  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local) */
+  int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
+  unsigned retention;     /* past versions the engine keeps alive (default 0) */
+  unsigned history;       /* versions whose written paths smart CAS remembers (default 4096) */
+  unsigned max_retries;   /* re-executions on CAS conflict (default 64) */
+  uint32_t default_timeout_ms; /* for parallel processes without one (default 0 = none) */
+  const theus_arena_config *arena; /* NULL = arena defaults */
+  const json_t *domain;   /* initial domain object (copied); NULL = {} */
+} theus_engine_config;
+
+/* Fills *cfg with the defaults. */
+THEUS_API void theus_engine_config_init(theus_engine_config *cfg);
+
+/* Opens an engine: arena, version word, and (unless workers == -1) the
+ * worker pool. cfg may be NULL. *out is NULL on failure. */
+THEUS_API int theus_engine_open(theus_engine **out, const theus_engine_config *cfg);
+
+/* Waits for submitted jobs, stops the pool, frees every version, draft and
+ * array. Snapshots must be released and jobs freed before. NULL is a no-op. */
+THEUS_API void theus_engine_close(theus_engine *e);
+
+/* Message of the last failure (what, where, how to fix). Never NULL. */
+THEUS_API const char *theus_engine_errmsg(const theus_engine *e);
+
+/* The engine's arena (owned by the engine). */
+THEUS_API theus_arena *theus_engine_arena(theus_engine *e);
+
+/* ---- registry ---------------------------------------------------------- */
+
+/* Registers a process (contract copied). THEUS_EINVAL for a contradictory
+ * contract, THEUS_EEXIST for a duplicate name; the message names the field. */
+THEUS_API int theus_engine_register(theus_engine *e, const theus_contract *c);
+
+/* Parses a JSON contract (see theus_contract_parse) and registers it. */
+THEUS_API int theus_engine_register_json(theus_engine *e, const char *text, const char *source,
+                                         theus_fn_resolver resolver, void *ud);
+
+/* The registered contract of a process (valid until close), or NULL. */
+THEUS_API const theus_contract *theus_engine_contract(theus_engine *e, const char *name);
+
+/* A reducer for map: acc is NULL for the first item; returns the new
+ * accumulator (new reference) and takes ownership of acc; NULL = failure. */
+typedef json_t *(*theus_reducer_fn)(json_t *acc, const json_t *item, void *ud);
+
+/* Registers a named reducer (beside the built-in sum, min, max, concat). */
+THEUS_API int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reducer_fn fn, void *ud);
+
+/* ---- state ------------------------------------------------------------- */
+
+/* The current version number (starts at 1 for the initial state). */
+THEUS_API uint64_t theus_engine_version(theus_engine *e);
+
+/* The value at a domain path of the current version, as a new reference
+ * (NULL if absent: THEUS_ENOTFOUND in the message). */
+THEUS_API json_t *theus_engine_get(theus_engine *e, const char *path);
+
+/* Writes value (reference stolen) at a domain path, committed as a new
+ * version (merge semantics; null deletes). */
+THEUS_API int theus_engine_set(theus_engine *e, const char *path, json_t *value);
+
+/* Installs a new version if the state is still compatible with
+ * expected_version. domain_patch: RFC 7386 merge patch of the domain (or
+ * NULL). heavy_patch: object {key: true} publishes the draft allocated for
+ * key, {key: null} removes the binding (or NULL). On success *new_version
+ * (optional) gets the installed number. THEUS_ECONFLICT (strict: any stale
+ * version; smart: a written path changed after expected_version) with both
+ * versions and the first conflicting path in the message; nothing changes. */
+THEUS_API int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
+                               const json_t *heavy_patch, uint64_t *new_version);
+
+/* Allocates a writable draft array for heavy key (C-contiguous; *data is
+ * writable until published). Publish it with a CAS heavy patch {key: true}.
+ * THEUS_EEXIST (collision) if a draft for key is already pending. */
+THEUS_API int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim,
+                                       const uint64_t *shape, void **data);
+
+/* Frees an unpublished draft. THEUS_ENOTFOUND if none. */
+THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
+
+/* ---- snapshots --------------------------------------------------------- */
+
+/* Pins the current version: its values and arrays stay valid and unchanged
+ * until theus_snapshot_release, whatever is committed meanwhile. */
+THEUS_API int theus_engine_snapshot(theus_engine *e, theus_snapshot **out);
+
+THEUS_API uint64_t theus_snapshot_version(const theus_snapshot *s);
+
+/* The whole domain object (borrowed, immutable: do not modify). */
+THEUS_API const json_t *theus_snapshot_domain(const theus_snapshot *s);
+
+/* The value at a domain path (borrowed), or NULL. */
+THEUS_API const json_t *theus_snapshot_get(const theus_snapshot *s, const char *path);
+
+/* View of the array bound to key in this version. THEUS_ENOTFOUND if none. */
+THEUS_API int theus_snapshot_heavy(const theus_snapshot *s, const char *key, theus_array_info *out);
+
+/* Drops the pin; arrays only this snapshot referenced are freed. */
+THEUS_API void theus_snapshot_release(theus_snapshot *s);
+
+/* ---- waiting for versions (any thread or process) ---------------------- */
+
+/* Waits until the current version differs from seen, or timeout_ms passes
+ * (-1 = forever). *now (optional) gets the version. THEUS_ETIMEDOUT. */
+THEUS_API int theus_engine_wait_version(theus_engine *e, uint64_t seen, int timeout_ms, uint64_t *now);
+
+/* A descriptor of the shared page holding the current version (owned by the
+ * engine, close-on-exec: dup it for exec'd programs; forked children inherit
+ * it). Another process maps it with theus_version_watch_open. */
+THEUS_API int theus_engine_version_fd(const theus_engine *e);
+
+typedef struct theus_version_watch theus_version_watch;
+
+/* Maps the version page read-only from fd (which stays the caller's). */
+THEUS_API int theus_version_watch_open(theus_version_watch **out, int fd);
+THEUS_API uint64_t theus_version_watch_current(const theus_version_watch *w);
+/* As theus_engine_wait_version, from any process. */
+THEUS_API int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int timeout_ms, uint64_t *now);
+THEUS_API void theus_version_watch_close(theus_version_watch *w);
+
+/* ---- execution --------------------------------------------------------- */
+
+/* Runs process name with args (JSON object or NULL) and commits its outputs
+ * (retrying on CAS conflict). *result (optional) gets the process's return
+ * value (new reference, or NULL). Failure codes: THEUS_ENOTFOUND (unknown
+ * process), THEUS_EPROCESS (the process failed), THEUS_ECONTRACT,
+ * THEUS_ECRASH (worker died), THEUS_ETIMEDOUT, THEUS_ECONFLICT (retries
+ * exhausted); nothing is committed then, and the message gives the cause. */
+THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, json_t **result);
+
+/* Starts an execution in the background; *job is waited on from any thread. */
+THEUS_API int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **job);
+
+/* Waits for the job (timeout_ms -1 = forever): THEUS_ETIMEDOUT if it is still
+ * running (wait again later), else the execution's code. *result as execute. */
+THEUS_API int theus_job_wait(theus_job *job, int timeout_ms, json_t **result);
+
+/* The job's failure message ("" while running or on success). */
+THEUS_API const char *theus_job_errmsg(const theus_job *job);
+
+/* The version the job committed (0 if it committed nothing). */
+THEUS_API uint64_t theus_job_version(const theus_job *job);
+
+/* Releases the job (it keeps running and commits if not finished). */
+THEUS_API void theus_job_free(theus_job *job);
+
+/* Runs parallel process name over `slices` slices of the first dimension of
+ * heavy array key (theus_ctx_slice gives each its bounds), in the pool, and
+ * combines the return values with reducer ("sum", "min", "max", "concat" or a
+ * registered name). *result gets the combined value. Slices may not write
+ * state outputs; commit the result yourself (theus_engine_set). */
+THEUS_API int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices,
+                               const char *reducer, const json_t *args, json_t **result);
+
+/* ---- observability ----------------------------------------------------- */
+
+/* Counters as JSON (new reference): {"engine": {...}, "arena": {...},
+ * "pool": {...}}. */
+THEUS_API json_t *theus_engine_stats(theus_engine *e);
+
+typedef struct theus_trace_event {
+  const char *process;
+  int worker;          /* -1 = ran locally */
+  uint64_t start_ns;   /* CLOCK_MONOTONIC */
+  uint64_t end_ns;
+  int status;          /* 0 or THEUS_E* */
+} theus_trace_event;
+
+typedef void (*theus_trace_fn)(const theus_trace_event *ev, void *ud);
+
+/* Calls fn after every process run (each map slice too), from the thread
+ * that observed the end. NULL disables. */
+THEUS_API void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* THEUS_ENGINE_H */

@@ -1,0 +1,12 @@
+/* theus-c — umbrella header: everything a process author or host needs. */
+#ifndef THEUS_THEUS_H
+#define THEUS_THEUS_H
+
+#include "error.h"
+#include "heavy.h"
+#include "pool.h"
+#include "contract.h"
+#include "engine.h"
+#include "twin.h"
+
+#endif /* THEUS_THEUS_H */
