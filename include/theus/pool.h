@@ -1,0 +1,180 @@
+/* theus-c — workers: a pool of forked worker processes.
+ *
+ * theus_pool_start() forks one single-threaded helper, the fork server, which
+ * forks the workers; the caller may already have threads. Tasks travel through
+ * per-worker rings in anonymous shared memory (nothing in /dev/shm): a worker
+ * spins briefly on its ring, then sleeps on a futex, and so does a waiter, so
+ * an awake worker and an awake waiter exchange a task without any syscall.
+ *
+ * A task is a function pointer plus argument bytes plus arena handles. The
+ * function runs in a worker, a forked copy of the program image as it was when
+ * the pool started: it must be linked in, or dlopen()ed BEFORE
+ * theus_pool_start() (theus_pool_submit refuses other addresses).
+ *
+ * Workers see the arena read-only (O_RDONLY memfd, PROT_READ). A task that
+ * writes into an array dies by SIGSEGV and its result reads
+ * "contract violation: write to read-only heavy array 0x... (key '...')".
+ * Every worker death (signal, exit, timeout) fails the in-flight task with the
+ * cause, a fresh worker takes its place and queued tasks run on.
+ *
+ * Thread safety: submit, wait, stats and errmsg may be called from many
+ * threads at once; one ticket must be waited by one thread at a time.
+ * theus_pool_stop() must be called once, when no other thread uses the pool.
+ */
+#ifndef THEUS_POOL_H
+#define THEUS_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "heavy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct theus_pool theus_pool;
+/* The worker-side view of one running task (valid during the call only). */
+typedef struct theus_task theus_task;
+/* A task function: returns 0 on success, or a negative THEUS_E* code (use
+ * theus_task_fail to attach a message). Runs in a worker process. */
+typedef int (*theus_task_fn)(theus_task *t);
+
+/* Limits of what one task carries inline through shared memory. */
+#define THEUS_POOL_ARG_MAX (16u * 1024u)    /* argument bytes per task */
+#define THEUS_POOL_RESULT_MAX (64u * 1024u) /* result bytes per task */
+#define THEUS_POOL_MAX_HANDLES 16u          /* arena handles per task */
+#define THEUS_POOL_KEY_MAX 48u              /* bytes of a handle's key, NUL included */
+#define THEUS_POOL_ERRMSG_MAX 256u          /* bytes of a result's message */
+#define THEUS_POOL_MAX_WORKERS 256u
+
+typedef struct theus_pool_config {
+  unsigned nworkers;       /* default: online cores */
+  unsigned ring_capacity;  /* tasks queued per worker (default 256, power of two) */
+  uint32_t spin_us;        /* busy-wait before sleeping on a futex, both sides (default 50) */
+  int64_t default_timeout_ms; /* per task when the task says 0; <= 0 means none (default) */
+  const theus_arena *arena;   /* arena shared read-only with the workers (may be NULL) */
+  int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 */
+} theus_pool_config;
+
+/* What to run. Everything is copied at submit; the caller's buffers are free
+ * to reuse as soon as submit returns. */
+typedef struct theus_task_desc {
+  theus_task_fn fn;
+  const void *arg;            /* argument bytes (may be NULL when arg_len is 0) */
+  size_t arg_len;             /* <= THEUS_POOL_ARG_MAX */
+  const theus_handle *handles; /* arrays the task reads (resolved before fn runs) */
+  unsigned nhandles;           /* <= THEUS_POOL_MAX_HANDLES */
+  const char *const *keys;    /* optional: a name per handle, used in messages */
+  int64_t timeout_ms;         /* 0: pool default; < 0: none; > 0: kill the worker past it */
+} theus_task_desc;
+
+typedef uint64_t theus_ticket;
+
+/* What a task produced. data is malloc'ed (NULL when len is 0): release it
+ * with theus_pool_result_free. */
+typedef struct theus_pool_result {
+  int status;      /* 0, the task's error code, THEUS_ECRASH, THEUS_ETIMEDOUT, THEUS_ECONTRACT, ... */
+  int worker;      /* index of the worker that ran it (-1 if none did) */
+  int pid;         /* its pid (0 if none) */
+  size_t len;
+  void *data;
+  char errmsg[THEUS_POOL_ERRMSG_MAX]; /* empty on success */
+} theus_pool_result;
+
+typedef struct theus_pool_worker_stats {
+  int pid;
+  uint64_t tasks;   /* tasks this slot ran, across respawns */
+  uint64_t busy_ns; /* time spent inside task functions */
+  uint64_t respawns;
+} theus_pool_worker_stats;
+
+typedef struct theus_pool_stats {
+  uint64_t submitted;
+  uint64_t completed;  /* status 0 */
+  uint64_t failed;     /* the task returned an error, or a contract violation */
+  uint64_t crashed;    /* the worker died while running it */
+  uint64_t timed_out;
+  uint64_t canceled;
+  uint64_t respawned;  /* workers started to replace dead ones */
+  unsigned nworkers;
+  theus_pool_worker_stats workers[THEUS_POOL_MAX_WORKERS];
+} theus_pool_stats;
+
+/* ---- orchestrator side ------------------------------------------------- */
+
+/* Fills *cfg with the defaults. */
+THEUS_API void theus_pool_config_init(theus_pool_config *cfg);
+
+/* Starts the fork server and its workers; returns once every worker is up.
+ * cfg may be NULL. Like sqlite3_open, a failure still hands back a pool that
+ * carries the message (unless memory ran out: then *out is NULL): read
+ * theus_pool_errmsg(*out), then release it with theus_pool_stop(*out, 1). */
+THEUS_API int theus_pool_start(theus_pool **out, const theus_pool_config *cfg);
+
+/* Queues one task on the least loaded worker. THEUS_EAGAIN when every ring is
+ * full (wait for results first), THEUS_ECLOSED once the pool is stopping or
+ * broken (its fork server died). */
+THEUS_API int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out);
+
+/* Queues n tasks with one wake-up per worker; tickets[i] answers tasks[i].
+ * Returns how many were queued (>= 0) or a negative code if none was. */
+THEUS_API int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t n,
+                                      theus_ticket *tickets);
+
+/* Waits up to timeout_ms (< 0: forever, 0: poll) for a ticket's result.
+ * Returns 0 and fills *res (res->status says how the task ended), or
+ * THEUS_ETIMEDOUT (the ticket stays valid), or THEUS_ENOTFOUND for a ticket
+ * that is unknown or already collected. */
+THEUS_API int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res);
+
+/* Frees res->data (and sets it to NULL). */
+THEUS_API void theus_pool_result_free(theus_pool_result *res);
+
+/* Snapshot of the counters. */
+THEUS_API int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out);
+
+/* Number of workers and the pid of worker i (0 while it is being replaced). */
+THEUS_API unsigned theus_pool_size(const theus_pool *p);
+THEUS_API int theus_pool_worker_pid(const theus_pool *p, unsigned i);
+/* Pid of the fork server. */
+THEUS_API int theus_pool_forksrv_pid(const theus_pool *p);
+
+/* Stops the pool: with cancel_running 0 every queued task runs to the end
+ * first; otherwise running workers are killed and queued tasks dropped. Reaps
+ * every child and frees everything; uncollected results are discarded.
+ * Returns 0, or THEUS_ECRASH if the fork server had died. NULL is a no-op. */
+THEUS_API int theus_pool_stop(theus_pool *p, int cancel_running);
+
+/* The message of the last failure on this pool. Never NULL. */
+THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
+
+/* ---- worker side (call only from inside a task function) --------------- */
+
+/* The read-only arena (NULL if the pool has none). */
+THEUS_API const theus_arena *theus_task_arena(const theus_task *t);
+/* The argument bytes; *len (optional) gets their count. */
+THEUS_API const void *theus_task_arg(const theus_task *t, size_t *len);
+THEUS_API unsigned theus_task_nhandles(const theus_task *t);
+THEUS_API theus_handle theus_task_handle(const theus_task *t, unsigned i);
+/* dtype, shape and const data of input i (resolved before fn ran, no syscall). */
+THEUS_API int theus_task_array(const theus_task *t, unsigned i, theus_array_info *out);
+/* Const bytes of input i. */
+THEUS_API int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *len);
+/* The result buffer (THEUS_POOL_RESULT_MAX bytes); fill it, then set the length. */
+THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
+/* Sets the result length; THEUS_ETRUNC (with a message) beyond the capacity. */
+THEUS_API int theus_task_set_result(theus_task *t, size_t len);
+/* Appends bytes to the result; THEUS_ETRUNC (with a message) if they do not fit. */
+THEUS_API int theus_task_write(theus_task *t, const void *data, size_t len);
+/* Records a message and returns code (negative), so `return theus_task_fail(...)`. */
+THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Index of the worker running this task. */
+THEUS_API unsigned theus_task_worker(const theus_task *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* THEUS_POOL_H */

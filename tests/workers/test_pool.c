@@ -1,0 +1,362 @@
+/* workers: round trips, arguments, arena inputs, results, batches, stats,
+ * two pools in one process, a threaded parent, stop modes. Every test runs
+ * against a pool held in the cmocka state; the teardown stops it (cancelling
+ * anything left), so no child outlives a failed assertion. */
+#include <pthread.h>
+#include <signal.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "theus/heavy.h"
+#include "theus/pool.h"
+
+typedef struct fixture {
+  theus_arena *arena;
+  theus_pool *pool;
+  theus_pool *pool2;
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  if (!f || theus_arena_open(&f->arena, NULL) < 0) return -1;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  theus_pool_stop(f->pool, 1);
+  theus_pool_stop(f->pool2, 1);
+  theus_arena_close(f->arena);
+  free(f);
+  return 0;
+}
+
+static theus_pool *start(fixture *f, unsigned nworkers) {
+  theus_pool_config cfg;
+  theus_pool_config_init(&cfg);
+  cfg.nworkers = nworkers;
+  cfg.arena = f->arena;
+  theus_pool *p = NULL;
+  int rc = theus_pool_start(&p, &cfg);
+  if (rc < 0) fail_msg("theus_pool_start: %s", theus_pool_errmsg(p));
+  return p;
+}
+
+/* ---- task functions (linked in: present in every worker) ---------------- */
+
+static int t_echo(theus_task *t) {
+  size_t n;
+  const void *a = theus_task_arg(t, &n);
+  return theus_task_write(t, a, n);
+}
+
+static int t_empty(theus_task *t) {
+  (void)t;
+  return 0;
+}
+
+/* Sums an f64 array and returns the sum, its dtype and dims. */
+static int t_sum(theus_task *t) {
+  theus_array_info ai;
+  int rc = theus_task_array(t, 0, &ai);
+  if (rc < 0) return rc;
+  if (ai.dtype != THEUS_DTYPE_F64) return theus_task_fail(t, THEUS_EINVAL, "want f64, got %d", (int)ai.dtype);
+  const double *d = ai.data;
+  double s = 0;
+  for (uint64_t i = 0; i < ai.nbytes / 8; i++) s += d[i];
+  double out[3] = {s, (double)ai.ndim, (double)ai.shape[0]};
+  return theus_task_write(t, out, sizeof out);
+}
+
+static int t_fail(theus_task *t) { return theus_task_fail(t, THEUS_EPROCESS, "bad input %d", 42); }
+
+static int t_big(theus_task *t) {
+  size_t cap;
+  theus_task_out(t, &cap);
+  return theus_task_set_result(t, cap + 1);
+}
+
+static int t_malloc(theus_task *t) {
+  char *p = malloc(1000);
+  if (!p) return THEUS_ENOMEM;
+  snprintf(p, 1000, "w%u", theus_task_worker(t));
+  int rc = theus_task_write(t, p, strlen(p) + 1);
+  free(p);
+  return rc;
+}
+
+static int t_worker_pid(theus_task *t) {
+  int pid = getpid();
+  return theus_task_write(t, &pid, sizeof pid);
+}
+
+static int t_sleep_ms(theus_task *t) {
+  int ms;
+  memcpy(&ms, theus_task_arg(t, NULL), sizeof ms);
+  usleep((useconds_t)ms * 1000u);
+  return 0;
+}
+
+static int run1(theus_pool *p, const theus_task_desc *d, theus_pool_result *r) {
+  theus_ticket tk;
+  int rc = theus_pool_submit(p, d, &tk);
+  if (rc < 0) return rc;
+  return theus_pool_wait(p, tk, -1, r);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void test_echo_roundtrip(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 2);
+  assert_int_equal(theus_pool_size(f->pool), 2);
+  for (int i = 0; i < 200; i++) {
+    char msg[32];
+    snprintf(msg, sizeof msg, "hello %d", i);
+    theus_task_desc d = {.fn = t_echo, .arg = msg, .arg_len = strlen(msg) + 1};
+    theus_pool_result r;
+    assert_int_equal(run1(f->pool, &d, &r), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.len, strlen(msg) + 1);
+    assert_string_equal(r.data, msg);
+    theus_pool_result_free(&r);
+  }
+  theus_pool_stats st;
+  assert_int_equal(theus_pool_stats_get(f->pool, &st), 0);
+  assert_int_equal(st.submitted, 200);
+  assert_int_equal(st.completed, 200);
+  assert_int_equal(st.workers[0].tasks + st.workers[1].tasks, 200);
+  assert_int_equal(theus_pool_stop(f->pool, 0), 0);
+  f->pool = NULL;
+}
+
+static void test_arena_input(void **state) {
+  fixture *f = *state;
+  uint64_t shape[1] = {1000};
+  theus_handle h;
+  void *data;
+  assert_int_equal(theus_array_alloc(f->arena, THEUS_DTYPE_F64, 1, shape, &h, &data), 0);
+  for (int i = 0; i < 1000; i++) ((double *)data)[i] = i;
+  f->pool = start(f, 2); /* after the write: the worker maps the live arena, no copy */
+  theus_task_desc d = {.fn = t_sum, .handles = &h, .nhandles = 1};
+  theus_pool_result r;
+  assert_int_equal(run1(f->pool, &d, &r), 0);
+  assert_int_equal(r.status, 0);
+  double out[3];
+  assert_int_equal(r.len, sizeof out);
+  memcpy(out, r.data, sizeof out);
+  assert_true(out[0] == 499500.0 && out[1] == 1.0 && out[2] == 1000.0);
+  theus_pool_result_free(&r);
+  /* arrays allocated after the pool started are visible too */
+  theus_handle h2;
+  assert_int_equal(theus_array_alloc(f->arena, THEUS_DTYPE_F64, 1, shape, &h2, &data), 0);
+  for (int i = 0; i < 1000; i++) ((double *)data)[i] = 1;
+  d.handles = &h2;
+  assert_int_equal(run1(f->pool, &d, &r), 0);
+  memcpy(out, r.data, sizeof out);
+  assert_true(out[0] == 1000.0);
+  theus_pool_result_free(&r);
+  /* a stale handle fails before the function runs, naming the key */
+  assert_int_equal(theus_arena_free(f->arena, h2), 0);
+  const char *keys[1] = {"heavy.ones"};
+  d.keys = keys;
+  assert_int_equal(run1(f->pool, &d, &r), 0);
+  assert_int_equal(r.status, THEUS_EFREED); /* freed, not yet reused */
+  assert_non_null(strstr(r.errmsg, "heavy.ones"));
+  theus_pool_result_free(&r);
+}
+
+static void test_errors_and_limits(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 1);
+  theus_pool_result r;
+  theus_task_desc d = {.fn = t_fail};
+  assert_int_equal(run1(f->pool, &d, &r), 0);
+  assert_int_equal(r.status, THEUS_EPROCESS);
+  assert_string_equal(r.errmsg, "bad input 42");
+  d.fn = t_big;
+  assert_int_equal(run1(f->pool, &d, &r), 0);
+  assert_int_equal(r.status, THEUS_ETRUNC);
+  assert_non_null(strstr(r.errmsg, "THEUS_POOL_RESULT_MAX"));
+  /* refused at submit: too many argument bytes, foreign function, NULL */
+  static char big[THEUS_POOL_ARG_MAX + 1];
+  theus_task_desc bad = {.fn = t_echo, .arg = big, .arg_len = sizeof big};
+  theus_ticket tk;
+  assert_int_equal(theus_pool_submit(f->pool, &bad, &tk), THEUS_EINVAL);
+  assert_non_null(strstr(theus_pool_errmsg(f->pool), "THEUS_POOL_ARG_MAX"));
+  int not_code = 0;
+  bad = (theus_task_desc){.fn = (theus_task_fn)(void *)&not_code};
+  assert_int_equal(theus_pool_submit(f->pool, &bad, &tk), THEUS_EINVAL);
+  assert_non_null(strstr(theus_pool_errmsg(f->pool), "dlopen"));
+  /* unknown and collected tickets */
+  d.fn = t_empty;
+  assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
+  assert_int_equal(theus_pool_wait(f->pool, tk, -1, &r), 0);
+  assert_int_equal(theus_pool_wait(f->pool, tk, -1, &r), THEUS_ENOTFOUND);
+  assert_int_equal(theus_pool_wait(f->pool, 12345, 0, &r), THEUS_ENOTFOUND);
+  /* a wait that times out leaves the ticket valid */
+  int ms = 300;
+  d = (theus_task_desc){.fn = t_sleep_ms, .arg = &ms, .arg_len = sizeof ms};
+  assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
+  assert_int_equal(theus_pool_wait(f->pool, tk, 1, &r), THEUS_ETIMEDOUT);
+  assert_int_equal(theus_pool_wait(f->pool, tk, -1, &r), 0);
+  assert_int_equal(r.status, 0);
+}
+
+static void test_batch(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 2);
+  enum { N = 2000 };
+  static theus_task_desc d[N];
+  static theus_ticket tk[N];
+  static int val[N];
+  for (int i = 0; i < N; i++) {
+    val[i] = i;
+    d[i] = (theus_task_desc){.fn = t_echo, .arg = &val[i], .arg_len = sizeof val[i]};
+  }
+  size_t done = 0, got = 0;
+  while (got < N) {
+    if (done < N) {
+      int rc = theus_pool_submit_batch(f->pool, d + done, N - done, tk + done);
+      if (rc < 0) assert_int_equal(rc, THEUS_EAGAIN);
+      else done += (size_t)rc;
+    }
+    theus_pool_result r;
+    assert_int_equal(theus_pool_wait(f->pool, tk[got], -1, &r), 0);
+    assert_int_equal(r.status, 0);
+    int v;
+    memcpy(&v, r.data, sizeof v);
+    assert_int_equal(v, (int)got);
+    theus_pool_result_free(&r);
+    got++;
+  }
+  theus_pool_stats st;
+  theus_pool_stats_get(f->pool, &st);
+  assert_int_equal(st.completed, N);
+  assert_true(st.workers[0].tasks > 0 && st.workers[1].tasks > 0);
+}
+
+static void test_two_pools(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 1);
+  f->pool2 = start(f, 2);
+  theus_task_desc d = {.fn = t_worker_pid};
+  for (int i = 0; i < 50; i++) {
+    theus_pool_result r1, r2;
+    assert_int_equal(run1(f->pool, &d, &r1), 0);
+    assert_int_equal(run1(f->pool2, &d, &r2), 0);
+    int pid1, pid2;
+    memcpy(&pid1, r1.data, sizeof pid1);
+    memcpy(&pid2, r2.data, sizeof pid2);
+    assert_int_equal(pid1, theus_pool_worker_pid(f->pool, 0));
+    assert_true(pid2 == theus_pool_worker_pid(f->pool2, 0) || pid2 == theus_pool_worker_pid(f->pool2, 1));
+    theus_pool_result_free(&r1);
+    theus_pool_result_free(&r2);
+  }
+  assert_int_equal(theus_pool_stop(f->pool, 0), 0);
+  f->pool = NULL;
+  theus_pool_result r;
+  assert_int_equal(run1(f->pool2, &d, &r), 0);
+  assert_int_equal(r.status, 0);
+  theus_pool_result_free(&r);
+}
+
+/* Threads that hammer malloc (and so hold its locks) while the pool forks. */
+typedef struct churn {
+  volatile int stop;
+  pthread_t th[4];
+} churn;
+
+static void *churn_main(void *arg) {
+  churn *c = arg;
+  while (!c->stop) {
+    void *v[16];
+    for (int i = 0; i < 16; i++) v[i] = malloc((size_t)(i + 1) * 100);
+    for (int i = 0; i < 16; i++) free(v[i]);
+  }
+  return NULL;
+}
+
+static void test_threaded_parent(void **state) {
+  fixture *f = *state;
+  churn c = {0};
+  for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&c.th[i], NULL, churn_main, &c), 0);
+  for (int round = 0; round < 5; round++) {
+    f->pool = start(f, 2);
+    theus_task_desc d = {.fn = t_malloc};
+    for (int i = 0; i < 20; i++) {
+      theus_pool_result r;
+      int rc = run1(f->pool, &d, &r);
+      if (rc < 0 || r.status != 0) {
+        c.stop = 1;
+        for (int k = 0; k < 4; k++) pthread_join(c.th[k], NULL);
+        fail_msg("task failed: %s", rc < 0 ? theus_pool_errmsg(f->pool) : r.errmsg);
+      }
+      assert_int_equal(((char *)r.data)[0], 'w');
+      theus_pool_result_free(&r);
+    }
+    assert_int_equal(theus_pool_stop(f->pool, 0), 0);
+    f->pool = NULL;
+  }
+  c.stop = 1;
+  for (int i = 0; i < 4; i++) pthread_join(c.th[i], NULL);
+}
+
+static void test_stop_modes(void **state) {
+  fixture *f = *state;
+  /* drain: every queued task runs before stop returns */
+  f->pool = start(f, 2);
+  int ms = 20;
+  theus_task_desc d = {.fn = t_sleep_ms, .arg = &ms, .arg_len = sizeof ms};
+  theus_ticket tk;
+  for (int i = 0; i < 6; i++) assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
+  theus_pool_stats st;
+  assert_int_equal(theus_pool_stop(f->pool, 0), 0);
+  f->pool = NULL;
+  /* cancel: a long task is cut short; the pool is gone when stop returns */
+  f->pool = start(f, 1);
+  ms = 60000;
+  for (int i = 0; i < 3; i++) assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
+  int wpid = theus_pool_worker_pid(f->pool, 0), spid = theus_pool_forksrv_pid(f->pool);
+  assert_true(wpid > 0 && spid > 0);
+  theus_pool_stats_get(f->pool, &st);
+  assert_int_equal(st.submitted, 3);
+  assert_int_equal(theus_pool_stop(f->pool, 1), 0);
+  f->pool = NULL;
+  assert_int_equal(kill(spid, 0), -1); /* reaped: gone */
+}
+
+static void test_config_errors(void **state) {
+  (void)state;
+  theus_pool_config cfg;
+  theus_pool_config_init(&cfg);
+  assert_true(cfg.nworkers >= 1);
+  cfg.ring_capacity = 3;
+  theus_pool *p = NULL;
+  assert_int_equal(theus_pool_start(&p, &cfg), THEUS_EINVAL);
+  assert_non_null(strstr(theus_pool_errmsg(p), "power of two"));
+  assert_int_equal(theus_pool_stop(p, 1), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_echo_roundtrip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_arena_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_errors_and_limits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_two_pools, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_threaded_parent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stop_modes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+  };
+  return cmocka_run_group_tests_name("workers/pool", tests, NULL, NULL);
+}

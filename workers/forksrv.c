@@ -1,0 +1,329 @@
+/* workers/: the fork server — a single-threaded child of the orchestrator that
+ * forks the workers, reaps them, repairs the ring of a dead worker (failing its
+ * task with the cause), replaces it, and enforces task timeouts. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "pool_internal.h"
+
+enum { REASON_NONE = 0, REASON_TIMEOUT, REASON_CANCEL };
+
+typedef struct forksrv {
+  theus__ctl *c;
+  theus_arena *arena;
+  uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
+  unsigned nranges;
+  int sfd;
+  pid_t self;
+  unsigned live;
+  int cancel_sent;
+  pid_t pid[THEUS_POOL_MAX_WORKERS];
+  unsigned char reason[THEUS_POOL_MAX_WORKERS];
+  unsigned char respawn[THEUS_POOL_MAX_WORKERS];
+  int64_t killed_timeout_ms[THEUS_POOL_MAX_WORKERS];
+} forksrv;
+
+/* ---- start-up: shed what the orchestrator had --------------------------- */
+
+/* Calls fn for each line of /proc/self/maps (no malloc: the host's other
+ * threads may have held locks when we were forked). */
+static void maps_each(void (*fn)(void *ud, uintptr_t lo, uintptr_t hi, const char *perms, unsigned long ino),
+                      void *ud) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[8192], line[512];
+  size_t ll = 0;
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    for (ssize_t i = 0; i < n; i++) {
+      if (buf[i] != '\n') {
+        if (ll + 1 < sizeof line) line[ll++] = buf[i];
+        continue;
+      }
+      line[ll] = '\0';
+      ll = 0;
+      unsigned long lo, hi, ino;
+      char perms[8], dev[16];
+      unsigned long long off;
+      if (sscanf(line, "%lx-%lx %7s %llx %15s %lu", &lo, &hi, perms, &off, dev, &ino) == 6)
+        fn(ud, lo, hi, perms, ino);
+    }
+  }
+  close(fd);
+}
+
+typedef struct { theus__ctl *c; uintptr_t r[64][2]; unsigned n; } shared_list;
+
+static void collect_shared_writable(void *ud, uintptr_t lo, uintptr_t hi, const char *perms, unsigned long ino) {
+  shared_list *l = ud;
+  (void)ino;
+  uintptr_t clo = (uintptr_t)l->c, chi = clo + l->c->total;
+  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || l->n == 64) return;
+  l->r[l->n][0] = lo;
+  l->r[l->n][1] = hi;
+  l->n++;
+}
+
+/* Drops every writable shared mapping inherited from the host but our rings:
+ * the owner's writable arena mapping, other pools' rings, the host's own. */
+static void drop_shared_writable(theus__ctl *c) {
+  for (int pass = 0; pass < 4; pass++) { /* more than 64 such mappings: go again */
+    shared_list l = {.c = c};
+    maps_each(collect_shared_writable, &l);
+    for (unsigned i = 0; i < l.n; i++) munmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
+    if (l.n < 64) return;
+  }
+}
+
+typedef struct { unsigned long ino; forksrv *f; } arena_find;
+
+static void collect_arena(void *ud, uintptr_t lo, uintptr_t hi, const char *perms, unsigned long ino) {
+  arena_find *a = ud;
+  if (ino != a->ino || perms[3] != 's' || a->f->nranges == THEUS__MAX_ARENA_RANGES) return;
+  a->f->ranges[a->f->nranges][0] = lo;
+  a->f->ranges[a->f->nranges][1] = hi;
+  a->f->nranges++;
+}
+
+static void close_other_fds(int keep) {
+  if (keep < 3) {
+    close_range(3, ~0u, 0);
+    return;
+  }
+  if (keep > 3) close_range(3, (unsigned)keep - 1, 0);
+  close_range((unsigned)keep + 1, ~0u, 0);
+}
+
+static _Noreturn void fatal(forksrv *f, const char *msg) {
+  snprintf(f->c->fatal, sizeof f->c->fatal, "%s", msg);
+  for (unsigned w = 0; w < f->c->nworkers; w++)
+    if (f->pid[w] > 0) kill(f->pid[w], SIGKILL);
+  atomic_store(&f->c->start_state, THEUS__START_FAILED);
+  theus__futex_wake(&f->c->start_state);
+  _exit(1);
+}
+
+/* ---- workers ------------------------------------------------------------- */
+
+static int spawn(forksrv *f, unsigned w) {
+  pid_t pid = fork();
+  if (pid < 0) return -errno;
+  if (pid == 0) {
+    /* The fork server is single-threaded, so "parent thread" is the process. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != f->self) _exit(1);
+    close(f->sfd);
+    theus__worker_main(f->c, w, f->arena, (const uintptr_t(*)[2])f->ranges, f->nranges);
+  }
+  f->pid[w] = pid;
+  f->reason[w] = REASON_NONE;
+  f->respawn[w] = 0;
+  atomic_store(&theus__ring_of(f->c, w)->pid, pid);
+  f->live++;
+  return 0;
+}
+
+static void describe_death(forksrv *f, unsigned w, pid_t pid, int st, theus__slot *s) {
+  theus__ring *r = theus__ring_of(f->c, w);
+  if (f->reason[w] == REASON_TIMEOUT) {
+    s->status = THEUS_ETIMEDOUT;
+    snprintf(s->errmsg, sizeof s->errmsg, "timed out after %lld ms: worker %u (pid %d) was killed and replaced",
+             (long long)f->killed_timeout_ms[w], w, (int)pid);
+    atomic_fetch_add(&r->timed_out, 1);
+  } else if (f->reason[w] == REASON_CANCEL) {
+    s->status = THEUS_ECANCELED;
+    snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped while worker %u (pid %d) ran the task",
+             w, (int)pid);
+    atomic_fetch_add(&r->canceled, 1);
+  } else if (WIFSIGNALED(st)) {
+    const char *name = sigabbrev_np(WTERMSIG(st));
+    s->status = THEUS_ECRASH;
+    snprintf(s->errmsg, sizeof s->errmsg, "worker %u (pid %d) killed by SIG%s%s", w, (int)pid, name ? name : "?",
+             WTERMSIG(st) == SIGKILL ? " (from outside the pool: the OOM killer, a memory limit or a user)" : "");
+    atomic_fetch_add(&r->crashed, 1);
+  } else {
+    s->status = THEUS_ECRASH;
+    snprintf(s->errmsg, sizeof s->errmsg, "worker %u (pid %d) exited with status %d while running the task", w,
+             (int)pid, WEXITSTATUS(st));
+    atomic_fetch_add(&r->crashed, 1);
+  }
+}
+
+/* The worker w is dead and reaped: fail the task it was running (if any) and
+ * move run past it, so its replacement starts at the next queued task. */
+static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
+  theus__ring *r = theus__ring_of(f->c, w);
+  uint64_t seq = atomic_load(&r->run);
+  theus__slot *s = theus__slot_of(f->c, w, seq);
+  if (s->seq != seq) return;
+  uint32_t state = atomic_load(&s->state);
+  if (state == THEUS__SLOT_QUEUED) return;
+  if (state == THEUS__SLOT_RUNNING) {
+    s->worker = (int32_t)w;
+    s->pid = pid;
+    s->res_len = 0;
+    describe_death(f, w, pid, st, s);
+    theus__slot_finish(s);
+  }
+  atomic_store(&r->run, seq + 1);
+}
+
+static int ring_has_queued(forksrv *f, unsigned w) {
+  theus__ring *r = theus__ring_of(f->c, w);
+  theus__slot *s = theus__slot_of(f->c, w, atomic_load(&r->run));
+  return atomic_load(&s->state) == THEUS__SLOT_QUEUED;
+}
+
+static int any_queued(forksrv *f) {
+  for (unsigned w = 0; w < f->c->nworkers; w++)
+    if (ring_has_queued(f, w)) return 1;
+  return 0;
+}
+
+static void reap(forksrv *f) {
+  int st;
+  pid_t pid;
+  uint32_t stop = atomic_load(&f->c->stop);
+  while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    unsigned w = 0;
+    while (w < f->c->nworkers && f->pid[w] != pid) w++;
+    if (w == f->c->nworkers) continue;
+    f->pid[w] = 0;
+    f->live--;
+    atomic_store(&theus__ring_of(f->c, w)->pid, 0);
+    repair(f, w, pid, st);
+    if (stop == THEUS__STOP_NONE || (stop == THEUS__STOP_DRAIN && ring_has_queued(f, w))) f->respawn[w] = 1;
+  }
+}
+
+static void respawn_dead(forksrv *f) {
+  for (unsigned w = 0; w < f->c->nworkers; w++) {
+    if (!f->respawn[w] || spawn(f, w) < 0) continue; /* a failed fork is retried on the next tick */
+    atomic_fetch_add(&theus__ring_of(f->c, w)->respawns, 1);
+  }
+}
+
+/* Kills workers whose task ran past its deadline; returns ms to the next one
+ * (10 ms at most while tasks carry timeouts, so new ones are seen; -1 if none). */
+static int check_timeouts(forksrv *f) {
+  if (!atomic_load(&f->c->timed)) return -1;
+  uint64_t now = theus__now_ns(), next = now + 10000000u;
+  for (unsigned w = 0; w < f->c->nworkers; w++) {
+    if (f->pid[w] <= 0 || f->reason[w] != REASON_NONE) continue;
+    theus__ring *r = theus__ring_of(f->c, w);
+    uint64_t seq = atomic_load(&r->run);
+    theus__slot *s = theus__slot_of(f->c, w, seq);
+    if (s->seq != seq || atomic_load(&s->state) != THEUS__SLOT_RUNNING) continue;
+    int64_t dl = atomic_load(&s->deadline_ns);
+    if (dl <= 0) continue;
+    if ((uint64_t)dl > now) {
+      if ((uint64_t)dl < next) next = (uint64_t)dl;
+      continue;
+    }
+    f->reason[w] = REASON_TIMEOUT;
+    f->killed_timeout_ms[w] = s->timeout_ms;
+    kill(f->pid[w], SIGKILL);
+  }
+  return (int)((next - now + 999999u) / 1000000u);
+}
+
+/* Fails every task still queued once all workers are gone (cancel stop). */
+static void cancel_queued(forksrv *f) {
+  for (unsigned w = 0; w < f->c->nworkers; w++) {
+    theus__ring *r = theus__ring_of(f->c, w);
+    uint64_t seq = atomic_load(&r->run);
+    for (;; seq++) {
+      theus__slot *s = theus__slot_of(f->c, w, seq);
+      if (s->seq != seq || atomic_load(&s->state) != THEUS__SLOT_QUEUED) break;
+      s->status = THEUS_ECANCELED;
+      s->worker = -1;
+      s->pid = 0;
+      s->res_len = 0;
+      snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped before the task ran");
+      atomic_fetch_add(&r->canceled, 1);
+      theus__slot_finish(s);
+    }
+    atomic_store(&r->run, seq);
+  }
+}
+
+static void kill_all(forksrv *f, int reason) {
+  for (unsigned w = 0; w < f->c->nworkers; w++) {
+    if (f->pid[w] <= 0) continue;
+    if (reason) f->reason[w] = (unsigned char)reason;
+    kill(f->pid[w], SIGKILL);
+  }
+}
+
+static _Noreturn void serve(forksrv *f) {
+  int timeout = check_timeouts(f);
+  for (;;) {
+    struct pollfd pfd = {.fd = f->sfd, .events = POLLIN};
+    poll(&pfd, 1, timeout);
+    struct signalfd_siginfo si[16];
+    while (read(f->sfd, si, sizeof si) > 0) {
+    }
+    if (getppid() != f->c->orch_pid) { /* the orchestrator is gone: so are we */
+      kill_all(f, REASON_NONE);
+      _exit(1);
+    }
+    reap(f);
+    uint32_t stop = atomic_load(&f->c->stop);
+    if (stop == THEUS__STOP_CANCEL && !f->cancel_sent) {
+      f->cancel_sent = 1;
+      kill_all(f, REASON_CANCEL);
+    }
+    if (stop == THEUS__STOP_CANCEL && f->live == 0) {
+      cancel_queued(f);
+      _exit(0);
+    }
+    if (stop == THEUS__STOP_DRAIN && f->live == 0 && !any_queued(f)) _exit(0);
+    if (stop != THEUS__STOP_CANCEL) respawn_dead(f);
+    timeout = check_timeouts(f);
+    if (stop) timeout = 10; /* draining: a worker exit also wakes us, this is a safety net */
+  }
+}
+
+_Noreturn void theus__forksrv_main(theus__ctl *c) {
+  forksrv f;
+  memset(&f, 0, sizeof f);
+  f.c = c;
+  f.self = getpid();
+  f.sfd = -1;
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (getppid() != c->orch_pid) _exit(1); /* the orchestrator died before the prctl */
+  char name[16] = "theus-forksrv";
+  prctl(PR_SET_NAME, name, 0, 0, 0);
+  close_other_fds(c->arena_fd);
+  drop_shared_writable(c);
+  if (c->arena_fd >= 0) {
+    int rc = theus_arena_attach_ro(&f.arena, c->arena_fd);
+    if (rc < 0) fatal(&f, "fork server: theus_arena_attach_ro failed on the arena's read-only descriptor");
+    struct stat sb;
+    if (fstat(c->arena_fd, &sb) == 0) {
+      arena_find af = {.ino = (unsigned long)sb.st_ino, .f = &f};
+      maps_each(collect_arena, &af);
+    }
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  f.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (f.sfd < 0) fatal(&f, "fork server: signalfd failed");
+  for (unsigned w = 0; w < c->nworkers; w++)
+    if (spawn(&f, w) < 0) fatal(&f, "fork server: fork of a worker failed (process limit? see ulimit -u)");
+  atomic_store(&c->start_state, THEUS__START_UP);
+  theus__futex_wake(&c->start_state);
+  serve(&f);
+}

@@ -1,0 +1,484 @@
+/* workers/: the orchestrator side of the pool — start, submit, wait, stats,
+ * stop. A "keeper" thread per pool forks the fork server and blocks in
+ * waitpid() on it: the fork server's PR_SET_PDEATHSIG then fires exactly when
+ * the pool's keeper (i.e. the pool, or the whole process) goes away, not when
+ * whichever host thread called theus_pool_start() happens to exit. */
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "pool_internal.h"
+
+typedef struct wstate {
+  pthread_mutex_t lock;
+  uint64_t tail;     /* next sequence to hand out (under lock) */
+  uint64_t run_seen; /* last value read from ring.run (under lock) */
+  _Atomic uint64_t outstanding; /* submitted, not yet collected */
+} __attribute__((aligned(64))) wstate;
+
+struct theus_pool {
+  theus__ctl *ctl;
+  unsigned n, cap;
+  wstate *ws;
+  _Atomic unsigned rr;
+  _Atomic uint64_t submitted;
+  _Atomic int stopping;
+  int64_t default_timeout_ms;
+  pthread_t keeper;
+  int keeper_running;
+  int pidfd; /* of the fork server: signals it without any pid-reuse race */
+  uintptr_t (*image)[2]; /* executable segments loaded when the pool started */
+  size_t nimage;
+  pthread_mutex_t errlock;
+  char errmsg[512];
+};
+
+static int set_err(theus_pool *p, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int set_err(theus_pool *p, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  pthread_mutex_lock(&p->errlock);
+  vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
+  pthread_mutex_unlock(&p->errlock);
+  va_end(ap);
+  return code;
+}
+
+const char *theus_pool_errmsg(const theus_pool *p) {
+  return p ? p->errmsg : "theus_pool_errmsg: pool is NULL (theus_pool_start ran out of memory)";
+}
+
+void theus_pool_config_init(theus_pool_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  cfg->nworkers = n < 1 ? 1 : n > (long)THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : (unsigned)n;
+  cfg->ring_capacity = 256;
+  cfg->spin_us = 50;
+}
+
+/* ---- the program image: task functions must come from it ---------------- */
+
+static int collect_image(struct dl_phdr_info *info, size_t size, void *ud) {
+  (void)size;
+  theus_pool *p = ud;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    uintptr_t (*grown)[2] = realloc(p->image, (p->nimage + 1) * sizeof *p->image);
+    if (!grown) return 1;
+    p->image = grown;
+    p->image[p->nimage][0] = info->dlpi_addr + ph->p_vaddr;
+    p->image[p->nimage][1] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+    p->nimage++;
+  }
+  return 0;
+}
+
+static int in_image(const theus_pool *p, theus_task_fn fn) {
+  uintptr_t a = (uintptr_t)fn;
+  for (size_t i = 0; i < p->nimage; i++)
+    if (a >= p->image[i][0] && a < p->image[i][1]) return 1;
+  return 0;
+}
+
+/* ---- the keeper thread --------------------------------------------------- */
+
+/* The fork server died on its own: fail every pending task so no waiter hangs. */
+static void mark_broken(theus_pool *p, pid_t pid, int st) {
+  theus__ctl *c = p->ctl;
+  char why[96];
+  if (WIFSIGNALED(st))
+    snprintf(why, sizeof why, "killed by SIG%s", sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+  else
+    snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(st));
+  atomic_store(&c->broken, 1);
+  set_err(p, THEUS_ECRASH, "the pool's fork server (pid %d) %s: the pool is broken; stop it and start a new one",
+          (int)pid, why);
+  for (unsigned w = 0; w < p->n; w++)
+    for (unsigned i = 0; i < p->cap; i++) {
+      theus__slot *s = theus__slot_of(c, w, i);
+      uint32_t state = atomic_load(&s->state);
+      if (state != THEUS__SLOT_QUEUED && state != THEUS__SLOT_RUNNING) continue;
+      s->status = THEUS_ECRASH;
+      s->res_len = 0;
+      snprintf(s->errmsg, sizeof s->errmsg, "the pool's fork server (pid %d) %s; every worker died with it",
+               (int)pid, why);
+      theus__slot_finish(s);
+    }
+}
+
+static void start_failed(theus__ctl *c, const char *msg) {
+  if (msg && !c->fatal[0]) snprintf(c->fatal, sizeof c->fatal, "%s", msg);
+  atomic_store(&c->start_state, THEUS__START_FAILED);
+  theus__futex_wake(&c->start_state);
+}
+
+static void *keeper_main(void *arg) {
+  theus_pool *p = arg;
+  pid_t pid = fork();
+  if (pid == 0) theus__forksrv_main(p->ctl);
+  if (pid < 0) {
+    start_failed(p->ctl, "fork of the fork server failed (process limit? see ulimit -u)");
+    return NULL;
+  }
+  p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  atomic_store(&p->ctl->forksrv_pid, pid);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (atomic_load(&p->ctl->start_state) == THEUS__START_PENDING)
+    start_failed(p->ctl, "the fork server exited during start-up");
+  else if (!atomic_load(&p->stopping))
+    mark_broken(p, pid, st);
+  else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+    atomic_store(&p->ctl->broken, 1);
+  return NULL;
+}
+
+static void signal_forksrv(theus_pool *p) {
+  if (p->pidfd >= 0) syscall(SYS_pidfd_send_signal, p->pidfd, SIGUSR1, NULL, 0);
+}
+
+/* ---- start / stop -------------------------------------------------------- */
+
+static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
+  size_t head = ((sizeof(theus__ctl) + 63) & ~(size_t)63) + (size_t)p->n * sizeof(theus__ring);
+  size_t total = head + (size_t)p->n * p->cap * sizeof(theus__slot);
+  /* Anonymous + shared: inherited by the fork server and workers, named
+   * nowhere, and released by the kernel with the last process. Pages are
+   * touched only as slots are used. */
+  void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED)
+    return set_err(p, THEUS_ENOMEM, "theus_pool_start: mmap of %zu bytes of rings failed: %s (lower nworkers "
+                   "or ring_capacity)", total, strerror(errno));
+  theus__ctl *c = m;
+  c->nworkers = p->n;
+  c->cap = p->cap;
+  c->spin_us = cfg->spin_us;
+  c->keep_core = cfg->keep_core_dumps;
+  c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
+  c->orch_pid = getpid();
+  c->slots_off = head;
+  c->total = total;
+  for (unsigned w = 0; w < p->n; w++) atomic_store(&theus__ring_of(c, w)->run, 1);
+  p->ctl = c;
+  return 0;
+}
+
+static int check_config(theus_pool *p, const theus_pool_config *cfg) {
+  if (cfg->nworkers < 1 || cfg->nworkers > THEUS_POOL_MAX_WORKERS)
+    return set_err(p, THEUS_EINVAL, "theus_pool_start: nworkers is %u, must be 1..%u", cfg->nworkers,
+                   THEUS_POOL_MAX_WORKERS);
+  unsigned cap = cfg->ring_capacity;
+  if (cap < 2 || cap > 65536 || (cap & (cap - 1)))
+    return set_err(p, THEUS_EINVAL, "theus_pool_start: ring_capacity is %u, must be a power of two in 2..65536",
+                   cap);
+  if (cfg->arena && theus_arena_ro_fd(cfg->arena) < 0)
+    return set_err(p, THEUS_EINVAL, "theus_pool_start: the arena has no read-only descriptor");
+  return 0;
+}
+
+static int launch(theus_pool *p) {
+  sigset_t all, old;
+  sigfillset(&all);
+  /* The keeper, and so the fork server, start with every signal blocked:
+   * host signals are never delivered to them. */
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&p->keeper, NULL, keeper_main, p);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0)
+    return set_err(p, THEUS_ESYS, "theus_pool_start: pthread_create of the keeper thread failed: %s", strerror(rc));
+  p->keeper_running = 1;
+  uint32_t st;
+  while ((st = atomic_load(&p->ctl->start_state)) == THEUS__START_PENDING)
+    theus__futex_wait(&p->ctl->start_state, st, 100000000);
+  if (st == THEUS__START_FAILED)
+    return set_err(p, THEUS_ESYS, "theus_pool_start: %s", p->ctl->fatal[0] ? p->ctl->fatal : "fork server failed");
+  return 0;
+}
+
+int theus_pool_start(theus_pool **out, const theus_pool_config *cfg) {
+  theus_pool_config def;
+  if (!out) return THEUS_EINVAL;
+  *out = NULL;
+  if (!cfg) {
+    theus_pool_config_init(&def);
+    cfg = &def;
+  }
+  theus_pool *p = calloc(1, sizeof *p);
+  if (!p) return THEUS_ENOMEM;
+  pthread_mutex_init(&p->errlock, NULL);
+  p->pidfd = -1;
+  *out = p;
+  int rc = check_config(p, cfg);
+  if (rc < 0) return rc;
+  p->n = cfg->nworkers;
+  p->cap = cfg->ring_capacity;
+  p->default_timeout_ms = cfg->default_timeout_ms;
+  p->ws = aligned_alloc(64, p->n * sizeof *p->ws);
+  if (!p->ws) return set_err(p, THEUS_ENOMEM, "theus_pool_start: out of memory");
+  for (unsigned w = 0; w < p->n; w++) {
+    pthread_mutex_init(&p->ws[w].lock, NULL);
+    p->ws[w].tail = p->ws[w].run_seen = 1;
+    atomic_init(&p->ws[w].outstanding, 0);
+  }
+  if (dl_iterate_phdr(collect_image, p) != 0) return set_err(p, THEUS_ENOMEM, "theus_pool_start: out of memory");
+  if ((rc = map_ctl(p, cfg)) < 0) return rc;
+  return launch(p);
+}
+
+int theus_pool_stop(theus_pool *p, int cancel_running) {
+  if (!p) return 0;
+  int rc = 0;
+  if (p->keeper_running) {
+    atomic_store(&p->stopping, 1);
+    atomic_store(&p->ctl->stop, cancel_running ? THEUS__STOP_CANCEL : THEUS__STOP_DRAIN);
+    for (unsigned w = 0; w < p->n; w++) {
+      theus__ring *r = theus__ring_of(p->ctl, w);
+      atomic_fetch_add(&r->pub, 1);
+      theus__futex_wake(&r->pub);
+    }
+    signal_forksrv(p);
+    pthread_join(p->keeper, NULL);
+    if (atomic_load(&p->ctl->broken)) rc = THEUS_ECRASH;
+  }
+  if (p->pidfd >= 0) close(p->pidfd);
+  if (p->ctl) munmap(p->ctl, p->ctl->total);
+  if (p->ws)
+    for (unsigned w = 0; w < p->n; w++) pthread_mutex_destroy(&p->ws[w].lock);
+  free(p->ws);
+  free(p->image);
+  pthread_mutex_destroy(&p->errlock);
+  free(p);
+  return rc;
+}
+
+/* ---- submit -------------------------------------------------------------- */
+
+static int check_desc(theus_pool *p, const theus_task_desc *d) {
+  if (!d || !d->fn) return set_err(p, THEUS_EINVAL, "theus_pool_submit: task or task function is NULL");
+  if (!in_image(p, d->fn))
+    return set_err(p, THEUS_EINVAL, "theus_pool_submit: function %p is not in the program image the workers were "
+                   "forked from: link it in, or dlopen() its library before theus_pool_start()", (void *)d->fn);
+  if (d->arg_len > THEUS_POOL_ARG_MAX || (d->arg_len && !d->arg))
+    return set_err(p, THEUS_EINVAL, "theus_pool_submit: %zu argument bytes (limit THEUS_POOL_ARG_MAX = %u; pass "
+                   "bigger inputs as arena handles)", d->arg_len, THEUS_POOL_ARG_MAX);
+  if (d->nhandles > THEUS_POOL_MAX_HANDLES || (d->nhandles && !d->handles))
+    return set_err(p, THEUS_EINVAL, "theus_pool_submit: %u handles (limit THEUS_POOL_MAX_HANDLES = %u)",
+                   d->nhandles, THEUS_POOL_MAX_HANDLES);
+  if (atomic_load_explicit(&p->stopping, memory_order_relaxed) || atomic_load(&p->ctl->broken))
+    return set_err(p, THEUS_ECLOSED, "theus_pool_submit: the pool is %s",
+                   atomic_load(&p->ctl->broken) ? "broken (its fork server died): start a new one" : "stopping");
+  return 0;
+}
+
+static void fill_slot(theus__slot *s, const theus_task_desc *d) {
+  s->fn = d->fn;
+  s->arg_len = (uint32_t)d->arg_len;
+  if (d->arg_len) memcpy(s->arg, d->arg, d->arg_len);
+  s->nhandles = d->nhandles;
+  for (unsigned i = 0; i < d->nhandles; i++) s->handles[i] = d->handles[i];
+  s->has_keys = d->keys != NULL;
+  for (unsigned i = 0; d->keys && i < d->nhandles; i++)
+    snprintf(s->keys[i], sizeof s->keys[i], "%s", d->keys[i] ? d->keys[i] : "");
+  s->status = 0;
+  s->res_len = 0;
+}
+
+/* Queues d on worker w without waking it. THEUS_EAGAIN if its ring is full. */
+static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t timeout_ms, theus_ticket *out) {
+  wstate *ws = &p->ws[w];
+  theus__ring *r = theus__ring_of(p->ctl, w);
+  pthread_mutex_lock(&ws->lock);
+  uint64_t tail = ws->tail;
+  if (tail - ws->run_seen >= p->cap) ws->run_seen = atomic_load_explicit(&r->run, memory_order_acquire);
+  theus__slot *s = theus__slot_of(p->ctl, w, tail);
+  if (tail - ws->run_seen >= p->cap || atomic_load_explicit(&s->state, memory_order_acquire) != THEUS__SLOT_FREE) {
+    pthread_mutex_unlock(&ws->lock);
+    return THEUS_EAGAIN;
+  }
+  fill_slot(s, d);
+  s->timeout_ms = timeout_ms;
+  s->seq = tail;
+  atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
+  ws->tail = tail + 1;
+  pthread_mutex_unlock(&ws->lock);
+  atomic_fetch_add_explicit(&ws->outstanding, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->submitted, 1, memory_order_relaxed);
+  *out = (tail << 8) | w;
+  return 0;
+}
+
+static void wake_worker(theus_pool *p, unsigned w) {
+  theus__ring *r = theus__ring_of(p->ctl, w);
+  atomic_fetch_add_explicit(&r->pub, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&r->sleeping, memory_order_seq_cst)) theus__futex_wake(&r->pub);
+}
+
+/* Tries the least loaded worker first, then the others in turn. */
+static int place(theus_pool *p, const theus_task_desc *d, theus_ticket *out, unsigned *wout) {
+  int64_t tmo = d->timeout_ms ? d->timeout_ms : p->default_timeout_ms;
+  if (tmo > 0 && !atomic_load_explicit(&p->ctl->timed, memory_order_relaxed) &&
+      !atomic_exchange(&p->ctl->timed, 1))
+    signal_forksrv(p); /* it sleeps without a tick until a task carries a timeout */
+  unsigned start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed) % p->n, best = start;
+  uint64_t least = UINT64_MAX;
+  for (unsigned k = 0; k < p->n; k++) {
+    unsigned w = (start + k) % p->n;
+    uint64_t o = atomic_load_explicit(&p->ws[w].outstanding, memory_order_relaxed);
+    if (o < least) least = o, best = w;
+  }
+  for (unsigned k = 0; k < p->n; k++) {
+    unsigned w = (best + k) % p->n;
+    if (enqueue(p, w, d, tmo, out) == 0) {
+      *wout = w;
+      return 0;
+    }
+  }
+  return set_err(p, THEUS_EAGAIN, "theus_pool_submit: all %u task rings are full (%u tasks each): collect results "
+                 "with theus_pool_wait before submitting more", p->n, p->cap);
+}
+
+int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out) {
+  if (!p || !p->ctl || !out) return THEUS_EINVAL;
+  int rc = check_desc(p, task);
+  unsigned w;
+  if (rc < 0 || (rc = place(p, task, out, &w)) < 0) return rc;
+  wake_worker(p, w);
+  return 0;
+}
+
+int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t n, theus_ticket *tickets) {
+  if (!p || !p->ctl || (n && (!tasks || !tickets))) return THEUS_EINVAL;
+  unsigned char dirty[THEUS_POOL_MAX_WORKERS] = {0};
+  size_t done = 0;
+  int rc = 0;
+  for (; done < n; done++) {
+    unsigned w;
+    if ((rc = check_desc(p, &tasks[done])) < 0 || (rc = place(p, &tasks[done], &tickets[done], &w)) < 0) break;
+    dirty[w] = 1;
+  }
+  for (unsigned w = 0; w < p->n; w++)
+    if (dirty[w]) wake_worker(p, w);
+  if (n && done == 0) return rc;
+  return (int)(done > INT32_MAX ? INT32_MAX : done);
+}
+
+/* ---- wait ---------------------------------------------------------------- */
+
+static void collect(theus_pool *p, unsigned w, theus__slot *s, theus_pool_result *res) {
+  res->status = s->status;
+  res->worker = s->worker;
+  res->pid = s->pid;
+  res->len = 0;
+  res->data = NULL;
+  res->errmsg[0] = '\0';
+  if (s->status != 0) snprintf(res->errmsg, sizeof res->errmsg, "%s", s->errmsg);
+  if (s->status == 0 && s->res_len) {
+    res->data = malloc(s->res_len);
+    if (res->data) {
+      memcpy(res->data, s->res, s->res_len);
+      res->len = s->res_len;
+    } else {
+      res->status = THEUS_ENOMEM;
+      snprintf(res->errmsg, sizeof res->errmsg, "theus_pool_wait: out of memory copying %u result bytes", s->res_len);
+    }
+  }
+  atomic_store_explicit(&s->state, THEUS__SLOT_FREE, memory_order_release);
+  atomic_fetch_sub_explicit(&p->ws[w].outstanding, 1, memory_order_relaxed);
+}
+
+/* Sleeps on the slot's state word until DONE or the deadline (UINT64_MAX:
+ * none). Sleeps at most 100 ms at a time so a broken pool is noticed. */
+static int sleep_until_done(theus_pool *p, theus__slot *s, uint64_t deadline) {
+  atomic_fetch_add(&s->waiters, 1);
+  int rc = 0;
+  for (;;) {
+    uint32_t st = atomic_load(&s->state);
+    if (st == THEUS__SLOT_DONE) break;
+    uint64_t now = theus__now_ns();
+    if (now >= deadline) {
+      rc = THEUS_ETIMEDOUT;
+      break;
+    }
+    uint64_t slice = deadline - now < 100000000u ? deadline - now : 100000000u;
+    theus__futex_wait(&s->state, st, (int64_t)slice);
+    (void)p;
+  }
+  atomic_fetch_sub(&s->waiters, 1);
+  return rc;
+}
+
+int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res) {
+  if (!p || !p->ctl || !res) return THEUS_EINVAL;
+  unsigned w = (unsigned)(t & 0xff);
+  uint64_t seq = t >> 8;
+  theus__slot *s = w < p->n && seq ? theus__slot_of(p->ctl, w, seq) : NULL;
+  if (!s || s->seq != seq || atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_FREE)
+    return set_err(p, THEUS_ENOTFOUND, "theus_pool_wait: ticket 0x%llx is unknown or its result was already "
+                   "collected", (unsigned long long)t);
+  uint64_t start = theus__now_ns();
+  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : start + (uint64_t)timeout_ms * 1000000u;
+  uint64_t spin_until = start + (uint64_t)p->ctl->spin_us * 1000u;
+  if (spin_until > deadline) spin_until = deadline;
+  for (unsigned n = 0; atomic_load_explicit(&s->state, memory_order_acquire) != THEUS__SLOT_DONE; n++) {
+    if ((n & 63) != 63) {
+      theus__cpu_relax();
+      continue;
+    }
+    if (theus__now_ns() < spin_until) continue;
+    if (sleep_until_done(p, s, deadline) < 0)
+      return set_err(p, THEUS_ETIMEDOUT, "theus_pool_wait: the task of ticket 0x%llx is still %s on worker %u after "
+                     "%lld ms (the ticket stays valid: wait again)", (unsigned long long)t,
+                     atomic_load(&s->state) == THEUS__SLOT_QUEUED ? "queued" : "running", w, (long long)timeout_ms);
+    break;
+  }
+  atomic_thread_fence(memory_order_acquire);
+  collect(p, w, s, res);
+  return 0;
+}
+
+void theus_pool_result_free(theus_pool_result *res) {
+  if (!res) return;
+  free(res->data);
+  res->data = NULL;
+  res->len = 0;
+}
+
+/* ---- introspection ------------------------------------------------------- */
+
+int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out) {
+  if (!p || !p->ctl || !out) return THEUS_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->submitted = atomic_load(&((theus_pool *)p)->submitted);
+  out->nworkers = p->n;
+  for (unsigned w = 0; w < p->n; w++) {
+    theus__ring *r = theus__ring_of(p->ctl, w);
+    out->completed += atomic_load(&r->completed);
+    out->failed += atomic_load(&r->failed);
+    out->crashed += atomic_load(&r->crashed);
+    out->timed_out += atomic_load(&r->timed_out);
+    out->canceled += atomic_load(&r->canceled);
+    out->respawned += atomic_load(&r->respawns);
+    out->workers[w].pid = atomic_load(&r->pid);
+    out->workers[w].tasks = atomic_load(&r->tasks);
+    out->workers[w].busy_ns = atomic_load(&r->busy_ns);
+    out->workers[w].respawns = atomic_load(&r->respawns);
+  }
+  return 0;
+}
+
+unsigned theus_pool_size(const theus_pool *p) { return p && p->ctl ? p->n : 0; }
+
+int theus_pool_worker_pid(const theus_pool *p, unsigned i) {
+  return p && p->ctl && i < p->n ? atomic_load(&theus__ring_of(p->ctl, i)->pid) : 0;
+}
+
+int theus_pool_forksrv_pid(const theus_pool *p) { return p && p->ctl ? atomic_load(&p->ctl->forksrv_pid) : 0; }

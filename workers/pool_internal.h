@@ -1,0 +1,142 @@
+/* workers/: the layout shared by the orchestrator, the fork server and the
+ * workers. One anonymous MAP_SHARED region (inherited over fork, so nothing is
+ * named in /dev/shm) holds a header, one ring per worker and the ring slots.
+ *
+ * A slot goes FREE -> QUEUED (submitter) -> RUNNING (worker) -> DONE (worker,
+ * or the fork server when the worker died) -> FREE (the waiter that collected
+ * it). Sequence numbers start at 1 and grow forever; slot = seq % capacity.
+ * ring.run is the next sequence the worker will run: only the worker moves it,
+ * or the fork server once that worker is dead and before its replacement
+ * starts, so the two never race. A submitter may use sequence s only when
+ * s - run < capacity and the slot is FREE; that keeps "slot.seq == run" an
+ * unambiguous "this task was submitted" test for the fork server's repair.
+ */
+#ifndef THEUS_WORKERS_POOL_INTERNAL_H
+#define THEUS_WORKERS_POOL_INTERNAL_H
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "theus/pool.h"
+
+enum { THEUS__SLOT_FREE = 0, THEUS__SLOT_QUEUED = 1, THEUS__SLOT_RUNNING = 2, THEUS__SLOT_DONE = 3 };
+enum { THEUS__STOP_NONE = 0, THEUS__STOP_DRAIN = 1, THEUS__STOP_CANCEL = 2 };
+enum { THEUS__START_PENDING = 0, THEUS__START_UP = 1, THEUS__START_FAILED = 2 };
+
+#define THEUS__MAX_ARENA_RANGES 4
+
+/* The first cache line is everything a round trip touches. */
+typedef struct theus__slot {
+  _Atomic uint32_t state;
+  _Atomic uint32_t waiters; /* threads asleep on state (futex) */
+  uint64_t seq;
+  theus_task_fn fn;
+  uint32_t arg_len;
+  uint32_t nhandles;
+  int64_t timeout_ms;  /* <= 0: none */
+  int32_t status;
+  uint32_t res_len;
+  _Atomic int64_t deadline_ns; /* CLOCK_MONOTONIC, set by the worker at start; 0: none */
+  int32_t worker;
+  int32_t pid;
+  /* -- cold part -- */
+  uint32_t has_keys;
+  char errmsg[THEUS_POOL_ERRMSG_MAX];
+  theus_handle handles[THEUS_POOL_MAX_HANDLES];
+  char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];
+  unsigned char arg[THEUS_POOL_ARG_MAX];
+  unsigned char res[THEUS_POOL_RESULT_MAX];
+} __attribute__((aligned(64))) theus__slot;
+
+typedef struct theus__ring {
+  /* written by submitters */
+  _Atomic uint32_t pub; /* futex word the worker sleeps on; bumped by every publish */
+  char pad0[60];
+  /* written by the worker (or the fork server while no worker lives) */
+  _Atomic uint64_t run;
+  _Atomic uint32_t sleeping;
+  _Atomic int32_t pid;
+  char pad1[48];
+  /* counters, read by stats */
+  _Atomic uint64_t tasks, busy_ns, completed, failed, crashed, timed_out, canceled, respawns;
+} __attribute__((aligned(64))) theus__ring;
+
+typedef struct theus__ctl {
+  uint32_t nworkers;
+  uint32_t cap; /* power of two */
+  uint32_t spin_us;
+  int32_t keep_core;
+  int32_t arena_fd; /* read-only memfd descriptor, or -1 */
+  int32_t orch_pid;
+  _Atomic uint32_t start_state; /* futex word: THEUS__START_* */
+  _Atomic uint32_t stop;        /* THEUS__STOP_* */
+  _Atomic uint32_t broken;      /* the fork server died: every task fails */
+  _Atomic uint32_t timed;       /* some task carries a timeout: the fork server must tick */
+  _Atomic int32_t forksrv_pid;
+  char fatal[THEUS_POOL_ERRMSG_MAX]; /* why the fork server could not start */
+  size_t slots_off;
+  size_t total;
+} theus__ctl;
+
+static inline theus__ring *theus__ring_of(theus__ctl *c, unsigned w) {
+  return (theus__ring *)((char *)c + ((sizeof(theus__ctl) + 63) & ~(size_t)63)) + w;
+}
+
+static inline theus__slot *theus__slot_of(theus__ctl *c, unsigned w, uint64_t seq) {
+  theus__slot *base = (theus__slot *)((char *)c + c->slots_off);
+  return base + (size_t)w * c->cap + (seq & (c->cap - 1));
+}
+
+static inline uint64_t theus__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void theus__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+/* Shared (not private) futexes: the words live in memory shared across processes. */
+static inline int theus__futex_wait(_Atomic uint32_t *w, uint32_t expect, int64_t timeout_ns) {
+  struct timespec ts, *tp = NULL;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    tp = &ts;
+  }
+  return (int)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, expect, tp, NULL, 0);
+}
+
+static inline void theus__futex_wake(_Atomic uint32_t *w) {
+  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Marks a slot DONE and wakes its waiter if one sleeps (Dekker pairing with
+ * the waiter's increment of waiters before it re-checks state). */
+static inline void theus__slot_finish(theus__slot *s) {
+  atomic_store_explicit(&s->state, THEUS__SLOT_DONE, memory_order_seq_cst);
+  if (atomic_load_explicit(&s->waiters, memory_order_seq_cst)) theus__futex_wake(&s->state);
+}
+
+/* Fork server: never returns. */
+_Noreturn void theus__forksrv_main(theus__ctl *c);
+/* Worker: never returns. arena may be NULL. */
+_Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
+                                  const uintptr_t (*ranges)[2], unsigned nranges);
+/* Async-signal-safe string building (bounded, always NUL-terminated). */
+size_t theus__str_add(char *buf, size_t cap, size_t at, const char *s);
+size_t theus__str_hex(char *buf, size_t cap, size_t at, uint64_t v);
+size_t theus__str_dec(char *buf, size_t cap, size_t at, int64_t v);
+
+#endif

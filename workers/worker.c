@@ -1,0 +1,310 @@
+/* workers/: the worker process — its task loop, the task API and the fault
+ * handler that turns a write into the read-only arena into a contract
+ * violation reported through the result slot. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include "pool_internal.h"
+
+struct theus_task {
+  theus__ctl *ctl;
+  theus__slot *slot;
+  unsigned worker;
+  const theus_arena *arena;
+  size_t out_len;
+  int failed; /* theus_task_fail wrote the message */
+  theus_array_info in[THEUS_POOL_MAX_HANDLES];
+};
+
+/* Everything the fault handler needs. A signal handler takes no user pointer,
+ * so a worker process keeps one static pointer to its own context; it is only
+ * ever set inside a worker (one pool per worker process), never in the host. */
+typedef struct worker_ctx {
+  theus__ctl *ctl;
+  theus__ring *ring;
+  unsigned w;
+  theus_task *task; /* the running task, or NULL */
+  uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
+  unsigned nranges;
+} worker_ctx;
+
+static worker_ctx *worker_self;
+
+/* ---- async-signal-safe strings ------------------------------------------ */
+
+size_t theus__str_add(char *buf, size_t cap, size_t at, const char *s) {
+  while (*s && at + 1 < cap) buf[at++] = *s++;
+  if (at < cap) buf[at] = '\0';
+  return at;
+}
+
+size_t theus__str_hex(char *buf, size_t cap, size_t at, uint64_t v) {
+  char tmp[19] = "0x";
+  for (int i = 0; i < 16; i++) tmp[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 15];
+  tmp[18] = '\0';
+  return theus__str_add(buf, cap, at, tmp);
+}
+
+size_t theus__str_dec(char *buf, size_t cap, size_t at, int64_t v) {
+  char tmp[24];
+  int i = 23, neg = v < 0;
+  uint64_t u = neg ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  tmp[i] = '\0';
+  do {
+    tmp[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (neg) tmp[--i] = '-';
+  return theus__str_add(buf, cap, at, tmp + i);
+}
+
+/* ---- fault handler ------------------------------------------------------- */
+
+static size_t fault_describe(const worker_ctx *x, uintptr_t addr, char *msg, size_t cap) {
+  const theus_task *t = x->task;
+  size_t at = theus__str_add(msg, cap, 0, "contract violation: write to read-only heavy array ");
+  for (unsigned i = 0; t && i < t->slot->nhandles; i++) {
+    uintptr_t lo = (uintptr_t)t->in[i].data;
+    if (addr < lo || addr >= lo + t->in[i].nbytes) continue;
+    at = theus__str_hex(msg, cap, at, t->in[i].handle);
+    if (t->slot->has_keys && t->slot->keys[i][0]) {
+      at = theus__str_add(msg, cap, at, " (key '");
+      at = theus__str_add(msg, cap, at, t->slot->keys[i]);
+      at = theus__str_add(msg, cap, at, "')");
+    }
+    at = theus__str_add(msg, cap, at, " at byte ");
+    return theus__str_dec(msg, cap, at, (int64_t)(addr - lo));
+  }
+  at = theus__str_add(msg, cap, at, "(address ");
+  at = theus__str_hex(msg, cap, at, addr);
+  return theus__str_add(msg, cap, at, " is in the arena but in no input of this task)");
+}
+
+static int in_arena(const worker_ctx *x, uintptr_t addr) {
+  for (unsigned i = 0; i < x->nranges; i++)
+    if (addr >= x->ranges[i][0] && addr < x->ranges[i][1]) return 1;
+  return 0;
+}
+
+/* A write into the PROT_READ arena mapping: report it through the slot, then
+ * let the fault repeat with the default action so the worker dies by SIGSEGV
+ * (its state after a stray write is not to be trusted). */
+static void on_fault(int sig, siginfo_t *si, void *uc) {
+  (void)uc;
+  worker_ctx *x = worker_self;
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigaction(sig, &dfl, NULL);
+  if (si->si_code <= 0) { /* sent by kill(): nothing will fault again, so die now */
+    raise(sig);
+    return;
+  }
+  if (!x || !x->task || !in_arena(x, (uintptr_t)si->si_addr)) return;
+  theus__slot *s = x->task->slot;
+  fault_describe(x, (uintptr_t)si->si_addr, s->errmsg, sizeof s->errmsg);
+  s->status = THEUS_ECONTRACT;
+  s->res_len = 0;
+  atomic_fetch_add(&x->ring->failed, 1);
+  theus__slot_finish(s);
+}
+
+static void install_fault_handler(void) {
+  static char altstack[64 * 1024]; /* per worker process: a stack overflow must still report */
+  stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
+  sigaltstack(&ss, NULL);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
+}
+
+/* The host's handlers and mask make no sense in a worker. */
+static void reset_signals(void) {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* ---- task API ------------------------------------------------------------ */
+
+const theus_arena *theus_task_arena(const theus_task *t) { return t->arena; }
+
+const void *theus_task_arg(const theus_task *t, size_t *len) {
+  if (len) *len = t->slot->arg_len;
+  return t->slot->arg;
+}
+
+unsigned theus_task_nhandles(const theus_task *t) { return t->slot->nhandles; }
+
+theus_handle theus_task_handle(const theus_task *t, unsigned i) {
+  return i < t->slot->nhandles ? t->slot->handles[i] : 0;
+}
+
+int theus_task_array(const theus_task *t, unsigned i, theus_array_info *out) {
+  if (i >= t->slot->nhandles || !out) return THEUS_EINVAL;
+  *out = t->in[i];
+  return 0;
+}
+
+int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *len) {
+  if (i >= t->slot->nhandles) return THEUS_EINVAL;
+  if (ptr) *ptr = t->in[i].data;
+  if (len) *len = t->in[i].nbytes;
+  return 0;
+}
+
+void *theus_task_out(theus_task *t, size_t *cap) {
+  if (cap) *cap = THEUS_POOL_RESULT_MAX;
+  return t->slot->res;
+}
+
+int theus_task_set_result(theus_task *t, size_t len) {
+  if (len > THEUS_POOL_RESULT_MAX)
+    return theus_task_fail(t, THEUS_ETRUNC,
+                           "task result of %zu bytes exceeds the inline limit THEUS_POOL_RESULT_MAX "
+                           "(%u bytes): put large results in the arena and return the handle",
+                           len, THEUS_POOL_RESULT_MAX);
+  t->out_len = len;
+  return 0;
+}
+
+int theus_task_write(theus_task *t, const void *data, size_t len) {
+  if (len > THEUS_POOL_RESULT_MAX - t->out_len)
+    return theus_task_fail(t, THEUS_ETRUNC,
+                           "task result would grow to %zu bytes, beyond the inline limit "
+                           "THEUS_POOL_RESULT_MAX (%u bytes): put large results in the arena",
+                           t->out_len + len, THEUS_POOL_RESULT_MAX);
+  memcpy(t->slot->res + t->out_len, data, len);
+  t->out_len += len;
+  return 0;
+}
+
+int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(t->slot->errmsg, sizeof t->slot->errmsg, fmt, ap);
+  va_end(ap);
+  t->failed = 1;
+  return code < 0 ? code : THEUS_EPROCESS;
+}
+
+unsigned theus_task_worker(const theus_task *t) { return t->worker; }
+
+/* ---- task loop ----------------------------------------------------------- */
+
+static int resolve_inputs(theus_task *t) {
+  theus__slot *s = t->slot;
+  for (unsigned i = 0; i < s->nhandles; i++) {
+    if (!t->arena)
+      return theus_task_fail(t, THEUS_EINVAL, "task input %u (handle 0x%016llx): the pool has no arena "
+                             "(set theus_pool_config.arena)", i, (unsigned long long)s->handles[i]);
+    int rc = theus_array_info_get(t->arena, s->handles[i], &t->in[i]);
+    if (rc < 0)
+      return theus_task_fail(t, rc, "task input %u (handle 0x%016llx%s%s%s): %s", i,
+                             (unsigned long long)s->handles[i], s->has_keys ? ", key '" : "",
+                             s->has_keys ? s->keys[i] : "", s->has_keys ? "'" : "",
+                             theus_arena_errmsg(t->arena));
+  }
+  return 0;
+}
+
+static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
+  theus_task t = {.ctl = x->ctl, .slot = s, .worker = x->w, .arena = arena};
+  uint64_t t0 = theus__now_ns();
+  s->worker = (int32_t)x->w;
+  s->pid = (int32_t)getpid();
+  s->errmsg[0] = '\0';
+  s->res_len = 0;
+  atomic_store_explicit(&s->deadline_ns, s->timeout_ms > 0 ? (int64_t)(t0 + (uint64_t)s->timeout_ms * 1000000u) : 0,
+                        memory_order_relaxed);
+  atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
+  int rc = resolve_inputs(&t);
+  if (rc == 0) {
+    x->task = &t;
+    rc = s->fn(&t);
+    x->task = NULL;
+  }
+  uint64_t t1 = theus__now_ns();
+  atomic_fetch_add_explicit(&x->ring->busy_ns, t1 - t0, memory_order_relaxed);
+  atomic_fetch_add_explicit(&x->ring->tasks, 1, memory_order_relaxed);
+  if (rc == 0) {
+    s->res_len = (uint32_t)t.out_len;
+    s->status = 0;
+    atomic_fetch_add_explicit(&x->ring->completed, 1, memory_order_relaxed);
+  } else {
+    s->status = rc < 0 ? rc : THEUS_EPROCESS;
+    if (!t.failed)
+      snprintf(s->errmsg, sizeof s->errmsg, "task returned %d (%s) without a message", rc, theus_strerror(s->status));
+    atomic_fetch_add_explicit(&x->ring->failed, 1, memory_order_relaxed);
+  }
+  theus__slot_finish(s);
+}
+
+/* Waits for the slot at ring.run to be QUEUED: spins spin_us, then sleeps on
+ * the ring's futex word. Returns NULL when the pool stops. */
+static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
+  theus__slot *s = theus__slot_of(x->ctl, x->w, seq);
+  uint64_t spin_until = 0;
+  for (unsigned n = 0;; n++) {
+    if (atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_QUEUED) return s;
+    if (atomic_load_explicit(&x->ctl->stop, memory_order_relaxed)) {
+      if (atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_QUEUED &&
+          atomic_load(&x->ctl->stop) == THEUS__STOP_DRAIN)
+        return s;
+      return NULL;
+    }
+    if ((n & 63) != 63) {
+      theus__cpu_relax();
+      continue;
+    }
+    uint64_t now = theus__now_ns();
+    if (!spin_until) spin_until = now + (uint64_t)x->ctl->spin_us * 1000u;
+    if (now < spin_until) continue;
+    uint32_t v = atomic_load(&x->ring->pub);
+    atomic_store(&x->ring->sleeping, 1);
+    if (atomic_load(&s->state) != THEUS__SLOT_QUEUED && !atomic_load(&x->ctl->stop))
+      theus__futex_wait(&x->ring->pub, v, -1);
+    atomic_store(&x->ring->sleeping, 0);
+    spin_until = 0;
+  }
+}
+
+_Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
+                                  const uintptr_t (*ranges)[2], unsigned nranges) {
+  worker_ctx x = {.ctl = c, .ring = theus__ring_of(c, w), .w = w};
+  for (unsigned i = 0; i < nranges && i < THEUS__MAX_ARENA_RANGES; i++) {
+    x.ranges[i][0] = ranges[i][0];
+    x.ranges[i][1] = ranges[i][1];
+    x.nranges = i + 1;
+  }
+  char name[16] = "theus-worker";
+  prctl(PR_SET_NAME, name, 0, 0, 0);
+  if (!c->keep_core) {
+    struct rlimit rl = {0, 0};
+    setrlimit(RLIMIT_CORE, &rl);
+  }
+  reset_signals();
+  worker_self = &x;
+  install_fault_handler();
+  for (;;) {
+    uint64_t seq = atomic_load_explicit(&x.ring->run, memory_order_relaxed);
+    theus__slot *s = next_task(&x, seq);
+    if (!s) _exit(0);
+    run_task(&x, arena, s);
+    atomic_store_explicit(&x.ring->run, seq + 1, memory_order_release);
+  }
+}
