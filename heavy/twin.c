@@ -170,11 +170,11 @@ __attribute__((no_sanitize_thread, noinline)) static void twin_copy_unchecked(vo
 
 static void twin_racy_copy(void *dest, const void *src, size_t n) {
   twin_copy_unchecked(dest, src, n);
-  __tsan_write_range(dest, n);
+  if (n) __tsan_write_range(dest, n);
 }
 #else
 static inline void twin_racy_copy(void *dest, const void *src, size_t n) {
-  memcpy(dest, src, n);
+  if (n) memcpy(dest, src, n); /* dest may be NULL when n is 0 */
 }
 #endif
 
