@@ -366,6 +366,58 @@ static void test_threads_write_view_free(void **st) {
   theus_arena_close(a);
 }
 
+struct churn {
+  theus_arena *a;
+  theus_handle *hs;
+  int stop;
+};
+
+/* Frees and reallocates shared handles while readers resolve them. */
+static void *churn_thread(void *p) {
+  struct churn *c = p;
+  for (int round = 0; round < 2000; round++) {
+    int i = round % 64;
+    theus_handle old = __atomic_load_n(&c->hs[i], __ATOMIC_ACQUIRE), nh;
+    if (theus_arena_free(c->a, old) != 0) return (void *)1;
+    if (theus_arena_write(c->a, &round, sizeof round, &nh) != 0) return (void *)2;
+    __atomic_store_n(&c->hs[i], nh, __ATOMIC_RELEASE);
+  }
+  __atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void test_views_race_frees(void **st) {
+  (void)st;
+  theus_arena *a = open_with(0, 0, 0, 0);
+  theus_handle hs[64];
+  for (int i = 0; i < 64; i++) assert_int_equal(theus_arena_write(a, &i, sizeof i, &hs[i]), 0);
+  theus_handle prev[64];
+  memcpy(prev, hs, sizeof prev);
+  struct churn c = {a, hs, 0};
+  pthread_t t;
+  pthread_create(&t, NULL, churn_thread, &c);
+  long ok = 0, gone = 0, bad = 0;
+  while (!__atomic_load_n(&c.stop, __ATOMIC_ACQUIRE)) {
+    for (int i = 0; i < 128; i++) { /* current handles, then the ones seen last round */
+      theus_handle h = i < 64 ? __atomic_load_n(&hs[i], __ATOMIC_ACQUIRE) : prev[i - 64];
+      if (i < 64) prev[i] = h;
+      const void *v;
+      size_t n;
+      int rc = theus_arena_view(a, h, &v, &n);
+      if (rc == 0 && n == sizeof(int)) ok++;
+      else if (rc == THEUS_ESTALE || rc == THEUS_EFREED) gone++;
+      else bad++;
+    }
+  }
+  void *r;
+  pthread_join(t, &r);
+  assert_null(r);
+  assert_int_equal(bad, 0);
+  assert_true(ok > 0);
+  print_message("views: %ld resolved, %ld saw a free or reuse\n", ok, gone);
+  theus_arena_close(a);
+}
+
 static void test_bad_config(void **st) {
   (void)st;
   theus_arena_config c;
@@ -392,6 +444,7 @@ int main(void) {
       cmocka_unit_test(test_pages_reserved_then_returned),
       cmocka_unit_test(test_random_mix_keeps_contents),
       cmocka_unit_test(test_threads_write_view_free),
+      cmocka_unit_test(test_views_race_frees),
       cmocka_unit_test(test_bad_config),
   };
   return cmocka_run_group_tests_name("heavy/arena", tests, NULL, NULL);
