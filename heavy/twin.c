@@ -333,6 +333,14 @@ static int twin_resolve(const theus_arena *a, theus_handle h, const twin_hdr **h
   return 0;
 }
 
+int theus_twin_probe(const theus_arena *a, theus_handle h, size_t *nbytes) {
+  const twin_hdr *hdr = NULL;
+  if (!a) return THEUS_EINVAL;
+  int rc = twin_resolve(a, h, &hdr);
+  if (rc == 0 && nbytes) *nbytes = hdr->nbytes;
+  return rc;
+}
+
 int theus_twin_open(const theus_arena *a, theus_handle h, theus_twin_reader **out) {
   if (out) *out = NULL;
   if (!a || !out) return THEUS_EINVAL;

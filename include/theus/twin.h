@@ -109,6 +109,12 @@ THEUS_API void theus_twin_destroy(theus_twin *t);
  * that it names a live region (THEUS_EINVAL otherwise). On failure *out is NULL. */
 THEUS_API int theus_twin_open(const theus_arena *a, theus_handle h, theus_twin_reader **out);
 
+/* 0 if h names a live region in a (owner or read-only attachment), with its
+ * size in *nbytes (optional); THEUS_EINVAL if h is a live array of another
+ * kind, or the arena's code for a bad handle. Lets a binder (the engine)
+ * check "this heavy key holds a live region" without opening a reader. */
+THEUS_API int theus_twin_probe(const theus_arena *a, theus_handle h, size_t *nbytes);
+
 /* Frees the reader (not the region). NULL is a no-op. */
 THEUS_API void theus_twin_reader_close(theus_twin_reader *r);
 

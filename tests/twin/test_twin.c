@@ -155,6 +155,10 @@ static void test_open_errors(void **state) {
   assert_int_equal(theus_arena_alloc(f->arena, 4096, &plain, NULL), 0);
   assert_int_equal(theus_twin_open(f->arena, plain, &r), THEUS_EINVAL);
   assert_null(r);
+  size_t n = 0;
+  assert_int_equal(theus_twin_probe(f->arena, plain, &n), THEUS_EINVAL);
+  assert_int_equal(theus_twin_probe(f->arena, theus_twin_handle(f->twin), &n), 0);
+  assert_int_equal(n, REGION);
   assert_int_equal(theus_twin_open(f->arena, 0, &r), THEUS_EZEROHANDLE);
   assert_int_equal(theus_twin_create(f->arena, 0, &t), THEUS_EINVAL);
   assert_null(t);
