@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "theus/heavy.h"
+#include "../../heavy/arena_int.h" /* to age a slot without 2^32 allocations */
 
 #define MiB (1024u * 1024u)
 
@@ -418,6 +419,28 @@ static void test_views_race_frees(void **st) {
   theus_arena_close(a);
 }
 
+static void test_generation_wrap_retires_slot(void **st) {
+  (void)st;
+  theus_arena *a = open_with(0, 0, 0, 4);
+  theus_handle h;
+  assert_int_equal(theus_arena_write(a, "a", 1, &h), 0);
+  assert_int_equal(theus_arena_free(a, h), 0);
+  a->slots[0].gen = UINT32_MAX - 1; /* as if 2^32-2 allocations had used slot 0 */
+  assert_int_equal(theus_arena_write(a, "b", 1, &h), 0);
+  assert_int_equal(THEUS_HANDLE_INDEX(h), 0);
+  assert_int_equal(THEUS_HANDLE_GEN(h), UINT32_MAX); /* last generation: never 0 */
+  assert_int_equal(theus_arena_free(a, h), 0);
+  theus_handle h2;
+  assert_int_equal(theus_arena_write(a, "c", 1, &h2), 0);
+  assert_int_equal(THEUS_HANDLE_INDEX(h2), 1); /* slot 0 is retired */
+  assert_int_equal(theus_arena_reset(a), 0);
+  assert_int_equal(theus_arena_write(a, "d", 1, &h2), 0);
+  assert_int_equal(THEUS_HANDLE_INDEX(h2), 1); /* still retired after a reset */
+  const void *v;
+  assert_int_equal(theus_arena_view(a, h, &v, NULL), THEUS_EFREED);
+  theus_arena_close(a);
+}
+
 static void test_bad_config(void **st) {
   (void)st;
   theus_arena_config c;
@@ -445,6 +468,7 @@ int main(void) {
       cmocka_unit_test(test_random_mix_keeps_contents),
       cmocka_unit_test(test_threads_write_view_free),
       cmocka_unit_test(test_views_race_frees),
+      cmocka_unit_test(test_generation_wrap_retires_slot),
       cmocka_unit_test(test_bad_config),
   };
   return cmocka_run_group_tests_name("heavy/arena", tests, NULL, NULL);
