@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -201,6 +202,8 @@ static int launch(theus_pool *p) {
     theus__futex_wait(&p->ctl->start_state, st, 100000000);
   if (st == THEUS__START_FAILED)
     return set_err(p, THEUS_ESYS, "theus_pool_start: %s", p->ctl->fatal[0] ? p->ctl->fatal : "fork server failed");
+  /* The keeper publishes the pid (after the pidfd) once fork() returned in it. */
+  while (!atomic_load(&p->ctl->forksrv_pid) && atomic_load(&p->ctl->start_state) == THEUS__START_UP) sched_yield();
   return 0;
 }
 
