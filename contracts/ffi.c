@@ -452,3 +452,98 @@ int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, js
   }
   return 0;
 }
+
+/* ---- the typed process ------------------------------------------------------ */
+
+typedef struct ctx_env {
+  theus_ctx *ctx;
+  bool sliced;
+  uint64_t lo, hi;
+} ctx_env;
+
+static int ctx_array(void *ud, const char *key, bool writable, theus_array_info *info, char *err, size_t errlen) {
+  ctx_env *ce = ud;
+  int rc = theus_ctx_heavy(ce->ctx, key, info);
+  if (rc) return fail(err, errlen, rc, "heavy.%s: %s", key, theus_strerror(rc));
+  if (ce->sliced && info->ndim >= 1 && info->shape[0] >= ce->hi) { /* a map slice sees its rows only */
+    info->data = (const char *)info->data + ce->lo * info->strides[0];
+    info->shape[0] = ce->hi - ce->lo;
+    info->nbytes = (ce->hi - ce->lo) * info->strides[0];
+  }
+  if (!writable) return 0;
+  void *draft;
+  rc = theus_ctx_heavy_alloc(ce->ctx, key, info->dtype, info->ndim, info->shape, &draft);
+  if (rc) return fail(err, errlen, rc, "heavy.%s: cannot allocate the output draft (%s)", key, theus_strerror(rc));
+  memcpy(draft, info->data, info->nbytes); /* published arrays are immutable: write a copy */
+  info->data = draft;
+  return 0;
+}
+
+static json_t *ctx_domain(void *ud, const char *path) {
+  ctx_env *ce = ud;
+  char full[512];
+  if ((size_t)snprintf(full, sizeof full, "domain.%s", path) >= sizeof full) return NULL;
+  return (json_t *)theus_ctx_get(ce->ctx, full);
+}
+
+int theus__ffi_process(theus_ctx *ctx) {
+  const theus__ffi_proc *p = theus_ctx_userdata(ctx);
+  if (!p) return theus_ctx_fail(ctx, "typed process without its signature (userdata is NULL)");
+  ctx_env ce = {ctx, false, 0, 0};
+  uint32_t index, count;
+  ce.sliced = theus_ctx_slice(ctx, &ce.lo, &ce.hi, &index, &count) == 0;
+  theus__ffi_env env = {ctx_array, ctx_domain, &ce};
+  char err[THEUS_FFI_ERRLEN];
+  json_t *ret = NULL;
+  int rc = theus__ffi_proc_call(p, &env, &ret, err, sizeof err);
+  if (rc) return theus_ctx_fail(ctx, "%s", err);
+  if (!ret) return 0;
+  if (!ce.sliced && p->ret_output) {
+    rc = theus_ctx_set(ctx, p->ret_output, json_incref(ret));
+    if (rc) {
+      json_decref(ret);
+      return rc;
+    }
+  }
+  theus_ctx_return(ctx, ret);
+  return 0;
+}
+
+static int strv_add(char ***v, size_t *n, const char *prefix, const char *path) {
+  char buf[512];
+  snprintf(buf, sizeof buf, "%s%s", prefix, path);
+  for (size_t i = 0; i < *n; i++)
+    if (strcmp((*v)[i], buf) == 0) return 0;
+  char **nv = realloc(*v, (*n + 2) * sizeof *nv);
+  if (!nv) return THEUS_ENOMEM;
+  *v = nv;
+  if (!(nv[*n] = strdup(buf))) return THEUS_ENOMEM;
+  nv[++*n] = NULL;
+  return 0;
+}
+
+char **theus__ffi_proc_inputs(const theus__ffi_proc *p) {
+  char **v = calloc(1, sizeof *v);
+  size_t n = 0;
+  for (unsigned i = 0; v && i < p->sig.nargs; i++) {
+    const theus__ffi_bind *b = &p->binds[i];
+    int rc = b->kind == THEUS_FFI_BIND_DOMAIN ? strv_add(&v, &n, "domain.", b->path)
+             : b->kind == THEUS_FFI_BIND_LITERAL ? 0 : strv_add(&v, &n, "heavy.", b->path);
+    if (rc) {
+      theus__ffi_strv_free(v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
+void theus__ffi_strv_free(char **v) {
+  for (size_t i = 0; v && v[i]; i++) free(v[i]);
+  free(v);
+}
+
+bool theus__ffi_proc_writes_array(const theus__ffi_proc *p) {
+  for (unsigned i = 0; i < p->sig.nargs; i++)
+    if (p->binds[i].kind == THEUS_FFI_BIND_ARRAY && p->binds[i].writable) return true;
+  return false;
+}

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "theus/contract.h"
 #include "theus/heavy.h"
 
 #define THEUS_FFI_MAX_ARGS 16
@@ -101,5 +102,22 @@ int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, js
  * with range checks; what names the value in the message. */
 int theus__ffi_scalar_from_json(theus_dtype t, const json_t *v, const char *what, void *slot, char *err,
                                 size_t errlen);
+
+/* The process function of every typed process; its contract's userdata is
+ * the theus__ffi_proc. Arrays come from theus_ctx_heavy (narrowed to the
+ * slice rows inside a map); an array declared as an output is copied into a
+ * new draft (theus_ctx_heavy_alloc) that the function writes and the commit
+ * publishes. The return value is written to the output path (outside a map)
+ * and returned (theus_ctx_return) for reducers. */
+int theus__ffi_process(theus_ctx *ctx);
+
+/* The state paths the bindings read ("heavy.KEY", "domain.PATH"), without
+ * duplicates, NULL-terminated; free with theus__ffi_strv_free. NULL on ENOMEM. */
+char **theus__ffi_proc_inputs(const theus__ffi_proc *p);
+void theus__ffi_strv_free(char **v);
+
+/* True if an argument is a writable (output) array: such a process must run
+ * locally, since workers map the arena read-only. */
+bool theus__ffi_proc_writes_array(const theus__ffi_proc *p);
 
 #endif /* THEUS_CONTRACTS_FFI_H */

@@ -1,0 +1,99 @@
+/* theus-c — pipelines: a JSON file of steps run by an engine, and plugins.
+ *
+ * The format is documented in docs/pipeline-format.md. Loading checks the
+ * whole file (syntax, keys, types, expressions) and opening checks what
+ * needs the engine (plugins, processes, reducers); a pipeline with an error
+ * never runs a step. Every message starts with "file:line:column: ".
+ *
+ * Order of calls (theus-run does exactly this):
+ *   theus_pipeline_load -> [add_plugin, set] -> theus_pipeline_open (loads
+ *   plugins, THEN opens the engine so its worker pool can run plugin code,
+ *   then calls each plugin's registration function) -> theus_pipeline_run ->
+ *   theus_engine_close -> theus_pipeline_free (unloads plugins last).
+ */
+#ifndef THEUS_PIPELINE_H
+#define THEUS_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "engine.h"
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Exports a symbol from a plugin (libtheus and its examples are built with
+ * -fvisibility=hidden). */
+#define THEUS_PLUGIN_EXPORT __attribute__((visibility("default")))
+
+/* The registration function a plugin must export, by this exact name:
+ *   THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e);
+ * It registers the plugin's processes (theus_engine_register) and reducers
+ * and returns 0, or a negative THEUS_E* code (the engine message is shown).
+ * It runs after the engine opened, but the plugin itself was loaded before,
+ * so parallel processes whose code is in the plugin run in workers. Memory a
+ * parallel process reads through its contract userdata must exist before
+ * the engine opened (static data in the plugin is fine). */
+#define THEUS_PLUGIN_REGISTER_SYMBOL "theus_plugin_register"
+typedef int (*theus_plugin_register_fn)(theus_engine *e);
+
+typedef struct theus_pipeline theus_pipeline;
+
+/* Reads and checks a pipeline file. THEUS_EPARSE (any error in the file,
+ * message "file:line:column: what; fix") or THEUS_ENOMEM/THEUS_ESYS; on
+ * failure *out is NULL and err (may be NULL) has the message. */
+THEUS_API int theus_pipeline_load(theus_pipeline **out, const char *path, char *err, size_t errlen);
+
+/* Adds a plugin to load (path as given, e.g. from the command line), after
+ * those the file lists. Before theus_pipeline_open. */
+THEUS_API int theus_pipeline_add_plugin(theus_pipeline *p, const char *path);
+
+/* Sets an initial domain value, overriding the file: path "domain.a.b"
+ * (intermediate objects are created), value stolen. Before open. */
+THEUS_API int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value);
+
+/* The "workers" the file asks for, or -2 if it does not say. */
+THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
+
+/* Loads the plugins and typed (libffi) processes, opens an engine with cfg
+ * (its domain replaced by the pipeline's initial domain), calls the plugins'
+ * registration functions, registers the file's processes, checks that every
+ * step names a known process and reducer, then creates the heavy arrays.
+ * THEUS_EPARSE for an error in the pipeline or a plugin (nothing ran, no
+ * engine is left open), another code if the engine failed. */
+THEUS_API int theus_pipeline_open(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out);
+
+typedef struct theus_pipeline_progress {
+  size_t step, nsteps; /* top-level steps done / total */
+  uint64_t ops, budget;
+  int in_flight;       /* tasks running now (processes, map slices) */
+} theus_pipeline_progress;
+
+typedef void (*theus_pipeline_progress_fn)(const theus_pipeline_progress *pr, void *ud);
+
+/* Called after every operation and whenever tasks start, from the thread
+ * running the pipeline. NULL disables. */
+THEUS_API void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud);
+
+/* Runs the steps on e (opened by theus_pipeline_open). A failing step stops
+ * the run: THEUS_EPROCESS/ECRASH/ECONTRACT/... with "file:line:column: step
+ * ...: cause"; THEUS_ELIMIT when the operation budget is exhausted. */
+THEUS_API int theus_pipeline_run(theus_pipeline *p, theus_engine *e);
+
+/* Operations counted so far by theus_pipeline_run. */
+THEUS_API uint64_t theus_pipeline_ops(const theus_pipeline *p);
+
+/* The last message. Never NULL. */
+THEUS_API const char *theus_pipeline_errmsg(const theus_pipeline *p);
+
+/* Frees the pipeline and unloads its plugins: close the engine first. */
+THEUS_API void theus_pipeline_free(theus_pipeline *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* THEUS_PIPELINE_H */
