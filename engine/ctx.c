@@ -167,7 +167,7 @@ int theus_ctx_worker(theus_ctx *ctx) { return ctx->worker; }
 int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg, size_t msglen) {
   char **paths = NULL;
   size_t n = 0, cap = 0;
-  int rc = patch ? theus_merge_patch_paths(patch, "domain", &paths, &n, &cap) : 0;
+  int rc = json_is_object(patch) && json_object_size(patch) ? theus_merge_patch_paths(patch, "domain", &paths, &n, &cap) : 0;
   for (size_t i = 0; i < n; i++) {
     /* a nested patch leaf is covered if its path or an ancestor pattern is declared */
     if (!rc && !theus__strv_covers(c->outputs, paths[i])) {

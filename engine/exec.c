@@ -268,8 +268,9 @@ static void collect(theus_engine *e, const theus_contract *c, theus_ticket tk, u
       o->rc = THEUS_EPARSE;
       snprintf(o->msg, sizeof o->msg, "process '%s': bad result from worker %d: %s", c->name, res.worker, je.text);
     } else {
-      o->patch = json_incref(json_object_get(j, "patch"));
-      o->ret = json_incref(json_object_get(j, "ret"));
+      json_t *p = json_object_get(j, "patch"), *r = json_object_get(j, "ret");
+      o->patch = json_is_object(p) ? json_incref(p) : NULL;
+      o->ret = json_is_null(r) ? NULL : json_incref(r);
       json_decref(j);
       /* the worker is not trusted to have checked its own outputs */
       o->rc = theus__check_outputs(c, o->patch, o->msg, sizeof o->msg);
