@@ -217,27 +217,31 @@ typedef struct waiter {
   theus_twin_reader *r;
   uint64_t seen, now;
   int rc;
-  atomic_int started;
+  atomic_int tid;
+  pthread_t th;
 } waiter;
 
 static void *waiter_main(void *p) {
   waiter *w = p;
-  atomic_store(&w->started, 1);
+  atomic_store(&w->tid, (int)gettid());
   w->rc = theus_twin_wait_epoch(w->r, w->seen, 20000, &w->now);
   return NULL;
+}
+
+/* Starts a thread in wait_epoch(seen 0) and returns once it sleeps in the kernel. */
+static void start_waiter(fixture *f, waiter *w) {
+  assert_int_equal(theus_twin_open(f->arena, theus_twin_handle(f->twin), &w->r), 0);
+  assert_int_equal(pthread_create(&w->th, NULL, waiter_main, w), 0);
+  while (!atomic_load(&w->tid)) sched_yield();
+  assert_true(tt_wait_sleeping(atomic_load(&w->tid)));
 }
 
 static void test_wait_epoch_wakes_thread(void **state) {
   fixture *f = *state;
   waiter w = {.seen = 0};
-  assert_int_equal(theus_twin_open(f->arena, theus_twin_handle(f->twin), &w.r), 0);
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-  while (!atomic_load(&w.started)) sched_yield();
-  struct timespec ts = {0, 20000000};
-  nanosleep(&ts, NULL);
+  start_waiter(f, &w);
   assert_int_equal(theus_twin_publish(f->twin, NULL), 0);
-  pthread_join(th, NULL);
+  pthread_join(w.th, NULL);
   assert_int_equal(w.rc, 0);
   assert_int_equal(w.now, 1);
   theus_twin_reader_close(w.r);
@@ -246,16 +250,11 @@ static void test_wait_epoch_wakes_thread(void **state) {
 static void test_close_wakes_waiters(void **state) {
   fixture *f = *state;
   waiter w = {.seen = 0};
-  assert_int_equal(theus_twin_open(f->arena, theus_twin_handle(f->twin), &w.r), 0);
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-  while (!atomic_load(&w.started)) sched_yield();
-  struct timespec ts = {0, 20000000};
-  nanosleep(&ts, NULL);
+  start_waiter(f, &w);
   theus_handle h = theus_twin_handle(f->twin);
   theus_twin_close(f->twin); /* the region itself stays allocated */
   f->twin = NULL;
-  pthread_join(th, NULL);
+  pthread_join(w.th, NULL);
   assert_int_equal(w.rc, THEUS_ECLOSED);
   assert_non_null(strstr(theus_twin_reader_errmsg(w.r), "closed"));
   char c;
