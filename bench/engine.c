@@ -1,10 +1,125 @@
+/* theus-bench engine: committed engine steps (local and through a worker),
+ * uncontended CAS rate, and the speed-up of a CPU-bound map on 2 workers. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "bench.h"
+#include "theus/engine.h"
+
+static const char *const counter_io[] = {"domain.counter", NULL};
+static const char *const frame_in[] = {"heavy.frame", NULL};
+
+static int inc(theus_ctx *ctx) {
+  const json_t *v = theus_ctx_get(ctx, "domain.counter");
+  return theus_ctx_set(ctx, "domain.counter", json_integer(json_integer_value(v) + 1));
+}
+
+/* 1 ms of CPU per slice, whatever the slice holds. */
+static int burn_1ms(theus_ctx *ctx) {
+  uint64_t end = bench_now_ns() + 1000000;
+  volatile double x = 1.0;
+  while (bench_now_ns() < end)
+    for (int i = 0; i < 100; i++)
+      x = x * 1.0000001 + 1e-9;
+  theus_ctx_return(ctx, json_integer(1));
+  return 0;
+}
+
+static theus_engine *open_engine(int workers) {
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = workers;
+  json_t *d = json_pack("{s:i}", "counter", 0);
+  cfg.domain = d;
+  theus_engine *e = NULL;
+  int rc = theus_engine_open(&e, &cfg);
+  json_decref(d);
+  if (rc)
+    return NULL;
+  theus_contract cs[] = {
+      {.name = "local", .fn = inc, .inputs = counter_io, .outputs = counter_io, .semantic = THEUS_EFFECT},
+      {.name = "parallel", .fn = inc, .inputs = counter_io, .outputs = counter_io, .parallel = 1},
+      {.name = "burn", .fn = burn_1ms, .inputs = frame_in, .parallel = 1},
+  };
+  for (size_t i = 0; i < 3; i++)
+    theus_engine_register(e, &cs[i]);
+  uint64_t shape[1] = {4096};
+  void *data;
+  json_t *hp = json_pack("{s:b}", "frame", 1);
+  if (theus_engine_heavy_alloc(e, "frame", THEUS_DTYPE_U8, 1, shape, &data) ||
+      theus_engine_cas(e, theus_engine_version(e), NULL, hp, NULL)) {
+    fprintf(stderr, "bench engine: %s\n", theus_engine_errmsg(e));
+    theus_engine_close(e);
+    e = NULL;
+  }
+  json_decref(hp);
+  return e;
+}
+
+/* Median per-step microseconds over rounds of n executions. */
+static double step_us(theus_engine *e, const char *name, int rounds, int n) {
+  double *v = calloc((size_t)rounds, sizeof *v);
+  for (int r = 0; r < rounds; r++) {
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < n; i++)
+      if (theus_engine_execute(e, name, NULL, NULL)) {
+        fprintf(stderr, "bench engine: %s\n", theus_engine_errmsg(e));
+        break;
+      }
+    v[r] = (double)(bench_now_ns() - t0) / 1e3 / n;
+  }
+  double m = bench_median(v, (size_t)rounds);
+  free(v);
+  return m;
+}
+
+static double cas_rate(theus_engine *e, int n) {
+  json_t *patch = json_object();
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
+    json_object_set_new(patch, "x", json_integer(i));
+    theus_engine_cas(e, theus_engine_version(e), patch, NULL, NULL);
+  }
+  double s = (double)(bench_now_ns() - t0) / 1e9;
+  json_decref(patch);
+  return n / s;
+}
+
+/* Median wall time (ms) of a map of `slices` 1-ms slices. */
+static double map_ms(theus_engine *e, uint32_t slices, int rounds) {
+  double v[8];
+  for (int r = 0; r < rounds; r++) {
+    json_t *res = NULL;
+    uint64_t t0 = bench_now_ns();
+    if (theus_engine_map(e, "burn", "frame", slices, "sum", NULL, &res))
+      fprintf(stderr, "bench engine: %s\n", theus_engine_errmsg(e));
+    v[r] = (double)(bench_now_ns() - t0) / 1e6;
+    json_decref(res);
+  }
+  return bench_median(v, (size_t)rounds);
+}
 
 int theus_bench_engine(int argc, char **argv) {
   (void)argc;
   (void)argv;
-  fprintf(stderr, "theus-bench: suite 'engine' is not built yet (issue 4)\n");
-  return 2;
+  theus_engine *e2 = open_engine(2), *e1 = open_engine(1);
+  if (!e1 || !e2) {
+    fprintf(stderr, "bench engine: cannot open engines\n");
+    theus_engine_close(e1);
+    theus_engine_close(e2);
+    return 1;
+  }
+  step_us(e2, "local", 3, 2000); /* warm-up */
+  bench_report("engine_step_local_us", step_us(e2, "local", 15, 5000), "us");
+  step_us(e2, "parallel", 3, 500);
+  bench_report("engine_step_parallel_us", step_us(e2, "parallel", 15, 1000), "us");
+  bench_report("cas_per_s", cas_rate(e2, 200000), "ops/s");
+  map_ms(e1, 20, 1);
+  map_ms(e2, 20, 1);
+  double t1 = map_ms(e1, 200, 3), t2 = map_ms(e2, 200, 3);
+  fprintf(stderr, "map of 200 x 1 ms slices: 1 worker %.1f ms, 2 workers %.1f ms\n", t1, t2);
+  bench_report("map_speedup_2w", t1 / t2, "x");
+  theus_engine_close(e1);
+  theus_engine_close(e2);
+  return 0;
 }
