@@ -25,7 +25,7 @@ typedef struct fixture {
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   if (!f) return -1;
-  if (theus_arena_open(&f->arena, NULL) != 0) return -1;
+  if (tt_arena_open(&f->arena) != 0) return -1;
   if (theus_twin_create(f->arena, REGION, &f->twin) != 0) return -1;
   if (theus_twin_open(f->arena, theus_twin_handle(f->twin), &f->reader) != 0) return -1;
   *state = f;

@@ -153,7 +153,7 @@ static int setup(void **state) {
   if (!f) return -1;
   f->ctl = mmap(NULL, sizeof(control), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (f->ctl == MAP_FAILED) return -1;
-  if (theus_arena_open(&f->arena, NULL) != 0) return -1;
+  if (tt_arena_open(&f->arena) != 0) return -1;
   if (theus_twin_create(f->arena, NBYTES, &f->twin) != 0) return -1;
   *state = f;
   return 0;

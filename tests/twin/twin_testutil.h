@@ -18,6 +18,15 @@
 
 #define TT_MAX_CHILDREN 8
 
+/* A small arena: the tests need a few regions, not a million slots. */
+static inline int tt_arena_open(theus_arena **a) {
+  theus_arena_config cfg;
+  theus_arena_config_init(&cfg);
+  cfg.hard_limit = 64u << 20;
+  cfg.max_handles = 1024;
+  return theus_arena_open(a, &cfg);
+}
+
 /* Children of one test; the teardown kills and reaps whatever is left, so a
  * failed assertion in the parent never leaves a process behind. */
 typedef struct tt_children {
