@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine_internal.h"
 #include "pipeline_internal.h"
 
 /* ---- plugins and process lookup ------------------------------------------------- */
@@ -140,7 +141,6 @@ static int register_json(theus_pipeline *p, theus_engine *e) {
 }
 
 static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
-  static const char *const builtin[] = {"sum", "min", "max", "concat", NULL};
   for (size_t i = 0; i < l->n; i++) {
     const step *s = &l->v[i];
     char kp[PIPE_PTR];
@@ -156,9 +156,14 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
       return theus__pipe_err(p, kp, false, "process \"%s\" is not parallel; a map step runs it in the worker pool, "
                              "so declare it with parallel true", s->process);
     }
-    bool known = s->kind != ST_MAP;
-    for (size_t b = 0; !known && builtin[b]; b++) known = strcmp(s->reducer, builtin[b]) == 0;
-    (void)known; /* registered reducers cannot be listed yet: an unknown one fails when the map runs */
+    void *ud;
+    if (s->kind == ST_MAP && !theus__reducer_find(e, s->reducer, &ud)) {
+      theus__pipe_child(kp, s->ptr, "reduce", 0);
+      return theus__pipe_err(p, kp, false,
+                             "unknown reducer \"%s\"; use sum, min, max, concat or one a plugin registers "
+                             "(theus_engine_register_reducer)",
+                             s->reducer);
+    }
     int rc = check_steps(p, e, &s->body);
     if (!rc) rc = check_steps(p, e, &s->alt);
     if (rc) return rc;

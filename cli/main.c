@@ -1,0 +1,226 @@
+/* theus-run — runs a JSON pipeline on a theus-c engine (see docs/theus-run.md). */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <theus/engine.h>
+#include <theus/pipeline.h>
+
+#include "trace.h"
+
+#ifndef THEUS_VERSION
+#define THEUS_VERSION "unknown"
+#endif
+
+enum { EXIT_STEP = 1, EXIT_USAGE = 2 };
+
+typedef struct options {
+  const char *pipeline;
+  const char **plugins;
+  size_t nplugins;
+  const char **sets;
+  size_t nsets;
+  int workers; /* -2 = not given */
+  const char *state_out, *trace_out;
+  bool stats, quiet;
+} options;
+
+static const char usage[] =
+    "usage: theus-run [options] PIPELINE.json\n"
+    "\n"
+    "Runs the steps of a pipeline on a theus-c engine and prints the final domain\n"
+    "state as JSON on stdout.\n"
+    "\n"
+    "options:\n"
+    "  --plugin PATH         load a plugin .so (repeatable; after the file's own)\n"
+    "  --workers N           worker processes (0 = one per core, -1 = none)\n"
+    "  --set domain.P=VALUE  set an initial domain value (repeatable); VALUE is\n"
+    "                        JSON if it parses (3, true, \"x\", [1]) else a string\n"
+    "  --state-out FILE      also write the final domain state to FILE\n"
+    "  --stats               print engine, pool and arena stats as JSON on stderr\n"
+    "  --trace FILE          write a Chrome Trace Event timeline (one event per\n"
+    "                        task, on the worker that ran it) for Perfetto\n"
+    "  --quiet               no progress line and no summary\n"
+    "  --help, --version\n"
+    "\n"
+    "exit status: 0 success, 1 a step failed, 2 usage or pipeline error\n";
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "theus-run: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'theus-run --help'.\n");
+  return EXIT_USAGE;
+}
+
+static int push(const char ***v, size_t *n, const char *s) {
+  const char **nv = realloc(*v, (*n + 1) * sizeof *nv);
+  if (!nv) return -1;
+  nv[(*n)++] = s;
+  *v = nv;
+  return 0;
+}
+
+/* Returns -1 to continue, or an exit code. */
+static int parse_args(int argc, char **argv, options *o) {
+  static const struct option longs[] = {
+      {"plugin", required_argument, 0, 'p'}, {"workers", required_argument, 0, 'w'},
+      {"set", required_argument, 0, 's'},    {"state-out", required_argument, 0, 'o'},
+      {"stats", no_argument, 0, 'S'},        {"trace", required_argument, 0, 't'},
+      {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+      {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
+  int c;
+  char *end;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, "+qh", longs, NULL)) != -1) {
+    switch (c) {
+    case 'p': if (push(&o->plugins, &o->nplugins, optarg)) return EXIT_STEP; break;
+    case 's': if (push(&o->sets, &o->nsets, optarg)) return EXIT_STEP; break;
+    case 'w':
+      o->workers = (int)strtol(optarg, &end, 10);
+      if (*end || !*optarg || o->workers < -1 || o->workers > 1024)
+        return usage_error("--workers wants an integer from -1 to 1024, not '%s'", optarg);
+      break;
+    case 'o': o->state_out = optarg; break;
+    case 't': o->trace_out = optarg; break;
+    case 'S': o->stats = true; break;
+    case 'q': o->quiet = true; break;
+    case 'h': fputs(usage, stdout); return 0;
+    case 'V': printf("theus-run %s\n", THEUS_VERSION); return 0;
+    default: return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind != argc - 1)
+    return usage_error("%s", optind >= argc ? "no pipeline file given" : "give exactly one pipeline file");
+  o->pipeline = argv[optind];
+  return -1;
+}
+
+/* --set domain.a.b=VALUE: VALUE as JSON when it parses, else as a string. */
+static int apply_sets(theus_pipeline *p, const options *o) {
+  for (size_t i = 0; i < o->nsets; i++) {
+    const char *eq = strchr(o->sets[i], '=');
+    if (!eq) return usage_error("--set wants domain.path=value, not '%s'", o->sets[i]);
+    char *path = strndup(o->sets[i], (size_t)(eq - o->sets[i]));
+    json_t *v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+    if (!v) v = json_string(eq + 1);
+    int rc = path && v ? theus_pipeline_set(p, path, v) : THEUS_ENOMEM;
+    free(path);
+    if (rc) return usage_error("%s", theus_pipeline_errmsg(p));
+  }
+  return 0;
+}
+
+typedef struct progress {
+  double t0, last;
+  bool shown;
+} progress;
+
+static void on_progress(const theus_pipeline_progress *pr, void *ud) {
+  progress *pg = ud;
+  double t = now_s();
+  if (t - pg->last < 0.1) return; /* a terminal does not need more than 10 updates a second */
+  pg->last = t;
+  pg->shown = true;
+  fprintf(stderr, "\r\033[Ktheus-run: step %zu/%zu, %llu ops, %d task%s in flight, %.1f s", pr->step, pr->nsteps,
+          (unsigned long long)pr->ops, pr->in_flight, pr->in_flight == 1 ? "" : "s", t - pg->t0);
+  fflush(stderr);
+}
+
+static int write_json(const char *file, const json_t *v) {
+  FILE *f = strcmp(file, "-") ? fopen(file, "w") : stdout;
+  int rc = f ? json_dumpf(v, f, JSON_INDENT(2)) : -1;
+  if (f) rc |= fputc('\n', f) == EOF;
+  if (f && f != stdout) rc |= fclose(f);
+  if (rc) fprintf(stderr, "theus-run: cannot write %s\n", file);
+  return rc ? EXIT_STEP : 0;
+}
+
+/* Final state, stats and trace: written whether or not a step failed, since
+ * that is when they are most useful. */
+static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_log *tr, double elapsed) {
+  int rc = 0;
+  theus_snapshot *snap = NULL;
+  if (theus_engine_snapshot(e, &snap) == 0) {
+    const json_t *dom = theus_snapshot_domain(snap);
+    rc |= write_json("-", dom);
+    if (o->state_out) rc |= write_json(o->state_out, dom);
+    theus_snapshot_release(snap);
+  }
+  if (o->stats) {
+    json_t *st = theus_engine_stats(e);
+    json_object_set_new(st, "pipeline",
+                        json_pack("{s:I, s:f}", "ops", (json_int_t)theus_pipeline_ops(p), "elapsed_s", elapsed));
+    json_dumpf(st, stderr, JSON_INDENT(2));
+    fputc('\n', stderr);
+    json_decref(st);
+  }
+  if (o->trace_out && cli_trace_write(tr, o->trace_out)) {
+    fprintf(stderr, "theus-run: cannot write the trace to %s\n", o->trace_out);
+    rc = 1;
+  }
+  return rc ? EXIT_STEP : 0;
+}
+
+static int run(const options *o) {
+  theus_pipeline *p = NULL;
+  theus_engine *e = NULL;
+  char err[1024];
+  trace_log tr;
+  cli_trace_init(&tr);
+  int rc = theus_pipeline_load(&p, o->pipeline, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "theus-run: %s\n", err);
+    return EXIT_USAGE;
+  }
+  int code = 0;
+  for (size_t i = 0; i < o->nplugins && !code; i++)
+    if (theus_pipeline_add_plugin(p, o->plugins[i])) code = EXIT_STEP;
+  if (!code) code = apply_sets(p, o);
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
+  if (!code && (rc = theus_pipeline_open(p, &cfg, &e))) {
+    fprintf(stderr, "theus-run: %s\n", theus_pipeline_errmsg(p));
+    code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_STEP;
+  }
+  if (!code) {
+    bool tty = isatty(STDERR_FILENO) && !o->quiet;
+    progress pg = {now_s(), 0, false};
+    if (tty) theus_pipeline_on_progress(p, on_progress, &pg);
+    if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, &tr);
+    rc = theus_pipeline_run(p, e);
+    theus_engine_set_trace(e, NULL, NULL);
+    double elapsed = now_s() - pg.t0;
+    if (pg.shown) fputs("\r\033[K", stderr);
+    if (rc) fprintf(stderr, "theus-run: %s\n", theus_pipeline_errmsg(p));
+    else if (tty)
+      fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
+              elapsed);
+    code = outputs(e, p, o, &tr, elapsed);
+    if (rc) code = EXIT_STEP;
+  }
+  theus_engine_close(e);
+  theus_pipeline_free(p);
+  cli_trace_fini(&tr);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  options o = {.workers = -2};
+  int code = parse_args(argc, argv, &o);
+  if (code < 0) code = run(&o);
+  free(o.plugins);
+  free(o.sets);
+  return code;
+}
