@@ -190,7 +190,7 @@ static void test_heavy_shared_by_reference_and_freed(void **state) {
   theus_snapshot_release(s3);
 
   /* publishing a missing draft fails, discarding a draft frees it */
-  hp = json_pack("{s:b}", "nodraft");
+  hp = json_pack("{s:b}", "nodraft", 1);
   assert_int_equal(theus_engine_cas(e, theus_engine_version(e), NULL, hp, NULL), THEUS_ENOTFOUND);
   json_decref(hp);
   assert_int_equal(theus_engine_heavy_alloc(e, "tmp", THEUS_DTYPE_U8, 1, shape, &other), 0);
