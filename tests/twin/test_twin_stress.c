@@ -270,10 +270,55 @@ static void test_stress_threads(void **state) {
   for (int i = 0; i < READER_THREADS; i++) assert_clean(&args[i].out);
 }
 
+/* ---- starvation: a writer faster than the copy ------------------------- */
+
+static void *tiny_frames(void *p) {
+  writer_arg *w = p;
+  for (uint64_t i = 0; !atomic_load_explicit(&w->ctl->stop, memory_order_relaxed); i++)
+    if (theus_twin_write(w->twin, 0, &i, sizeof i) || theus_twin_publish(w->twin, NULL)) return (void *)1;
+  return NULL;
+}
+
+/* One attempt per read of the whole region while the writer publishes 8-byte
+ * frames back to back: the reader must give up with THEUS_ESTARVED (and a
+ * message), never hand out a torn copy. Bounded to a few seconds. */
+static void test_read_at_starved(void **state) {
+  fixture *f = *state;
+  theus_twin_reader *r = NULL;
+  uint64_t *buf = malloc(NBYTES);
+  assert_non_null(buf);
+  assert_int_equal(theus_twin_open(f->arena, theus_twin_handle(f->twin), &r), 0);
+  assert_int_equal(theus_twin_reader_set_retries(r, 1), 0);
+  writer_arg w = {f->twin, f->ctl};
+  pthread_t wt;
+  assert_int_equal(pthread_create(&wt, NULL, tiny_frames, &w), 0);
+  int rc = 0;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
+    rc = theus_twin_read_at(r, 0, buf, NBYTES, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (rc == 0 && t.tv_sec - t0.tv_sec < 5);
+  atomic_store(&f->ctl->stop, 1);
+  void *wrc = NULL;
+  pthread_join(wt, &wrc);
+  theus_twin_reader_stats st;
+  theus_twin_reader_stats_get(r, &st);
+  print_message("starvation: %llu reads before the first THEUS_ESTARVED, message: %s\n",
+                (unsigned long long)st.reads, theus_twin_reader_errmsg(r));
+  assert_null(wrc);
+  assert_int_equal(rc, THEUS_ESTARVED);
+  assert_int_equal(st.starved, 1);
+  assert_non_null(strstr(theus_twin_reader_errmsg(r), "overtook all 1 copies"));
+  theus_twin_reader_close(r);
+  free(buf);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_stress_processes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stress_threads, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_at_starved, setup, teardown),
   };
   return cmocka_run_group_tests_name("twin_stress", tests, NULL, NULL);
 }
