@@ -34,8 +34,11 @@ static theus_engine *open_engine(int workers) {
   theus_engine *e = NULL;
   int rc = theus_engine_open(&e, &cfg);
   json_decref(d);
-  if (rc)
+  if (rc) {
+    fprintf(stderr, "bench engine: %s\n", theus_engine_errmsg(e));
+    theus_engine_close(e);
     return NULL;
+  }
   theus_contract cs[] = {
       {.name = "local", .fn = inc, .inputs = counter_io, .outputs = counter_io, .semantic = THEUS_EFFECT},
       {.name = "parallel", .fn = inc, .inputs = counter_io, .outputs = counter_io, .parallel = 1},

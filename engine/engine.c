@@ -77,8 +77,7 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   *out = e;
   return 0;
 fail:
-  fprintf(stderr, "theus: %s\n", e->errmsg);
-  theus_engine_close(e);
+  *out = e; /* carries the message; the caller closes it */
   return rc;
 }
 

@@ -73,7 +73,8 @@ int main(void) {
   cfg.arena = &ac;
   theus_engine *e;
   if (theus_engine_open(&e, &cfg)) {
-    fprintf(stderr, "host_sum: cannot open the engine\n");
+    fprintf(stderr, "host_sum: cannot open the engine: %s\n", theus_engine_errmsg(e));
+    theus_engine_close(e);
     return 1;
   }
   int rc = run(e);

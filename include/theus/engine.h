@@ -45,7 +45,9 @@ typedef struct theus_engine_config {
 THEUS_API void theus_engine_config_init(theus_engine_config *cfg);
 
 /* Opens an engine: arena, version word, and (unless workers == -1) the
- * worker pool. cfg may be NULL. *out is NULL on failure. */
+ * worker pool. cfg may be NULL. Like sqlite3_open, a failure still hands back
+ * an engine carrying the message (unless memory ran out: then *out is NULL):
+ * read theus_engine_errmsg(*out), then release it with theus_engine_close. */
 THEUS_API int theus_engine_open(theus_engine **out, const theus_engine_config *cfg);
 
 /* Waits for submitted jobs, stops the pool, frees every version, draft and

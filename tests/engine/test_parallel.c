@@ -93,8 +93,12 @@ static int setup(void **state) {
   cfg.domain = d;
   int rc = theus_engine_open(&E, &cfg);
   json_decref(d);
-  if (rc)
+  if (rc) {
+    print_error("engine open: %s\n", theus_engine_errmsg(E));
+    theus_engine_close(E);
+    E = NULL;
     return -1;
+  }
   const char *const in_data[] = {"heavy.data", NULL};
   theus_contract cs[] = {
       {.name = "scaled_sum", .fn = scaled_sum, .inputs = k_in, .outputs = y_out, .parallel = 1},
