@@ -1,9 +1,8 @@
 /* State paths and patterns: syntax check, coverage, overlap. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "theus/contract.h"
+#include "contract_internal.h"
 
 static int is_field_start(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
@@ -32,16 +31,7 @@ static int seg_ok(const char *p, size_t n) {
   return 1;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return THEUS_EINVAL;
-}
+#define fail(err, errlen, ...) theus__errf(err, errlen, THEUS_EINVAL, __VA_ARGS__)
 
 int theus_path_check(const char *path, char *err, size_t errlen) {
   if (!path || !*path)

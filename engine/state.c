@@ -15,16 +15,7 @@
 #include "../contracts/contract_internal.h"
 #include "engine_internal.h"
 
-static int msgf(char *msg, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int msgf(char *msg, size_t len, int code, const char *fmt, ...) {
-  if (msg && len) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, len, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
+#define msgf theus__errf
 
 uint64_t theus__now_ns(void) {
   struct timespec ts;
