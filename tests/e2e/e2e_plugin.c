@@ -1,0 +1,111 @@
+/* Plugin for the theus-run end-to-end tests: one process per behaviour. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <theus/engine.h>
+#include <theus/pipeline.h>
+
+/* ---- typed (libffi) functions: every scalar type, and arrays ---------------- */
+
+#define E2E_INC(T, name) \
+  THEUS_PLUGIN_EXPORT T name(T x) { return (T)(x + 1); }
+E2E_INC(uint8_t, e2e_inc_u8)
+E2E_INC(uint16_t, e2e_inc_u16)
+E2E_INC(uint32_t, e2e_inc_u32)
+E2E_INC(uint64_t, e2e_inc_u64)
+E2E_INC(int8_t, e2e_inc_i8)
+E2E_INC(int16_t, e2e_inc_i16)
+E2E_INC(int32_t, e2e_inc_i32)
+E2E_INC(int64_t, e2e_inc_i64)
+E2E_INC(float, e2e_inc_f32)
+E2E_INC(double, e2e_inc_f64)
+
+THEUS_PLUGIN_EXPORT double e2e_sum_f64(const double *x, uint64_t n) {
+  double s = 0;
+  for (uint64_t i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+THEUS_PLUGIN_EXPORT int64_t e2e_sum_i16(const int16_t *x, uint32_t n) {
+  int64_t s = 0;
+  for (uint32_t i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+THEUS_PLUGIN_EXPORT uint64_t e2e_sum_u8(const uint8_t *x, uint64_t n) {
+  uint64_t s = 0;
+  for (uint64_t i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+THEUS_PLUGIN_EXPORT int64_t e2e_sum_i32(const int32_t *x, uint64_t n) {
+  int64_t s = 0;
+  for (uint64_t i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+/* Writes an output array: x[i] = x[i] * k. */
+THEUS_PLUGIN_EXPORT void e2e_scale_i32(int32_t *x, uint64_t n, int32_t k) {
+  for (uint64_t i = 0; i < n; i++) x[i] *= k;
+}
+
+/* ---- ctx processes ------------------------------------------------------------------- */
+
+/* domain.counter += args.by (default 1). */
+static int add(theus_ctx *ctx) {
+  const json_t *by = json_object_get(theus_ctx_args(ctx), "by");
+  json_int_t n = json_integer_value(theus_ctx_get(ctx, "domain.counter"));
+  theus_ctx_return(ctx, json_integer(n + (by ? json_integer_value(by) : 1)));
+  return theus_ctx_set(ctx, "domain.counter", json_integer(n + (by ? json_integer_value(by) : 1)));
+}
+
+/* In a worker: domain.<args.key> = args.value, and returns the worker id. */
+static int put(theus_ctx *ctx) {
+  const json_t *a = theus_ctx_args(ctx);
+  char path[128];
+  snprintf(path, sizeof path, "domain.%s", json_string_value(json_object_get(a, "key")));
+  theus_ctx_return(ctx, json_integer(theus_ctx_worker(ctx)));
+  return theus_ctx_set(ctx, path, json_deep_copy(json_object_get(a, "value")));
+}
+
+/* Sum of the f64 rows of heavy.values this slice covers. */
+static int slice_sum(theus_ctx *ctx) {
+  theus_array_info a;
+  int rc = theus_ctx_heavy(ctx, "values", &a);
+  if (rc) return rc;
+  uint64_t lo = 0, hi = a.shape[0];
+  uint32_t i, n;
+  theus_ctx_slice(ctx, &lo, &hi, &i, &n);
+  double s = 0;
+  for (uint64_t k = lo; k < hi; k++) s += ((const double *)a.data)[k];
+  theus_ctx_return(ctx, json_real(s));
+  return 0;
+}
+
+static int crash(theus_ctx *ctx) {
+  (void)ctx;
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int refuse(theus_ctx *ctx) { return theus_ctx_fail(ctx, "refused on purpose: the input is not ready"); }
+
+THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
+  static const char *const counter[] = {"domain.counter", NULL};
+  static const char *const any[] = {"domain.*", NULL};
+  static const char *const values[] = {"heavy.values", NULL};
+  const theus_contract cs[] = {
+      {.name = "add", .fn = add, .inputs = counter, .outputs = counter},
+      {.name = "put", .fn = put, .outputs = any, .parallel = 1},
+      {.name = "slice_sum", .fn = slice_sum, .inputs = values, .parallel = 1},
+      {.name = "crash", .fn = crash, .parallel = 1},
+      {.name = "refuse", .fn = refuse},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    int rc = theus_engine_register(e, &cs[i]);
+    if (rc) return rc;
+  }
+  return 0;
+}

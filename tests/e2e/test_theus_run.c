@@ -1,0 +1,427 @@
+/* End-to-end tests: the built theus-run on real pipelines.
+ *
+ * usage: test_theus_run THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON
+ * Every run is a fork/exec whose stdout and stderr go to memfds; the child is
+ * always reaped (killed after a deadline), and theus-run's own workers die
+ * with it (PR_SET_PDEATHSIG in the pool).
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+/* Test-program configuration from argv (read-only after main starts). */
+static const char *theus_run, *pipe_dir, *e2e_plugin, *demo_json;
+
+typedef struct result {
+  int status; /* exit code, or 128 + signal */
+  char *out, *err;
+} result;
+
+static char *slurp_fd(int fd) {
+  off_t n = lseek(fd, 0, SEEK_END);
+  char *buf = calloc(1, (size_t)(n > 0 ? n : 0) + 1);
+  if (buf && n > 0 && pread(fd, buf, (size_t)n, 0) != n) buf[0] = '\0';
+  close(fd);
+  return buf;
+}
+
+static void result_free(result *r) {
+  free(r->out);
+  free(r->err);
+  memset(r, 0, sizeof *r);
+}
+
+/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
+static void run_cli(result *r, const char *const *args) {
+  const char *argv[64];
+  size_t n = 0;
+  argv[n++] = theus_run;
+  for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  int out = memfd_create("stdout", 0), err = memfd_create("stderr", 0);
+  assert_true(out >= 0 && err >= 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(out, 1);
+    dup2(err, 2);
+    execv(theus_run, (char *const *)argv);
+    _exit(127);
+  }
+  int st = 0;
+  struct timespec tick = {0, 5 * 1000 * 1000};
+  for (int waited = 0; waitpid(pid, &st, WNOHANG) == 0; waited++) {
+    if (waited > 120 * 200) { /* a hung run must not outlive the test */
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      break;
+    }
+    nanosleep(&tick, NULL);
+  }
+  r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r->out = slurp_fd(out);
+  r->err = slurp_fd(err);
+}
+
+static void pipe_path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", pipe_dir, name); }
+
+static json_t *parse(const char *text, const char *what) {
+  json_error_t je;
+  json_t *v = json_loads(text, 0, &je);
+  if (!v) fail_msg("%s is not JSON (%s at %d:%d): %.400s", what, je.text, je.line, je.column, text);
+  return v;
+}
+
+static void expect_status(const result *r, int want) {
+  if (r->status != want)
+    fail_msg("exit status %d, want %d\nstdout: %.2000s\nstderr: %.2000s", r->status, want, r->out, r->err);
+}
+
+static double num_at(const json_t *root, const char *path) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", path);
+  const json_t *v = root;
+  for (char *save = NULL, *seg = strtok_r(buf, ".", &save); seg && v; seg = strtok_r(NULL, ".", &save))
+    v = json_object_get(v, seg);
+  if (!json_is_number(v)) fail_msg("%s is not a number", path);
+  return json_number_value(v);
+}
+
+static json_int_t int_at(const json_t *obj, const char *key) {
+  const json_t *v = json_object_get(obj, key);
+  if (!json_is_integer(v)) fail_msg("%s is not an integer", key);
+  return json_integer_value(v);
+}
+
+/* ---- temp directory for --state-out / --trace ------------------------------------- */
+
+typedef struct tmp {
+  char dir[64], state[96], trace[96];
+} tmp;
+
+static int tmp_setup(void **state) {
+  tmp *t = calloc(1, sizeof *t);
+  snprintf(t->dir, sizeof t->dir, "/tmp/theus-e2e-XXXXXX");
+  if (!t || !mkdtemp(t->dir)) return -1;
+  snprintf(t->state, sizeof t->state, "%s/state.json", t->dir);
+  snprintf(t->trace, sizeof t->trace, "%s/trace.json", t->dir);
+  *state = t;
+  return 0;
+}
+
+static int tmp_teardown(void **state) {
+  tmp *t = *state;
+  unlink(t->state);
+  unlink(t->trace);
+  rmdir(t->dir);
+  free(t);
+  return 0;
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+static void test_usage(void **state) {
+  (void)state;
+  result r;
+  run_cli(&r, (const char *[]){NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "no pipeline file given"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--help", NULL});
+  expect_status(&r, 0);
+  assert_non_null(strstr(r.out, "usage: theus-run"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--version", NULL});
+  expect_status(&r, 0);
+  assert_non_null(strstr(r.out, "theus-run "));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "many", "x.json", NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--workers"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--bogus", "x.json", NULL});
+  expect_status(&r, 2);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"/nonexistent/p.json", NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "/nonexistent/p.json:0:0: cannot open"));
+  result_free(&r);
+}
+
+/* The trace has one complete event per task, on the row of the worker that ran it. */
+static void check_trace(const char *file, const json_t *stats) {
+  json_error_t je;
+  json_t *tr = json_load_file(file, 0, &je);
+  if (!tr) fail_msg("trace %s: %s", file, je.text);
+  json_t *events = json_object_get(tr, "traceEvents");
+  assert_true(json_is_array(events));
+  const json_t *pool = json_object_get(stats, "pool");
+  const json_t *per = json_object_get(pool, "per_worker");
+  size_t nworkers = json_array_size(per);
+  json_int_t *per_tid = calloc(nworkers + 1, sizeof *per_tid);
+  size_t i;
+  json_t *ev;
+  json_array_foreach(events, i, ev) {
+    if (strcmp(json_string_value(json_object_get(ev, "ph")), "X") != 0) continue;
+    json_int_t tid = int_at(ev, "tid");
+    assert_int_equal(tid, int_at(json_object_get(ev, "args"), "worker") + 1);
+    assert_true(tid >= 0 && (size_t)tid <= nworkers);
+    assert_true(json_number_value(json_object_get(ev, "dur")) >= 0);
+    per_tid[tid]++;
+  }
+  json_int_t in_pool = 0;
+  for (size_t w = 0; w < nworkers; w++) {
+    assert_int_equal(per_tid[w + 1], int_at(json_array_get(per, w), "tasks"));
+    in_pool += per_tid[w + 1];
+  }
+  assert_int_equal(in_pool, int_at(pool, "completed"));
+  assert_true(per_tid[0] >= 1); /* the local runs (finish, normalize) */
+  free(per_tid);
+  json_decref(tr);
+}
+
+static void test_demo(void **state) {
+  tmp *t = *state;
+  result r;
+  run_cli(&r, (const char *[]){"--workers", "2", "--stats", "--state-out", t->state, "--trace", t->trace, demo_json,
+                               NULL});
+  expect_status(&r, 0);
+  json_t *out = parse(r.out, "stdout");
+  assert_true(json_is_true(json_object_get(json_object_get(out, "check"), "ok")));
+  assert_float_equal(num_at(out, "raw.mean"), 5.0, 0.01);
+  assert_float_equal(num_at(out, "raw.std"), 2.8868, 0.005);
+  assert_float_equal(num_at(out, "median"), 5.0, 0.01);
+  assert_float_equal(num_at(out, "normalized.std"), 1.0, 0.001);
+  assert_int_equal((json_int_t)num_at(out, "iterations"), 17); /* log2(8 / 1e-4) rounded up */
+  json_error_t je;
+  json_t *saved = json_load_file(t->state, 0, &je);
+  assert_non_null(saved);
+  assert_true(json_equal(saved, out));
+  json_t *stats = parse(r.err, "--stats on stderr");
+  assert_int_equal(int_at(json_object_get(stats, "pool"), "workers"), 2);
+  assert_int_equal(int_at(json_object_get(stats, "pool"), "failed"), 0);
+  assert_true(int_at(json_object_get(stats, "arena"), "bytes_live") >= 64 << 20);
+  assert_true(int_at(json_object_get(stats, "pipeline"), "ops") > 17 * 4);
+  assert_true(int_at(json_object_get(stats, "engine"), "version") > 1);
+  /* all workers did real work */
+  size_t w;
+  json_t *pw;
+  json_array_foreach(json_object_get(json_object_get(stats, "pool"), "per_worker"), w, pw)
+    assert_true(int_at(pw, "tasks") > 0);
+  check_trace(t->trace, stats);
+  json_decref(saved);
+  json_decref(stats);
+  json_decref(out);
+  result_free(&r);
+}
+
+static void test_step_kinds(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "steps.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--stats", path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "counter"), 15);
+  assert_int_equal(int_at(d, "last"), 5); /* a run step's return value stored "into" */
+  assert_int_equal(int_at(d, "a"), 1);    /* the parallel group committed each member */
+  assert_string_equal(json_string_value(json_object_get(d, "b")), "two");
+  assert_int_equal(json_integer_value(json_array_get(json_object_get(d, "c"), 0)), 3);
+  assert_float_equal(num_at(d, "total"), 500500, 0);
+  json_t *parts = json_object_get(d, "parts");
+  assert_int_equal(json_array_size(parts), 3);
+  double sum = 0;
+  for (size_t i = 0; i < 3; i++) sum += json_number_value(json_array_get(parts, i));
+  assert_float_equal(sum, 500500, 0);
+  assert_string_equal(json_string_value(json_object_get(d, "branch")), "then");
+  assert_null(json_object_get(d, "never"));
+  assert_true(json_is_true(json_object_get(d, "else_ran")));
+  assert_int_equal(int_at(d, "i"), 10);
+  assert_int_equal(int_at(d, "expr"), 21);
+  json_t *stats = parse(r.err, "--stats");
+  /* run 1, parallel 3, maps 2, ifs 3 + 2 branches, while 1 + 10 x (2 + 1), set 1 */
+  assert_int_equal(int_at(json_object_get(stats, "pipeline"), "ops"), 43);
+  json_decref(stats);
+  json_decref(d);
+  result_free(&r);
+}
+
+static void test_set_and_quiet_stderr(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "steps.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.flag=false", "--set", "domain.note=hello",
+                               "--set", "domain.deep.x=[1,2]", path, NULL});
+  expect_status(&r, 0);
+  assert_string_equal(r.err, ""); /* not a terminal: no progress line, no summary */
+  json_t *d = parse(r.out, "stdout");
+  assert_string_equal(json_string_value(json_object_get(d, "branch")), "else");
+  assert_string_equal(json_string_value(json_object_get(d, "note")), "hello");
+  assert_int_equal(json_array_size(json_object_get(json_object_get(d, "deep"), "x")), 2);
+  assert_null(json_object_get(d, "else_ran")); /* not flag is true now: the empty then ran */
+  json_decref(d);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "counter=1", path, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--set counter"));
+  result_free(&r);
+}
+
+static void test_ffi_types(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "ffi.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  json_t *res = json_object_get(d, "r");
+  static const struct {
+    const char *key;
+    json_int_t want;
+  } ints[] = {{"u8", 255}, {"u16", 65535}, {"u32", 4294967295LL}, {"u64", INT64_MAX}, {"i8", -127},
+              {"i16", -32767}, {"i32", -2147483647LL}, {"i64", INT64_MIN + 1}, {"lit", -6}, {"sum_s", -50},
+              {"sum_b", 525}, {"sum_sat", 43860}, {"sum_v", 30}};
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    if (!json_is_integer(json_object_get(res, ints[i].key))) fail_msg("r.%s is not an integer", ints[i].key);
+    if (int_at(res, ints[i].key) != ints[i].want)
+      fail_msg("r.%s = %lld, want %lld", ints[i].key, (long long)int_at(res, ints[i].key), (long long)ints[i].want);
+  }
+  assert_float_equal(num_at(res, "f32"), 2.5, 0);
+  assert_float_equal(num_at(res, "f64"), 3.25, 0);
+  assert_float_equal(num_at(res, "sum_d"), 2475, 0);
+  assert_float_equal(num_at(res, "sum_d_map"), 2475, 0); /* a typed function over map slices */
+  json_decref(d);
+  result_free(&r);
+}
+
+static void test_ffi_range_error(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "ffi.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.u8=256", path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "ffi.json:"));
+  assert_non_null(strstr(r.err, "steps[0] (run \"inc_u8\")"));
+  assert_non_null(strstr(r.err, "domain.u8 (argument 1) = 256 is out of range for u8"));
+  result_free(&r);
+}
+
+static void test_pipeline_errors(void **state) {
+  (void)state;
+  static const struct {
+    const char *file, *where, *what;
+  } cases[] = {
+      {"syntax.json", ":3:19: ", "invalid JSON"},
+      {"unknown_key.json", ":3:20: ", "unknown key \"argz\" in a run step; did you mean \"args\"?"},
+      {"unknown_process.json", ":5:13: ", "unknown process \"subtract\""},
+      {"wrong_type.json", ":2:13: ", "\"budget\" must be an integer"},
+      {"missing_field.json", ":4:5: ", "missing \"into\""},
+      {"bad_expr.json", ":4:26: ", "in expression \"domain.i <> 3\": unexpected '>'"},
+      {"bad_binding.json", ":4:14: ", "a pointer argument needs heavy.KEY"},
+      {"missing_plugin.json", ":2:15: ", "cannot load it"},
+      {"unknown_reducer.json", ":5:16: ", "unknown reducer \"average\""},
+      {"bad_heavy.json", ":3:25: ", "unknown dtype \"f16\""},
+      {"two_kinds.json", ":4:5: ", "has both \"run\" and \"set\""},
+      {"missing_symbol.json", ":3:33: ", "no plugin exports the C function \"e2e_does_not_exist\""},
+      {"not_parallel_map.json", ":5:13: ", "process \"add\" is not parallel"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char path[512], want[600];
+    snprintf(path, sizeof path, "%s/errors/%s", pipe_dir, cases[i].file);
+    snprintf(want, sizeof want, "theus-run: %s%s", path, cases[i].where);
+    result r;
+    run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+    if (r.status != 2 || strncmp(r.err, want, strlen(want)) != 0 || !strstr(r.err, cases[i].what))
+      fail_msg("%s: exit %d, stderr:\n%s\nwant exit 2 and a message starting:\n%s... %s", cases[i].file, r.status,
+               r.err, want, cases[i].what);
+    assert_string_equal(r.out, ""); /* nothing ran, no state printed */
+    result_free(&r);
+  }
+}
+
+static void test_crash_exits_1(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "crash.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "crash.json:6:5: step steps[1] (run \"crash\") failed"));
+  assert_non_null(strstr(r.err, "SIGSEGV"));
+  json_t *d = parse(r.out, "stdout"); /* the state as the failure left it */
+  assert_int_equal(int_at(d, "counter"), 1);
+  json_decref(d);
+  result_free(&r);
+}
+
+static void test_failing_step(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "fail.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "step steps[0] (run \"refuse\") failed"));
+  assert_non_null(strstr(r.err, "refused on purpose: the input is not ready"));
+  result_free(&r);
+}
+
+static void test_while_budget(void **state) {
+  (void)state;
+  static const struct {
+    const char *file, *where, *msg;
+  } cases[] = {{"loop.json", "loop.json:5:5: ", "operation budget of 50 exhausted"},
+               {"loop_default.json", "loop_default.json:4:5: ", "operation budget of 10000 exhausted"}};
+  for (size_t i = 0; i < 2; i++) {
+    char path[512];
+    pipe_path(path, sizeof path, cases[i].file);
+    result r;
+    run_cli(&r, (const char *[]){"--stats", path, NULL});
+    expect_status(&r, 1);
+    assert_non_null(strstr(r.err, cases[i].msg));
+    assert_non_null(strstr(r.err, cases[i].where)); /* the while step */
+    assert_non_null(strstr(r.err, "\"ops\": "));
+    result_free(&r);
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc != 5) {
+    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
+    return 2;
+  }
+  theus_run = argv[1];
+  pipe_dir = argv[2];
+  e2e_plugin = argv[3];
+  demo_json = argv[4];
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_usage),
+      cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
+      cmocka_unit_test(test_step_kinds),
+      cmocka_unit_test(test_set_and_quiet_stderr),
+      cmocka_unit_test(test_ffi_types),
+      cmocka_unit_test(test_ffi_range_error),
+      cmocka_unit_test(test_pipeline_errors),
+      cmocka_unit_test(test_crash_exits_1),
+      cmocka_unit_test(test_failing_step),
+      cmocka_unit_test(test_while_budget),
+  };
+  return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
+}
