@@ -14,7 +14,7 @@
  *   seq == 2e + 1  epoch e is still the published one, the writer is filling
  *                  buffer (e+1)&1 ("back") for epoch e+1.
  *
- *   writer, frame open:   seq = 2e+1 (relaxed); fence(release); write back...
+ *   writer, frame open:   seq = 2e+1 (release); fence(release); write back...
  *   writer, publish:      seq = 2e+2 (release); bump futex word; FUTEX_WAKE
  *   reader:               s0 = seq (acquire); e = s0 >> 1;
  *                         copy from buffer e&1;
@@ -237,7 +237,11 @@ static unsigned char *twin_back(const theus_twin *t) {
  * back buffer, then bring the back buffer up to the published content unless
  * the caller will overwrite it anyway. */
 static void twin_frame_open(theus_twin *t, unsigned flags) {
-  atomic_store_explicit(&t->hdr->seq, 2 * t->epoch + 1, memory_order_relaxed);
+  /* Release store: a reader that loads 2e+1 must still synchronize with the
+   * publish of epoch e (C17 release sequences would give that, C++20's do
+   * not; it costs nothing on x86). The fence then orders this store before
+   * every store into the back buffer (the proof at the top of this file). */
+  atomic_store_explicit(&t->hdr->seq, 2 * t->epoch + 1, memory_order_release);
   atomic_thread_fence(memory_order_release);
   unsigned char *back = twin_back(t);
   const unsigned char *front = t->buf + (t->epoch & 1) * t->stride;
