@@ -1,0 +1,176 @@
+/* Unit tests: pipeline loading without an engine (engine/pipeline*.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../engine/pipeline_internal.h"
+
+typedef struct fixture {
+  char dir[64];
+  char path[128];
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/theus-pipe-XXXXXX");
+  if (!f || !mkdtemp(f->dir)) return -1;
+  snprintf(f->path, sizeof f->path, "%s/p.json", f->dir);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  char raw[160];
+  snprintf(raw, sizeof raw, "%s/data.raw", f->dir);
+  unlink(raw);
+  unlink(f->path);
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs(text, fp);
+  fclose(fp);
+}
+
+/* Loads text; expects success (want NULL) or an error containing "p.json:" + want. */
+static theus_pipeline *load(fixture *f, const char *text, const char *want) {
+  write_file(f->path, text);
+  theus_pipeline *p = NULL;
+  char err[1024] = "";
+  int rc = theus_pipeline_load(&p, f->path, err, sizeof err);
+  if (!want) {
+    if (rc) fail_msg("load failed: %s", err);
+    return p;
+  }
+  char full[256];
+  snprintf(full, sizeof full, "p.json:%s", want);
+  if (rc != THEUS_EPARSE || p || !strstr(err, full)) fail_msg("want \"%s\", got rc %d: %s", full, rc, err);
+  return NULL;
+}
+
+static void test_position_index(void **state) {
+  (void)state;
+  const char *text = "{\n  \"a\": [1, {\"b~/c\": \"x\"}],\n  \"é\": {\"k\": true}\n}";
+  theus__pos_index idx;
+  assert_int_equal(theus__pos_index_build(&idx, text, strlen(text)), 0);
+  int line, col;
+  theus__pos_lookup(&idx, "", false, &line, &col);
+  assert_int_equal(line * 100 + col, 101);
+  theus__pos_lookup(&idx, "/a", true, &line, &col);
+  assert_int_equal(line * 100 + col, 203);
+  theus__pos_lookup(&idx, "/a", false, &line, &col);
+  assert_int_equal(line * 100 + col, 208);
+  theus__pos_lookup(&idx, "/a/1/b~0~1c", false, &line, &col); /* escaped key b~/c */
+  assert_int_equal(line * 100 + col, 221);
+  theus__pos_lookup(&idx, "/\xc3\xa9/k", false, &line, &col); /* columns count characters, not bytes */
+  assert_int_equal(line * 100 + col, 314);
+  theus__pos_lookup(&idx, "/a/1/missing", false, &line, &col); /* falls back to the parent */
+  assert_int_equal(line * 100 + col, 212);
+  theus__pos_index_free(&idx);
+  char label[64];
+  assert_string_equal(theus__pipe_ptr_label("/steps/2/then/0", label, sizeof label), "steps[2].then[0]");
+}
+
+static void test_valid_pipeline(void **state) {
+  fixture *f = *state;
+  char raw[160];
+  snprintf(raw, sizeof raw, "%s/data.raw", f->dir);
+  write_file(raw, "abcdefgh");
+  theus_pipeline *p = load(f,
+                           "{\"workers\": 3, \"budget\": 77, \"domain\": {\"x\": 1},\n"
+                           " \"heavy\": {\"a\": {\"dtype\": \"u8\", \"shape\": 8, \"fill\": {\"file\": \"data.raw\"}},\n"
+                           "           \"b\": {\"dtype\": \"i16\", \"shape\": [2, 3], \"fill\": {\"range\": {\"start\": -1}}},\n"
+                           "           \"c\": {\"dtype\": \"f32\", \"shape\": [4], \"fill\": {\"random\": {\"seed\": 9}}}},\n"
+                           " \"processes\": [{\"name\": \"t\", \"signature\": \"f64(u8*, u64)\", \"args\": [\"heavy.a\", \"heavy.a.len\"],"
+                           " \"outputs\": [\"domain.y\"]}],\n"
+                           " \"steps\": [{\"run\": \"t\"}, {\"while\": \"domain.x < 3\", \"do\": [{\"set\": \"domain.x\", \"expr\": \"domain.x + 1\"}]}]}",
+                           NULL);
+  assert_int_equal(theus_pipeline_workers(p), 3);
+  assert_int_equal(p->budget, 77);
+  assert_int_equal(p->nheavy, 3);
+  assert_int_equal(p->ntyped, 1);
+  assert_int_equal(p->steps.n, 2);
+  assert_int_equal(p->steps.v[1].kind, ST_WHILE);
+  uint8_t bytes[8];
+  assert_int_equal(theus__pipe_fill(p, &p->heavy[0], bytes), 0);
+  assert_memory_equal(bytes, "abcdefgh", 8);
+  int16_t v[6];
+  assert_int_equal(theus__pipe_fill(p, &p->heavy[1], v), 0);
+  assert_int_equal(v[0], -1);
+  assert_int_equal(v[5], 4);
+  float r1[4], r2[4];
+  assert_int_equal(theus__pipe_fill(p, &p->heavy[2], r1), 0);
+  assert_int_equal(theus__pipe_fill(p, &p->heavy[2], r2), 0);
+  assert_memory_equal(r1, r2, sizeof r1); /* the same seed gives the same data */
+  for (int i = 0; i < 4; i++) assert_true(r1[i] >= 0 && r1[i] < 1);
+  /* --set creates intermediate objects and overrides the file */
+  assert_int_equal(theus_pipeline_set(p, "domain.a.b", json_integer(5)), 0);
+  assert_int_equal(theus_pipeline_set(p, "domain.x", json_string("s")), 0);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(p->domain, "a"), "b")), 5);
+  assert_string_equal(json_string_value(json_object_get(p->domain, "x")), "s");
+  assert_int_equal(theus_pipeline_set(p, "heavy.a", json_integer(1)), THEUS_EINVAL);
+  theus_pipeline_free(p);
+}
+
+static void test_errors(void **state) {
+  fixture *f = *state;
+  load(f, "[1]", "1:1: a pipeline is a JSON object");
+  load(f, "{}", "1:1: the pipeline has no \"steps\"");
+  load(f, "{\"steps\": [], \"step\": 1}", "1:15: unknown key \"step\" in the pipeline; did you mean \"steps\"?");
+  load(f, "{\"steps\": {}}", "1:11: steps must be an array");
+  load(f, "{\"steps\": [3]}", "1:12: a step must be an object");
+  load(f, "{\"steps\": [{}]}", "1:12: this step has no kind");
+  load(f, "{\"steps\": [{\"run\": 5}]}", "1:20: \"run\" must be a non-empty string");
+  load(f, "{\"steps\": [{\"run\": \"a\", \"args\": []}]}", "1:33: \"args\" must be an object");
+  load(f, "{\"steps\": [{\"run\": \"a\", \"into\": \"x\"}]}", "1:33: \"into\": \"x\" is not a domain path");
+  load(f, "{\"steps\": [{\"parallel\": [{\"if\": \"true\", \"then\": []}]}]}", "1:26: a parallel group runs");
+  load(f, "{\"steps\": [{\"parallel\": []}]}", "1:25: a parallel group needs at least one");
+  load(f, "{\"steps\": [{\"if\": \"1 +\", \"then\": []}]}", "1:23: in expression \"1 +\": unexpected end");
+  load(f, "{\"steps\": [{\"while\": \"true\"}]}", "1:12: missing \"do\"");
+  load(f, "{\"steps\": [{\"set\": \"domain.x\"}]}", "1:12: a set step needs exactly one of");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"slices\": 0}]}",
+       "1:85: \"slices\" must be an integer from 1");
+  load(f, "{\"workers\": -5, \"steps\": []}", "1:13: \"workers\" must be an integer from -1");
+  load(f, "{\"domain\": 3, \"steps\": []}", "1:12: \"domain\" must be an object");
+  load(f, "{\"domain\": \"nope.json\", \"steps\": []}", "1:12: cannot load the domain file");
+  load(f, "{\"plugins\": [1], \"steps\": []}", "1:14: plugins[0] must be a path string");
+  load(f, "{\"heavy\": {\"9x\": {}}, \"steps\": []}", "1:12: heavy key \"9x\" is not a valid name");
+  load(f, "{\"heavy\": {\"a\": {\"dtype\": \"f32\"}}, \"steps\": []}", "1:17: heavy.a has no \"shape\"");
+  load(f, "{\"heavy\": {\"a\": {\"dtype\": \"f32\", \"shape\": [0]}}, \"steps\": []}", "1:43: bad shape for heavy.a");
+  load(f, "{\"heavy\": {\"a\": {\"dtype\": \"f32\", \"shape\": 1, \"fill\": \"ones\"}}, \"steps\": []}",
+       "1:54: bad fill for heavy.a");
+  load(f, "{\"heavy\": {\"a\": {\"dtype\": \"u8\", \"shape\": 4, \"fill\": {\"file\": \"data.raw\"}}}, \"steps\": []}",
+       "1:62: cannot open the raw file");
+  load(f, "{\"heavy\": {\"a\": {\"dtype\": \"f32\", \"shape\": 1, \"fill\": {\"random\": {\"min\": 2, \"max\": 1}}}}, \"steps\": []}",
+       "1:65: random fill of heavy.a: \"min\" must be below \"max\"");
+  load(f, "{\"heavy\": {\"a\": {\"dtype\": \"f32\", \"shape\": 1, \"fill\": {\"range\": {\"begin\": 1}}}}, \"steps\": []}",
+       "1:65: unknown key \"begin\" in range");
+  load(f, "{\"processes\": [{\"name\": \"t\", \"signature\": \"f64(u8*\"}], \"steps\": []}",
+       "1:43: process \"t\": signature \"f64(u8*\", column 8");
+  load(f, "{\"processes\": [{\"name\": \"t\", \"signature\": \"void(u8*)\", \"args\": [\"heavy.a\"], \"outputs\": [\"heavy.a\"], "
+          "\"parallel\": true}], \"steps\": []}",
+       "1:113: process \"t\" writes a heavy array");
+  load(f, "{\"processes\": [{\"name\": \"t\", \"signature\": \"void(u8)\", \"args\": [true]}], \"steps\": []}",
+       "1:64: args[0] must be a state path string or a number");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_position_index),
+      cmocka_unit_test_setup_teardown(test_valid_pipeline, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+  };
+  return cmocka_run_group_tests_name("pipeline_parse", tests, NULL, NULL);
+}
