@@ -514,36 +514,39 @@ typedef struct map_job {
   run_out *out;
 } map_job;
 
+/* Slices in flight at once: results stay in the pool's rings until
+ * collected, so an unbounded burst would fill them. */
+#define MAP_WINDOW 128u
+
+static void map_submit(map_job *m, uint32_t i, theus_ticket *tk) {
+  run_out *o = &m->out[i];
+  task_pack tp = {0};
+  o->worker = -1;
+  if (!(o->rc = pack_task(m->c, m->snap, m->args, &m->sl[i], &tp, o->msg, sizeof o->msg)) &&
+      (o->rc = submit_task(m->e, m->c, &tp, tk)))
+    snprintf(o->msg, sizeof o->msg, "submit: %s", theus_pool_errmsg(m->e->pool));
+  free(tp.arg);
+  if (o->rc)
+    *tk = 0;
+}
+
 static void map_run_all(map_job *m) {
   if (!(m->c->parallel && m->e->pool)) {
     for (uint32_t i = 0; i < m->n; i++)
       run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->out[i]);
     return;
   }
-  theus_ticket *tk = calloc(m->n, sizeof *tk);
-  uint64_t *t0 = calloc(m->n, sizeof *t0);
-  for (uint32_t i = 0; i < m->n; i++) {
-    run_out *o = &m->out[i];
-    o->worker = -1;
-    if (!tk || !t0) {
-      o->rc = THEUS_ENOMEM;
-      snprintf(o->msg, sizeof o->msg, "map '%s': out of memory", m->c->name);
-      continue;
+  theus_ticket tk[MAP_WINDOW];
+  uint64_t t0[MAP_WINDOW];
+  uint32_t next = 0; /* next slice to submit; slices [done, next) are in flight */
+  for (uint32_t done = 0; done < m->n; done++) {
+    for (; next < m->n && next - done < MAP_WINDOW; next++) {
+      t0[next % MAP_WINDOW] = theus__now_ns();
+      map_submit(m, next, &tk[next % MAP_WINDOW]);
     }
-    task_pack tp = {0};
-    t0[i] = theus__now_ns();
-    if (!(o->rc = pack_task(m->c, m->snap, m->args, &m->sl[i], &tp, o->msg, sizeof o->msg)) &&
-        (o->rc = submit_task(m->e, m->c, &tp, &tk[i])))
-      snprintf(o->msg, sizeof o->msg, "submit: %s", theus_pool_errmsg(m->e->pool));
-    free(tp.arg);
-    if (o->rc)
-      tk[i] = 0;
+    if (tk[done % MAP_WINDOW])
+      collect(m->e, m->c, tk[done % MAP_WINDOW], t0[done % MAP_WINDOW], &m->out[done]);
   }
-  for (uint32_t i = 0; tk && t0 && i < m->n; i++)
-    if (tk[i])
-      collect(m->e, m->c, tk[i], t0[i], &m->out[i]);
-  free(tk);
-  free(t0);
 }
 
 /* Reduces the slice results in order; the first failure wins. */

@@ -216,6 +216,10 @@ static void test_map_reducers(void **state) {
   assert_int_equal(json_integer_value(json_object_get(r, "n")), N);
   json_decref(r);
   json_decref(a);
+  /* more slices than the pool's rings hold at once */
+  assert_int_equal(theus_engine_map(E, "slice_sum", "data", 5000, "sum", NULL, &r), 0);
+  assert_true(json_number_value(r) == (double)N * (N + 1) / 2);
+  json_decref(r);
   assert_int_equal(theus_engine_map(E, "slice_sum", "data", 3, "nope", NULL, &r), THEUS_EINVAL);
   assert_int_equal(theus_engine_map(E, "slice_sum", "missing", 3, "sum", NULL, &r), THEUS_ENOTFOUND);
 }
