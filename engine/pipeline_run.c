@@ -208,11 +208,13 @@ int theus_pipeline_open(theus_pipeline *p, const theus_engine_config *cfg, theus
   p->default_slices = (uint32_t)workers * 2;
   theus_engine *e = NULL;
   rc = theus_engine_open(&e, &c); /* after the plugins: the fork server must have their code */
-  if (rc) {
-    snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path, theus_strerror(rc));
+  if (rc) { /* on failure the engine (if any) only carries the message */
+    snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path,
+             e ? theus_engine_errmsg(e) : theus_strerror(rc));
+    theus_engine_close(e);
     return rc;
   }
-  if (!rc) rc = register_plugins(p, e);
+  rc = register_plugins(p, e);
   if (!rc) rc = register_typed(p, e);
   if (!rc) rc = register_json(p, e);
   if (!rc) rc = check_steps(p, e, &p->steps);
