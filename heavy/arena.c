@@ -189,14 +189,15 @@ int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy
     return theus__arena_fail(a, THEUS_EFREED, "handle 0x%016" PRIx64 " was already freed", h);
   if (e != THEUS__LDA(&a->hdr->epoch))
     return theus__arena_fail(a, THEUS_ESTALE, "stale handle 0x%016" PRIx64 ": invalidated by an arena reset", h);
-  copy->offset = THEUS__LD(&s->offset);
-  copy->size = THEUS__LD(&s->size);
-  copy->rsize = THEUS__LD(&s->rsize);
-  copy->block = THEUS__LD(&s->block);
-  copy->dtype = THEUS__LD(&s->dtype);
-  copy->ndim = THEUS__LD(&s->ndim);
-  for (unsigned i = 0; i < THEUS_MAX_DIMS; i++) copy->shape[i] = THEUS__LD(&s->shape[i]);
-  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  /* Acquire loads order every field read before the re-check below (the
+   * seqlock reader side; an acquire fence would do, but TSan rejects fences). */
+  copy->offset = THEUS__LDA(&s->offset);
+  copy->size = THEUS__LDA(&s->size);
+  copy->rsize = THEUS__LDA(&s->rsize);
+  copy->block = THEUS__LDA(&s->block);
+  copy->dtype = THEUS__LDA(&s->dtype);
+  copy->ndim = THEUS__LDA(&s->ndim);
+  for (unsigned i = 0; i < THEUS_MAX_DIMS; i++) copy->shape[i] = THEUS__LDA(&s->shape[i]);
   if (THEUS__LD(&s->gen) != g || THEUS__LD(&s->epoch) != e)
     return theus__arena_fail(a, THEUS_ESTALE, "stale handle 0x%016" PRIx64 ": freed while being resolved", h);
   copy->gen = g;

@@ -9,9 +9,10 @@ bash scripts/deps.sh
 run_suite() { # build-dir "meson test args" meson-options...
   local dir=$1 test_args=$2; shift 2
   if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" -Dwerror=true "$@" >/dev/null
+    meson setup "$dir" -Dwerror=true "$@" > /tmp/theus-setup.$$.log 2>&1 ||
+      { tail -n 40 /tmp/theus-setup.$$.log; exit 1; }
   fi
-  ninja -C "$dir" >/dev/null
+  ninja -C "$dir" > /tmp/theus-ninja.$$.log 2>&1 || { grep -B2 -A8 -E 'error|FAILED' /tmp/theus-ninja.$$.log | head -n 80; exit 1; }
   # shellcheck disable=SC2086
   meson test -C "$dir" --verbose --num-processes 2 --no-rebuild $test_args
 }
