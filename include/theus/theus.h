@@ -8,5 +8,6 @@
 #include "contract.h"
 #include "engine.h"
 #include "twin.h"
+#include "pipeline.h"
 
 #endif /* THEUS_THEUS_H */
