@@ -28,6 +28,7 @@ typedef struct worker_ctx {
   theus__ctl *ctl;
   theus__ring *ring;
   unsigned w;
+  int pid; /* cached: getpid() is a syscall, and syscalls cost ~1 us in a VM */
   theus_task *task; /* the running task, or NULL */
   uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
   unsigned nranges;
@@ -226,7 +227,7 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   theus_task t = {.ctl = x->ctl, .slot = s, .worker = x->w, .arena = arena};
   uint64_t t0 = theus__now_ns();
   s->worker = (int32_t)x->w;
-  s->pid = (int32_t)getpid();
+  s->pid = x->pid;
   s->errmsg[0] = '\0';
   s->res_len = 0;
   atomic_store_explicit(&s->deadline_ns, s->timeout_ms > 0 ? (int64_t)(t0 + (uint64_t)s->timeout_ms * 1000000u) : 0,
@@ -285,7 +286,7 @@ static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
 
 _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
                                   const uintptr_t (*ranges)[2], unsigned nranges) {
-  worker_ctx x = {.ctl = c, .ring = theus__ring_of(c, w), .w = w};
+  worker_ctx x = {.ctl = c, .ring = theus__ring_of(c, w), .w = w, .pid = (int)getpid()};
   for (unsigned i = 0; i < nranges && i < THEUS__MAX_ARENA_RANGES; i++) {
     x.ranges[i][0] = ranges[i][0];
     x.ranges[i][1] = ranges[i][1];
