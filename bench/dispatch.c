@@ -2,7 +2,9 @@
  *   spin_floor_roundtrip_us   two processes ping-pong a word in shared memory
  *   futex_floor_roundtrip_us  the same, sleeping on a futex each time
  *   dispatch_roundtrip_us     empty task to a warm worker and back
- *   dispatch_batched_tasks_per_s  empty tasks, batched, over all workers
+ *   dispatch_batched_tasks_per_s  empty tasks over all workers, theus_pool_map
+ *                             in chunks of 1000 (what Pool.map(chunksize=1000) does)
+ *   dispatch_submit_batch_tasks_per_s  the same, one slot per task (submit_batch)
  *   handoff_1KiB_us / handoff_1GiB_us  a task reading the first and last
  *                             element of an arena array of that size
  * Round trips are averaged over blocks of BLOCK, and the median block wins.
@@ -144,6 +146,14 @@ static double batched_per_s(theus_pool *p, size_t total) {
   return (double)total / ((double)(bench_now_ns() - t0) / 1e9);
 }
 
+/* Empty tasks through theus_pool_map in chunks of 1000, like Pool.map(chunksize=1000). */
+static double map_per_s(theus_pool *p, size_t total) {
+  theus_map_desc m = {.fn = t_empty, .count = total, .chunk = 1000};
+  uint64_t t0 = bench_now_ns();
+  if (theus_pool_map(p, &m, NULL) != 0) return -1;
+  return (double)total / ((double)(bench_now_ns() - t0) / 1e9);
+}
+
 static double handoff_us(theus_pool *p, theus_arena *a, size_t size, int scale) {
   theus_handle h;
   void *data;
@@ -186,12 +196,14 @@ int theus_bench_dispatch(int argc, char **argv) {
   bench_report("handoff_1KiB_us", h1k, "us");
   bench_report("handoff_1GiB_us", h1g, "us");
   bench_report("ratio_handoff_1GiB_vs_1KiB", h1g / h1k, "x");
-  bench_report("dispatch_batched_1worker_tasks_per_s", batched_per_s(p1, 200000u * (size_t)scale), "tasks/s");
+  bench_report("dispatch_submit_batch_1worker_tasks_per_s", batched_per_s(p1, 200000u * (size_t)scale), "tasks/s");
   theus_pool_stop(p1, 0);
 
   theus_pool *pn = start_pool(0, a);
   if (!pn) return 1;
-  bench_report("dispatch_batched_tasks_per_s", batched_per_s(pn, 200000u * (size_t)scale), "tasks/s");
+  bench_report("dispatch_submit_batch_tasks_per_s", batched_per_s(pn, 200000u * (size_t)scale), "tasks/s");
+  map_per_s(pn, 100000); /* warm-up */
+  bench_report("dispatch_batched_tasks_per_s", map_per_s(pn, 2000000u * (size_t)scale), "tasks/s");
   theus_pool_stats st;
   theus_pool_stats_get(pn, &st);
   fprintf(stderr, "theus-bench: batched run used %u workers\n", st.nworkers);

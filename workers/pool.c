@@ -293,10 +293,17 @@ static void fill_slot(theus__slot *s, const theus_task_desc *d) {
     snprintf(s->keys[i], sizeof s->keys[i], "%s", d->keys[i] ? d->keys[i] : "");
   s->status = 0;
   s->res_len = 0;
+  s->nitems = 0;
 }
 
 /* Queues d on worker w without waking it. THEUS_EAGAIN if its ring is full. */
-static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t timeout_ms, theus_ticket *out) {
+/* A map chunk rides in a task slot: these describe its items (nitems 0: a task). */
+typedef struct chunk_shape {
+  uint32_t nitems, item_arg, item_res;
+} chunk_shape;
+
+static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t timeout_ms, const chunk_shape *cs,
+                   theus_ticket *out) {
   wstate *ws = &p->ws[w];
   theus__ring *r = theus__ring_of(p->ctl, w);
   pthread_mutex_lock(&ws->lock);
@@ -309,6 +316,11 @@ static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t 
   }
   fill_slot(s, d);
   s->timeout_ms = timeout_ms;
+  if (cs) {
+    s->nitems = cs->nitems;
+    s->item_arg = cs->item_arg;
+    s->item_res = cs->item_res;
+  }
   s->seq = tail;
   atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
   ws->tail = tail + 1;
@@ -326,7 +338,8 @@ static void wake_worker(theus_pool *p, unsigned w) {
 }
 
 /* Tries the least loaded worker first, then the others in turn. */
-static int place(theus_pool *p, const theus_task_desc *d, theus_ticket *out, unsigned *wout) {
+static int place(theus_pool *p, const theus_task_desc *d, const chunk_shape *cs, theus_ticket *out,
+                 unsigned *wout) {
   int64_t tmo = d->timeout_ms ? d->timeout_ms : p->default_timeout_ms;
   if (tmo > 0 && !atomic_load_explicit(&p->ctl->timed, memory_order_relaxed) &&
       !atomic_exchange(&p->ctl->timed, 1))
@@ -340,7 +353,7 @@ static int place(theus_pool *p, const theus_task_desc *d, theus_ticket *out, uns
   }
   for (unsigned k = 0; k < p->n; k++) {
     unsigned w = (best + k) % p->n;
-    if (enqueue(p, w, d, tmo, out) == 0) {
+    if (enqueue(p, w, d, tmo, cs, out) == 0) {
       *wout = w;
       return 0;
     }
@@ -352,8 +365,8 @@ static int place(theus_pool *p, const theus_task_desc *d, theus_ticket *out, uns
 int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out) {
   if (!p || !p->ctl || !out) return THEUS_EINVAL;
   int rc = check_desc(p, task);
-  unsigned w;
-  if (rc < 0 || (rc = place(p, task, out, &w)) < 0) return rc;
+  unsigned w = 0;
+  if (rc < 0 || (rc = place(p, task, NULL, out, &w)) < 0) return rc;
   wake_worker(p, w);
   return 0;
 }
@@ -364,8 +377,8 @@ int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t 
   size_t done = 0;
   int rc = 0;
   for (; done < n; done++) {
-    unsigned w;
-    if ((rc = check_desc(p, &tasks[done])) < 0 || (rc = place(p, &tasks[done], &tickets[done], &w)) < 0) break;
+    unsigned w = 0;
+    if ((rc = check_desc(p, &tasks[done])) < 0 || (rc = place(p, &tasks[done], NULL, &tickets[done], &w)) < 0) break;
     dirty[w] = 1;
   }
   for (unsigned w = 0; w < p->n; w++)
@@ -376,7 +389,7 @@ int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t 
 
 /* ---- wait ---------------------------------------------------------------- */
 
-static void collect(theus_pool *p, unsigned w, theus__slot *s, theus_pool_result *res) {
+static void collect(const theus__slot *s, theus_pool_result *res) {
   res->status = s->status;
   res->worker = s->worker;
   res->pid = s->pid;
@@ -394,8 +407,6 @@ static void collect(theus_pool *p, unsigned w, theus__slot *s, theus_pool_result
       snprintf(res->errmsg, sizeof res->errmsg, "theus_pool_wait: out of memory copying %u result bytes", s->res_len);
     }
   }
-  atomic_store_explicit(&s->state, THEUS__SLOT_FREE, memory_order_release);
-  atomic_fetch_sub_explicit(&p->ws[w].outstanding, 1, memory_order_relaxed);
 }
 
 /* Sleeps on the slot's state word until DONE or the deadline (UINT64_MAX:
@@ -419,8 +430,8 @@ static int sleep_until_done(theus_pool *p, theus__slot *s, uint64_t deadline) {
   return rc;
 }
 
-int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res) {
-  if (!p || !p->ctl || !res) return THEUS_EINVAL;
+/* Waits for ticket t to be DONE; *sout gets its slot. */
+static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__slot **sout) {
   unsigned w = (unsigned)(t & 0xff);
   uint64_t seq = t >> 8;
   theus__slot *s = w < p->n && seq ? theus__slot_of(p->ctl, w, seq) : NULL;
@@ -436,7 +447,10 @@ int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_poo
       theus__cpu_relax();
       continue;
     }
-    if (theus__now_ns() < spin_until) continue;
+    uint64_t now = theus__now_ns();
+    /* Past 2 us, let a worker that shares our core run (2 cores, 3 spinners). */
+    if (now - start > 2000u && now < spin_until) sched_yield();
+    if (now < spin_until) continue;
     if (sleep_until_done(p, s, deadline) < 0)
       return set_err(p, THEUS_ETIMEDOUT, "theus_pool_wait: the task of ticket 0x%llx is still %s on worker %u after "
                      "%lld ms (the ticket stays valid: wait again)", (unsigned long long)t,
@@ -444,8 +458,105 @@ int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_poo
     break;
   }
   atomic_thread_fence(memory_order_acquire);
-  collect(p, w, s, res);
+  *sout = s;
   return 0;
+}
+
+static void release_slot(theus_pool *p, theus_ticket t, theus__slot *s) {
+  atomic_store_explicit(&s->state, THEUS__SLOT_FREE, memory_order_release);
+  atomic_fetch_sub_explicit(&p->ws[t & 0xff].outstanding, 1, memory_order_relaxed);
+}
+
+int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res) {
+  if (!p || !p->ctl || !res) return THEUS_EINVAL;
+  theus__slot *s;
+  int rc = wait_done(p, t, timeout_ms, &s);
+  if (rc < 0) return rc;
+  collect(s, res);
+  release_slot(p, t, s);
+  return 0;
+}
+
+/* ---- map ----------------------------------------------------------------- */
+
+static int map_chunk_size(theus_pool *p, const theus_map_desc *m, size_t *out) {
+  size_t by_arg = m->arg_size ? THEUS_POOL_ARG_MAX / m->arg_size : SIZE_MAX;
+  size_t by_res = THEUS_POOL_RESULT_MAX / (sizeof(int32_t) + m->result_size);
+  size_t lim = by_arg < by_res ? by_arg : by_res;
+  size_t c = m->chunk ? m->chunk : (m->count + 4 * p->n - 1) / (4 * p->n);
+  if (c == 0) c = 1;
+  if (lim == 0 || (m->chunk && m->chunk > lim))
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: a chunk of %zu items of %zu argument and %zu result bytes does "
+                   "not fit a slot (%u argument bytes, %u result bytes incl. 4 per item): lower chunk, or pass data "
+                   "through the arena", m->chunk ? m->chunk : 1, m->arg_size, m->result_size, THEUS_POOL_ARG_MAX,
+                   THEUS_POOL_RESULT_MAX);
+  *out = c < lim ? c : lim;
+  return 0;
+}
+
+typedef struct map_run {
+  const theus_map_desc *m;
+  size_t chunk, nfailed;
+  int first;
+} map_run;
+
+/* Copies chunk k's statuses and results out of its slot. */
+static void map_collect(theus_pool *p, map_run *mr, size_t k, const theus__slot *s) {
+  const theus_map_desc *m = mr->m;
+  size_t lo = k * mr->chunk, n = m->count - lo < mr->chunk ? m->count - lo : mr->chunk;
+  int whole = s->res_len != n * (sizeof(int32_t) + m->result_size); /* died or failed before the items ran */
+  const int32_t *st = (const int32_t *)(const void *)s->res;
+  for (size_t i = 0; i < n; i++) {
+    int code = whole ? s->status : st[i];
+    if (m->status) m->status[lo + i] = code;
+    if (code) mr->nfailed++;
+    if (code && !mr->first) {
+      mr->first = code;
+      set_err(p, code, "theus_pool_map: item %zu (chunk %zu, worker %d pid %d): %s", lo + i, k, s->worker, s->pid,
+              s->errmsg);
+    }
+  }
+  if (!whole && m->result_size && m->results)
+    memcpy((char *)m->results + lo * m->result_size, s->res + n * sizeof(int32_t), n * m->result_size);
+}
+
+static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *tk) {
+  const theus_map_desc *m = mr->m;
+  size_t lo = k * mr->chunk, n = m->count - lo < mr->chunk ? m->count - lo : mr->chunk;
+  theus_task_desc d = {.fn = m->fn, .arg = m->arg_size ? (const char *)m->args + lo * m->arg_size : NULL,
+                       .arg_len = n * m->arg_size, .handles = m->handles, .nhandles = m->nhandles,
+                       .keys = m->keys, .timeout_ms = m->timeout_ms};
+  chunk_shape cs = {(uint32_t)n, (uint32_t)m->arg_size, (uint32_t)m->result_size};
+  unsigned w = 0;
+  int rc = place(p, &d, &cs, tk, &w);
+  if (rc == 0) wake_worker(p, w);
+  return rc;
+}
+
+int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
+  if (!p || !p->ctl || !m) return THEUS_EINVAL;
+  map_run mr = {.m = m};
+  theus_task_desc probe = {.fn = m->fn, .handles = m->handles, .nhandles = m->nhandles};
+  int rc = check_desc(p, &probe);
+  if (rc == 0 && m->count && ((m->arg_size && !m->args) || (m->result_size && !m->results)))
+    rc = set_err(p, THEUS_EINVAL, "theus_pool_map: args or results is NULL with a nonzero item size");
+  if (rc == 0) rc = map_chunk_size(p, m, &mr.chunk);
+  if (rc < 0) return rc;
+  size_t nchunks = (m->count + mr.chunk - 1) / mr.chunk, sent = 0, got = 0;
+  enum { WIN = 1024 };
+  theus_ticket tk[WIN];
+  while (got < nchunks) {
+    rc = 0;
+    while (sent < nchunks && sent - got < WIN && (rc = map_submit_chunk(p, &mr, sent, &tk[sent % WIN])) == 0) sent++;
+    if (sent == got) return rc; /* nothing in flight and nothing queued: the pool says why */
+    theus__slot *s;
+    if ((rc = wait_done(p, tk[got % WIN], -1, &s)) < 0) return rc;
+    map_collect(p, &mr, got, s);
+    release_slot(p, tk[got % WIN], s);
+    got++;
+  }
+  if (nfailed) *nfailed = mr.nfailed;
+  return mr.first;
 }
 
 void theus_pool_result_free(theus_pool_result *res) {

@@ -47,6 +47,9 @@ typedef struct theus__slot {
   int32_t pid;
   /* -- cold part -- */
   uint32_t has_keys;
+  uint32_t nitems;    /* 0: one task; else a map chunk of nitems items */
+  uint32_t item_arg;  /* map: argument bytes per item */
+  uint32_t item_res;  /* map: result bytes per item; res = int32 statuses, then results */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];

@@ -16,8 +16,12 @@ struct theus_task {
   theus__slot *slot;
   unsigned worker;
   const theus_arena *arena;
-  size_t out_len;
-  int failed; /* theus_task_fail wrote the message */
+  const unsigned char *arg; /* this task's (or map item's) argument bytes */
+  size_t arg_len;
+  unsigned char *out; /* its result buffer */
+  size_t out_cap, out_len;
+  int failed;    /* theus_task_fail wrote the message */
+  int msg_taken; /* map: an earlier item's message is kept, later ones dropped */
   theus_array_info in[THEUS_POOL_MAX_HANDLES];
 };
 
@@ -145,8 +149,8 @@ static void reset_signals(void) {
 const theus_arena *theus_task_arena(const theus_task *t) { return t->arena; }
 
 const void *theus_task_arg(const theus_task *t, size_t *len) {
-  if (len) *len = t->slot->arg_len;
-  return t->slot->arg;
+  if (len) *len = t->arg_len;
+  return t->arg;
 }
 
 unsigned theus_task_nhandles(const theus_task *t) { return t->slot->nhandles; }
@@ -169,37 +173,38 @@ int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *l
 }
 
 void *theus_task_out(theus_task *t, size_t *cap) {
-  if (cap) *cap = THEUS_POOL_RESULT_MAX;
-  return t->slot->res;
+  if (cap) *cap = t->out_cap;
+  return t->out;
 }
 
 int theus_task_set_result(theus_task *t, size_t len) {
-  if (len > THEUS_POOL_RESULT_MAX)
+  if (len > t->out_cap)
     return theus_task_fail(t, THEUS_ETRUNC,
-                           "task result of %zu bytes exceeds the inline limit THEUS_POOL_RESULT_MAX "
-                           "(%u bytes): put large results in the arena and return the handle",
-                           len, THEUS_POOL_RESULT_MAX);
+                           "task result of %zu bytes exceeds the inline limit (%zu bytes: THEUS_POOL_RESULT_MAX, "
+                           "or result_size in a map): put large results in the arena and return the handle",
+                           len, t->out_cap);
   t->out_len = len;
   return 0;
 }
 
 int theus_task_write(theus_task *t, const void *data, size_t len) {
-  if (len > THEUS_POOL_RESULT_MAX - t->out_len)
+  if (len > t->out_cap - t->out_len)
     return theus_task_fail(t, THEUS_ETRUNC,
-                           "task result would grow to %zu bytes, beyond the inline limit "
-                           "THEUS_POOL_RESULT_MAX (%u bytes): put large results in the arena",
-                           t->out_len + len, THEUS_POOL_RESULT_MAX);
-  memcpy(t->slot->res + t->out_len, data, len);
+                           "task result would grow to %zu bytes, beyond the inline limit (%zu bytes: "
+                           "THEUS_POOL_RESULT_MAX, or result_size in a map): put large results in the arena",
+                           t->out_len + len, t->out_cap);
+  memcpy(t->out + t->out_len, data, len);
   t->out_len += len;
   return 0;
 }
 
 int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
+  t->failed = 1;
+  if (t->msg_taken) return code < 0 ? code : THEUS_EPROCESS;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(t->slot->errmsg, sizeof t->slot->errmsg, fmt, ap);
   va_end(ap);
-  t->failed = 1;
   return code < 0 ? code : THEUS_EPROCESS;
 }
 
@@ -223,8 +228,47 @@ static int resolve_inputs(theus_task *t) {
   return 0;
 }
 
+static int task_status(theus_task *t, int rc) {
+  if (rc == 0) return 0;
+  int st = rc < 0 ? rc : THEUS_EPROCESS;
+  if (!t->failed && !t->msg_taken)
+    snprintf(t->slot->errmsg, sizeof t->slot->errmsg, "task returned %d (%s) without a message", rc,
+             theus_strerror(st));
+  return st;
+}
+
+/* A map chunk: every item in turn; statuses first in res, then results.
+ * The slot's status is the first failure, its message prefixed by the item. */
+static int run_items(worker_ctx *x, theus_task *t) {
+  theus__slot *s = t->slot;
+  int32_t *status = (int32_t *)(void *)s->res;
+  unsigned char *out = s->res + (size_t)s->nitems * sizeof(int32_t);
+  int first = 0;
+  for (uint32_t i = 0; i < s->nitems; i++) {
+    t->arg = s->arg + (size_t)i * s->item_arg;
+    t->arg_len = s->item_arg;
+    t->out = out + (size_t)i * s->item_res;
+    t->out_cap = s->item_res;
+    t->out_len = 0;
+    t->failed = 0;
+    x->task = t;
+    status[i] = task_status(t, s->fn(t));
+    x->task = NULL;
+    if (status[i] && !first) {
+      first = status[i];
+      char msg[THEUS_POOL_ERRMSG_MAX];
+      snprintf(msg, sizeof msg, "%s", s->errmsg);
+      snprintf(s->errmsg, sizeof s->errmsg, "map item %u of the chunk: %.200s", i, msg);
+      t->msg_taken = 1;
+    }
+  }
+  s->res_len = (uint32_t)((size_t)s->nitems * (sizeof(int32_t) + s->item_res));
+  return first;
+}
+
 static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
-  theus_task t = {.ctl = x->ctl, .slot = s, .worker = x->w, .arena = arena};
+  theus_task t = {.ctl = x->ctl, .slot = s, .worker = x->w, .arena = arena, .arg = s->arg, .arg_len = s->arg_len,
+                  .out = s->res, .out_cap = THEUS_POOL_RESULT_MAX};
   uint64_t t0 = theus__now_ns();
   s->worker = (int32_t)x->w;
   s->pid = x->pid;
@@ -233,25 +277,23 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   atomic_store_explicit(&s->deadline_ns, s->timeout_ms > 0 ? (int64_t)(t0 + (uint64_t)s->timeout_ms * 1000000u) : 0,
                         memory_order_relaxed);
   atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
-  int rc = resolve_inputs(&t);
-  if (rc == 0) {
+  int st = resolve_inputs(&t);
+  if (st == 0 && s->nitems) {
+    st = run_items(x, &t);
+  } else if (st == 0) {
     x->task = &t;
-    rc = s->fn(&t);
+    st = task_status(&t, s->fn(&t));
     x->task = NULL;
+    s->res_len = st == 0 ? (uint32_t)t.out_len : 0;
   }
   uint64_t t1 = theus__now_ns();
-  atomic_fetch_add_explicit(&x->ring->busy_ns, t1 - t0, memory_order_relaxed);
-  atomic_fetch_add_explicit(&x->ring->tasks, 1, memory_order_relaxed);
-  if (rc == 0) {
-    s->res_len = (uint32_t)t.out_len;
-    s->status = 0;
-    atomic_fetch_add_explicit(&x->ring->completed, 1, memory_order_relaxed);
-  } else {
-    s->status = rc < 0 ? rc : THEUS_EPROCESS;
-    if (!t.failed)
-      snprintf(s->errmsg, sizeof s->errmsg, "task returned %d (%s) without a message", rc, theus_strerror(s->status));
-    atomic_fetch_add_explicit(&x->ring->failed, 1, memory_order_relaxed);
-  }
+  theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */
+  atomic_store_explicit(&r->busy_ns, atomic_load_explicit(&r->busy_ns, memory_order_relaxed) + (t1 - t0),
+                        memory_order_relaxed);
+  atomic_store_explicit(&r->tasks, atomic_load_explicit(&r->tasks, memory_order_relaxed) + 1, memory_order_relaxed);
+  _Atomic uint64_t *ctr = st == 0 ? &r->completed : &r->failed;
+  atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + 1, memory_order_relaxed);
+  s->status = st;
   theus__slot_finish(s);
 }
 

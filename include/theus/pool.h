@@ -123,6 +123,33 @@ THEUS_API int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theu
 THEUS_API int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t n,
                                       theus_ticket *tickets);
 
+/* A map: one function over count items, shipped in chunks (one ring slot
+ * per chunk, like Python's Pool.map chunksize), all sharing the same arena
+ * inputs. Item i gets arg bytes args + i*arg_size and writes at most
+ * result_size bytes, copied to results + i*result_size. A chunk needs
+ * chunk*arg_size <= THEUS_POOL_ARG_MAX and chunk*(4+result_size) <=
+ * THEUS_POOL_RESULT_MAX. If a worker dies in a chunk, every item of that
+ * chunk fails with the cause. */
+typedef struct theus_map_desc {
+  theus_task_fn fn;
+  const void *args;   /* count * arg_size bytes (NULL if arg_size is 0) */
+  size_t arg_size;
+  size_t count;
+  const theus_handle *handles;
+  unsigned nhandles;
+  const char *const *keys;
+  void *results;      /* count * result_size bytes (NULL if result_size is 0) */
+  size_t result_size;
+  int *status;        /* optional: count per-item statuses */
+  size_t chunk;       /* items per chunk; 0: count / (4 * nworkers), within the limits */
+  int64_t timeout_ms; /* per chunk, as for a task */
+} theus_map_desc;
+
+/* Runs a map and waits for every item. Returns 0 when all succeeded, else the
+ * status of the first failed item (the pool message names it); *nfailed
+ * (optional) gets the number of failed items. */
+THEUS_API int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed);
+
 /* Waits up to timeout_ms (< 0: forever, 0: poll) for a ticket's result.
  * Returns 0 and fills *res (res->status says how the task ended), or
  * THEUS_ETIMEDOUT (the ticket stays valid), or THEUS_ENOTFOUND for a ticket
@@ -154,7 +181,7 @@ THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
 /* The read-only arena (NULL if the pool has none). */
 THEUS_API const theus_arena *theus_task_arena(const theus_task *t);
-/* The argument bytes; *len (optional) gets their count. */
+/* The argument bytes (of this item, in a map); *len (optional) gets their count. */
 THEUS_API const void *theus_task_arg(const theus_task *t, size_t *len);
 THEUS_API unsigned theus_task_nhandles(const theus_task *t);
 THEUS_API theus_handle theus_task_handle(const theus_task *t, unsigned i);
@@ -162,7 +189,8 @@ THEUS_API theus_handle theus_task_handle(const theus_task *t, unsigned i);
 THEUS_API int theus_task_array(const theus_task *t, unsigned i, theus_array_info *out);
 /* Const bytes of input i. */
 THEUS_API int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *len);
-/* The result buffer (THEUS_POOL_RESULT_MAX bytes); fill it, then set the length. */
+/* The result buffer (THEUS_POOL_RESULT_MAX bytes, or result_size in a map);
+ * *cap gets its size. Fill it, then set the length. */
 THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
 /* Sets the result length; THEUS_ETRUNC (with a message) beyond the capacity. */
 THEUS_API int theus_task_set_result(theus_task *t, size_t len);

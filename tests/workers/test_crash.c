@@ -311,6 +311,32 @@ static void test_thousand_with_crashes(void **state) {
   assert_int_equal(st.respawned, 100);
 }
 
+/* A worker dying inside a map chunk fails that chunk's items, and only those. */
+static void test_map_crash(void **state) {
+  fixture *f = *state;
+  enum { N = 1000 };
+  static int in[N], out[N], st[N];
+  for (int i = 0; i < N; i++) in[i] = i + 1; /* only item 9 (value 10) crashes */
+  in[99] = 1;
+  for (int i = 10; i < N; i++) in[i] = 1;
+  theus_map_desc m = {.fn = t_mixed, .args = in, .arg_size = sizeof(int), .count = N, .results = out,
+                      .result_size = sizeof(int), .status = st, .chunk = 100};
+  size_t nfailed;
+  assert_int_equal(theus_pool_map(f->pool, &m, &nfailed), THEUS_ECRASH);
+  assert_int_equal(nfailed, 100);
+  for (int i = 0; i < N; i++) {
+    if (i < 100) {
+      assert_int_equal(st[i], THEUS_ECRASH);
+    } else {
+      assert_int_equal(st[i], 0);
+      assert_int_equal(out[i], 2);
+    }
+  }
+  assert_non_null(strstr(theus_pool_errmsg(f->pool), "killed by SIGSEGV"));
+  run_ok(f->pool);
+  expect_full_size(f->pool);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_segv, setup, teardown),
@@ -321,6 +347,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_read_only, setup, teardown),
       cmocka_unit_test_setup_teardown(test_thousand_with_crashes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_map_crash, setup, teardown),
   };
   return cmocka_run_group_tests_name("workers/crash", tests, NULL, NULL);
 }

@@ -106,6 +106,14 @@ static int t_sleep_ms(theus_task *t) {
   return 0;
 }
 
+static int t_square(theus_task *t) {
+  int v;
+  memcpy(&v, theus_task_arg(t, NULL), sizeof v);
+  if (v % 7 == 3) return theus_task_fail(t, THEUS_EPROCESS, "item value %d refused", v);
+  v *= v;
+  return theus_task_write(t, &v, sizeof v);
+}
+
 static int run1(theus_pool *p, const theus_task_desc *d, theus_pool_result *r) {
   theus_ticket tk;
   int rc = theus_pool_submit(p, d, &tk);
@@ -245,6 +253,40 @@ static void test_batch(void **state) {
   assert_true(st.workers[0].tasks > 0 && st.workers[1].tasks > 0);
 }
 
+static void test_map(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 2);
+  enum { N = 10000 };
+  static int in[N], out[N], st[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  theus_map_desc m = {.fn = t_square, .args = in, .arg_size = sizeof(int), .count = N, .results = out,
+                      .result_size = sizeof(int), .status = st};
+  size_t nfailed = 0;
+  int rc = theus_pool_map(f->pool, &m, &nfailed);
+  assert_int_equal(rc, THEUS_EPROCESS);
+  assert_non_null(strstr(theus_pool_errmsg(f->pool), "item 3 "));
+  assert_non_null(strstr(theus_pool_errmsg(f->pool), "item value 3 refused"));
+  size_t want = 0;
+  for (int i = 0; i < N; i++) {
+    if (i % 7 == 3) {
+      want++;
+      assert_int_equal(st[i], THEUS_EPROCESS);
+    } else {
+      assert_int_equal(st[i], 0);
+      assert_int_equal(out[i], i * i);
+    }
+  }
+  assert_int_equal(nfailed, want);
+  /* explicit chunk sizes, including one that does not fit a slot */
+  for (int i = 0; i < N; i++) in[i] = 7 * (i % 100); /* multiples of 7: all succeed */
+  m.chunk = 1000;
+  assert_int_equal(theus_pool_map(f->pool, &m, &nfailed), 0);
+  assert_int_equal(nfailed, 0);
+  assert_int_equal(out[N - 1], 49 * 99 * 99);
+  m.chunk = 100000;
+  assert_int_equal(theus_pool_map(f->pool, &m, NULL), THEUS_EINVAL);
+}
+
 static void test_two_pools(void **state) {
   fixture *f = *state;
   f->pool = start(f, 1);
@@ -379,6 +421,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_arena_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors_and_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_map, setup, teardown),
       cmocka_unit_test_setup_teardown(test_two_pools, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threaded_parent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_modes, setup, teardown),
