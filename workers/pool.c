@@ -337,6 +337,15 @@ static void wake_worker(theus_pool *p, unsigned w) {
   if (atomic_load_explicit(&r->sleeping, memory_order_seq_cst)) theus__futex_wake(&r->pub);
 }
 
+/* Load of worker w for placement: queued tasks first; among equals, a worker
+ * still spinning (awake) beats one asleep on its futex, so back-to-back
+ * tasks stay on a hot worker instead of paying a futex wake each. */
+static uint64_t placement_cost(theus_pool *p, unsigned w) {
+  uint64_t o = atomic_load_explicit(&p->ws[w].outstanding, memory_order_relaxed);
+  unsigned asleep = atomic_load_explicit(&theus__ring_of(p->ctl, w)->sleeping, memory_order_relaxed) != 0;
+  return o * 2u + asleep;
+}
+
 /* Tries the least loaded worker first, then the others in turn. */
 static int place(theus_pool *p, const theus_task_desc *d, const chunk_shape *cs, theus_ticket *out,
                  unsigned *wout) {
@@ -348,7 +357,7 @@ static int place(theus_pool *p, const theus_task_desc *d, const chunk_shape *cs,
   uint64_t least = UINT64_MAX;
   for (unsigned k = 0; k < p->n; k++) {
     unsigned w = (start + k) % p->n;
-    uint64_t o = atomic_load_explicit(&p->ws[w].outstanding, memory_order_relaxed);
+    uint64_t o = placement_cost(p, w);
     if (o < least) least = o, best = w;
   }
   for (unsigned k = 0; k < p->n; k++) {
