@@ -22,6 +22,9 @@ static int ctx_err(theus_ctx *ctx, int code, const char *fmt, ...) {
 }
 
 void theus__ctx_fini(theus_ctx *ctx) {
+  for (unsigned i = 0; i < ctx->nlive; i++)
+    theus_twin_reader_close(ctx->live[i].r);
+  ctx->nlive = 0;
   json_decref(ctx->patch);
   json_decref(ctx->ret);
   json_decref(ctx->heavy_out);
@@ -62,6 +65,73 @@ int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out) {
   if (!b)
     return THEUS_ENOTFOUND;
   return theus_array_info_get(b->arr->arena, b->arr->handle, out);
+}
+
+/* The region handle bound to key in this run's version, and the arena to
+ * read it from (the owner's, or the worker's read-only attachment). */
+static int ctx_live_handle(theus_ctx *ctx, const char *key, const theus_arena **a, theus_handle *h) {
+  if (ctx->task) {
+    const json_t *idx = json_object_get(ctx->task_heavy, key);
+    if (!json_is_integer(idx))
+      return THEUS_ENOTFOUND;
+    *a = theus_task_arena(ctx->task);
+    *h = theus_task_handle(ctx->task, (unsigned)json_integer_value(idx));
+    return 0;
+  }
+  const theus__hbind *b = theus__snap_find(ctx->snap, key);
+  if (!b)
+    return THEUS_ENOTFOUND;
+  *a = b->arr->arena;
+  *h = b->arr->handle;
+  return 0;
+}
+
+/* The reader of the live region bound to key, opened on first use in this run
+ * and kept until theus__ctx_fini (one calloc per run and key). */
+static int ctx_live_reader(theus_ctx *ctx, const char *key, theus_twin_reader **out) {
+  char path[256];
+  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
+  if (ctx->c->semantic == THEUS_PURE && !theus__strv_covers(ctx->c->inputs, path))
+    return ctx_err(ctx, THEUS_ECONTRACT,
+                   "contract violation: pure process '%s' read undeclared live region '%s'; add it to inputs",
+                   ctx->c->name, path);
+  const theus_arena *a = NULL;
+  theus_handle h = 0;
+  int rc = key ? ctx_live_handle(ctx, key, &a, &h) : THEUS_ENOTFOUND;
+  if (rc)
+    return rc;
+  for (unsigned i = 0; i < ctx->nlive; i++)
+    if (ctx->live[i].h == h) {
+      *out = ctx->live[i].r;
+      return 0;
+    }
+  if (ctx->nlive == THEUS_POOL_MAX_HANDLES) /* more keys than slots: recycle the last one */
+    theus_twin_reader_close(ctx->live[--ctx->nlive].r);
+  if ((rc = theus_twin_open(a, h, out)))
+    return rc;
+  ctx->live[ctx->nlive].h = h;
+  ctx->live[ctx->nlive++].r = *out;
+  return 0;
+}
+
+int theus_ctx_live_read(theus_ctx *ctx, const char *key, size_t offset, void *dest, size_t len, uint64_t *epoch) {
+  theus_twin_reader *r;
+  int rc = ctx_live_reader(ctx, key, &r);
+  return rc ? rc : theus_twin_read_at(r, offset, dest, len, epoch);
+}
+
+int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int timeout_ms, uint64_t *now) {
+  theus_twin_reader *r;
+  int rc = ctx_live_reader(ctx, key, &r);
+  return rc ? rc : theus_twin_wait_epoch(r, seen, timeout_ms, now);
+}
+
+int theus_ctx_live_size(theus_ctx *ctx, const char *key, size_t *nbytes) {
+  theus_twin_reader *r;
+  int rc = ctx_live_reader(ctx, key, &r);
+  if (!rc && nbytes)
+    *nbytes = theus_twin_reader_size(r);
+  return rc;
 }
 
 int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count) {

@@ -44,6 +44,14 @@ typedef struct theus__draft {
   theus__harr *arr;
 } theus__draft;
 
+/* A live region bound to a heavy key: the engine owns the writer and holds
+ * one reference on the region besides the versions binding it. */
+typedef struct theus__live {
+  struct theus__live *next;
+  theus_twin *twin;
+  theus__harr *arr;
+} theus__live;
+
 typedef struct theus__reducer {
   struct theus__reducer *next;
   theus_reducer_fn fn;
@@ -63,11 +71,12 @@ struct theus_engine {
   theus_arena *arena;
   theus_pool *pool;
 
-  pthread_mutex_t state_lock; /* cur, retained, hist, drafts */
+  pthread_mutex_t state_lock; /* cur, retained, hist, drafts, lives */
   theus_snapshot *cur;
   theus_snapshot **retained; /* ring of cfg.retention past versions */
   theus__hist *hist;         /* ring of cfg.history entries */
   theus__draft *drafts;
+  theus__live *lives;
 
   pthread_rwlock_t reg_lock;
   theus_contract **procs;
@@ -110,6 +119,8 @@ uint64_t theus__now_ns(void);
 int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
 int theus__patch_put(json_t *patch, const char *path, json_t *value);
+/* Closes every live region's writer and drops the engine's references. */
+void theus__live_fini(theus_engine *e);
 
 /* ---- ctx.c ---- */
 struct theus_ctx {
@@ -126,6 +137,11 @@ struct theus_ctx {
   int has_slice;
   uint64_t lo, hi;
   uint32_t slice_index, slice_count;
+  struct {
+    theus_handle h;
+    theus_twin_reader *r;
+  } live[THEUS_POOL_MAX_HANDLES]; /* live-region readers opened by this run */
+  unsigned nlive;
   int worker;
   int rc;
   char msg[768];

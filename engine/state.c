@@ -154,6 +154,7 @@ void theus__state_fini(theus_engine *e) {
     harr_put(d->arr);
     free(d);
   }
+  theus__live_fini(e);
   if (e->vword)
     munmap(e->vword, 4096);
   if (e->vfd >= 0)
@@ -169,8 +170,10 @@ static theus__draft **draft_find(theus_engine *e, const char *key) {
   return pp;
 }
 
-int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
-                     void **data, char *msg, size_t msglen) {
+/* Adds a draft for key: a new array (adopt 0) or an allocation the caller
+ * made (adopt != 0, e.g. a live region). *arr (optional) gets the draft. */
+static int draft_add(theus_engine *e, const char *key, theus_handle adopt, theus_dtype dtype, unsigned ndim,
+                     const uint64_t *shape, void **data, theus__harr **arr, char *msg, size_t msglen) {
   char why[256];
   char path[300];
   snprintf(path, sizeof path, "heavy.%s", key ? key : "");
@@ -195,12 +198,16 @@ int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsign
               "heavy_alloc: collision on key '%s': another draft for it is being published; "
               "publish it (cas with {\"%s\": true}) or discard it first",
               key, key);
-  } else if ((rc = theus_array_alloc(e->arena, dtype, ndim, shape, &a->handle, data)) != 0) {
+  } else if (!adopt && (rc = theus_array_alloc(e->arena, dtype, ndim, shape, &a->handle, data)) != 0) {
     msgf(msg, msglen, rc, "heavy_alloc '%s': %s", key, theus_arena_errmsg(e->arena));
   } else {
+    if (adopt)
+      a->handle = adopt;
     d->arr = a;
     d->next = e->drafts;
     e->drafts = d;
+    if (arr)
+      *arr = a;
   }
   pthread_mutex_unlock(&e->state_lock);
   if (rc) {
@@ -208,6 +215,11 @@ int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsign
     free(a);
   }
   return rc;
+}
+
+int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
+                     void **data, char *msg, size_t msglen) {
+  return draft_add(e, key, 0, dtype, ndim, shape, data, NULL, msg, msglen);
 }
 
 int theus__draft_drop(theus_engine *e, const char *key) {
@@ -399,4 +411,126 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
     free(op.paths[i]);
   free(op.paths);
   return rc;
+}
+
+/* ---- live regions ------------------------------------------------------- */
+
+static theus__live **live_find(theus_engine *e, const char *key) {
+  theus__live **pp = &e->lives;
+  while (*pp && strcmp((*pp)->arr->key, key))
+    pp = &(*pp)->next;
+  return pp;
+}
+
+/* Binds (bind 1: publishes the pending draft of key) or unbinds key in a new
+ * version, retrying on conflict. Unbinding only removes key while it still
+ * names arr: a key rebound to another array since then is left alone. */
+static int live_commit(theus_engine *e, const char *key, const theus__harr *arr, int bind, char *msg,
+                       size_t msglen) {
+  json_t *hp = json_object();
+  if (!hp || json_object_set_new(hp, key, bind ? json_true() : json_null())) {
+    json_decref(hp);
+    return msgf(msg, msglen, THEUS_ENOMEM, "out of memory");
+  }
+  int rc = 0;
+  for (unsigned i = 0; i <= e->cfg.max_retries; i++) {
+    theus_snapshot *s = theus__snap_get(e);
+    const theus__hbind *b = theus__snap_find(s, key);
+    int skip = !bind && (!b || b->arr != arr);
+    uint64_t v = s->version;
+    theus__snap_put(s);
+    if (skip || (rc = theus__cas(e, v, NULL, hp, NULL, msg, msglen)) != THEUS_ECONFLICT)
+      break;
+  }
+  json_decref(hp);
+  return rc;
+}
+
+/* Unlinks the live entry of key (NULL if none). */
+static theus__live *live_take(theus_engine *e, const char *key) {
+  pthread_mutex_lock(&e->state_lock);
+  theus__live **pp = live_find(e, key), *l = *pp;
+  if (l)
+    *pp = l->next;
+  pthread_mutex_unlock(&e->state_lock);
+  return l;
+}
+
+/* Closes the writer (readers then see THEUS_ECLOSED) and drops the engine's
+ * reference; the region is freed once no version binds it any more. */
+static void live_release(theus__live *l) {
+  theus_twin_close(l->twin);
+  harr_put(l->arr);
+  free(l);
+}
+
+/* Creates the region and its pending draft, and registers the live entry. */
+static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__live *l, char *msg,
+                        size_t msglen) {
+  int rc = theus_twin_create(e->arena, nbytes, &l->twin);
+  if (rc)
+    return msgf(msg, msglen, rc, "live_create '%s': %s", key,
+                nbytes ? theus_arena_errmsg(e->arena) : "nbytes must be at least 1");
+  if ((rc = draft_add(e, key, theus_twin_handle(l->twin), 0, 0, NULL, NULL, &l->arr, msg, msglen))) {
+    theus_twin_destroy(l->twin);
+    return rc;
+  }
+  pthread_mutex_lock(&e->state_lock);
+  if (*live_find(e, key)) {
+    rc = msgf(msg, msglen, THEUS_EEXIST,
+              "live_create: key '%s' already has a live region; unbind it first (theus_engine_live_unbind)", key);
+  } else {
+    atomic_fetch_add_explicit(&l->arr->refs, 1, memory_order_relaxed); /* the live table's reference */
+    l->next = e->lives;
+    e->lives = l;
+  }
+  pthread_mutex_unlock(&e->state_lock);
+  if (rc) {
+    theus_twin_close(l->twin);
+    theus__draft_drop(e, key); /* frees the region */
+  }
+  return rc;
+}
+
+int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **out) {
+  char msg[768];
+  if (out)
+    *out = NULL;
+  if (!out || !key)
+    return theus__eset(e, THEUS_EINVAL, "live_create: key and out are required");
+  theus__live *l = calloc(1, sizeof *l);
+  if (!l)
+    return theus__eset(e, THEUS_ENOMEM, "live_create '%s': out of memory", key);
+  int rc = live_prepare(e, key, nbytes, l, msg, sizeof msg);
+  if (rc) {
+    free(l);
+    return theus__eset(e, rc, "%s", msg);
+  }
+  if ((rc = live_commit(e, key, l->arr, 1, msg, sizeof msg))) {
+    theus__live *t = live_take(e, key);
+    theus__draft_drop(e, key);
+    live_release(t);
+    return theus__eset(e, rc, "live_create '%s': binding it: %s", key, msg);
+  }
+  *out = l->twin;
+  return 0;
+}
+
+int theus_engine_live_unbind(theus_engine *e, const char *key) {
+  char msg[768];
+  theus__live *l = key ? live_take(e, key) : NULL;
+  if (!l)
+    return theus__eset(e, THEUS_ENOTFOUND, "live_unbind: no live region for key '%s'; create one with "
+                                           "theus_engine_live_create", key ? key : "(null)");
+  int rc = live_commit(e, key, l->arr, 0, msg, sizeof msg);
+  live_release(l);
+  return rc ? theus__eset(e, rc, "live_unbind '%s': %s (the region is closed all the same)", key, msg) : 0;
+}
+
+void theus__live_fini(theus_engine *e) {
+  while (e->lives) {
+    theus__live *l = e->lives;
+    e->lives = l->next;
+    live_release(l);
+  }
 }

@@ -21,6 +21,7 @@
 #include "contract.h"
 #include "error.h"
 #include "heavy.h"
+#include "twin.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -111,6 +112,48 @@ THEUS_API int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_d
 
 /* Frees an unpublished draft. THEUS_ENOTFOUND if none. */
 THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
+
+/* ---- live regions (see docs/twin.md) ----------------------------------- */
+
+/* Creates a live region of nbytes (>= 1) in the engine's arena (epoch 0, all
+ * zero; costs 2 * nbytes + 64 of arena budget) and binds it to heavy key
+ * `key` in a newly committed version, so that processes declaring input
+ * `heavy.<key>` read it with theus_ctx_live_read / theus_ctx_live_wait,
+ * locally and in workers. *twin gets the writer: the host writes and
+ * publishes with the theus_twin_* calls, from one thread at a time. The
+ * writer is owned by the engine and valid until theus_engine_live_unbind(key)
+ * or theus_engine_close; do not close or destroy it yourself. Errors:
+ * THEUS_EINVAL (bad key, nbytes 0), THEUS_EEXIST (key already has a live
+ * region, or a draft is pending for it), arena codes (THEUS_EBUDGET...),
+ * THEUS_ECONFLICT (retries exhausted). Nothing stays allocated on failure. */
+THEUS_API int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **twin);
+
+/* Removes the binding of key in a new version (unless key was rebound to
+ * something else meanwhile), closes the writer (readers still running get
+ * THEUS_ECLOSED) and frees the region as soon as no snapshot pins a version
+ * binding it. THEUS_ENOTFOUND if key has no live region. */
+THEUS_API int theus_engine_live_unbind(theus_engine *e, const char *key);
+
+/* Inside a process: copies a consistent snapshot of [offset, offset+len) of
+ * the live region bound to heavy key `key` into dest and stores its epoch in
+ * *epoch (optional); as theus_twin_read_at (no allocation after the first
+ * call of a run on that key). The key must be a declared input
+ * `heavy.<key>` (for a pure process an undeclared key fails the execution
+ * with THEUS_ECONTRACT, as theus_ctx_heavy). Other failures are only
+ * returned, the process decides: THEUS_ENOTFOUND (no such key in the
+ * process's version), THEUS_EINVAL (key is an ordinary array, or the range
+ * leaves the region), THEUS_ECLOSED (unbound meanwhile), THEUS_ESTARVED. */
+THEUS_API int theus_ctx_live_read(theus_ctx *ctx, const char *key, size_t offset, void *dest, size_t len,
+                                  uint64_t *epoch);
+
+/* Inside a process: as theus_twin_wait_epoch on the live region of key
+ * (sleeps until its epoch exceeds seen, or timeout_ms; -1 = forever).
+ * Same contract rule and codes as theus_ctx_live_read, plus THEUS_ETIMEDOUT. */
+THEUS_API int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int timeout_ms, uint64_t *now);
+
+/* Inside a process: the size in bytes of the live region of key in *nbytes.
+ * Same contract rule and codes as theus_ctx_live_read. */
+THEUS_API int theus_ctx_live_size(theus_ctx *ctx, const char *key, size_t *nbytes);
 
 /* ---- snapshots --------------------------------------------------------- */
 
