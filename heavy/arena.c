@@ -375,14 +375,17 @@ static int place(theus_arena *a, uint64_t rsize, uint32_t *block) {
 static void slot_publish(theus_arena *a, uint32_t idx, uint32_t block, uint64_t n, uint64_t rsize,
                          uint8_t dtype, unsigned ndim, const uint64_t *shape) {
   theus__slot *s = &a->slots[idx];
+  /* Fields are stored with release order: a reader that sees a new field
+   * value (acquire) then also sees the new generation on its re-check, so a
+   * stale handle racing a reuse fails even on weakly ordered CPUs. */
   THEUS__ST(&s->gen, s->gen + 1); /* generations never go back: handles never reissued */
-  THEUS__ST(&s->offset, theus__tlsf_off(&a->tlsf, block));
-  THEUS__ST(&s->size, n);
-  THEUS__ST(&s->rsize, rsize);
-  THEUS__ST(&s->block, block);
-  THEUS__ST(&s->dtype, dtype);
-  THEUS__ST(&s->ndim, (uint8_t)ndim);
-  for (unsigned i = 0; i < THEUS_MAX_DIMS; i++) THEUS__ST(&s->shape[i], i < ndim ? shape[i] : 0);
+  THEUS__STR(&s->offset, theus__tlsf_off(&a->tlsf, block));
+  THEUS__STR(&s->size, n);
+  THEUS__STR(&s->rsize, rsize);
+  THEUS__STR(&s->block, block);
+  THEUS__STR(&s->dtype, dtype);
+  THEUS__STR(&s->ndim, (uint8_t)ndim);
+  for (unsigned i = 0; i < THEUS_MAX_DIMS; i++) THEUS__STR(&s->shape[i], i < ndim ? shape[i] : 0);
   THEUS__STR(&s->epoch, a->hdr->epoch);
 }
 

@@ -205,6 +205,12 @@ static void reap(forksrv *f) {
   }
 }
 
+static int respawn_pending(const forksrv *f) {
+  for (unsigned w = 0; w < f->c->nworkers; w++)
+    if (f->respawn[w]) return 1;
+  return 0;
+}
+
 static void respawn_dead(forksrv *f) {
   for (unsigned w = 0; w < f->c->nworkers; w++) {
     if (!f->respawn[w] || spawn(f, w) < 0) continue; /* a failed fork is retried on the next tick */
@@ -290,6 +296,7 @@ static _Noreturn void serve(forksrv *f) {
     if (stop != THEUS__STOP_CANCEL) respawn_dead(f);
     timeout = check_timeouts(f);
     if (stop) timeout = 10; /* draining: a worker exit also wakes us, this is a safety net */
+    if (respawn_pending(f) && (timeout < 0 || timeout > 50)) timeout = 50; /* retry a failed fork */
   }
 }
 

@@ -431,9 +431,12 @@ static int sleep_until_done(theus_pool *p, theus__slot *s, uint64_t deadline) {
       rc = THEUS_ETIMEDOUT;
       break;
     }
+    if (atomic_load(&p->ctl->broken)) { /* nobody will ever finish it */
+      rc = THEUS_ECRASH;
+      break;
+    }
     uint64_t slice = deadline - now < 100000000u ? deadline - now : 100000000u;
     theus__futex_wait(&s->state, st, (int64_t)slice);
-    (void)p;
   }
   atomic_fetch_sub(&s->waiters, 1);
   return rc;
@@ -448,7 +451,7 @@ static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__s
     return set_err(p, THEUS_ENOTFOUND, "theus_pool_wait: ticket 0x%llx is unknown or its result was already "
                    "collected", (unsigned long long)t);
   uint64_t start = theus__now_ns();
-  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : start + (uint64_t)timeout_ms * 1000000u;
+  uint64_t deadline = theus__deadline_ns(start, timeout_ms);
   uint64_t spin_until = start + (uint64_t)p->ctl->spin_us * 1000u;
   if (spin_until > deadline) spin_until = deadline;
   for (unsigned n = 0; atomic_load_explicit(&s->state, memory_order_acquire) != THEUS__SLOT_DONE; n++) {
@@ -460,7 +463,11 @@ static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__s
     /* Past 2 us, let a worker that shares our core run (2 cores, 3 spinners). */
     if (now - start > 2000u && now < spin_until) sched_yield();
     if (now < spin_until) continue;
-    if (sleep_until_done(p, s, deadline) < 0)
+    int slept = sleep_until_done(p, s, deadline);
+    if (slept == THEUS_ECRASH)
+      return set_err(p, THEUS_ECRASH, "theus_pool_wait: the pool broke (its fork server died) before the task of "
+                     "ticket 0x%llx finished: stop the pool and start a new one", (unsigned long long)t);
+    if (slept < 0)
       return set_err(p, THEUS_ETIMEDOUT, "theus_pool_wait: the task of ticket 0x%llx is still %s on worker %u after "
                      "%lld ms (the ticket stays valid: wait again)", (unsigned long long)t,
                      atomic_load(&s->state) == THEUS__SLOT_QUEUED ? "queued" : "running", w, (long long)timeout_ms);

@@ -102,6 +102,13 @@ static inline uint64_t theus__now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* now + timeout_ms, saturating: a negative or huge timeout means none
+ * (UINT64_MAX), never a deadline that wrapped into the past. */
+static inline uint64_t theus__deadline_ns(uint64_t now, int64_t timeout_ms) {
+  if (timeout_ms < 0 || (uint64_t)timeout_ms > (UINT64_MAX - now) / 1000000u) return UINT64_MAX;
+  return now + (uint64_t)timeout_ms * 1000000u;
+}
+
 static inline void theus__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

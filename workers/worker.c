@@ -274,8 +274,8 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   s->pid = x->pid;
   s->errmsg[0] = '\0';
   s->res_len = 0;
-  atomic_store_explicit(&s->deadline_ns, s->timeout_ms > 0 ? (int64_t)(t0 + (uint64_t)s->timeout_ms * 1000000u) : 0,
-                        memory_order_relaxed);
+  uint64_t deadline = s->timeout_ms > 0 ? theus__deadline_ns(t0, s->timeout_ms) : 0;
+  atomic_store_explicit(&s->deadline_ns, deadline > INT64_MAX ? 0 : (int64_t)deadline, memory_order_relaxed);
   atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
   int st = resolve_inputs(&t);
   if (st == 0 && s->nitems) {
