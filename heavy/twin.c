@@ -423,6 +423,10 @@ int theus_twin_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t l
     atomic_thread_fence(memory_order_acquire);
     uint64_t s1 = atomic_load_explicit(&r->hdr->seq, memory_order_relaxed);
     if (s1 <= 2 * e + 2) {
+      /* A destroyed region's pages read as zeros (punched): closed == 0 and
+       * seq == 0 would pass, the magic word does not. */
+      if (__atomic_load_n(&r->hdr->magic, __ATOMIC_RELAXED) != TWIN_MAGIC)
+        return twin_closed_error(r, "theus_twin_read_at");
       r->stats.reads++;
       if (epoch) *epoch = e;
       return 0;

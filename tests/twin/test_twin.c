@@ -309,6 +309,25 @@ static void test_wait_epoch_wakes_ro_process(void **state) {
   assert_int_equal(tt_reap(&f->kids, pid), 0);
 }
 
+/* A region destroyed under a reader: its pages are punched (they read as
+ * zeros), and read_at must say closed rather than return zeros as data. */
+static void test_read_after_destroy_is_closed(void **state) {
+  fixture *f = *state;
+  theus_twin *big;
+  theus_twin_reader *r;
+  assert_int_equal(theus_twin_create(f->arena, 1u << 20, &big), 0);
+  assert_int_equal(theus_twin_write(big, 0, "hello", 5), 0);
+  assert_int_equal(theus_twin_publish(big, NULL), 0);
+  assert_int_equal(theus_twin_open(f->arena, theus_twin_handle(big), &r), 0);
+  char buf[5];
+  uint64_t epoch;
+  assert_int_equal(theus_twin_read_at(r, 0, buf, sizeof buf, &epoch), 0);
+  assert_memory_equal(buf, "hello", 5);
+  theus_twin_destroy(big);
+  assert_int_equal(theus_twin_read_at(r, 0, buf, sizeof buf, &epoch), THEUS_ECLOSED);
+  theus_twin_reader_close(r);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -323,6 +342,7 @@ int main(void) {
       T(test_wait_epoch_wakes_thread),
       T(test_close_wakes_waiters),
       T(test_wait_epoch_wakes_ro_process),
+      T(test_read_after_destroy_is_closed),
   };
   return cmocka_run_group_tests_name("twin", tests, NULL, NULL);
 }
