@@ -1,7 +1,9 @@
 /* theus-c — workers: a pool of forked worker processes.
  *
  * theus_pool_start() forks one single-threaded helper, the fork server, which
- * forks the workers; the caller may already have threads. Tasks travel through
+ * forks the workers; the caller may already have threads (but a lock another
+ * host thread holds at that instant stays held in the workers: see
+ * docs/workers.md, "Known limits"). Tasks travel through
  * per-worker rings in anonymous shared memory (nothing in /dev/shm): a worker
  * spins briefly on its ring, then sleeps on a futex, and so does a waiter, so
  * an awake worker and an awake waiter exchange a task without any syscall.
