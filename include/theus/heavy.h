@@ -121,6 +121,8 @@ typedef struct theus_scoped {
   theus_arena *arena;
   theus_handle handle;
 } theus_scoped;
+/* Frees s->handle if nonzero and zeroes it; the cleanup function of
+ * THEUS_SCOPED (callable by hand too). */
 THEUS_API void theus_scoped_release(theus_scoped *s);
 #define THEUS_SCOPED(name, arena_)                                              \
   __attribute__((cleanup(theus_scoped_release))) theus_scoped name = {(arena_), 0}

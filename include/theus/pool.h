@@ -166,6 +166,7 @@ THEUS_API int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out);
 
 /* Number of workers and the pid of worker i (0 while it is being replaced). */
 THEUS_API unsigned theus_pool_size(const theus_pool *p);
+/* Pid of worker i (0 while it is being replaced or if i is out of range). */
 THEUS_API int theus_pool_worker_pid(const theus_pool *p, unsigned i);
 /* Pid of the fork server. */
 THEUS_API int theus_pool_forksrv_pid(const theus_pool *p);
@@ -185,7 +186,9 @@ THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 THEUS_API const theus_arena *theus_task_arena(const theus_task *t);
 /* The argument bytes (of this item, in a map); *len (optional) gets their count. */
 THEUS_API const void *theus_task_arg(const theus_task *t, size_t *len);
+/* Number of arena handles the task was given. */
 THEUS_API unsigned theus_task_nhandles(const theus_task *t);
+/* Handle i of the task (0 if i is out of range). */
 THEUS_API theus_handle theus_task_handle(const theus_task *t, unsigned i);
 /* dtype, shape and const data of input i (resolved before fn ran, no syscall). */
 THEUS_API int theus_task_array(const theus_task *t, unsigned i, theus_array_info *out);
