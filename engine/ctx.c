@@ -48,28 +48,21 @@ const json_t *theus_ctx_get(theus_ctx *ctx, const char *path) {
 
 const json_t *theus_ctx_args(theus_ctx *ctx) { return ctx->args; }
 
-int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out) {
+/* Pure processes may only read the heavy keys (arrays or live regions) they
+ * declared: anything else fails the execution. */
+static int heavy_declared(theus_ctx *ctx, const char *key, const char *what) {
   char path[256];
   snprintf(path, sizeof path, "heavy.%s", key ? key : "");
   if (ctx->c->semantic == THEUS_PURE && !theus__strv_covers(ctx->c->inputs, path))
     return ctx_err(ctx, THEUS_ECONTRACT,
-                   "contract violation: pure process '%s' read undeclared heavy array '%s'; add it to inputs",
-                   ctx->c->name, path);
-  if (ctx->task) {
-    const json_t *idx = json_object_get(ctx->task_heavy, key);
-    if (!json_is_integer(idx))
-      return THEUS_ENOTFOUND;
-    return theus_task_array(ctx->task, (unsigned)json_integer_value(idx), out);
-  }
-  const theus__hbind *b = theus__snap_find(ctx->snap, key);
-  if (!b)
-    return THEUS_ENOTFOUND;
-  return theus_array_info_get(b->arr->arena, b->arr->handle, out);
+                   "contract violation: pure process '%s' read undeclared %s '%s'; add it to inputs",
+                   ctx->c->name, what, path);
+  return key ? 0 : THEUS_ENOTFOUND;
 }
 
-/* The region handle bound to key in this run's version, and the arena to
- * read it from (the owner's, or the worker's read-only attachment). */
-static int ctx_live_handle(theus_ctx *ctx, const char *key, const theus_arena **a, theus_handle *h) {
+/* The handle bound to key in this run's version, and the arena to read it
+ * from (the owner's, or the worker's read-only attachment). */
+static int heavy_handle(theus_ctx *ctx, const char *key, const theus_arena **a, theus_handle *h) {
   if (ctx->task) {
     const json_t *idx = json_object_get(ctx->task_heavy, key);
     if (!json_is_integer(idx))
@@ -86,18 +79,23 @@ static int ctx_live_handle(theus_ctx *ctx, const char *key, const theus_arena **
   return 0;
 }
 
+int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out) {
+  const theus_arena *a = NULL;
+  theus_handle h = 0;
+  int rc = heavy_declared(ctx, key, "heavy array");
+  if (!rc)
+    rc = heavy_handle(ctx, key, &a, &h);
+  return rc ? rc : theus_array_info_get(a, h, out);
+}
+
 /* The reader of the live region bound to key, opened on first use in this run
  * and kept until theus__ctx_fini (one calloc per run and key). */
 static int ctx_live_reader(theus_ctx *ctx, const char *key, theus_twin_reader **out) {
-  char path[256];
-  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
-  if (ctx->c->semantic == THEUS_PURE && !theus__strv_covers(ctx->c->inputs, path))
-    return ctx_err(ctx, THEUS_ECONTRACT,
-                   "contract violation: pure process '%s' read undeclared live region '%s'; add it to inputs",
-                   ctx->c->name, path);
   const theus_arena *a = NULL;
   theus_handle h = 0;
-  int rc = key ? ctx_live_handle(ctx, key, &a, &h) : THEUS_ENOTFOUND;
+  int rc = heavy_declared(ctx, key, "live region");
+  if (!rc)
+    rc = heavy_handle(ctx, key, &a, &h);
   if (rc)
     return rc;
   for (unsigned i = 0; i < ctx->nlive; i++)
