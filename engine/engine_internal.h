@@ -50,6 +50,7 @@ typedef struct theus__live {
   struct theus__live *next;
   theus_twin *twin;
   theus__harr *arr;
+  int ready; /* 0 while theus_engine_live_create is still binding it */
 } theus__live;
 
 typedef struct theus__reducer {

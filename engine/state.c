@@ -446,12 +446,16 @@ static int live_commit(theus_engine *e, const char *key, const theus__harr *arr,
   return rc;
 }
 
-/* Unlinks the live entry of key (NULL if none). */
-static theus__live *live_take(theus_engine *e, const char *key) {
+/* Unlinks the live entry of key (NULL if none). An entry whose creation is
+ * still binding it belongs to its creator: only the creator (pending 1)
+ * takes it, a concurrent unbind sees none. */
+static theus__live *live_take(theus_engine *e, const char *key, int pending) {
   pthread_mutex_lock(&e->state_lock);
   theus__live **pp = live_find(e, key), *l = *pp;
-  if (l)
+  if (l && l->ready == !pending)
     *pp = l->next;
+  else
+    l = NULL;
   pthread_mutex_unlock(&e->state_lock);
   return l;
 }
@@ -507,18 +511,21 @@ int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, th
     return theus__eset(e, rc, "%s", msg);
   }
   if ((rc = live_commit(e, key, l->arr, 1, msg, sizeof msg))) {
-    theus__live *t = live_take(e, key);
+    live_take(e, key, 1);
     theus__draft_drop(e, key);
-    live_release(t);
+    live_release(l);
     return theus__eset(e, rc, "live_create '%s': binding it: %s", key, msg);
   }
-  *out = l->twin;
+  *out = l->twin; /* before l is visible to unbind */
+  pthread_mutex_lock(&e->state_lock);
+  l->ready = 1;
+  pthread_mutex_unlock(&e->state_lock);
   return 0;
 }
 
 int theus_engine_live_unbind(theus_engine *e, const char *key) {
   char msg[768];
-  theus__live *l = key ? live_take(e, key) : NULL;
+  theus__live *l = key ? live_take(e, key, 0) : NULL;
   if (!l)
     return theus__eset(e, THEUS_ENOTFOUND, "live_unbind: no live region for key '%s'; create one with "
                                            "theus_engine_live_create", key ? key : "(null)");
