@@ -121,6 +121,12 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
   int rc = theus_contract_check(c, why, sizeof why);
   if (rc)
     return theus__eset(e, rc, "register: %s", why);
+  /* A worker is a fork of the image at engine open: code loaded later (a
+   * plugin dlopen()ed after theus_engine_open) is not mapped there. */
+  if (c->parallel && e->pool && !theus_pool_has_function(e->pool, (theus_task_fn)(void (*)(void))c->fn))
+    return theus__eset(e, THEUS_EINVAL, "register: contract '%s': fn: the function is not in the program image the "
+                       "workers were forked from; load the plugin that defines it before theus_engine_open",
+                       c->name);
   theus_contract *d = theus__contract_dup(c);
   if (!d)
     return theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);

@@ -369,7 +369,7 @@ static int exec_run(theus_engine *e, const char *name, const json_t *args, json_
 }
 
 int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, json_t **result) {
-  char msg[1024];
+  char msg[1024] = "";
   if (result)
     *result = NULL;
   int rc = exec_run(e, name, args, result, NULL, msg, sizeof msg);
@@ -427,7 +427,7 @@ static void *job_main(void *arg) {
 }
 
 int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **out) {
-  char msg[512];
+  char msg[512] = "";
   *out = NULL;
   if (!lookup(e, name, msg, sizeof msg))
     return theus__eset(e, THEUS_ENOTFOUND, "submit: %s", msg);
@@ -611,7 +611,7 @@ static int map_setup(theus_engine *e, map_job *m, const char *key, uint32_t slic
 
 int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
                      const json_t *args, json_t **result) {
-  char msg[1024];
+  char msg[1024] = "";
   if (result)
     *result = NULL;
   map_job m = {e, lookup(e, name, msg, sizeof msg), NULL, args, 0, NULL, NULL};

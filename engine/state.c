@@ -497,7 +497,7 @@ static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__
 }
 
 int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **out) {
-  char msg[768];
+  char msg[768] = "";
   if (out)
     *out = NULL;
   if (!out || !key)
@@ -524,7 +524,7 @@ int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, th
 }
 
 int theus_engine_live_unbind(theus_engine *e, const char *key) {
-  char msg[768];
+  char msg[768] = "";
   theus__live *l = key ? live_take(e, key, 0) : NULL;
   if (!l)
     return theus__eset(e, THEUS_ENOTFOUND, "live_unbind: no live region for key '%s'; create one with "

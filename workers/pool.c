@@ -89,6 +89,8 @@ static int in_image(const theus_pool *p, theus_task_fn fn) {
   return 0;
 }
 
+int theus_pool_has_function(const theus_pool *p, theus_task_fn fn) { return p && in_image(p, fn); }
+
 /* ---- the keeper thread --------------------------------------------------- */
 
 /* The fork server died on its own: fail every pending task so no waiter hangs. */

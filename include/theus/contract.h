@@ -104,6 +104,7 @@ THEUS_API theus_contract *theus_contract_doc_get(theus_contract_doc *d);
 /* The JSON object the contract came from (borrowed), for extension fields. */
 THEUS_API const json_t *theus_contract_doc_json(const theus_contract_doc *d);
 
+/* Frees a parsed contract document. NULL is a no-op. */
 THEUS_API void theus_contract_doc_free(theus_contract_doc *d);
 
 /* The JSON form of a contract (new reference; function name not included). */
@@ -168,8 +169,9 @@ THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char
 /* The contract's userdata pointer. */
 THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
 
-/* The process name, and -1 when running locally or the worker id in the pool. */
+/* The name of the running process. */
 THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
+/* -1 when running locally in the orchestrator, else the pool worker's id. */
 THEUS_API int theus_ctx_worker(theus_ctx *ctx);
 
 #ifdef __cplusplus

@@ -161,6 +161,7 @@ THEUS_API int theus_ctx_live_size(theus_ctx *ctx, const char *key, size_t *nbyte
  * until theus_snapshot_release, whatever is committed meanwhile. */
 THEUS_API int theus_engine_snapshot(theus_engine *e, theus_snapshot **out);
 
+/* The version number the snapshot holds. */
 THEUS_API uint64_t theus_snapshot_version(const theus_snapshot *s);
 
 /* The whole domain object (borrowed, immutable: do not modify). */
@@ -190,9 +191,11 @@ typedef struct theus_version_watch theus_version_watch;
 
 /* Maps the version page read-only from fd (which stays the caller's). */
 THEUS_API int theus_version_watch_open(theus_version_watch **out, int fd);
+/* The engine's current version, read from the shared page (no syscall). */
 THEUS_API uint64_t theus_version_watch_current(const theus_version_watch *w);
 /* As theus_engine_wait_version, from any process. */
 THEUS_API int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int timeout_ms, uint64_t *now);
+/* Unmaps the page and frees w (the fd stays the caller's). NULL is a no-op. */
 THEUS_API void theus_version_watch_close(theus_version_watch *w);
 
 /* ---- execution --------------------------------------------------------- */

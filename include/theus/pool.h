@@ -168,6 +168,10 @@ THEUS_API int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out);
 THEUS_API unsigned theus_pool_size(const theus_pool *p);
 /* Pid of worker i (0 while it is being replaced or if i is out of range). */
 THEUS_API int theus_pool_worker_pid(const theus_pool *p, unsigned i);
+/* Nonzero if fn lies in the program image the workers were forked with (code
+ * linked in or dlopen()ed before theus_pool_start): only such functions can
+ * run in a worker. */
+THEUS_API int theus_pool_has_function(const theus_pool *p, theus_task_fn fn);
 /* Pid of the fork server. */
 THEUS_API int theus_pool_forksrv_pid(const theus_pool *p);
 

@@ -1,6 +1,7 @@
 /* engine in the pool: parallel execute, heavy views in workers, crashes,
  * undeclared writes, timeouts, map with reducers. One engine per group;
  * the group teardown closes it (and reaps the workers) even on failure. */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -243,8 +244,25 @@ static void test_map_registered_reducer(void **state) {
   json_decref(r);
 }
 
+/* A plugin dlopen()ed after the engine opened is not in the workers' image:
+ * registering its parallel process must fail, not crash a worker later. */
+static void test_plugin_loaded_after_open_is_refused(void **state) {
+  (void)state;
+  const char *path = getenv("THEUS_TEST_PLUGIN");
+  assert_non_null(path); /* set by tests/engine/meson.build */
+  void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  assert_non_null(so);
+  int (*reg)(theus_engine *) = (int (*)(theus_engine *))dlsym(so, "theus_plugin_register");
+  assert_non_null(reg);
+  assert_int_equal(reg(E), THEUS_EINVAL);
+  assert_non_null(strstr(theus_engine_errmsg(E), "before theus_engine_open"));
+  assert_null(theus_engine_contract(E, "moments"));
+  dlclose(so);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_plugin_loaded_after_open_is_refused),
       cmocka_unit_test(test_parallel_execute_in_worker),
       cmocka_unit_test(test_parallel_undeclared_write_rejected),
       cmocka_unit_test(test_worker_crash_then_next_works),
