@@ -143,8 +143,11 @@ static void test_echo_roundtrip(void **state) {
   assert_int_equal(st.submitted, 200);
   assert_int_equal(st.completed, 200);
   assert_int_equal(st.workers[0].tasks + st.workers[1].tasks, 200);
-  assert_int_equal(theus_pool_stop(f->pool, 0), 0);
-  f->pool = NULL;
+  {
+    int stopped = theus_pool_stop(f->pool, 0);
+    f->pool = NULL; /* gone either way: teardown must not stop it again */
+    assert_int_equal(stopped, 0);
+  }
 }
 
 static void test_arena_input(void **state) {
@@ -304,8 +307,11 @@ static void test_two_pools(void **state) {
     theus_pool_result_free(&r1);
     theus_pool_result_free(&r2);
   }
-  assert_int_equal(theus_pool_stop(f->pool, 0), 0);
-  f->pool = NULL;
+  {
+    int stopped = theus_pool_stop(f->pool, 0);
+    f->pool = NULL; /* gone either way: teardown must not stop it again */
+    assert_int_equal(stopped, 0);
+  }
   theus_pool_result r;
   assert_int_equal(run1(f->pool2, &d, &r), 0);
   assert_int_equal(r.status, 0);
@@ -372,8 +378,9 @@ static void test_threaded_parent(void **state) {
       assert_int_equal(((char *)r.data)[0], 'w');
       theus_pool_result_free(&r);
     }
-    assert_int_equal(theus_pool_stop(f->pool, 0), 0);
-    f->pool = NULL;
+    int stopped = theus_pool_stop(f->pool, 0);
+    f->pool = NULL; /* gone either way: teardown must not stop it again */
+    assert_int_equal(stopped, 0);
   }
   c.stop = 1;
   for (int i = 0; i < 4; i++) pthread_join(c.th[i], NULL);
@@ -388,8 +395,11 @@ static void test_stop_modes(void **state) {
   theus_ticket tk;
   for (int i = 0; i < 6; i++) assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
   theus_pool_stats st;
-  assert_int_equal(theus_pool_stop(f->pool, 0), 0);
-  f->pool = NULL;
+  {
+    int stopped = theus_pool_stop(f->pool, 0);
+    f->pool = NULL; /* gone either way: teardown must not stop it again */
+    assert_int_equal(stopped, 0);
+  }
   /* cancel: a long task is cut short; the pool is gone when stop returns */
   f->pool = start(f, 1);
   ms = 60000;
@@ -398,8 +408,11 @@ static void test_stop_modes(void **state) {
   assert_true(wpid > 0 && spid > 0);
   theus_pool_stats_get(f->pool, &st);
   assert_int_equal(st.submitted, 3);
-  assert_int_equal(theus_pool_stop(f->pool, 1), 0);
-  f->pool = NULL;
+  {
+    int stopped = theus_pool_stop(f->pool, 1);
+    f->pool = NULL; /* gone either way: teardown must not stop it again */
+    assert_int_equal(stopped, 0);
+  }
   assert_int_equal(kill(spid, 0), -1); /* reaped: gone */
 }
 
