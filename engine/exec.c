@@ -260,7 +260,7 @@ static void collect(theus_engine *e, const theus_contract *c, theus_ticket tk, u
   if (rc || res.status) {
     o->rc = rc ? rc : res.status;
     snprintf(o->msg, sizeof o->msg, "process '%s' (parallel): %s", c->name,
-             rc ? theus_pool_errmsg(e->pool) : res.errmsg);
+             res.errmsg);
   } else {
     json_error_t je;
     json_t *j = json_loadb(res.data, res.len, 0, &je);

@@ -489,7 +489,16 @@ int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_poo
   if (!p || !p->ctl || !res) return THEUS_EINVAL;
   theus__slot *s;
   int rc = wait_done(p, t, timeout_ms, &s);
-  if (rc < 0) return rc;
+  if (rc < 0) { /* the waiter's own copy: p->errmsg may be rewritten by other threads */
+    memset(res, 0, sizeof *res);
+    res->worker = -1;
+    pthread_mutex_lock(&p->errlock);
+    size_t n = strnlen(p->errmsg, sizeof res->errmsg - 1); /* cut to the result's buffer */
+    memcpy(res->errmsg, p->errmsg, n);
+    res->errmsg[n] = '\0';
+    pthread_mutex_unlock(&p->errlock);
+    return rc;
+  }
   collect(s, res);
   release_slot(p, t, s);
   return 0;

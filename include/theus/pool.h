@@ -154,8 +154,10 @@ THEUS_API int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfa
 
 /* Waits up to timeout_ms (< 0: forever, 0: poll) for a ticket's result.
  * Returns 0 and fills *res (res->status says how the task ended), or
- * THEUS_ETIMEDOUT (the ticket stays valid), or THEUS_ENOTFOUND for a ticket
- * that is unknown or already collected. */
+ * THEUS_ETIMEDOUT (the ticket stays valid), THEUS_ENOTFOUND for a ticket
+ * that is unknown or already collected, or THEUS_ECRASH if the pool broke.
+ * On failure res->errmsg holds this waiter's own copy of the message (safe
+ * when other threads fail on the same pool meanwhile) and res->data is NULL. */
 THEUS_API int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res);
 
 /* Frees res->data (and sets it to NULL). */
@@ -181,7 +183,9 @@ THEUS_API int theus_pool_forksrv_pid(const theus_pool *p);
  * Returns 0, or THEUS_ECRASH if the fork server had died. NULL is a no-op. */
 THEUS_API int theus_pool_stop(theus_pool *p, int cancel_running);
 
-/* The message of the last failure on this pool. Never NULL. */
+/* The message of the last failure on this pool, from any thread (another
+ * thread's failure may overwrite it: waiters get their own copy in
+ * theus_pool_result.errmsg). Never NULL. */
 THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
 /* ---- worker side (call only from inside a task function) --------------- */

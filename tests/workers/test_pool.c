@@ -214,11 +214,15 @@ static void test_errors_and_limits(void **state) {
   assert_int_equal(theus_pool_wait(f->pool, tk, -1, &r), 0);
   assert_int_equal(theus_pool_wait(f->pool, tk, -1, &r), THEUS_ENOTFOUND);
   assert_int_equal(theus_pool_wait(f->pool, 12345, 0, &r), THEUS_ENOTFOUND);
+  assert_non_null(strstr(r.errmsg, "unknown or its result was already collected")); /* the waiter's copy */
+  assert_int_equal(r.worker, -1);
+  assert_null(r.data);
   /* a wait that times out leaves the ticket valid */
   int ms = 300;
   d = (theus_task_desc){.fn = t_sleep_ms, .arg = &ms, .arg_len = sizeof ms};
   assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
   assert_int_equal(theus_pool_wait(f->pool, tk, 1, &r), THEUS_ETIMEDOUT);
+  assert_non_null(strstr(r.errmsg, "still"));
   assert_int_equal(theus_pool_wait(f->pool, tk, -1, &r), 0);
   assert_int_equal(r.status, 0);
 }
