@@ -31,4 +31,14 @@ cc=${CC:-cc}
 LD_LIBRARY_PATH=$libdir "$out/host"
 LD_LIBRARY_PATH=$libdir "$out/arena"
 echo "README examples built out of tree and ran: ok"
+# The installed theus-run finds the installed libtheus by itself (rpath).
+cat >"$out/sum.json" <<JSON
+{"plugins": ["$out/plugin.so"],
+ "heavy": {"signal": {"dtype": "f32", "shape": [1000], "fill": {"range": {"start": 1, "step": 1}}}},
+ "steps": [{"map": "slice_sum", "over": "heavy.signal", "reduce": "sum", "into": "domain.total"}]}
+JSON
+run=$(find "$root" -path '*/bin/theus-run' | head -n 1)
+env -u LD_LIBRARY_PATH "$run" --workers 2 "$out/sum.json" | tee "$out/state.json"
+grep -q '"total": 500500' "$out/state.json" || { echo "installed theus-run: wrong or missing total"; exit 1; }
+echo "installed theus-run with an out-of-tree plugin: ok"
 python3 "$src/tests/install/readme_blocks.py" "$src/README.md" "$ex"/*.c
