@@ -41,9 +41,11 @@ int theus__err_vset(theus__err *err, int code, const char *fmt, va_list ap) {
    * object's own message (read through theus__err_msg, i.e. a copy). */
   char tmp[THEUS__ERRMSG_MAX];
   vsnprintf(tmp, sizeof tmp, fmt, ap);
+  size_t n = strnlen(tmp, sizeof tmp - 1);
   pthread_mutex_lock(&err->lock);
   err->code = code;
-  memcpy(err->msg, tmp, sizeof tmp);
+  memcpy(err->msg, tmp, n);
+  err->msg[n] = '\0';
   pthread_mutex_unlock(&err->lock);
   return code;
 }
