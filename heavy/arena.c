@@ -116,7 +116,7 @@ int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
   a->map_size = h.total_size;
   if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
       (rc = theus__os_reopen_ro(a->fd, &a->ro_fd)))
-    return theus__arena_fail(a, rc, "theus_arena_open: cannot create the %" PRIu64 "-byte memfd or its read-only twin: %s",
+    return theus__arena_fail(a, rc, "theus_arena_open: cannot create the %" PRIu64 "-byte memfd or its read-only descriptor: %s",
                              h.total_size, strerror(errno));
   if ((rc = theus__os_map(a->fd, h.total_size, 1, (void **)&a->base)))
     return theus__arena_fail(a, rc, "theus_arena_open: cannot map %" PRIu64 " bytes (hard_limit %" PRIu64
