@@ -182,7 +182,8 @@ int theus_bench_dispatch(int argc, char **argv) {
   ac.single_limit = (1ull << 30) + (1ull << 20);
   theus_arena *a = NULL;
   if (theus_arena_open(&a, &ac) < 0) {
-    fprintf(stderr, "theus-bench: arena open failed\n");
+    fprintf(stderr, "theus-bench: arena open failed: %s\n", theus_arena_errmsg(a));
+    theus_arena_close(a);
     return 1;
   }
   theus_pool *p1 = start_pool(1, a);

@@ -8,16 +8,6 @@
 
 #define fail theus__errf
 
-int theus__errf(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
-
 size_t theus__strv_len(const char *const *v) {
   size_t n = 0;
   while (v && v[n])

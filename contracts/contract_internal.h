@@ -2,11 +2,9 @@
 #ifndef THEUS_CONTRACT_INTERNAL_H
 #define THEUS_CONTRACT_INTERNAL_H
 
+#include "base.h" /* theus__errf */
 #include "theus/contract.h"
 
-/* Formats a message into err (if err and errlen) and returns code: the
- * shared shape of every "fill the caller's buffer and fail" path. */
-int theus__errf(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Owned deep copy of a contract: one malloc block holding every string. */
 theus_contract *theus__contract_dup(const theus_contract *c);

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../contracts/contract_internal.h"
@@ -12,14 +11,12 @@
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  pthread_mutex_lock(&e->msg_lock);
-  vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
-  pthread_mutex_unlock(&e->msg_lock);
+  theus__err_vset(&e->err, code, fmt, ap);
   va_end(ap);
   return code;
 }
 
-const char *theus_engine_errmsg(const theus_engine *e) { return e ? e->errmsg : "engine is NULL"; }
+const char *theus_engine_errmsg(const theus_engine *e) { return e ? theus__err_msg(&e->err) : "engine is NULL"; }
 
 theus_arena *theus_engine_arena(theus_engine *e) { return e->arena; }
 
@@ -63,13 +60,15 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   e->cfg.arena = NULL;
   e->vfd = -1;
   pthread_mutex_init(&e->state_lock, NULL);
-  pthread_mutex_init(&e->msg_lock, NULL);
+  theus__err_init(&e->err);
   pthread_mutex_init(&e->jobs_lock, NULL);
   pthread_cond_init(&e->jobs_cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
   int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
   if (rc) {
-    theus__eset(e, rc, "engine open: arena: %s", theus_strerror(rc));
+    theus__eset(e, rc, "engine open: arena: %s", e->arena ? theus_arena_errmsg(e->arena) : theus_strerror(rc));
+    theus_arena_close(e->arena);
+    e->arena = NULL;
     goto fail;
   }
   if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)))
@@ -102,7 +101,7 @@ void theus_engine_close(theus_engine *e) {
   pthread_rwlock_destroy(&e->reg_lock);
   pthread_cond_destroy(&e->jobs_cv);
   pthread_mutex_destroy(&e->jobs_lock);
-  pthread_mutex_destroy(&e->msg_lock);
+  theus__err_fini(&e->err);
   pthread_mutex_destroy(&e->state_lock);
   free(e);
 }
@@ -309,10 +308,11 @@ int theus_version_watch_open(theus_version_watch **out, int fd) {
   theus_version_watch *w = malloc(sizeof *w);
   if (!w)
     return THEUS_ENOMEM;
-  void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
-  if (m == MAP_FAILED) {
+  void *m = NULL;
+  int rc = theus__os_map(fd, theus__os_page_size(), 0, &m);
+  if (rc) {
     free(w);
-    return THEUS_ESYS;
+    return rc;
   }
   w->w = m;
   *out = w;
@@ -330,7 +330,7 @@ int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int ti
 void theus_version_watch_close(theus_version_watch *w) {
   if (!w)
     return;
-  munmap((void *)w->w, 4096);
+  theus__os_unmap((void *)w->w, theus__os_page_size());
   free(w);
 }
 

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base.h"
 #include "theus/engine.h"
 #include "theus/pool.h"
 
@@ -96,8 +97,7 @@ struct theus_engine {
 
   atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
 
-  pthread_mutex_t msg_lock;
-  char errmsg[1024];
+  theus__err err;
 };
 
 /* Records a message on the engine and returns code. */
@@ -116,7 +116,6 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                      void **data, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
-uint64_t theus__now_ns(void);
 int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
 int theus__patch_put(json_t *patch, const char *path, json_t *value);

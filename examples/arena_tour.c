@@ -35,8 +35,9 @@ static int child_sum(int ro_fd, theus_handle h) {
 int main(void) {
   theus_arena *a;
   int rc = theus_arena_open(&a, NULL);
-  if (rc) {
-    fprintf(stderr, "arena-tour: %s\n", theus_strerror(rc));
+  if (rc) { /* like sqlite3_open: the failed arena carries the message */
+    fprintf(stderr, "arena-tour: %s\n", theus_arena_errmsg(a));
+    theus_arena_close(a);
     return 1;
   }
   uint64_t n = 1 << 20;

@@ -1,5 +1,6 @@
 /* The shared-memory arena: slots, generations, budgets, stats, bytes API.
  * Layout and the slot protocol are described in arena_int.h. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,7 +9,6 @@
 #include <unistd.h>
 
 #include "arena_int.h"
-#include "os.h"
 
 #define MiB (1024ull * 1024ull)
 #define GiB (1024ull * MiB)
@@ -28,35 +28,28 @@ void theus_arena_config_init(theus_arena_config *cfg) {
 
 int theus__arena_fail(const theus_arena *ca, int code, const char *fmt, ...) {
   theus_arena *a = (theus_arena *)ca; /* the message is mutable state of any arena */
-  pthread_mutex_lock(&a->err_mu);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(a->errmsg, sizeof a->errmsg, fmt, ap);
+  theus__err_vset(&a->err, code, fmt, ap);
   va_end(ap);
-  if (a->readonly)
-    a->local_errors++;
-  else
-    __atomic_fetch_add(&a->hdr->errors, 1, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&a->err_mu);
+  /* hdr is NULL while open fails before the mapping exists */
+  __atomic_fetch_add(a->readonly || !a->hdr ? &a->local_errors : &a->hdr->errors, 1, __ATOMIC_RELAXED);
   return code;
 }
 
 const char *theus_arena_errmsg(const theus_arena *a) {
-  if (!a) return "no arena (NULL)";
-  return a->errmsg[0] ? a->errmsg : "no error";
+  return a ? theus__err_msg(&a->err) : "no arena (NULL: theus_arena_open ran out of memory)";
 }
 
 /* ---- open / attach / close -------------------------------------------- */
 
-static int check_config(const theus_arena_config *c, char *msg, size_t cap) {
-  if (c->hard_limit < 4096 || c->single_limit == 0 || c->max_handles == 0 ||
-      c->max_handles > (1u << 30) || c->soft_limit_pct > 100) {
-    snprintf(msg, cap,
-             "theus_arena_open: invalid config (hard_limit %" PRIu64 " must be >= 4096, "
-             "single_limit %" PRIu64 " > 0, max_handles %u in 1..2^30, soft %u%% <= 100)",
-             c->hard_limit, c->single_limit, c->max_handles, c->soft_limit_pct);
-    return THEUS_EINVAL;
-  }
+static int check_config(theus_arena *a, const theus_arena_config *c, uint64_t page) {
+  if (c->hard_limit < page || c->single_limit == 0 || c->max_handles == 0 ||
+      c->max_handles > (1u << 30) || c->soft_limit_pct > 100)
+    return theus__arena_fail(a, THEUS_EINVAL,
+                             "theus_arena_open: invalid config (hard_limit %" PRIu64 " must be >= the page size %" PRIu64
+                             ", single_limit %" PRIu64 " > 0, max_handles %u in 1..2^30, soft %u%% <= 100)",
+                             c->hard_limit, page, c->single_limit, c->max_handles, c->soft_limit_pct);
   return 0;
 }
 
@@ -75,7 +68,7 @@ static theus_arena *arena_new(void) {
   if (!a) return NULL;
   a->fd = a->ro_fd = -1;
   pthread_mutex_init(&a->mu, NULL);
-  pthread_mutex_init(&a->err_mu, NULL);
+  theus__err_init(&a->err);
   return a;
 }
 
@@ -109,29 +102,32 @@ static int owner_state_init(theus_arena *a) {
   return theus__tlsf_init(&a->tlsf, h->data_size, (uint32_t)blocks);
 }
 
+/* Like sqlite3_open: a failure still hands back the arena, carrying the message. */
 int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
   theus_arena_config c;
-  char msg[256];
-  *out = NULL;
-  fill_config(&c, user);
-  int rc = check_config(&c, msg, sizeof msg);
-  if (rc) return rc;
-  theus_arena *a = arena_new();
+  theus_arena *a = *out = arena_new();
   if (!a) return THEUS_ENOMEM;
+  uint64_t page = theus__os_page_size();
+  fill_config(&c, user);
+  int rc = check_config(a, &c, page);
+  if (rc) return rc;
   theus__arena_hdr h;
-  init_header(&h, &c, theus__os_page_size());
+  init_header(&h, &c, page);
   a->map_size = h.total_size;
-  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd))) goto fail;
-  if ((rc = theus__os_reopen_ro(a->fd, &a->ro_fd))) goto fail;
-  if ((rc = theus__os_map(a->fd, h.total_size, 1, (void **)&a->base))) goto fail;
+  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
+      (rc = theus__os_reopen_ro(a->fd, &a->ro_fd)))
+    return theus__arena_fail(a, rc, "theus_arena_open: cannot create the %" PRIu64 "-byte memfd or its read-only descriptor: %s",
+                             h.total_size, strerror(errno));
+  if ((rc = theus__os_map(a->fd, h.total_size, 1, (void **)&a->base)))
+    return theus__arena_fail(a, rc, "theus_arena_open: cannot map %" PRIu64 " bytes (hard_limit %" PRIu64
+                             " needs twice its size of address space): %s", h.total_size, c.hard_limit,
+                             strerror(errno));
   memcpy(a->base, &h, sizeof h);
   bind_layout(a);
-  if ((rc = owner_state_init(a))) goto fail;
-  *out = a;
+  if ((rc = owner_state_init(a)))
+    return theus__arena_fail(a, rc, "theus_arena_open: out of memory for the owner's bookkeeping "
+                             "(max_handles %u, %" PRIu64 " pages)", c.max_handles, h.data_size / page);
   return 0;
-fail:
-  theus_arena_close(a);
-  return rc;
 }
 
 int theus_arena_attach_ro(theus_arena **out, int ro_fd) {
@@ -161,7 +157,7 @@ void theus_arena_close(theus_arena *a) {
   theus__tlsf_destroy(&a->tlsf);
   free(a->pages);
   pthread_mutex_destroy(&a->mu);
-  pthread_mutex_destroy(&a->err_mu);
+  theus__err_fini(&a->err);
   free(a);
 }
 
@@ -365,7 +361,7 @@ static int place(theus_arena *a, uint64_t rsize, uint32_t *block) {
   if (rc) {
     theus__tlsf_free(&a->tlsf, b);
     return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: the machine is out of "
-                             "memory (fallocate failed)", rsize);
+                             "memory (reserving its pages failed)", rsize);
   }
   if (off + rsize > a->extent) a->extent = off + rsize;
   *block = b;
@@ -525,16 +521,16 @@ int theus_arena_reset(theus_arena *a) {
 
 int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *o) {
   const theus__arena_hdr *h = a->hdr;
+  if (!h) { /* an arena whose open failed */
+    *o = (theus_arena_stats){.errors = __atomic_load_n(&a->local_errors, __ATOMIC_RELAXED)};
+    return 0;
+  }
   *o = (theus_arena_stats){
       .active_handles = THEUS__LD(&h->active_handles), .bytes_live = THEUS__LD(&h->bytes_live),
       .peak_bytes = THEUS__LD(&h->peak_bytes), .alloc_count = THEUS__LD(&h->alloc_count),
       .free_count = THEUS__LD(&h->free_count), .errors = THEUS__LD(&h->errors),
       .soft_limit_hits = THEUS__LD(&h->soft_limit_hits), .hard_limit_hits = THEUS__LD(&h->hard_limit_hits)};
-  if (a->readonly) {
-    pthread_mutex_lock(&((theus_arena *)a)->err_mu);
-    o->errors += a->local_errors;
-    pthread_mutex_unlock(&((theus_arena *)a)->err_mu);
-  }
+  if (a->readonly) o->errors += __atomic_load_n(&a->local_errors, __ATOMIC_RELAXED);
   return 0;
 }
 

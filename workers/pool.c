@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "pool_internal.h"
 
@@ -37,23 +39,20 @@ struct theus_pool {
   int pidfd; /* of the fork server: signals it without any pid-reuse race */
   uintptr_t (*image)[2]; /* executable segments loaded when the pool started */
   size_t nimage;
-  pthread_mutex_t errlock;
-  char errmsg[512];
+  theus__err err;
 };
 
 static int set_err(theus_pool *p, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int set_err(theus_pool *p, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  pthread_mutex_lock(&p->errlock);
-  vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
-  pthread_mutex_unlock(&p->errlock);
+  theus__err_vset(&p->err, code, fmt, ap);
   va_end(ap);
   return code;
 }
 
 const char *theus_pool_errmsg(const theus_pool *p) {
-  return p ? p->errmsg : "theus_pool_errmsg: pool is NULL (theus_pool_start ran out of memory)";
+  return p ? theus__err_msg(&p->err) : "theus_pool_errmsg: pool is NULL (theus_pool_start ran out of memory)";
 }
 
 void theus_pool_config_init(theus_pool_config *cfg) {
@@ -219,7 +218,7 @@ int theus_pool_start(theus_pool **out, const theus_pool_config *cfg) {
   }
   theus_pool *p = calloc(1, sizeof *p);
   if (!p) return THEUS_ENOMEM;
-  pthread_mutex_init(&p->errlock, NULL);
+  theus__err_init(&p->err);
   p->pidfd = -1;
   *out = p;
   int rc = check_config(p, cfg);
@@ -260,7 +259,7 @@ int theus_pool_stop(theus_pool *p, int cancel_running) {
     for (unsigned w = 0; w < p->n; w++) pthread_mutex_destroy(&p->ws[w].lock);
   free(p->ws);
   free(p->image);
-  pthread_mutex_destroy(&p->errlock);
+  theus__err_fini(&p->err);
   free(p);
   return rc;
 }
@@ -489,14 +488,10 @@ int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_poo
   if (!p || !p->ctl || !res) return THEUS_EINVAL;
   theus__slot *s;
   int rc = wait_done(p, t, timeout_ms, &s);
-  if (rc < 0) { /* the waiter's own copy: p->errmsg may be rewritten by other threads */
+  if (rc < 0) { /* the waiter's own copy: p->err may be rewritten by other threads */
     memset(res, 0, sizeof *res);
     res->worker = -1;
-    pthread_mutex_lock(&p->errlock);
-    size_t n = strnlen(p->errmsg, sizeof res->errmsg - 1); /* cut to the result's buffer */
-    memcpy(res->errmsg, p->errmsg, n);
-    res->errmsg[n] = '\0';
-    pthread_mutex_unlock(&p->errlock);
+    theus__err_copy(&p->err, res->errmsg, sizeof res->errmsg);
     return rc;
   }
   collect(s, res);

@@ -14,15 +14,11 @@
 #ifndef THEUS_WORKERS_POOL_INTERNAL_H
 #define THEUS_WORKERS_POOL_INTERNAL_H
 
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "base.h"
 #include "theus/pool.h"
 
 enum { THEUS__SLOT_FREE = 0, THEUS__SLOT_QUEUED = 1, THEUS__SLOT_RUNNING = 2, THEUS__SLOT_DONE = 3 };
@@ -94,42 +90,6 @@ static inline theus__ring *theus__ring_of(theus__ctl *c, unsigned w) {
 static inline theus__slot *theus__slot_of(theus__ctl *c, unsigned w, uint64_t seq) {
   theus__slot *base = (theus__slot *)((char *)c + c->slots_off);
   return base + (size_t)w * c->cap + (seq & (c->cap - 1));
-}
-
-static inline uint64_t theus__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* now + timeout_ms, saturating: a negative or huge timeout means none
- * (UINT64_MAX), never a deadline that wrapped into the past. */
-static inline uint64_t theus__deadline_ns(uint64_t now, int64_t timeout_ms) {
-  if (timeout_ms < 0 || (uint64_t)timeout_ms > (UINT64_MAX - now) / 1000000u) return UINT64_MAX;
-  return now + (uint64_t)timeout_ms * 1000000u;
-}
-
-static inline void theus__cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield");
-#endif
-}
-
-/* Shared (not private) futexes: the words live in memory shared across processes. */
-static inline int theus__futex_wait(_Atomic uint32_t *w, uint32_t expect, int64_t timeout_ns) {
-  struct timespec ts, *tp = NULL;
-  if (timeout_ns >= 0) {
-    ts.tv_sec = timeout_ns / 1000000000;
-    ts.tv_nsec = timeout_ns % 1000000000;
-    tp = &ts;
-  }
-  return (int)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, expect, tp, NULL, 0);
-}
-
-static inline void theus__futex_wake(_Atomic uint32_t *w) {
-  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 /* Marks a slot DONE and wakes its waiter if one sleeps (Dekker pairing with

@@ -55,7 +55,9 @@ THEUS_API int theus_engine_open(theus_engine **out, const theus_engine_config *c
  * array. Snapshots must be released and jobs freed before. NULL is a no-op. */
 THEUS_API void theus_engine_close(theus_engine *e);
 
-/* Message of the last failure (what, where, how to fix). Never NULL. */
+/* Message of the last failure (what, where, how to fix), from any thread.
+ * Never NULL. The text is this
+ * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_engine_errmsg(const theus_engine *e);
 
 /* The engine's arena (owned by the engine). */

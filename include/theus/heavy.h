@@ -60,7 +60,9 @@ typedef struct theus_live_entry {
 THEUS_API void theus_arena_config_init(theus_arena_config *cfg);
 
 /* Creates an arena (memfd, sparse, sealed against resizing). cfg may be NULL.
- * On failure *out is NULL and the code says why. */
+ * Like sqlite3_open, a failure still hands back an arena carrying the message
+ * (unless memory ran out: then *out is NULL): read theus_arena_errmsg(*out),
+ * then release it with theus_arena_close; no other call is valid on it. */
 THEUS_API int theus_arena_open(theus_arena **out, const theus_arena_config *cfg);
 
 /* Attaches, in this process, the arena whose read-only descriptor is ro_fd
@@ -81,7 +83,8 @@ THEUS_API int theus_arena_ro_fd(const theus_arena *a);
 THEUS_API int theus_arena_is_readonly(const theus_arena *a);
 
 /* The message of the last failure on this arena (what, where, how to fix;
- * the last failure wins when threads race). Never NULL. */
+ * the last failure wins when threads race). Never NULL. The text is this
+ * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_arena_errmsg(const theus_arena *a);
 
 /* ---- bytes API -------------------------------------------------------- */

@@ -185,7 +185,8 @@ THEUS_API int theus_pool_stop(theus_pool *p, int cancel_running);
 
 /* The message of the last failure on this pool, from any thread (another
  * thread's failure may overwrite it: waiters get their own copy in
- * theus_pool_result.errmsg). Never NULL. */
+ * theus_pool_result.errmsg). Never NULL. The text is this
+ * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
 /* ---- worker side (call only from inside a task function) --------------- */

@@ -87,7 +87,9 @@ THEUS_API int theus_twin_write(theus_twin *t, size_t offset, const void *src, si
  * announce themselves (see docs/twin.md for the measured cost). */
 THEUS_API int theus_twin_publish(theus_twin *t, uint64_t *epoch);
 
-/* The message of the last failure on this writer (what, where, how to fix). */
+/* The message of the last failure on this writer (what, where, how to fix).
+ * Never NULL. The text is this thread's own copy, valid until the thread's
+ * fourth next *_errmsg call. */
 THEUS_API const char *theus_twin_errmsg(const theus_twin *t);
 
 /* Marks the region closed (readers then get THEUS_ECLOSED, sleepers wake up
@@ -147,7 +149,8 @@ THEUS_API int theus_twin_reader_set_retries(theus_twin_reader *r, unsigned attem
 /* Copies the reader's counters into *out. */
 THEUS_API void theus_twin_reader_stats_get(const theus_twin_reader *r, theus_twin_reader_stats *out);
 
-/* The message of the last failure on this reader. Never NULL. */
+/* The message of the last failure on this reader. Never NULL. The text is
+ * this thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_twin_reader_errmsg(const theus_twin_reader *r);
 
 #ifdef __cplusplus

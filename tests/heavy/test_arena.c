@@ -446,9 +446,14 @@ static void test_bad_config(void **st) {
   theus_arena_config c;
   theus_arena_config_init(&c);
   c.soft_limit_pct = 101;
-  theus_arena *a = (theus_arena *)1;
+  theus_arena *a = NULL;
   assert_int_equal(theus_arena_open(&a, &c), THEUS_EINVAL);
-  assert_null(a);
+  assert_non_null(a); /* carries the detailed message, like theus_engine_open */
+  assert_non_null(strstr(theus_arena_errmsg(a), "soft 101%"));
+  theus_arena_stats s;
+  assert_int_equal(theus_arena_stats_get(a, &s), 0);
+  assert_int_equal(s.errors, 1);
+  theus_arena_close(a);
   assert_string_equal(theus_strerror(THEUS_ESTALE), "stale handle");
   assert_string_equal(theus_err_name(THEUS_EFREED), "THEUS_EFREED");
 }

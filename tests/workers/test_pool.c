@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -328,7 +329,7 @@ static void test_two_pools(void **state) {
  * inside ASan's malloc can deadlock in its next malloc), so the sanitizer
  * build holds plain pthread mutexes instead. */
 typedef struct churn {
-  volatile int stop;
+  _Atomic int stop; /* read by the churn threads while main sets it */
   pthread_t th[4];
   pthread_mutex_t mu[4];
 } churn;

@@ -75,16 +75,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "base.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define THEUS__TWIN_TSAN 1
@@ -96,7 +92,6 @@
 
 #define TWIN_MAGIC UINT64_C(0x314e495753554854) /* "THUSWIN1" little-endian */
 #define TWIN_HDR 64u
-#define TWIN_ERRMAX 256
 /* Longest single futex sleep: a waiter re-checks that the region still
  * exists this often, so a region freed under it cannot strand it. */
 #define TWIN_WAIT_SLICE_MS 250
@@ -125,7 +120,7 @@ struct theus_twin {
   int open;
   size_t cur_lo, cur_hi;   /* bytes the open frame may have changed */
   size_t prev_lo, prev_hi; /* bytes the last published frame changed */
-  char errmsg[TWIN_ERRMAX];
+  theus__err err;
 };
 
 struct theus_twin_reader {
@@ -136,21 +131,8 @@ struct theus_twin_reader {
   size_t nbytes, stride;
   unsigned attempts;
   theus_twin_reader_stats stats;
-  char errmsg[TWIN_ERRMAX];
+  theus__err err;
 };
-
-__attribute__((format(printf, 3, 4))) static int twin_fail(char *msg, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, TWIN_ERRMAX, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
-static long twin_futex(const _Atomic uint32_t *word, int op, uint32_t val, const struct timespec *ts) {
-  /* The kernel wants a plain int pointer; the atomic type has the same layout. */
-  return syscall(SYS_futex, (const void *)word, op, val, ts, NULL, 0);
-}
 
 static int twin_range_ok(size_t n, size_t offset, size_t len) {
   return offset <= n && len <= n - offset;
@@ -205,6 +187,7 @@ int theus_twin_create(theus_arena *a, size_t nbytes, theus_twin **out) {
   t->hdr->nbytes = nbytes;
   t->hdr->stride = stride;
   atomic_store_explicit(&t->hdr->seq, 0, memory_order_release);
+  theus__err_init(&t->err);
   *out = t;
   return 0;
 
@@ -226,7 +209,7 @@ uint64_t theus_twin_published(const theus_twin *t) {
 }
 
 const char *theus_twin_errmsg(const theus_twin *t) {
-  return t ? t->errmsg : "theus_twin: NULL writer";
+  return t ? theus__err_msg(&t->err) : "theus_twin: NULL writer";
 }
 
 static unsigned char *twin_back(const theus_twin *t) {
@@ -260,7 +243,7 @@ static void twin_mark(theus_twin *t, size_t lo, size_t hi) {
 int theus_twin_write_begin(theus_twin *t, unsigned flags, void **back) {
   if (!t || !back) return THEUS_EINVAL;
   if (flags & ~THEUS_TWIN_DISCARD)
-    return twin_fail(t->errmsg, THEUS_EINVAL,
+    return theus__err_set(&t->err, THEUS_EINVAL,
                      "theus_twin_write_begin: unknown flags 0x%x on region 0x%" PRIx64
                      "; the only flag is THEUS_TWIN_DISCARD",
                      flags & ~THEUS_TWIN_DISCARD, t->handle);
@@ -274,7 +257,7 @@ int theus_twin_write_begin(theus_twin *t, unsigned flags, void **back) {
 int theus_twin_write(theus_twin *t, size_t offset, const void *src, size_t len) {
   if (!t || (!src && len)) return THEUS_EINVAL;
   if (!twin_range_ok(t->nbytes, offset, len))
-    return twin_fail(t->errmsg, THEUS_EINVAL,
+    return theus__err_set(&t->err, THEUS_EINVAL,
                      "theus_twin_write: range [%zu, %zu + %zu) is outside the live region 0x%" PRIx64
                      " of %zu bytes; keep offset + len <= %zu",
                      offset, offset, len, t->handle, t->nbytes, t->nbytes);
@@ -289,7 +272,7 @@ static void twin_wake_all(twin_hdr *h) {
   /* Single writer: a load and a store are enough to change the word. */
   uint32_t f = atomic_load_explicit(&h->futex, memory_order_relaxed);
   atomic_store_explicit(&h->futex, f + 1, memory_order_release);
-  twin_futex(&h->futex, FUTEX_WAKE, INT_MAX, NULL);
+  theus__futex_wake(&h->futex);
 }
 
 int theus_twin_publish(theus_twin *t, uint64_t *epoch) {
@@ -310,6 +293,7 @@ void theus_twin_close(theus_twin *t) {
   if (!t) return;
   atomic_store_explicit(&t->hdr->closed, 1, memory_order_release);
   twin_wake_all(t->hdr);
+  theus__err_fini(&t->err);
   free(t);
 }
 
@@ -360,11 +344,14 @@ int theus_twin_open(const theus_arena *a, theus_handle h, theus_twin_reader **ou
   r->nbytes = hdr->nbytes;
   r->stride = hdr->stride;
   r->attempts = THEUS_TWIN_DEFAULT_RETRIES;
+  theus__err_init(&r->err);
   *out = r;
   return 0;
 }
 
 void theus_twin_reader_close(theus_twin_reader *r) {
+  if (!r) return;
+  theus__err_fini(&r->err);
   free(r);
 }
 
@@ -375,7 +362,7 @@ size_t theus_twin_reader_size(const theus_twin_reader *r) {
 int theus_twin_reader_set_retries(theus_twin_reader *r, unsigned attempts) {
   if (!r) return THEUS_EINVAL;
   if (attempts == 0)
-    return twin_fail(r->errmsg, THEUS_EINVAL,
+    return theus__err_set(&r->err, THEUS_EINVAL,
                      "theus_twin_reader_set_retries: 0 attempts on region 0x%" PRIx64
                      " would fail every read; use 1 or more",
                      r->handle);
@@ -393,7 +380,7 @@ void theus_twin_reader_stats_get(const theus_twin_reader *r, theus_twin_reader_s
 }
 
 const char *theus_twin_reader_errmsg(const theus_twin_reader *r) {
-  return r ? r->errmsg : "theus_twin: NULL reader";
+  return r ? theus__err_msg(&r->err) : "theus_twin: NULL reader";
 }
 
 uint64_t theus_twin_epoch(const theus_twin_reader *r) {
@@ -401,7 +388,7 @@ uint64_t theus_twin_epoch(const theus_twin_reader *r) {
 }
 
 static int twin_closed_error(theus_twin_reader *r, const char *where) {
-  return twin_fail(r->errmsg, THEUS_ECLOSED,
+  return theus__err_set(&r->err, THEUS_ECLOSED,
                    "%s: live region 0x%" PRIx64 " was closed by its writer; open the new region it "
                    "was replaced with, if any",
                    where, r->handle);
@@ -410,7 +397,7 @@ static int twin_closed_error(theus_twin_reader *r, const char *where) {
 int theus_twin_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t len, uint64_t *epoch) {
   if (!r || (!dest && len)) return THEUS_EINVAL;
   if (!twin_range_ok(r->nbytes, offset, len))
-    return twin_fail(r->errmsg, THEUS_EINVAL,
+    return theus__err_set(&r->err, THEUS_EINVAL,
                      "theus_twin_read_at: range [%zu, %zu + %zu) is outside the live region 0x%" PRIx64
                      " of %zu bytes; keep offset + len <= %zu",
                      offset, offset, len, r->handle, r->nbytes, r->nbytes);
@@ -434,17 +421,11 @@ int theus_twin_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t l
     r->stats.retries++;
   }
   r->stats.starved++;
-  return twin_fail(r->errmsg, THEUS_ESTARVED,
+  return theus__err_set(&r->err, THEUS_ESTARVED,
                    "theus_twin_read_at: the writer of live region 0x%" PRIx64
                    " overtook all %u copies of [%zu, %zu + %zu); read smaller ranges, raise the bound "
                    "with theus_twin_reader_set_retries, or publish less often",
                    r->handle, r->attempts, offset, offset, len);
-}
-
-static int64_t twin_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Slow path only: the region may have been freed (and its memory reused)
@@ -456,7 +437,7 @@ static int twin_still_there(const theus_twin_reader *r) {
 
 int theus_twin_wait_epoch(theus_twin_reader *r, uint64_t seen, int timeout_ms, uint64_t *now) {
   if (!r) return THEUS_EINVAL;
-  int64_t deadline = timeout_ms < 0 ? INT64_MAX : twin_now_ns() + (int64_t)timeout_ms * 1000000;
+  uint64_t deadline = theus__deadline_ns(theus__now_ns(), timeout_ms);
   for (;;) {
     /* Load the futex word before the epoch: if a publish lands in between,
      * the word no longer matches and FUTEX_WAIT returns at once. */
@@ -470,17 +451,17 @@ int theus_twin_wait_epoch(theus_twin_reader *r, uint64_t seen, int timeout_ms, u
     }
     if (!twin_still_there(r)) return twin_closed_error(r, "theus_twin_wait_epoch");
     const int64_t slice = (int64_t)TWIN_WAIT_SLICE_MS * 1000000;
-    int64_t left = deadline == INT64_MAX ? slice : deadline - twin_now_ns();
+    uint64_t t = theus__now_ns();
+    int64_t left = deadline == UINT64_MAX ? slice : deadline > t ? (int64_t)(deadline - t) : 0;
     if (left <= 0)
-      return twin_fail(r->errmsg, THEUS_ETIMEDOUT,
+      return theus__err_set(&r->err, THEUS_ETIMEDOUT,
                        "theus_twin_wait_epoch: live region 0x%" PRIx64
                        " stayed at epoch %" PRIu64 " for %d ms; the writer published nothing",
                        r->handle, e, timeout_ms);
     if (left > slice) left = slice;
-    struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
-    if (twin_futex(&r->hdr->futex, FUTEX_WAIT, word, &ts) != 0 && errno != EAGAIN && errno != EINTR &&
+    if (theus__futex_wait(&r->hdr->futex, word, left) != 0 && errno != EAGAIN && errno != EINTR &&
         errno != ETIMEDOUT)
-      return twin_fail(r->errmsg, THEUS_ESYS,
+      return theus__err_set(&r->err, THEUS_ESYS,
                        "theus_twin_wait_epoch: FUTEX_WAIT on live region 0x%" PRIx64 " failed: %s",
                        r->handle, strerror(errno));
   }
