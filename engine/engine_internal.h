@@ -100,6 +100,18 @@ struct theus_engine {
   char errmsg[1024];
 };
 
+/* Formats a message into err (if err and errlen) and returns code. Defined
+ * in contracts/contract.c until the base layer provides it (base/base.h);
+ * declared here so no engine file includes another folder's internal header. */
+int theus__errf(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The contract list checks under the short names the engine's files use;
+ * the logic is the contracts' public API. */
+static inline int theus__strv_covers(const char *const *patterns, const char *path) {
+  return theus_path_list_covers(patterns, path);
+}
+static inline int theus__strv_has(const char *const *v, const char *name) { return theus_name_list_has(v, name); }
+
 /* Records a message on the engine and returns code. */
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../contracts/contract_internal.h"
 #include "engine_internal.h"
 
 #define msgf theus__errf

@@ -6,8 +6,8 @@
  * value's JSON Pointer (RFC 6901, "" for the root, "/steps/2/run") to the
  * line and column of the value and, for object members, of the key.
  */
-#ifndef THEUS_ENGINE_PIPELINE_POS_H
-#define THEUS_ENGINE_PIPELINE_POS_H
+#ifndef THEUS_PIPELINE_POS_H
+#define THEUS_PIPELINE_POS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,4 +36,4 @@ void theus__pos_index_free(theus__pos_index *idx);
  * buf (capacity cap). Returns false if it does not fit. */
 bool theus__pos_push(char *buf, size_t cap, const char *key, size_t index);
 
-#endif /* THEUS_ENGINE_PIPELINE_POS_H */
+#endif /* THEUS_PIPELINE_POS_H */

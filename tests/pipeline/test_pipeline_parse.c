@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "../../engine/pipeline_internal.h"
+#include "../../pipeline/pipeline_internal.h"
 
 typedef struct fixture {
   char dir[64];

@@ -1,12 +1,12 @@
 /* theus-c — pipeline internals shared by pipeline*.c (not installed). */
-#ifndef THEUS_ENGINE_PIPELINE_INTERNAL_H
-#define THEUS_ENGINE_PIPELINE_INTERNAL_H
+#ifndef THEUS_PIPELINE_PIPELINE_INTERNAL_H
+#define THEUS_PIPELINE_PIPELINE_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../contracts/ffi.h"
 #include "expr.h"
+#include "ffi.h"
 #include "pipeline_pos.h"
 #include "theus/pipeline.h"
 
@@ -140,4 +140,4 @@ void theus__pipe_unload_plugins(theus_pipeline *p);
 int theus__pipe_parse_steps(theus_pipeline *p, const json_t *arr, const char *ptr, steplist *out, bool run_only);
 void theus__pipe_steps_free(steplist *l);
 
-#endif /* THEUS_ENGINE_PIPELINE_INTERNAL_H */
+#endif /* THEUS_PIPELINE_PIPELINE_INTERNAL_H */

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine_internal.h"
 #include "pipeline_internal.h"
 
 /* ---- plugins and process lookup ------------------------------------------------- */
@@ -156,8 +155,7 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
       return theus__pipe_err(p, kp, false, "process \"%s\" is not parallel; a map step runs it in the worker pool, "
                              "so declare it with parallel true", s->process);
     }
-    void *ud;
-    if (s->kind == ST_MAP && !theus__reducer_find(e, s->reducer, &ud)) {
+    if (s->kind == ST_MAP && !theus_engine_has_reducer(e, s->reducer)) {
       theus__pipe_child(kp, s->ptr, "reduce", 0);
       return theus__pipe_err(p, kp, false,
                              "unknown reducer \"%s\"; use sum, min, max, concat or one a plugin registers "

@@ -10,8 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "contract_internal.h"
 #include "theus/error.h"
+
+/* Fills err and returns code. A local copy until the base layer's
+ * theus__errf is available here (pipeline/ includes only public headers). */
+static int ffi_errf(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int ffi_errf(char *err, size_t errlen, int code, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
 
 static const struct {
   const char *name;
@@ -79,21 +91,21 @@ static int parse_type(sig_lexer *lx, theus__ffi_type *out, bool allow_void) {
       found = true;
     }
   if (!found)
-    return theus__errf(lx->err, lx->errlen, THEUS_EPARSE,
+    return ffi_errf(lx->err, lx->errlen, THEUS_EPARSE,
                 "signature \"%s\", column %zu: expected a type (u8 u16 u32 u64 i8 i16 i32 i64 f32 f64, "
                 "T* for an array%s), found \"%.*s\"",
                 lx->s, start + 1, allow_void ? ", void" : "", (int)(n ? n : 1), n ? w : lx->s + start);
   skip_ws(lx);
   if (lx->s[lx->pos] == '*') {
     if (out->type == 0)
-      return theus__errf(lx->err, lx->errlen, THEUS_EPARSE,
+      return ffi_errf(lx->err, lx->errlen, THEUS_EPARSE,
                   "signature \"%s\", column %zu: void* has no element type; use u8* for bytes", lx->s,
                   lx->pos + 1);
     out->ptr = true;
     lx->pos++;
   }
   if (out->type == 0 && !allow_void)
-    return theus__errf(lx->err, lx->errlen, THEUS_EPARSE,
+    return ffi_errf(lx->err, lx->errlen, THEUS_EPARSE,
                 "signature \"%s\", column %zu: void is only allowed as the return type or as \"(void)\"",
                 lx->s, start + 1);
   return 0;
@@ -102,7 +114,7 @@ static int parse_type(sig_lexer *lx, theus__ffi_type *out, bool allow_void) {
 static int expect_char(sig_lexer *lx, char c, const char *what) {
   skip_ws(lx);
   if (lx->s[lx->pos] != c)
-    return theus__errf(lx->err, lx->errlen, THEUS_EPARSE, "signature \"%s\", column %zu: expected %s", lx->s,
+    return ffi_errf(lx->err, lx->errlen, THEUS_EPARSE, "signature \"%s\", column %zu: expected %s", lx->s,
                 lx->pos + 1, what);
   lx->pos++;
   return 0;
@@ -115,14 +127,14 @@ static int parse_args(sig_lexer *lx, theus__ffi_sig *sig) {
   for (;;) {
     theus__ffi_type t;
     if (sig->nargs == THEUS_FFI_MAX_ARGS)
-      return theus__errf(lx->err, lx->errlen, THEUS_EPARSE, "signature \"%s\", column %zu: more than %d arguments",
+      return ffi_errf(lx->err, lx->errlen, THEUS_EPARSE, "signature \"%s\", column %zu: more than %d arguments",
                   lx->s, lx->pos + 1, THEUS_FFI_MAX_ARGS);
     int rc = parse_type(lx, &t, true);
     if (rc) return rc;
     if (t.type == 0) { /* "(void)" means no arguments, only on its own */
       skip_ws(lx);
       if (sig->nargs || lx->s[lx->pos] != ')')
-        return theus__errf(lx->err, lx->errlen, THEUS_EPARSE,
+        return ffi_errf(lx->err, lx->errlen, THEUS_EPARSE,
                     "signature \"%s\", column %zu: void is only allowed as the return type or as \"(void)\"",
                     lx->s, first + 1);
       return 0;
@@ -135,12 +147,12 @@ static int parse_args(sig_lexer *lx, theus__ffi_sig *sig) {
 }
 
 int theus__ffi_sig_parse(const char *text, theus__ffi_sig *sig, char *err, size_t errlen) {
-  if (!text || !sig) return theus__errf(err, errlen, THEUS_EINVAL, "signature: NULL argument");
+  if (!text || !sig) return ffi_errf(err, errlen, THEUS_EINVAL, "signature: NULL argument");
   memset(sig, 0, sizeof *sig);
   sig_lexer lx = {text, 0, err, errlen};
   int rc = parse_type(&lx, &sig->ret, true);
   if (!rc && sig->ret.ptr)
-    rc = theus__errf(err, errlen, THEUS_EPARSE,
+    rc = ffi_errf(err, errlen, THEUS_EPARSE,
               "signature \"%s\": a pointer return cannot be bound to state; return a scalar or void and "
               "write arrays through a T* argument declared as an output",
               text);
@@ -150,7 +162,7 @@ int theus__ffi_sig_parse(const char *text, theus__ffi_sig *sig, char *err, size_
   if (!rc) {
     skip_ws(&lx);
     if (text[lx.pos])
-      rc = theus__errf(err, errlen, THEUS_EPARSE, "signature \"%s\", column %zu: unexpected text after \")\"", text,
+      rc = ffi_errf(err, errlen, THEUS_EPARSE, "signature \"%s\", column %zu: unexpected text after \")\"", text,
                 lx.pos + 1);
   }
   return rc;
@@ -195,13 +207,13 @@ static int scalar_from_ld(theus_dtype t, long double v, const char *what, void *
   long double lo, hi;
   if (int_range(t, &lo, &hi)) {
     if (isnan(v) || v != floorl(v))
-      return theus__errf(err, errlen, THEUS_EINVAL, "%s = %.17Lg is not an integer, but the argument is %s", what, v,
+      return ffi_errf(err, errlen, THEUS_EINVAL, "%s = %.17Lg is not an integer, but the argument is %s", what, v,
                   tn);
     if (v < lo || v > hi)
-      return theus__errf(err, errlen, THEUS_EINVAL, "%s = %.17Lg is out of range for %s [%.0Lf, %.0Lf]", what, v, tn,
+      return ffi_errf(err, errlen, THEUS_EINVAL, "%s = %.17Lg is out of range for %s [%.0Lf, %.0Lf]", what, v, tn,
                   lo, hi);
   } else if (t == THEUS_DTYPE_F32 && isfinite(v) && fabsl(v) > FLT_MAX) {
-    return theus__errf(err, errlen, THEUS_EINVAL, "%s = %.17Lg is out of range for f32 (|x| <= %g)", what, v,
+    return ffi_errf(err, errlen, THEUS_EINVAL, "%s = %.17Lg is out of range for f32 (|x| <= %g)", what, v,
                 (double)FLT_MAX);
   }
   store_scalar(t, v, slot);
@@ -214,7 +226,7 @@ int theus__ffi_scalar_from_json(theus_dtype t, const json_t *v, const char *what
   if (json_is_real(v)) return scalar_from_ld(t, (long double)json_real_value(v), what, slot, err, errlen);
   const char *kind = !v ? "missing" : json_is_boolean(v) ? "a boolean" : json_is_string(v) ? "a string"
                      : json_is_null(v) ? "null" : json_is_array(v) ? "an array" : "an object";
-  return theus__errf(err, errlen, THEUS_EINVAL, "%s is %s; the argument needs a number (set it in the domain)", what,
+  return ffi_errf(err, errlen, THEUS_EINVAL, "%s is %s; the argument needs a number (set it in the domain)", what,
               kind);
 }
 
@@ -260,20 +272,20 @@ static int bind_one(theus__ffi_bind *b, theus__ffi_type t, unsigned i, const cha
   } else if (arg && parse_literal(arg, &b->literal)) {
     b->kind = THEUS_FFI_BIND_LITERAL;
   } else {
-    return theus__errf(err, errlen, THEUS_EINVAL,
+    return ffi_errf(err, errlen, THEUS_EINVAL,
                 "argument %u of \"%s\" is bound to \"%s\": expected heavy.KEY, heavy.KEY.len, domain.PATH or a "
                 "number",
                 i + 1, sigtext, arg ? arg : "(null)");
   }
   if (b->kind != THEUS_FFI_BIND_LITERAL && (!b->path || !valid_name(b->path, strlen(b->path))))
-    return theus__errf(err, errlen, THEUS_EINVAL, "argument %u of \"%s\": \"%s\" is not a valid state path", i + 1,
+    return ffi_errf(err, errlen, THEUS_EINVAL, "argument %u of \"%s\": \"%s\" is not a valid state path", i + 1,
                 sigtext, arg);
   if (t.ptr != (b->kind == THEUS_FFI_BIND_ARRAY))
-    return theus__errf(err, errlen, THEUS_EINVAL,
+    return ffi_errf(err, errlen, THEUS_EINVAL,
                 "argument %u of \"%s\" is %s but is bound to \"%s\"; %s", i + 1, sigtext, tn, arg,
                 t.ptr ? "a pointer argument needs heavy.KEY" : "heavy.KEY is an array: declare the argument as T*");
   if (b->kind == THEUS_FFI_BIND_LEN && !is_integer_type(t.type))
-    return theus__errf(err, errlen, THEUS_EINVAL,
+    return ffi_errf(err, errlen, THEUS_EINVAL,
                 "argument %u of \"%s\" is %s but is bound to the length \"%s\"; use an integer type (u64)",
                 i + 1, sigtext, tn, arg);
   if (b->kind == THEUS_FFI_BIND_LITERAL) {
@@ -297,13 +309,13 @@ static int check_outputs(theus__ffi_proc *p, const char *sigtext, const char *co
     for (unsigned a = 0; o && a < p->sig.nargs; a++)
       bound |= p->binds[a].kind == THEUS_FFI_BIND_ARRAY && strcmp(p->binds[a].path, o + 6) == 0;
     if (!o || strncmp(o, "heavy.", 6) != 0 || !bound)
-      return theus__errf(err, errlen, THEUS_EINVAL,
+      return ffi_errf(err, errlen, THEUS_EINVAL,
                   "output \"%s\" of \"%s\": a typed process writes domain.PATH (its return value) or a heavy.KEY "
                   "that is also one of its T* arguments",
                   o ? o : "(null)", sigtext);
   }
   if (p->sig.ret.type && !p->ret_output)
-    return theus__errf(err, errlen, THEUS_EINVAL,
+    return ffi_errf(err, errlen, THEUS_EINVAL,
                 "\"%s\" returns a value but no output domain.PATH receives it; add one to \"outputs\" or return "
                 "void",
                 sigtext);
@@ -317,11 +329,11 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
   int rc = theus__ffi_sig_parse(signature, &p->sig, err, errlen);
   if (rc) return rc;
   if (!fn) {
-    rc = theus__errf(err, errlen, THEUS_EINVAL, "typed process \"%s\": NULL function", signature);
+    rc = ffi_errf(err, errlen, THEUS_EINVAL, "typed process \"%s\": NULL function", signature);
     goto out;
   }
   if (nargs != p->sig.nargs) {
-    rc = theus__errf(err, errlen, THEUS_EINVAL, "signature \"%s\" takes %u argument%s but %zu binding%s given in \"args\"",
+    rc = ffi_errf(err, errlen, THEUS_EINVAL, "signature \"%s\" takes %u argument%s but %zu binding%s given in \"args\"",
               signature, p->sig.nargs, p->sig.nargs == 1 ? "" : "s", nargs, nargs == 1 ? " is" : "s are");
     goto out;
   }
@@ -331,7 +343,7 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
   }
   if (!rc) rc = check_outputs(p, signature, outputs, noutputs, err, errlen);
   if (!rc && ffi_prep_cif(&p->cif, FFI_DEFAULT_ABI, p->sig.nargs, ffi_of(p->sig.ret), p->atypes) != FFI_OK)
-    rc = theus__errf(err, errlen, THEUS_EINVAL, "libffi refused the signature \"%s\"", signature);
+    rc = ffi_errf(err, errlen, THEUS_EINVAL, "libffi refused the signature \"%s\"", signature);
 out:
   if (rc) theus__ffi_proc_fini(p);
   return rc;
@@ -356,13 +368,13 @@ typedef union slot {
 static int resolve_array(const theus__ffi_bind *b, theus__ffi_type t, unsigned i, const theus__ffi_env *env,
                          theus_array_info *info, char *err, size_t errlen) {
   int rc = env->array ? env->array(env->ud, b->path, b->writable && t.ptr, info, err, errlen)
-                      : theus__errf(err, errlen, THEUS_ENOTFOUND, "no heavy state");
+                      : ffi_errf(err, errlen, THEUS_ENOTFOUND, "no heavy state");
   if (rc) return rc;
   if (t.ptr && info->dtype != t.type) {
     char tb[16], hb[16], eb[16];
     const char *have = info->dtype ? theus__ffi_type_name((theus__ffi_type){info->dtype, false}, hb)
                                    : "untyped (bytes)";
-    return theus__errf(err, errlen, THEUS_ECONTRACT,
+    return ffi_errf(err, errlen, THEUS_ECONTRACT,
                 "argument %u is %s but heavy.%s holds %s elements; allocate it with dtype \"%s\" or change the "
                 "signature",
                 i + 1, theus__ffi_type_name(t, tb), b->path, have,
@@ -436,9 +448,9 @@ int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, js
     memcpy(&f, &rv, sizeof f);
     double d = p->sig.ret.type == THEUS_DTYPE_F32 ? f : rv.f64;
     if (!is_integer_type(p->sig.ret.type) && !isfinite(d))
-      return theus__errf(err, errlen, THEUS_EPROCESS, "the function returned %g; JSON has no NaN or infinity", d);
+      return ffi_errf(err, errlen, THEUS_EPROCESS, "the function returned %g; JSON has no NaN or infinity", d);
     *ret = ret_to_json(p->sig.ret.type, &rv);
-    if (!*ret) return theus__errf(err, errlen, THEUS_ENOMEM, "out of memory converting the return value");
+    if (!*ret) return ffi_errf(err, errlen, THEUS_ENOMEM, "out of memory converting the return value");
   }
   return 0;
 }
@@ -454,7 +466,7 @@ typedef struct ctx_env {
 static int ctx_array(void *ud, const char *key, bool writable, theus_array_info *info, char *err, size_t errlen) {
   ctx_env *ce = ud;
   int rc = theus_ctx_heavy(ce->ctx, key, info);
-  if (rc) return theus__errf(err, errlen, rc, "heavy.%s: %s", key, theus_strerror(rc));
+  if (rc) return ffi_errf(err, errlen, rc, "heavy.%s: %s", key, theus_strerror(rc));
   if (ce->sliced && info->ndim >= 1 && info->shape[0] >= ce->hi) { /* a map slice sees its rows only */
     info->data = (const char *)info->data + ce->lo * info->strides[0];
     info->shape[0] = ce->hi - ce->lo;
@@ -463,7 +475,7 @@ static int ctx_array(void *ud, const char *key, bool writable, theus_array_info 
   if (!writable) return 0;
   void *draft;
   rc = theus_ctx_heavy_alloc(ce->ctx, key, info->dtype, info->ndim, info->shape, &draft);
-  if (rc) return theus__errf(err, errlen, rc, "heavy.%s: cannot allocate the output draft (%s)", key, theus_strerror(rc));
+  if (rc) return ffi_errf(err, errlen, rc, "heavy.%s: cannot allocate the output draft (%s)", key, theus_strerror(rc));
   memcpy(draft, info->data, info->nbytes); /* published arrays are immutable: write a copy */
   info->data = draft;
   return 0;

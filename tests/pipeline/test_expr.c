@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "../../engine/expr.h"
+#include "../../pipeline/expr.h"
 #include "theus/error.h"
 
 static const char *domain_text =

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "../../contracts/ffi.h"
+#include "../../pipeline/ffi.h"
 #include "theus/error.h"
 
 /* ---- functions under call ------------------------------------------------ */
