@@ -402,7 +402,7 @@ static int eval_path(evaluator *ev, const node *n, value *out) {
     else
       v = json_is_object(v) ? json_object_get(v, n->seg[i]) : NULL;
   }
-  if (!v) return eerr(ev, n, "%s is missing from the domain; set it in \"domain\" or with --set", n->str);
+  if (!v) return eerr(ev, n, "%s is missing from the domain; set it in the pipeline's \"domain\" or with theus_pipeline_set", n->str);
   if (json_is_number(v)) *out = (value){V_NUM, json_number_value(v), false, NULL};
   else if (json_is_boolean(v)) *out = (value){V_BOOL, 0, json_is_true(v), NULL};
   else if (json_is_string(v)) *out = (value){V_STR, 0, false, json_string_value(v)};

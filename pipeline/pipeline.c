@@ -566,7 +566,7 @@ int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   int rc = 0;
   if (!value) return THEUS_EINVAL;
   if (strncmp(path, "domain.", 7) != 0 || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
-    snprintf(p->msg, sizeof p->msg, "--set %s: the path must look like domain.field or domain.a.b", path);
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_set %s: the path must look like domain.field or domain.a.b", path);
     json_decref(value);
     return THEUS_EINVAL;
   }

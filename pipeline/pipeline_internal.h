@@ -68,7 +68,7 @@ typedef struct json_proc {
 
 typedef struct plugin {
   char *path;     /* as resolved (relative to the pipeline or as given) */
-  char ptr[PIPE_PTR]; /* "" for command-line plugins */
+  char ptr[PIPE_PTR]; /* "" for plugins added by theus_pipeline_add_plugin */
   void *handle;
 } plugin;
 

@@ -1,4 +1,4 @@
-/* Unit tests: pipeline expressions (engine/expr.c). */
+/* Unit tests: pipeline expressions (pipeline/expr.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +138,7 @@ static void expect_eval_error(const json_t *d, const char *text, int col, const 
 static void test_eval_errors(void **state) {
   const json_t *d = *state;
   expect_eval_error(d, "domain.missing > 1", 1, "domain.missing is missing");
+  expect_eval_error(d, "domain.missing > 1", 1, "or with theus_pipeline_set"); /* a call, not a flag */
   expect_eval_error(d, "1 + domain.stats", 5, "is an object");
   expect_eval_error(d, "domain.name + 1", 13, "needs two numbers");
   expect_eval_error(d, "domain.n / 0", 10, "division by zero");

@@ -1,4 +1,4 @@
-/* Unit tests: pipeline loading without an engine (engine/pipeline*.c). */
+/* Unit tests: pipeline loading without an engine (pipeline/pipeline*.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,12 +115,15 @@ static void test_valid_pipeline(void **state) {
   assert_int_equal(theus__pipe_fill(p, &p->heavy[2], r2), 0);
   assert_memory_equal(r1, r2, sizeof r1); /* the same seed gives the same data */
   for (int i = 0; i < 4; i++) assert_true(r1[i] >= 0 && r1[i] < 1);
-  /* --set creates intermediate objects and overrides the file */
+  /* theus_pipeline_set creates intermediate objects and overrides the file */
   assert_int_equal(theus_pipeline_set(p, "domain.a.b", json_integer(5)), 0);
   assert_int_equal(theus_pipeline_set(p, "domain.x", json_string("s")), 0);
   assert_int_equal(json_integer_value(json_object_get(json_object_get(p->domain, "a"), "b")), 5);
   assert_string_equal(json_string_value(json_object_get(p->domain, "x")), "s");
   assert_int_equal(theus_pipeline_set(p, "heavy.a", json_integer(1)), THEUS_EINVAL);
+  /* library messages name the call, never a theus-run flag */
+  assert_non_null(strstr(theus_pipeline_errmsg(p), "theus_pipeline_set heavy.a: the path must look like"));
+  assert_null(strstr(theus_pipeline_errmsg(p), "--"));
   theus_pipeline_free(p);
 }
 
