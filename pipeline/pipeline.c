@@ -69,8 +69,13 @@ const char *theus__pipe_ptr_label(const char *ptr, char *buf, size_t cap) {
 }
 
 void theus__pipe_child(char *dst, const char *ptr, const char *key, size_t index) {
-  snprintf(dst, PIPE_PTR, "%s", ptr);
-  theus__pos_push(dst, PIPE_PTR, key, index);
+  size_t len = strlen(ptr), n = len;
+  while (n >= PIPE_PTR) /* too long: keep whole segments, i.e. an ancestor */
+    while (n > 0 && ptr[--n] != '/')
+      ;
+  memmove(dst, ptr, n);
+  dst[n] = '\0';
+  if (n == len) theus__pos_push(dst, PIPE_PTR, key, index); /* else it stays the ancestor */
 }
 
 /* Edit distance, to suggest the key the author probably meant. */
@@ -499,7 +504,10 @@ static int read_text(theus_pipeline *p) {
     snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
     return THEUS_EPARSE;
   }
-  return theus__pos_index_build(&p->pos, buf, n);
+  char err[256];
+  int rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
+  if (rc) snprintf(p->msg, sizeof p->msg, "%s:%s", p->path, err);
+  return rc;
 }
 
 static int load_all(theus_pipeline *p) {

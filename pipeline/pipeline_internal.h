@@ -118,7 +118,9 @@ const char *theus__pipe_type_name(const json_t *v);
 int theus__pipe_get_string(theus_pipeline *p, const json_t *obj, const char *ptr, const char *key, bool required,
                            const char *what, char **out);
 
-/* Appends a segment to a pointer into dst. */
+/* Appends a segment to a pointer into dst (PIPE_PTR bytes). A pointer that
+ * does not fit is cut to its longest ancestor that does, so a message about
+ * a step nested that deep gives the position of an enclosing step. */
 void theus__pipe_child(char *dst, const char *ptr, const char *key, size_t index);
 
 /* "steps[2].then[0]" for the pointer "/steps/2/then/0". */
