@@ -191,23 +191,30 @@ static node *parse_number(parser *p) {
   return n;
 }
 
+/* Copies the string body at s (closed by q) into buf (NULL: only counts);
+ * returns its length and sets *end to the closing quote (or the NUL). */
+static size_t string_body(const char *s, char q, char *buf, const char **end) {
+  size_t len = 0;
+  for (; *s && *s != q; s++) {
+    if (*s == '\\' && (s[1] == q || s[1] == '\\')) s++;
+    if (buf) buf[len] = *s;
+    len++;
+  }
+  *end = s;
+  return len;
+}
+
 static node *parse_string(parser *p) {
   size_t start = p->pos;
   char q = p->s[p->pos++];
-  size_t cap = strlen(p->s + p->pos) + 1, len = 0;
-  char *buf = malloc(cap);
+  const char *end;
+  size_t len = string_body(p->s + p->pos, q, NULL, &end); /* sized exactly: a text may hold many strings */
+  if (*end != q) return perr(p, start, "unterminated string; close it with %c", q), NULL;
+  char *buf = malloc(len + 1);
   if (!buf) return perr(p, start, "out of memory"), NULL;
-  while (p->s[p->pos] && p->s[p->pos] != q) {
-    if (p->s[p->pos] == '\\' && (p->s[p->pos + 1] == q || p->s[p->pos + 1] == '\\')) p->pos++;
-    buf[len++] = p->s[p->pos++];
-  }
+  string_body(p->s + p->pos, q, buf, &end);
   buf[len] = '\0';
-  if (p->s[p->pos] != q) {
-    free(buf);
-    perr(p, start, "unterminated string; close it with %c", q);
-    return NULL;
-  }
-  p->pos++;
+  p->pos = (size_t)(end - p->s) + 1;
   node *n = node_new(N_STR, OP_NONE, start);
   if (!n) return free(buf), NULL;
   n->str = buf;
