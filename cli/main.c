@@ -56,10 +56,32 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Prints "theus-run: msg". Library messages name the API calls behind the
+ * options; theus-run's users know the options, so those names become flags. */
+static void say(const char *msg) {
+  static const struct {
+    const char *call, *flag;
+  } words[] = {{"theus_pipeline_set", "--set"}, {"theus_pipeline_add_plugin", "--plugin"}};
+  fputs("theus-run: ", stderr);
+  while (*msg) {
+    size_t i = 0, n = 0;
+    while (i < sizeof words / sizeof words[0] && strncmp(msg, words[i].call, n = strlen(words[i].call)))
+      i++;
+    if (i < sizeof words / sizeof words[0]) {
+      fputs(words[i].flag, stderr);
+      msg += n;
+    } else {
+      fputc(*msg++, stderr);
+    }
+  }
+  fputc('\n', stderr);
+}
+
 static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "theus-run: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\nTry 'theus-run --help'.\n");
+  char msg[1280];
+  snprintf(msg, sizeof msg, fmt, arg);
+  say(msg);
+  fprintf(stderr, "Try 'theus-run --help'.\n");
   return EXIT_USAGE;
 }
 
@@ -180,7 +202,7 @@ static int run(const options *o) {
   cli_trace_init(&tr);
   int rc = theus_pipeline_load(&p, o->pipeline, err, sizeof err);
   if (rc) {
-    fprintf(stderr, "theus-run: %s\n", err);
+    say(err);
     return EXIT_USAGE;
   }
   int code = 0;
@@ -191,7 +213,7 @@ static int run(const options *o) {
   theus_engine_config_init(&cfg);
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
   if (!code && (rc = theus_pipeline_open(p, &cfg, &e))) {
-    fprintf(stderr, "theus-run: %s\n", theus_pipeline_errmsg(p));
+    say(theus_pipeline_errmsg(p));
     code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_STEP;
   }
   if (!code) {
@@ -203,7 +225,7 @@ static int run(const options *o) {
     theus_engine_set_trace(e, NULL, NULL);
     double elapsed = now_s() - pg.t0;
     if (pg.shown) fputs("\r\033[K", stderr);
-    if (rc) fprintf(stderr, "theus-run: %s\n", theus_pipeline_errmsg(p));
+    if (rc) say(theus_pipeline_errmsg(p));
     else if (tty)
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
               elapsed);

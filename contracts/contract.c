@@ -8,21 +8,21 @@
 
 #define fail theus__errf
 
-size_t theus__strv_len(const char *const *v) {
+static size_t strv_len(const char *const *v) {
   size_t n = 0;
   while (v && v[n])
     n++;
   return n;
 }
 
-int theus__strv_covers(const char *const *patterns, const char *path) {
+int theus_path_list_covers(const char *const *patterns, const char *path) {
   for (size_t i = 0; patterns && patterns[i]; i++)
     if (theus_path_covers(patterns[i], path))
       return 1;
   return 0;
 }
 
-int theus__strv_has(const char *const *v, const char *name) {
+int theus_name_list_has(const char *const *v, const char *name) {
   for (size_t i = 0; v && v[i]; i++)
     if (!strcmp(v[i], name))
       return 1;
@@ -115,7 +115,7 @@ static size_t strv_bytes(const char *const *v) {
 }
 
 static const char *const *strv_copy(const char *const *v, char **cursor) {
-  size_t n = theus__strv_len(v);
+  size_t n = strv_len(v);
   const char **out = (const char **)(void *)*cursor;
   *cursor += (n + 1) * sizeof(char *);
   for (size_t i = 0; i < n; i++) {
@@ -132,7 +132,9 @@ static const char *const *strv_copy(const char *const *v, char **cursor) {
   return out;
 }
 
-theus_contract *theus__contract_dup(const theus_contract *c) {
+theus_contract *theus_contract_copy(const theus_contract *c) {
+  if (!c || !c->name)
+    return NULL;
   size_t sz = sizeof *c + strlen(c->name) + 1 + 4 * sizeof(char *) + strv_bytes(c->inputs) +
               strv_bytes(c->outputs) + strv_bytes(c->errors) + 3 * sizeof(char *);
   theus_contract *d = malloc(sz);
@@ -148,7 +150,8 @@ theus_contract *theus__contract_dup(const theus_contract *c) {
   return d;
 }
 
-void theus__contract_free(theus_contract *c) { free(c); }
+/* The copy is one block (see above), so one free releases every string. */
+void theus_contract_free(theus_contract *c) { free(c); }
 
 /* ---- JSON form --------------------------------------------------------- */
 

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../contracts/contract_internal.h"
 #include "engine_internal.h"
 
 /* Records the first failure of the run; later ones keep the first cause. */

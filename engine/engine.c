@@ -5,7 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../contracts/contract_internal.h"
 #include "engine_internal.h"
 
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
@@ -91,7 +90,7 @@ void theus_engine_close(theus_engine *e) {
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
-    theus__contract_free(e->procs[i]);
+    theus_contract_free(e->procs[i]);
   free(e->procs);
   while (e->reducers) {
     theus__reducer *r = e->reducers;
@@ -126,7 +125,7 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
     return theus__eset(e, THEUS_EINVAL, "register: contract '%s': fn: the function is not in the program image the "
                        "workers were forked from; load the plugin that defines it before theus_engine_open",
                        c->name);
-  theus_contract *d = theus__contract_dup(c);
+  theus_contract *d = theus_contract_copy(c);
   if (!d)
     return theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
   pthread_rwlock_wrlock(&e->reg_lock);
@@ -147,7 +146,7 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
     e->procs[e->nprocs++] = d;
   pthread_rwlock_unlock(&e->reg_lock);
   if (rc)
-    theus__contract_free(d);
+    theus_contract_free(d);
   return rc;
 }
 

@@ -100,6 +100,14 @@ struct theus_engine {
   theus__err err;
 };
 
+
+/* The contract list checks under the short names the engine's files use;
+ * the logic is the contracts' public API. */
+static inline int theus__strv_covers(const char *const *patterns, const char *path) {
+  return theus_path_list_covers(patterns, path);
+}
+static inline int theus__strv_has(const char *const *v, const char *name) { return theus_name_list_has(v, name); }
+
 /* Records a message on the engine and returns code. */
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "../contracts/contract_internal.h"
 #include "engine_internal.h"
 
 /* What one run of a process produced. */

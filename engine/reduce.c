@@ -108,3 +108,8 @@ theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **u
       fn = builtin[i].fn;
   return fn;
 }
+
+int theus_engine_has_reducer(theus_engine *e, const char *name) {
+  void *ud;
+  return e && name && theus__reducer_find(e, name, &ud) != NULL;
+}

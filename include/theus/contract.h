@@ -25,6 +25,8 @@
 extern "C" {
 #endif
 
+/* The process context: what a running process reads and writes through.
+ * The engine implements it; the theus_ctx_* calls are in engine.h. */
 typedef struct theus_ctx theus_ctx;
 
 /* A process: reads through ctx, writes outputs through ctx, returns 0 on
@@ -62,6 +64,14 @@ THEUS_API int theus_path_check(const char *path, char *err, size_t errlen);
 /* Nonzero if pattern covers path (both assumed valid). */
 THEUS_API int theus_path_covers(const char *pattern, const char *path);
 
+/* Nonzero if some pattern of the NULL-terminated list patterns (NULL =
+ * empty) covers path: "is path declared" for a contract's inputs/outputs. */
+THEUS_API int theus_path_list_covers(const char *const *patterns, const char *path);
+
+/* Nonzero if name is in the NULL-terminated list v (NULL = empty), e.g. a
+ * contract's declared errors. */
+THEUS_API int theus_name_list_has(const char *const *v, const char *name);
+
 /* Nonzero if the two paths overlap: one is a prefix (by segments) of the
  * other, with `*` matching any field. Used for conflict detection. */
 THEUS_API int theus_path_overlaps(const char *a, const char *b);
@@ -73,6 +83,14 @@ THEUS_API int theus_path_overlaps(const char *a, const char *b);
  * "contract 'scale': inputs[1] 'domain.sig_stop': pure process cannot use an
  * effect-only zone (sig_/cmd_/meta_); declare semantic effect". */
 THEUS_API int theus_contract_check(const theus_contract *c, char *err, size_t errlen);
+
+/* An owned deep copy of c (one allocation holding every string; fn and
+ * userdata are copied as pointers), or NULL if out of memory or c has no
+ * name. Release it with theus_contract_free. */
+THEUS_API theus_contract *theus_contract_copy(const theus_contract *c);
+
+/* Frees a copy made by theus_contract_copy. NULL is a no-op. */
+THEUS_API void theus_contract_free(theus_contract *c);
 
 /* Resolves a function name from a JSON contract (e.g. with dlsym); returns
  * NULL if unknown. */
@@ -122,57 +140,6 @@ THEUS_API json_t *theus_merge_patch(const json_t *target, const json_t *patch);
  * empty object). Paths are malloc'd strings; *n and *cap track the array. */
 THEUS_API int theus_merge_patch_paths(const json_t *patch, const char *prefix, char ***paths, size_t *n,
                                       size_t *cap);
-
-/* ---- the process context (used inside a process) ----------------------- */
-
-/* The value at a domain path ("domain.x.y"), borrowed for the duration of
- * the call, or NULL if absent. For a pure process an undeclared path returns
- * NULL and fails the execution with THEUS_ECONTRACT. */
-THEUS_API const json_t *theus_ctx_get(theus_ctx *ctx, const char *path);
-
-/* The call arguments (borrowed; an empty object if none were given). */
-THEUS_API const json_t *theus_ctx_args(theus_ctx *ctx);
-
-/* A read-only, zero-copy view of heavy array `key` (declared as input
- * `heavy.<key>`; required for pure processes). THEUS_ENOTFOUND if the state
- * has no such key, THEUS_ECONTRACT if undeclared. Works in workers too. */
-THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out);
-
-/* In a map: the slice [*lo, *hi) of the first dimension this call handles,
- * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
-THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
-
-/* Writes value (reference stolen) to a declared output path. Objects are
- * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
- * the path is not a declared output (the execution then fails). */
-THEUS_API int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value);
-
-/* Sets the process's return value (reference stolen): returned by execute,
- * and the per-slice value combined by a map's reducer. */
-THEUS_API void theus_ctx_return(theus_ctx *ctx, json_t *value);
-
-/* Allocates a writable heavy array for declared output `heavy.<key>`,
- * published when the execution commits, freed if it fails. Local runs only
- * (THEUS_EREADONLY in a worker). */
-THEUS_API int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,
-                                    const uint64_t *shape, void **data);
-
-/* Fails the execution with a message; returns THEUS_EPROCESS so a process can
- * `return theus_ctx_fail(ctx, "bad input %d", x);`. */
-THEUS_API int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Fails with a declared error name (contract `errors`); an undeclared name is
- * a contract violation. Returns THEUS_EPROCESS (THEUS_ECONTRACT if undeclared). */
-THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* The contract's userdata pointer. */
-THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
-
-/* The name of the running process. */
-THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
-/* -1 when running locally in the orchestrator, else the pool worker's id. */
-THEUS_API int theus_ctx_worker(theus_ctx *ctx);
 
 #ifdef __cplusplus
 }

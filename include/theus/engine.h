@@ -83,6 +83,10 @@ typedef json_t *(*theus_reducer_fn)(json_t *acc, const json_t *item, void *ud);
 /* Registers a named reducer (beside the built-in sum, min, max, concat). */
 THEUS_API int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reducer_fn fn, void *ud);
 
+/* Nonzero if name is a reducer map accepts: a registered one or a built-in
+ * (sum, min, max, concat). Lets a caller check a plan before running it. */
+THEUS_API int theus_engine_has_reducer(theus_engine *e, const char *name);
+
 /* ---- state ------------------------------------------------------------- */
 
 /* The current version number (starts at 1 for the initial state). */
@@ -114,6 +118,57 @@ THEUS_API int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_d
 
 /* Frees an unpublished draft. THEUS_ENOTFOUND if none. */
 THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
+
+/* ---- the process context (used inside a process) -------------------- */
+
+/* The value at a domain path ("domain.x.y"), borrowed for the duration of
+ * the call, or NULL if absent. For a pure process an undeclared path returns
+ * NULL and fails the execution with THEUS_ECONTRACT. */
+THEUS_API const json_t *theus_ctx_get(theus_ctx *ctx, const char *path);
+
+/* The call arguments (borrowed; an empty object if none were given). */
+THEUS_API const json_t *theus_ctx_args(theus_ctx *ctx);
+
+/* A read-only, zero-copy view of heavy array `key` (declared as input
+ * `heavy.<key>`; required for pure processes). THEUS_ENOTFOUND if the state
+ * has no such key, THEUS_ECONTRACT if undeclared. Works in workers too. */
+THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out);
+
+/* In a map: the slice [*lo, *hi) of the first dimension this call handles,
+ * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
+THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
+
+/* Writes value (reference stolen) to a declared output path. Objects are
+ * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
+ * the path is not a declared output (the execution then fails). */
+THEUS_API int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value);
+
+/* Sets the process's return value (reference stolen): returned by execute,
+ * and the per-slice value combined by a map's reducer. */
+THEUS_API void theus_ctx_return(theus_ctx *ctx, json_t *value);
+
+/* Allocates a writable heavy array for declared output `heavy.<key>`,
+ * published when the execution commits, freed if it fails. Local runs only
+ * (THEUS_EREADONLY in a worker). */
+THEUS_API int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,
+                                    const uint64_t *shape, void **data);
+
+/* Fails the execution with a message; returns THEUS_EPROCESS so a process can
+ * `return theus_ctx_fail(ctx, "bad input %d", x);`. */
+THEUS_API int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Fails with a declared error name (contract `errors`); an undeclared name is
+ * a contract violation. Returns THEUS_EPROCESS (THEUS_ECONTRACT if undeclared). */
+THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The contract's userdata pointer. */
+THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
+
+/* The name of the running process. */
+THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
+/* -1 when running locally in the orchestrator, else the pool worker's id. */
+THEUS_API int theus_ctx_worker(theus_ctx *ctx);
 
 /* ---- live regions (see docs/twin.md) ----------------------------------- */
 

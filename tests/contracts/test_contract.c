@@ -27,6 +27,31 @@ static void test_valid_contract(void **state) {
   assert_int_equal(theus_contract_check(&c, err, sizeof err), 0);
 }
 
+/* The calls the engine uses at registration and in ctx checks. */
+static void test_copy_and_lists(void **state) {
+  (void)state;
+  char name[] = "inc", in0[] = "domain.items.*";
+  const char *in[] = {in0, NULL}, *errs[] = {"E_RANGE", NULL};
+  int ud;
+  theus_contract c = {.name = name, .fn = dummy, .inputs = in, .errors = errs, .timeout_ms = 7, .userdata = &ud};
+  theus_contract *d = theus_contract_copy(&c);
+  assert_non_null(d);
+  name[0] = 'X'; /* the copy owns its strings */
+  in0[0] = 'X';
+  assert_string_equal(d->name, "inc");
+  assert_true(d->fn == dummy && d->userdata == &ud && d->timeout_ms == 7);
+  assert_true(theus_path_list_covers(d->inputs, "domain.items.a"));
+  assert_false(theus_path_list_covers(d->inputs, "domain.items"));
+  assert_false(theus_path_list_covers(d->outputs, "domain.x")); /* NULL list: copied as empty */
+  assert_false(theus_path_list_covers(NULL, "domain.x"));
+  assert_true(theus_name_list_has(d->errors, "E_RANGE"));
+  assert_false(theus_name_list_has(d->errors, "E_OTHER"));
+  assert_false(theus_name_list_has(NULL, "E_RANGE"));
+  theus_contract_free(d);
+  theus_contract_free(NULL);
+  assert_null(theus_contract_copy(NULL));
+}
+
 static void expect_reject(const theus_contract *c, const char *needle) {
   char err[512] = "";
   assert_int_equal(theus_contract_check(c, err, sizeof err), THEUS_EINVAL);
@@ -111,6 +136,7 @@ static void test_json_errors_have_positions(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_contract),
+      cmocka_unit_test(test_copy_and_lists),
       cmocka_unit_test(test_contradictions_name_the_field),
       cmocka_unit_test(test_json_roundtrip),
       cmocka_unit_test(test_json_errors_have_positions),

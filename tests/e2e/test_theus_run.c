@@ -282,6 +282,20 @@ static void test_set_and_quiet_stderr(void **state) {
   result_free(&r);
 }
 
+/* The library names its API calls; theus-run shows its own flags instead. */
+static void test_cli_names_its_flags(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "steps.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", "/nonexistent/plugin.so", path, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--plugin /nonexistent/plugin.so: cannot load it"));
+  assert_null(strstr(r.err, "theus_pipeline_add_plugin"));
+  assert_null(strstr(r.err, "ninja"));
+  result_free(&r);
+}
+
 static void test_ffi_types(void **state) {
   (void)state;
   char path[512];
@@ -416,6 +430,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
       cmocka_unit_test(test_step_kinds),
       cmocka_unit_test(test_set_and_quiet_stderr),
+      cmocka_unit_test(test_cli_names_its_flags),
       cmocka_unit_test(test_ffi_types),
       cmocka_unit_test(test_ffi_range_error),
       cmocka_unit_test(test_pipeline_errors),

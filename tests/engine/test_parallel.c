@@ -236,7 +236,11 @@ static json_t *count_items(json_t *acc, const json_t *item, void *ud) {
 static void test_map_registered_reducer(void **state) {
   (void)state;
   int calls = 0;
+  assert_false(theus_engine_has_reducer(E, "count"));
   assert_int_equal(theus_engine_register_reducer(E, "count", count_items, &calls), 0);
+  assert_true(theus_engine_has_reducer(E, "count"));
+  assert_true(theus_engine_has_reducer(E, "concat")); /* built-in */
+  assert_false(theus_engine_has_reducer(E, "average"));
   json_t *r = NULL;
   assert_int_equal(theus_engine_map(E, "slice_sum", "data", 6, "count", NULL, &r), 0);
   assert_int_equal(json_integer_value(r), 6);

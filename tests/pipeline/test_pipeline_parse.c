@@ -1,4 +1,4 @@
-/* Unit tests: pipeline loading without an engine (engine/pipeline*.c). */
+/* Unit tests: pipeline loading without an engine (pipeline/pipeline*.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "../../engine/pipeline_internal.h"
+#include "../../pipeline/pipeline_internal.h"
 
 typedef struct fixture {
   char dir[64];
@@ -64,7 +64,7 @@ static void test_position_index(void **state) {
   (void)state;
   const char *text = "{\n  \"a\": [1, {\"b~/c\": \"x\"}],\n  \"é\": {\"k\": true}\n}";
   theus__pos_index idx;
-  assert_int_equal(theus__pos_index_build(&idx, text, strlen(text)), 0);
+  assert_int_equal(theus__pos_index_build(&idx, text, strlen(text), NULL, 0), 0);
   int line, col;
   theus__pos_lookup(&idx, "", false, &line, &col);
   assert_int_equal(line * 100 + col, 101);
@@ -81,6 +81,36 @@ static void test_position_index(void **state) {
   theus__pos_index_free(&idx);
   char label[64];
   assert_string_equal(theus__pipe_ptr_label("/steps/2/then/0", label, sizeof label), "steps[2].then[0]");
+}
+
+/* Issue 10: pointers longer than 4096 bytes (a long key) are indexed and
+ * looked up; a pointer that does not fit a fixed buffer stays its parent. */
+static void test_position_index_long(void **state) {
+  (void)state;
+  char *text = malloc(20000), *ptr = malloc(20000);
+  assert_true(text && ptr);
+  memset(text, 0, 20000);
+  strcpy(text, "{\"a\": {\"");
+  memset(text + strlen(text), '/', 6000); /* escaped as ~1: 12000 bytes of pointer */
+  strcat(text, "\":\n  [0, 1]}}");
+  theus__pos_index idx;
+  char err[256] = "";
+  assert_int_equal(theus__pos_index_build(&idx, text, strlen(text), err, sizeof err), 0);
+  strcpy(ptr, "/a/");
+  for (int i = 0; i < 6000; i++) strcat(ptr + 3 + 2 * i, "~1");
+  strcat(ptr, "/1");
+  int line, col;
+  theus__pos_lookup(&idx, ptr, false, &line, &col);
+  assert_int_equal(line * 100 + col, 207);
+  strcat(ptr, "/missing/deeper");
+  theus__pos_lookup(&idx, ptr, true, &line, &col); /* falls back to /1 */
+  assert_int_equal(line * 100 + col, 207);
+  theus__pos_index_free(&idx);
+  char buf[16] = "/steps/0";
+  assert_false(theus__pos_push(buf, sizeof buf, "a-long-key", 0));
+  assert_string_equal(buf, "/steps/0");
+  free(text);
+  free(ptr);
 }
 
 static void test_valid_pipeline(void **state) {
@@ -115,12 +145,15 @@ static void test_valid_pipeline(void **state) {
   assert_int_equal(theus__pipe_fill(p, &p->heavy[2], r2), 0);
   assert_memory_equal(r1, r2, sizeof r1); /* the same seed gives the same data */
   for (int i = 0; i < 4; i++) assert_true(r1[i] >= 0 && r1[i] < 1);
-  /* --set creates intermediate objects and overrides the file */
+  /* theus_pipeline_set creates intermediate objects and overrides the file */
   assert_int_equal(theus_pipeline_set(p, "domain.a.b", json_integer(5)), 0);
   assert_int_equal(theus_pipeline_set(p, "domain.x", json_string("s")), 0);
   assert_int_equal(json_integer_value(json_object_get(json_object_get(p->domain, "a"), "b")), 5);
   assert_string_equal(json_string_value(json_object_get(p->domain, "x")), "s");
   assert_int_equal(theus_pipeline_set(p, "heavy.a", json_integer(1)), THEUS_EINVAL);
+  /* library messages name the call, never a theus-run flag */
+  assert_non_null(strstr(theus_pipeline_errmsg(p), "theus_pipeline_set heavy.a: the path must look like"));
+  assert_null(strstr(theus_pipeline_errmsg(p), "--"));
   theus_pipeline_free(p);
 }
 
@@ -169,6 +202,7 @@ static void test_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_position_index),
+      cmocka_unit_test(test_position_index_long),
       cmocka_unit_test_setup_teardown(test_valid_pipeline, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
   };

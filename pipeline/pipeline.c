@@ -69,8 +69,13 @@ const char *theus__pipe_ptr_label(const char *ptr, char *buf, size_t cap) {
 }
 
 void theus__pipe_child(char *dst, const char *ptr, const char *key, size_t index) {
-  snprintf(dst, PIPE_PTR, "%s", ptr);
-  theus__pos_push(dst, PIPE_PTR, key, index);
+  size_t len = strlen(ptr), n = len;
+  while (n >= PIPE_PTR) /* too long: keep whole segments, i.e. an ancestor */
+    while (n > 0 && ptr[--n] != '/')
+      ;
+  memmove(dst, ptr, n);
+  dst[n] = '\0';
+  if (n == len) theus__pos_push(dst, PIPE_PTR, key, index); /* else it stays the ancestor */
 }
 
 /* Edit distance, to suggest the key the author probably meant. */
@@ -499,7 +504,10 @@ static int read_text(theus_pipeline *p) {
     snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
     return THEUS_EPARSE;
   }
-  return theus__pos_index_build(&p->pos, buf, n);
+  char err[256];
+  int rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
+  if (rc) snprintf(p->msg, sizeof p->msg, "%s:%s", p->path, err);
+  return rc;
 }
 
 static int load_all(theus_pipeline *p) {
@@ -566,7 +574,7 @@ int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   int rc = 0;
   if (!value) return THEUS_EINVAL;
   if (strncmp(path, "domain.", 7) != 0 || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
-    snprintf(p->msg, sizeof p->msg, "--set %s: the path must look like domain.field or domain.a.b", path);
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_set %s: the path must look like domain.field or domain.a.b", path);
     json_decref(value);
     return THEUS_EINVAL;
   }

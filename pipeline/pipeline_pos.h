@@ -6,8 +6,8 @@
  * value's JSON Pointer (RFC 6901, "" for the root, "/steps/2/run") to the
  * line and column of the value and, for object members, of the key.
  */
-#ifndef THEUS_ENGINE_PIPELINE_POS_H
-#define THEUS_ENGINE_PIPELINE_POS_H
+#ifndef THEUS_PIPELINE_POS_H
+#define THEUS_PIPELINE_POS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,8 +23,10 @@ typedef struct theus__pos_index {
   size_t n, cap;
 } theus__pos_index;
 
-/* Indexes text (which must be valid JSON). THEUS_ENOMEM/THEUS_EPARSE. */
-int theus__pos_index_build(theus__pos_index *idx, const char *text, size_t len);
+/* Indexes text (which must be valid JSON; pointers may be of any length).
+ * THEUS_ENOMEM/THEUS_EPARSE with "line:col: cannot index ...: cause" in err
+ * (may be NULL). */
+int theus__pos_index_build(theus__pos_index *idx, const char *text, size_t len, char *err, size_t errlen);
 
 /* Position of the value (key false) or key (key true) at ptr; the closest
  * indexed ancestor if ptr itself is not there; 0:0 if nothing is known. */
@@ -33,7 +35,7 @@ void theus__pos_lookup(const theus__pos_index *idx, const char *ptr, bool key, i
 void theus__pos_index_free(theus__pos_index *idx);
 
 /* Appends "/" + escaped key (or index when key is NULL) to the pointer in
- * buf (capacity cap). Returns false if it does not fit. */
+ * buf (capacity cap). Returns false, buf unchanged, if it does not fit. */
 bool theus__pos_push(char *buf, size_t cap, const char *key, size_t index);
 
-#endif /* THEUS_ENGINE_PIPELINE_POS_H */
+#endif /* THEUS_PIPELINE_POS_H */

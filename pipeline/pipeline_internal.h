@@ -1,12 +1,12 @@
 /* theus-c — pipeline internals shared by pipeline*.c (not installed). */
-#ifndef THEUS_ENGINE_PIPELINE_INTERNAL_H
-#define THEUS_ENGINE_PIPELINE_INTERNAL_H
+#ifndef THEUS_PIPELINE_PIPELINE_INTERNAL_H
+#define THEUS_PIPELINE_PIPELINE_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../contracts/ffi.h"
 #include "expr.h"
+#include "ffi.h"
 #include "pipeline_pos.h"
 #include "theus/pipeline.h"
 
@@ -68,7 +68,7 @@ typedef struct json_proc {
 
 typedef struct plugin {
   char *path;     /* as resolved (relative to the pipeline or as given) */
-  char ptr[PIPE_PTR]; /* "" for command-line plugins */
+  char ptr[PIPE_PTR]; /* "" for plugins added by theus_pipeline_add_plugin */
   void *handle;
 } plugin;
 
@@ -118,7 +118,9 @@ const char *theus__pipe_type_name(const json_t *v);
 int theus__pipe_get_string(theus_pipeline *p, const json_t *obj, const char *ptr, const char *key, bool required,
                            const char *what, char **out);
 
-/* Appends a segment to a pointer into dst. */
+/* Appends a segment to a pointer into dst (PIPE_PTR bytes). A pointer that
+ * does not fit is cut to its longest ancestor that does, so a message about
+ * a step nested that deep gives the position of an enclosing step. */
 void theus__pipe_child(char *dst, const char *ptr, const char *key, size_t index);
 
 /* "steps[2].then[0]" for the pointer "/steps/2/then/0". */
@@ -140,4 +142,4 @@ void theus__pipe_unload_plugins(theus_pipeline *p);
 int theus__pipe_parse_steps(theus_pipeline *p, const json_t *arr, const char *ptr, steplist *out, bool run_only);
 void theus__pipe_steps_free(steplist *l);
 
-#endif /* THEUS_ENGINE_PIPELINE_INTERNAL_H */
+#endif /* THEUS_PIPELINE_PIPELINE_INTERNAL_H */

@@ -1,4 +1,11 @@
-/* theus-c — pipeline expressions: recursive-descent parser and evaluator. */
+/* theus-c — pipeline expressions: recursive-descent parser and evaluator.
+ *
+ * Recursion depth never depends on the length of the text: a run of binary
+ * operators of one precedence level ("1 + 2 + ... + n", "a and b and ...")
+ * is one chain node whose operands are parsed, evaluated and freed in a loop,
+ * and the only nesting (parentheses, unary '-' and 'not') is limited to
+ * EXPR_MAX_DEPTH. So the C stack used by the parser, the evaluator and
+ * node_free is bounded by a constant. */
 #include "expr.h"
 
 #include <ctype.h>
@@ -12,26 +19,36 @@
 #include "theus/error.h"
 
 /* Nesting deeper than this is refused so a hostile pipeline cannot exhaust the
- * C stack of the parser or the evaluator. */
+ * C stack of the parser or the evaluator (chains are loops, see above). */
 #define EXPR_MAX_DEPTH 64
 
-typedef enum node_kind { N_NUM, N_BOOL, N_STR, N_NULL, N_PATH, N_UNARY, N_BINARY } node_kind;
+typedef enum node_kind { N_NUM, N_BOOL, N_STR, N_NULL, N_PATH, N_UNARY, N_CHAIN } node_kind;
 
 typedef enum op {
   OP_NONE, OP_OR, OP_AND, OP_NOT, OP_NEG, OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE,
   OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MOD
 } op;
 
+/* An operand of a chain and the operator before it (OP_NONE for the first);
+ * col is the operator's column, where its errors point. */
+typedef struct operand {
+  op op;
+  int col;
+  struct node *n;
+} operand;
+
 typedef struct node {
   node_kind kind;
-  op op;
+  op op;             /* N_UNARY */
   int col;
   double num;
   bool b;
   char *str;         /* N_STR value; N_PATH display text */
   char **seg;        /* N_PATH segments below domain */
   size_t nseg;
-  struct node *l, *r;
+  struct node *l;    /* N_UNARY operand */
+  operand *v;        /* N_CHAIN operands, left to right (two or more) */
+  size_t nv, capv;
 } node;
 
 struct theus__expr {
@@ -62,7 +79,8 @@ static int perr(parser *p, size_t at, const char *fmt, ...) {
 static void node_free(node *n) {
   if (!n) return;
   node_free(n->l);
-  node_free(n->r);
+  for (size_t i = 0; i < n->nv; i++) node_free(n->v[i].n);
+  free(n->v);
   for (size_t i = 0; i < n->nseg; i++) free(n->seg[i]);
   free(n->seg);
   free(n->str);
@@ -101,22 +119,58 @@ static bool accept(parser *p, const char *w) {
 
 static node *parse_or(parser *p);
 
-static node *binary(parser *p, op o, size_t col, node *l, node *r) {
-  if (!l || !r) {
-    node_free(l);
-    node_free(r);
-    return NULL;
+/* l as a chain node with room for one more operand (l itself if it is a
+ * chain), or NULL if out of memory (l unchanged). Appending to a chain that
+ * came from a tighter level or from parentheses is exact: a chain is a left
+ * fold, so [a, +b] followed by "< c" means (a + b) < c. */
+static node *chain_room(node *l, size_t col) {
+  if (l->kind != N_CHAIN) {
+    node *c = node_new(N_CHAIN, OP_NONE, col);
+    operand *v = c ? calloc(4, sizeof *v) : NULL;
+    if (!v) return free(c), NULL;
+    v[0] = (operand){OP_NONE, l->col, l};
+    c->v = v;
+    c->nv = 1;
+    c->capv = 4;
+    return c;
   }
-  node *n = node_new(N_BINARY, o, col);
-  if (!n) {
-    perr(p, col, "out of memory");
-    node_free(l);
-    node_free(r);
-    return NULL;
+  if (l->nv == l->capv) {
+    operand *v = realloc(l->v, 2 * l->capv * sizeof *v);
+    if (!v) return NULL;
+    l->v = v;
+    l->capv *= 2;
   }
-  n->l = l;
-  n->r = r;
-  return n;
+  return l;
+}
+
+/* Appends operand r (operator o at col) to *l. On failure (r NULL: a parse
+ * error already reported, or out of memory) frees both and sets *l NULL. */
+static void chain_push(parser *p, node **l, op o, size_t col, node *r) {
+  node *c = r ? chain_room(*l, col) : NULL;
+  if (!c) {
+    if (r) perr(p, col, "out of memory");
+    node_free(*l);
+    node_free(r);
+    *l = NULL;
+    return;
+  }
+  c->v[c->nv++] = (operand){o, (int)col + 1, r};
+  c->col = (int)col + 1; /* a chain's errors point at its last operator */
+  *l = c;
+}
+
+/* One precedence level: sub { op sub }, in a loop. next_op consumes and
+ * returns the next operator of the level, or OP_NONE. */
+static node *parse_chain(parser *p, node *(*sub)(parser *), op (*next_op)(parser *)) {
+  node *l = sub(p);
+  while (l) {
+    ws(p);
+    size_t at = p->pos;
+    op o = next_op(p);
+    if (!o) break;
+    chain_push(p, &l, o, at, sub(p));
+  }
+  return l;
 }
 
 static node *parse_number(parser *p) {
@@ -137,23 +191,30 @@ static node *parse_number(parser *p) {
   return n;
 }
 
+/* Copies the string body at s (closed by q) into buf (NULL: only counts);
+ * returns its length and sets *end to the closing quote (or the NUL). */
+static size_t string_body(const char *s, char q, char *buf, const char **end) {
+  size_t len = 0;
+  for (; *s && *s != q; s++) {
+    if (*s == '\\' && (s[1] == q || s[1] == '\\')) s++;
+    if (buf) buf[len] = *s;
+    len++;
+  }
+  *end = s;
+  return len;
+}
+
 static node *parse_string(parser *p) {
   size_t start = p->pos;
   char q = p->s[p->pos++];
-  size_t cap = strlen(p->s + p->pos) + 1, len = 0;
-  char *buf = malloc(cap);
+  const char *end;
+  size_t len = string_body(p->s + p->pos, q, NULL, &end); /* sized exactly: a text may hold many strings */
+  if (*end != q) return perr(p, start, "unterminated string; close it with %c", q), NULL;
+  char *buf = malloc(len + 1);
   if (!buf) return perr(p, start, "out of memory"), NULL;
-  while (p->s[p->pos] && p->s[p->pos] != q) {
-    if (p->s[p->pos] == '\\' && (p->s[p->pos + 1] == q || p->s[p->pos + 1] == '\\')) p->pos++;
-    buf[len++] = p->s[p->pos++];
-  }
+  string_body(p->s + p->pos, q, buf, &end);
   buf[len] = '\0';
-  if (p->s[p->pos] != q) {
-    free(buf);
-    perr(p, start, "unterminated string; close it with %c", q);
-    return NULL;
-  }
-  p->pos++;
+  p->pos = (size_t)(end - p->s) + 1;
   node *n = node_new(N_STR, OP_NONE, start);
   if (!n) return free(buf), NULL;
   n->str = buf;
@@ -255,43 +316,33 @@ static node *parse_unary(parser *p) {
   return n;
 }
 
-static node *parse_term(parser *p) {
-  node *l = parse_unary(p);
-  for (;;) {
-    ws(p);
-    size_t at = p->pos;
-    op o = accept(p, "*") ? OP_MUL : accept(p, "/") ? OP_DIV : accept(p, "%") ? OP_MOD : OP_NONE;
-    if (!o || !l) return l;
-    l = binary(p, o, at, l, parse_unary(p));
-  }
+static op term_op(parser *p) {
+  return accept(p, "*") ? OP_MUL : accept(p, "/") ? OP_DIV : accept(p, "%") ? OP_MOD : OP_NONE;
 }
+static op sum_op(parser *p) { return accept(p, "+") ? OP_ADD : accept(p, "-") ? OP_SUB : OP_NONE; }
+static op cmp_op(parser *p) {
+  return accept(p, "==") ? OP_EQ : accept(p, "!=") ? OP_NE : accept(p, "<=") ? OP_LE : accept(p, ">=") ? OP_GE
+       : accept(p, "<") ? OP_LT : accept(p, ">") ? OP_GT : OP_NONE;
+}
+static op and_op(parser *p) { return accept(p, "and") || accept(p, "&&") ? OP_AND : OP_NONE; }
+static op or_op(parser *p) { return accept(p, "or") || accept(p, "||") ? OP_OR : OP_NONE; }
 
-static node *parse_sum(parser *p) {
-  node *l = parse_term(p);
-  for (;;) {
-    ws(p);
-    size_t at = p->pos;
-    op o = accept(p, "+") ? OP_ADD : accept(p, "-") ? OP_SUB : OP_NONE;
-    if (!o || !l) return l;
-    l = binary(p, o, at, l, parse_term(p));
-  }
-}
+static node *parse_term(parser *p) { return parse_chain(p, parse_unary, term_op); }
+static node *parse_sum(parser *p) { return parse_chain(p, parse_term, sum_op); }
 
 static node *parse_cmp(parser *p) {
   node *l = parse_sum(p);
   ws(p);
   size_t at = p->pos;
-  op o = accept(p, "==") ? OP_EQ : accept(p, "!=") ? OP_NE : accept(p, "<=") ? OP_LE : accept(p, ">=") ? OP_GE
-       : accept(p, "<") ? OP_LT : accept(p, ">") ? OP_GT : OP_NONE;
-  if (!o || !l) {
-    if (l && p->s[p->pos] == '=') {
-      perr(p, p->pos, "'=' is not an operator; compare with '=='");
-      node_free(l);
-      return NULL;
-    }
-    return l;
+  op o = l ? cmp_op(p) : OP_NONE;
+  if (o) {
+    chain_push(p, &l, o, at, parse_sum(p));
+  } else if (l && p->s[p->pos] == '=') {
+    perr(p, p->pos, "'=' is not an operator; compare with '=='");
+    node_free(l);
+    l = NULL;
   }
-  return binary(p, o, at, l, parse_sum(p));
+  return l;
 }
 
 static node *parse_not(parser *p) {
@@ -304,26 +355,8 @@ static node *parse_not(parser *p) {
   return n;
 }
 
-static node *parse_and(parser *p) {
-  node *l = parse_not(p);
-  for (;;) {
-    ws(p);
-    size_t at = p->pos;
-    if (!l || !(accept(p, "and") || accept(p, "&&"))) return l;
-    l = binary(p, OP_AND, at, l, parse_not(p));
-  }
-}
-
-static node *parse_or(parser *p) {
-  node *l = parse_and(p);
-  for (;;) {
-    ws(p);
-    size_t at = p->pos;
-    if (!l || !(accept(p, "or") || accept(p, "||"))) break;
-    l = binary(p, OP_OR, at, l, parse_and(p));
-  }
-  return l;
-}
+static node *parse_and(parser *p) { return parse_chain(p, parse_not, and_op); }
+static node *parse_or(parser *p) { return parse_chain(p, parse_and, or_op); }
 
 int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t errlen, int *errcol) {
   *out = NULL;
@@ -379,9 +412,9 @@ typedef struct evaluator {
   int errcol;
 } evaluator;
 
-static int eerr(evaluator *ev, const node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int eerr(evaluator *ev, const node *n, const char *fmt, ...) {
-  ev->errcol = n->col;
+static int eerr(evaluator *ev, int col, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int eerr(evaluator *ev, int col, const char *fmt, ...) {
+  ev->errcol = col;
   va_list ap;
   va_start(ap, fmt);
   if (ev->err && ev->errlen) vsnprintf(ev->err, ev->errlen, fmt, ap);
@@ -402,36 +435,36 @@ static int eval_path(evaluator *ev, const node *n, value *out) {
     else
       v = json_is_object(v) ? json_object_get(v, n->seg[i]) : NULL;
   }
-  if (!v) return eerr(ev, n, "%s is missing from the domain; set it in \"domain\" or with --set", n->str);
+  if (!v)
+    return eerr(ev, n->col, "%s is missing from the domain; set it in the pipeline's \"domain\" or with theus_pipeline_set",
+                n->str);
   if (json_is_number(v)) *out = (value){V_NUM, json_number_value(v), false, NULL};
   else if (json_is_boolean(v)) *out = (value){V_BOOL, 0, json_is_true(v), NULL};
   else if (json_is_string(v)) *out = (value){V_STR, 0, false, json_string_value(v)};
   else if (json_is_null(v)) *out = (value){V_NULL, 0, false, NULL};
   else
-    return eerr(ev, n, "%s is %s; expressions use numbers, strings and booleans (name a field inside it)", n->str,
+    return eerr(ev, n->col, "%s is %s; expressions use numbers, strings and booleans (name a field inside it)", n->str,
                 json_is_array(v) ? "an array" : "an object");
   return 0;
 }
 
 static int eval(evaluator *ev, const node *n, value *out);
 
-static int eval_logic(evaluator *ev, const node *n, value *out) {
-  value l, r;
-  int rc = eval(ev, n->l, &l);
-  if (rc) return rc;
-  if (l.k != V_BOOL)
-    return eerr(ev, n->l, "%s needs booleans but its left side is %s", n->op == OP_AND ? "and" : "or",
-                kind_name(l.k));
-  if ((n->op == OP_AND && !l.b) || (n->op == OP_OR && l.b)) { /* short circuit */
-    *out = l;
-    return 0;
-  }
-  if ((rc = eval(ev, n->r, &r))) return rc;
-  if (r.k != V_BOOL)
-    return eerr(ev, n->r, "%s needs booleans but its right side is %s", n->op == OP_AND ? "and" : "or",
-                kind_name(r.k));
-  *out = r;
-  return 0;
+/* Column of the left side of operand i's operator: the first operand, or the
+ * operator that produced the value so far. */
+static int left_col(const node *n, size_t i) { return i == 1 ? n->v[0].n->col : n->v[i - 1].col; }
+
+/* acc = acc and/or operand i, short-circuiting (the operand is not evaluated). */
+static int eval_logic(evaluator *ev, const node *n, size_t i, value *acc) {
+  const operand *o = &n->v[i];
+  const char *name = o->op == OP_AND ? "and" : "or";
+  if (acc->k != V_BOOL)
+    return eerr(ev, left_col(n, i), "%s needs booleans but its left side is %s", name, kind_name(acc->k));
+  if ((o->op == OP_AND) != acc->b) return 0; /* false and ..., true or ... */
+  int rc = eval(ev, o->n, acc);
+  if (!rc && acc->k != V_BOOL)
+    rc = eerr(ev, o->n->col, "%s needs booleans but its right side is %s", name, kind_name(acc->k));
+  return rc;
 }
 
 static bool values_equal(const value *a, const value *b) {
@@ -444,7 +477,7 @@ static bool values_equal(const value *a, const value *b) {
   }
 }
 
-static int eval_compare(evaluator *ev, const node *n, const value *l, const value *r, value *out) {
+static int eval_compare(evaluator *ev, const operand *n, const value *l, const value *r, value *out) {
   static const char *names[] = {[OP_LT] = "<", [OP_LE] = "<=", [OP_GT] = ">", [OP_GE] = ">="};
   out->k = V_BOOL;
   if (n->op == OP_EQ || n->op == OP_NE) {
@@ -457,20 +490,20 @@ static int eval_compare(evaluator *ev, const node *n, const value *l, const valu
   else if (l->k == V_STR && r->k == V_STR)
     c = strcmp(l->s, r->s);
   else
-    return eerr(ev, n, "'%s' compares two numbers or two strings, not %s and %s", names[n->op], kind_name(l->k),
+    return eerr(ev, n->col, "'%s' compares two numbers or two strings, not %s and %s", names[n->op], kind_name(l->k),
                 kind_name(r->k));
   out->b = n->op == OP_LT ? c < 0 : n->op == OP_LE ? c <= 0 : n->op == OP_GT ? c > 0 : c >= 0;
   return 0;
 }
 
-static int eval_arith(evaluator *ev, const node *n, const value *l, const value *r, value *out) {
+static int eval_arith(evaluator *ev, const operand *n, const value *l, const value *r, value *out) {
   static const char names[] = {[OP_ADD] = '+', [OP_SUB] = '-', [OP_MUL] = '*', [OP_DIV] = '/', [OP_MOD] = '%'};
   if (l->k != V_NUM || r->k != V_NUM)
-    return eerr(ev, n, "'%c' needs two numbers, not %s and %s", names[n->op], kind_name(l->k), kind_name(r->k));
-  if ((n->op == OP_DIV || n->op == OP_MOD) && r->num == 0) return eerr(ev, n, "division by zero");
+    return eerr(ev, n->col, "'%c' needs two numbers, not %s and %s", names[n->op], kind_name(l->k), kind_name(r->k));
+  if ((n->op == OP_DIV || n->op == OP_MOD) && r->num == 0) return eerr(ev, n->col, "division by zero");
   double v = n->op == OP_ADD ? l->num + r->num : n->op == OP_SUB ? l->num - r->num
            : n->op == OP_MUL ? l->num * r->num : n->op == OP_DIV ? l->num / r->num : fmod(l->num, r->num);
-  if (!isfinite(v)) return eerr(ev, n, "'%c' overflows (the result is not a finite number)", names[n->op]);
+  if (!isfinite(v)) return eerr(ev, n->col, "'%c' overflows (the result is not a finite number)", names[n->op]);
   *out = (value){V_NUM, v, false, NULL};
   return 0;
 }
@@ -479,13 +512,30 @@ static int eval_unary(evaluator *ev, const node *n, value *out) {
   int rc = eval(ev, n->l, out);
   if (rc) return rc;
   if (n->op == OP_NOT) {
-    if (out->k != V_BOOL) return eerr(ev, n, "'not' needs a boolean, not %s", kind_name(out->k));
+    if (out->k != V_BOOL) return eerr(ev, n->col, "'not' needs a boolean, not %s", kind_name(out->k));
     out->b = !out->b;
   } else {
-    if (out->k != V_NUM) return eerr(ev, n, "'-' needs a number, not %s", kind_name(out->k));
+    if (out->k != V_NUM) return eerr(ev, n->col, "'-' needs a number, not %s", kind_name(out->k));
     out->num = -out->num;
   }
   return 0;
+}
+
+/* A chain is a left fold over its operands: a loop, never a recursion. */
+static int eval_chain(evaluator *ev, const node *n, value *acc) {
+  int rc = eval(ev, n->v[0].n, acc);
+  for (size_t i = 1; !rc && i < n->nv; i++) {
+    const operand *o = &n->v[i];
+    value r, res;
+    if (o->op == OP_AND || o->op == OP_OR) {
+      rc = eval_logic(ev, n, i, acc);
+      continue;
+    }
+    if (!(rc = eval(ev, o->n, &r)))
+      rc = o->op >= OP_EQ && o->op <= OP_GE ? eval_compare(ev, o, acc, &r, &res) : eval_arith(ev, o, acc, &r, &res);
+    if (!rc) *acc = res;
+  }
+  return rc;
 }
 
 static int eval(evaluator *ev, const node *n, value *out) {
@@ -496,14 +546,8 @@ static int eval(evaluator *ev, const node *n, value *out) {
   case N_NULL: *out = (value){V_NULL, 0, false, NULL}; return 0;
   case N_PATH: return eval_path(ev, n, out);
   case N_UNARY: return eval_unary(ev, n, out);
-  default: break;
+  default: return eval_chain(ev, n, out);
   }
-  if (n->op == OP_AND || n->op == OP_OR) return eval_logic(ev, n, out);
-  value l, r;
-  int rc = eval(ev, n->l, &l);
-  if (!rc) rc = eval(ev, n->r, &r);
-  if (rc) return rc;
-  return n->op >= OP_EQ && n->op <= OP_GE ? eval_compare(ev, n, &l, &r, out) : eval_arith(ev, n, &l, &r, out);
 }
 
 static json_t *to_json(const value *v) {
@@ -535,7 +579,7 @@ int theus__expr_eval_bool(const theus__expr *e, const json_t *domain, bool *out,
   value v;
   int rc = eval(&ev, e->root, &v);
   if (!rc && v.k != V_BOOL)
-    rc = eerr(&ev, e->root, "the condition is %s, not a boolean; compare it, e.g. '%s > 0'", kind_name(v.k),
+    rc = eerr(&ev, e->root->col, "the condition is %s, not a boolean; compare it, e.g. '%s > 0'", kind_name(v.k),
               e->text);
   if (errcol) *errcol = ev.errcol;
   *out = !rc && v.b;

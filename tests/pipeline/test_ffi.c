@@ -1,4 +1,4 @@
-/* Unit tests: libffi signatures, bindings and calls (contracts/ffi.c). */
+/* Unit tests: libffi signatures, bindings and calls (pipeline/ffi.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "../../contracts/ffi.h"
+#include "../../pipeline/ffi.h"
 #include "theus/error.h"
 
 /* ---- functions under call ------------------------------------------------ */

@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "contract_internal.h"
+#include "base.h" /* theus__errf */
 #include "theus/error.h"
+
 
 static const struct {
   const char *name;

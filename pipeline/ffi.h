@@ -14,15 +14,15 @@
  * loaded. The rest (dtype of the array, range of a domain number) is checked
  * right before the call, which then never happens on a mismatch.
  */
-#ifndef THEUS_CONTRACTS_FFI_H
-#define THEUS_CONTRACTS_FFI_H
+#ifndef THEUS_PIPELINE_FFI_H
+#define THEUS_PIPELINE_FFI_H
 
 #include <ffi.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "theus/contract.h"
+#include "theus/engine.h"
 #include "theus/heavy.h"
 
 #define THEUS_FFI_MAX_ARGS 16
@@ -120,4 +120,4 @@ void theus__ffi_strv_free(char **v);
  * locally, since workers map the arena read-only. */
 bool theus__ffi_proc_writes_array(const theus__ffi_proc *p);
 
-#endif /* THEUS_CONTRACTS_FFI_H */
+#endif /* THEUS_PIPELINE_FFI_H */

@@ -1,13 +1,15 @@
-/* Unit tests: pipeline expressions (engine/expr.c). */
+/* Unit tests: pipeline expressions (pipeline/expr.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
-#include "../../engine/expr.h"
+#include "../../pipeline/expr.h"
 #include "theus/error.h"
 
 static const char *domain_text =
@@ -135,9 +137,88 @@ static void expect_eval_error(const json_t *d, const char *text, int col, const 
     fail_msg("'%s': got column %d '%s', want column %d '%s'", text, got, err, col, needle);
 }
 
+/* "term op term ... op term" with n terms (malloc'd), inside depth pairs of "( )". */
+static char *chain_of(size_t n, const char *term, const char *op, size_t depth) {
+  size_t ol = strlen(op), tl = strlen(term);
+  char *s = malloc(2 * depth + n * (tl + ol) + 1), *w = s;
+  assert_non_null(s);
+  memset(w, '(', depth);
+  w += depth;
+  for (size_t i = 0; i < n; i++) {
+    if (i) memcpy(w, op, ol), w += ol;
+    memcpy(w, term, tl);
+    w += tl;
+  }
+  memset(w, ')', depth);
+  w[depth] = '\0';
+  return s;
+}
+
+/* Issue 10: a long operator chain crashed (eval and free recursed once per
+ * term). Chains are loops now, at any length and inside any nesting. */
+static void *long_chains(void *domain) {
+  const json_t *d = domain;
+  char *s = chain_of(70000, "1", "+", 0);
+  expect_num(d, s, 70000);
+  free(s);
+  s = chain_of(70000, "1", " * ", 64); /* as deep as parentheses may go */
+  expect_num(d, s, 1);
+  free(s);
+  s = chain_of(70000, "1", " - ", 0);
+  expect_num(d, s, 1 - 69999);
+  free(s);
+  s = chain_of(70000, "1 < 2", " and ", 0);
+  expect_bool(d, s, true);
+  free(s);
+  s = chain_of(70000, "false", " || ", 0);
+  expect_bool(d, s, false);
+  free(s);
+  s = chain_of(70000, "'a\\'b' == \"a'b\"", " and ", 0); /* each string sized to itself */
+  expect_bool(d, s, true);
+  free(s);
+  /* parsed only, then freed: the untaken-branch case */
+  theus__expr *e;
+  char err[256];
+  int col;
+  s = chain_of(200000, "1", "+", 10);
+  assert_int_equal(theus__expr_parse(s, &e, err, sizeof err, &col), 0);
+  theus__expr_free(e);
+  free(s);
+  s = chain_of(10, "1", "+", 65); /* one level too deep: refused with its column */
+  expect_parse_error(s, 65, "nested deeper than 64");
+  free(s);
+  return NULL;
+}
+
+/* On a 1 MiB stack (a host thread may well have less than the main thread's
+ * 8 MiB): one frame per term would need several MiB for 70000 terms. */
+static void test_long_chains(void **state) {
+  pthread_attr_t a;
+  pthread_t t;
+  assert_int_equal(pthread_attr_init(&a), 0);
+  assert_int_equal(pthread_attr_setstacksize(&a, 1 << 20), 0);
+  assert_int_equal(pthread_create(&t, &a, long_chains, *state), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  pthread_attr_destroy(&a);
+}
+
+/* Folding a parenthesised or tighter chain into a looser one keeps the meaning. */
+static void test_chain_precedence(void **state) {
+  const json_t *d = *state;
+  expect_num(d, "2 * 3 + 4 * 5", 26);
+  expect_num(d, "(1 + 2) * 3 - 4", 5);
+  expect_num(d, "10 - (4 - 3) - (2 - 1)", 8);
+  expect_num(d, "2 * (3 + 4) * 5 / 7 % 4", 2);
+  expect_bool(d, "1 + 2 < 4 and 3 > 2 or false", true);
+  expect_bool(d, "false and domain.missing > 0 or true", true); /* short circuit skips only its operand */
+  expect_bool(d, "true or domain.missing and false", true);
+  expect_bool(d, "(1 < 2) == true", true);
+}
+
 static void test_eval_errors(void **state) {
   const json_t *d = *state;
   expect_eval_error(d, "domain.missing > 1", 1, "domain.missing is missing");
+  expect_eval_error(d, "domain.missing > 1", 1, "or with theus_pipeline_set"); /* a call, not a flag */
   expect_eval_error(d, "1 + domain.stats", 5, "is an object");
   expect_eval_error(d, "domain.name + 1", 13, "needs two numbers");
   expect_eval_error(d, "domain.n / 0", 10, "division by zero");
@@ -146,6 +227,9 @@ static void test_eval_errors(void **state) {
   expect_eval_error(d, "-domain.on", 1, "'-' needs a number");
   expect_eval_error(d, "domain.on < 1", 11, "compares two numbers");
   expect_eval_error(d, "1e308 * 10", 7, "overflows");
+  expect_eval_error(d, "true and true and domain.n", 19, "its right side is a number");
+  expect_eval_error(d, "(1 + 1) and true", 4, "its left side is a number");
+  expect_eval_error(d, "1 + 2 + domain.on - 4", 7, "'+' needs two numbers");
 }
 
 static void test_condition_must_be_bool(void **state) {
@@ -171,6 +255,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_arithmetic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_comparisons_and_logic, setup, teardown),
       cmocka_unit_test(test_parse_errors),
+      cmocka_unit_test_setup_teardown(test_long_chains, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_chain_precedence, setup, teardown),
       cmocka_unit_test_setup_teardown(test_eval_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_condition_must_be_bool, setup, teardown),
   };

@@ -15,8 +15,8 @@
  * Nothing has side effects, there are no calls and no loops, so evaluation
  * is bounded by the size of the text. Parsed once; evaluated many times.
  */
-#ifndef THEUS_ENGINE_EXPR_H
-#define THEUS_ENGINE_EXPR_H
+#ifndef THEUS_PIPELINE_EXPR_H
+#define THEUS_PIPELINE_EXPR_H
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -44,4 +44,4 @@ const char *theus__expr_text(const theus__expr *e);
 
 void theus__expr_free(theus__expr *e);
 
-#endif /* THEUS_ENGINE_EXPR_H */
+#endif /* THEUS_PIPELINE_EXPR_H */

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine_internal.h"
 #include "pipeline_internal.h"
 
 /* ---- plugins and process lookup ------------------------------------------------- */
@@ -19,7 +18,7 @@ static int plugin_err(theus_pipeline *p, const plugin *pl, const char *fmt, ...)
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
   if (pl->ptr[0]) return theus__pipe_err(p, pl->ptr, false, "plugin %s: %s", pl->path, what);
-  snprintf(p->msg, sizeof p->msg, "--plugin %s: %s", pl->path, what);
+  snprintf(p->msg, sizeof p->msg, "theus_pipeline_add_plugin %s: %s", pl->path, what);
   return THEUS_EPARSE;
 }
 
@@ -31,8 +30,8 @@ static int load_plugins(theus_pipeline *p) {
     snprintf(buf, sizeof buf, "%s%s", strchr(pl->path, '/') ? "" : "./", pl->path);
     pl->handle = dlopen(buf, RTLD_NOW | RTLD_LOCAL);
     if (!pl->handle)
-      return plugin_err(p, pl, "cannot load it: %s; build it (ninja -C build) or fix the path (pipeline plugins are "
-                        "relative to the pipeline file)", dlerror());
+      return plugin_err(p, pl, "cannot load it: %s; build the plugin or fix its path (the pipeline's \"plugins\" "
+                        "are relative to the pipeline file)", dlerror());
     if (!dlsym(pl->handle, THEUS_PLUGIN_REGISTER_SYMBOL))
       return plugin_err(p, pl, "it exports no %s(theus_engine *); define it with THEUS_PLUGIN_EXPORT",
                         THEUS_PLUGIN_REGISTER_SYMBOL);
@@ -73,7 +72,7 @@ static int prepare_typed(theus_pipeline *p) {
     if (!sym)
       return theus__pipe_err(p, sp, false,
                              "process \"%s\": no plugin exports the C function \"%s\"; load the plugin that defines "
-                             "it (\"plugins\" or --plugin) and export it with THEUS_PLUGIN_EXPORT",
+                             "it (\"plugins\" or theus_pipeline_add_plugin) and export it with THEUS_PLUGIN_EXPORT",
                              t->name, t->symbol);
     void (*fn)(void);
     memcpy(&fn, &sym, sizeof fn);
@@ -147,7 +146,7 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
     if (s->process && !theus_engine_contract(e, s->process)) {
       theus__pipe_child(kp, s->ptr, s->kind == ST_MAP ? "map" : "run", 0);
       return theus__pipe_err(p, kp, false,
-                             "unknown process \"%s\"; register it in a plugin (--plugin or \"plugins\") or declare it "
+                             "unknown process \"%s\"; register it in a plugin (\"plugins\" or theus_pipeline_add_plugin) or declare it "
                              "in \"processes\"",
                              s->process);
     }
@@ -156,8 +155,7 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
       return theus__pipe_err(p, kp, false, "process \"%s\" is not parallel; a map step runs it in the worker pool, "
                              "so declare it with parallel true", s->process);
     }
-    void *ud;
-    if (s->kind == ST_MAP && !theus__reducer_find(e, s->reducer, &ud)) {
+    if (s->kind == ST_MAP && !theus_engine_has_reducer(e, s->reducer)) {
       theus__pipe_child(kp, s->ptr, "reduce", 0);
       return theus__pipe_err(p, kp, false,
                              "unknown reducer \"%s\"; use sum, min, max, concat or one a plugin registers "
