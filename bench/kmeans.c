@@ -56,7 +56,6 @@ static int read_result(theus_engine *e, km_run *r, int copy_points) {
 static int run_pipeline(const char *path, int workers, km_run *r, int copy_points) {
   theus_pipeline *p = NULL;
   theus_engine *e = NULL;
-  char err[1024];
   theus_arena_config ac;
   theus_arena_config_init(&ac);
   ac.hard_limit = 4ull << 30;
@@ -65,12 +64,13 @@ static int run_pipeline(const char *path, int workers, km_run *r, int copy_point
   theus_engine_config_init(&cfg);
   cfg.workers = workers;
   cfg.arena = &ac;
-  int rc = theus_pipeline_load(&p, path, err, sizeof err);
+  int rc = theus_pipeline_load(path, &p);
   if (rc) {
-    fprintf(stderr, "bench kmeans: %s\n", err);
+    fprintf(stderr, "bench kmeans: %s\n", p ? theus_pipeline_errmsg(p) : theus_strerror(rc));
+    theus_pipeline_close(p);
     return -1;
   }
-  if (!(rc = theus_pipeline_open(p, &cfg, &e))) {
+  if (!(rc = theus_pipeline_open_engine(p, &cfg, &e))) {
     uint64_t t0 = bench_now_ns();
     rc = theus_pipeline_run(p, e);
     r->seconds = (double)(bench_now_ns() - t0) / 1e9;
@@ -78,7 +78,7 @@ static int run_pipeline(const char *path, int workers, km_run *r, int copy_point
   if (rc) fprintf(stderr, "bench kmeans: %s\n", theus_pipeline_errmsg(p));
   if (!rc) rc = read_result(e, r, copy_points);
   theus_engine_close(e);
-  theus_pipeline_free(p);
+  theus_pipeline_close(p);
   return rc;
 }
 

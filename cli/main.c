@@ -10,12 +10,9 @@
 
 #include <theus/engine.h>
 #include <theus/pipeline.h>
+#include <theus/version.h>
 
 #include "trace.h"
-
-#ifndef THEUS_VERSION
-#define THEUS_VERSION "unknown"
-#endif
 
 enum { EXIT_STEP = 1, EXIT_USAGE = 2 };
 
@@ -118,7 +115,7 @@ static int parse_args(int argc, char **argv, options *o) {
     case 'S': o->stats = true; break;
     case 'q': o->quiet = true; break;
     case 'h': fputs(usage, stdout); return 0;
-    case 'V': printf("theus-run %s\n", THEUS_VERSION); return 0;
+    case 'V': printf("theus-run %s (libtheus %s)\n", THEUS_VERSION_STRING, theus_version_string()); return 0;
     default: return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
@@ -197,12 +194,12 @@ static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_l
 static int run(const options *o) {
   theus_pipeline *p = NULL;
   theus_engine *e = NULL;
-  char err[1024];
   trace_log tr;
   cli_trace_init(&tr);
-  int rc = theus_pipeline_load(&p, o->pipeline, err, sizeof err);
+  int rc = theus_pipeline_load(o->pipeline, &p);
   if (rc) {
-    say(err);
+    say(p ? theus_pipeline_errmsg(p) : theus_strerror(rc));
+    theus_pipeline_close(p);
     return EXIT_USAGE;
   }
   int code = 0;
@@ -212,7 +209,7 @@ static int run(const options *o) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
-  if (!code && (rc = theus_pipeline_open(p, &cfg, &e))) {
+  if (!code && (rc = theus_pipeline_open_engine(p, &cfg, &e))) {
     say(theus_pipeline_errmsg(p));
     code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_STEP;
   }
@@ -233,7 +230,7 @@ static int run(const options *o) {
     if (rc) code = EXIT_STEP;
   }
   theus_engine_close(e);
-  theus_pipeline_free(p);
+  theus_pipeline_close(p);
   cli_trace_fini(&tr);
   return code;
 }

@@ -151,7 +151,7 @@ theus_contract *theus_contract_copy(const theus_contract *c) {
 }
 
 /* The copy is one block (see above), so one free releases every string. */
-void theus_contract_free(theus_contract *c) { free(c); }
+void theus_contract_release(theus_contract *c) { free(c); }
 
 /* ---- JSON form --------------------------------------------------------- */
 
@@ -159,6 +159,8 @@ struct theus_contract_doc {
   theus_contract c;
   json_t *json;                /* owns the strings c points to */
   const char **lists[3];       /* inputs, outputs, errors */
+  int rc;                      /* 0, or why the parse failed (msg) */
+  char msg[768];
 };
 
 /* line:col of the first occurrence of "key" in text, for messages. */
@@ -232,20 +234,16 @@ static int parse_scalars(const parse_ctx *pc, const json_t *obj, theus_contract 
     c->semantic = !strcmp(s, "effect") ? THEUS_EFFECT : THEUS_PURE;
   }
   if ((v = json_object_get(obj, "timeout_ms"))) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > UINT32_MAX)
-      return field_err(pc, "timeout_ms", "must be an integer in 0..4294967295");
-    c->timeout_ms = (uint32_t)json_integer_value(v);
+    if (!json_is_integer(v) || json_integer_value(v) < -1)
+      return field_err(pc, "timeout_ms", "must be an integer: milliseconds, 0 = the engine default, -1 = none");
+    c->timeout_ms = (int64_t)json_integer_value(v);
   }
   return 0;
 }
 
+/* Fills d from obj (reference stolen); on failure d keeps the message. */
 static int doc_build(const parse_ctx *pc, json_t *obj, theus_fn_resolver resolver, void *ud,
-                     theus_contract_doc **out) {
-  theus_contract_doc *d = calloc(1, sizeof *d);
-  if (!d) {
-    json_decref(obj);
-    return THEUS_ENOMEM;
-  }
+                     theus_contract_doc *d) {
   d->json = obj;
   int rc = THEUS_EPARSE;
   if (!json_is_object(obj)) {
@@ -274,40 +272,62 @@ static int doc_build(const parse_ctx *pc, json_t *obj, theus_fn_resolver resolve
   }
   if ((rc = check(&d->c, resolver != NULL, pc->err, pc->errlen)))
     goto fail;
-  *out = d;
   return 0;
 fail:
-  theus_contract_doc_free(d);
   return rc;
 }
 
+/* A new document that carries the message of whatever fails next. */
+static theus_contract_doc *doc_new(theus_contract_doc **out, parse_ctx *pc) {
+  theus_contract_doc *d = out ? calloc(1, sizeof *d) : NULL;
+  if (out)
+    *out = d;
+  if (d) {
+    pc->err = d->msg;
+    pc->errlen = sizeof d->msg;
+  }
+  return d;
+}
+
 int theus_contract_parse(const char *text, const char *source, theus_fn_resolver resolver, void *ud,
-                         theus_contract_doc **out, char *err, size_t errlen) {
-  parse_ctx pc = {text, source ? source : "<contract>", err, errlen};
-  *out = NULL;
-  if (!text)
-    return fail(err, errlen, THEUS_EINVAL, "%s: no text", pc.source);
+                         theus_contract_doc **out) {
+  parse_ctx pc = {text, source ? source : "<contract>", NULL, 0};
+  theus_contract_doc *d = doc_new(out, &pc);
+  if (!d)
+    return out ? THEUS_ENOMEM : THEUS_EINVAL;
   json_error_t je;
-  json_t *obj = json_loads(text, JSON_REJECT_DUPLICATES, &je);
-  if (!obj)
-    return fail(err, errlen, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
-  return doc_build(&pc, obj, resolver, ud, out);
+  json_t *obj = text ? json_loads(text, JSON_REJECT_DUPLICATES, &je) : NULL;
+  if (!text)
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no text", pc.source);
+  else if (!obj)
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
+  else
+    d->rc = doc_build(&pc, obj, resolver, ud, d);
+  return d->rc;
 }
 
 int theus_contract_from_json(const json_t *obj, const char *source, theus_fn_resolver resolver, void *ud,
-                             theus_contract_doc **out, char *err, size_t errlen) {
-  parse_ctx pc = {NULL, source ? source : "<contract>", err, errlen};
-  *out = NULL;
+                             theus_contract_doc **out) {
+  parse_ctx pc = {NULL, source ? source : "<contract>", NULL, 0};
+  theus_contract_doc *d = doc_new(out, &pc);
+  if (!d)
+    return out ? THEUS_ENOMEM : THEUS_EINVAL;
   if (!obj)
-    return fail(err, errlen, THEUS_EINVAL, "%s: no JSON object", pc.source);
-  return doc_build(&pc, json_incref((json_t *)obj), resolver, ud, out);
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no JSON object", pc.source);
+  else
+    d->rc = doc_build(&pc, json_incref((json_t *)obj), resolver, ud, d);
+  return d->rc;
 }
 
-theus_contract *theus_contract_doc_get(theus_contract_doc *d) { return d ? &d->c : NULL; }
+const char *theus_contract_doc_errmsg(const theus_contract_doc *d) {
+  return d ? d->msg : "theus_contract_doc_errmsg: no document (out of memory)";
+}
 
-const json_t *theus_contract_doc_json(const theus_contract_doc *d) { return d ? d->json : NULL; }
+theus_contract *theus_contract_doc_get(theus_contract_doc *d) { return d && !d->rc ? &d->c : NULL; }
 
-void theus_contract_doc_free(theus_contract_doc *d) {
+const json_t *theus_contract_doc_json(const theus_contract_doc *d) { return d && !d->rc ? d->json : NULL; }
+
+void theus_contract_doc_release(theus_contract_doc *d) {
   if (!d)
     return;
   for (int i = 0; i < 3; i++)

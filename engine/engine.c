@@ -35,16 +35,16 @@ static int start_pool(theus_engine *e) {
   pc.arena = e->arena;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
-  int rc = theus_pool_start(&e->pool, &pc);
+  int rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
-    theus_pool_stop(e->pool, 1);
+    theus_pool_close(e->pool, 1);
     e->pool = NULL;
   }
   return rc;
 }
 
-int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
+int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
   *out = NULL;
   theus_engine *e = calloc(1, sizeof *e);
   if (!e)
@@ -63,7 +63,7 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   pthread_mutex_init(&e->jobs_lock, NULL);
   pthread_cond_init(&e->jobs_cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
-  int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
+  int rc = theus_arena_open(cfg ? cfg->arena : NULL, &e->arena);
   if (rc) {
     theus__eset(e, rc, "engine open: arena: %s", e->arena ? theus_arena_errmsg(e->arena) : theus_strerror(rc));
     theus_arena_close(e->arena);
@@ -86,11 +86,11 @@ void theus_engine_close(theus_engine *e) {
   while (e->jobs_running)
     pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
   pthread_mutex_unlock(&e->jobs_lock);
-  theus_pool_stop(e->pool, 1);
+  theus_pool_close(e->pool, 1);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
-    theus_contract_free(e->procs[i]);
+    theus_contract_release(e->procs[i]);
   free(e->procs);
   while (e->reducers) {
     theus__reducer *r = e->reducers;
@@ -146,19 +146,21 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
     e->procs[e->nprocs++] = d;
   pthread_rwlock_unlock(&e->reg_lock);
   if (rc)
-    theus_contract_free(d);
+    theus_contract_release(d);
   return rc;
 }
 
 int theus_engine_register_json(theus_engine *e, const char *text, const char *source, theus_fn_resolver resolver,
                                void *ud) {
-  char why[512];
   theus_contract_doc *d = NULL;
-  int rc = theus_contract_parse(text, source, resolver, ud, &d, why, sizeof why);
-  if (rc)
-    return theus__eset(e, rc, "register: %s", why);
+  int rc = theus_contract_parse(text, source, resolver, ud, &d);
+  if (rc) {
+    rc = theus__eset(e, rc, "register: %s", theus_contract_doc_errmsg(d));
+    theus_contract_doc_release(d);
+    return rc;
+  }
   rc = theus_engine_register(e, theus_contract_doc_get(d));
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
   return rc;
 }
 
@@ -292,7 +294,7 @@ void theus_snapshot_release(theus_snapshot *s) { theus__snap_put(s); }
 
 /* ---- version waits ------------------------------------------------------- */
 
-int theus_engine_wait_version(theus_engine *e, uint64_t seen, int timeout_ms, uint64_t *now) {
+int theus_engine_wait_version(theus_engine *e, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   return theus__vword_wait(e->vword, seen, timeout_ms, now);
 }
 
@@ -302,7 +304,7 @@ struct theus_version_watch {
   const theus__vword *w;
 };
 
-int theus_version_watch_open(theus_version_watch **out, int fd) {
+int theus_version_watch_open(int fd, theus_version_watch **out) {
   *out = NULL;
   theus_version_watch *w = malloc(sizeof *w);
   if (!w)
@@ -322,7 +324,7 @@ uint64_t theus_version_watch_current(const theus_version_watch *w) {
   return atomic_load_explicit(&w->w->version, memory_order_acquire);
 }
 
-int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int timeout_ms, uint64_t *now) {
+int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   return theus__vword_wait(w->w, seen, timeout_ms, now);
 }
 

@@ -49,7 +49,7 @@ typedef struct theus__draft {
  * one reference on the region besides the versions binding it. */
 typedef struct theus__live {
   struct theus__live *next;
-  theus_twin *twin;
+  theus_twin_writer *twin;
   theus__harr *arr;
   int ready; /* 0 while theus_engine_live_create is still binding it */
 } theus__live;
@@ -124,7 +124,7 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                      void **data, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
-int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now);
+int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
 int theus__patch_put(json_t *patch, const char *path, json_t *value);
 /* Closes every live region's writer and drops the engine's references. */

@@ -240,7 +240,7 @@ int theus__pool_task(theus_task *t) {
 
 static int submit_task(theus_engine *e, const theus_contract *c, const task_pack *tp, theus_ticket *tk) {
   theus_task_desc d = {theus__pool_task, tp->arg, tp->len, tp->handles, tp->nhandles, tp->keys,
-                       c->timeout_ms ? (int64_t)c->timeout_ms : 0};
+                       c->timeout_ms};
   for (unsigned spin = 0;; spin++) {
     int rc = theus_pool_submit(e->pool, &d, tk);
     if (rc != THEUS_EAGAIN || spin > 100000)
@@ -275,7 +275,7 @@ static void collect(theus_engine *e, const theus_contract *c, theus_ticket tk, u
       o->rc = theus__check_outputs(c, o->patch, o->msg, sizeof o->msg);
     }
   }
-  theus_pool_result_free(&res);
+  theus_pool_result_release(&res);
   trace(e, c, o->worker, t0, o->rc);
 }
 
@@ -465,7 +465,7 @@ int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, t
   return 0;
 }
 
-int theus_job_wait(theus_job *j, int timeout_ms, json_t **result) {
+int theus_job_wait(theus_job *j, int64_t timeout_ms, json_t **result) {
   if (result)
     *result = NULL;
   struct timespec dl;
@@ -496,7 +496,7 @@ const char *theus_job_errmsg(const theus_job *j) { return j->done ? j->msg : "";
 
 uint64_t theus_job_version(const theus_job *j) { return j->done ? j->version : 0; }
 
-void theus_job_free(theus_job *j) {
+void theus_job_release(theus_job *j) {
   if (j)
     job_put(j);
 }

@@ -103,7 +103,7 @@ static int owner_state_init(theus_arena *a) {
 }
 
 /* Like sqlite3_open: a failure still hands back the arena, carrying the message. */
-int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
+int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
   theus_arena_config c;
   theus_arena *a = *out = arena_new();
   if (!a) return THEUS_ENOMEM;
@@ -130,7 +130,7 @@ int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
   return 0;
 }
 
-int theus_arena_attach_ro(theus_arena **out, int ro_fd) {
+int theus_arena_open_ro(int ro_fd, theus_arena **out) {
   *out = NULL;
   theus_arena *a = arena_new();
   if (!a) return THEUS_ENOMEM;

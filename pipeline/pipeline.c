@@ -432,8 +432,8 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
     rc = theus__pipe_err(p, pp, false, "\"parallel\" must be true or false, found %s", theus__pipe_type_name(par));
   t->parallel = json_is_true(par);
   long long tmo = 0;
-  if (!rc) rc = get_int(p, v, ptr, "timeout_ms", 0, UINT32_MAX, &tmo, "0 = no timeout");
-  t->timeout_ms = (uint32_t)tmo;
+  if (!rc) rc = get_int(p, v, ptr, "timeout_ms", -1, INT32_MAX, &tmo, "0 = the engine default, -1 = none");
+  t->timeout_ms = (int64_t)tmo;
   if (rc) return rc;
   /* check the bindings now, with a stand-in function: the real one is looked up in the plugins at open */
   char err[THEUS_FFI_ERRLEN];
@@ -534,30 +534,29 @@ static int load_all(theus_pipeline *p) {
   return theus__pipe_parse_steps(p, steps, "/steps", &p->steps, false);
 }
 
-int theus_pipeline_load(theus_pipeline **out, const char *path, char *err, size_t errlen) {
-  *out = NULL;
-  theus_pipeline *p = calloc(1, sizeof *p);
-  if (!p || !path || !(p->path = strdup(path)) || !(p->dir = strdup(path))) {
-    theus_pipeline_free(p);
-    if (err && errlen) snprintf(err, errlen, "%s", path ? "out of memory" : "no pipeline path");
-    return path ? THEUS_ENOMEM : THEUS_EINVAL;
+int theus_pipeline_load(const char *path, theus_pipeline **out) {
+  if (!out) return THEUS_EINVAL;
+  theus_pipeline *p = *out = calloc(1, sizeof *p);
+  if (!p) return THEUS_ENOMEM;
+  /* from here on p carries the message, sqlite3_open style */
+  p->workers = -2;
+  p->budget = PIPE_DEFAULT_BUDGET;
+  if (!path) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_load: the pipeline path is NULL");
+    return THEUS_EINVAL;
+  }
+  if (!(p->path = strdup(path)) || !(p->dir = strdup(path))) {
+    snprintf(p->msg, sizeof p->msg, "%s: out of memory", path);
+    return THEUS_ENOMEM;
   }
   char *slash = strrchr(p->dir, '/');
   if (slash)
     slash[slash == p->dir] = '\0'; /* keep "/" for files at the root */
   else
     strcpy(p->dir, ".");
-  p->workers = -2;
-  p->budget = PIPE_DEFAULT_BUDGET;
   int rc = load_all(p);
-  if (rc) {
-    if (!p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: %s", path, theus_strerror(rc));
-    if (err && errlen) snprintf(err, errlen, "%s", p->msg);
-    theus_pipeline_free(p);
-    return rc;
-  }
-  *out = p;
-  return 0;
+  if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: %s", path, theus_strerror(rc));
+  return rc;
 }
 
 int theus_pipeline_add_plugin(theus_pipeline *p, const char *path) {
@@ -617,7 +616,7 @@ static void typed_free(typed_proc *t) {
   free(t->signature);
 }
 
-void theus_pipeline_free(theus_pipeline *p) {
+void theus_pipeline_close(theus_pipeline *p) {
   if (!p) return;
   theus__pipe_steps_free(&p->steps);
   for (size_t i = 0; i < p->ntyped; i++) typed_free(&p->typed[i]);

@@ -56,7 +56,7 @@ typedef struct typed_proc {
   char *name, *symbol, *signature;
   char **args, **outputs; /* NULL-terminated */
   bool parallel;
-  uint32_t timeout_ms;
+  int64_t timeout_ms;
   theus__ffi_proc ffi;
   bool ffi_ready;
 } typed_proc;

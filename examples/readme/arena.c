@@ -9,7 +9,7 @@
 int main(void) {
   /* readme:begin arena */
   theus_arena *a;
-  if (theus_arena_open(&a, NULL) != 0) {           /* 1 GiB budget, 100 MiB per array */
+  if (theus_arena_open(NULL, &a) != 0) {           /* 1 GiB budget, 100 MiB per array */
     fprintf(stderr, "%s\n", a ? theus_arena_errmsg(a) : "out of memory");
     theus_arena_close(a);
     return 1;
@@ -26,7 +26,7 @@ int main(void) {
   if (pid == 0) {                                  /* any process holding the ro fd */
     theus_arena *ro;
     theus_array_info info;
-    if (theus_arena_attach_ro(&ro, theus_arena_ro_fd(a)) || theus_array_info_get(ro, h, &info))
+    if (theus_arena_open_ro(theus_arena_ro_fd(a), &ro) || theus_array_info_get(ro, h, &info))
       _exit(2);
     _exit(((const float *)info.data)[0] == 42.0f ? 0 : 1);  /* a store here: SIGSEGV */
   }

@@ -46,7 +46,7 @@ static int run(theus_engine *e) {
 int main(void) {
   /* readme:begin host-open */
   theus_engine *e;
-  if (theus_engine_open(&e, NULL)) {              /* forks the worker pool's fork server */
+  if (theus_engine_open(NULL, &e)) {              /* forks the worker pool's fork server */
     fprintf(stderr, "%s\n", theus_engine_errmsg(e));
     theus_engine_close(e);
     return 1;

@@ -50,7 +50,7 @@ typedef struct theus_contract {
   int parallel;                /* run in the worker pool (requires pure) */
   theus_semantic semantic;
   const char *const *errors;   /* error names theus_ctx_raise may use */
-  uint32_t timeout_ms;         /* 0 = no timeout (parallel processes only) */
+  int64_t timeout_ms;          /* parallel processes: 0 = the engine default, < 0 = none, > 0 = kill the worker past it */
   void *userdata;              /* returned by theus_ctx_userdata (local runs;
                                   in a worker only if set before the engine opened) */
 } theus_contract;
@@ -86,11 +86,11 @@ THEUS_API int theus_contract_check(const theus_contract *c, char *err, size_t er
 
 /* An owned deep copy of c (one allocation holding every string; fn and
  * userdata are copied as pointers), or NULL if out of memory or c has no
- * name. Release it with theus_contract_free. */
+ * name. Release it with theus_contract_release. */
 THEUS_API theus_contract *theus_contract_copy(const theus_contract *c);
 
 /* Frees a copy made by theus_contract_copy. NULL is a no-op. */
-THEUS_API void theus_contract_free(theus_contract *c);
+THEUS_API void theus_contract_release(theus_contract *c);
 
 /* Resolves a function name from a JSON contract (e.g. with dlsym); returns
  * NULL if unknown. */
@@ -107,23 +107,30 @@ typedef struct theus_contract_doc theus_contract_doc;
  * which case fn stays NULL for the caller to fill). source names the text in
  * messages ("contracts.json:3:14: ..."). THEUS_EPARSE for bad JSON or fields,
  * THEUS_EINVAL for a contradictory contract, THEUS_ENOTFOUND for an unknown
- * function; *out is NULL on failure. */
+ * function. Like sqlite3_open, *out is set even on failure (unless memory
+ * ran out) and carries the message (theus_contract_doc_errmsg); release it
+ * with theus_contract_doc_release either way. */
 THEUS_API int theus_contract_parse(const char *text, const char *source, theus_fn_resolver resolver,
-                                   void *ud, theus_contract_doc **out, char *err, size_t errlen);
+                                   void *ud, theus_contract_doc **out);
 
 /* Same from an already-parsed JSON object (no line numbers in messages). */
 THEUS_API int theus_contract_from_json(const json_t *obj, const char *source, theus_fn_resolver resolver,
-                                       void *ud, theus_contract_doc **out, char *err, size_t errlen);
+                                       void *ud, theus_contract_doc **out);
 
-/* The contract inside a parsed document (valid until theus_contract_doc_free).
- * It is mutable so a caller may set fn/userdata before registering. */
+/* Why parsing the document failed ("" after a successful parse). Never NULL. */
+THEUS_API const char *theus_contract_doc_errmsg(const theus_contract_doc *d);
+
+/* The contract inside a parsed document (valid until theus_contract_doc_release;
+ * NULL if the parse failed). It is mutable so a caller may set fn/userdata
+ * before registering. */
 THEUS_API theus_contract *theus_contract_doc_get(theus_contract_doc *d);
 
-/* The JSON object the contract came from (borrowed), for extension fields. */
+/* The JSON object the contract came from (borrowed; NULL if the parse
+ * failed), for extension fields. */
 THEUS_API const json_t *theus_contract_doc_json(const theus_contract_doc *d);
 
 /* Frees a parsed contract document. NULL is a no-op. */
-THEUS_API void theus_contract_doc_free(theus_contract_doc *d);
+THEUS_API void theus_contract_doc_release(theus_contract_doc *d);
 
 /* The JSON form of a contract (new reference; function name not included). */
 THEUS_API json_t *theus_contract_to_json(const theus_contract *c);

@@ -16,6 +16,7 @@
 #include "base.h"
 #include "theus/engine.h"
 #include "theus/heavy.h"
+#include "theus/version.h"
 
 #define ROUNDS 20000
 
@@ -100,7 +101,7 @@ static void test_engine_errmsg_race(void **st) {
   theus_engine_config_init(&c);
   c.workers = -1;
   theus_engine *e = NULL;
-  assert_int_equal(theus_engine_open(&e, &c), 0);
+  assert_int_equal(theus_engine_open(&c, &e), 0);
   race r = {.fail_once = engine_fail, .read = engine_read, .obj = e,
             .msg = {"heavy_discard: no draft for key 'k'", "heavy_discard: no draft for key '" LONG_KEY "'"}};
   run_race(&r);
@@ -117,7 +118,7 @@ static const char *arena_read(const void *a) { return theus_arena_errmsg(a); }
 static void test_arena_errmsg_race(void **st) {
   (void)st;
   theus_arena *a = NULL;
-  assert_int_equal(theus_arena_open(&a, NULL), 0);
+  assert_int_equal(theus_arena_open(NULL, &a), 0);
   char zero[THEUS__ERRMSG_MAX], range[THEUS__ERRMSG_MAX];
   arena_fail(a, 1);
   snprintf(zero, sizeof zero, "%s", theus_arena_errmsg(a));
@@ -140,14 +141,26 @@ static void test_engine_open_shows_arena_message(void **st) {
   c.workers = -1;
   c.arena = &ac;
   theus_engine *e = NULL;
-  assert_int_equal(theus_engine_open(&e, &c), THEUS_EINVAL);
+  assert_int_equal(theus_engine_open(&c, &e), THEUS_EINVAL);
   assert_non_null(e);
   assert_non_null(strstr(theus_engine_errmsg(e), "soft 150%"));
   theus_engine_close(e);
 }
 
+/* The library and the headers it was built with agree on the version. */
+static void test_version(void **state) {
+  (void)state;
+  assert_int_equal(theus_version(), THEUS_VERSION_HEX);
+  assert_string_equal(theus_version_string(), THEUS_VERSION_STRING);
+  char want[32];
+  snprintf(want, sizeof want, "%u.%u.%u", theus_version() >> 16, (theus_version() >> 8) & 0xff,
+           theus_version() & 0xff);
+  assert_string_equal(theus_version_string(), want);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_version),
       cmocka_unit_test(test_err_object),
       cmocka_unit_test(test_engine_errmsg_race),
       cmocka_unit_test(test_arena_errmsg_race),

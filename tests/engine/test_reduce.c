@@ -29,7 +29,7 @@ static int setup(void **state) {
   theus_engine_config_init(&cfg);
   cfg.workers = -1;
   theus_engine *e;
-  if (theus_engine_open(&e, &cfg)) return -1;
+  if (theus_engine_open(&cfg, &e)) return -1;
   static const char *const in[] = {"heavy.rows", NULL};
   theus_contract c = {.name = "shaped", .fn = shaped, .inputs = in};
   uint64_t shape[1] = {4};

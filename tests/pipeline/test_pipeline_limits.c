@@ -66,8 +66,12 @@ static theus_pipeline *load(fixture *f, text *t, char *err, size_t errlen) {
   free(t->s);
   *t = (text){0};
   theus_pipeline *p = NULL;
-  err[0] = '\0';
-  theus_pipeline_load(&p, f->path, err, errlen);
+  int rc = theus_pipeline_load(f->path, &p);
+  snprintf(err, errlen, "%s", rc ? theus_pipeline_errmsg(p) : "");
+  if (rc) {
+    theus_pipeline_close(p);
+    p = NULL;
+  }
   return p;
 }
 
@@ -80,13 +84,13 @@ static json_t *run_x(fixture *f, text *t) {
   theus_engine_config_init(&cfg);
   cfg.workers = -1;
   theus_engine *e = NULL;
-  int rc = theus_pipeline_open(p, &cfg, &e);
+  int rc = theus_pipeline_open_engine(p, &cfg, &e);
   if (rc) fail_msg("open: %s", theus_pipeline_errmsg(p));
   rc = theus_pipeline_run(p, e);
   if (rc) fail_msg("run: %s", theus_pipeline_errmsg(p));
   json_t *x = theus_engine_get(e, "domain.x");
   theus_engine_close(e);
-  theus_pipeline_free(p);
+  theus_pipeline_close(p);
   return x;
 }
 
