@@ -216,8 +216,13 @@ int theus__sandbox_pool(int arena_fd, char *err, size_t errlen) {
    * map_files reopen it writable: r-------- closes every such path for a
    * process without CAP_DAC_OVERRIDE, the orchestrator's rw descriptor and
    * mapping were opened before and stay valid. */
-  if (arena_fd >= 0 && fchmod(arena_fd, S_IRUSR) != 0)
-    return fail(err, errlen, "pool sandbox: fchmod of the arena's descriptor to 0400 failed: %s", strerror(errno));
+  if (arena_fd >= 0 && fchmod(arena_fd, S_IRUSR) != 0) {
+    int e = errno;
+    struct stat sb; /* not ours to change, but already unwritable: as good */
+    if (fstat(arena_fd, &sb) != 0 || (sb.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)))
+      return fail(err, errlen, "pool sandbox: fchmod of the arena's descriptor to 0400 failed: %s (the pool must "
+                  "run as the arena's owner)", strerror(e));
+  }
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
     return fail(err, errlen, "pool sandbox: PR_SET_DUMPABLE failed: %s", strerror(errno));
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
