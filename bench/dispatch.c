@@ -105,9 +105,9 @@ static theus_pool *start_pool_cfg(unsigned nworkers, const theus_arena *a, int u
   cfg.unsandboxed = unsandboxed;
   if (spin_us >= 0) cfg.spin_us = (uint32_t)spin_us;
   theus_pool *p = NULL;
-  if (theus_pool_start(&p, &cfg) < 0) {
+  if (theus_pool_open(&cfg, &p) < 0) {
     fprintf(stderr, "theus-bench: %s\n", theus_pool_errmsg(p));
-    theus_pool_stop(p, 1);
+    theus_pool_close(p, 1);
     return NULL;
   }
   return p;
@@ -130,7 +130,7 @@ static double roundtrip_flags_us(theus_pool *p, const theus_task_desc *d, unsign
         fprintf(stderr, "theus-bench: task failed: %s %s\n", theus_pool_errmsg(p), r.errmsg);
         return -1;
       }
-      theus_pool_result_free(&r);
+      theus_pool_result_release(&r);
     }
     if (b >= 0) blocks[b] = (double)(bench_now_ns() - t0) / (block * scale) / 1000.0;
   }
@@ -163,7 +163,7 @@ static double task_double(theus_pool *p, theus_task_fn fn, unsigned flags) {
   if (theus_pool_submit_flags(p, &d, flags, &tk) == 0 && theus_pool_wait(p, tk, -1, &r) == 0 && r.status == 0 &&
       r.len == sizeof v)
     memcpy(&v, r.data, sizeof v);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
   return v;
 }
 
@@ -196,9 +196,9 @@ static int sandbox_costs(theus_arena *a, int scale) {
         double v = roundtrip_flags_us(pools[i], &empty, i == 2 ? THEUS_TASK_SANDBOX : 0, 0, block, 3, 1);
         if (r >= 0) res[i][r] = v;
       }
-    theus_pool_stop(off, 0);
-    theus_pool_stop(on, 0);
-    theus_pool_stop(pure, 0);
+    theus_pool_close(off, 0);
+    theus_pool_close(on, 0);
+    theus_pool_close(pure, 0);
     double t_off = bench_median(r_off, ROUNDS), t_on = bench_median(r_on, ROUNDS);
     double t_pure = bench_median(r_pure, ROUNDS);
     char name[96];
@@ -216,7 +216,7 @@ static int sandbox_costs(theus_arena *a, int scale) {
   theus_pool *sw = start_pool_cfg(1, a, 0, -1);
   if (!sw) return -1;
   bench_report("sandbox_alternating_roundtrip_us", roundtrip_flags_us(sw, &empty, 0, 1, 4, BLOCKS, scale), "us");
-  theus_pool_stop(sw, 0);
+  theus_pool_close(sw, 0);
   return 0;
 }
 
@@ -279,7 +279,7 @@ int theus_bench_dispatch(int argc, char **argv) {
   ac.hard_limit = 2ull << 30;
   ac.single_limit = (1ull << 30) + (1ull << 20);
   theus_arena *a = NULL;
-  if (theus_arena_open(&a, &ac) < 0) {
+  if (theus_arena_open(&ac, &a) < 0) {
     fprintf(stderr, "theus-bench: arena open failed\n");
     return 1;
   }
@@ -295,7 +295,7 @@ int theus_bench_dispatch(int argc, char **argv) {
   bench_report("handoff_1GiB_us", h1g, "us");
   bench_report("ratio_handoff_1GiB_vs_1KiB", h1g / h1k, "x");
   bench_report("dispatch_submit_batch_1worker_tasks_per_s", batched_per_s(p1, 200000u * (size_t)scale), "tasks/s");
-  theus_pool_stop(p1, 0);
+  theus_pool_close(p1, 0);
 
   theus_pool *pn = start_pool(0, a);
   if (!pn) return 1;
@@ -305,7 +305,7 @@ int theus_bench_dispatch(int argc, char **argv) {
   theus_pool_stats st;
   theus_pool_stats_get(pn, &st);
   fprintf(stderr, "theus-bench: batched run used %u workers\n", st.nworkers);
-  theus_pool_stop(pn, 0);
+  theus_pool_close(pn, 0);
   if (sandbox_costs(a, scale) < 0) return 1;
   theus_arena_close(a);
   return 0;

@@ -32,7 +32,7 @@ static theus_engine *open_engine(int workers) {
   json_t *d = json_pack("{s:i}", "counter", 0);
   cfg.domain = d;
   theus_engine *e = NULL;
-  int rc = theus_engine_open(&e, &cfg);
+  int rc = theus_engine_open(&cfg, &e);
   json_decref(d);
   if (rc) {
     fprintf(stderr, "bench engine: %s\n", theus_engine_errmsg(e));

@@ -39,16 +39,16 @@ static int start_pool(theus_engine *e) {
   pc.arena = e->arena;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
-  int rc = theus_pool_start(&e->pool, &pc);
+  int rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
-    theus_pool_stop(e->pool, 1);
+    theus_pool_close(e->pool, 1);
     e->pool = NULL;
   }
   return rc;
 }
 
-int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
+int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
   *out = NULL;
   theus_engine *e = calloc(1, sizeof *e);
   if (!e)
@@ -67,7 +67,7 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   pthread_mutex_init(&e->jobs_lock, NULL);
   pthread_cond_init(&e->jobs_cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
-  int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
+  int rc = theus_arena_open(cfg ? cfg->arena : NULL, &e->arena);
   if (rc) {
     theus__eset(e, rc, "engine open: arena: %s", theus_strerror(rc));
     goto fail;
@@ -88,7 +88,7 @@ void theus_engine_close(theus_engine *e) {
   while (e->jobs_running)
     pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
   pthread_mutex_unlock(&e->jobs_lock);
-  theus_pool_stop(e->pool, 1);
+  theus_pool_close(e->pool, 1);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
@@ -160,7 +160,7 @@ int theus_engine_register_json(theus_engine *e, const char *text, const char *so
   if (rc)
     return theus__eset(e, rc, "register: %s", why);
   rc = theus_engine_register(e, theus_contract_doc_get(d));
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
   return rc;
 }
 
@@ -304,7 +304,7 @@ struct theus_version_watch {
   const theus__vword *w;
 };
 
-int theus_version_watch_open(theus_version_watch **out, int fd) {
+int theus_version_watch_open(int fd, theus_version_watch **out) {
   *out = NULL;
   theus_version_watch *w = malloc(sizeof *w);
   if (!w)

@@ -276,7 +276,7 @@ static void collect(theus_engine *e, const theus_contract *c, theus_ticket tk, u
       o->rc = theus__check_outputs(c, o->patch, o->msg, sizeof o->msg);
     }
   }
-  theus_pool_result_free(&res);
+  theus_pool_result_release(&res);
   trace(e, c, o->worker, t0, o->rc);
 }
 
@@ -497,7 +497,7 @@ const char *theus_job_errmsg(const theus_job *j) { return j->done ? j->msg : "";
 
 uint64_t theus_job_version(const theus_job *j) { return j->done ? j->version : 0; }
 
-void theus_job_free(theus_job *j) {
+void theus_job_release(theus_job *j) {
   if (j)
     job_put(j);
 }

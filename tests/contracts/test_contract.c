@@ -83,7 +83,7 @@ static void test_json_roundtrip(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "semantic")), "pure");
   assert_string_equal(json_string_value(json_array_get(json_object_get(j, "errors"), 0)), "E_RANGE");
   json_decref(j);
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
 }
 
 /* sandbox: default means on for parallel processes, never for local ones. */
@@ -113,12 +113,12 @@ static void test_sandbox_field(void **state) {
   json_t *j = theus_contract_to_json(theus_contract_doc_get(d));
   assert_string_equal(json_string_value(json_object_get(j, "sandbox")), "off");
   json_decref(j);
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
   const char *dflt = "{\"name\": \"s\", \"function\": \"dummy\", \"parallel\": true}";
   assert_int_equal(theus_contract_parse(dflt, "c.json", resolve, NULL, &d, err, sizeof err), 0);
   assert_int_equal(theus_contract_doc_get(d)->sandbox, THEUS_SANDBOX_DEFAULT);
   assert_true(theus_contract_sandboxed(theus_contract_doc_get(d)));
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
 }
 
 static void expect_parse_error(const char *text, int code, const char *needle) {

@@ -92,7 +92,7 @@ static int setup(void **state) {
   cfg.workers = 2;
   json_t *d = json_pack("{s:i}", "k", 2);
   cfg.domain = d;
-  int rc = theus_engine_open(&E, &cfg);
+  int rc = theus_engine_open(&cfg, &E);
   json_decref(d);
   if (rc) {
     print_error("engine open: %s\n", theus_engine_errmsg(E));

@@ -78,7 +78,7 @@ static int find_arena_fd(int accmode) {
 
 static int start(void **state, int unsandboxed) {
   fixture *f = calloc(1, sizeof *f);
-  if (!f || theus_arena_open(&f->arena, NULL) < 0) return -1;
+  if (!f || theus_arena_open(NULL, &f->arena) < 0) return -1;
   void *data;
   if (theus_arena_alloc(f->arena, ARRAY_BYTES, &f->h, &data) < 0) return -1;
   for (size_t i = 0; i < ARRAY_BYTES; i++) f->expect[i] = (unsigned char)(i * 7 + 3);
@@ -90,7 +90,7 @@ static int start(void **state, int unsandboxed) {
   cfg.arena = f->arena;
   cfg.unsandboxed = unsandboxed;
   *state = f;
-  if (theus_pool_start(&f->pool, &cfg) < 0) {
+  if (theus_pool_open(&cfg, &f->pool) < 0) {
     fprintf(stderr, "pool start: %s\n", theus_pool_errmsg(f->pool));
     return -1;
   }
@@ -103,7 +103,7 @@ static int setup_unsandboxed(void **state) { return start(state, 1); }
 static int teardown(void **state) {
   fixture *f = *state;
   if (!f) return 0;
-  theus_pool_stop(f->pool, 1);
+  theus_pool_close(f->pool, 1);
   theus_arena_close(f->arena);
   free(f);
   return 0;
@@ -360,7 +360,7 @@ static verdict attack_on(fixture *f, theus_task_fn fn, const char *what) {
   if (r.status != 0) fail_msg("%s: the attack task itself failed: %s", what, r.errmsg);
   assert_int_equal(r.len, sizeof v);
   memcpy(&v, r.data, sizeof v);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
   return v;
 }
 

@@ -41,13 +41,13 @@ static int setup(void **state) {
   theus_pool_config cfg;
   theus_pool_config_init(&cfg);
   cfg.nworkers = 1; /* one worker: every task below lands on the same slot */
-  return theus_pool_start(&f->pool, &cfg) < 0 ? -1 : 0;
+  return theus_pool_open(&cfg, &f->pool) < 0 ? -1 : 0;
 }
 
 static int teardown(void **state) {
   fixture *f = *state;
   if (!f) return 0;
-  theus_pool_stop(f->pool, 1);
+  theus_pool_close(f->pool, 1);
   unlink(f->path);
   free(f);
   return 0;
@@ -194,7 +194,7 @@ static int run_pid(fixture *f, theus_task_fn fn, unsigned flags) {
   int pid;
   assert_int_equal(r.len, sizeof pid);
   memcpy(&pid, r.data, sizeof pid);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
   return pid;
 }
 
@@ -262,7 +262,7 @@ static void test_sigsys_handler_refused(void **state) {
   assert_int_equal(r.status, 0);
   int v[2];
   memcpy(v, r.data, sizeof v);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
   assert_int_equal(v[0], -1);
   assert_int_equal(v[1], EPERM);
 }
@@ -282,7 +282,7 @@ static void test_unsandboxed_task_may(void **state) {
   theus_pool_result r = run(f, t_socket, 0, NULL, 0);
   assert_int_equal(r.status, THEUS_EPROCESS); /* returned normally: socket() ran */
   assert_non_null(strstr(r.errmsg, "socket returned"));
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
 }
 
 /* A plain task after a sandboxed one gets a fresh worker (the filter cannot
@@ -331,7 +331,7 @@ static void test_arena_write_still_reported(void **state) {
   (void)state;
   theus_arena *a = NULL;
   theus_pool *p = NULL;
-  assert_int_equal(theus_arena_open(&a, NULL), 0);
+  assert_int_equal(theus_arena_open(NULL, &a), 0);
   theus_handle h;
   void *data;
   assert_int_equal(theus_arena_alloc(a, 4096, &h, &data), 0);
@@ -340,7 +340,7 @@ static void test_arena_write_still_reported(void **state) {
   theus_pool_config_init(&cfg);
   cfg.nworkers = 1;
   cfg.arena = a;
-  int rc = theus_pool_start(&p, &cfg);
+  int rc = theus_pool_open(&cfg, &p);
   if (rc == 0) {
     const char *keys[] = {"heavy.frame"};
     theus_task_desc d = {.fn = t_write_ro, .handles = &h, .nhandles = 1, .keys = keys};
@@ -353,7 +353,7 @@ static void test_arena_write_still_reported(void **state) {
       rc = r.status == THEUS_ECONTRACT && strstr(r.errmsg, "heavy.frame") ? 0 : -1;
     }
   }
-  theus_pool_stop(p, 1); /* before any assertion: no child outlives the test */
+  theus_pool_close(p, 1); /* before any assertion: no child outlives the test */
   int intact = ((unsigned char *)data)[2048] == 7;
   theus_arena_close(a);
   assert_int_equal(rc, 0);
