@@ -81,6 +81,14 @@ static int check(const theus_contract *c, int need_fn, char *err, size_t errlen)
     return fail(err, errlen, THEUS_EINVAL, "contract '%s': fn is NULL; give the process function", c->name);
   if (c->semantic != THEUS_PURE && c->semantic != THEUS_EFFECT)
     return fail(err, errlen, THEUS_EINVAL, "contract '%s': semantic must be pure or effect", c->name);
+  if (c->sandbox != THEUS_SANDBOX_DEFAULT && c->sandbox != THEUS_SANDBOX_ON && c->sandbox != THEUS_SANDBOX_OFF)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': sandbox must be THEUS_SANDBOX_DEFAULT, _ON or _OFF (is %d)",
+                c->name, (int)c->sandbox);
+  if (c->sandbox == THEUS_SANDBOX_ON && !c->parallel)
+    return fail(err, errlen, THEUS_EINVAL,
+                "contract '%s': sandbox on: only parallel processes run sandboxed (a local process runs inside "
+                "the host); set parallel true or drop sandbox",
+                c->name);
   if (c->parallel && c->semantic == THEUS_EFFECT)
     return fail(err, errlen, THEUS_EINVAL,
                 "contract '%s': parallel: an effect process always runs locally; "
@@ -130,6 +138,10 @@ static const char *const *strv_copy(const char *const *v, char **cursor) {
   if (mis)
     *cursor += sizeof(char *) - mis;
   return out;
+}
+
+int theus_contract_sandboxed(const theus_contract *c) {
+  return c && c->parallel && c->sandbox != THEUS_SANDBOX_OFF;
 }
 
 theus_contract *theus_contract_copy(const theus_contract *c) {
@@ -237,6 +249,12 @@ static int parse_scalars(const parse_ctx *pc, const json_t *obj, theus_contract 
     if (!json_is_integer(v) || json_integer_value(v) < -1)
       return field_err(pc, "timeout_ms", "must be an integer: milliseconds, 0 = the engine default, -1 = none");
     c->timeout_ms = (int64_t)json_integer_value(v);
+  }
+  if ((v = json_object_get(obj, "sandbox"))) {
+    const char *s = json_string_value(v);
+    if (!s || (strcmp(s, "default") && strcmp(s, "on") && strcmp(s, "off")))
+      return field_err(pc, "sandbox", "must be \"default\", \"on\" or \"off\"");
+    c->sandbox = !strcmp(s, "on") ? THEUS_SANDBOX_ON : !strcmp(s, "off") ? THEUS_SANDBOX_OFF : THEUS_SANDBOX_DEFAULT;
   }
   return 0;
 }
@@ -346,8 +364,9 @@ static json_t *strv_json(const char *const *v) {
 json_t *theus_contract_to_json(const theus_contract *c) {
   if (!c)
     return NULL;
-  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I}", "name", c->name, "inputs", strv_json(c->inputs),
+  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I, s:s}", "name", c->name, "inputs", strv_json(c->inputs),
                    "outputs", strv_json(c->outputs), "parallel", c->parallel, "semantic",
                    c->semantic == THEUS_EFFECT ? "effect" : "pure", "errors", strv_json(c->errors),
-                   "timeout_ms", (json_int_t)c->timeout_ms);
+                   "timeout_ms", (json_int_t)c->timeout_ms, "sandbox",
+                   c->sandbox == THEUS_SANDBOX_ON ? "on" : c->sandbox == THEUS_SANDBOX_OFF ? "off" : "default");
 }

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "pool_internal.h"
+#include "sandbox.h"
 
 enum { REASON_NONE = 0, REASON_TIMEOUT, REASON_CANCEL };
 
@@ -148,7 +149,10 @@ static void describe_death(forksrv *f, unsigned w, pid_t pid, int st, theus__slo
     const char *name = sigabbrev_np(WTERMSIG(st));
     s->status = THEUS_ECRASH;
     snprintf(s->errmsg, sizeof s->errmsg, "worker %u (pid %d) killed by SIG%s%s", w, (int)pid, name ? name : "?",
-             WTERMSIG(st) == SIGKILL ? " (from outside the pool: the OOM killer, a memory limit or a user)" : "");
+             WTERMSIG(st) == SIGKILL   ? " (from outside the pool: the OOM killer, a memory limit or a user)"
+             : WTERMSIG(st) == SIGSYS ? " (its sandbox refused a system call; the task blocked SIGSYS, so the "
+                                        "call is not known)"
+                                      : "");
     atomic_fetch_add(&r->crashed, 1);
   } else {
     s->status = THEUS_ECRASH;
@@ -321,6 +325,9 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
       maps_each(collect_arena, &af);
     }
   }
+  /* Before any worker exists: they all inherit it, and it cannot be undone. */
+  char err[THEUS_POOL_ERRMSG_MAX];
+  if (!c->unsandboxed && theus__sandbox_pool(c->arena_fd, err, sizeof err) < 0) fatal(&f, err);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);

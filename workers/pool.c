@@ -167,6 +167,7 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   c->keep_core = cfg->keep_core_dumps;
   c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
   c->orch_pid = getpid();
+  c->unsandboxed = cfg->unsandboxed;
   c->slots_off = head;
   c->total = total;
   for (unsigned w = 0; w < p->n; w++) atomic_store(&theus__ring_of(c, w)->run, 1);
@@ -295,12 +296,14 @@ static void fill_slot(theus__slot *s, const theus_task_desc *d) {
   s->status = 0;
   s->res_len = 0;
   s->nitems = 0;
+  s->flags = 0;
 }
 
 /* Queues d on worker w without waking it. THEUS_EAGAIN if its ring is full. */
 /* A map chunk rides in a task slot: these describe its items (nitems 0: a task). */
 typedef struct chunk_shape {
   uint32_t nitems, item_arg, item_res;
+  uint32_t flags; /* THEUS_TASK_* (a plain task with flags rides here too, nitems 0) */
 } chunk_shape;
 
 static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t timeout_ms, const chunk_shape *cs,
@@ -321,6 +324,7 @@ static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t 
     s->nitems = cs->nitems;
     s->item_arg = cs->item_arg;
     s->item_res = cs->item_res;
+    s->flags = cs->flags;
   }
   s->seq = tail;
   atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
@@ -377,6 +381,17 @@ int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *
   int rc = check_desc(p, task);
   unsigned w = 0;
   if (rc < 0 || (rc = place(p, task, NULL, out, &w)) < 0) return rc;
+  wake_worker(p, w);
+  return 0;
+}
+
+int theus_pool_submit_flags(theus_pool *p, const theus_task_desc *task, unsigned flags, theus_ticket *out) {
+  if (!p || !p->ctl || !out) return THEUS_EINVAL;
+  if (flags & ~THEUS_TASK_SANDBOX) return set_err(p, THEUS_EINVAL, "theus_pool_submit_flags: unknown flags 0x%x", flags);
+  chunk_shape cs = {.flags = flags};
+  int rc = check_desc(p, task);
+  unsigned w = 0;
+  if (rc < 0 || (rc = place(p, task, flags ? &cs : NULL, out, &w)) < 0) return rc;
   wake_worker(p, w);
   return 0;
 }
@@ -548,7 +563,7 @@ static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *
   theus_task_desc d = {.fn = m->fn, .arg = m->arg_size ? (const char *)m->args + lo * m->arg_size : NULL,
                        .arg_len = n * m->arg_size, .handles = m->handles, .nhandles = m->nhandles,
                        .keys = m->keys, .timeout_ms = m->timeout_ms};
-  chunk_shape cs = {(uint32_t)n, (uint32_t)m->arg_size, (uint32_t)m->result_size};
+  chunk_shape cs = {(uint32_t)n, (uint32_t)m->arg_size, (uint32_t)m->result_size, m->flags};
   unsigned w = 0;
   int rc = place(p, &d, &cs, tk, &w);
   if (rc == 0) wake_worker(p, w);
@@ -560,6 +575,8 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   map_run mr = {.m = m};
   theus_task_desc probe = {.fn = m->fn, .handles = m->handles, .nhandles = m->nhandles};
   int rc = check_desc(p, &probe);
+  if (rc == 0 && (m->flags & ~THEUS_TASK_SANDBOX))
+    rc = set_err(p, THEUS_EINVAL, "theus_pool_map: unknown flags 0x%x", m->flags);
   if (rc == 0 && m->count && ((m->arg_size && !m->args) || (m->result_size && !m->results)))
     rc = set_err(p, THEUS_EINVAL, "theus_pool_map: args or results is NULL with a nonzero item size");
   if (rc == 0) rc = map_chunk_size(p, m, &mr.chunk);

@@ -46,6 +46,7 @@ typedef struct theus__slot {
   uint32_t nitems;    /* 0: one task; else a map chunk of nitems items */
   uint32_t item_arg;  /* map: argument bytes per item */
   uint32_t item_res;  /* map: result bytes per item; res = int32 statuses, then results */
+  uint32_t flags;     /* THEUS_TASK_* from the descriptor */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];
@@ -73,6 +74,7 @@ typedef struct theus__ctl {
   int32_t keep_core;
   int32_t arena_fd; /* read-only memfd descriptor, or -1 */
   int32_t orch_pid;
+  int32_t unsandboxed; /* theus_pool_config.unsandboxed: no pool sandbox layer */
   _Atomic uint32_t start_state; /* futex word: THEUS__START_* */
   _Atomic uint32_t stop;        /* THEUS__STOP_* */
   _Atomic uint32_t broken;      /* the fork server died: every task fails */

@@ -42,6 +42,16 @@ typedef enum theus_semantic {
 
 /* A contract. String arrays are NULL-terminated (NULL = empty). The engine
  * copies everything at registration. */
+/* Whether a parallel process runs under the pure-process sandbox (no
+ * fork/exec, no network, no file writes, no signals to other processes; see
+ * docs/workers.md). THEUS_SANDBOX_DEFAULT means on for parallel processes
+ * (they are pure); local processes run in the host and are never sandboxed. */
+typedef enum theus_sandbox {
+  THEUS_SANDBOX_DEFAULT = 0,
+  THEUS_SANDBOX_ON = 1,
+  THEUS_SANDBOX_OFF = 2
+} theus_sandbox;
+
 typedef struct theus_contract {
   const char *name;
   theus_process_fn fn;
@@ -53,6 +63,7 @@ typedef struct theus_contract {
   int64_t timeout_ms;          /* parallel processes: 0 = the engine default, < 0 = none, > 0 = kill the worker past it */
   void *userdata;              /* returned by theus_ctx_userdata (local runs;
                                   in a worker only if set before the engine opened) */
+  theus_sandbox sandbox;       /* default: on when parallel; on requires parallel */
 } theus_contract;
 
 /* ---- paths ----------------------------------------------------------- */
@@ -91,6 +102,10 @@ THEUS_API theus_contract *theus_contract_copy(const theus_contract *c);
 
 /* Frees a copy made by theus_contract_copy. NULL is a no-op. */
 THEUS_API void theus_contract_release(theus_contract *c);
+/* Nonzero if the process's tasks must run under the pure-process sandbox
+ * (parallel, and sandbox not off): the engine then submits them with
+ * THEUS_TASK_SANDBOX. */
+THEUS_API int theus_contract_sandboxed(const theus_contract *c);
 
 /* Resolves a function name from a JSON contract (e.g. with dlsym); returns
  * NULL if unknown. */
@@ -102,7 +117,8 @@ typedef struct theus_contract_doc theus_contract_doc;
 /* Parses one contract object:
  *   {"name": "scale", "function": "scale_fn", "inputs": ["domain.k"],
  *    "outputs": ["domain.y"], "parallel": false, "semantic": "pure",
- *    "errors": ["E_RANGE"], "timeout_ms": 1000}
+ *    "errors": ["E_RANGE"], "timeout_ms": 1000, "sandbox": "default"}
+ * (`sandbox`: "default", "on" or "off", optional).
  * `function` is resolved with resolver (required unless resolver is NULL, in
  * which case fn stays NULL for the caller to fill). source names the text in
  * messages ("contracts.json:3:14: ..."). THEUS_EPARSE for bad JSON or fields,

@@ -57,8 +57,21 @@ typedef struct theus_pool_config {
   uint32_t spin_us;        /* busy-wait before sleeping on a futex, both sides (default 50) */
   int64_t default_timeout_ms; /* per task when the task says 0; <= 0 means none (default) */
   const theus_arena *arena;   /* arena shared read-only with the workers (may be NULL) */
-  int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 */
+  int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 and are not dumpable */
+  int unsandboxed;         /* 1: no pool sandbox layer (debugging under gdb/strace only; see
+                              docs/workers.md, "Threat model"). 0 (default): every worker runs with
+                              no capabilities, no new privileges, not dumpable, and a seccomp
+                              filter that keeps it from writing the arena by any path */
 } theus_pool_config;
+
+/* Flags of theus_pool_submit_flags and theus_map_desc.flags */
+/* Run the task under the pure-process sandbox: no fork/exec, no network, no
+ * file writes or signals to other processes. A refused call fails the task
+ * with THEUS_ECONTRACT ("... called socket() ...") and replaces the worker.
+ * The engine sets it for parallel processes unless their contract says
+ * sandbox off. A worker keeps the sandbox once it has it: a task without the
+ * flag that lands on such a worker makes it exit and a fresh worker runs it. */
+#define THEUS_TASK_SANDBOX 0x1u
 
 /* What to run. Everything is copied at submit; the caller's buffers are free
  * to reuse as soon as submit returns. */
@@ -120,6 +133,11 @@ THEUS_API int theus_pool_open(const theus_pool_config *cfg, theus_pool **out);
  * broken (its fork server died). */
 THEUS_API int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out);
 
+/* theus_pool_submit with flags (THEUS_TASK_SANDBOX or 0). They are an
+ * argument, not a field of theus_task_desc, so callers that initialise the
+ * descriptor positionally keep compiling warning-free. */
+THEUS_API int theus_pool_submit_flags(theus_pool *p, const theus_task_desc *task, unsigned flags, theus_ticket *out);
+
 /* Queues n tasks with one wake-up per worker; tickets[i] answers tasks[i].
  * Returns how many were queued (>= 0) or a negative code if none was. */
 THEUS_API int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t n,
@@ -145,6 +163,7 @@ typedef struct theus_map_desc {
   int *status;        /* optional: count per-item statuses */
   size_t chunk;       /* items per chunk; 0: count / (4 * nworkers), within the limits */
   int64_t timeout_ms; /* per chunk, as for a task */
+  unsigned flags;     /* THEUS_TASK_SANDBOX, or 0: applies to every chunk */
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the

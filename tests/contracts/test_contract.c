@@ -22,8 +22,8 @@ static void test_valid_contract(void **state) {
   (void)state;
   const char *in[] = {"domain.counter", "heavy.frame", NULL}, *out[] = {"domain.items.*", NULL},
              *errs[] = {"E_RANGE", NULL};
-  theus_contract c = {.name = "inc", .fn = dummy, .inputs = in, .outputs = out, .errors = errs, .parallel = 1};
   char err[256] = "";
+  theus_contract c = {.name = "inc", .fn = dummy, .inputs = in, .outputs = out, .errors = errs, .parallel = 1};
   assert_int_equal(theus_contract_check(&c, err, sizeof err), 0);
 }
 
@@ -111,6 +111,40 @@ static void test_json_roundtrip(void **state) {
   theus_contract_doc_release(d);
 }
 
+/* sandbox: default means on for parallel processes, never for local ones. */
+static void test_sandbox_field(void **state) {
+  (void)state;
+  theus_contract c = {.name = "p", .fn = dummy, .parallel = 1};
+  assert_true(theus_contract_sandboxed(&c));
+  c.sandbox = THEUS_SANDBOX_OFF;
+  assert_false(theus_contract_sandboxed(&c));
+  assert_int_equal(theus_contract_check(&c, NULL, 0), 0);
+  c.sandbox = THEUS_SANDBOX_ON;
+  assert_true(theus_contract_sandboxed(&c));
+  c.parallel = 0;
+  assert_false(theus_contract_sandboxed(&c));
+  expect_reject(&c, "sandbox on");
+  c.sandbox = THEUS_SANDBOX_DEFAULT;
+  assert_false(theus_contract_sandboxed(&c));
+  c.sandbox = (theus_sandbox)7;
+  expect_reject(&c, "sandbox");
+
+  const char *text = "{\"name\": \"s\", \"function\": \"dummy\", \"parallel\": true, \"sandbox\": \"off\"}";
+  theus_contract_doc *d = NULL;
+  assert_int_equal(theus_contract_parse(text, "c.json", resolve, NULL, &d), 0);
+  assert_int_equal(theus_contract_doc_get(d)->sandbox, THEUS_SANDBOX_OFF);
+  assert_false(theus_contract_sandboxed(theus_contract_doc_get(d)));
+  json_t *j = theus_contract_to_json(theus_contract_doc_get(d));
+  assert_string_equal(json_string_value(json_object_get(j, "sandbox")), "off");
+  json_decref(j);
+  theus_contract_doc_release(d);
+  const char *dflt = "{\"name\": \"s\", \"function\": \"dummy\", \"parallel\": true}";
+  assert_int_equal(theus_contract_parse(dflt, "c.json", resolve, NULL, &d), 0);
+  assert_int_equal(theus_contract_doc_get(d)->sandbox, THEUS_SANDBOX_DEFAULT);
+  assert_true(theus_contract_sandboxed(theus_contract_doc_get(d)));
+  theus_contract_doc_release(d);
+}
+
 static void expect_parse_error(const char *text, int code, const char *needle) {
   theus_contract_doc *d = NULL;
   assert_int_equal(theus_contract_parse(text, "c.json", resolve, NULL, &d), code);
@@ -134,6 +168,9 @@ static void test_json_errors_have_positions(void **state) {
                      "outputs[0]");
   expect_parse_error("[1]", THEUS_EPARSE, "must be a JSON object");
   expect_parse_error("{\"function\": \"dummy\"}", THEUS_EPARSE, "'name'");
+  expect_parse_error("{\"name\": \"x\", \"function\": \"dummy\",\n \"sandbox\": true}", THEUS_EPARSE,
+                     "c.json:2:2: field 'sandbox'");
+  expect_parse_error("{\"name\": \"x\", \"function\": \"dummy\", \"sandbox\": \"on\"}", THEUS_EINVAL, "sandbox on");
 }
 
 int main(void) {
@@ -143,6 +180,7 @@ int main(void) {
       cmocka_unit_test(test_contradictions_name_the_field),
       cmocka_unit_test(test_json_roundtrip),
       cmocka_unit_test(test_json_errors_have_positions),
+      cmocka_unit_test(test_sandbox_field),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
