@@ -716,13 +716,15 @@ class Engine:
                 d = self._drafts.get(key)
                 if val is not True:
                     vd = getattr(val, "_theus_draft", None)
+                    if vd is not None and vd.key == key and vd.published:
+                        raise errors.InvalidArgumentError(
+                            f"theus: the draft of '{key}' was already published; allocate a new one with "
+                            f"engine.heavy.alloc('{key}', ...) for new data")
                     if vd is None or vd is not d:
                         raise errors.InvalidArgumentError(
                             f"theus: heavy['{key}'] must be the array engine.heavy.alloc('{key}', ...) returned "
                             "(or a view of it), True, or None to unbind; arrays not in the arena cannot be "
                             "published without a copy: allocate with heavy.alloc and fill it")
-                    if d.published:
-                        raise errors.InvalidArgumentError(f"theus: the draft of '{key}' was already published")
                 hp[key] = True
                 if d is not None:
                     publish.append(d)
@@ -932,26 +934,35 @@ class Engine:
                 return self.state.domain
             raise errors.InvalidArgumentError("theus: run_pipeline() without a source needs an engine opened with "
                                               "Engine.from_pipeline(path_or_dict)")
-        doc = source if isinstance(source, dict) else _read_json(source)
+        doc = json.loads(json.dumps(source)) if isinstance(source, dict) else _read_json(source)
         extra = [k for k in ("plugins", "processes", "heavy", "domain") if k in doc] if isinstance(doc, dict) else []
         if extra:
             raise errors.InvalidArgumentError(
                 f"theus: pipeline {source if not isinstance(source, dict) else '<dict>'} declares "
                 f"{', '.join(extra)}, which are set up when an engine opens: use "
                 "theus.Engine.from_pipeline(source).run_pipeline(), or keep only the steps here")
+        # The C runner takes a map step's default slice count (2 per worker)
+        # from theus_pipeline_open_engine, which did not run here: fill it in.
+        n = self.workers if self.workers > 0 else (os.cpu_count() or 1)
+        shown = source if not isinstance(source, dict) else None
+        if isinstance(doc, dict) and _fill_slices(doc.get("steps"), 2 * n):
+            source = doc
         p, cleanup = _load_pipeline(source)
         try:
-            self._run(p, core)
+            self._run(p, core, shown if isinstance(source, dict) else None)
         finally:
             LIB.theus_pipeline_close(p)
             cleanup()
         return self.state.domain
 
-    def _run(self, p, core):
+    def _run(self, p, core, original=None):
         rc = LIB.theus_pipeline_run(p, core.ptr)
         self._reraise_interrupt()
         if rc:
-            raise errors.error_for(rc, LIB.theus_pipeline_errmsg(p).decode())
+            msg = LIB.theus_pipeline_errmsg(p).decode()
+            if original is not None:
+                msg += f" (in a copy of {os.fspath(original)} with map slices filled in)"
+            raise errors.error_for(rc, msg)
 
     # ---- lifetime ----
     @property
@@ -1019,6 +1030,22 @@ def _args(args, kwargs):
     if kwargs:
         args = dict(args or {}, **kwargs)
     return args if args is not None else {}
+
+
+def _fill_slices(steps, n):
+    """Sets "slices": n on map steps without one (recursively); True if any changed."""
+    changed = False
+    if not isinstance(steps, list):
+        return False
+    for st in steps:
+        if not isinstance(st, dict):
+            continue
+        if "map" in st and "slices" not in st:
+            st["slices"] = n
+            changed = True
+        for k in ("parallel", "then", "else", "do"):
+            changed |= _fill_slices(st.get(k), n)
+    return changed
 
 
 def _read_json(path):
