@@ -777,7 +777,8 @@ class Engine:
     def execute(self, name, args=None, **kwargs):
         """Runs a process (in the pool if parallel) and commits its outputs; returns its value."""
         core = self._c()
-        ja = to_json(_args(args, kwargs))
+        a = _args(args, kwargs)
+        ja = to_json(a) if a else None  # NULL = no arguments: no JSON round trip on the hot path
         res = c_void_p()
         try:
             rc = LIB.theus_engine_execute(core.ptr, cstr(name, "process name"), ja, byref(res))
