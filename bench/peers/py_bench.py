@@ -5,8 +5,11 @@ Prints one "name value unit" line per figure, like theus-bench.
   py_execute_roundtrip_us              engine.execute of the demo plugin's empty parallel `noop`, warm pool
   py_pool_apply_roundtrip_us           multiprocessing.Pool.apply of an empty function, warm pool
   ratio_py_execute_vs_pool_apply       how many times faster engine.execute is (target >= 20)
-  py_map_sum_256MiB_ms                 engine.map of `moments` (sum, sum of squares, min, max in one pass)
-                                       over a 256 MiB float32 heavy array, 2 workers
+  py_execute_local_us                  engine.execute of `noop` with no pool: what the Python layer adds
+  py_map_sum_256MiB_ms                 engine.map of `sum_f32` (bench/peers/py_bench_plugin.c, compiled here
+                                       with cc) summing a 256 MiB float32 heavy array in double, 2 workers
+  py_map_moments_256MiB_ms             the same with the demo plugin's `moments` (sum, sum of squares, min,
+                                       max in one pass), for reference
   py_joblib_sum_256MiB_ms              joblib.Parallel(n_jobs=2) summing the halves (memmapping large args)
   py_mp_shm_sum_256MiB_ms              multiprocessing.Pool(2) summing the halves of the array kept in a
                                        multiprocessing.shared_memory block (workers attach once)
@@ -18,12 +21,15 @@ Prints one "name value unit" line per figure, like theus-bench.
 
 Usage: THEUS_LIBRARY=<build>/libtheus.so PYTHONPATH=python \\
            /usr/bin/python3 bench/peers/py_bench.py <build>/examples/plugin/theus_demo.so
+(needs cc, the jansson headers and this tree's include/ to build the sum plugin).
 Every figure is the median of several timed runs after a warm-up.
 """
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -63,12 +69,8 @@ def shm_sum(args):
     name, n, lo, hi = args
     a = _attached.get(name)
     if a is None:
+        # Forked workers share the creator's resource tracker: the creator unlinks the block.
         shm = shared_memory.SharedMemory(name=name)
-        try:  # Python < 3.13 registers attachments with the resource tracker; the creator unlinks it
-            from multiprocessing import resource_tracker
-            resource_tracker.unregister(shm._name, "shared_memory")
-        except Exception:
-            pass
         a = _attached[name] = (shm, np.ndarray((n,), dtype=np.float32, buffer=shm.buf))
     return float(a[1][lo:hi].sum(dtype=np.float64))
 
@@ -77,9 +79,21 @@ def half_sum(x):
     return float(x.sum(dtype=np.float64))
 
 
+def build_sum_plugin(tmp):
+    here = os.path.dirname(os.path.abspath(__file__))
+    src = os.path.join(here, "py_bench_plugin.c")
+    so = os.path.join(tmp, "py_bench_plugin.so")
+    inc = os.path.join(here, "..", "..", "include")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-std=c17", "-shared", "-fPIC", "-fvisibility=hidden",
+                    "-I", inc, src, "-o", so], check=True)
+    return so
+
+
 def main(plugin):
     n256 = 256 * MiB // 4
-    with theus.Engine(workers=2, plugins=[plugin], budget=2 * GiB, single_limit=GiB + MiB) as eng:
+    tmp = tempfile.mkdtemp(prefix="py-bench-")
+    sum_plugin = build_sum_plugin(tmp)
+    with theus.Engine(workers=2, plugins=[plugin, sum_plugin], budget=2 * GiB, single_limit=GiB + MiB) as eng:
         # ---- round trip ----
         t_exec = median_time(lambda: eng.execute("noop"), reps=15, inner=2000)
         out("py_execute_roundtrip_us", t_exec * 1e6, "us")
@@ -88,22 +102,29 @@ def main(plugin):
             t_apply = median_time(lambda: pool.apply(empty), reps=15, inner=200)
         out("py_pool_apply_roundtrip_us", t_apply * 1e6, "us")
         out("ratio_py_execute_vs_pool_apply", t_apply / t_exec, "x")
-
+    with theus.Engine(workers=-1, plugins=[plugin]) as local:
+        # The binding's own cost: the same call with no pool (noop runs in this thread).
+        out("py_execute_local_us", median_time(lambda: local.execute("noop"), reps=15, inner=5000) * 1e6, "us")
+    with theus.Engine(workers=2, plugins=[plugin, sum_plugin], budget=2 * GiB, single_limit=GiB + MiB) as eng:
         # ---- map over 256 MiB ----
         arr = eng.heavy.alloc("signal", shape=(n256,), dtype=np.float32)
         arr[:] = np.random.default_rng(1).random(n256, dtype=np.float32)
         expected = float(arr.sum(dtype=np.float64))
         eng.compare_and_swap(eng.state.version, heavy={"signal": arr})
+        assert abs(eng.map("sum_f32", "signal", slices=2) - expected) < 1e-9 * expected
+        t_map = median_time(lambda: eng.map("sum_f32", "signal", slices=2), reps=9)
+        out("py_map_sum_256MiB_ms", t_map * 1e3, "ms")
         res = eng.map("moments", "signal", slices=2, reducer="moments")
         assert abs(res["sum"] - expected) < 1e-6 * expected, (res, expected)
-        t_map = median_time(lambda: eng.map("moments", "signal", slices=2, reducer="moments"), reps=7)
-        out("py_map_sum_256MiB_ms", t_map * 1e3, "ms")
+        t_mom = median_time(lambda: eng.map("moments", "signal", slices=2, reducer="moments"), reps=5)
+        out("py_map_moments_256MiB_ms", t_mom * 1e3, "ms")
+        plain = np.array(arr)  # what a joblib user has: an ordinary array (joblib memmaps it per call)
 
         try:
             import joblib
             with joblib.Parallel(n_jobs=2, max_nbytes="1M") as par:
                 def jl():
-                    return sum(par(joblib.delayed(half_sum)(h) for h in (arr[:n256 // 2], arr[n256 // 2:])))
+                    return sum(par(joblib.delayed(half_sum)(h) for h in (plain[:n256 // 2], plain[n256 // 2:])))
                 assert abs(jl() - expected) < 1e-6 * expected
                 t_jl = median_time(jl, reps=5)
             out("py_joblib_sum_256MiB_ms", t_jl * 1e3, "ms")
@@ -127,7 +148,7 @@ def main(plugin):
             shm.unlink()
         out("py_mp_shm_sum_256MiB_ms", t_mp * 1e3, "ms")
         out("ratio_py_map_vs_mp_shm", t_mp / t_map, "x")
-        del arr
+        del arr, plain
         eng.compare_and_swap(eng.state.version, heavy={"signal": None})
 
         # ---- hand-off: 1 KiB vs 1 GiB, the process reads one element ----
@@ -146,6 +167,8 @@ def main(plugin):
         out("py_handoff_1KiB_us", t_small * 1e6, "us")
         out("py_handoff_1GiB_us", t_big * 1e6, "us")
         out("ratio_py_handoff_1GiB_vs_1KiB", t_big / t_small, "x")
+    os.unlink(sum_plugin)
+    os.rmdir(tmp)
 
 
 if __name__ == "__main__":

@@ -462,8 +462,8 @@ class Job:
         self._done = False
         self._result = None
         self._error = None
-        self._lock = threading.Lock()
-        self._fin = engine._c().adopt(self, _release_job, [ptr])
+        self._lock = threading.Lock()  # a release waits for a wait in progress (no use after free)
+        self._fin = engine._c().adopt(self, _release_job, ptr, self._lock)
 
     def _poll(self, timeout_ms):
         """One theus_job_wait; True when finished (result/error stored)."""
@@ -518,8 +518,9 @@ class Job:
         self._fin()
 
 
-def _release_job(box):
-    LIB.theus_job_release(box[0])
+def _release_job(ptr, lock):
+    with lock:
+        LIB.theus_job_release(ptr)
 
 
 class Engine:
