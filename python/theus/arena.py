@@ -2,6 +2,7 @@
 shared_buffer / get_shared_stats), with numpy views instead of copies."""
 import contextlib
 import ctypes
+import os
 import weakref
 from ctypes import byref, c_size_t, c_uint64, c_void_p
 
@@ -51,6 +52,12 @@ def buffer_address(data):
     return arr.ctypes.data, arr.nbytes, arr
 
 
+def _owner_only(pid, func, *args):
+    """Releases only in the process that opened the arena (not in an os.fork() child)."""
+    if os.getpid() == pid:
+        func(*args)
+
+
 class _ArenaCore:
     """Owns the C arena; numpy views reference it, so it is unmapped only
     after the Arena was closed AND the last view is gone."""
@@ -58,7 +65,7 @@ class _ArenaCore:
     def __init__(self, ptr):
         self.ptr = ptr
         self.views = {}  # handle -> Tracker of _Mem objects
-        self._fin = weakref.finalize(self, LIB.theus_arena_close, ptr)
+        self._fin = weakref.finalize(self, _owner_only, os.getpid(), LIB.theus_arena_close, ptr)
 
     def tracker(self, h):
         t = self.views.get(h)

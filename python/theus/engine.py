@@ -52,15 +52,24 @@ class _Core:
         self.callbacks = []  # CFUNCTYPE objects and contract arrays of Python processes
         self.plugins = plugins
         self.pipeline = pipeline
-        self.fin = weakref.finalize(self, _close_engine, ptr, self.children, self.callbacks, plugins, pipeline)
+        self.fin = weakref.finalize(self, _owner_only, os.getpid(), _close_engine, ptr, self.children,
+                                    self.callbacks, plugins, pipeline)
 
     def adopt(self, obj, func, *args):
         """Registers obj's release (run when obj dies or before the engine closes)."""
         for k in [k for k, f in self.children.items() if not f.alive]:
             del self.children[k]
-        fin = weakref.finalize(obj, func, *args)
+        fin = weakref.finalize(obj, _owner_only, os.getpid(), func, *args)
         self.children[id(fin)] = fin
         return fin
+
+
+def _owner_only(pid, func, *args):
+    """Runs a release only in the process that opened the object: a child made
+    by os.fork() that exits normally must not stop its parent's pool or free
+    arrays in the shared arena."""
+    if os.getpid() == pid:
+        func(*args)
 
 
 def _close_engine(ptr, children, callbacks, plugins, pipeline):

@@ -100,3 +100,21 @@ def test_job_after_close(engine):
     engine.close()
     with pytest.raises(theus.ClosedError):
         job.wait(1)
+
+
+def test_forked_child_exiting_does_not_close_the_parents_engine(demo_plugin):
+    code = _prelude(demo_plugin) + """
+arr = eng.heavy.alloc("signal", shape=(1000,), dtype=np.float32)
+arr[:] = 1
+eng.compare_and_swap(eng.state.version, heavy={"signal": arr})
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: atexit handlers and finalizers run in the child
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+assert eng.execute("moments")["sum"] == 1000.0, "the pool must still work"
+assert float(arr.sum()) == 1000.0 and eng.arena_stats()["active_handles"] == 1
+print("parent ok")
+"""
+    r = run_python(code)
+    assert r.returncode == 0 and "parent ok" in r.stdout, r.stderr
