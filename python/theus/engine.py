@@ -1,7 +1,6 @@
 """theus.Engine: the orchestrator (processes, versioned state, heavy arrays,
 execution in the worker pool) over libtheus."""
 import asyncio
-import contextlib
 import ctypes
 import json
 import os
@@ -16,7 +15,7 @@ import numpy as np
 
 from . import _lib, _mem, errors
 from ._lib import LIB, decref, from_json, take_json, to_json, cstr
-from .arena import arena_config, buffer_address, list_live, stats_dict
+from .arena import arena_config, list_live, stats_dict
 
 THEUS_ETIMEDOUT = -13
 THEUS_EPROCESS = -20

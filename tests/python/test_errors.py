@@ -1,8 +1,6 @@
 import builtins
 import re
 
-import pytest
-
 import theus
 from theus import errors
 
