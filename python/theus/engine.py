@@ -1003,8 +1003,9 @@ class Engine:
             else:
                 fin()  # jobs, readers
         if _referrers_alive(core):
-            warnings.warn("theus: engine closed while numpy arrays over its memory are alive; the C engine and its "
-                          "workers stay open until they are deleted", ResourceWarning, stacklevel=2)
+            warnings.warn("theus: engine closed while numpy arrays over its memory (or calls in other threads) "
+                          "are alive; the C engine and its workers stay open until they are deleted",
+                          ResourceWarning, stacklevel=2)
         del core
 
     def __enter__(self):
