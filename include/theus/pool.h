@@ -58,6 +58,11 @@ typedef struct theus_pool_config {
   int64_t default_timeout_ms; /* per task when the task says 0; <= 0 means none (default) */
   const theus_arena *arena;   /* arena shared read-only with the workers (may be NULL) */
   int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 */
+  /* Handed to every task (theus_task_context). It is used in the workers, so
+   * it must point at memory they inherit: mapped MAP_SHARED before
+   * theus_pool_start (then later writes by the orchestrator are seen too) or
+   * immutable since then. May be NULL. */
+  const void *task_context;
 } theus_pool_config;
 
 /* What to run. Everything is copied at submit; the caller's buffers are free
@@ -120,6 +125,15 @@ THEUS_API int theus_pool_start(theus_pool **out, const theus_pool_config *cfg);
  * broken (its fork server died). */
 THEUS_API int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out);
 
+/* Like theus_pool_submit, but when every ring is full it sleeps (futex on a
+ * pool-level "slot freed" word, bumped by every collected result) until a
+ * slot is freed or timeout_ms passes (< 0: forever): THEUS_ETIMEDOUT then.
+ * Never polls. Only results collected by other threads free slots: a thread
+ * that submits this way while holding every uncollected ticket itself waits
+ * until its timeout. */
+THEUS_API int theus_pool_submit_wait(theus_pool *p, const theus_task_desc *task, int64_t timeout_ms,
+                                     theus_ticket *out);
+
 /* Queues n tasks with one wake-up per worker; tickets[i] answers tasks[i].
  * Returns how many were queued (>= 0) or a negative code if none was. */
 THEUS_API int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *tasks, size_t n,
@@ -145,6 +159,12 @@ typedef struct theus_map_desc {
   int *status;        /* optional: count per-item statuses */
   size_t chunk;       /* items per chunk; 0: count / (4 * nworkers), within the limits */
   int64_t timeout_ms; /* per chunk, as for a task */
+  /* Optional bytes common to every item, copied once per chunk ahead of the
+   * items' bytes (theus_task_common reads them); they count against
+   * THEUS_POOL_ARG_MAX with the chunk's items. */
+  const void *common;
+  size_t common_size;
+  int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the
@@ -214,6 +234,11 @@ THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Index of the worker running this task. */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
+/* theus_pool_config.task_context of the pool running this task. */
+THEUS_API const void *theus_task_context(const theus_task *t);
+/* In a map: the bytes common to every item (theus_map_desc.common); NULL and
+ * 0 in a plain task. */
+THEUS_API const void *theus_task_common(const theus_task *t, size_t *len);
 
 #ifdef __cplusplus
 }
