@@ -176,6 +176,7 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
   c->orch_pid = getpid();
   c->task_context = cfg->task_context;
+  c->task_context_size = cfg->task_context_size;
   c->slots_off = head;
   c->total = total;
   for (unsigned w = 0; w < p->n; w++) atomic_store(&theus__ring_of(c, w)->run, 1);

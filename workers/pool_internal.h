@@ -84,6 +84,7 @@ typedef struct theus__ctl {
   _Atomic uint32_t timed;       /* some task carries a timeout: the fork server must tick */
   _Atomic int32_t forksrv_pid;
   const void *task_context; /* theus_pool_config.task_context (same address in every process) */
+  size_t task_context_size;  /* > 0: a shared mapping the workers keep, read-only */
   char fatal[THEUS_POOL_ERRMSG_MAX]; /* why the fork server could not start */
   size_t slots_off;
   size_t total;

@@ -59,10 +59,13 @@ typedef struct theus_pool_config {
   const theus_arena *arena;   /* arena shared read-only with the workers (may be NULL) */
   int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 */
   /* Handed to every task (theus_task_context). It is used in the workers, so
-   * it must point at memory they inherit: mapped MAP_SHARED before
-   * theus_pool_start (then later writes by the orchestrator are seen too) or
-   * immutable since then. May be NULL. */
+   * it must point at memory they inherit: immutable since theus_pool_start,
+   * or, with task_context_size > 0, a page-aligned MAP_SHARED mapping of
+   * that many bytes made before theus_pool_start. Workers drop every other
+   * writable shared mapping they inherit; this one they keep, read-only, and
+   * see the orchestrator's later writes to it. May be NULL. */
   const void *task_context;
+  size_t task_context_size;
 } theus_pool_config;
 
 /* What to run. Everything is copied at submit; the caller's buffers are free
