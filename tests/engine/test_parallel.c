@@ -2,6 +2,8 @@
  * undeclared writes, timeouts, map with reducers. One engine per group;
  * the group teardown closes it (and reaps the workers) even on failure. */
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -82,6 +84,25 @@ static int slice_sum(theus_ctx *ctx) {
   return 0;
 }
 
+static const char *const c_io[] = {"domain.c", NULL};
+static const char *const n_out[] = {"domain.n", NULL};
+
+/* c += 1, in a worker: concurrent jobs conflict and are re-submitted. */
+static int pinc(theus_ctx *ctx) {
+  return theus_ctx_set(ctx, "domain.c", json_integer(json_integer_value(theus_ctx_get(ctx, "domain.c")) + 1));
+}
+
+/* Naps 30 ms, then writes n (the value of args.n). */
+static int nap_set(theus_ctx *ctx) {
+  usleep(30000);
+  return theus_ctx_set(ctx, "domain.n", json_integer(json_integer_value(json_object_get(theus_ctx_args(ctx), "n"))));
+}
+
+static int nothing(theus_ctx *ctx) {
+  (void)ctx;
+  return 0;
+}
+
 static theus_engine *E;
 #define N 1000
 
@@ -90,7 +111,7 @@ static int setup(void **state) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = 2;
-  json_t *d = json_pack("{s:i}", "k", 2);
+  json_t *d = json_pack("{s:i, s:i}", "k", 2, "c", 0);
   cfg.domain = d;
   int rc = theus_engine_open(&E, &cfg);
   json_decref(d);
@@ -108,6 +129,9 @@ static int setup(void **state) {
       {.name = "scribbler", .fn = scribbler, .inputs = in_data, .parallel = 1},
       {.name = "sleeper", .fn = sleeper, .parallel = 1, .timeout_ms = 200},
       {.name = "slice_sum", .fn = slice_sum, .inputs = in_data, .parallel = 1},
+      {.name = "pinc", .fn = pinc, .inputs = c_io, .outputs = c_io, .parallel = 1},
+      {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1},
+      {.name = "nothing", .fn = nothing, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
     if (theus_engine_register(E, &cs[i]))
@@ -260,6 +284,102 @@ static void test_plugin_loaded_after_open_is_refused(void **state) {
   dlclose(so);
 }
 
+/* ---- jobs on pool tickets, the worker registry ------------------------ */
+
+/* A job released before it finished still commits (the reaper collects it). */
+static void test_job_released_unfinished_commits(void **state) {
+  (void)state;
+  uint64_t v0 = theus_engine_version(E), now = 0;
+  json_t *a = json_pack("{s:i}", "n", 41);
+  theus_job *j = NULL;
+  assert_int_equal(theus_engine_submit(E, "nap_set", a, &j), 0);
+  json_decref(a);
+  theus_job_free(j);
+  assert_int_equal(theus_engine_wait_version(E, v0, 10000, &now), 0);
+  assert_true(now > v0);
+  json_t *n = theus_engine_get(E, "domain.n");
+  assert_int_equal(json_integer_value(n), 41);
+  json_decref(n);
+}
+
+/* A timed-out wait leaves the job running; the next wait collects it; a
+ * second waiter sees the same outcome. */
+static void test_job_wait_timeout_then_again(void **state) {
+  (void)state;
+  json_t *a = json_pack("{s:i}", "n", 7), *r = (json_t *)1;
+  theus_job *j = NULL;
+  assert_int_equal(theus_engine_submit(E, "nap_set", a, &j), 0);
+  json_decref(a);
+  assert_int_equal(theus_job_wait(j, 0, &r), THEUS_ETIMEDOUT);
+  assert_null(r);
+  assert_string_equal(theus_job_errmsg(j), "");
+  assert_int_equal(theus_job_wait(j, -1, NULL), 0);
+  assert_int_equal(theus_job_wait(j, 0, NULL), 0);
+  assert_true(theus_job_version(j) > 0);
+  theus_job_free(j);
+}
+
+typedef struct jobs_arg {
+  int n, failed;
+} jobs_arg;
+
+static void *submit_many(void *v) {
+  jobs_arg *a = v;
+  for (int i = 0; i < a->n; i++) {
+    theus_job *j = NULL;
+    if (theus_engine_submit(E, i % 3 ? "pinc" : "nothing", NULL, &j) || theus_job_wait(j, -1, NULL))
+      a->failed++;
+    theus_job_free(j);
+  }
+  return NULL;
+}
+
+/* Concurrent submitters: every increment lands once (conflicts re-submit). */
+static void test_concurrent_pool_jobs(void **state) {
+  (void)state;
+  json_t *c0 = theus_engine_get(E, "domain.c");
+  json_int_t before = json_integer_value(c0);
+  json_decref(c0);
+  enum { T = 4, PER = 60 };
+  pthread_t th[T];
+  jobs_arg a[T];
+  for (int i = 0; i < T; i++) {
+    a[i] = (jobs_arg){PER, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, submit_many, &a[i]), 0);
+  }
+  for (int i = 0; i < T; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(a[i].failed, 0);
+  }
+  json_t *c1 = theus_engine_get(E, "domain.c");
+  int incs = 0;
+  for (int i = 0; i < PER; i++)
+    incs += i % 3 != 0;
+  assert_int_equal(json_integer_value(c1), before + T * incs);
+  json_decref(c1);
+}
+
+/* The registry's fixed limits give a clear error at registration. */
+static void test_registry_limits(void **state) {
+  (void)state;
+  enum { M = 70 };
+  char names[M][24];
+  const char *in[M + 1];
+  for (int i = 0; i < M; i++) {
+    snprintf(names[i], sizeof names[i], "domain.in%d", i);
+    in[i] = names[i];
+  }
+  in[M] = NULL;
+  theus_contract c = {.name = "wide", .fn = nothing, .inputs = in, .parallel = 1};
+  assert_int_equal(theus_engine_register(E, &c), THEUS_ELIMIT);
+  assert_non_null(strstr(theus_engine_errmsg(E), "'wide'"));
+  assert_non_null(strstr(theus_engine_errmsg(E), "at most 64"));
+  assert_null(theus_engine_contract(E, "wide"));
+  in[60] = NULL; /* within the limits: accepted, and runs */
+  assert_int_equal(theus_engine_register(E, &c), 0);
+  assert_int_equal(theus_engine_execute(E, "wide", NULL, NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plugin_loaded_after_open_is_refused),
@@ -270,6 +390,10 @@ int main(void) {
       cmocka_unit_test(test_timeout),
       cmocka_unit_test(test_map_reducers),
       cmocka_unit_test(test_map_registered_reducer),
+      cmocka_unit_test(test_job_released_unfinished_commits),
+      cmocka_unit_test(test_job_wait_timeout_then_again),
+      cmocka_unit_test(test_concurrent_pool_jobs),
+      cmocka_unit_test(test_registry_limits),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
