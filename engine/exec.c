@@ -503,7 +503,8 @@ static void job_put(theus_job *j) {
   free(j);
 }
 
-/* Records the outcome and lets the engine forget the job. */
+/* Lets the engine forget the job, then records the outcome. Nothing touches
+ * the job once it is marked done: its owner may free it at once. */
 static void job_done(theus_job *j, int rc, json_t *result, uint64_t version, const char *msg) {
   theus_engine *e = j->e;
   pthread_mutex_lock(&e->jobs_lock);
@@ -513,6 +514,8 @@ static void job_done(theus_job *j, int rc, json_t *result, uint64_t version, con
     *j->pprev = j->pnext;
     j->pprev = NULL;
   }
+  if (--e->jobs_running == 0)
+    pthread_cond_broadcast(&e->jobs_cv);
   pthread_mutex_unlock(&e->jobs_lock);
   pthread_mutex_lock(&j->m);
   j->rc = rc;
@@ -523,10 +526,6 @@ static void job_done(theus_job *j, int rc, json_t *result, uint64_t version, con
   atomic_store_explicit(&j->done, 1, memory_order_release);
   pthread_cond_broadcast(&j->cv);
   pthread_mutex_unlock(&j->m);
-  pthread_mutex_lock(&e->jobs_lock);
-  if (--e->jobs_running == 0)
-    pthread_cond_broadcast(&e->jobs_cv);
-  pthread_mutex_unlock(&e->jobs_lock);
 }
 
 static int cv_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *dl) {
@@ -828,11 +827,17 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
                         .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms ? (int64_t)m->c->timeout_ms : 0, .common = tp.buf,
                         .common_size = tp.len, .workers = workers};
-    theus_pool_map(m->e->pool, &d, NULL);
+    for (uint32_t i = 0; i < m->n; i++)
+      status[i] = 1; /* not collected: the map as a whole failed before it */
+    int mrc = theus_pool_map(m->e->pool, &d, NULL);
     for (uint32_t i = 0; i < m->n; i++) {
       run_out *o = &m->out[i];
-      o->worker = workers[i];
-      if (status[i]) {
+      o->worker = status[i] == 1 ? -1 : workers[i];
+      if (status[i] == 1) {
+        o->rc = mrc < 0 ? mrc : THEUS_EPROCESS;
+        snprintf(o->msg, sizeof o->msg, "process '%s' (parallel map): %s", m->c->name,
+                 theus_pool_errmsg(m->e->pool));
+      } else if (status[i]) {
         o->rc = status[i];
         snprintf(o->msg, sizeof o->msg, "process '%s' (parallel): %s", m->c->name,
                  theus_pool_errmsg(m->e->pool));

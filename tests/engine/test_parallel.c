@@ -359,6 +359,35 @@ static void test_concurrent_pool_jobs(void **state) {
   json_decref(c1);
 }
 
+/* Close finishes a pool job nobody waited for, and the job stays readable. */
+static void test_close_finishes_unwaited_jobs(void **state) {
+  (void)state;
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = 1;
+  theus_engine *e = NULL;
+  assert_int_equal(theus_engine_open(&e, &cfg), 0);
+  theus_contract c = {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1};
+  theus_contract l = {.name = "local_nap", .fn = nap_set, .outputs = n_out, .semantic = THEUS_EFFECT};
+  if (theus_engine_register(e, &c) || theus_engine_register(e, &l)) {
+    theus_engine_close(e);
+    fail_msg("register failed");
+  }
+  theus_job *j = NULL, *k = NULL;
+  json_t *a = json_pack("{s:i}", "n", 3);
+  int rc = theus_engine_submit(e, "nap_set", a, &j);
+  int rc2 = theus_engine_submit(e, "local_nap", a, &k);
+  json_decref(a);
+  theus_engine_close(e);
+  assert_int_equal(rc, 0);
+  assert_int_equal(rc2, 0);
+  assert_int_equal(theus_job_wait(j, 0, NULL), 0);
+  assert_int_equal(theus_job_wait(k, 0, NULL), 0);
+  assert_true(theus_job_version(j) > 0 && theus_job_version(k) > 0);
+  theus_job_free(j);
+  theus_job_free(k);
+}
+
 /* The registry's fixed limits give a clear error at registration. */
 static void test_registry_limits(void **state) {
   (void)state;
@@ -394,6 +423,7 @@ int main(void) {
       cmocka_unit_test(test_job_wait_timeout_then_again),
       cmocka_unit_test(test_concurrent_pool_jobs),
       cmocka_unit_test(test_registry_limits),
+      cmocka_unit_test(test_close_finishes_unwaited_jobs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
