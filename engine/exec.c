@@ -115,22 +115,103 @@ typedef struct res_hdr {
   uint32_t magic, patch_len, ret_len, pad;
 } res_hdr;
 
-/* The declared domain inputs of c, copied (shared) out of the snapshot. */
-static json_t *input_domain(const theus_contract *c, const json_t *domain) {
-  json_t *mini = json_object();
-  for (size_t i = 0; mini && c->inputs && c->inputs[i]; i++) {
+/* ---- the declared domain inputs, written as JSON straight from the
+ * snapshot: no object is built and no reference taken on the snapshot's
+ * values (jansson's reference count is not safe to bump from many threads
+ * at once), and dumping only reads them. */
+
+#define MAX_SHIP 64
+
+/* Compares two paths segment by segment ('.' sorts before any field byte). */
+static int path_cmp(const void *a, const void *b) {
+  const unsigned char *x = *(const unsigned char *const *)a, *y = *(const unsigned char *const *)b;
+  for (; *x && *x == *y; x++, y++) {
+  }
+  int cx = *x == '.' ? 1 : *x ? *x + 1 : 0, cy = *y == '.' ? 1 : *y ? *y + 1 : 0;
+  return cx - cy;
+}
+
+static int is_prefix_path(const char *anc, const char *p) {
+  size_t n = strlen(anc);
+  return !strncmp(anc, p, n) && (p[n] == '.' || !p[n]);
+}
+
+static size_t seg_len(const char *s) {
+  const char *d = strchr(s, '.');
+  return d ? (size_t)(d - s) : strlen(s);
+}
+
+static int put_bytes(char *buf, size_t cap, size_t *at, const char *s, size_t n) {
+  if (n > cap - *at)
+    return -1;
+  memcpy(buf + *at, s, n);
+  *at += n;
+  return 0;
+}
+
+/* Writes {"a":{"b":v},...} for the declared domain inputs present in domain
+ * (each cut above its first wildcard; a path under another shipped path is
+ * covered by it). *len gets the bytes written; THEUS_ELIMIT if cap is short. */
+static int dump_inputs(const theus_contract *c, const json_t *domain, char *buf, size_t cap, size_t *len) {
+  char store[MAX_SHIP][256];
+  const char *paths[MAX_SHIP];
+  size_t n = 0, at = 0;
+  for (size_t i = 0; c->inputs && c->inputs[i] && n < MAX_SHIP; i++) {
     if (strncmp(c->inputs[i], "domain.", 7))
       continue;
-    char path[512];
-    snprintf(path, sizeof path, "%s", c->inputs[i]);
-    char *star = strstr(path, ".*");
+    snprintf(store[n], sizeof store[n], "%s", c->inputs[i]);
+    char *star = strstr(store[n], ".*");
     if (star)
       *star = 0; /* ship the subtree above the first wildcard */
-    const json_t *v = theus__json_at(domain, path);
-    if (v && strchr(path, '.'))
-      theus__patch_put(mini, path, json_incref((json_t *)v));
+    if (strchr(store[n], '.'))
+      paths[n] = store[n], n++;
   }
-  return mini;
+  qsort(paths, n, sizeof *paths, path_cmp);
+  const char *prev = NULL; /* the last path written: its parents are the open objects */
+  if (put_bytes(buf, cap, &at, "{", 1))
+    return THEUS_ELIMIT;
+  for (size_t i = 0; i < n; i++) {
+    if (prev && is_prefix_path(prev, paths[i]))
+      continue; /* covered by prev (or a duplicate) */
+    const json_t *v = theus__json_at(domain, paths[i]);
+    if (!v)
+      continue;
+    /* segments after "domain." shared by the open objects of prev and this path's parents */
+    const char *p = paths[i] + 7, *q = prev ? prev + 7 : NULL;
+    size_t common = 0, popen = 0;
+    for (const char *s = q; s && strchr(s, '.'); s = strchr(s, '.') + 1)
+      popen++;
+    const char *a = p, *b = q;
+    while (b && common < popen && strchr(a, '.') && seg_len(a) == seg_len(b) && !strncmp(a, b, seg_len(a))) {
+      common++;
+      a = strchr(a, '.') + 1;
+      b = strchr(b, '.') + 1;
+    }
+    for (size_t k = common; k < popen; k++)
+      if (put_bytes(buf, cap, &at, "}", 1))
+        return THEUS_ELIMIT;
+    if (prev && put_bytes(buf, cap, &at, ",", 1))
+      return THEUS_ELIMIT;
+    for (; strchr(a, '.'); a = strchr(a, '.') + 1) /* open this path's remaining parents */
+      if (put_bytes(buf, cap, &at, "\"", 1) || put_bytes(buf, cap, &at, a, seg_len(a)) ||
+          put_bytes(buf, cap, &at, "\":{", 3))
+        return THEUS_ELIMIT;
+    if (put_bytes(buf, cap, &at, "\"", 1) || put_bytes(buf, cap, &at, a, strlen(a)) ||
+        put_bytes(buf, cap, &at, "\":", 2))
+      return THEUS_ELIMIT;
+    size_t need = json_dumpb(v, buf + at, cap - at, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!need || need > cap - at)
+      return THEUS_ELIMIT;
+    at += need;
+    prev = paths[i];
+  }
+  for (const char *s = prev ? prev + 7 : NULL; s && strchr(s, '.'); s = strchr(s, '.') + 1)
+    if (put_bytes(buf, cap, &at, "}", 1))
+      return THEUS_ELIMIT;
+  if (put_bytes(buf, cap, &at, "}", 1))
+    return THEUS_ELIMIT;
+  *len = at;
+  return 0;
 }
 
 typedef struct task_pack {
@@ -199,9 +280,11 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
   h.nkeys = tp->nhandles;
   int rc = 0;
   if (e->reg->ent[reg].has_domain_inputs) {
-    json_t *dom = input_domain(c, snap->domain);
-    rc = dom ? pack_json(c, tp, dom, &h.dom_len, msg, msglen) : THEUS_ENOMEM;
-    json_decref(dom);
+    size_t n = 0;
+    if (dump_inputs(c, snap->domain, (char *)tp->buf + tp->len, sizeof tp->buf - tp->len, &n))
+      return pack_fail(c, sizeof tp->buf + 1, msg, msglen);
+    tp->len += n;
+    h.dom_len = (uint32_t)n;
   }
   if (!rc && args && json_object_size(args))
     rc = pack_json(c, tp, args, &h.args_len, msg, msglen);

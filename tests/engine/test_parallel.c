@@ -388,6 +388,38 @@ static void test_close_finishes_unwaited_jobs(void **state) {
   theus_job_free(k);
 }
 
+static const char *const nested_in[] = {"domain.q.c.f", "domain.q.a.b", "domain.q.c.d.e", "domain.q.g.*",
+                                         "domain.q.h", "domain.q.c.d", "domain.q.missing.x", "domain.q.a.b", NULL};
+
+static int echo_nested(theus_ctx *ctx) {
+  const char *p[] = {"domain.q.a.b", "domain.q.c.d.e", "domain.q.c.f", "domain.q.g.z", "domain.q.h", "domain.q.c.d.y"};
+  json_t *r = json_array();
+  for (size_t i = 0; i < 6; i++) {
+    const json_t *v = theus_ctx_get(ctx, p[i]);
+    json_array_append_new(r, v ? json_deep_copy(v) : json_null());
+  }
+  theus_ctx_return(ctx, r);
+  return 0;
+}
+
+/* Nested, overlapping, duplicated and missing domain inputs reach a worker as
+ * a local run sees them. */
+static void test_nested_inputs_shipped(void **state) {
+  (void)state;
+  theus_contract c = {.name = "echo_nested", .fn = echo_nested, .inputs = nested_in, .parallel = 1};
+  assert_int_equal(theus_engine_register(E, &c), 0);
+  json_t *q = json_loads("{\"a\":{\"b\":1,\"x\":2},\"c\":{\"d\":{\"e\":3,\"y\":5},\"f\":[4]},"
+                         "\"g\":{\"z\":{\"k\":\"v\"}},\"h\":\"s\"}", 0, NULL);
+  assert_non_null(q);
+  assert_int_equal(theus_engine_set(E, "domain.q", q), 0);
+  json_t *r = NULL;
+  assert_int_equal(theus_engine_execute(E, "echo_nested", NULL, &r), 0);
+  json_t *want = json_loads("[1, 3, [4], {\"k\":\"v\"}, \"s\", 5]", 0, NULL);
+  assert_true(json_equal(r, want));
+  json_decref(r);
+  json_decref(want);
+}
+
 /* The registry's fixed limits give a clear error at registration. */
 static void test_registry_limits(void **state) {
   (void)state;
@@ -423,6 +455,7 @@ int main(void) {
       cmocka_unit_test(test_job_wait_timeout_then_again),
       cmocka_unit_test(test_concurrent_pool_jobs),
       cmocka_unit_test(test_registry_limits),
+      cmocka_unit_test(test_nested_inputs_shipped),
       cmocka_unit_test(test_close_finishes_unwaited_jobs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -468,7 +468,7 @@ static void test_two_pools(void **state) {
  * inside ASan's malloc can deadlock in its next malloc), so the sanitizer
  * build holds plain pthread mutexes instead. */
 typedef struct churn {
-  volatile int stop;
+  _Atomic int stop; /* read by the churn threads while main sets it */
   pthread_t th[4];
   pthread_mutex_t mu[4];
 } churn;
