@@ -86,6 +86,7 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   pthread_cond_init(&e->jobs_cv, NULL);
   pthread_cond_init(&e->exec_q.cv, NULL);
   pthread_cond_init(&e->reap_q.cv, NULL);
+  pthread_cond_init(&e->defer_q.cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
   int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
   if (rc) {
@@ -123,6 +124,7 @@ void theus_engine_close(theus_engine *e) {
   pthread_cond_destroy(&e->jobs_cv);
   pthread_cond_destroy(&e->exec_q.cv);
   pthread_cond_destroy(&e->reap_q.cv);
+  pthread_cond_destroy(&e->defer_q.cv);
   pthread_mutex_destroy(&e->jobs_lock);
   pthread_mutex_destroy(&e->msg_lock);
   pthread_mutex_destroy(&e->state_lock);

@@ -126,6 +126,7 @@ struct theus_engine {
   struct theus_job *jobs_pool; /* jobs whose task sits in the pool (a list, for close) */
   theus__jobq exec_q;          /* local jobs: one executor thread */
   theus__jobq reap_q;          /* released unfinished pool jobs: one reaper thread */
+  theus__jobq defer_q;         /* pool jobs submitted while every ring was full */
   int jobs_stop;
 
   _Atomic(theus_trace_fn) trace;

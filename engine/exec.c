@@ -378,10 +378,12 @@ int theus__pool_task(theus_task *t) {
   return rc;
 }
 
-static int submit_task(theus_engine *e, const theus_contract *c, const task_pack *tp, theus_ticket *tk) {
+/* Queues a packed task; with block 0, THEUS_EAGAIN when every ring is full. */
+static int submit_task(theus_engine *e, const theus_contract *c, const task_pack *tp, int block,
+                       theus_ticket *tk) {
   theus_task_desc d = {theus__pool_task, tp->buf, tp->len, tp->handles, tp->nhandles, tp->keys,
                        c->timeout_ms ? (int64_t)c->timeout_ms : 0};
-  return theus_pool_submit_wait(e->pool, &d, -1, tk);
+  return block ? theus_pool_submit_wait(e->pool, &d, -1, tk) : theus_pool_submit(e->pool, &d, tk);
 }
 
 /* Decodes a worker's result bytes into o and checks them against c: the
@@ -429,13 +431,16 @@ static int collect(theus_engine *e, const theus_contract *c, theus_ticket tk, ui
   return 0;
 }
 
-/* Packs and queues one run; o gets the failure if it could not be queued. */
+/* Packs and queues one run; o gets the failure if it could not be queued.
+ * With block 0, THEUS_EAGAIN (o untouched) when every ring is full. */
 static int start_remote(theus_engine *e, const theus_contract *c, int32_t reg, theus_snapshot *snap,
-                        const json_t *args, theus_ticket *tk, run_out *o) {
+                        const json_t *args, int block, theus_ticket *tk, run_out *o) {
   task_pack tp; /* on the stack: no allocation per run */
   o->worker = -1;
   if (!(o->rc = pack_task(e, c, reg, snap, args, NULL, &tp, o->msg, sizeof o->msg)) &&
-      (o->rc = submit_task(e, c, &tp, tk)))
+      (o->rc = submit_task(e, c, &tp, block, tk)) == THEUS_EAGAIN && !block)
+    return o->rc = THEUS_EAGAIN;
+  if (o->rc)
     snprintf(o->msg, sizeof o->msg, "process '%s': submit to the pool: %s", c->name, theus_pool_errmsg(e->pool));
   return o->rc;
 }
@@ -444,7 +449,7 @@ static void run_remote(theus_engine *e, const theus_contract *c, int32_t reg, th
                        const json_t *args, run_out *o) {
   theus_ticket tk;
   uint64_t t0 = theus__now_ns();
-  if (!start_remote(e, c, reg, snap, args, &tk, o))
+  if (!start_remote(e, c, reg, snap, args, 1, &tk, o))
     collect(e, c, tk, t0, -1, o);
 }
 
@@ -546,13 +551,17 @@ int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, 
 /* ---- jobs ------------------------------------------------------------------
  * A parallel job is packed and queued on the pool by theus_engine_submit, in
  * the caller's thread; the job keeps the ticket and the snapshot it ran on.
+ * If every ring is full at that moment, the job goes to the engine's
+ * deferred-submit thread (started on first need), which sleeps on the pool's
+ * "slot freed" futex and queues it: a thread that submits more jobs than the
+ * rings hold before waiting for any does not block forever.
  * Whoever waits for it first collects the result, checks it and commits (a
  * conflict runs it again, like execute). A job released unfinished goes to
  * the engine's reaper thread (one per engine, started on first need), which
  * collects and commits it. Local jobs run in order on the engine's executor
  * thread (one per engine, started on first need). Close finishes them all. */
 
-enum { J_LOCAL = 0, J_POOL = 1, J_COLLECTING = 2, J_DONE = 3 };
+enum { J_LOCAL = 0, J_POOL = 1, J_COLLECTING = 2, J_DONE = 3, J_DEFER = 4 };
 
 struct theus_job {
   theus_engine *e;
@@ -563,7 +572,7 @@ struct theus_job {
   pthread_mutex_t m;
   pthread_cond_t cv;
   int state; /* J_*, under m */
-  int reaping;
+  int reaping; /* released by its owner before it finished */
   theus_ticket tk;
   theus_snapshot *snap;
   uint64_t t0;
@@ -630,7 +639,7 @@ static int job_finish(theus_job *j, int timeout_ms) {
     dl = &dlbuf;
   }
   pthread_mutex_lock(&j->m);
-  while (j->state == J_LOCAL || j->state == J_COLLECTING)
+  while (j->state == J_LOCAL || j->state == J_COLLECTING || j->state == J_DEFER)
     if (timeout_ms == 0 || cv_wait(&j->cv, &j->m, dl)) {
       pthread_mutex_unlock(&j->m);
       return THEUS_ETIMEDOUT;
@@ -665,6 +674,7 @@ static int job_finish(theus_job *j, int timeout_ms) {
 
 static void *exec_main(void *arg);
 static void *reap_main(void *arg);
+static void *defer_main(void *arg);
 
 /* Queues j on q (under jobs_lock), starting q's thread on first use. */
 static int jobq_push(theus_engine *e, theus__jobq *q, theus_job *j) {
@@ -672,7 +682,7 @@ static int jobq_push(theus_engine *e, theus__jobq *q, theus_job *j) {
   if (!q->started) {
     pthread_attr_t at;
     pthread_attr_init(&at);
-    err = pthread_create(&q->th, &at, q == &e->exec_q ? exec_main : reap_main, e);
+    err = pthread_create(&q->th, &at, q == &e->exec_q ? exec_main : q == &e->reap_q ? reap_main : defer_main, e);
     pthread_attr_destroy(&at);
     if (err)
       return err;
@@ -688,9 +698,12 @@ static int jobq_push(theus_engine *e, theus__jobq *q, theus_job *j) {
   return 0;
 }
 
-/* The executor (local jobs) and the reaper (released pool jobs). */
-static void jobq_loop(theus_engine *e, int reaper) {
-  theus__jobq *q = reaper ? &e->reap_q : &e->exec_q;
+static void defer_one(theus_engine *e, theus_job *j);
+
+/* The executor (local jobs, kind 0), the reaper (released pool jobs, 1) and
+ * the deferred submitter (2). */
+static void jobq_loop(theus_engine *e, int kind) {
+  theus__jobq *q = kind == 1 ? &e->reap_q : kind == 2 ? &e->defer_q : &e->exec_q;
   pthread_mutex_lock(&e->jobs_lock);
   for (;;) {
     while (!q->head && !e->jobs_stop)
@@ -701,8 +714,10 @@ static void jobq_loop(theus_engine *e, int reaper) {
     if (!(q->head = j->next))
       q->tail = NULL;
     pthread_mutex_unlock(&e->jobs_lock);
-    if (reaper) {
+    if (kind == 1) {
       job_finish(j, -1);
+    } else if (kind == 2) {
+      defer_one(e, j);
     } else {
       json_t *result = NULL;
       uint64_t version = 0;
@@ -725,6 +740,46 @@ static void *exec_main(void *arg) {
 static void *reap_main(void *arg) {
   jobq_loop(arg, 1);
   return NULL;
+}
+
+static void *defer_main(void *arg) {
+  jobq_loop(arg, 2);
+  return NULL;
+}
+
+/* Queues a deferred job, sleeping while the rings are full; hands it to the
+ * reaper if its owner released it meanwhile. */
+static void defer_one(theus_engine *e, theus_job *j) {
+  run_out o = {0};
+  if (start_remote(e, j->c, j->reg, j->snap, j->args, 1, &j->tk, &o)) {
+    atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
+    trace(e, j->c, -1, j->t0, o.rc);
+    theus__snap_put(j->snap);
+    j->snap = NULL;
+    pthread_mutex_lock(&j->m);
+    int orphan = j->reaping;
+    if (!orphan)
+      j->reaping = 2; /* from now on a release drops its reference itself */
+    pthread_mutex_unlock(&j->m);
+    job_done(j, o.rc, NULL, 0, o.msg);
+    if (orphan)
+      job_put(j); /* the owner's reference, handed over when it released the job */
+    return;
+  }
+  pthread_mutex_lock(&j->m);
+  j->state = J_POOL;
+  int orphan = j->reaping;
+  pthread_cond_broadcast(&j->cv);
+  pthread_mutex_unlock(&j->m);
+  if (orphan) {
+    pthread_mutex_lock(&e->jobs_lock);
+    int err = jobq_push(e, &e->reap_q, j); /* carries the owner's reference */
+    pthread_mutex_unlock(&e->jobs_lock);
+    if (err) {
+      job_finish(j, -1);
+      job_put(j);
+    }
+  }
 }
 
 int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **out) {
@@ -758,7 +813,8 @@ int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, t
     j->snap = theus__snap_get(e);
     j->t0 = theus__now_ns();
     atomic_init(&j->refs, 1);
-    if (start_remote(e, c, reg, j->snap, j->args, &j->tk, &o)) {
+    int rc = start_remote(e, c, reg, j->snap, j->args, 0, &j->tk, &o);
+    if (rc && rc != THEUS_EAGAIN) {
       /* could not even be queued: the job is born finished */
       atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
       trace(e, c, -1, j->t0, o.rc);
@@ -771,14 +827,29 @@ int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, t
       *out = j;
       return 0;
     }
+    int err = 0;
     pthread_mutex_lock(&e->jobs_lock);
-    e->jobs_running++;
-    j->pnext = e->jobs_pool;
-    if (j->pnext)
-      j->pnext->pprev = &j->pnext;
-    j->pprev = &e->jobs_pool;
-    e->jobs_pool = j;
+    if (rc == THEUS_EAGAIN) { /* every ring is full: the deferred submitter queues it */
+      j->state = J_DEFER;
+      atomic_fetch_add_explicit(&j->refs, 1, memory_order_relaxed);
+      if ((err = jobq_push(e, &e->defer_q, j)))
+        atomic_fetch_sub_explicit(&j->refs, 1, memory_order_relaxed);
+    }
+    if (!err) {
+      e->jobs_running++;
+      j->pnext = e->jobs_pool;
+      if (j->pnext)
+        j->pnext->pprev = &j->pnext;
+      j->pprev = &e->jobs_pool;
+      e->jobs_pool = j;
+    }
     pthread_mutex_unlock(&e->jobs_lock);
+    if (err) {
+      theus__snap_put(j->snap);
+      job_put(j);
+      return theus__eset(e, THEUS_ESYS, "submit '%s': every task ring is full and the engine's submit thread "
+                         "cannot start: %s", name, strerror(err));
+    }
     *out = j;
     return 0;
   }
@@ -826,9 +897,12 @@ void theus_job_free(theus_job *j) {
   theus_engine *e = j->e;
   pthread_mutex_lock(&j->m);
   int hand_over = j->state == J_POOL && !j->reaping;
-  if (hand_over)
+  int deferred = j->state == J_DEFER && !j->reaping; /* the submit thread hands it to the reaper */
+  if (hand_over || deferred)
     j->reaping = 1;
   pthread_mutex_unlock(&j->m);
+  if (deferred)
+    return;
   if (hand_over) {
     pthread_mutex_lock(&e->jobs_lock);
     int err = jobq_push(e, &e->reap_q, j); /* takes over the caller's reference */
@@ -861,7 +935,10 @@ void theus__jobs_fini(theus_engine *e) {
   e->jobs_stop = 1;
   pthread_cond_broadcast(&e->exec_q.cv);
   pthread_cond_broadcast(&e->reap_q.cv);
+  pthread_cond_broadcast(&e->defer_q.cv);
   pthread_mutex_unlock(&e->jobs_lock);
+  if (e->defer_q.started)
+    pthread_join(e->defer_q.th, NULL);
   if (e->exec_q.started)
     pthread_join(e->exec_q.th, NULL);
   if (e->reap_q.started)

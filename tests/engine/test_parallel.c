@@ -420,6 +420,27 @@ static void test_nested_inputs_shipped(void **state) {
   json_decref(want);
 }
 
+/* One thread submits more pool jobs than the rings hold (2 x 256) before
+ * waiting for any, then waits for them in order; some are released unwaited. */
+static void test_more_jobs_than_ring_slots(void **state) {
+  (void)state;
+  enum { M = 700 };
+  theus_job **j = calloc(M, sizeof *j);
+  assert_non_null(j);
+  for (int i = 0; i < M; i++)
+    assert_int_equal(theus_engine_submit(E, "nothing", NULL, &j[i]), 0);
+  for (int i = 0; i < M; i++) {
+    if (i % 5 == 4) {
+      theus_job_free(j[i]); /* released unfinished (or not yet queued) */
+      continue;
+    }
+    assert_int_equal(theus_job_wait(j[i], -1, NULL), 0);
+    theus_job_free(j[i]);
+  }
+  free(j);
+  assert_int_equal(theus_engine_execute(E, "nothing", NULL, NULL), 0);
+}
+
 /* The registry's fixed limits give a clear error at registration. */
 static void test_registry_limits(void **state) {
   (void)state;
@@ -455,6 +476,7 @@ int main(void) {
       cmocka_unit_test(test_job_wait_timeout_then_again),
       cmocka_unit_test(test_concurrent_pool_jobs),
       cmocka_unit_test(test_registry_limits),
+      cmocka_unit_test(test_more_jobs_than_ring_slots),
       cmocka_unit_test(test_nested_inputs_shipped),
       cmocka_unit_test(test_close_finishes_unwaited_jobs),
   };
