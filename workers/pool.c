@@ -366,12 +366,14 @@ static uint64_t placement_cost(theus_pool *p, unsigned w, uint64_t o) {
  * from the value the choice was made by makes choice and reservation one
  * atomic step, so concurrent submitters spread instead of piling on the
  * worker they all saw idle. */
+/* Ties go to the lowest index, not round robin: back-to-back tasks from one
+ * thread then stay on one hot worker while the others fall asleep, instead of
+ * keeping every worker spinning (on 2 cores they starve the submitter). */
 static unsigned reserve_least(theus_pool *p) {
   for (;;) {
-    unsigned start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed) % p->n, best = start;
+    unsigned best = 0;
     uint64_t least = UINT64_MAX, seen = 0;
-    for (unsigned k = 0; k < p->n; k++) {
-      unsigned w = (start + k) % p->n;
+    for (unsigned w = 0; w < p->n; w++) {
       uint64_t o = atomic_load_explicit(&p->ws[w].outstanding, memory_order_acquire);
       uint64_t cost = placement_cost(p, w, o);
       if (cost < least) least = cost, best = w, seen = o;
@@ -529,8 +531,10 @@ static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__s
       continue;
     }
     uint64_t now = theus__now_ns();
-    /* Past 2 us, let a worker that shares our core run (2 cores, 3 spinners). */
-    if (now - start > 2000u && now < spin_until) sched_yield();
+    /* Past 10 us, let a worker that shares our core run (2 cores, 3 spinners);
+     * sooner, a task of a few us (an engine step that writes) gives the core
+     * away to whatever else runs on a busy machine. */
+    if (now - start > 10000u && now < spin_until) sched_yield();
     if (now < spin_until) continue;
     int slept = sleep_until_done(p, s, deadline);
     if (slept == THEUS_ECRASH)
