@@ -31,7 +31,6 @@ struct theus_pool {
   theus__ctl *ctl;
   unsigned n, cap;
   wstate *ws;
-  _Atomic unsigned rr;
   _Atomic uint64_t submitted;
   _Atomic int stopping;
   /* "A slot was freed": bumped by every collection; submitters blocked on
@@ -365,10 +364,12 @@ static uint64_t placement_cost(theus_pool *p, unsigned w, uint64_t o) {
 /* Reserves a unit of the least loaded worker's outstanding count: the CAS
  * from the value the choice was made by makes choice and reservation one
  * atomic step, so concurrent submitters spread instead of piling on the
- * worker they all saw idle. */
-/* Ties go to the lowest index, not round robin: back-to-back tasks from one
- * thread then stay on one hot worker while the others fall asleep, instead of
- * keeping every worker spinning (on 2 cores they starve the submitter). */
+ * worker they all saw idle. Counts only grow between a read and the CAS of
+ * another submitter, so a successful CAS lands on a worker that is still a
+ * least loaded one. Ties go to the lowest index, not round robin:
+ * back-to-back tasks from one thread then stay on one hot worker while the
+ * others fall asleep, instead of keeping every worker spinning (on 2 cores
+ * they starve the submitter). */
 static unsigned reserve_least(theus_pool *p) {
   for (;;) {
     unsigned best = 0;
