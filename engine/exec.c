@@ -120,7 +120,7 @@ typedef struct res_hdr {
  * values (jansson's reference count is not safe to bump from many threads
  * at once), and dumping only reads them. */
 
-#define MAX_SHIP 64
+#define MAX_SHIP THEUS__REG_STRINGS
 
 /* Compares two paths segment by segment ('.' sorts before any field byte). */
 static int path_cmp(const void *a, const void *b) {
@@ -153,18 +153,21 @@ static int put_bytes(char *buf, size_t cap, size_t *at, const char *s, size_t n)
  * (each cut above its first wildcard; a path under another shipped path is
  * covered by it). *len gets the bytes written; THEUS_ELIMIT if cap is short. */
 static int dump_inputs(const theus_contract *c, const json_t *domain, char *buf, size_t cap, size_t *len) {
-  char store[MAX_SHIP][256];
+  /* a parallel contract's strings fit the registry's limits (checked at registration) */
+  char store[THEUS__REG_BLOB];
   const char *paths[MAX_SHIP];
-  size_t n = 0, at = 0;
+  size_t n = 0, at = 0, used = 0;
   for (size_t i = 0; c->inputs && c->inputs[i] && n < MAX_SHIP; i++) {
-    if (strncmp(c->inputs[i], "domain.", 7))
+    size_t l = strlen(c->inputs[i]) + 1;
+    if (strncmp(c->inputs[i], "domain.", 7) || l > sizeof store - used)
       continue;
-    snprintf(store[n], sizeof store[n], "%s", c->inputs[i]);
-    char *star = strstr(store[n], ".*");
+    char *p = memcpy(store + used, c->inputs[i], l);
+    used += l;
+    char *star = strstr(p, ".*");
     if (star)
       *star = 0; /* ship the subtree above the first wildcard */
-    if (strchr(store[n], '.'))
-      paths[n] = store[n], n++;
+    if (strchr(p, '.'))
+      paths[n++] = p;
   }
   qsort(paths, n, sizeof *paths, path_cmp);
   const char *prev = NULL; /* the last path written: its parents are the open objects */
