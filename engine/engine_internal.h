@@ -128,6 +128,7 @@ struct theus_engine {
   theus__jobq reap_q;          /* released unfinished pool jobs: one reaper thread */
   theus__jobq defer_q;         /* pool jobs submitted while every ring was full */
   int jobs_stop;
+  int jobs_closing; /* close is finishing jobs: signal jobs_cv on every change */
 
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;

@@ -609,7 +609,7 @@ static void job_done(theus_job *j, int rc, json_t *result, uint64_t version, con
     *j->pprev = j->pnext;
     j->pprev = NULL;
   }
-  if (--e->jobs_running == 0)
+  if (--e->jobs_running == 0 || e->jobs_closing)
     pthread_cond_broadcast(&e->jobs_cv);
   pthread_mutex_unlock(&e->jobs_lock);
   pthread_mutex_lock(&j->m);
@@ -657,10 +657,14 @@ static int job_finish(theus_job *j, int timeout_ms) {
   theus_engine *e = j->e;
   run_out o = {0};
   if (collect(e, j->c, j->tk, j->t0, timeout_ms, &o) == THEUS_ETIMEDOUT) {
+    pthread_mutex_lock(&e->jobs_lock);
     pthread_mutex_lock(&j->m);
     j->state = J_POOL;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->m);
+    if (e->jobs_closing)
+      pthread_cond_broadcast(&e->jobs_cv);
+    pthread_mutex_unlock(&e->jobs_lock);
     return THEUS_ETIMEDOUT;
   }
   if (o.rc)
@@ -769,11 +773,15 @@ static void defer_one(theus_engine *e, theus_job *j) {
       job_put(j); /* the owner's reference, handed over when it released the job */
     return;
   }
+  pthread_mutex_lock(&e->jobs_lock); /* jobs_lock before j->m, as close takes them */
   pthread_mutex_lock(&j->m);
   j->state = J_POOL;
   int orphan = j->reaping;
   pthread_cond_broadcast(&j->cv);
   pthread_mutex_unlock(&j->m);
+  if (e->jobs_closing)
+    pthread_cond_broadcast(&e->jobs_cv);
+  pthread_mutex_unlock(&e->jobs_lock);
   if (orphan) {
     pthread_mutex_lock(&e->jobs_lock);
     int err = jobq_push(e, &e->reap_q, j); /* carries the owner's reference */
@@ -917,22 +925,42 @@ void theus_job_free(theus_job *j) {
   job_put(j);
 }
 
-void theus__jobs_fini(theus_engine *e) {
-  /* pool jobs nobody waits for: collect and commit them here */
-  for (;;) {
-    pthread_mutex_lock(&e->jobs_lock);
-    theus_job *j = e->jobs_pool;
-    while (j && atomic_load(&j->done))
-      j = j->pnext;
-    if (j)
+/* A pool job whose ticket is in the pool, uncollected (J_POOL), with a
+ * reference taken; NULL if none (under jobs_lock). */
+static theus_job *pick_queued(theus_engine *e) {
+  for (theus_job *j = e->jobs_pool; j; j = j->pnext) {
+    pthread_mutex_lock(&j->m);
+    int queued = j->state == J_POOL;
+    pthread_mutex_unlock(&j->m);
+    if (queued) {
       atomic_fetch_add(&j->refs, 1);
-    pthread_mutex_unlock(&e->jobs_lock);
-    if (!j)
+      return j;
+    }
+  }
+  return NULL;
+}
+
+void theus__jobs_fini(theus_engine *e) {
+  /* Pool jobs nobody waits for: collect and commit them here. Only jobs
+   * whose ticket is in the pool are taken: collecting them frees the ring
+   * slots that deferred jobs wait for; others are being collected by their
+   * waiters or the reaper, or are deferred, and each change of theirs is
+   * signalled on jobs_cv while closing. */
+  pthread_mutex_lock(&e->jobs_lock);
+  e->jobs_closing = 1;
+  for (;;) {
+    theus_job *j = pick_queued(e);
+    if (!j && !e->jobs_pool)
       break;
+    if (!j) {
+      pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
+      continue;
+    }
+    pthread_mutex_unlock(&e->jobs_lock);
     job_finish(j, -1);
     job_put(j);
+    pthread_mutex_lock(&e->jobs_lock);
   }
-  pthread_mutex_lock(&e->jobs_lock);
   while (e->jobs_running)
     pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
   e->jobs_stop = 1;

@@ -369,7 +369,8 @@ static void test_close_finishes_unwaited_jobs(void **state) {
   assert_int_equal(theus_engine_open(&e, &cfg), 0);
   theus_contract c = {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1};
   theus_contract l = {.name = "local_nap", .fn = nap_set, .outputs = n_out, .semantic = THEUS_EFFECT};
-  if (theus_engine_register(e, &c) || theus_engine_register(e, &l)) {
+  theus_contract z = {.name = "nap0", .fn = nothing, .parallel = 1};
+  if (theus_engine_register(e, &c) || theus_engine_register(e, &l) || theus_engine_register(e, &z)) {
     theus_engine_close(e);
     fail_msg("register failed");
   }
@@ -378,9 +379,21 @@ static void test_close_finishes_unwaited_jobs(void **state) {
   int rc = theus_engine_submit(e, "nap_set", a, &j);
   int rc2 = theus_engine_submit(e, "local_nap", a, &k);
   json_decref(a);
+  /* more pool jobs than the rings hold (1 x 256), none waited: close must
+   * collect queued ones so the deferred ones can be queued, then finish them */
+  enum { M = 300 };
+  theus_job *many[M];
+  int rcs = 0;
+  for (int i = 0; i < M; i++)
+    rcs |= theus_engine_submit(e, "nap0", NULL, &many[i]);
   theus_engine_close(e);
   assert_int_equal(rc, 0);
   assert_int_equal(rc2, 0);
+  assert_int_equal(rcs, 0);
+  for (int i = 0; i < M; i++) {
+    assert_int_equal(theus_job_wait(many[i], 0, NULL), 0);
+    theus_job_free(many[i]);
+  }
   assert_int_equal(theus_job_wait(j, 0, NULL), 0);
   assert_int_equal(theus_job_wait(k, 0, NULL), 0);
   assert_true(theus_job_version(j) > 0 && theus_job_version(k) > 0);
