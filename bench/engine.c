@@ -3,6 +3,7 @@
  * rate of empty parallel jobs from 4 submitting threads, and how often 4
  * concurrent 20 ms jobs on 2 workers take longer than two rounds should. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -172,20 +173,35 @@ static double jobs_per_s(theus_engine *e, int n) {
   return 4.0 * n / ((double)dt / 1e9);
 }
 
+/* Jobs per worker in the current round, from the trace (to tell a placement
+ * imbalance from a round slowed by a busy machine). */
+static _Atomic int per_worker[2];
+
+static void count_worker(const theus_trace_event *ev, void *ud) {
+  (void)ud;
+  if (ev->worker == 0 || ev->worker == 1)
+    atomic_fetch_add(&per_worker[ev->worker], 1);
+}
+
 /* Rounds of 4 concurrent 20 ms jobs on 2 workers whose makespan exceeds 1.2x
  * the ideal 40 ms (two jobs per worker). */
 static int imbalance_rounds(theus_engine *e, int rounds) {
-  int bad = 0, failed = 0;
+  int bad = 0, failed = 0, uneven = 0;
   double worst = 0;
+  theus_engine_set_trace(e, count_worker, NULL);
   for (int r = 0; r < rounds; r++) {
+    atomic_store(&per_worker[0], 0);
+    atomic_store(&per_worker[1], 0);
     double ms = (double)jobs_run(e, "sleep20", 4, 1, &failed) / 1e6;
+    uneven += atomic_load(&per_worker[0]) != 2;
     if (ms > 1.2 * 40.0)
       bad++;
     if (ms > worst)
       worst = ms;
   }
-  fprintf(stderr, "placement: %d of %d rounds above 48 ms (worst %.1f ms), %d jobs failed\n", bad, rounds, worst,
-          failed);
+  theus_engine_set_trace(e, NULL, NULL);
+  fprintf(stderr, "placement: %d of %d rounds above 48 ms (worst %.1f ms), %d rounds not 2+2 jobs per worker, %d "
+          "jobs failed\n", bad, rounds, worst, uneven, failed);
   return bad;
 }
 
