@@ -11,7 +11,7 @@
 
 static theus_arena *open_arena(void) {
   theus_arena *a;
-  if (theus_arena_open(&a, NULL) != 0) {
+  if (theus_arena_open(NULL, &a) != 0) {
     fprintf(stderr, "theus-bench arena: cannot open an arena\n");
     return NULL;
   }

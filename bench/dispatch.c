@@ -96,9 +96,9 @@ static theus_pool *start_pool(unsigned nworkers, const theus_arena *a) {
   if (nworkers) cfg.nworkers = nworkers;
   cfg.arena = a;
   theus_pool *p = NULL;
-  if (theus_pool_start(&p, &cfg) < 0) {
+  if (theus_pool_open(&cfg, &p) < 0) {
     fprintf(stderr, "theus-bench: %s\n", theus_pool_errmsg(p));
-    theus_pool_stop(p, 1);
+    theus_pool_close(p, 1);
     return NULL;
   }
   return p;
@@ -115,7 +115,7 @@ static double roundtrip_us(theus_pool *p, const theus_task_desc *d, int scale) {
         fprintf(stderr, "theus-bench: task failed: %s %s\n", theus_pool_errmsg(p), r.errmsg);
         return -1;
       }
-      theus_pool_result_free(&r);
+      theus_pool_result_release(&r);
     }
     if (b >= 0) blocks[b] = (double)(bench_now_ns() - t0) / (BLOCK * scale) / 1000.0;
   }
@@ -181,7 +181,7 @@ int theus_bench_dispatch(int argc, char **argv) {
   ac.hard_limit = 2ull << 30;
   ac.single_limit = (1ull << 30) + (1ull << 20);
   theus_arena *a = NULL;
-  if (theus_arena_open(&a, &ac) < 0) {
+  if (theus_arena_open(&ac, &a) < 0) {
     fprintf(stderr, "theus-bench: arena open failed\n");
     return 1;
   }
@@ -197,7 +197,7 @@ int theus_bench_dispatch(int argc, char **argv) {
   bench_report("handoff_1GiB_us", h1g, "us");
   bench_report("ratio_handoff_1GiB_vs_1KiB", h1g / h1k, "x");
   bench_report("dispatch_submit_batch_1worker_tasks_per_s", batched_per_s(p1, 200000u * (size_t)scale), "tasks/s");
-  theus_pool_stop(p1, 0);
+  theus_pool_close(p1, 0);
 
   theus_pool *pn = start_pool(0, a);
   if (!pn) return 1;
@@ -207,7 +207,7 @@ int theus_bench_dispatch(int argc, char **argv) {
   theus_pool_stats st;
   theus_pool_stats_get(pn, &st);
   fprintf(stderr, "theus-bench: batched run used %u workers\n", st.nworkers);
-  theus_pool_stop(pn, 0);
+  theus_pool_close(pn, 0);
   theus_arena_close(a);
   return 0;
 }

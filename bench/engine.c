@@ -49,7 +49,7 @@ static theus_engine *open_engine(int workers) {
   json_t *d = json_pack("{s:i}", "counter", 0);
   cfg.domain = d;
   theus_engine *e = NULL;
-  int rc = theus_engine_open(&e, &cfg);
+  int rc = theus_engine_open(&cfg, &e);
   json_decref(d);
   if (rc) {
     fprintf(stderr, "bench engine: %s\n", theus_engine_errmsg(e));
@@ -137,7 +137,7 @@ static void *jobs_loop(void *v) {
     theus_job *j = NULL;
     if (theus_engine_submit(a->e, a->name, NULL, &j) || theus_job_wait(j, -1, NULL))
       a->failed++;
-    theus_job_free(j);
+    theus_job_release(j);
   }
   return NULL;
 }

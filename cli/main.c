@@ -190,7 +190,7 @@ static int run(const options *o) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
-  if (!code && (rc = theus_pipeline_open(p, &cfg, &e))) {
+  if (!code && (rc = theus_pipeline_open_engine(p, &cfg, &e))) {
     fprintf(stderr, "theus-run: %s\n", theus_pipeline_errmsg(p));
     code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_STEP;
   }
@@ -211,7 +211,7 @@ static int run(const options *o) {
     if (rc) code = EXIT_STEP;
   }
   theus_engine_close(e);
-  theus_pipeline_free(p);
+  theus_pipeline_close(p);
   cli_trace_fini(&tr);
   return code;
 }

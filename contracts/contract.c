@@ -284,7 +284,7 @@ static int doc_build(const parse_ctx *pc, json_t *obj, theus_fn_resolver resolve
   *out = d;
   return 0;
 fail:
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
   return rc;
 }
 
@@ -314,7 +314,7 @@ theus_contract *theus_contract_doc_get(theus_contract_doc *d) { return d ? &d->c
 
 const json_t *theus_contract_doc_json(const theus_contract_doc *d) { return d ? d->json : NULL; }
 
-void theus_contract_doc_free(theus_contract_doc *d) {
+void theus_contract_doc_release(theus_contract_doc *d) {
   if (!d)
     return;
   for (int i = 0; i < 3; i++)

@@ -107,7 +107,7 @@ static int ctx_live_reader(theus_ctx *ctx, const char *key, theus_twin_reader **
     }
   if (ctx->nlive == THEUS_POOL_MAX_HANDLES) /* more keys than slots: recycle the last one */
     theus_twin_reader_close(ctx->live[--ctx->nlive].r);
-  if ((rc = theus_twin_open(a, h, out)))
+  if ((rc = theus_twin_reader_open(a, h, out)))
     return rc;
   ctx->live[ctx->nlive].h = h;
   ctx->live[ctx->nlive++].r = *out;
@@ -117,13 +117,13 @@ static int ctx_live_reader(theus_ctx *ctx, const char *key, theus_twin_reader **
 int theus_ctx_live_read(theus_ctx *ctx, const char *key, size_t offset, void *dest, size_t len, uint64_t *epoch) {
   theus_twin_reader *r;
   int rc = ctx_live_reader(ctx, key, &r);
-  return rc ? rc : theus_twin_read_at(r, offset, dest, len, epoch);
+  return rc ? rc : theus_twin_reader_read_at(r, offset, dest, len, epoch);
 }
 
 int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int timeout_ms, uint64_t *now) {
   theus_twin_reader *r;
   int rc = ctx_live_reader(ctx, key, &r);
-  return rc ? rc : theus_twin_wait_epoch(r, seen, timeout_ms, now);
+  return rc ? rc : theus_twin_reader_wait_epoch(r, seen, timeout_ms, now);
 }
 
 int theus_ctx_live_size(theus_ctx *ctx, const char *key, size_t *nbytes) {

@@ -57,16 +57,16 @@ static int start_pool(theus_engine *e) {
   pc.task_context_size = e->reg->size;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
-  rc = theus_pool_start(&e->pool, &pc);
+  rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
-    theus_pool_stop(e->pool, 1);
+    theus_pool_close(e->pool, 1);
     e->pool = NULL;
   }
   return rc;
 }
 
-int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
+int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
   *out = NULL;
   theus_engine *e = calloc(1, sizeof *e);
   if (!e)
@@ -88,7 +88,7 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   pthread_cond_init(&e->reap_q.cv, NULL);
   pthread_cond_init(&e->defer_q.cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
-  int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
+  int rc = theus_arena_open(cfg ? cfg->arena : NULL, &e->arena);
   if (rc) {
     theus__eset(e, rc, "engine open: arena: %s", theus_strerror(rc));
     goto fail;
@@ -106,7 +106,7 @@ void theus_engine_close(theus_engine *e) {
   if (!e)
     return;
   theus__jobs_fini(e);
-  theus_pool_stop(e->pool, 1);
+  theus_pool_close(e->pool, 1);
   if (e->reg)
     munmap(e->reg, e->reg->size);
   theus__state_fini(e);
@@ -266,7 +266,7 @@ int theus_engine_register_json(theus_engine *e, const char *text, const char *so
   if (rc)
     return theus__eset(e, rc, "register: %s", why);
   rc = theus_engine_register(e, theus_contract_doc_get(d));
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
   return rc;
 }
 
@@ -410,7 +410,7 @@ struct theus_version_watch {
   const theus__vword *w;
 };
 
-int theus_version_watch_open(theus_version_watch **out, int fd) {
+int theus_version_watch_open(int fd, theus_version_watch **out) {
   *out = NULL;
   theus_version_watch *w = malloc(sizeof *w);
   if (!w)

@@ -48,7 +48,7 @@ typedef struct theus__draft {
  * one reference on the region besides the versions binding it. */
 typedef struct theus__live {
   struct theus__live *next;
-  theus_twin *twin;
+  theus_twin_writer *twin;
   theus__harr *arr;
   int ready; /* 0 while theus_engine_live_create is still binding it */
 } theus__live;

@@ -429,7 +429,7 @@ static int collect(theus_engine *e, const theus_contract *c, theus_ticket tk, ui
   } else {
     decode_result(c, res.data, res.len, res.worker, o);
   }
-  theus_pool_result_free(&res);
+  theus_pool_result_release(&res);
   trace(e, c, o->worker, t0, o->rc);
   return 0;
 }
@@ -902,7 +902,7 @@ uint64_t theus_job_version(const theus_job *j) {
   return atomic_load_explicit(&j->done, memory_order_acquire) ? j->version : 0;
 }
 
-void theus_job_free(theus_job *j) {
+void theus_job_release(theus_job *j) {
   if (!j)
     return;
   theus_engine *e = j->e;

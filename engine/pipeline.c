@@ -530,7 +530,7 @@ int theus_pipeline_load(theus_pipeline **out, const char *path, char *err, size_
   *out = NULL;
   theus_pipeline *p = calloc(1, sizeof *p);
   if (!p || !path || !(p->path = strdup(path)) || !(p->dir = strdup(path))) {
-    theus_pipeline_free(p);
+    theus_pipeline_close(p);
     if (err && errlen) snprintf(err, errlen, "%s", path ? "out of memory" : "no pipeline path");
     return path ? THEUS_ENOMEM : THEUS_EINVAL;
   }
@@ -545,7 +545,7 @@ int theus_pipeline_load(theus_pipeline **out, const char *path, char *err, size_
   if (rc) {
     if (!p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: %s", path, theus_strerror(rc));
     if (err && errlen) snprintf(err, errlen, "%s", p->msg);
-    theus_pipeline_free(p);
+    theus_pipeline_close(p);
     return rc;
   }
   *out = p;
@@ -609,7 +609,7 @@ static void typed_free(typed_proc *t) {
   free(t->signature);
 }
 
-void theus_pipeline_free(theus_pipeline *p) {
+void theus_pipeline_close(theus_pipeline *p) {
   if (!p) return;
   theus__pipe_steps_free(&p->steps);
   for (size_t i = 0; i < p->ntyped; i++) typed_free(&p->typed[i]);

@@ -131,7 +131,7 @@ static int register_json(theus_pipeline *p, theus_engine *e) {
       rc = theus_engine_register(e, theus_contract_doc_get(doc));
       if (rc) snprintf(err, sizeof err, "%s", theus_engine_errmsg(e));
     }
-    theus_contract_doc_free(doc);
+    theus_contract_doc_release(doc);
     if (rc)
       return theus__pipe_err(p, p->jprocs[i].ptr, false, "%s%s", err,
                              rc == THEUS_ENOTFOUND ? "; export the function from a plugin with THEUS_PLUGIN_EXPORT"
@@ -192,7 +192,7 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
   return rc;
 }
 
-int theus_pipeline_open(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out) {
+int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out) {
   *out = NULL;
   int rc = load_plugins(p);
   if (!rc) rc = prepare_typed(p);
@@ -207,7 +207,7 @@ int theus_pipeline_open(theus_pipeline *p, const theus_engine_config *cfg, theus
   int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)(cores > 0 ? cores : 1) : 1;
   p->default_slices = (uint32_t)workers * 2;
   theus_engine *e = NULL;
-  rc = theus_engine_open(&e, &c); /* after the plugins: the fork server must have their code */
+  rc = theus_engine_open(&c, &e); /* after the plugins: the fork server must have their code */
   if (rc) { /* on failure the engine (if any) only carries the message */
     snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path,
              e ? theus_engine_errmsg(e) : theus_strerror(rc));
@@ -306,7 +306,7 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
     if (rc && !first) first = step_fail(p, &s->body.v[i], rc, theus_job_errmsg(jobs[i]));
     if (rc || first) json_decref(result);
     else if ((rc = store(p, e, &s->body.v[i], result))) first = rc;
-    theus_job_free(jobs[i]);
+    theus_job_release(jobs[i]);
     report(p, (int)--started);
   }
   free(jobs);

@@ -463,7 +463,7 @@ static theus__live *live_take(theus_engine *e, const char *key, int pending) {
 /* Closes the writer (readers then see THEUS_ECLOSED) and drops the engine's
  * reference; the region is freed once no version binds it any more. */
 static void live_release(theus__live *l) {
-  theus_twin_close(l->twin);
+  theus_twin_writer_close(l->twin, 0);
   harr_put(l->arr);
   free(l);
 }
@@ -471,12 +471,12 @@ static void live_release(theus__live *l) {
 /* Creates the region and its pending draft, and registers the live entry. */
 static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__live *l, char *msg,
                         size_t msglen) {
-  int rc = theus_twin_create(e->arena, nbytes, &l->twin);
+  int rc = theus_twin_writer_open(e->arena, nbytes, &l->twin);
   if (rc)
     return msgf(msg, msglen, rc, "live_create '%s': %s", key,
                 nbytes ? theus_arena_errmsg(e->arena) : "nbytes must be at least 1");
-  if ((rc = draft_add(e, key, theus_twin_handle(l->twin), 0, 0, NULL, NULL, &l->arr, msg, msglen))) {
-    theus_twin_destroy(l->twin);
+  if ((rc = draft_add(e, key, theus_twin_writer_handle(l->twin), 0, 0, NULL, NULL, &l->arr, msg, msglen))) {
+    theus_twin_writer_close(l->twin, 1);
     return rc;
   }
   pthread_mutex_lock(&e->state_lock);
@@ -490,13 +490,13 @@ static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__
   }
   pthread_mutex_unlock(&e->state_lock);
   if (rc) {
-    theus_twin_close(l->twin);
+    theus_twin_writer_close(l->twin, 0);
     theus__draft_drop(e, key); /* frees the region */
   }
   return rc;
 }
 
-int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **out) {
+int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin_writer **out) {
   char msg[768] = "";
   if (out)
     *out = NULL;

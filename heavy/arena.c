@@ -109,7 +109,7 @@ static int owner_state_init(theus_arena *a) {
   return theus__tlsf_init(&a->tlsf, h->data_size, (uint32_t)blocks);
 }
 
-int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
+int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
   theus_arena_config c;
   char msg[256];
   *out = NULL;
@@ -134,7 +134,7 @@ fail:
   return rc;
 }
 
-int theus_arena_attach_ro(theus_arena **out, int ro_fd) {
+int theus_arena_open_ro(int ro_fd, theus_arena **out) {
   *out = NULL;
   theus_arena *a = arena_new();
   if (!a) return THEUS_ENOMEM;

@@ -115,7 +115,7 @@ typedef struct twin_hdr {
 } twin_hdr;
 _Static_assert(sizeof(twin_hdr) == TWIN_HDR, "twin header is one cache line");
 
-struct theus_twin {
+struct theus_twin_writer {
   theus_arena *arena;
   theus_handle handle;
   twin_hdr *hdr;
@@ -180,13 +180,13 @@ static inline void twin_racy_copy(void *dest, const void *src, size_t n) {
 
 /* ---- writer ------------------------------------------------------------- */
 
-int theus_twin_create(theus_arena *a, size_t nbytes, theus_twin **out) {
+int theus_twin_writer_open(theus_arena *a, size_t nbytes, theus_twin_writer **out) {
   if (out) *out = NULL;
   if (!a || !out || nbytes == 0) return THEUS_EINVAL;
   if (nbytes > (SIZE_MAX - TWIN_HDR) / 2 - 64) return THEUS_ETOOBIG;
   size_t stride = (nbytes + 63) & ~(size_t)63;
 
-  theus_twin *t = calloc(1, sizeof *t);
+  theus_twin_writer *t = calloc(1, sizeof *t);
   if (!t) return THEUS_ENOMEM;
   void *mem = NULL;
   int rc = theus_arena_alloc(a, TWIN_HDR + 2 * stride, &t->handle, &mem);
@@ -213,30 +213,30 @@ fail_alloc:
   return rc;
 }
 
-theus_handle theus_twin_handle(const theus_twin *t) {
+theus_handle theus_twin_writer_handle(const theus_twin_writer *t) {
   return t ? t->handle : 0;
 }
 
-size_t theus_twin_size(const theus_twin *t) {
+size_t theus_twin_writer_size(const theus_twin_writer *t) {
   return t ? t->nbytes : 0;
 }
 
-uint64_t theus_twin_published(const theus_twin *t) {
+uint64_t theus_twin_writer_epoch(const theus_twin_writer *t) {
   return t ? t->epoch : 0;
 }
 
-const char *theus_twin_errmsg(const theus_twin *t) {
-  return t ? t->errmsg : "theus_twin: NULL writer";
+const char *theus_twin_writer_errmsg(const theus_twin_writer *t) {
+  return t ? t->errmsg : "theus_twin_writer: NULL writer";
 }
 
-static unsigned char *twin_back(const theus_twin *t) {
+static unsigned char *twin_back(const theus_twin_writer *t) {
   return t->buf + ((t->epoch + 1) & 1) * t->stride;
 }
 
 /* Opens frame epoch+1: announce it (seq odd) before the first store to the
  * back buffer, then bring the back buffer up to the published content unless
  * the caller will overwrite it anyway. */
-static void twin_frame_open(theus_twin *t, unsigned flags) {
+static void twin_frame_open(theus_twin_writer *t, unsigned flags) {
   /* Release store: a reader that loads 2e+1 must still synchronize with the
    * publish of epoch e (C17 release sequences would give that, C++20's do
    * not; it costs nothing on x86). The fence then orders this store before
@@ -252,16 +252,16 @@ static void twin_frame_open(theus_twin *t, unsigned flags) {
   t->open = 1;
 }
 
-static void twin_mark(theus_twin *t, size_t lo, size_t hi) {
+static void twin_mark(theus_twin_writer *t, size_t lo, size_t hi) {
   if (lo < t->cur_lo) t->cur_lo = lo;
   if (hi > t->cur_hi) t->cur_hi = hi;
 }
 
-int theus_twin_write_begin(theus_twin *t, unsigned flags, void **back) {
+int theus_twin_writer_begin(theus_twin_writer *t, unsigned flags, void **back) {
   if (!t || !back) return THEUS_EINVAL;
   if (flags & ~THEUS_TWIN_DISCARD)
     return twin_fail(t->errmsg, THEUS_EINVAL,
-                     "theus_twin_write_begin: unknown flags 0x%x on region 0x%" PRIx64
+                     "theus_twin_writer_begin: unknown flags 0x%x on region 0x%" PRIx64
                      "; the only flag is THEUS_TWIN_DISCARD",
                      flags & ~THEUS_TWIN_DISCARD, t->handle);
   if (!t->open) twin_frame_open(t, flags);
@@ -271,11 +271,11 @@ int theus_twin_write_begin(theus_twin *t, unsigned flags, void **back) {
   return 0;
 }
 
-int theus_twin_write(theus_twin *t, size_t offset, const void *src, size_t len) {
+int theus_twin_writer_write(theus_twin_writer *t, size_t offset, const void *src, size_t len) {
   if (!t || (!src && len)) return THEUS_EINVAL;
   if (!twin_range_ok(t->nbytes, offset, len))
     return twin_fail(t->errmsg, THEUS_EINVAL,
-                     "theus_twin_write: range [%zu, %zu + %zu) is outside the live region 0x%" PRIx64
+                     "theus_twin_writer_write: range [%zu, %zu + %zu) is outside the live region 0x%" PRIx64
                      " of %zu bytes; keep offset + len <= %zu",
                      offset, offset, len, t->handle, t->nbytes, t->nbytes);
   if (!t->open) twin_frame_open(t, 0);
@@ -292,7 +292,7 @@ static void twin_wake_all(twin_hdr *h) {
   twin_futex(&h->futex, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-int theus_twin_publish(theus_twin *t, uint64_t *epoch) {
+int theus_twin_writer_publish(theus_twin_writer *t, uint64_t *epoch) {
   if (!t) return THEUS_EINVAL;
   if (!t->open) twin_frame_open(t, 0);
   /* Release: the whole back buffer is visible to whoever reads this seq. */
@@ -306,18 +306,18 @@ int theus_twin_publish(theus_twin *t, uint64_t *epoch) {
   return 0;
 }
 
-void theus_twin_close(theus_twin *t) {
+void theus_twin_writer_close(theus_twin_writer *t, 0) {
   if (!t) return;
   atomic_store_explicit(&t->hdr->closed, 1, memory_order_release);
   twin_wake_all(t->hdr);
   free(t);
 }
 
-void theus_twin_destroy(theus_twin *t) {
+void theus_twin_writer_close(theus_twin_writer *t, 1) {
   if (!t) return;
   theus_arena *a = t->arena;
   theus_handle h = t->handle;
-  theus_twin_close(t);
+  theus_twin_writer_close(t, 0);
   theus_arena_free(a, h);
 }
 
@@ -345,7 +345,7 @@ int theus_twin_probe(const theus_arena *a, theus_handle h, size_t *nbytes) {
   return rc;
 }
 
-int theus_twin_open(const theus_arena *a, theus_handle h, theus_twin_reader **out) {
+int theus_twin_reader_open(const theus_arena *a, theus_handle h, theus_twin_reader **out) {
   if (out) *out = NULL;
   if (!a || !out) return THEUS_EINVAL;
   const twin_hdr *hdr = NULL;
@@ -393,10 +393,10 @@ void theus_twin_reader_stats_get(const theus_twin_reader *r, theus_twin_reader_s
 }
 
 const char *theus_twin_reader_errmsg(const theus_twin_reader *r) {
-  return r ? r->errmsg : "theus_twin: NULL reader";
+  return r ? r->errmsg : "theus_twin_writer: NULL reader";
 }
 
-uint64_t theus_twin_epoch(const theus_twin_reader *r) {
+uint64_t theus_twin_reader_epoch(const theus_twin_reader *r) {
   return r ? atomic_load_explicit(&r->hdr->seq, memory_order_acquire) >> 1 : 0;
 }
 
@@ -407,15 +407,15 @@ static int twin_closed_error(theus_twin_reader *r, const char *where) {
                    where, r->handle);
 }
 
-int theus_twin_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t len, uint64_t *epoch) {
+int theus_twin_reader_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t len, uint64_t *epoch) {
   if (!r || (!dest && len)) return THEUS_EINVAL;
   if (!twin_range_ok(r->nbytes, offset, len))
     return twin_fail(r->errmsg, THEUS_EINVAL,
-                     "theus_twin_read_at: range [%zu, %zu + %zu) is outside the live region 0x%" PRIx64
+                     "theus_twin_reader_read_at: range [%zu, %zu + %zu) is outside the live region 0x%" PRIx64
                      " of %zu bytes; keep offset + len <= %zu",
                      offset, offset, len, r->handle, r->nbytes, r->nbytes);
   if (atomic_load_explicit(&r->hdr->closed, memory_order_relaxed))
-    return twin_closed_error(r, "theus_twin_read_at");
+    return twin_closed_error(r, "theus_twin_reader_read_at");
   for (unsigned i = 0; i < r->attempts; i++) {
     uint64_t s0 = atomic_load_explicit(&r->hdr->seq, memory_order_acquire);
     uint64_t e = s0 >> 1;
@@ -426,7 +426,7 @@ int theus_twin_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t l
       /* A destroyed region's pages read as zeros (punched): closed == 0 and
        * seq == 0 would pass, the magic word does not. */
       if (__atomic_load_n(&r->hdr->magic, __ATOMIC_RELAXED) != TWIN_MAGIC)
-        return twin_closed_error(r, "theus_twin_read_at");
+        return twin_closed_error(r, "theus_twin_reader_read_at");
       r->stats.reads++;
       if (epoch) *epoch = e;
       return 0;
@@ -435,7 +435,7 @@ int theus_twin_read_at(theus_twin_reader *r, size_t offset, void *dest, size_t l
   }
   r->stats.starved++;
   return twin_fail(r->errmsg, THEUS_ESTARVED,
-                   "theus_twin_read_at: the writer of live region 0x%" PRIx64
+                   "theus_twin_reader_read_at: the writer of live region 0x%" PRIx64
                    " overtook all %u copies of [%zu, %zu + %zu); read smaller ranges, raise the bound "
                    "with theus_twin_reader_set_retries, or publish less often",
                    r->handle, r->attempts, offset, offset, len);
@@ -454,7 +454,7 @@ static int twin_still_there(const theus_twin_reader *r) {
   return twin_resolve(r->arena, r->handle, &hdr) == 0 && hdr == r->hdr;
 }
 
-int theus_twin_wait_epoch(theus_twin_reader *r, uint64_t seen, int timeout_ms, uint64_t *now) {
+int theus_twin_reader_wait_epoch(theus_twin_reader *r, uint64_t seen, int timeout_ms, uint64_t *now) {
   if (!r) return THEUS_EINVAL;
   int64_t deadline = timeout_ms < 0 ? INT64_MAX : twin_now_ns() + (int64_t)timeout_ms * 1000000;
   for (;;) {
@@ -462,18 +462,18 @@ int theus_twin_wait_epoch(theus_twin_reader *r, uint64_t seen, int timeout_ms, u
      * the word no longer matches and FUTEX_WAIT returns at once. */
     uint32_t word = atomic_load_explicit(&r->hdr->futex, memory_order_acquire);
     if (atomic_load_explicit(&r->hdr->closed, memory_order_acquire))
-      return twin_closed_error(r, "theus_twin_wait_epoch");
+      return twin_closed_error(r, "theus_twin_reader_wait_epoch");
     uint64_t e = atomic_load_explicit(&r->hdr->seq, memory_order_acquire) >> 1;
     if (e > seen) {
       if (now) *now = e;
       return 0;
     }
-    if (!twin_still_there(r)) return twin_closed_error(r, "theus_twin_wait_epoch");
+    if (!twin_still_there(r)) return twin_closed_error(r, "theus_twin_reader_wait_epoch");
     const int64_t slice = (int64_t)TWIN_WAIT_SLICE_MS * 1000000;
     int64_t left = deadline == INT64_MAX ? slice : deadline - twin_now_ns();
     if (left <= 0)
       return twin_fail(r->errmsg, THEUS_ETIMEDOUT,
-                       "theus_twin_wait_epoch: live region 0x%" PRIx64
+                       "theus_twin_reader_wait_epoch: live region 0x%" PRIx64
                        " stayed at epoch %" PRIu64 " for %d ms; the writer published nothing",
                        r->handle, e, timeout_ms);
     if (left > slice) left = slice;
@@ -481,7 +481,7 @@ int theus_twin_wait_epoch(theus_twin_reader *r, uint64_t seen, int timeout_ms, u
     if (twin_futex(&r->hdr->futex, FUTEX_WAIT, word, &ts) != 0 && errno != EAGAIN && errno != EINTR &&
         errno != ETIMEDOUT)
       return twin_fail(r->errmsg, THEUS_ESYS,
-                       "theus_twin_wait_epoch: FUTEX_WAIT on live region 0x%" PRIx64 " failed: %s",
+                       "theus_twin_reader_wait_epoch: FUTEX_WAIT on live region 0x%" PRIx64 " failed: %s",
                        r->handle, strerror(errno));
   }
 }

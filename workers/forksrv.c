@@ -315,8 +315,8 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   close_other_fds(c->arena_fd);
   drop_shared_writable(c);
   if (c->arena_fd >= 0) {
-    int rc = theus_arena_attach_ro(&f.arena, c->arena_fd);
-    if (rc < 0) fatal(&f, "fork server: theus_arena_attach_ro failed on the arena's read-only descriptor");
+    int rc = theus_arena_open_ro(c->arena_fd, &f.arena);
+    if (rc < 0) fatal(&f, "fork server: theus_arena_open_ro failed on the arena's read-only descriptor");
     struct stat sb;
     if (fstat(c->arena_fd, &sb) == 0) {
       arena_find af = {.ino = (unsigned long)sb.st_ino, .f = &f};

@@ -2,7 +2,7 @@
  * stop. A "keeper" thread per pool forks the fork server and blocks in
  * waitpid() on it: the fork server's PR_SET_PDEATHSIG then fires exactly when
  * the pool's keeper (i.e. the pool, or the whole process) goes away, not when
- * whichever host thread called theus_pool_start() happens to exit. */
+ * whichever host thread called theus_pool_open() happens to exit. */
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
@@ -59,7 +59,7 @@ static int set_err(theus_pool *p, int code, const char *fmt, ...) {
 }
 
 const char *theus_pool_errmsg(const theus_pool *p) {
-  return p ? p->errmsg : "theus_pool_errmsg: pool is NULL (theus_pool_start ran out of memory)";
+  return p ? p->errmsg : "theus_pool_errmsg: pool is NULL (theus_pool_open ran out of memory)";
 }
 
 void theus_pool_config_init(theus_pool_config *cfg) {
@@ -165,7 +165,7 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
    * touched only as slots are used. */
   void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED)
-    return set_err(p, THEUS_ENOMEM, "theus_pool_start: mmap of %zu bytes of rings failed: %s (lower nworkers "
+    return set_err(p, THEUS_ENOMEM, "theus_pool_open: mmap of %zu bytes of rings failed: %s (lower nworkers "
                    "or ring_capacity)", total, strerror(errno));
   theus__ctl *c = m;
   c->nworkers = p->n;
@@ -185,14 +185,14 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
 
 static int check_config(theus_pool *p, const theus_pool_config *cfg) {
   if (cfg->nworkers < 1 || cfg->nworkers > THEUS_POOL_MAX_WORKERS)
-    return set_err(p, THEUS_EINVAL, "theus_pool_start: nworkers is %u, must be 1..%u", cfg->nworkers,
+    return set_err(p, THEUS_EINVAL, "theus_pool_open: nworkers is %u, must be 1..%u", cfg->nworkers,
                    THEUS_POOL_MAX_WORKERS);
   unsigned cap = cfg->ring_capacity;
   if (cap < 2 || cap > 65536 || (cap & (cap - 1)))
-    return set_err(p, THEUS_EINVAL, "theus_pool_start: ring_capacity is %u, must be a power of two in 2..65536",
+    return set_err(p, THEUS_EINVAL, "theus_pool_open: ring_capacity is %u, must be a power of two in 2..65536",
                    cap);
   if (cfg->arena && theus_arena_ro_fd(cfg->arena) < 0)
-    return set_err(p, THEUS_EINVAL, "theus_pool_start: the arena has no read-only descriptor");
+    return set_err(p, THEUS_EINVAL, "theus_pool_open: the arena has no read-only descriptor");
   return 0;
 }
 
@@ -205,19 +205,19 @@ static int launch(theus_pool *p) {
   int rc = pthread_create(&p->keeper, NULL, keeper_main, p);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0)
-    return set_err(p, THEUS_ESYS, "theus_pool_start: pthread_create of the keeper thread failed: %s", strerror(rc));
+    return set_err(p, THEUS_ESYS, "theus_pool_open: pthread_create of the keeper thread failed: %s", strerror(rc));
   p->keeper_running = 1;
   uint32_t st;
   while ((st = atomic_load(&p->ctl->start_state)) == THEUS__START_PENDING)
     theus__futex_wait(&p->ctl->start_state, st, 100000000);
   if (st == THEUS__START_FAILED)
-    return set_err(p, THEUS_ESYS, "theus_pool_start: %s", p->ctl->fatal[0] ? p->ctl->fatal : "fork server failed");
+    return set_err(p, THEUS_ESYS, "theus_pool_open: %s", p->ctl->fatal[0] ? p->ctl->fatal : "fork server failed");
   /* The keeper publishes the pid (after the pidfd) once fork() returned in it. */
   while (!atomic_load(&p->ctl->forksrv_pid) && atomic_load(&p->ctl->start_state) == THEUS__START_UP) sched_yield();
   return 0;
 }
 
-int theus_pool_start(theus_pool **out, const theus_pool_config *cfg) {
+int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   theus_pool_config def;
   if (!out) return THEUS_EINVAL;
   *out = NULL;
@@ -236,18 +236,18 @@ int theus_pool_start(theus_pool **out, const theus_pool_config *cfg) {
   p->cap = cfg->ring_capacity;
   p->default_timeout_ms = cfg->default_timeout_ms;
   p->ws = aligned_alloc(64, p->n * sizeof *p->ws);
-  if (!p->ws) return set_err(p, THEUS_ENOMEM, "theus_pool_start: out of memory");
+  if (!p->ws) return set_err(p, THEUS_ENOMEM, "theus_pool_open: out of memory");
   for (unsigned w = 0; w < p->n; w++) {
     pthread_mutex_init(&p->ws[w].lock, NULL);
     p->ws[w].tail = p->ws[w].run_seen = 1;
     atomic_init(&p->ws[w].outstanding, 0);
   }
-  if (dl_iterate_phdr(collect_image, p) != 0) return set_err(p, THEUS_ENOMEM, "theus_pool_start: out of memory");
+  if (dl_iterate_phdr(collect_image, p) != 0) return set_err(p, THEUS_ENOMEM, "theus_pool_open: out of memory");
   if ((rc = map_ctl(p, cfg)) < 0) return rc;
   return launch(p);
 }
 
-int theus_pool_stop(theus_pool *p, int cancel_running) {
+int theus_pool_close(theus_pool *p, int cancel_running) {
   if (!p) return 0;
   int rc = 0;
   if (p->keeper_running) {
@@ -279,7 +279,7 @@ static int check_desc(theus_pool *p, const theus_task_desc *d) {
   if (!d || !d->fn) return set_err(p, THEUS_EINVAL, "theus_pool_submit: task or task function is NULL");
   if (!in_image(p, d->fn))
     return set_err(p, THEUS_EINVAL, "theus_pool_submit: function %p is not in the program image the workers were "
-                   "forked from: link it in, or dlopen() its library before theus_pool_start()", (void *)d->fn);
+                   "forked from: link it in, or dlopen() its library before theus_pool_open()", (void *)d->fn);
   if (d->arg_len > THEUS_POOL_ARG_MAX || (d->arg_len && !d->arg))
     return set_err(p, THEUS_EINVAL, "theus_pool_submit: %zu argument bytes (limit THEUS_POOL_ARG_MAX = %u; pass "
                    "bigger inputs as arena handles)", d->arg_len, THEUS_POOL_ARG_MAX);
@@ -667,7 +667,7 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   return mr.first;
 }
 
-void theus_pool_result_free(theus_pool_result *res) {
+void theus_pool_result_release(theus_pool_result *res) {
   if (!res) return;
   free(res->data);
   res->data = NULL;

@@ -97,7 +97,7 @@ THEUS_API int theus_contract_parse(const char *text, const char *source, theus_f
 THEUS_API int theus_contract_from_json(const json_t *obj, const char *source, theus_fn_resolver resolver,
                                        void *ud, theus_contract_doc **out, char *err, size_t errlen);
 
-/* The contract inside a parsed document (valid until theus_contract_doc_free).
+/* The contract inside a parsed document (valid until theus_contract_doc_release).
  * It is mutable so a caller may set fn/userdata before registering. */
 THEUS_API theus_contract *theus_contract_doc_get(theus_contract_doc *d);
 
@@ -105,7 +105,7 @@ THEUS_API theus_contract *theus_contract_doc_get(theus_contract_doc *d);
 THEUS_API const json_t *theus_contract_doc_json(const theus_contract_doc *d);
 
 /* Frees a parsed contract document. NULL is a no-op. */
-THEUS_API void theus_contract_doc_free(theus_contract_doc *d);
+THEUS_API void theus_contract_doc_release(theus_contract_doc *d);
 
 /* The JSON form of a contract (new reference; function name not included). */
 THEUS_API json_t *theus_contract_to_json(const theus_contract *c);

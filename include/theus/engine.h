@@ -49,7 +49,7 @@ THEUS_API void theus_engine_config_init(theus_engine_config *cfg);
  * worker pool. cfg may be NULL. Like sqlite3_open, a failure still hands back
  * an engine carrying the message (unless memory ran out: then *out is NULL):
  * read theus_engine_errmsg(*out), then release it with theus_engine_close. */
-THEUS_API int theus_engine_open(theus_engine **out, const theus_engine_config *cfg);
+THEUS_API int theus_engine_open(const theus_engine_config *cfg, theus_engine **out);
 
 /* Finishes every submitted job (collecting and committing pool jobs nobody
  * waited for), stops the pool, frees every version, draft and array.
@@ -128,7 +128,7 @@ THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
  * THEUS_EINVAL (bad key, nbytes 0), THEUS_EEXIST (key already has a live
  * region, or a draft is pending for it), arena codes (THEUS_EBUDGET...),
  * THEUS_ECONFLICT (retries exhausted). Nothing stays allocated on failure. */
-THEUS_API int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **twin);
+THEUS_API int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin_writer **twin);
 
 /* Removes the binding of key in a new version (unless key was rebound to
  * something else meanwhile), closes the writer (readers still running get
@@ -138,7 +138,7 @@ THEUS_API int theus_engine_live_unbind(theus_engine *e, const char *key);
 
 /* Inside a process: copies a consistent snapshot of [offset, offset+len) of
  * the live region bound to heavy key `key` into dest and stores its epoch in
- * *epoch (optional); as theus_twin_read_at (no allocation after the first
+ * *epoch (optional); as theus_twin_reader_read_at (no allocation after the first
  * call of a run on that key). The key must be a declared input
  * `heavy.<key>` (for a pure process an undeclared key fails the execution
  * with THEUS_ECONTRACT, as theus_ctx_heavy). Other failures are only
@@ -148,7 +148,7 @@ THEUS_API int theus_engine_live_unbind(theus_engine *e, const char *key);
 THEUS_API int theus_ctx_live_read(theus_ctx *ctx, const char *key, size_t offset, void *dest, size_t len,
                                   uint64_t *epoch);
 
-/* Inside a process: as theus_twin_wait_epoch on the live region of key
+/* Inside a process: as theus_twin_reader_wait_epoch on the live region of key
  * (sleeps until its epoch exceeds seen, or timeout_ms; -1 = forever).
  * Same contract rule and codes as theus_ctx_live_read, plus THEUS_ETIMEDOUT. */
 THEUS_API int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int timeout_ms, uint64_t *now);
@@ -192,7 +192,7 @@ THEUS_API int theus_engine_version_fd(const theus_engine *e);
 typedef struct theus_version_watch theus_version_watch;
 
 /* Maps the version page read-only from fd (which stays the caller's). */
-THEUS_API int theus_version_watch_open(theus_version_watch **out, int fd);
+THEUS_API int theus_version_watch_open(int fd, theus_version_watch **out);
 /* The engine's current version, read from the shared page (no syscall). */
 THEUS_API uint64_t theus_version_watch_current(const theus_version_watch *w);
 /* As theus_engine_wait_version, from any process. */
@@ -231,7 +231,7 @@ THEUS_API uint64_t theus_job_version(const theus_job *job);
 
 /* Releases the job (it keeps running and commits if not finished: the
  * engine's reaper thread collects a released pool job). */
-THEUS_API void theus_job_free(theus_job *job);
+THEUS_API void theus_job_release(theus_job *job);
 
 /* Runs parallel process name over `slices` slices of the first dimension of
  * heavy array key (theus_ctx_slice gives each its bounds), in the pool, and

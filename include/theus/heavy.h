@@ -61,13 +61,13 @@ THEUS_API void theus_arena_config_init(theus_arena_config *cfg);
 
 /* Creates an arena (memfd, sparse, sealed against resizing). cfg may be NULL.
  * On failure *out is NULL and the code says why. */
-THEUS_API int theus_arena_open(theus_arena **out, const theus_arena_config *cfg);
+THEUS_API int theus_arena_open(const theus_arena_config *cfg, theus_arena **out);
 
 /* Attaches, in this process, the arena whose read-only descriptor is ro_fd
  * (see theus_arena_ro_fd). The mapping is PROT_READ from an O_RDONLY file
  * description: writes fault and mprotect(PROT_WRITE) is refused. The fd is
  * not closed by this call. Mutating calls on the result fail THEUS_EREADONLY. */
-THEUS_API int theus_arena_attach_ro(theus_arena **out, int ro_fd);
+THEUS_API int theus_arena_open_ro(int ro_fd, theus_arena **out);
 
 /* Unmaps and frees this process's view of the arena. The memory itself is
  * released by the kernel when the last process unmaps it. NULL is a no-op. */

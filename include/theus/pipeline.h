@@ -6,10 +6,10 @@
  * never runs a step. Every message starts with "file:line:column: ".
  *
  * Order of calls (theus-run does exactly this):
- *   theus_pipeline_load -> [add_plugin, set] -> theus_pipeline_open (loads
+ *   theus_pipeline_load -> [add_plugin, set] -> theus_pipeline_open_engine (loads
  *   plugins, THEN opens the engine so its worker pool can run plugin code,
  *   then calls each plugin's registration function) -> theus_pipeline_run ->
- *   theus_engine_close -> theus_pipeline_free (unloads plugins last).
+ *   theus_engine_close -> theus_pipeline_close (unloads plugins last).
  */
 #ifndef THEUS_PIPELINE_H
 #define THEUS_PIPELINE_H
@@ -49,7 +49,7 @@ typedef struct theus_pipeline theus_pipeline;
 THEUS_API int theus_pipeline_load(theus_pipeline **out, const char *path, char *err, size_t errlen);
 
 /* Adds a plugin to load (path as given, e.g. from the command line), after
- * those the file lists. Before theus_pipeline_open. */
+ * those the file lists. Before theus_pipeline_open_engine. */
 THEUS_API int theus_pipeline_add_plugin(theus_pipeline *p, const char *path);
 
 /* Sets an initial domain value, overriding the file: path "domain.a.b"
@@ -65,7 +65,7 @@ THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
  * step names a known process and reducer, then creates the heavy arrays.
  * THEUS_EPARSE for an error in the pipeline or a plugin (nothing ran, no
  * engine is left open), another code if the engine failed. */
-THEUS_API int theus_pipeline_open(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out);
+THEUS_API int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out);
 
 typedef struct theus_pipeline_progress {
   size_t step, nsteps; /* top-level steps done / total */
@@ -79,7 +79,7 @@ typedef void (*theus_pipeline_progress_fn)(const theus_pipeline_progress *pr, vo
  * running the pipeline. NULL disables. */
 THEUS_API void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud);
 
-/* Runs the steps on e (opened by theus_pipeline_open). A failing step stops
+/* Runs the steps on e (opened by theus_pipeline_open_engine). A failing step stops
  * the run: THEUS_EPROCESS/ECRASH/ECONTRACT/... with "file:line:column: step
  * ...: cause"; THEUS_ELIMIT when the operation budget is exhausted. */
 THEUS_API int theus_pipeline_run(theus_pipeline *p, theus_engine *e);
@@ -91,7 +91,7 @@ THEUS_API uint64_t theus_pipeline_ops(const theus_pipeline *p);
 THEUS_API const char *theus_pipeline_errmsg(const theus_pipeline *p);
 
 /* Frees the pipeline and unloads its plugins: close the engine first. */
-THEUS_API void theus_pipeline_free(theus_pipeline *p);
+THEUS_API void theus_pipeline_close(theus_pipeline *p);
 
 #ifdef __cplusplus
 }

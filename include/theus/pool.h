@@ -1,6 +1,6 @@
 /* theus-c — workers: a pool of forked worker processes.
  *
- * theus_pool_start() forks one single-threaded helper, the fork server, which
+ * theus_pool_open() forks one single-threaded helper, the fork server, which
  * forks the workers; the caller may already have threads (but a lock another
  * host thread holds at that instant stays held in the workers: see
  * docs/workers.md, "Known limits"). Tasks travel through
@@ -11,7 +11,7 @@
  * A task is a function pointer plus argument bytes plus arena handles. The
  * function runs in a worker, a forked copy of the program image as it was when
  * the pool started: it must be linked in, or dlopen()ed BEFORE
- * theus_pool_start() (theus_pool_submit refuses other addresses).
+ * theus_pool_open() (theus_pool_submit refuses other addresses).
  *
  * Workers see the arena read-only (O_RDONLY memfd, PROT_READ). A task that
  * writes into an array dies by SIGSEGV and its result reads
@@ -21,7 +21,7 @@
  *
  * Thread safety: submit, wait, stats and errmsg may be called from many
  * threads at once; one ticket must be waited by one thread at a time.
- * theus_pool_stop() must be called once, when no other thread uses the pool.
+ * theus_pool_close() must be called once, when no other thread uses the pool.
  */
 #ifndef THEUS_POOL_H
 #define THEUS_POOL_H
@@ -59,9 +59,9 @@ typedef struct theus_pool_config {
   const theus_arena *arena;   /* arena shared read-only with the workers (may be NULL) */
   int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 */
   /* Handed to every task (theus_task_context). It is used in the workers, so
-   * it must point at memory they inherit: immutable since theus_pool_start,
+   * it must point at memory they inherit: immutable since theus_pool_open,
    * or, with task_context_size > 0, a page-aligned MAP_SHARED mapping of
-   * that many bytes made before theus_pool_start. Workers drop every other
+   * that many bytes made before theus_pool_open. Workers drop every other
    * writable shared mapping they inherit; this one they keep, read-only, and
    * see the orchestrator's later writes to it. May be NULL. */
   const void *task_context;
@@ -83,7 +83,7 @@ typedef struct theus_task_desc {
 typedef uint64_t theus_ticket;
 
 /* What a task produced. data is malloc'ed (NULL when len is 0): release it
- * with theus_pool_result_free. */
+ * with theus_pool_result_release. */
 typedef struct theus_pool_result {
   int status;      /* 0, the task's error code, THEUS_ECRASH, THEUS_ETIMEDOUT, THEUS_ECONTRACT, ... */
   int worker;      /* index of the worker that ran it (-1 if none did) */
@@ -120,8 +120,8 @@ THEUS_API void theus_pool_config_init(theus_pool_config *cfg);
 /* Starts the fork server and its workers; returns once every worker is up.
  * cfg may be NULL. Like sqlite3_open, a failure still hands back a pool that
  * carries the message (unless memory ran out: then *out is NULL): read
- * theus_pool_errmsg(*out), then release it with theus_pool_stop(*out, 1). */
-THEUS_API int theus_pool_start(theus_pool **out, const theus_pool_config *cfg);
+ * theus_pool_errmsg(*out), then release it with theus_pool_close(*out, 1). */
+THEUS_API int theus_pool_open(const theus_pool_config *cfg, theus_pool **out);
 
 /* Queues one task on the least loaded worker. THEUS_EAGAIN when every ring is
  * full (wait for results first), THEUS_ECLOSED once the pool is stopping or
@@ -184,7 +184,7 @@ THEUS_API int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfa
 THEUS_API int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res);
 
 /* Frees res->data (and sets it to NULL). */
-THEUS_API void theus_pool_result_free(theus_pool_result *res);
+THEUS_API void theus_pool_result_release(theus_pool_result *res);
 
 /* Snapshot of the counters. */
 THEUS_API int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out);
@@ -194,7 +194,7 @@ THEUS_API unsigned theus_pool_size(const theus_pool *p);
 /* Pid of worker i (0 while it is being replaced or if i is out of range). */
 THEUS_API int theus_pool_worker_pid(const theus_pool *p, unsigned i);
 /* Nonzero if fn lies in the program image the workers were forked with (code
- * linked in or dlopen()ed before theus_pool_start): only such functions can
+ * linked in or dlopen()ed before theus_pool_open): only such functions can
  * run in a worker. */
 THEUS_API int theus_pool_has_function(const theus_pool *p, theus_task_fn fn);
 /* Pid of the fork server. */
@@ -204,7 +204,7 @@ THEUS_API int theus_pool_forksrv_pid(const theus_pool *p);
  * first; otherwise running workers are killed and queued tasks dropped. Reaps
  * every child and frees everything; uncollected results are discarded.
  * Returns 0, or THEUS_ECRASH if the fork server had died. NULL is a no-op. */
-THEUS_API int theus_pool_stop(theus_pool *p, int cancel_running);
+THEUS_API int theus_pool_close(theus_pool *p, int cancel_running);
 
 /* The message of the last failure on this pool, from any thread (another
  * thread's failure may overwrite it: waiters get their own copy in

@@ -83,7 +83,7 @@ static void test_json_roundtrip(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "semantic")), "pure");
   assert_string_equal(json_string_value(json_array_get(json_object_get(j, "errors"), 0)), "E_RANGE");
   json_decref(j);
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
 }
 
 static void expect_parse_error(const char *text, int code, const char *needle) {

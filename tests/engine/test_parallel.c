@@ -113,7 +113,7 @@ static int setup(void **state) {
   cfg.workers = 2;
   json_t *d = json_pack("{s:i, s:i}", "k", 2, "c", 0);
   cfg.domain = d;
-  int rc = theus_engine_open(&E, &cfg);
+  int rc = theus_engine_open(&cfg, &E);
   json_decref(d);
   if (rc) {
     print_error("engine open: %s\n", theus_engine_errmsg(E));
@@ -294,7 +294,7 @@ static void test_job_released_unfinished_commits(void **state) {
   theus_job *j = NULL;
   assert_int_equal(theus_engine_submit(E, "nap_set", a, &j), 0);
   json_decref(a);
-  theus_job_free(j);
+  theus_job_release(j);
   assert_int_equal(theus_engine_wait_version(E, v0, 10000, &now), 0);
   assert_true(now > v0);
   json_t *n = theus_engine_get(E, "domain.n");
@@ -316,7 +316,7 @@ static void test_job_wait_timeout_then_again(void **state) {
   assert_int_equal(theus_job_wait(j, -1, NULL), 0);
   assert_int_equal(theus_job_wait(j, 0, NULL), 0);
   assert_true(theus_job_version(j) > 0);
-  theus_job_free(j);
+  theus_job_release(j);
 }
 
 typedef struct jobs_arg {
@@ -329,7 +329,7 @@ static void *submit_many(void *v) {
     theus_job *j = NULL;
     if (theus_engine_submit(E, i % 3 ? "pinc" : "nothing", NULL, &j) || theus_job_wait(j, -1, NULL))
       a->failed++;
-    theus_job_free(j);
+    theus_job_release(j);
   }
   return NULL;
 }
@@ -366,7 +366,7 @@ static void test_close_finishes_unwaited_jobs(void **state) {
   theus_engine_config_init(&cfg);
   cfg.workers = 1;
   theus_engine *e = NULL;
-  assert_int_equal(theus_engine_open(&e, &cfg), 0);
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
   theus_contract c = {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1};
   theus_contract l = {.name = "local_nap", .fn = nap_set, .outputs = n_out, .semantic = THEUS_EFFECT};
   theus_contract z = {.name = "nap0", .fn = nothing, .parallel = 1};
@@ -392,13 +392,13 @@ static void test_close_finishes_unwaited_jobs(void **state) {
   assert_int_equal(rcs, 0);
   for (int i = 0; i < M; i++) {
     assert_int_equal(theus_job_wait(many[i], 0, NULL), 0);
-    theus_job_free(many[i]);
+    theus_job_release(many[i]);
   }
   assert_int_equal(theus_job_wait(j, 0, NULL), 0);
   assert_int_equal(theus_job_wait(k, 0, NULL), 0);
   assert_true(theus_job_version(j) > 0 && theus_job_version(k) > 0);
-  theus_job_free(j);
-  theus_job_free(k);
+  theus_job_release(j);
+  theus_job_release(k);
 }
 
 static const char *const nested_in[] = {"domain.q.c.f", "domain.q.a.b", "domain.q.c.d.e", "domain.q.g.*",
@@ -444,11 +444,11 @@ static void test_more_jobs_than_ring_slots(void **state) {
     assert_int_equal(theus_engine_submit(E, "nothing", NULL, &j[i]), 0);
   for (int i = 0; i < M; i++) {
     if (i % 5 == 4) {
-      theus_job_free(j[i]); /* released unfinished (or not yet queued) */
+      theus_job_release(j[i]); /* released unfinished (or not yet queued) */
       continue;
     }
     assert_int_equal(theus_job_wait(j[i], -1, NULL), 0);
-    theus_job_free(j[i]);
+    theus_job_release(j[i]);
   }
   free(j);
   assert_int_equal(theus_engine_execute(E, "nothing", NULL, NULL), 0);

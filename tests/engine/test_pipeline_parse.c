@@ -121,7 +121,7 @@ static void test_valid_pipeline(void **state) {
   assert_int_equal(json_integer_value(json_object_get(json_object_get(p->domain, "a"), "b")), 5);
   assert_string_equal(json_string_value(json_object_get(p->domain, "x")), "s");
   assert_int_equal(theus_pipeline_set(p, "heavy.a", json_integer(1)), THEUS_EINVAL);
-  theus_pipeline_free(p);
+  theus_pipeline_close(p);
 }
 
 static void test_errors(void **state) {

@@ -23,7 +23,7 @@ static theus_arena *open_with(uint64_t hard, uint64_t single, unsigned soft_pct,
   if (soft_pct) c.soft_limit_pct = soft_pct;
   if (handles) c.max_handles = handles;
   theus_arena *a = NULL;
-  assert_int_equal(theus_arena_open(&a, &c), 0);
+  assert_int_equal(theus_arena_open(&c, &a), 0);
   assert_non_null(a);
   return a;
 }
@@ -447,7 +447,7 @@ static void test_bad_config(void **st) {
   theus_arena_config_init(&c);
   c.soft_limit_pct = 101;
   theus_arena *a = (theus_arena *)1;
-  assert_int_equal(theus_arena_open(&a, &c), THEUS_EINVAL);
+  assert_int_equal(theus_arena_open(&c, &a), THEUS_EINVAL);
   assert_null(a);
   assert_string_equal(theus_strerror(THEUS_ESTALE), "stale handle");
   assert_string_equal(theus_err_name(THEUS_EFREED), "THEUS_EFREED");

@@ -26,15 +26,15 @@ typedef struct fixture {
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
-  if (!f || theus_arena_open(&f->arena, NULL) < 0) return -1;
+  if (!f || theus_arena_open(NULL, &f->arena) < 0) return -1;
   *state = f;
   return 0;
 }
 
 static int teardown(void **state) {
   fixture *f = *state;
-  theus_pool_stop(f->pool, 1);
-  theus_pool_stop(f->pool2, 1);
+  theus_pool_close(f->pool, 1);
+  theus_pool_close(f->pool2, 1);
   theus_arena_close(f->arena);
   free(f);
   return 0;
@@ -46,8 +46,8 @@ static theus_pool *start(fixture *f, unsigned nworkers) {
   cfg.nworkers = nworkers;
   cfg.arena = f->arena;
   theus_pool *p = NULL;
-  int rc = theus_pool_start(&p, &cfg);
-  if (rc < 0) fail_msg("theus_pool_start: %s", theus_pool_errmsg(p));
+  int rc = theus_pool_open(&cfg, &p);
+  if (rc < 0) fail_msg("theus_pool_open: %s", theus_pool_errmsg(p));
   return p;
 }
 
@@ -136,7 +136,7 @@ static void test_echo_roundtrip(void **state) {
     assert_int_equal(r.status, 0);
     assert_int_equal(r.len, strlen(msg) + 1);
     assert_string_equal(r.data, msg);
-    theus_pool_result_free(&r);
+    theus_pool_result_release(&r);
   }
   theus_pool_stats st;
   assert_int_equal(theus_pool_stats_get(f->pool, &st), 0);
@@ -144,7 +144,7 @@ static void test_echo_roundtrip(void **state) {
   assert_int_equal(st.completed, 200);
   assert_int_equal(st.workers[0].tasks + st.workers[1].tasks, 200);
   {
-    int stopped = theus_pool_stop(f->pool, 0);
+    int stopped = theus_pool_close(f->pool, 0);
     f->pool = NULL; /* gone either way: teardown must not stop it again */
     assert_int_equal(stopped, 0);
   }
@@ -166,7 +166,7 @@ static void test_arena_input(void **state) {
   assert_int_equal(r.len, sizeof out);
   memcpy(out, r.data, sizeof out);
   assert_true(out[0] == 499500.0 && out[1] == 1.0 && out[2] == 1000.0);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
   /* arrays allocated after the pool started are visible too */
   theus_handle h2;
   assert_int_equal(theus_array_alloc(f->arena, THEUS_DTYPE_F64, 1, shape, &h2, &data), 0);
@@ -175,7 +175,7 @@ static void test_arena_input(void **state) {
   assert_int_equal(run1(f->pool, &d, &r), 0);
   memcpy(out, r.data, sizeof out);
   assert_true(out[0] == 1000.0);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
   /* a stale handle fails before the function runs, naming the key */
   assert_int_equal(theus_arena_free(f->arena, h2), 0);
   const char *keys[1] = {"heavy.ones"};
@@ -183,7 +183,7 @@ static void test_arena_input(void **state) {
   assert_int_equal(run1(f->pool, &d, &r), 0);
   assert_int_equal(r.status, THEUS_EFREED); /* freed, not yet reused */
   assert_non_null(strstr(r.errmsg, "heavy.ones"));
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
 }
 
 static void test_errors_and_limits(void **state) {
@@ -251,7 +251,7 @@ static void test_batch(void **state) {
     int v;
     memcpy(&v, r.data, sizeof v);
     assert_int_equal(v, (int)got);
-    theus_pool_result_free(&r);
+    theus_pool_result_release(&r);
     got++;
   }
   theus_pool_stats st;
@@ -343,7 +343,7 @@ static void test_placement_balances(void **state) {
     for (int i = 0; i < T; i++) {
       theus_pool_result res;
       assert_int_equal(theus_pool_wait(f->pool, a[i].tk, -1, &res), 0);
-      theus_pool_result_free(&res);
+      theus_pool_result_release(&res);
     }
     if (per[0] != 2) bad++;
   }
@@ -365,7 +365,7 @@ static void *collect_later(void *v) {
     theus_pool_result res;
     int rc = theus_pool_wait(c->p, c->tk[i], -1, &res);
     if (rc < 0 && !c->rc) c->rc = rc;
-    theus_pool_result_free(&res);
+    theus_pool_result_release(&res);
   }
   return NULL;
 }
@@ -376,7 +376,7 @@ static void test_submit_wait(void **state) {
   theus_pool_config_init(&cfg);
   cfg.nworkers = 1;
   cfg.ring_capacity = 2;
-  assert_int_equal(theus_pool_start(&f->pool, &cfg), 0);
+  assert_int_equal(theus_pool_open(&cfg, &f->pool), 0);
   int ms = 1;
   theus_task_desc d = {.fn = t_sleep_ms, .arg = &ms, .arg_len = sizeof ms};
   theus_ticket tk[2], more;
@@ -394,7 +394,7 @@ static void test_submit_wait(void **state) {
   theus_pool_result res;
   assert_int_equal(theus_pool_wait(f->pool, more, -1, &res), 0);
   assert_int_equal(res.status, 0);
-  theus_pool_result_free(&res);
+  theus_pool_result_release(&res);
 }
 
 static int t_common_add(theus_task *t) {
@@ -413,7 +413,7 @@ static void test_map_common(void **state) {
   theus_pool_config_init(&cfg);
   cfg.nworkers = 2;
   cfg.task_context = (const void *)(intptr_t)1000;
-  assert_int_equal(theus_pool_start(&f->pool, &cfg), 0);
+  assert_int_equal(theus_pool_open(&cfg, &f->pool), 0);
   enum { N = 64 };
   int in[N], out[N], wk[N], base = 7;
   for (int i = 0; i < N; i++) in[i] = i, wk[i] = -5;
@@ -448,18 +448,18 @@ static void test_two_pools(void **state) {
     memcpy(&pid2, r2.data, sizeof pid2);
     assert_int_equal(pid1, theus_pool_worker_pid(f->pool, 0));
     assert_true(pid2 == theus_pool_worker_pid(f->pool2, 0) || pid2 == theus_pool_worker_pid(f->pool2, 1));
-    theus_pool_result_free(&r1);
-    theus_pool_result_free(&r2);
+    theus_pool_result_release(&r1);
+    theus_pool_result_release(&r2);
   }
   {
-    int stopped = theus_pool_stop(f->pool, 0);
+    int stopped = theus_pool_close(f->pool, 0);
     f->pool = NULL; /* gone either way: teardown must not stop it again */
     assert_int_equal(stopped, 0);
   }
   theus_pool_result r;
   assert_int_equal(run1(f->pool2, &d, &r), 0);
   assert_int_equal(r.status, 0);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
 }
 
 /* Threads that hold locks while the pool forks: glibc's malloc locks in a
@@ -520,9 +520,9 @@ static void test_threaded_parent(void **state) {
         fail_msg("task failed: %s", rc < 0 ? theus_pool_errmsg(f->pool) : r.errmsg);
       }
       assert_int_equal(((char *)r.data)[0], 'w');
-      theus_pool_result_free(&r);
+      theus_pool_result_release(&r);
     }
-    int stopped = theus_pool_stop(f->pool, 0);
+    int stopped = theus_pool_close(f->pool, 0);
     f->pool = NULL; /* gone either way: teardown must not stop it again */
     assert_int_equal(stopped, 0);
   }
@@ -540,7 +540,7 @@ static void test_stop_modes(void **state) {
   for (int i = 0; i < 6; i++) assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
   theus_pool_stats st;
   {
-    int stopped = theus_pool_stop(f->pool, 0);
+    int stopped = theus_pool_close(f->pool, 0);
     f->pool = NULL; /* gone either way: teardown must not stop it again */
     assert_int_equal(stopped, 0);
   }
@@ -553,7 +553,7 @@ static void test_stop_modes(void **state) {
   theus_pool_stats_get(f->pool, &st);
   assert_int_equal(st.submitted, 3);
   {
-    int stopped = theus_pool_stop(f->pool, 1);
+    int stopped = theus_pool_close(f->pool, 1);
     f->pool = NULL; /* gone either way: teardown must not stop it again */
     assert_int_equal(stopped, 0);
   }
@@ -567,9 +567,9 @@ static void test_config_errors(void **state) {
   assert_true(cfg.nworkers >= 1);
   cfg.ring_capacity = 3;
   theus_pool *p = NULL;
-  assert_int_equal(theus_pool_start(&p, &cfg), THEUS_EINVAL);
+  assert_int_equal(theus_pool_open(&cfg, &p), THEUS_EINVAL);
   assert_non_null(strstr(theus_pool_errmsg(p), "power of two"));
-  assert_int_equal(theus_pool_stop(p, 1), 0);
+  assert_int_equal(theus_pool_close(p, 1), 0);
 }
 
 int main(void) {
