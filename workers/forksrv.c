@@ -68,7 +68,8 @@ static void collect_shared_writable(void *ud, uintptr_t lo, uintptr_t hi, const 
   shared_list *l = ud;
   (void)ino;
   uintptr_t clo = (uintptr_t)l->c, chi = clo + l->c->total;
-  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || l->n == 64) return;
+  uintptr_t xlo = (uintptr_t)l->c->task_context, xhi = xlo + l->c->task_context_size; /* kept, read-only */
+  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || (lo < xhi && hi > xlo) || l->n == 64) return;
   l->r[l->n][0] = lo;
   l->r[l->n][1] = hi;
   l->n++;
@@ -80,9 +81,10 @@ static void drop_shared_writable(theus__ctl *c) {
   for (int pass = 0; pass < 4; pass++) { /* more than 64 such mappings: go again */
     shared_list l = {.c = c};
     maps_each(collect_shared_writable, &l);
-    for (unsigned i = 0; i < l.n; i++) munmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
-    if (l.n < 64) return;
+    for (unsigned i = 0; i < l.n; i++) theus__os_unmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
+    if (l.n < 64) break;
   }
+  if (c->task_context_size) theus__os_protect_ro((void *)c->task_context, c->task_context_size);
 }
 
 typedef struct { unsigned long ino; forksrv *f; } arena_find;

@@ -274,6 +274,14 @@ int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
 
 unsigned theus_task_worker(const theus_task *t) { return t->worker; }
 
+const void *theus_task_context(const theus_task *t) { return t->ctl->task_context; }
+
+const void *theus_task_common(const theus_task *t, size_t *len) {
+  size_t n = t->slot->nitems ? t->slot->item_common : 0;
+  if (len) *len = n;
+  return n ? t->slot->arg : NULL;
+}
+
 /* ---- task loop ----------------------------------------------------------- */
 
 static int resolve_inputs(theus_task *t) {
@@ -309,7 +317,7 @@ static int run_items(worker_ctx *x, theus_task *t) {
   unsigned char *out = s->res + (size_t)s->nitems * sizeof(int32_t);
   int first = 0;
   for (uint32_t i = 0; i < s->nitems; i++) {
-    t->arg = s->arg + (size_t)i * s->item_arg;
+    t->arg = s->arg + s->item_common + (size_t)i * s->item_arg;
     t->arg_len = s->item_arg;
     t->out = out + (size_t)i * s->item_res;
     t->out_cap = s->item_res;
