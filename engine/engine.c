@@ -457,7 +457,9 @@ static json_t *pool_stats_json(theus_engine *e) {
                                        (json_int_t)ps->workers[i].tasks, "busy_ns",
                                        (json_int_t)ps->workers[i].busy_ns, "respawns",
                                        (json_int_t)ps->workers[i].respawns));
-  json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:o}", "submitted", (json_int_t)ps->submitted,
+  json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:o}", "submitted",
+                        (json_int_t)ps->submitted, "retried", (json_int_t)ps->retried, "poisoned",
+                        (json_int_t)ps->poisoned,
                         "completed", (json_int_t)ps->completed, "failed", (json_int_t)ps->failed, "crashed",
                         (json_int_t)ps->crashed, "timed_out", (json_int_t)ps->timed_out, "canceled",
                         (json_int_t)ps->canceled, "respawned", (json_int_t)ps->respawned, "workers",

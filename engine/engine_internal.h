@@ -131,6 +131,7 @@ struct theus_engine {
   int jobs_stop;
   int jobs_closing; /* close is finishing jobs: signal jobs_cv on every change */
 
+  _Atomic(const volatile int *) cancel; /* theus_engine_set_cancel */
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
 
@@ -196,6 +197,7 @@ struct theus_ctx {
   unsigned nlive;
   int worker;
   int rc;
+  const _Atomic int *job_cancel; /* local job runs: theus_job_cancel sets it */
   char msg[768];
 };
 
@@ -208,6 +210,12 @@ int theus__pool_task(theus_task *t);
 /* Finishes every job (close): waits for pool jobs nobody waits for, lets the
  * executor and reaper drain, then joins them. */
 void theus__jobs_fini(theus_engine *e);
+
+/* Nonzero once the engine's cancel flag (theus_engine_set_cancel) is set. */
+static inline int theus__engine_canceled(theus_engine *e) {
+  const volatile int *f = atomic_load_explicit(&e->cancel, memory_order_acquire);
+  return f && __atomic_load_n(f, __ATOMIC_ACQUIRE);
+}
 
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */

@@ -56,10 +56,19 @@ static int call_process(theus_ctx *ctx) {
   return ctx->rc;
 }
 
+/* The cancel flag of the local job the executor thread runs now (NULL:
+ * none): run_local hands it to the ctx for theus_ctx_canceled. */
+static _Thread_local const _Atomic int *tl_job_cancel;
+
+static int canceled_now(theus_engine *e, const _Atomic int *job_cancel) {
+  return (job_cancel && atomic_load_explicit(job_cancel, memory_order_acquire)) || theus__engine_canceled(e);
+}
+
 static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *snap, const json_t *args,
                       const slice_t *sl, run_out *o) {
   theus_ctx ctx = {0};
   ctx.e = e;
+  ctx.job_cancel = tl_job_cancel;
   ctx.c = c;
   ctx.snap = snap;
   ctx.domain = snap->domain;
@@ -385,7 +394,8 @@ static int submit_task(theus_engine *e, const theus_contract *c, const task_pack
                        theus_ticket *tk) {
   theus_task_desc d = {.fn = theus__pool_task, .arg = tp->buf, .arg_len = tp->len, .handles = tp->handles,
                        .nhandles = tp->nhandles, .keys = tp->keys, .timeout_ms = c->timeout_ms,
-                       .flags = theus_contract_sandboxed(c) ? THEUS_TASK_SANDBOX : 0};
+                       .flags = theus_contract_sandboxed(c) ? THEUS_TASK_SANDBOX : 0,
+                       .retries = theus_contract_retries(c)};
   return block ? theus_pool_submit_wait(e->pool, &d, -1, tk) : theus_pool_submit(e->pool, &d, tk);
 }
 
@@ -416,10 +426,21 @@ static void decode_result(const theus_contract *c, const void *data, size_t len,
 /* Turns a pool result into a run_out. THEUS_ETIMEDOUT when the wait itself
  * timed out (the ticket stays valid; o untouched), else 0. */
 static int collect(theus_engine *e, const theus_contract *c, theus_ticket tk, uint64_t t0, int64_t timeout_ms,
-                   run_out *o) {
+                   const _Atomic int *job_cancel, run_out *o) {
   theus_pool_result res;
   memset(&res, 0, sizeof res);
-  int rc = theus_pool_wait(e->pool, tk, timeout_ms, &res);
+  int rc;
+  if (timeout_ms < 0 && (job_cancel || atomic_load_explicit(&e->cancel, memory_order_relaxed))) {
+    /* a cancel may come from a signal handler: wait in slices to see it */
+    int sent = 0;
+    while ((rc = theus_pool_wait(e->pool, tk, sent ? -1 : 20, &res)) == THEUS_ETIMEDOUT)
+      if (canceled_now(e, job_cancel) && !sent) {
+        theus_pool_cancel(e->pool, tk);
+        sent = 1;
+      }
+  } else {
+    rc = theus_pool_wait(e->pool, tk, timeout_ms, &res);
+  }
   if (rc == THEUS_ETIMEDOUT)
     return rc;
   o->worker = res.worker;
@@ -453,7 +474,7 @@ static void run_remote(theus_engine *e, const theus_contract *c, int32_t reg, th
   theus_ticket tk;
   uint64_t t0 = theus__now_ns();
   if (!start_remote(e, c, reg, snap, args, 1, &tk, o))
-    collect(e, c, tk, t0, -1, o);
+    collect(e, c, tk, t0, -1, tl_job_cancel, o);
 }
 
 static void run(theus_engine *e, const theus_contract *c, int32_t reg, theus_snapshot *snap, const json_t *args,
@@ -498,15 +519,23 @@ static int exec_finish(theus_engine *e, const theus_contract *c, int32_t reg, co
                        size_t msglen) {
   unsigned seed = (unsigned)theus__now_ns();
   for (;; attempt++) {
+    if (!snap && canceled_now(e, tl_job_cancel)) {
+      snprintf(msg, msglen, "process '%s': canceled before it ran", c->name);
+      return THEUS_ECANCELED;
+    }
     if (!snap) {
       snap = theus__snap_get(e);
       run(e, c, reg, snap, args, o);
     }
     int rc = o->rc;
-    if (rc)
+    if (!rc && canceled_now(e, tl_job_cancel)) {
+      rc = THEUS_ECANCELED;
+      snprintf(msg, msglen, "process '%s': canceled; its result was not committed", c->name);
+    } else if (rc) {
       snprintf(msg, msglen, "%s", o->msg);
-    else
+    } else {
       rc = commit(e, snap, o, version, msg, msglen);
+    }
     theus__snap_put(snap);
     snap = NULL;
     if (!rc && result) {
@@ -582,6 +611,7 @@ struct theus_job {
   struct theus_job *next;             /* in a queue */
   struct theus_job *pnext, **pprev;   /* in e->jobs_pool, under jobs_lock */
   _Atomic int done;
+  _Atomic int canceled; /* theus_job_cancel */
   int rc;
   json_t *result;
   uint64_t version;
@@ -650,7 +680,7 @@ static int job_finish(theus_job *j, int64_t timeout_ms) {
   pthread_mutex_unlock(&j->m);
   theus_engine *e = j->e;
   run_out o = {0};
-  if (collect(e, j->c, j->tk, j->t0, timeout_ms, &o) == THEUS_ETIMEDOUT) {
+  if (collect(e, j->c, j->tk, j->t0, timeout_ms, &j->canceled, &o) == THEUS_ETIMEDOUT) {
     pthread_mutex_lock(&e->jobs_lock);
     pthread_mutex_lock(&j->m);
     j->state = J_POOL;
@@ -668,7 +698,9 @@ static int job_finish(theus_job *j, int64_t timeout_ms) {
   char msg[1024] = "";
   theus_snapshot *snap = j->snap;
   j->snap = NULL;
+  tl_job_cancel = &j->canceled; /* a conflict re-runs it: canceled by then, it stops */
   int rc = exec_finish(e, j->c, j->reg, j->args, 0, snap, &o, &result, &version, msg, sizeof msg);
+  tl_job_cancel = NULL;
   job_done(j, rc, result, version, msg);
   return rc;
 }
@@ -724,7 +756,9 @@ static void jobq_loop(theus_engine *e, int kind) {
       uint64_t version = 0;
       char msg[1024] = "";
       run_out o = {0};
+      tl_job_cancel = &j->canceled;
       int rc = exec_finish(e, j->c, -1, j->args, 0, NULL, &o, &result, &version, msg, sizeof msg);
+      tl_job_cancel = NULL;
       job_done(j, rc, result, version, msg);
     }
     job_put(j);
@@ -752,7 +786,11 @@ static void *defer_main(void *arg) {
  * reaper if its owner released it meanwhile. */
 static void defer_one(theus_engine *e, theus_job *j) {
   run_out o = {0};
-  if (start_remote(e, j->c, j->reg, j->snap, j->args, 1, &j->tk, &o)) {
+  if (atomic_load(&j->canceled)) {
+    o.rc = THEUS_ECANCELED;
+    snprintf(o.msg, sizeof o.msg, "process '%s': canceled before it ran", j->c->name);
+  }
+  if (o.rc || start_remote(e, j->c, j->reg, j->snap, j->args, 1, &j->tk, &o)) {
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
     trace(e, j->c, -1, j->t0, o.rc);
     theus__snap_put(j->snap);
@@ -767,6 +805,8 @@ static void defer_one(theus_engine *e, theus_job *j) {
       job_put(j); /* the owner's reference, handed over when it released the job */
     return;
   }
+  if (atomic_load(&j->canceled)) /* canceled while it waited for a ring slot */
+    theus_pool_cancel(e->pool, j->tk);
   pthread_mutex_lock(&e->jobs_lock); /* jobs_lock before j->m, as close takes them */
   pthread_mutex_lock(&j->m);
   j->state = J_POOL;
@@ -888,6 +928,26 @@ int theus_job_wait(theus_job *j, int64_t timeout_ms, json_t **result) {
   return rc;
 }
 
+int theus_job_cancel(theus_job *j) {
+  if (!j)
+    return THEUS_EINVAL;
+  atomic_store_explicit(&j->canceled, 1, memory_order_seq_cst);
+  pthread_mutex_lock(&j->m);
+  int in_pool = j->state == J_POOL || j->state == J_COLLECTING;
+  pthread_mutex_unlock(&j->m);
+  /* The ticket stays valid until collected, and only a collector (which
+   * checks the flag after this store) frees it: an ENOTFOUND here only means
+   * it was collected meanwhile. */
+  if (in_pool)
+    theus_pool_cancel(j->e->pool, j->tk);
+  return 0;
+}
+
+void theus_engine_set_cancel(theus_engine *e, const volatile int *flag) {
+  if (e)
+    atomic_store_explicit(&e->cancel, flag, memory_order_release);
+}
+
 const char *theus_job_errmsg(const theus_job *j) {
   return atomic_load_explicit(&j->done, memory_order_acquire) ? j->msg : "";
 }
@@ -991,6 +1051,11 @@ typedef struct map_job {
 static void map_run_all(map_job *m, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
+      if (theus__engine_canceled(m->e)) {
+        m->out[i].rc = THEUS_ECANCELED;
+        snprintf(m->out[i].msg, sizeof m->out[i].msg, "map '%s': canceled before slice %u ran", m->c->name, i);
+        continue;
+      }
       run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->out[i]);
       if (m->out[i].rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
@@ -1012,7 +1077,8 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
                         .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
-                        .common_size = tp.len, .workers = workers};
+                        .common_size = tp.len, .workers = workers, .retries = theus_contract_retries(m->c),
+                        .cancel = atomic_load_explicit(&m->e->cancel, memory_order_acquire)};
     for (uint32_t i = 0; i < m->n; i++)
       status[i] = 1; /* not collected: the map as a whole failed before it */
     int mrc = theus_pool_map(m->e->pool, &d, NULL);

@@ -166,6 +166,15 @@ THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char
 
 /* The contract's userdata pointer. */
 THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
+/* Nonzero once the run was canceled (theus_job_cancel of its job, or the
+ * engine's cancel flag, theus_engine_set_cancel). A local process cannot be
+ * stopped from outside (it runs in the host): a long one should poll this
+ * and return early; whatever it returns, nothing is committed. Always 0 in
+ * a worker, where a cancel kills the worker. */
+THEUS_API int theus_ctx_canceled(const theus_ctx *ctx);
+/* In a worker: how many earlier runs of this task killed their worker (0 on
+ * the first run; see theus_contract.retries). 0 in local runs. */
+THEUS_API unsigned theus_ctx_attempt(const theus_ctx *ctx);
 
 /* The name of the running process. */
 THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
@@ -285,6 +294,23 @@ THEUS_API const char *theus_job_errmsg(const theus_job *job);
 
 /* The version the job committed (0 if it committed nothing). */
 THEUS_API uint64_t theus_job_version(const theus_job *job);
+
+/* Cancels the job wherever it is; its wait then returns THEUS_ECANCELED and
+ * nothing is committed. Queued (in the pool, on the deferred-submit or the
+ * executor thread): dropped without running. Running in a worker: the worker
+ * is killed and replaced. Running locally: cooperative only (a local process
+ * runs in the host and cannot be stopped from outside): theus_ctx_canceled
+ * turns true, and whatever the process returns is not committed. A job that
+ * already finished keeps its outcome. Returns 0; thread-safe; call it before
+ * theus_job_release. */
+THEUS_API int theus_job_cancel(theus_job *job);
+
+/* Installs a cancel flag (NULL removes it) that the engine reads atomically
+ * and which may be set from a signal handler: while it is nonzero, maps stop
+ * and cancel their slices, waits on pool tasks cancel them, local processes
+ * see theus_ctx_canceled, and nothing more is committed (THEUS_ECANCELED).
+ * The flag must outlive its installation. */
+THEUS_API void theus_engine_set_cancel(theus_engine *e, const volatile int *flag);
 
 /* Releases the job (it keeps running and commits if not finished: the
  * engine's reaper thread collects a released pool job). */

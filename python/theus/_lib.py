@@ -90,7 +90,7 @@ class Contract(Structure):
     _fields_ = [("name", c_char_p), ("fn", PROCESS_FN), ("inputs", POINTER(c_char_p)),
                 ("outputs", POINTER(c_char_p)), ("parallel", c_int), ("semantic", c_int),
                 ("errors", POINTER(c_char_p)), ("timeout_ms", c_int64), ("userdata", c_void_p),
-                ("sandbox", c_int)]
+                ("sandbox", c_int), ("retries", c_int)]
 
 
 class TwinReaderStats(Structure):
