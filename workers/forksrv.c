@@ -177,6 +177,7 @@ static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
     s->worker = (int32_t)w;
     s->pid = pid;
     s->res_len = 0;
+    s->end_ns = theus__now_ns(); /* start_ns was stamped by the worker when it took the task */
     describe_death(f, w, pid, st, s);
     theus__slot_finish(s);
   }
@@ -260,6 +261,7 @@ static void cancel_queued(forksrv *f) {
       s->worker = -1;
       s->pid = 0;
       s->res_len = 0;
+      s->start_ns = s->end_ns = 0;
       snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped before the task ran");
       atomic_fetch_add(&r->canceled, 1);
       theus__slot_finish(s);

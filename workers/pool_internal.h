@@ -48,6 +48,7 @@ typedef struct theus__slot {
   uint32_t item_res;  /* map: result bytes per item; res = int32 statuses, then results */
   uint32_t flags;     /* THEUS_TASK_* from the descriptor */
   uint32_t item_common; /* map: bytes common to every item at the start of arg */
+  uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];

@@ -307,8 +307,9 @@ THEUS_API json_t *theus_engine_stats(theus_engine *e);
 typedef struct theus_trace_event {
   const char *process;
   int worker;          /* -1 = ran locally */
-  uint64_t start_ns;   /* CLOCK_MONOTONIC */
-  uint64_t end_ns;
+  uint64_t queued_ns;  /* CLOCK_MONOTONIC: when the run was submitted (= start_ns for local runs) */
+  uint64_t start_ns;   /* when it started, measured where it ran (the worker for parallel runs) */
+  uint64_t end_ns;     /* when it ended there (a worker that died: when its death was seen) */
   int status;          /* 0 or THEUS_E* */
 } theus_trace_event;
 
