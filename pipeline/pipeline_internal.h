@@ -81,6 +81,7 @@ struct theus_pipeline {
   plugin *plugins;
   size_t nplugins;
   int workers;
+  theus_arena_config arena; /* the file's "arena" (zero fields: the arena's defaults) */
   uint64_t budget, ops;
   json_t *domain;
   heavy_spec *heavy;

@@ -355,6 +355,8 @@ static void test_pipeline_errors(void **state) {
       {"two_kinds.json", ":4:5: ", "has both \"run\" and \"set\""},
       {"missing_symbol.json", ":3:33: ", "no plugin exports the C function \"e2e_does_not_exist\""},
       {"not_parallel_map.json", ":5:13: ", "process \"add\" is not parallel"},
+      {"too_many_workers.json", ":2:14: ", "\"workers\" must be an integer from -1 to 256"},
+      {"bad_arena.json", ":2:23: ", "\"arena\" \"budget\": size \"8 gigs\": unknown unit"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char path[512], want[600];
@@ -416,6 +418,87 @@ static void test_while_budget(void **state) {
   }
 }
 
+/* A 128 MiB array: fine with the file's "arena" (or the machine's default),
+ * refused with a message naming the field, its flag and a value that fits when
+ * single_limit is the seed's 100 MiB; the flags override the file. */
+static void test_arena_sizes(void **state) {
+  (void)state;
+  char big[512], sized[512];
+  pipe_path(big, sizeof big, "big.json");
+  pipe_path(sized, sizeof sized, "big_arena.json");
+  result r;
+  run_cli(&r, (const char *[]){"--stats", sized, NULL});
+  expect_status(&r, 0);
+  json_t *stats = parse(strchr(r.err, '{'), "--stats");
+  assert_int_equal(int_at(json_object_get(stats, "arena"), "bytes_live"), 128 << 20);
+  json_decref(stats);
+  result_free(&r);
+  run_cli(&r, (const char *[]){big, NULL}); /* the default budget follows the machine, single_limit = budget */
+  expect_status(&r, 0);
+  result_free(&r);
+  static const char *const too_big[] = {
+      "big.json:4:13: cannot allocate heavy.big (128MiB)",
+      "exceeds the single-allocation limit of 104857600 bytes (100MiB)",
+      "raise theus_arena_config.single_limit to at least 128MiB",
+      "in this pipeline set \"arena\": {\"single_limit\": \"128MiB\"}",
+      "(or run theus-run with --arena-single-limit 128MiB)"};
+  run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", big, NULL});
+  expect_status(&r, 1);
+  for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++)
+    if (!strstr(r.err, too_big[i])) fail_msg("stderr lacks \"%s\":\n%s", too_big[i], r.err);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", sized, NULL}); /* the flag beats the file */
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "--arena-single-limit 128MiB"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-budget", "100MiB", sized, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "global budget exceeded"));
+  assert_non_null(strstr(r.err, "\"arena\": {\"budget\": \"128MiB\"} (or run theus-run with --arena-budget 128MiB)"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-budget", "8G", big, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--arena-budget: size \"8G\": the unit 'G' is ambiguous"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-single-limit", "0", big, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--arena-single-limit must be at least 1 bytes"));
+  result_free(&r);
+}
+
+static int pool_workers(const char *err) {
+  json_t *stats = parse(strchr(err, '{'), "--stats");
+  int n = (int)int_at(json_object_get(stats, "pool"), "workers");
+  json_decref(stats);
+  return n;
+}
+
+/* The file's "workers" is the default, --workers decides; above the pool's
+ * limit is refused by theus-run itself, before any engine opens. */
+static void test_workers(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "workers.json");
+  result r;
+  run_cli(&r, (const char *[]){"--stats", path, NULL});
+  expect_status(&r, 0);
+  assert_int_equal(pool_workers(r.err), 1);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--stats", "--workers", "2", path, NULL});
+  expect_status(&r, 0);
+  assert_int_equal(pool_workers(r.err), 2);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "257", path, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "theus-run: --workers wants an integer from -1 to 256"));
+  assert_non_null(strstr(r.err, "THEUS_POOL_MAX_WORKERS), not '257'"));
+  assert_string_equal(r.out, "");
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "256", "--help", NULL}); /* the limit itself is accepted */
+  expect_status(&r, 0);
+  result_free(&r);
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
@@ -437,6 +520,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
       cmocka_unit_test(test_while_budget),
+      cmocka_unit_test(test_arena_sizes),
+      cmocka_unit_test(test_workers),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }
