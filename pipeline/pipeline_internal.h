@@ -13,6 +13,8 @@
 #define PIPE_MSG 1024
 #define PIPE_PTR 512
 #define PIPE_DEFAULT_BUDGET 10000
+/* Array elements an expression may visit per operation of the budget. */
+#define EXPR_WORK_PER_OP 1024
 
 typedef enum step_kind { ST_RUN = 1, ST_PARALLEL, ST_MAP, ST_IF, ST_WHILE, ST_SET } step_kind;
 

@@ -302,15 +302,31 @@ static int eval_expr(theus_pipeline *p, theus_engine *e, const step *s, bool wan
   if (rc) return step_fail(p, s, rc, theus_engine_errmsg(e));
   char err[256];
   int col = 0;
+  uint64_t work = 0;
   const json_t *dom = theus_snapshot_domain(snap);
-  rc = want_bool ? theus__expr_eval_bool(s->expr, dom, b, err, sizeof err, &col)
-                 : theus__expr_eval(s->expr, dom, v, err, sizeof err, &col);
+  rc = want_bool ? theus__expr_eval_bool(s->expr, dom, b, err, sizeof err, &col, &work)
+                 : theus__expr_eval(s->expr, dom, v, err, sizeof err, &col, &work);
   theus_snapshot_release(snap);
-  if (!rc) return 0;
   const char *key = s->kind == ST_IF ? "if" : s->kind == ST_WHILE ? "while" : "expr";
-  char kp[PIPE_PTR];
+  char kp[PIPE_PTR], label[PIPE_PTR];
   theus__pipe_child(kp, s->ptr, key, 0);
-  return theus__pipe_err_at(p, kp, col, rc, "\"%s\" expression \"%s\": %s", key, theus__expr_text(s->expr), err);
+  theus__pipe_ptr_label(s->ptr, label, sizeof label);
+  if (rc)
+    return theus__pipe_err_at(p, kp, col, rc, "step %s: \"%s\" expression \"%s\": %s", label, key,
+                              theus__expr_text(s->expr), err);
+  /* Array work counts too: every EXPR_WORK_PER_OP elements visited cost one
+   * more operation, so a loop over big vectors meets the budget as well. */
+  uint64_t extra = work / EXPR_WORK_PER_OP;
+  if (extra > p->budget - p->ops) {
+    if (v) json_decref(*v), *v = NULL;
+    return theus__pipe_err_at(p, kp, 0, THEUS_ELIMIT,
+                              "operation budget of %llu exhausted at step %s (its expression visited %llu array "
+                              "elements, %llu operations); raise \"budget\" in the pipeline",
+                              (unsigned long long)p->budget, label, (unsigned long long)work,
+                              (unsigned long long)extra);
+  }
+  p->ops += extra;
+  return 0;
 }
 
 static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
