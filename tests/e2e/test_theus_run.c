@@ -5,6 +5,7 @@
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
  */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -499,6 +500,51 @@ static void test_workers(void **state) {
   result_free(&r);
 }
 
+/* Numeric glue in expressions: an element-wise Newton iteration converging
+ * on max(abs(new - old)) < tol, indexing, sum, len; mismatched arrays and
+ * array work against the budget fail the run with clear messages. */
+static void test_vector_expressions(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "vector.json");
+  result r;
+  run_cli(&r, (const char *[]){"--stats", path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_true(json_is_true(json_object_get(json_object_get(d, "check"), "ok")));
+  json_t *x = json_object_get(d, "new");
+  assert_int_equal(json_array_size(x), 4);
+  assert_float_equal(json_number_value(json_array_get(x, 1)), 3, 1e-12);
+  assert_float_equal(json_number_value(json_array_get(x, 3)), 0.5, 1e-12);
+  assert_float_equal(num_at(d, "norm"), sqrt(21.25), 1e-9); /* sqrt(2 + 9 + 10 + 0.25) */
+  assert_int_equal(int_at(d, "trace"), 5);
+  assert_float_equal(num_at(d, "mean"), 5.3125, 0);
+  assert_int_equal(json_integer_value(json_array_get(json_object_get(d, "row"), 1)), 402);
+  json_decref(d);
+  result_free(&r);
+  pipe_path(path, sizeof path, "vector_mismatch.json");
+  run_cli(&r, (const char *[]){path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "vector_mismatch.json:6:32: step steps[1]: \"if\" expression "
+                                "\"max(abs(domain.new - domain.old)) < domain.tol\": '-' needs arrays of equal length, "
+                                "found arrays of length 4 and 3"));
+  result_free(&r);
+  pipe_path(path, sizeof path, "vector_budget.json");
+  run_cli(&r, (const char *[]){path, NULL}); /* 3 elements: one operation */
+  expect_status(&r, 0);
+  result_free(&r);
+  char *big = malloc(16 + 2 * 3000);
+  char *w = big + sprintf(big, "domain.v=[");
+  for (int i = 0; i < 3000; i++) w += sprintf(w, "%s1", i ? "," : "");
+  strcpy(w, "]");
+  run_cli(&r, (const char *[]){"--set", big, path, NULL}); /* 6000 elements: 5 more operations than it has */
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "operation budget of 3 exhausted at step steps[0] (its expression visited 6000 array "
+                                "elements, 5 operations)"));
+  free(big);
+  result_free(&r);
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
@@ -522,6 +568,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_while_budget),
       cmocka_unit_test(test_arena_sizes),
       cmocka_unit_test(test_workers),
+      cmocka_unit_test(test_vector_expressions),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }
