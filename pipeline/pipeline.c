@@ -186,9 +186,10 @@ static int arena_size(theus_pipeline *p, const json_t *obj, const char *key, uin
                            "\"arena\" \"%s\" must be a size such as \"8GiB\" or a byte count, found %s", key,
                            json_is_integer(v) ? "a negative number" : theus__pipe_type_name(v));
   }
+  char found[32];
   if (*out < min)
     return theus__pipe_err(p, kp, false, "\"arena\" \"%s\" must be at least %s, found %s", key,
-                           theus_size_format(min, 0, lim, sizeof lim), json_is_string(v) ? json_string_value(v) : "less");
+                           theus_size_format(min, 0, lim, sizeof lim), theus_size_format(*out, 0, found, sizeof found));
   return 0;
 }
 

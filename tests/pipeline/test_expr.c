@@ -268,7 +268,7 @@ static void test_functions(void **state) {
   const json_t *d = *state;
   expect_num(d, "len(domain.list)", 3);
   expect_num(d, "len(domain.name)", 4);
-  expect_num(d, "len('h\u00e9') + len(\"\")", 2); /* the text is not JSON: \u is two characters */
+  expect_num(d, "len('h\u00e9') + len(\"\")", 2); /* characters, not bytes: \u00e9 is two UTF-8 bytes */
   expect_num(d, "len(domain.empty)", 0);
   expect_num(d, "abs(-2.5)", 2.5);
   expect_num(d, "sqrt(16) + sqrt(0)", 4);
