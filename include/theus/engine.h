@@ -31,8 +31,13 @@ typedef struct theus_engine theus_engine;
 typedef struct theus_snapshot theus_snapshot;
 typedef struct theus_job theus_job;
 
+/* The most workers an engine's pool may have (the pool's own limit,
+ * THEUS_POOL_MAX_WORKERS, restated here for code that uses only the engine). */
+#define THEUS_ENGINE_MAX_WORKERS 256
+
 typedef struct theus_engine_config {
-  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local) */
+  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
+                             at most THEUS_ENGINE_MAX_WORKERS */
   int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
   unsigned retention;     /* past versions the engine keeps alive (default 0) */
   unsigned history;       /* versions whose written paths smart CAS remembers (default 4096) */
