@@ -73,6 +73,11 @@ int theus__os_fd_size(int fd, uint64_t *size);
 int theus__os_reserve(int fd, uint64_t off, uint64_t len);
 /* Returns the pages of [off, off+len) to the system (reads then give zeros). */
 int theus__os_release(int fd, uint64_t off, uint64_t len);
+/* Bytes this process may still use: MemAvailable, lowered to the headroom
+ * (memory.max - memory.current) of its cgroup v2 and its ancestors when they
+ * are limited (in a container MemAvailable describes the host). 0 if unknown.
+ * Reads /proc and cgroupfs (os_mem.c). */
+uint64_t theus__os_mem_available(void);
 
 /* ---- errors (error.c) -----------------------------------------------------
  * The object that failed keeps a message saying what, where and how to fix.

@@ -7,6 +7,9 @@
 
 #include "engine_internal.h"
 
+_Static_assert(THEUS_ENGINE_MAX_WORKERS == THEUS_POOL_MAX_WORKERS,
+               "the engine restates the pool's worker limit");
+
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

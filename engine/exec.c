@@ -35,12 +35,24 @@ static void run_out_fini(theus_engine *e, run_out *o, int drop_drafts) {
   o->patch = o->heavy = o->ret = NULL;
 }
 
-static void trace(theus_engine *e, const theus_contract *c, int worker, uint64_t t0, int rc) {
+/* A run submitted at queued that ran from start to end where it ran (a
+ * worker stamps both; start 0: it never ran, the span is the wait). */
+static void trace_span(theus_engine *e, const theus_contract *c, int worker, uint64_t queued, uint64_t start,
+                       uint64_t end, int rc) {
   theus_trace_fn fn = atomic_load_explicit(&e->trace, memory_order_acquire);
   if (!fn)
     return;
-  theus_trace_event ev = {c->name, worker, t0, theus__now_ns(), rc};
+  if (!start || !end) {
+    start = queued;
+    end = theus__now_ns();
+  }
+  theus_trace_event ev = {c->name, worker, queued, start, end, rc};
   fn(&ev, atomic_load_explicit(&e->trace_ud, memory_order_relaxed));
+}
+
+/* A run observed here from t0 to now (local runs, runs that never left). */
+static void trace(theus_engine *e, const theus_contract *c, int worker, uint64_t t0, int rc) {
+  trace_span(e, c, worker, t0, t0, theus__now_ns(), rc);
 }
 
 /* ---- local runs ----------------------------------------------------------- */
@@ -450,8 +462,8 @@ static int collect(theus_engine *e, const theus_contract *c, theus_ticket tk, ui
   } else {
     decode_result(c, res.data, res.len, res.worker, o);
   }
+  trace_span(e, c, o->worker, t0, res.start_ns, res.end_ns, o->rc);
   theus_pool_result_release(&res);
-  trace(e, c, o->worker, t0, o->rc);
   return 0;
 }
 
@@ -1065,8 +1077,9 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
   task_pack tp;
   int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, &tp, msg, msglen);
   int *status = calloc(m->n, sizeof *status), *workers = calloc(m->n, sizeof *workers);
+  uint64_t *times = calloc(2 * (size_t)m->n, sizeof *times);
   char *results = malloc((size_t)m->n * MAP_ITEM_RESULT);
-  if (!rc && (!status || !workers || !results)) {
+  if (!rc && (!status || !workers || !times || !results)) {
     snprintf(msg, msglen, "map '%s': out of memory for %u slice results", m->c->name, m->n);
     rc = THEUS_ENOMEM;
   }
@@ -1077,7 +1090,8 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
                         .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
-                        .common_size = tp.len, .workers = workers, .retries = theus_contract_retries(m->c),
+                        .common_size = tp.len, .workers = workers, .times = times,
+                        .retries = theus_contract_retries(m->c),
                         .cancel = atomic_load_explicit(&m->e->cancel, memory_order_acquire)};
     for (uint32_t i = 0; i < m->n; i++)
       status[i] = 1; /* not collected: the map as a whole failed before it */
@@ -1098,7 +1112,7 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
       }
       if (o->rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
-      trace(m->e, m->c, o->worker, t0, o->rc);
+      trace_span(m->e, m->c, o->worker, t0, times[2 * i], times[2 * i + 1], o->rc);
     }
   } else {
     for (uint32_t i = 0; i < m->n; i++) {
@@ -1108,6 +1122,7 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
   }
   free(status);
   free(workers);
+  free(times);
   free(results);
 }
 

@@ -253,6 +253,7 @@ static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
     s->worker = (int32_t)w;
     s->pid = pid;
     s->res_len = 0;
+    s->end_ns = theus__now_ns(); /* start_ns was stamped by the worker when it took the task */
     s->status = status;
     if (reason == REASON_NONE && s->attempt > 0) {
       char all[THEUS_POOL_ERRMSG_MAX];
@@ -372,6 +373,7 @@ static void cancel_queued(forksrv *f) {
       s->worker = -1;
       s->pid = 0;
       s->res_len = 0;
+      s->start_ns = s->end_ns = 0;
       snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped before the task ran");
       atomic_fetch_add(&r->canceled, 1);
       theus__slot_finish(s);

@@ -340,6 +340,7 @@ static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t 
   }
   fill_slot(s, d, cs);
   s->timeout_ms = timeout_ms;
+  s->start_ns = s->end_ns = 0;
   if (cs) {
     s->nitems = cs->nitems;
     s->item_arg = cs->item_arg;
@@ -485,6 +486,8 @@ static void collect(const theus__slot *s, theus_pool_result *res) {
   res->status = s->status;
   res->worker = s->worker;
   res->pid = s->pid;
+  res->start_ns = s->start_ns;
+  res->end_ns = s->end_ns;
   res->len = 0;
   res->data = NULL;
   res->errmsg[0] = '\0';
@@ -666,6 +669,7 @@ static void map_collect(theus_pool *p, map_run *mr, size_t k, const theus__slot 
     int code = whole ? s->status : st[i];
     if (m->status) m->status[lo + i] = code;
     if (m->workers) m->workers[lo + i] = s->worker;
+    if (m->times) m->times[2 * (lo + i)] = s->start_ns, m->times[2 * (lo + i) + 1] = s->end_ns;
     if (code) mr->nfailed++;
     if (code && !mr->first) {
       mr->first = code;

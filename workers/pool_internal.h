@@ -56,6 +56,7 @@ typedef struct theus__slot {
   _Atomic uint32_t skip;
   _Atomic uint64_t cancel_seq; /* == seq: kill the worker running it */
   char causes[THEUS_POOL_ERRMSG_MAX]; /* "cause; cause" of earlier attempts */
+  uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];

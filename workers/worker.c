@@ -355,6 +355,8 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   s->pid = x->pid;
   s->errmsg[0] = '\0';
   s->res_len = 0;
+  s->start_ns = t0;
+  s->end_ns = 0;
   int st = resolve_inputs(&t);
   if (st == 0 && s->nitems) {
     st = run_items(x, &t);
@@ -365,6 +367,7 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
     s->res_len = st == 0 ? (uint32_t)t.out_len : 0;
   }
   uint64_t t1 = theus__now_ns();
+  s->end_ns = t1;
   theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */
   atomic_store_explicit(&r->busy_ns, atomic_load_explicit(&r->busy_ns, memory_order_relaxed) + (t1 - t0),
                         memory_order_relaxed);
@@ -382,6 +385,7 @@ static void refuse_task(worker_ctx *x, theus__slot *s, int st) {
   s->worker = (int32_t)x->w;
   s->pid = x->pid;
   s->res_len = 0;
+  s->start_ns = s->end_ns = theus__now_ns();
   s->status = st;
   atomic_fetch_add(&x->ring->tasks, 1);
   atomic_fetch_add(&x->ring->failed, 1);

@@ -31,8 +31,13 @@ typedef struct theus_engine theus_engine;
 typedef struct theus_snapshot theus_snapshot;
 typedef struct theus_job theus_job;
 
+/* The most workers an engine's pool may have (the pool's own limit,
+ * THEUS_POOL_MAX_WORKERS, restated here for code that uses only the engine). */
+#define THEUS_ENGINE_MAX_WORKERS 256
+
 typedef struct theus_engine_config {
-  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local) */
+  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
+                             at most THEUS_ENGINE_MAX_WORKERS */
   int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
   unsigned retention;     /* past versions the engine keeps alive (default 0) */
   unsigned history;       /* versions whose written paths smart CAS remembers (default 4096) */
@@ -333,8 +338,9 @@ THEUS_API json_t *theus_engine_stats(theus_engine *e);
 typedef struct theus_trace_event {
   const char *process;
   int worker;          /* -1 = ran locally */
-  uint64_t start_ns;   /* CLOCK_MONOTONIC */
-  uint64_t end_ns;
+  uint64_t queued_ns;  /* CLOCK_MONOTONIC: when the run was submitted (= start_ns for local runs) */
+  uint64_t start_ns;   /* when it started, measured where it ran (the worker for parallel runs) */
+  uint64_t end_ns;     /* when it ended there (a worker that died: when its death was seen) */
   int status;          /* 0 or THEUS_E* */
 } theus_trace_event;
 

@@ -109,6 +109,8 @@ typedef struct theus_pool_result {
   int status;      /* 0, the task's error code, THEUS_ECRASH, THEUS_ETIMEDOUT, THEUS_ECONTRACT, ... */
   int worker;      /* index of the worker that ran it (-1 if none did) */
   int pid;         /* its pid (0 if none) */
+  uint64_t start_ns, end_ns; /* when it ran on the worker, CLOCK_MONOTONIC (the same clock as the
+                                orchestrator's on one machine); 0 if it never ran */
   size_t len;
   void *data;
   char errmsg[THEUS_POOL_ERRMSG_MAX]; /* empty on success */
@@ -192,6 +194,8 @@ typedef struct theus_map_desc {
   const void *common;
   size_t common_size;
   int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
+  uint64_t *times;    /* optional: 2 * count entries, start and end ns of the chunk that ran item i
+                         (CLOCK_MONOTONIC, on the worker; 0 if it never ran) */
   unsigned retries;   /* per chunk, as theus_task_desc.retries */
   /* Optional: when *cancel becomes nonzero (any thread, a signal handler),
    * (read atomically) theus_pool_map stops submitting, cancels the chunks in flight
