@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,34 @@ static const char usage[] =
     "  --quiet               no progress line and no summary\n"
     "  --help, --version\n"
     "\n"
-    "exit status: 0 success, 1 a step failed, 2 usage or pipeline error\n";
+    "exit status: 0 success, 1 a step failed, 2 usage or pipeline error,\n"
+    "130/143 interrupted by SIGINT/SIGTERM (the run was canceled)\n";
+
+/* SIGINT/SIGTERM: cancel the running pipeline (one atomic store), remember
+ * the signal for the exit status (128 + signal). A second signal while the
+ * cancel winds down gets the default action. */
+static theus_pipeline *volatile g_pipeline;
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig) {
+  if (g_signal) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  g_signal = sig;
+  theus_pipeline *p = g_pipeline;
+  if (p) theus_pipeline_cancel(p);
+}
+
+static void catch_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
 
 static double now_s(void) {
   struct timespec ts;
@@ -253,6 +281,8 @@ static int run(const options *o) {
     theus_pipeline_close(p);
     return EXIT_USAGE;
   }
+  g_pipeline = p;
+  if (g_signal) theus_pipeline_cancel(p);
   int code = 0;
   for (size_t i = 0; i < o->nplugins && !code; i++)
     if (theus_pipeline_add_plugin(p, o->plugins[i])) code = EXIT_STEP;
@@ -286,13 +316,16 @@ static int run(const options *o) {
     if (rc) code = EXIT_STEP;
   }
   theus_engine_close(e);
+  g_pipeline = NULL;
   theus_pipeline_close(p);
   cli_trace_fini(&tr);
+  if (g_signal) code = 128 + g_signal; /* 130 SIGINT, 143 SIGTERM */
   return code;
 }
 
 int main(int argc, char **argv) {
   options o = {.workers = -2};
+  catch_signals();
   int code = parse_args(argc, argv, &o);
   if (code < 0) code = run(&o);
   free(o.plugins);

@@ -97,6 +97,7 @@ struct theus_pipeline {
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;
+  volatile int cancel; /* theus_pipeline_cancel (atomic stores and loads; signal-safe) */
 };
 
 /* Sets p->msg to "file:line:col: " + message (position of the value or key

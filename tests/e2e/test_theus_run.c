@@ -5,6 +5,7 @@
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
  */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,36 +47,54 @@ static void result_free(result *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
-static void run_cli(result *r, const char *const *args) {
+/* A theus-run started by start_cli; end_cli reaps it. */
+typedef struct child {
+  pid_t pid;
+  int out, err;
+} child;
+
+/* Starts theus-run with args (NULL-terminated), stdout and stderr to memfds. */
+static void start_cli(child *c, const char *const *args) {
   const char *argv[64];
   size_t n = 0;
   argv[n++] = theus_run;
   for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
   argv[n] = NULL;
-  int out = memfd_create("stdout", 0), err = memfd_create("stderr", 0);
-  assert_true(out >= 0 && err >= 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    dup2(out, 1);
-    dup2(err, 2);
+  c->out = memfd_create("stdout", 0);
+  c->err = memfd_create("stderr", 0);
+  assert_true(c->out >= 0 && c->err >= 0);
+  c->pid = fork();
+  assert_true(c->pid >= 0);
+  if (c->pid == 0) {
+    dup2(c->out, 1);
+    dup2(c->err, 2);
     execv(theus_run, (char *const *)argv);
     _exit(127);
   }
+}
+
+/* Waits at most 120 s for c (then kills it) and collects its outputs. */
+static void end_cli(child *c, result *r) {
   int st = 0;
   struct timespec tick = {0, 5 * 1000 * 1000};
-  for (int waited = 0; waitpid(pid, &st, WNOHANG) == 0; waited++) {
+  for (int waited = 0; waitpid(c->pid, &st, WNOHANG) == 0; waited++) {
     if (waited > 120 * 200) { /* a hung run must not outlive the test */
-      kill(pid, SIGKILL);
-      waitpid(pid, &st, 0);
+      kill(c->pid, SIGKILL);
+      waitpid(c->pid, &st, 0);
       break;
     }
     nanosleep(&tick, NULL);
   }
   r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r->out = slurp_fd(out);
-  r->err = slurp_fd(err);
+  r->out = slurp_fd(c->out);
+  r->err = slurp_fd(c->err);
+}
+
+/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
+static void run_cli(result *r, const char *const *args) {
+  child c;
+  start_cli(&c, args);
+  end_cli(&c, r);
 }
 
 static void pipe_path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", pipe_dir, name); }
@@ -545,6 +565,60 @@ static void test_vector_expressions(void **state) {
   result_free(&r);
 }
 
+/* SIGINT or SIGTERM to theus-run in the middle of a map: the map is canceled
+ * (its workers killed), the state committed before it is written to
+ * --state-out, theus-run exits 128 + signal and leaves no process behind (this
+ * test is a subreaper, so anything left would be its child; the arena is a
+ * memfd and goes with the last process that maps it). */
+static void test_signal_cancels_map(void **state) {
+  tmp *t = *state;
+  char pipe[128], mark[128];
+  snprintf(pipe, sizeof pipe, "%s/sig.json", t->dir);
+  snprintf(mark, sizeof mark, "%s/mark", t->dir);
+  FILE *f = fopen(pipe, "w");
+  assert_non_null(f);
+  fprintf(f, "{\"workers\": 2, \"domain\": {\"counter\": 0},\n"
+             " \"heavy\": {\"values\": {\"dtype\": \"f64\", \"shape\": [8], \"fill\": \"zeros\"}},\n"
+             " \"steps\": [{\"run\": \"add\"},\n"
+             "  {\"map\": \"nap_mark\", \"over\": \"heavy.values\", \"slices\": 8,\n"
+             "   \"args\": {\"ms\": 600000, \"mark\": \"%s\"}, \"reduce\": \"sum\", \"into\": \"domain.naps\"}]}\n",
+          mark);
+  fclose(f);
+  assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  static const int sigs[] = {SIGINT, SIGTERM};
+  for (size_t k = 0; k < 2; k++) {
+    unlink(mark);
+    unlink(t->state);
+    child c;
+    start_cli(&c, (const char *[]){"--plugin", e2e_plugin, "--state-out", t->state, pipe, NULL});
+    struct stat sb;
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    for (int waited = 0; stat(mark, &sb) != 0 || sb.st_size == 0; waited++) {
+      if (waited > 60 * 200) kill(c.pid, SIGKILL); /* end_cli reaps it; the status check fails */
+      if (waited > 60 * 200) break;
+      nanosleep(&tick, NULL);
+    }
+    kill(c.pid, sigs[k]);
+    result r;
+    end_cli(&c, &r);
+    expect_status(&r, 128 + sigs[k]);
+    assert_non_null(strstr(r.err, "step steps[1] (map \"nap_mark\") failed: canceled"));
+    json_error_t je;
+    json_t *saved = json_load_file(t->state, 0, &je);
+    assert_non_null(saved);
+    assert_int_equal(int_at(saved, "counter"), 1); /* the step before the map */
+    assert_null(json_object_get(saved, "naps"));
+    json_decref(saved);
+    int st;
+    assert_int_equal(waitpid(-1, &st, WNOHANG), -1); /* no forksrv, no worker left */
+    assert_int_equal(errno, ECHILD);
+    result_free(&r);
+  }
+  unlink(mark);
+  unlink(pipe);
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
@@ -569,6 +643,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_arena_sizes),
       cmocka_unit_test(test_workers),
       cmocka_unit_test(test_vector_expressions),
+      cmocka_unit_test_setup_teardown(test_signal_cancels_map, tmp_setup, tmp_teardown),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }
