@@ -16,6 +16,7 @@
 #include <theus/pool.h>
 #include <theus/version.h>
 
+#include "replay.h"
 #include "trace.h"
 
 enum { EXIT_STEP = 1, EXIT_USAGE = 2 };
@@ -29,8 +30,8 @@ typedef struct options {
   size_t nsets;
   int workers; /* -2 = not given */
   uint64_t arena_budget, arena_single; /* 0 = not given */
-  const char *state_out, *trace_out;
-  bool stats, quiet;
+  const char *state_out, *trace_out, *ledger, *replay;
+  bool stats, quiet, ledger_fsync;
 } options;
 
 static const char usage[] =
@@ -53,6 +54,11 @@ static const char usage[] =
     "  --stats               print engine, pool and arena stats as JSON on stderr\n"
     "  --trace FILE          write a Chrome Trace Event timeline (one event per\n"
     "                        task, on the worker that ran it) for Perfetto\n"
+    "  --ledger FILE         append every committed version to FILE as JSON Lines\n"
+    "                        (created or truncated; see docs/ledger.md)\n"
+    "  --ledger-fsync        each ledger line is on disk before its commit returns\n"
+    "  --replay FILE         run again and check every committed version against\n"
+    "                        the ledger FILE; exit 1 at the first difference\n"
     "  --quiet               no progress line and no summary\n"
     "  --help, --version\n"
     "\n"
@@ -163,7 +169,9 @@ static int parse_args(int argc, char **argv, options *o) {
       {"stats", no_argument, 0, 'S'},        {"trace", required_argument, 0, 't'},
       {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},      {"arena-budget", required_argument, 0, 'B'},
-      {"arena-single-limit", required_argument, 0, 'L'}, {0, 0, 0, 0}};
+      {"arena-single-limit", required_argument, 0, 'L'}, {"ledger", required_argument, 0, 'l'},
+      {"ledger-fsync", no_argument, 0, 'F'},  {"replay", required_argument, 0, 'r'},
+      {0, 0, 0, 0}};
   int c;
   char *end;
   opterr = 0;
@@ -191,6 +199,9 @@ static int parse_args(int argc, char **argv, options *o) {
       break;
     case 'o': o->state_out = optarg; break;
     case 't': o->trace_out = optarg; break;
+    case 'l': o->ledger = optarg; break;
+    case 'F': o->ledger_fsync = true; break;
+    case 'r': o->replay = optarg; break;
     case 'S': o->stats = true; break;
     case 'q': o->quiet = true; break;
     case 'h': fputs(usage, stdout); return 0;
@@ -270,10 +281,33 @@ static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_l
   return rc ? EXIT_STEP : 0;
 }
 
+/* Runs the pipeline on e; with --replay, checks it against the ledger. */
+static int run_steps(theus_engine *e, theus_pipeline *p, const options *o, replay *rp, trace_log *tr) {
+  bool tty = isatty(STDERR_FILENO) && !o->quiet;
+  progress pg = {now_s(), 0, false};
+  if (tty) theus_pipeline_on_progress(p, on_progress, &pg);
+  if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, tr);
+  int rc = theus_pipeline_run(p, e);
+  theus_engine_set_commit_hook(e, NULL, NULL);
+  theus_engine_set_trace(e, NULL, NULL);
+  double elapsed = now_s() - pg.t0;
+  if (pg.shown) fputs("\r\033[K", stderr);
+  int differs = o->replay && !g_signal && cli_replay_finish(rp);
+  if (differs) say(rp->msg);
+  else if (rc) say(theus_pipeline_errmsg(p));
+  else if (o->replay && !o->quiet) say(rp->msg);
+  if (!rc && tty)
+    fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
+            elapsed);
+  int code = outputs(e, p, o, tr, elapsed);
+  return rc || differs ? EXIT_STEP : code;
+}
+
 static int run(const options *o) {
   theus_pipeline *p = NULL;
   theus_engine *e = NULL;
   trace_log tr;
+  replay rp = {0};
   cli_trace_init(&tr);
   int rc = theus_pipeline_load(o->pipeline, &p);
   if (rc) {
@@ -284,12 +318,19 @@ static int run(const options *o) {
   g_pipeline = p;
   if (g_signal) theus_pipeline_cancel(p);
   int code = 0;
+  if (o->replay && cli_replay_open(&rp, o->replay, p)) {
+    say(rp.msg);
+    code = EXIT_USAGE;
+  }
   for (size_t i = 0; i < o->nplugins && !code; i++)
     if (theus_pipeline_add_plugin(p, o->plugins[i])) code = EXIT_STEP;
   if (!code) code = apply_sets(p, o);
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
+  cfg.ledger = o->ledger;
+  cfg.ledger_fsync = o->ledger_fsync;
+  if (o->replay) cfg.on_commit = cli_replay_commit, cfg.on_commit_ud = &rp;
   theus_arena_config ac; /* the file's "arena", then the flags over it */
   theus_pipeline_arena_config(p, &ac);
   if (o->arena_budget) ac.hard_limit = o->arena_budget;
@@ -299,25 +340,11 @@ static int run(const options *o) {
     say(theus_pipeline_errmsg(p));
     code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_STEP;
   }
-  if (!code) {
-    bool tty = isatty(STDERR_FILENO) && !o->quiet;
-    progress pg = {now_s(), 0, false};
-    if (tty) theus_pipeline_on_progress(p, on_progress, &pg);
-    if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, &tr);
-    rc = theus_pipeline_run(p, e);
-    theus_engine_set_trace(e, NULL, NULL);
-    double elapsed = now_s() - pg.t0;
-    if (pg.shown) fputs("\r\033[K", stderr);
-    if (rc) say(theus_pipeline_errmsg(p));
-    else if (tty)
-      fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
-              elapsed);
-    code = outputs(e, p, o, &tr, elapsed);
-    if (rc) code = EXIT_STEP;
-  }
+  if (!code) code = run_steps(e, p, o, &rp, &tr);
   theus_engine_close(e);
   g_pipeline = NULL;
   theus_pipeline_close(p);
+  cli_replay_close(&rp);
   cli_trace_fini(&tr);
   if (g_signal) code = 128 + g_signal; /* 130 SIGINT, 143 SIGTERM */
   return code;

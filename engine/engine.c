@@ -94,7 +94,10 @@ int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
     e->arena = NULL;
     goto fail;
   }
-  if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)))
+  e->cfg.ledger = NULL; /* the path is not kept */
+  theus_engine_set_commit_hook(e, e->cfg.on_commit, e->cfg.on_commit_ud);
+  if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)) ||
+      (cfg && cfg->ledger && (rc = theus__ledger_open(e, cfg->ledger))))
     goto fail;
   *out = e;
   return 0;
@@ -110,6 +113,7 @@ void theus_engine_close(theus_engine *e) {
   theus_pool_close(e->pool, 1);
   if (e->reg)
     theus__os_unmap(e->reg, e->reg->size);
+  theus__ledger_close(e);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
@@ -350,7 +354,9 @@ int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
   }
   char msg[512];
   for (unsigned i = 0; i <= e->cfg.max_retries; i++) {
-    rc = theus__cas(e, theus_engine_version(e), patch, NULL, NULL, msg, sizeof msg);
+    uint64_t v = theus_engine_version(e);
+    theus__commit_info ci = {.op = "set", .read_version = v, .worker = -1, .attempt = i};
+    rc = theus__cas(e, v, patch, NULL, &ci, NULL, msg, sizeof msg);
     if (rc != THEUS_ECONFLICT)
       break;
   }
@@ -361,7 +367,8 @@ int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
 int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
                      const json_t *heavy_patch, uint64_t *new_version) {
   char msg[768];
-  int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, new_version, msg, sizeof msg);
+  theus__commit_info ci = {.op = "cas", .read_version = expected_version, .worker = -1};
+  int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, &ci, new_version, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base.h"
 #include "theus/engine.h"
@@ -16,6 +17,8 @@ typedef struct theus__harr {
   atomic_uint refs;
   theus_arena *arena;
   theus_handle handle;
+  int live;                 /* a live region: its bytes change, so no content hash */
+  _Atomic uint64_t hash;    /* content hash once computed (ledger.c), 0 = not yet */
   char key[];
 } theus__harr;
 
@@ -134,6 +137,9 @@ struct theus_engine {
   _Atomic(const volatile int *) cancel; /* theus_engine_set_cancel */
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
+  FILE *ledger;                      /* cfg.ledger, written under state_lock */
+  _Atomic(theus_commit_fn) commit_fn; /* theus_engine_set_commit_hook */
+  _Atomic(void *) commit_ud;
 
   atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
 
@@ -158,9 +164,22 @@ theus_snapshot *theus__snap_get(theus_engine *e);
 void theus__snap_put(theus_snapshot *s);
 const theus__hbind *theus__snap_find(const theus_snapshot *s, const char *key);
 const json_t *theus__json_at(const json_t *root, const char *path);
-/* CAS with an error message written into msg (for jobs). */
+/* What the ledger says of a commit besides its patch (ledger.c). */
+typedef struct theus__commit_info {
+  const char *op;       /* "execute", "set", "cas", "live" */
+  const char *process;  /* the process of an execute, else NULL */
+  const json_t *args;
+  uint64_t read_version; /* the version the process ran on */
+  const json_t *reads;  /* {path: content hash} of its declared inputs, or NULL */
+  int worker;           /* -1: local */
+  uint64_t duration_ns;
+  unsigned attempt;     /* re-runs after CAS conflicts before this one */
+} theus__commit_info;
+
+/* CAS with an error message written into msg (for jobs); ci (NULL: a bare
+ * "cas") describes the commit to the ledger. */
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
-               uint64_t *new_version, char *msg, size_t msglen);
+               const theus__commit_info *ci, uint64_t *new_version, char *msg, size_t msglen);
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                      void **data, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
@@ -216,6 +235,25 @@ static inline int theus__engine_canceled(theus_engine *e) {
   const volatile int *f = atomic_load_explicit(&e->cancel, memory_order_acquire);
   return f && __atomic_load_n(f, __ATOMIC_ACQUIRE);
 }
+
+/* ---- ledger.c ---- */
+/* Opens cfg.ledger for writing (created or truncated). */
+int theus__ledger_open(theus_engine *e, const char *path);
+void theus__ledger_close(theus_engine *e);
+/* Nonzero when commits are recorded (a ledger file or a commit hook). */
+static inline int theus__ledger_on(theus_engine *e) {
+  return e->ledger || atomic_load_explicit(&e->commit_fn, memory_order_relaxed);
+}
+/* Under state_lock, after s was published: writes the entry of s. */
+void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
+                          const json_t *dpatch, const json_t *hpatch);
+/* {path: "xxh3:..."} of the declared inputs of c in snap (a new reference). */
+json_t *theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap);
+/* Content hash (XXH3-64) of bytes, of a JSON value (sorted keys, compact),
+ * of a published array (cached on it; 0 for a live region). */
+uint64_t theus__hash_bytes(const void *p, size_t n);
+uint64_t theus__hash_json(const json_t *v);
+uint64_t theus__harr_hash(theus__harr *a);
 
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */

@@ -16,6 +16,7 @@ typedef struct run_out {
   json_t *patch; /* domain merge patch, or NULL */
   json_t *heavy; /* {key: true} drafts to publish, or NULL */
   json_t *ret;
+  uint64_t ns; /* how long the run took where it ran */
   char msg[1024];
 } run_out;
 
@@ -106,6 +107,7 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
     snprintf(o->msg, sizeof o->msg, "%s", ctx.msg);
   }
   theus__ctx_fini(&ctx);
+  o->ns = theus__now_ns() - t0;
   trace(e, c, -1, t0, o->rc);
 }
 
@@ -456,6 +458,7 @@ static int collect(theus_engine *e, const theus_contract *c, theus_ticket tk, ui
   if (rc == THEUS_ETIMEDOUT)
     return rc;
   o->worker = res.worker;
+  o->ns = res.end_ns > res.start_ns ? res.end_ns - res.start_ns : 0; /* measured on the worker */
   if (rc || res.status) {
     o->rc = rc ? rc : res.status;
     snprintf(o->msg, sizeof o->msg, "process '%s' (parallel): %s", c->name, res.errmsg);
@@ -515,12 +518,17 @@ static const theus_contract *lookup(theus_engine *e, const char *name, int32_t *
   return c;
 }
 
-static int commit(theus_engine *e, theus_snapshot *snap, run_out *o, uint64_t *version, char *msg,
-                  size_t msglen) {
+static int commit(theus_engine *e, const theus_contract *c, const json_t *args, unsigned attempt,
+                  theus_snapshot *snap, run_out *o, uint64_t *version, char *msg, size_t msglen) {
   int writes = (o->patch && json_object_size(o->patch)) || (o->heavy && json_object_size(o->heavy));
   if (!writes)
     return 0; /* nothing to commit: a reader does not create a version */
-  return theus__cas(e, snap->version, o->patch, o->heavy, version, msg, msglen);
+  theus__commit_info ci = {"execute", c->name, args, snap->version, NULL, o->worker, o->ns, attempt};
+  json_t *reads = theus__ledger_on(e) ? theus__ledger_reads(c, snap) : NULL;
+  ci.reads = reads;
+  int rc = theus__cas(e, snap->version, o->patch, o->heavy, &ci, version, msg, msglen);
+  json_decref(reads);
+  return rc;
 }
 
 /* Commits the outcome of attempt number `attempt` (run on snap, reference
@@ -546,7 +554,7 @@ static int exec_finish(theus_engine *e, const theus_contract *c, int32_t reg, co
     } else if (rc) {
       snprintf(msg, msglen, "%s", o->msg);
     } else {
-      rc = commit(e, snap, o, version, msg, msglen);
+      rc = commit(e, c, args, attempt, snap, o, version, msg, msglen);
     }
     theus__snap_put(snap);
     snap = NULL;

@@ -2,7 +2,7 @@
 # Installs the Debian packages theus-c needs, only those that are missing.
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev
+pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev libxxhash-dev
       python3-numpy python3-pytest python3-joblib "$@")
 missing=()
 for p in "${pkgs[@]}"; do

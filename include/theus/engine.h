@@ -35,6 +35,10 @@ typedef struct theus_job theus_job;
  * THEUS_POOL_MAX_WORKERS, restated here for code that uses only the engine). */
 #define THEUS_ENGINE_MAX_WORKERS 256
 
+/* entry: the ledger line of one committed version (docs/ledger.md), valid
+ * during the call only. */
+typedef void (*theus_commit_fn)(const json_t *entry, void *ud);
+
 typedef struct theus_engine_config {
   int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
                              at most THEUS_ENGINE_MAX_WORKERS */
@@ -45,6 +49,17 @@ typedef struct theus_engine_config {
   int64_t default_timeout_ms; /* for parallel processes whose contract says 0 (default 0 = none) */
   const theus_arena_config *arena; /* NULL = arena defaults */
   const json_t *domain;   /* initial domain object (copied); NULL = {} */
+  /* The ledger (docs/ledger.md): a JSON Lines file, created or truncated at
+   * open, with one line per committed version (process, args, versions and
+   * content hashes read, output patch, worker, duration, status). NULL =
+   * none. ledger_fsync nonzero: each line is on disk (fdatasync) before the
+   * commit returns; else lines are buffered and written at close. */
+  const char *ledger;
+  int ledger_fsync;
+  /* Called for every committed version from the engine's open on (the
+   * versions the initial state makes too); see theus_engine_set_commit_hook. */
+  theus_commit_fn on_commit;
+  void *on_commit_ud;
 } theus_engine_config;
 
 /* Fills *cfg with the defaults. */
@@ -349,6 +364,39 @@ typedef void (*theus_trace_fn)(const theus_trace_event *ev, void *ud);
 /* Calls fn after every process run (each map slice too), from the thread
  * that observed the end. NULL disables. */
 THEUS_API void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud);
+
+/* Calls fn for every committed version, in version order, with the entry
+ * the ledger would write (also without a ledger file). fn runs under the
+ * engine's state lock: it must be quick and must not call the engine (it may
+ * set a cancel flag, theus_engine_set_cancel). NULL disables. */
+THEUS_API void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud);
+
+/* ---- ledger files ------------------------------------------------------ */
+
+/* A ledger read back (theus_ledger_open): its whole entries, in order. */
+typedef struct theus_ledger theus_ledger;
+
+/* Reads the ledger at path. A last line that is not whole (no newline, or
+ * not JSON: a write cut short by a crash or a power cut) is left out and
+ * counted by theus_ledger_torn_bytes; a bad line before the last one is
+ * THEUS_EPARSE naming it. Like theus_engine_open, a failure still hands back
+ * the ledger carrying the message (unless memory ran out). */
+THEUS_API int theus_ledger_open(const char *path, theus_ledger **out);
+
+/* Whole entries read. */
+THEUS_API size_t theus_ledger_count(const theus_ledger *l);
+
+/* Entry i (owned by l, valid until close), or NULL past the end. */
+THEUS_API const json_t *theus_ledger_entry(const theus_ledger *l, size_t i);
+
+/* Bytes of a torn last line left out (0: the file ends with a whole entry). */
+THEUS_API uint64_t theus_ledger_torn_bytes(const theus_ledger *l);
+
+/* Message of the last failure. Never NULL. */
+THEUS_API const char *theus_ledger_errmsg(const theus_ledger *l);
+
+/* Frees l. NULL is a no-op. */
+THEUS_API void theus_ledger_close(theus_ledger *l);
 
 #ifdef __cplusplus
 }

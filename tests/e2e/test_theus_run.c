@@ -130,7 +130,7 @@ static json_int_t int_at(const json_t *obj, const char *key) {
 /* ---- temp directory for --state-out / --trace ------------------------------------- */
 
 typedef struct tmp {
-  char dir[64], state[96], trace[96];
+  char dir[64], state[96], trace[96], ledger[96];
 } tmp;
 
 static int tmp_setup(void **state) {
@@ -139,6 +139,7 @@ static int tmp_setup(void **state) {
   if (!t || !mkdtemp(t->dir)) return -1;
   snprintf(t->state, sizeof t->state, "%s/state.json", t->dir);
   snprintf(t->trace, sizeof t->trace, "%s/trace.json", t->dir);
+  snprintf(t->ledger, sizeof t->ledger, "%s/ledger.jsonl", t->dir);
   *state = t;
   return 0;
 }
@@ -147,6 +148,7 @@ static int tmp_teardown(void **state) {
   tmp *t = *state;
   unlink(t->state);
   unlink(t->trace);
+  unlink(t->ledger);
   rmdir(t->dir);
   free(t);
   return 0;
@@ -619,6 +621,89 @@ static void test_signal_cancels_map(void **state) {
   prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 }
 
+/* Rewrites the ledger with entry `at` (0-based) changed by edit, and the
+ * last line cut to `cut` bytes if cut >= 0. Returns the entry's version. */
+static json_int_t edit_ledger(const char *path, size_t at, void (*edit)(json_t *), long cut) {
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  json_t *lines = json_array();
+  char *line = NULL;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) json_array_append_new(lines, parse(line, "a ledger line"));
+  free(line);
+  fclose(f);
+  json_t *en = json_array_get(lines, at);
+  assert_non_null(en);
+  json_int_t v = json_integer_value(json_object_get(en, "version"));
+  if (edit) edit(en);
+  assert_non_null(f = fopen(path, "w"));
+  size_t i;
+  json_t *x;
+  json_array_foreach(lines, i, x) {
+    char *text = json_dumps(x, JSON_COMPACT);
+    if (cut >= 0 && i + 1 == json_array_size(lines)) fprintf(f, "%.*s", (int)cut, text);
+    else fprintf(f, "%s\n", text);
+    free(text);
+  }
+  fclose(f);
+  json_decref(lines);
+  return v;
+}
+
+static void set_mean(json_t *en) {
+  json_object_set_new(json_object_get(json_object_get(en, "patch"), "raw"), "mean", json_integer(0));
+}
+
+/* --ledger then --replay: the demo and the e2e pipelines replay identically;
+ * a changed entry stops the replay naming version, process and path; a torn
+ * last line is left out (the replay then goes past the ledger's end). */
+static void test_ledger_replay(void **state) {
+  tmp *t = *state;
+  result r;
+  run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, "--ledger-fsync", demo_json, NULL});
+  expect_status(&r, 0);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
+  expect_status(&r, 0);
+  assert_non_null(strstr(r.err, "committed versions match the ledger"));
+  result_free(&r);
+  /* the entry of 'finish' (the first run of a process in the demo) says mean 0 */
+  FILE *f = fopen(t->ledger, "r");
+  char line[4096];
+  size_t at = 0;
+  while (fgets(line, sizeof line, f) && !strstr(line, "\"process\":\"finish\"")) at++;
+  fclose(f);
+  json_int_t v = edit_ledger(t->ledger, at, set_mean, -1);
+  run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
+  expect_status(&r, 1);
+  char want[160];
+  snprintf(want, sizeof want, "replay differs at version %lld (process 'finish'): patch domain.raw.mean: ledger 0, "
+           "replay 4.99", (long long)v);
+  assert_non_null(strstr(r.err, want));
+  result_free(&r);
+  /* a torn last line: read up to the last whole entry; the run goes on past it */
+  run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, demo_json, NULL});
+  expect_status(&r, 0);
+  result_free(&r);
+  edit_ledger(t->ledger, 0, NULL, 40);
+  run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "the ledger ends before it"));
+  result_free(&r);
+  static const char *const files[] = {"steps.json", "vector.json", "ffi.json"};
+  for (size_t i = 0; i < 3; i++) {
+    char path[512];
+    pipe_path(path, sizeof path, files[i]);
+    run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--ledger", t->ledger, path, NULL});
+    expect_status(&r, 0);
+    result_free(&r);
+    run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--replay", t->ledger, path, NULL});
+    expect_status(&r, 0);
+    assert_non_null(strstr(r.err, "committed versions match the ledger"));
+    result_free(&r);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
@@ -644,6 +729,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_workers),
       cmocka_unit_test(test_vector_expressions),
       cmocka_unit_test_setup_teardown(test_signal_cancels_map, tmp_setup, tmp_teardown),
+      cmocka_unit_test_setup_teardown(test_ledger_replay, tmp_setup, tmp_teardown),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }
