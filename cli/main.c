@@ -31,7 +31,7 @@ typedef struct options {
   int workers; /* -2 = not given */
   uint64_t arena_budget, arena_single; /* 0 = not given */
   const char *state_out, *trace_out, *ledger, *replay;
-  bool stats, quiet, ledger_fsync;
+  bool stats, quiet, ledger_fsync, memo;
 } options;
 
 static const char usage[] =
@@ -59,6 +59,7 @@ static const char usage[] =
     "  --ledger-fsync        each ledger line is on disk before its commit returns\n"
     "  --replay FILE         run again and check every committed version against\n"
     "                        the ledger FILE; exit 1 at the first difference\n"
+    "  --memo                memoise every pure process (see docs/api.md)\n"
     "  --quiet               no progress line and no summary\n"
     "  --help, --version\n"
     "\n"
@@ -171,6 +172,7 @@ static int parse_args(int argc, char **argv, options *o) {
       {"version", no_argument, 0, 'V'},      {"arena-budget", required_argument, 0, 'B'},
       {"arena-single-limit", required_argument, 0, 'L'}, {"ledger", required_argument, 0, 'l'},
       {"ledger-fsync", no_argument, 0, 'F'},  {"replay", required_argument, 0, 'r'},
+      {"memo", no_argument, 0, 'M'},
       {0, 0, 0, 0}};
   int c;
   char *end;
@@ -202,6 +204,7 @@ static int parse_args(int argc, char **argv, options *o) {
     case 'l': o->ledger = optarg; break;
     case 'F': o->ledger_fsync = true; break;
     case 'r': o->replay = optarg; break;
+    case 'M': o->memo = true; break;
     case 'S': o->stats = true; break;
     case 'q': o->quiet = true; break;
     case 'h': fputs(usage, stdout); return 0;
@@ -330,6 +333,7 @@ static int run(const options *o) {
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
   cfg.ledger = o->ledger;
   cfg.ledger_fsync = o->ledger_fsync;
+  cfg.memo = o->memo;
   if (o->replay) cfg.on_commit = cli_replay_commit, cfg.on_commit_ud = &rp;
   theus_arena_config ac; /* the file's "arena", then the flags over it */
   theus_pipeline_arena_config(p, &ac);

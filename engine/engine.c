@@ -97,7 +97,7 @@ int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
   e->cfg.ledger = NULL; /* the path is not kept */
   theus_engine_set_commit_hook(e, e->cfg.on_commit, e->cfg.on_commit_ud);
   if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)) ||
-      (cfg && cfg->ledger && (rc = theus__ledger_open(e, cfg->ledger))))
+      (cfg && cfg->ledger && (rc = theus__ledger_open(e, cfg->ledger))) || (rc = theus__memo_open(e)))
     goto fail;
   *out = e;
   return 0;
@@ -114,6 +114,7 @@ void theus_engine_close(theus_engine *e) {
   if (e->reg)
     theus__os_unmap(e->reg, e->reg->size);
   theus__ledger_close(e);
+  theus__memo_close(e);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
@@ -502,7 +503,8 @@ json_t *theus_engine_stats(theus_engine *e) {
                          (json_int_t)as.peak_bytes, "alloc_count", (json_int_t)as.alloc_count, "free_count",
                          (json_int_t)as.free_count, "errors", (json_int_t)as.errors, "soft_limit_hits",
                          (json_int_t)as.soft_limit_hits, "hard_limit_hits", (json_int_t)as.hard_limit_hits);
-  return json_pack("{s:o, s:o, s:o}", "engine", eng, "arena", ar, "pool", pool_stats_json(e));
+  return json_pack("{s:o, s:o, s:o, s:o}", "engine", eng, "arena", ar, "pool", pool_stats_json(e), "memo",
+                   theus__memo_stats(e));
 }
 
 void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud) {

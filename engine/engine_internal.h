@@ -102,6 +102,8 @@ typedef struct theus__jobq {
   pthread_cond_t cv; /* under jobs_lock */
 } theus__jobq;
 
+typedef struct theus__memo theus__memo;
+
 struct theus_engine {
   theus_engine_config cfg;
   theus_arena *arena;
@@ -138,6 +140,7 @@ struct theus_engine {
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
   FILE *ledger;                      /* cfg.ledger, written under state_lock */
+  theus__memo *memo;                 /* memo.c */
   _Atomic(theus_commit_fn) commit_fn; /* theus_engine_set_commit_hook */
   _Atomic(void *) commit_ud;
 
@@ -254,6 +257,24 @@ json_t *theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap)
 uint64_t theus__hash_bytes(const void *p, size_t n);
 uint64_t theus__hash_json(const json_t *v);
 uint64_t theus__harr_hash(theus__harr *a);
+
+/* ---- memo.c ---- */
+typedef struct theus__memo_key_t {
+  uint64_t lo, hi;
+} theus__memo_key_t;
+int theus__memo_open(theus_engine *e);
+void theus__memo_close(theus_engine *e);
+/* Nonzero when runs of c are memoised. */
+int theus__memo_on(const theus_engine *e, const theus_contract *c);
+/* The key of a run of c with args on snap (slice: lo, hi, index, count, or
+ * NULL); -1 when the run cannot be memoised (it reads a live region). */
+int theus__memo_key(const theus_contract *c, const json_t *args, const theus_snapshot *snap, const uint64_t *slice,
+                    theus__memo_key_t *out);
+/* 1 and copies of the outputs on a hit; 0 on a miss. Counted in stats. */
+int theus__memo_get(theus_engine *e, const theus__memo_key_t *key, json_t **patch, json_t **ret);
+/* Stores copies of a successful run's outputs (the oldest entry goes when full). */
+void theus__memo_put(theus_engine *e, const theus__memo_key_t *key, const json_t *patch, const json_t *ret);
+json_t *theus__memo_stats(theus_engine *e);
 
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */

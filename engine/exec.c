@@ -502,6 +502,38 @@ static void run(theus_engine *e, const theus_contract *c, int32_t reg, theus_sna
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
 }
 
+/* ---- memoised runs --------------------------------------------------------- */
+
+/* A hit fills o as the run would have (locally, in no time). */
+static int memo_hit(theus_engine *e, const theus_contract *c, const theus__memo_key_t *k, run_out *o) {
+  if (!theus__memo_get(e, k, &o->patch, &o->ret))
+    return 0;
+  o->rc = 0;
+  o->worker = -1;
+  o->ns = 0;
+  trace(e, c, -1, theus__now_ns(), 0);
+  return 1;
+}
+
+/* Keeps o's outputs for later runs of the same key: only a success that
+ * published no heavy array (a draft is consumed by its commit). */
+static void memo_keep(theus_engine *e, const theus__memo_key_t *k, const run_out *o) {
+  if (!o->rc && !(o->heavy && json_object_size(o->heavy)))
+    theus__memo_put(e, k, o->patch, o->ret);
+}
+
+/* run(), through the memo cache when c is memoised. */
+static void run_memo(theus_engine *e, const theus_contract *c, int32_t reg, theus_snapshot *snap, const json_t *args,
+                     run_out *o) {
+  theus__memo_key_t k;
+  int memo = theus__memo_on(e, c) && theus__memo_key(c, args, snap, NULL, &k) == 0;
+  if (memo && memo_hit(e, c, &k, o))
+    return;
+  run(e, c, reg, snap, args, o);
+  if (memo)
+    memo_keep(e, &k, o);
+}
+
 /* ---- execute ------------------------------------------------------------ */
 
 static void backoff(unsigned attempt, unsigned *seed) {
@@ -545,7 +577,7 @@ static int exec_finish(theus_engine *e, const theus_contract *c, int32_t reg, co
     }
     if (!snap) {
       snap = theus__snap_get(e);
-      run(e, c, reg, snap, args, o);
+      run_memo(e, c, reg, snap, args, o);
     }
     int rc = o->rc;
     if (!rc && canceled_now(e, tl_job_cancel)) {
@@ -1134,6 +1166,43 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
   free(results);
 }
 
+/* map_run_all through the memo cache: slices found there are not run, the
+ * others run as one map and are kept. */
+static void map_run_memo(map_job *m, char *msg, size_t msglen) {
+  if (!theus__memo_on(m->e, m->c)) {
+    map_run_all(m, msg, msglen);
+    return;
+  }
+  theus__memo_key_t *keys = calloc(m->n, sizeof *keys);
+  uint32_t *miss = calloc(m->n, sizeof *miss);
+  map_job sub = *m;
+  sub.sl = calloc(m->n, sizeof *sub.sl);
+  sub.out = calloc(m->n, sizeof *sub.out);
+  if (!keys || !miss || !sub.sl || !sub.out) {
+    map_run_all(m, msg, msglen);
+  } else {
+    sub.n = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+      const slice_t *s = &m->sl[i];
+      uint64_t sl[4] = {s->lo, s->hi, s->index, s->count};
+      if (theus__memo_key(m->c, m->args, m->snap, sl, &keys[i]) || !memo_hit(m->e, m->c, &keys[i], &m->out[i])) {
+        miss[sub.n] = i;
+        sub.sl[sub.n++] = *s; /* keeps its index and count: the process sees the same slice */
+      }
+    }
+    if (sub.n)
+      map_run_all(&sub, msg, msglen);
+    for (uint32_t j = 0; j < sub.n; j++) {
+      m->out[miss[j]] = sub.out[j];
+      memo_keep(m->e, &keys[miss[j]], &sub.out[j]);
+    }
+  }
+  free(keys);
+  free(miss);
+  free(sub.sl);
+  free(sub.out);
+}
+
 /* Reduces the slice results in order; the first failure wins. */
 static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rname, json_t **result, char *msg,
                       size_t msglen) {
@@ -1214,7 +1283,7 @@ int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_
   m.snap = theus__snap_get(e);
   int rc = map_setup(e, &m, key, slices, msg, sizeof msg);
   if (!rc) {
-    map_run_all(&m, msg, sizeof msg);
+    map_run_memo(&m, msg, sizeof msg);
     rc = map_reduce(&m, fn, ud, reducer, result, msg, sizeof msg);
   }
   for (uint32_t i = 0; m.out && i < m.n; i++)

@@ -59,6 +59,7 @@ typedef struct typed_proc {
   char **args, **outputs; /* NULL-terminated */
   bool parallel;
   int64_t timeout_ms;
+  int memo; /* "memo": 1 true, -1 false, 0 absent */
   theus__ffi_proc ffi;
   bool ffi_ready;
 } typed_proc;

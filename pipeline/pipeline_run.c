@@ -113,7 +113,8 @@ static int register_typed(theus_pipeline *p, theus_engine *e) {
                         .parallel = t->parallel,
                         .semantic = THEUS_PURE,
                         .timeout_ms = t->timeout_ms,
-                        .userdata = &t->ffi};
+                        .userdata = &t->ffi,
+                        .memo = t->memo};
     int rc = theus_engine_register(e, &c);
     theus__ffi_strv_free(inputs);
     if (rc) return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, theus_engine_errmsg(e));

@@ -70,6 +70,12 @@ typedef struct theus_contract {
    * dead workers the run fails THEUS_ECRASH "poison: ..." naming every cause.
    * Effect processes are never retried: > 0 is refused for them. */
   int retries;
+  /* Memoisation of a pure process: 1 = a run whose process, args, declared
+   * input values and heavy input arrays (by identity) equal an earlier run's
+   * returns that run's outputs without running; -1 = never; 0 = as the
+   * engine's config says (theus_engine_config.memo). 1 is refused for effect
+   * processes. A process that publishes heavy outputs is never memoised. */
+  int memo;
 } theus_contract;
 
 #define THEUS_RETRIES_DEFAULT 2
@@ -130,9 +136,11 @@ typedef struct theus_contract_doc theus_contract_doc;
 /* Parses one contract object:
  *   {"name": "scale", "function": "scale_fn", "inputs": ["domain.k"],
  *    "outputs": ["domain.y"], "parallel": false, "semantic": "pure",
- *    "errors": ["E_RANGE"], "timeout_ms": 1000, "sandbox": "default", "retries": 2}
+ *    "errors": ["E_RANGE"], "timeout_ms": 1000, "sandbox": "default", "retries": 2,
+ *    "memo": true}
  * (`sandbox`: "default", "on" or "off", optional; `retries`: an integer,
- * optional, 0 = default, -1 = none).
+ * optional, 0 = default, -1 = none; `memo`: a boolean, optional, absent =
+ * the engine's default).
  * `function` is resolved with resolver (required unless resolver is NULL, in
  * which case fn stays NULL for the caller to fill). source names the text in
  * messages ("contracts.json:3:14: ..."). THEUS_EPARSE for bad JSON or fields,

@@ -60,7 +60,15 @@ typedef struct theus_engine_config {
    * versions the initial state makes too); see theus_engine_set_commit_hook. */
   theus_commit_fn on_commit;
   void *on_commit_ud;
+  /* Memoisation (docs/api.md, "Memoisation"): nonzero memoises every pure
+   * process whose contract does not say memo -1 (a contract's memo 1 asks for
+   * it on its own). memo_capacity: results kept, least recently used dropped
+   * first; 0 = THEUS_MEMO_CAPACITY_DEFAULT. */
+  int memo;
+  unsigned memo_capacity;
 } theus_engine_config;
+
+#define THEUS_MEMO_CAPACITY_DEFAULT 4096
 
 /* Fills *cfg with the defaults. */
 THEUS_API void theus_engine_config_init(theus_engine_config *cfg);

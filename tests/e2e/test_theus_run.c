@@ -704,6 +704,38 @@ static void test_ledger_replay(void **state) {
   }
 }
 
+/* A while loop that revisits states: the memoised typed process ("memo":
+ * true in the file) runs once per distinct input. --memo memoises every pure
+ * process: the step-kinds pipeline gives the same state with it. */
+static void test_memo_pipeline(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "memo.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--stats", path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "y"), 2);
+  json_t *stats = parse(r.err, "--stats");
+  assert_int_equal(int_at(json_object_get(stats, "memo"), "hits"), 4);
+  assert_int_equal(int_at(json_object_get(stats, "memo"), "misses"), 2);
+  json_decref(stats);
+  json_decref(d);
+  result_free(&r);
+  pipe_path(path, sizeof path, "steps.json");
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--memo", "--stats", path, NULL});
+  expect_status(&r, 0);
+  stats = parse(r.err, "--stats");
+  assert_true(json_is_true(json_object_get(json_object_get(stats, "memo"), "all_pure")));
+  assert_true(int_at(json_object_get(stats, "memo"), "misses") > 0);
+  d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "counter"), 15);
+  assert_float_equal(num_at(d, "total"), 500500, 0);
+  json_decref(d);
+  json_decref(stats);
+  result_free(&r);
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
@@ -730,6 +762,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_vector_expressions),
       cmocka_unit_test_setup_teardown(test_signal_cancels_map, tmp_setup, tmp_teardown),
       cmocka_unit_test_setup_teardown(test_ledger_replay, tmp_setup, tmp_teardown),
+      cmocka_unit_test(test_memo_pipeline),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }
