@@ -167,13 +167,16 @@ theus_snapshot *theus__snap_get(theus_engine *e);
 void theus__snap_put(theus_snapshot *s);
 const theus__hbind *theus__snap_find(const theus_snapshot *s, const char *key);
 const json_t *theus__json_at(const json_t *root, const char *path);
+/* The value a domain input pattern reads as a whole: at its part before the
+ * first '*' segment ("domain.items.*" -> domain.items); NULL if absent. */
+const json_t *theus__json_at_pattern(const json_t *root, const char *pattern);
 /* What the ledger says of a commit besides its patch (ledger.c). */
 typedef struct theus__commit_info {
   const char *op;       /* "execute", "set", "cas", "live" */
   const char *process;  /* the process of an execute, else NULL */
   const json_t *args;
   uint64_t read_version; /* the version the process ran on */
-  const json_t *reads;  /* {path: content hash} of its declared inputs, or NULL */
+  const char *reads;    /* {path: content hash} of its declared inputs as JSON text, or NULL */
   int worker;           /* -1: local */
   uint64_t duration_ns;
   unsigned attempt;     /* re-runs after CAS conflicts before this one */
@@ -250,17 +253,35 @@ static inline int theus__ledger_on(theus_engine *e) {
 /* Under state_lock, after s was published: writes the entry of s. */
 void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
                           const json_t *dpatch, const json_t *hpatch);
-/* {path: "xxh3:..."} of the declared inputs of c in snap (a new reference). */
-json_t *theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap);
-/* Content hash (XXH3-64) of bytes, of a JSON value (sorted keys, compact),
- * of a published array (cached on it; 0 for a live region). */
+/* Appends {path: "xxh3:..."} of the declared inputs of c in snap to b as
+ * JSON text, NUL-terminated. */
+typedef struct theus__kbuf theus__kbuf;
+void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, theus__kbuf *b);
+
+/* ---- hash.c ---- */
+/* A byte buffer on the stack that moves to the heap when it outgrows it. */
+typedef struct theus__kbuf {
+  char *p;
+  size_t n, cap;
+  int failed; /* out of memory: the content is incomplete */
+  char stack[2048];
+} theus__kbuf;
+#define THEUS__JSON_CANON (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY)
+void theus__kbuf_init(theus__kbuf *b);
+void theus__kbuf_fini(theus__kbuf *b);
+void theus__kbuf_add(theus__kbuf *b, const void *p, size_t n);
+/* Appends v dumped with flags (NULL: an "absent" marker). */
+void theus__kbuf_json(theus__kbuf *b, const json_t *v, size_t flags);
+/* Content hashes: XXH3-64 of bytes, of a JSON value (THEUS__JSON_CANON), of a
+ * published array (cached on it; 0 for a live region); XXH3-128 of bytes. */
 uint64_t theus__hash_bytes(const void *p, size_t n);
 uint64_t theus__hash_json(const json_t *v);
 uint64_t theus__harr_hash(theus__harr *a);
+void theus__hash128(const void *p, size_t n, uint64_t out[2]);
 
 /* ---- memo.c ---- */
 typedef struct theus__memo_key_t {
-  uint64_t lo, hi;
+  uint64_t h[2]; /* XXH3-128 */
 } theus__memo_key_t;
 int theus__memo_open(theus_engine *e);
 void theus__memo_close(theus_engine *e);

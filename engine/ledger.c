@@ -1,93 +1,86 @@
-/* The ledger: one JSON line per committed version, and the content hashes
- * it records (xxHash's XXH3-64, from libxxhash: see docs/ledger.md for why
- * not a cryptographic hash). Also the reader of a ledger file. */
+/* The ledger: one JSON line per committed version, with the content hashes
+ * of hash.c. Also the reader of a ledger file. */
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include "engine_internal.h"
 
-/* ---- content hashes --------------------------------------------------- */
+/* The entries are formatted as text straight into one buffer (no JSON
+ * object is built per commit): process names, state paths and heavy keys are
+ * validated identifiers and need no escaping; args and patches are dumped by
+ * jansson. */
 
-uint64_t theus__hash_bytes(const void *p, size_t n) { return XXH3_64bits(p, n); }
+static void put(theus__kbuf *b, const char *s) { theus__kbuf_add(b, s, strlen(s)); }
 
-/* jansson's compact dump with sorted keys is canonical for a value: equal
- * values (object keys in any order) give equal bytes. */
-static int hash_dump(const char *buf, size_t n, void *ud) {
-  XXH3_64bits_update(ud, buf, n);
-  return 0;
+/* Numbers by hand: printf is most of a line's cost otherwise. */
+static void put_u64(theus__kbuf *b, uint64_t v) {
+  char buf[24], *p = buf + sizeof buf;
+  do
+    *--p = (char)('0' + v % 10);
+  while (v /= 10);
+  theus__kbuf_add(b, p, (size_t)(buf + sizeof buf - p));
 }
 
-uint64_t theus__hash_json(const json_t *v) {
-  XXH3_state_t *st = XXH3_createState();
-  if (!st)
-    return 0;
-  XXH3_64bits_reset(st);
-  json_dump_callback(v, hash_dump, st, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-  uint64_t h = XXH3_64bits_digest(st);
-  XXH3_freeState(st);
-  return h;
+static void put_i64(theus__kbuf *b, int64_t v) {
+  if (v < 0)
+    theus__kbuf_add(b, "-", 1);
+  put_u64(b, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
 }
 
-uint64_t theus__harr_hash(theus__harr *a) {
-  if (a->live)
-    return 0;
-  uint64_t h = atomic_load_explicit(&a->hash, memory_order_acquire);
-  if (h)
-    return h; /* a published array never changes: hashed once */
-  const void *p;
-  size_t n;
-  if (theus_arena_view(a->arena, a->handle, &p, &n))
-    return 0;
-  h = theus__hash_bytes(p, n);
-  atomic_store_explicit(&a->hash, h, memory_order_release);
-  return h;
+static void put_hash(theus__kbuf *b, uint64_t h) {
+  static const char hex[] = "0123456789abcdef";
+  char buf[24] = "\"xxh3:";
+  for (int i = 0; i < 16; i++)
+    buf[6 + i] = hex[(h >> (60 - 4 * i)) & 15];
+  buf[22] = '"';
+  theus__kbuf_add(b, buf, 23);
 }
 
-static json_t *hash_str(uint64_t h) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "xxh3:%016" PRIx64, h);
-  return json_string(buf);
+/* ,"<prefix><name>": */
+static void put_key(theus__kbuf *b, int *first, const char *prefix, const char *name, size_t n) {
+  theus__kbuf_add(b, *first ? "\"" : ",\"", *first ? 1 : 2);
+  put(b, prefix);
+  theus__kbuf_add(b, name, n);
+  theus__kbuf_add(b, "\":", 2);
+  *first = 0;
 }
 
 /* ---- what a process read ---------------------------------------------- */
 
-static void read_heavy(json_t *out, const theus_snapshot *snap, const char *key) {
+static void read_heavy(theus__kbuf *b, int *first, const theus_snapshot *snap, const char *key) {
   for (size_t i = 0; i < snap->nheavy; i++) {
-    const theus__hbind *b = &snap->heavy[i];
-    if (strcmp(key, "*") && strcmp(key, b->key))
+    const theus__hbind *hb = &snap->heavy[i];
+    if (strcmp(key, "*") && strcmp(key, hb->key))
       continue;
-    char path[300];
-    snprintf(path, sizeof path, "heavy.%s", b->key);
-    json_object_set_new(out, path, b->arr->live ? json_string("live") : hash_str(theus__harr_hash(b->arr)));
-  }
-}
-
-/* A domain pattern is hashed at its part before the first '*' segment. */
-static void read_domain(json_t *out, const theus_snapshot *snap, const char *pattern) {
-  char path[512];
-  snprintf(path, sizeof path, "%s", pattern);
-  char *star = strstr(path, ".*");
-  if (star)
-    *star = '\0';
-  const json_t *v = theus__json_at(snap->domain, path);
-  json_object_set_new(out, path, v ? hash_str(theus__hash_json(v)) : json_null());
-}
-
-json_t *theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap) {
-  json_t *out = json_object();
-  for (const char *const *in = c->inputs; out && in && *in; in++) {
-    if (!strncmp(*in, "heavy.", 6))
-      read_heavy(out, snap, *in + 6);
+    put_key(b, first, "heavy.", hb->key, strlen(hb->key));
+    if (hb->arr->live)
+      put(b, "\"live\"");
     else
-      read_domain(out, snap, *in);
+      put_hash(b, theus__harr_hash(hb->arr));
   }
-  return out;
+}
+
+void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, theus__kbuf *b) {
+  int first = 1;
+  theus__kbuf_add(b, "{", 1);
+  for (const char *const *in = c->inputs; in && *in; in++) {
+    if (!strncmp(*in, "heavy.", 6)) {
+      read_heavy(b, &first, snap, *in + 6);
+      continue;
+    }
+    /* a domain pattern is hashed at its part before the first '*' segment */
+    const json_t *v = theus__json_at_pattern(snap->domain, *in);
+    const char *star = strstr(*in, ".*");
+    put_key(b, &first, "", *in, star ? (size_t)(star - *in) : strlen(*in));
+    if (v)
+      put_hash(b, theus__hash_json(v));
+    else
+      put(b, "null");
+  }
+  theus__kbuf_add(b, "}", 2); /* with its NUL */
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -112,63 +105,98 @@ void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud)
 }
 
 /* {key: {"hash", "dtype", "shape"} | "live" | null} for the heavy patch. */
-static json_t *heavy_out(const theus_snapshot *s, const json_t *hpatch) {
-  json_t *out = json_object();
+static void heavy_out(theus__kbuf *b, const theus_snapshot *s, const json_t *hpatch) {
+  int first = 1;
   const char *key;
   json_t *v;
+  theus__kbuf_add(b, "{", 1);
   json_object_foreach((json_t *)hpatch, key, v) {
-    const theus__hbind *b = json_is_true(v) ? theus__snap_find(s, key) : NULL;
+    const theus__hbind *hb = json_is_true(v) ? theus__snap_find(s, key) : NULL;
     theus_array_info info;
-    if (!b || b->arr->live || theus_array_info_get(b->arr->arena, b->arr->handle, &info)) {
-      json_object_set_new(out, key, b ? json_string("live") : json_null());
+    put_key(b, &first, "", key, strlen(key));
+    if (!hb || hb->arr->live || theus_array_info_get(hb->arr->arena, hb->arr->handle, &info)) {
+      put(b, hb ? "\"live\"" : "null");
       continue;
     }
-    json_t *shape = json_array();
-    for (unsigned d = 0; d < info.ndim; d++)
-      json_array_append_new(shape, json_integer((json_int_t)info.shape[d]));
-    json_object_set_new(out, key,
-                        json_pack("{s:o, s:s, s:o}", "hash", hash_str(theus__harr_hash(b->arr)), "dtype",
-                                  info.dtype ? theus_dtype_name(info.dtype) : "bytes", "shape", shape));
+    put(b, "{\"hash\":");
+    put_hash(b, theus__harr_hash(hb->arr));
+    put(b, ",\"dtype\":\"");
+    put(b, info.dtype ? theus_dtype_name(info.dtype) : "bytes");
+    put(b, "\",\"shape\":[");
+    for (unsigned d = 0; d < info.ndim; d++) {
+      if (d)
+        put(b, ",");
+      put_u64(b, info.shape[d]);
+    }
+    put(b, "]}");
   }
-  return out;
+  theus__kbuf_add(b, "}", 1);
 }
 
-static json_t *entry_new(const theus__commit_info *ci, const theus_snapshot *s, const json_t *dpatch,
-                         const json_t *hpatch) {
+static void put_json(theus__kbuf *b, const json_t *v) {
+  if (v)
+    theus__kbuf_json(b, v, JSON_COMPACT);
+  else
+    put(b, "null");
+}
+
+static void entry_text(theus__kbuf *b, const theus__commit_info *ci, const theus_snapshot *s, const json_t *dpatch,
+                       const json_t *hpatch) {
   static const theus__commit_info bare = {.op = "cas", .worker = -1};
   if (!ci)
     ci = &bare;
-  json_t *en = json_pack("{s:I, s:s, s:o, s:O, s:I, s:O, s:O}", "version", (json_int_t)s->version, "op", ci->op,
-                         "process", ci->process ? json_string(ci->process) : json_null(), "args",
-                         ci->args ? ci->args : json_null(), "read_version", (json_int_t)ci->read_version, "reads",
-                         ci->reads ? ci->reads : json_null(), "patch", dpatch ? dpatch : json_null());
-  if (!en)
-    return NULL;
-  json_object_set_new(en, "heavy", hpatch ? heavy_out(s, hpatch) : json_null());
-  json_object_set_new(en, "worker", json_integer(ci->worker));
-  json_object_set_new(en, "duration_us", json_integer((json_int_t)(ci->duration_ns / 1000)));
-  json_object_set_new(en, "attempt", json_integer(ci->attempt));
-  json_object_set_new(en, "status", json_string("committed"));
-  return en;
+  put(b, "{\"version\":");
+  put_u64(b, s->version);
+  put(b, ",\"op\":\"");
+  put(b, ci->op);
+  put(b, "\",\"process\":");
+  if (ci->process) {
+    put(b, "\"");
+    put(b, ci->process);
+    put(b, "\"");
+  } else {
+    put(b, "null");
+  }
+  put(b, ",\"args\":");
+  put_json(b, ci->args);
+  put(b, ",\"read_version\":");
+  put_u64(b, ci->read_version);
+  put(b, ",\"reads\":");
+  put(b, ci->reads ? ci->reads : "null");
+  put(b, ",\"patch\":");
+  put_json(b, dpatch);
+  put(b, ",\"heavy\":");
+  if (hpatch)
+    heavy_out(b, s, hpatch);
+  else
+    put(b, "null");
+  put(b, ",\"worker\":");
+  put_i64(b, ci->worker);
+  put(b, ",\"duration_us\":");
+  put_u64(b, ci->duration_ns / 1000);
+  put(b, ",\"attempt\":");
+  put_u64(b, ci->attempt);
+  put(b, ",\"status\":\"committed\"}\n");
 }
-
-static int dump_file(const char *buf, size_t n, void *ud) { return fwrite(buf, 1, n, ud) == n ? 0 : -1; }
 
 void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
                           const json_t *dpatch, const json_t *hpatch) {
-  json_t *en = entry_new(ci, s, dpatch, hpatch);
-  if (!en)
-    return;
+  theus__kbuf b;
+  theus__kbuf_init(&b);
+  entry_text(&b, ci, s, dpatch, hpatch);
   theus_commit_fn fn = atomic_load_explicit(&e->commit_fn, memory_order_acquire);
-  if (fn)
-    fn(en, atomic_load_explicit(&e->commit_ud, memory_order_relaxed));
-  if (e->ledger) {
-    json_dump_callback(en, dump_file, e->ledger, JSON_COMPACT);
-    fputc('\n', e->ledger);
+  if (fn && !b.failed) { /* the hook gets the line as the file has it, parsed */
+    json_t *en = json_loadb(b.p, b.n, 0, NULL);
+    if (en)
+      fn(en, atomic_load_explicit(&e->commit_ud, memory_order_relaxed));
+    json_decref(en);
+  }
+  if (e->ledger && !b.failed) { /* one write per line */
+    fwrite_unlocked(b.p, 1, b.n, e->ledger); /* under state_lock: the only writer */
     if (e->cfg.ledger_fsync && fflush(e->ledger) == 0)
       fdatasync(fileno(e->ledger));
   }
-  json_decref(en);
+  theus__kbuf_fini(&b);
 }
 
 /* ---- reading ------------------------------------------------------------ */

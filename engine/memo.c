@@ -1,16 +1,15 @@
 /* Memoisation of pure processes: a bounded LRU cache from (process, args,
  * declared input values, identity of the heavy arrays read, map slice) to the
  * run's outputs (domain patch and return value). The key is the XXH3-128 hash
- * of that material; 128 bits make an accidental collision negligible. */
+ * of that material (hash.c); 128 bits make an accidental collision
+ * negligible. */
 #include <stdlib.h>
 #include <string.h>
-
-#include <xxhash.h>
 
 #include "engine_internal.h"
 
 typedef struct memo_ent {
-  XXH128_hash_t key;
+  theus__memo_key_t key;
   struct memo_ent *hnext;      /* bucket chain */
   struct memo_ent *prev, *next; /* LRU list: head.next is the most recent */
   json_t *patch, *ret;
@@ -70,75 +69,56 @@ int theus__memo_on(const theus_engine *e, const theus_contract *c) {
 
 /* ---- keys ----------------------------------------------------------------- */
 
-static int feed_dump(const char *buf, size_t n, void *st) {
-  XXH3_128bits_update(st, buf, n);
-  return 0;
-}
-
-static void feed_json(XXH3_state_t *st, const json_t *v) {
-  static const char absent[] = "\001absent";
-  if (!v)
-    XXH3_128bits_update(st, absent, sizeof absent);
-  else
-    json_dump_callback(v, feed_dump, st, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-  XXH3_128bits_update(st, "", 1);
-}
-
 /* The heavy inputs matching key ("*": all) by identity: key and handle
  * (index and generation, never reused for another array). A live region's
  * bytes change under the same handle: not memoisable (-1). */
-static int feed_heavy(XXH3_state_t *st, const theus_snapshot *snap, const char *key) {
+static int add_heavy(theus__kbuf *b, const theus_snapshot *snap, const char *key) {
   for (size_t i = 0; i < snap->nheavy; i++) {
-    const theus__hbind *b = &snap->heavy[i];
-    if (strcmp(key, "*") && strcmp(key, b->key))
+    const theus__hbind *hb = &snap->heavy[i];
+    if (strcmp(key, "*") && strcmp(key, hb->key))
       continue;
-    if (b->arr->live)
+    if (hb->arr->live)
       return -1;
-    XXH3_128bits_update(st, b->key, strlen(b->key) + 1);
-    XXH3_128bits_update(st, &b->arr->handle, sizeof b->arr->handle);
+    theus__kbuf_add(b, hb->key, strlen(hb->key) + 1);
+    theus__kbuf_add(b, &hb->arr->handle, sizeof hb->arr->handle);
   }
   return 0;
 }
 
 int theus__memo_key(const theus_contract *c, const json_t *args, const theus_snapshot *snap, const uint64_t *slice,
                     theus__memo_key_t *out) {
-  XXH3_state_t *st = XXH3_createState();
-  if (!st)
-    return -1;
-  XXH3_128bits_reset(st);
-  XXH3_128bits_update(st, c->name, strlen(c->name) + 1);
-  feed_json(st, args && json_object_size(args) ? args : NULL);
+  theus__kbuf b;
+  theus__kbuf_init(&b);
+  theus__kbuf_add(&b, c->name, strlen(c->name) + 1);
+  theus__kbuf_json(&b, args && json_object_size(args) ? args : NULL, THEUS__JSON_CANON);
   int rc = 0;
   for (const char *const *in = c->inputs; in && *in && !rc; in++) {
-    XXH3_128bits_update(st, *in, strlen(*in) + 1);
-    if (!strncmp(*in, "heavy.", 6)) {
-      rc = feed_heavy(st, snap, *in + 6);
-    } else {
-      char path[512]; /* a pattern: the whole value at its part before the first '*' */
-      snprintf(path, sizeof path, "%s", *in);
-      char *star = strstr(path, ".*");
-      if (star)
-        *star = '\0';
-      feed_json(st, theus__json_at(snap->domain, path));
-    }
+    theus__kbuf_add(&b, *in, strlen(*in) + 1);
+    if (!strncmp(*in, "heavy.", 6))
+      rc = add_heavy(&b, snap, *in + 6);
+    else
+      theus__kbuf_json(&b, theus__json_at_pattern(snap->domain, *in), THEUS__JSON_CANON);
+    theus__kbuf_add(&b, "", 1);
   }
   if (slice)
-    XXH3_128bits_update(st, slice, 4 * sizeof *slice);
-  XXH128_hash_t h = XXH3_128bits_digest(st);
-  XXH3_freeState(st);
-  memcpy(out, &h, sizeof *out);
+    theus__kbuf_add(&b, slice, 4 * sizeof *slice);
+  if (!rc && b.failed)
+    rc = -1;
+  if (!rc)
+    theus__hash128(b.p, b.n, out->h);
+  theus__kbuf_fini(&b);
   return rc;
 }
 
 /* ---- the cache ------------------------------------------------------------ */
 
-static memo_ent **bucket(theus__memo *m, const XXH128_hash_t *k) {
-  return &m->buckets[k->low64 & (m->nbuckets - 1)];
+static memo_ent **bucket(theus__memo *m, const theus__memo_key_t *k) {
+  return &m->buckets[k->h[0] & (m->nbuckets - 1)];
 }
 
-static memo_ent *find(theus__memo *m, const XXH128_hash_t *k) {
+static memo_ent *find(theus__memo *m, const theus__memo_key_t *k) {
   for (memo_ent *x = *bucket(m, k); x; x = x->hnext)
-    if (XXH128_isEqual(x->key, *k))
+    if (x->key.h[0] == k->h[0] && x->key.h[1] == k->h[1])
       return x;
   return NULL;
 }
@@ -157,10 +137,8 @@ static void lru_front(theus__memo *m, memo_ent *x) {
 
 int theus__memo_get(theus_engine *e, const theus__memo_key_t *key, json_t **patch, json_t **ret) {
   theus__memo *m = e->memo;
-  XXH128_hash_t k;
-  memcpy(&k, key, sizeof k);
   pthread_mutex_lock(&m->lock);
-  memo_ent *x = find(m, &k);
+  memo_ent *x = find(m, key);
   if (x) {
     lru_unlink(x);
     lru_front(m, x);
@@ -178,7 +156,7 @@ void theus__memo_put(theus_engine *e, const theus__memo_key_t *key, const json_t
   memo_ent *x = calloc(1, sizeof *x);
   if (!x)
     return;
-  memcpy(&x->key, key, sizeof x->key);
+  x->key = *key;
   x->patch = patch ? json_deep_copy(patch) : NULL;
   x->ret = ret ? json_deep_copy(ret) : NULL;
   memo_ent *old = NULL;

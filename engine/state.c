@@ -60,6 +60,15 @@ const json_t *theus__json_at(const json_t *root, const char *path) {
   return v;
 }
 
+const json_t *theus__json_at_pattern(const json_t *root, const char *pattern) {
+  const char *star = strstr(pattern, ".*");
+  if (!star)
+    return theus__json_at(root, pattern);
+  char path[512];
+  snprintf(path, sizeof path, "%.*s", (int)(star - pattern), pattern);
+  return theus__json_at(root, path);
+}
+
 /* ---- version word ------------------------------------------------------- */
 
 static void vword_publish(theus_engine *e, uint64_t v) {
