@@ -11,11 +11,19 @@
  * bug in signature/crashes-known/ is open (bindings such as "heavy.a.b.len"
  * or "domain.a..b" are accepted); set it to 1 once the bindings are checked
  * like contract paths.
+ *
+ * SKIP_SHORT_OUTPUTS is 1 while the out-of-bounds read of
+ * signature/crashes-known/short_output_overread is open (check_outputs
+ * compares output + 6 before checking the "heavy." prefix): outputs shorter
+ * than "heavy." are left out so fuzzing can go on; set it to 0 once fixed.
  */
 #include "ffi.h"
 #include "fuzz_util.h"
 
 #define MAX_LINES 40
+#ifndef SKIP_SHORT_OUTPUTS
+#define SKIP_SHORT_OUTPUTS 1
+#endif
 #ifndef CHECK_INPUT_PATHS
 #define CHECK_INPUT_PATHS 0
 #endif
@@ -33,8 +41,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!nl && !*line && sig) break; /* the text ends with a newline */
     if (!sig)
       sig = line;
-    else if (line[0] == '>' && nouts < MAX_LINES)
-      outs[nouts++] = line + 1 + (line[1] == ' ');
+    else if (line[0] == '>' && nouts < MAX_LINES) {
+      const char *o = line + 1 + (line[1] == ' ');
+      if (!SKIP_SHORT_OUTPUTS || strlen(o) >= 6) outs[nouts++] = o;
+    }
     else if (line[0] != '>' && nargs < MAX_LINES)
       args[nargs++] = line;
     line = nl ? nl + 1 : NULL;
