@@ -11,8 +11,9 @@
 
 static theus_arena *open_arena(void) {
   theus_arena *a;
-  if (theus_arena_open(&a, NULL) != 0) {
-    fprintf(stderr, "theus-bench arena: cannot open an arena\n");
+  if (theus_arena_open(NULL, &a) != 0) {
+    fprintf(stderr, "theus-bench arena: cannot open an arena: %s\n", theus_arena_errmsg(a));
+    theus_arena_close(a);
     return NULL;
   }
   return a;

@@ -13,6 +13,7 @@ static const struct {
   {"dispatch", theus_bench_dispatch, "worker round trip vs spin/futex floors, batching, hand-off"},
   {"engine", theus_bench_engine, "engine step, CAS rate, map speed-up"},
   {"twin", theus_bench_twin, "twin read_at bandwidth vs memcpy, epoch wake-up"},
+  {"kmeans", theus_bench_kmeans, "k-means example pipeline, 1 and 2 workers, vs a plain C loop"},
 };
 
 static void usage(FILE *f) {

@@ -38,7 +38,7 @@
 
 typedef struct bench_ctx {
   theus_arena *arena;
-  theus_twin *twin;
+  theus_twin_writer *twin;
   theus_twin_reader *reader;
   const void *plain; /* a 1 MiB arena array: the memcpy baseline's source */
   void *dest;
@@ -67,9 +67,9 @@ static void *writer_1khz(void *p) {
   clock_gettime(CLOCK_MONOTONIC, &next);
   while (!atomic_load(&c->stop)) {
     void *back = NULL;
-    if (theus_twin_write_begin(c->twin, THEUS_TWIN_DISCARD, &back) != 0) break;
-    memset(back, (int)(theus_twin_published(c->twin) & 0xff), MIB);
-    theus_twin_publish(c->twin, NULL);
+    if (theus_twin_writer_begin(c->twin, THEUS_TWIN_DISCARD, &back) != 0) break;
+    memset(back, (int)(theus_twin_writer_epoch(c->twin) & 0xff), MIB);
+    theus_twin_writer_publish(c->twin, NULL);
     next.tv_nsec += 1000000;
     if (next.tv_nsec >= 1000000000) {
       next.tv_nsec -= 1000000000;
@@ -97,7 +97,7 @@ static double copy_round(bench_ctx *c, int how) {
       memcpy(c->dest, c->plain, MIB);
     } else if (how == COPY_ATOMIC) {
       atomic_word_copy(c->dest, c->plain, MIB);
-    } else if (theus_twin_read_at(c->reader, 0, c->dest, MIB, NULL) != 0) {
+    } else if (theus_twin_reader_read_at(c->reader, 0, c->dest, MIB, NULL) != 0) {
       fprintf(stderr, "twin bench: %s\n", theus_twin_reader_errmsg(c->reader));
       return -1;
     }
@@ -130,7 +130,7 @@ static int bench_bandwidth(bench_ctx *c) {
   bench_report("twin_read_at_GBps", bench_median(twin, ROUNDS), "GB/s");
   bench_report("ratio_twin_vs_memcpy", bench_median(ratio, ROUNDS), "x");
   bench_report("atomic_word_copy_GBps", bench_median(atom, ROUNDS), "GB/s");
-  bench_report("twin_writer_epochs", (double)theus_twin_published(c->twin), "publishes");
+  bench_report("twin_writer_epochs", (double)theus_twin_writer_epoch(c->twin), "publishes");
   bench_report("twin_read_at_retries", (double)st.retries, "retries");
   return 0;
 }
@@ -148,14 +148,14 @@ static int floor_child(atomic_uint *ping, atomic_uint *pong) {
 
 /* Child of the twin ping-pong: reads region a through a read-only
  * attachment, answers each epoch by publishing region b. */
-static int twin_child(int ro_fd, theus_handle ha, theus_twin *b) {
+static int twin_child(int ro_fd, theus_handle ha, theus_twin_writer *b) {
   theus_arena *ro = NULL;
   theus_twin_reader *ra = NULL;
-  if (theus_arena_attach_ro(&ro, ro_fd) != 0 || theus_twin_open(ro, ha, &ra) != 0) return 1;
+  if (theus_arena_open_ro(ro_fd, &ro) != 0 || theus_twin_reader_open(ro, ha, &ra) != 0) return 1;
   uint64_t seen = 0;
   for (unsigned i = 0; i < PINGS; i++) {
-    if (theus_twin_wait_epoch(ra, seen, 10000, &seen) != 0) return 2;
-    theus_twin_publish(b, NULL);
+    if (theus_twin_reader_wait_epoch(ra, seen, 10000, &seen) != 0) return 2;
+    theus_twin_writer_publish(b, NULL);
   }
   theus_twin_reader_close(ra);
   theus_arena_close(ro);
@@ -200,28 +200,28 @@ static int bench_futex_floor(bench_ctx *c, double *samples) {
 }
 
 static int bench_twin_pingpong(bench_ctx *c, double *samples) {
-  theus_twin *a = NULL, *b = NULL;
+  theus_twin_writer *a = NULL, *b = NULL;
   theus_twin_reader *rb = NULL;
   int rc = -1;
-  if (theus_twin_create(c->arena, 64, &a) != 0) return -1;
-  if (theus_twin_create(c->arena, 64, &b) != 0) goto out_a;
-  if (theus_twin_open(c->arena, theus_twin_handle(b), &rb) != 0) goto out_b;
+  if (theus_twin_writer_open(c->arena, 64, &a) != 0) return -1;
+  if (theus_twin_writer_open(c->arena, 64, &b) != 0) goto out_a;
+  if (theus_twin_reader_open(c->arena, theus_twin_writer_handle(b), &rb) != 0) goto out_b;
   pid_t pid = fork_child();
-  if (pid == 0) _exit(twin_child(theus_arena_ro_fd(c->arena), theus_twin_handle(a), b));
+  if (pid == 0) _exit(twin_child(theus_arena_ro_fd(c->arena), theus_twin_writer_handle(a), b));
   uint64_t seen = 0;
   rc = 0;
   for (unsigned i = 0; i < PINGS && rc == 0; i++) {
     uint64_t t0 = bench_now_ns();
-    theus_twin_publish(a, NULL);
-    rc = theus_twin_wait_epoch(rb, seen, 10000, &seen);
+    theus_twin_writer_publish(a, NULL);
+    rc = theus_twin_reader_wait_epoch(rb, seen, 10000, &seen);
     samples[i] = (double)(bench_now_ns() - t0);
   }
   if (reap(pid) != 0) rc = -1;
   theus_twin_reader_close(rb);
 out_b:
-  theus_twin_destroy(b);
+  theus_twin_writer_close(b, 1);
 out_a:
-  theus_twin_destroy(a);
+  theus_twin_writer_close(a, 1);
   return rc;
 }
 
@@ -229,17 +229,17 @@ out_a:
 
 static int bench_publish(bench_ctx *c) {
   enum { N = 200000 };
-  theus_twin *t = NULL;
+  theus_twin_writer *t = NULL;
   theus_handle h = 0;
   atomic_uint *w = NULL;
-  if (theus_twin_create(c->arena, 64, &t) != 0) return -1;
+  if (theus_twin_writer_open(c->arena, 64, &t) != 0) return -1;
   uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < N; i++) {
-    theus_twin_write(t, 0, &i, sizeof i);
-    theus_twin_publish(t, NULL);
+    theus_twin_writer_write(t, 0, &i, sizeof i);
+    theus_twin_writer_publish(t, NULL);
   }
   double publish_ns = (double)(bench_now_ns() - t0) / N;
-  theus_twin_destroy(t);
+  theus_twin_writer_close(t, 1);
   if (theus_arena_alloc(c->arena, 64, &h, (void **)&w) != 0) return -1;
   t0 = bench_now_ns();
   for (int i = 0; i < N; i++) futex_op(w, FUTEX_WAKE, INT_MAX);
@@ -264,9 +264,9 @@ static int bench_latency(bench_ctx *c) {
 static int bench_setup(bench_ctx *c) {
   void *plain = NULL;
   theus_handle h = 0;
-  if (theus_arena_open(&c->arena, NULL) != 0) return -1;
-  if (theus_twin_create(c->arena, MIB, &c->twin) != 0) return -1;
-  if (theus_twin_open(c->arena, theus_twin_handle(c->twin), &c->reader) != 0) return -1;
+  if (theus_arena_open(NULL, &c->arena) != 0) return -1;
+  if (theus_twin_writer_open(c->arena, MIB, &c->twin) != 0) return -1;
+  if (theus_twin_reader_open(c->arena, theus_twin_writer_handle(c->twin), &c->reader) != 0) return -1;
   if (theus_arena_alloc(c->arena, MIB, &h, &plain) != 0) return -1;
   memset(plain, 0x5a, MIB);
   c->plain = plain;
@@ -291,7 +291,7 @@ int theus_bench_twin(int argc, char **argv) {
 out:
   free(c.dest);
   theus_twin_reader_close(c.reader);
-  theus_twin_destroy(c.twin);
+  theus_twin_writer_close(c.twin, 1);
   theus_arena_close(c.arena); /* frees the baseline array with the arena */
   return rc ? 1 : 0;
 }

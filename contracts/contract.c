@@ -8,31 +8,21 @@
 
 #define fail theus__errf
 
-int theus__errf(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
-
-size_t theus__strv_len(const char *const *v) {
+static size_t strv_len(const char *const *v) {
   size_t n = 0;
   while (v && v[n])
     n++;
   return n;
 }
 
-int theus__strv_covers(const char *const *patterns, const char *path) {
+int theus_path_list_covers(const char *const *patterns, const char *path) {
   for (size_t i = 0; patterns && patterns[i]; i++)
     if (theus_path_covers(patterns[i], path))
       return 1;
   return 0;
 }
 
-int theus__strv_has(const char *const *v, const char *name) {
+int theus_name_list_has(const char *const *v, const char *name) {
   for (size_t i = 0; v && v[i]; i++)
     if (!strcmp(v[i], name))
       return 1;
@@ -91,6 +81,14 @@ static int check(const theus_contract *c, int need_fn, char *err, size_t errlen)
     return fail(err, errlen, THEUS_EINVAL, "contract '%s': fn is NULL; give the process function", c->name);
   if (c->semantic != THEUS_PURE && c->semantic != THEUS_EFFECT)
     return fail(err, errlen, THEUS_EINVAL, "contract '%s': semantic must be pure or effect", c->name);
+  if (c->sandbox != THEUS_SANDBOX_DEFAULT && c->sandbox != THEUS_SANDBOX_ON && c->sandbox != THEUS_SANDBOX_OFF)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': sandbox must be THEUS_SANDBOX_DEFAULT, _ON or _OFF (is %d)",
+                c->name, (int)c->sandbox);
+  if (c->sandbox == THEUS_SANDBOX_ON && !c->parallel)
+    return fail(err, errlen, THEUS_EINVAL,
+                "contract '%s': sandbox on: only parallel processes run sandboxed (a local process runs inside "
+                "the host); set parallel true or drop sandbox",
+                c->name);
   if (c->parallel && c->semantic == THEUS_EFFECT)
     return fail(err, errlen, THEUS_EINVAL,
                 "contract '%s': parallel: an effect process always runs locally; "
@@ -125,7 +123,7 @@ static size_t strv_bytes(const char *const *v) {
 }
 
 static const char *const *strv_copy(const char *const *v, char **cursor) {
-  size_t n = theus__strv_len(v);
+  size_t n = strv_len(v);
   const char **out = (const char **)(void *)*cursor;
   *cursor += (n + 1) * sizeof(char *);
   for (size_t i = 0; i < n; i++) {
@@ -142,7 +140,13 @@ static const char *const *strv_copy(const char *const *v, char **cursor) {
   return out;
 }
 
-theus_contract *theus__contract_dup(const theus_contract *c) {
+int theus_contract_sandboxed(const theus_contract *c) {
+  return c && c->parallel && c->sandbox != THEUS_SANDBOX_OFF;
+}
+
+theus_contract *theus_contract_copy(const theus_contract *c) {
+  if (!c || !c->name)
+    return NULL;
   size_t sz = sizeof *c + strlen(c->name) + 1 + 4 * sizeof(char *) + strv_bytes(c->inputs) +
               strv_bytes(c->outputs) + strv_bytes(c->errors) + 3 * sizeof(char *);
   theus_contract *d = malloc(sz);
@@ -158,7 +162,8 @@ theus_contract *theus__contract_dup(const theus_contract *c) {
   return d;
 }
 
-void theus__contract_free(theus_contract *c) { free(c); }
+/* The copy is one block (see above), so one free releases every string. */
+void theus_contract_release(theus_contract *c) { free(c); }
 
 /* ---- JSON form --------------------------------------------------------- */
 
@@ -166,6 +171,8 @@ struct theus_contract_doc {
   theus_contract c;
   json_t *json;                /* owns the strings c points to */
   const char **lists[3];       /* inputs, outputs, errors */
+  int rc;                      /* 0, or why the parse failed (msg) */
+  char msg[768];
 };
 
 /* line:col of the first occurrence of "key" in text, for messages. */
@@ -239,20 +246,22 @@ static int parse_scalars(const parse_ctx *pc, const json_t *obj, theus_contract 
     c->semantic = !strcmp(s, "effect") ? THEUS_EFFECT : THEUS_PURE;
   }
   if ((v = json_object_get(obj, "timeout_ms"))) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > UINT32_MAX)
-      return field_err(pc, "timeout_ms", "must be an integer in 0..4294967295");
-    c->timeout_ms = (uint32_t)json_integer_value(v);
+    if (!json_is_integer(v) || json_integer_value(v) < -1)
+      return field_err(pc, "timeout_ms", "must be an integer: milliseconds, 0 = the engine default, -1 = none");
+    c->timeout_ms = (int64_t)json_integer_value(v);
+  }
+  if ((v = json_object_get(obj, "sandbox"))) {
+    const char *s = json_string_value(v);
+    if (!s || (strcmp(s, "default") && strcmp(s, "on") && strcmp(s, "off")))
+      return field_err(pc, "sandbox", "must be \"default\", \"on\" or \"off\"");
+    c->sandbox = !strcmp(s, "on") ? THEUS_SANDBOX_ON : !strcmp(s, "off") ? THEUS_SANDBOX_OFF : THEUS_SANDBOX_DEFAULT;
   }
   return 0;
 }
 
+/* Fills d from obj (reference stolen); on failure d keeps the message. */
 static int doc_build(const parse_ctx *pc, json_t *obj, theus_fn_resolver resolver, void *ud,
-                     theus_contract_doc **out) {
-  theus_contract_doc *d = calloc(1, sizeof *d);
-  if (!d) {
-    json_decref(obj);
-    return THEUS_ENOMEM;
-  }
+                     theus_contract_doc *d) {
   d->json = obj;
   int rc = THEUS_EPARSE;
   if (!json_is_object(obj)) {
@@ -281,40 +290,62 @@ static int doc_build(const parse_ctx *pc, json_t *obj, theus_fn_resolver resolve
   }
   if ((rc = check(&d->c, resolver != NULL, pc->err, pc->errlen)))
     goto fail;
-  *out = d;
   return 0;
 fail:
-  theus_contract_doc_free(d);
   return rc;
 }
 
+/* A new document that carries the message of whatever fails next. */
+static theus_contract_doc *doc_new(theus_contract_doc **out, parse_ctx *pc) {
+  theus_contract_doc *d = out ? calloc(1, sizeof *d) : NULL;
+  if (out)
+    *out = d;
+  if (d) {
+    pc->err = d->msg;
+    pc->errlen = sizeof d->msg;
+  }
+  return d;
+}
+
 int theus_contract_parse(const char *text, const char *source, theus_fn_resolver resolver, void *ud,
-                         theus_contract_doc **out, char *err, size_t errlen) {
-  parse_ctx pc = {text, source ? source : "<contract>", err, errlen};
-  *out = NULL;
-  if (!text)
-    return fail(err, errlen, THEUS_EINVAL, "%s: no text", pc.source);
+                         theus_contract_doc **out) {
+  parse_ctx pc = {text, source ? source : "<contract>", NULL, 0};
+  theus_contract_doc *d = doc_new(out, &pc);
+  if (!d)
+    return out ? THEUS_ENOMEM : THEUS_EINVAL;
   json_error_t je;
-  json_t *obj = json_loads(text, JSON_REJECT_DUPLICATES, &je);
-  if (!obj)
-    return fail(err, errlen, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
-  return doc_build(&pc, obj, resolver, ud, out);
+  json_t *obj = text ? json_loads(text, JSON_REJECT_DUPLICATES, &je) : NULL;
+  if (!text)
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no text", pc.source);
+  else if (!obj)
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
+  else
+    d->rc = doc_build(&pc, obj, resolver, ud, d);
+  return d->rc;
 }
 
 int theus_contract_from_json(const json_t *obj, const char *source, theus_fn_resolver resolver, void *ud,
-                             theus_contract_doc **out, char *err, size_t errlen) {
-  parse_ctx pc = {NULL, source ? source : "<contract>", err, errlen};
-  *out = NULL;
+                             theus_contract_doc **out) {
+  parse_ctx pc = {NULL, source ? source : "<contract>", NULL, 0};
+  theus_contract_doc *d = doc_new(out, &pc);
+  if (!d)
+    return out ? THEUS_ENOMEM : THEUS_EINVAL;
   if (!obj)
-    return fail(err, errlen, THEUS_EINVAL, "%s: no JSON object", pc.source);
-  return doc_build(&pc, json_incref((json_t *)obj), resolver, ud, out);
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no JSON object", pc.source);
+  else
+    d->rc = doc_build(&pc, json_incref((json_t *)obj), resolver, ud, d);
+  return d->rc;
 }
 
-theus_contract *theus_contract_doc_get(theus_contract_doc *d) { return d ? &d->c : NULL; }
+const char *theus_contract_doc_errmsg(const theus_contract_doc *d) {
+  return d ? d->msg : "theus_contract_doc_errmsg: no document (out of memory)";
+}
 
-const json_t *theus_contract_doc_json(const theus_contract_doc *d) { return d ? d->json : NULL; }
+theus_contract *theus_contract_doc_get(theus_contract_doc *d) { return d && !d->rc ? &d->c : NULL; }
 
-void theus_contract_doc_free(theus_contract_doc *d) {
+const json_t *theus_contract_doc_json(const theus_contract_doc *d) { return d && !d->rc ? d->json : NULL; }
+
+void theus_contract_doc_release(theus_contract_doc *d) {
   if (!d)
     return;
   for (int i = 0; i < 3; i++)
@@ -333,8 +364,9 @@ static json_t *strv_json(const char *const *v) {
 json_t *theus_contract_to_json(const theus_contract *c) {
   if (!c)
     return NULL;
-  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I}", "name", c->name, "inputs", strv_json(c->inputs),
+  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I, s:s}", "name", c->name, "inputs", strv_json(c->inputs),
                    "outputs", strv_json(c->outputs), "parallel", c->parallel, "semantic",
                    c->semantic == THEUS_EFFECT ? "effect" : "pure", "errors", strv_json(c->errors),
-                   "timeout_ms", (json_int_t)c->timeout_ms);
+                   "timeout_ms", (json_int_t)c->timeout_ms, "sandbox",
+                   c->sandbox == THEUS_SANDBOX_ON ? "on" : c->sandbox == THEUS_SANDBOX_OFF ? "off" : "default");
 }

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../contracts/contract_internal.h"
 #include "engine_internal.h"
 
 /* Records the first failure of the run; later ones keep the first cause. */
@@ -64,12 +63,14 @@ static int heavy_declared(theus_ctx *ctx, const char *key, const char *what) {
  * from (the owner's, or the worker's read-only attachment). */
 static int heavy_handle(theus_ctx *ctx, const char *key, const theus_arena **a, theus_handle *h) {
   if (ctx->task) {
-    const json_t *idx = json_object_get(ctx->task_heavy, key);
-    if (!json_is_integer(idx))
-      return THEUS_ENOTFOUND;
-    *a = theus_task_arena(ctx->task);
-    *h = theus_task_handle(ctx->task, (unsigned)json_integer_value(idx));
-    return 0;
+    const char *k = ctx->task_keys;
+    for (uint32_t i = 0; i < ctx->task_nkeys; i++, k += strlen(k) + 1)
+      if (!strcmp(k, key)) {
+        *a = theus_task_arena(ctx->task);
+        *h = theus_task_handle(ctx->task, i);
+        return 0;
+      }
+    return THEUS_ENOTFOUND;
   }
   const theus__hbind *b = theus__snap_find(ctx->snap, key);
   if (!b)
@@ -105,7 +106,7 @@ static int ctx_live_reader(theus_ctx *ctx, const char *key, theus_twin_reader **
     }
   if (ctx->nlive == THEUS_POOL_MAX_HANDLES) /* more keys than slots: recycle the last one */
     theus_twin_reader_close(ctx->live[--ctx->nlive].r);
-  if ((rc = theus_twin_open(a, h, out)))
+  if ((rc = theus_twin_reader_open(a, h, out)))
     return rc;
   ctx->live[ctx->nlive].h = h;
   ctx->live[ctx->nlive++].r = *out;
@@ -115,13 +116,13 @@ static int ctx_live_reader(theus_ctx *ctx, const char *key, theus_twin_reader **
 int theus_ctx_live_read(theus_ctx *ctx, const char *key, size_t offset, void *dest, size_t len, uint64_t *epoch) {
   theus_twin_reader *r;
   int rc = ctx_live_reader(ctx, key, &r);
-  return rc ? rc : theus_twin_read_at(r, offset, dest, len, epoch);
+  return rc ? rc : theus_twin_reader_read_at(r, offset, dest, len, epoch);
 }
 
-int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int timeout_ms, uint64_t *now) {
+int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   theus_twin_reader *r;
   int rc = ctx_live_reader(ctx, key, &r);
-  return rc ? rc : theus_twin_wait_epoch(r, seen, timeout_ms, now);
+  return rc ? rc : theus_twin_reader_wait_epoch(r, seen, timeout_ms, now);
 }
 
 int theus_ctx_live_size(theus_ctx *ctx, const char *key, size_t *nbytes) {

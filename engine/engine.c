@@ -3,23 +3,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
-#include "../contracts/contract_internal.h"
 #include "engine_internal.h"
+
+_Static_assert(THEUS_ENGINE_MAX_WORKERS == THEUS_POOL_MAX_WORKERS,
+               "the engine restates the pool's worker limit");
 
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  pthread_mutex_lock(&e->msg_lock);
-  vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
-  pthread_mutex_unlock(&e->msg_lock);
+  theus__err_vset(&e->err, code, fmt, ap);
   va_end(ap);
   return code;
 }
 
-const char *theus_engine_errmsg(const theus_engine *e) { return e ? e->errmsg : "engine is NULL"; }
+const char *theus_engine_errmsg(const theus_engine *e) { return e ? theus__err_msg(&e->err) : "engine is NULL"; }
 
 theus_arena *theus_engine_arena(theus_engine *e) { return e->arena; }
 
@@ -29,26 +28,44 @@ void theus_engine_config_init(theus_engine_config *cfg) {
   cfg->max_retries = 64;
 }
 
+/* The worker registry: mapped before the pool forks (see engine_internal.h).
+ * MAP_NORESERVE: pages cost memory only once entries are written. */
+static int map_registry(theus_engine *e) {
+  size_t size = sizeof(theus__registry) + THEUS__REG_MAX * sizeof(theus__regent);
+  void *m = NULL;
+  if (theus__os_map_anon(size, &m))
+    return theus__eset(e, THEUS_ENOMEM, "engine open: mmap of the %zu-byte worker registry failed", size);
+  e->reg = m;
+  e->reg->cap = THEUS__REG_MAX;
+  e->reg->size = size;
+  return 0;
+}
+
 static int start_pool(theus_engine *e) {
   if (e->cfg.workers < 0)
     return 0;
+  int rc = map_registry(e);
+  if (rc)
+    return rc;
   theus_pool_config pc;
   theus_pool_config_init(&pc);
   if (e->cfg.workers > 0)
     pc.nworkers = (unsigned)e->cfg.workers;
   pc.arena = e->arena;
+  pc.task_context = e->reg;
+  pc.task_context_size = e->reg->size;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
-  int rc = theus_pool_start(&e->pool, &pc);
+  rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
-    theus_pool_stop(e->pool, 1);
+    theus_pool_close(e->pool, 1);
     e->pool = NULL;
   }
   return rc;
 }
 
-int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
+int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
   *out = NULL;
   theus_engine *e = calloc(1, sizeof *e);
   if (!e)
@@ -63,13 +80,18 @@ int theus_engine_open(theus_engine **out, const theus_engine_config *cfg) {
   e->cfg.arena = NULL;
   e->vfd = -1;
   pthread_mutex_init(&e->state_lock, NULL);
-  pthread_mutex_init(&e->msg_lock, NULL);
+  theus__err_init(&e->err);
   pthread_mutex_init(&e->jobs_lock, NULL);
   pthread_cond_init(&e->jobs_cv, NULL);
+  pthread_cond_init(&e->exec_q.cv, NULL);
+  pthread_cond_init(&e->reap_q.cv, NULL);
+  pthread_cond_init(&e->defer_q.cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
-  int rc = theus_arena_open(&e->arena, cfg ? cfg->arena : NULL);
+  int rc = theus_arena_open(cfg ? cfg->arena : NULL, &e->arena);
   if (rc) {
-    theus__eset(e, rc, "engine open: arena: %s", theus_strerror(rc));
+    theus__eset(e, rc, "engine open: arena: %s", e->arena ? theus_arena_errmsg(e->arena) : theus_strerror(rc));
+    theus_arena_close(e->arena);
+    e->arena = NULL;
     goto fail;
   }
   if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)))
@@ -84,16 +106,16 @@ fail:
 void theus_engine_close(theus_engine *e) {
   if (!e)
     return;
-  pthread_mutex_lock(&e->jobs_lock);
-  while (e->jobs_running)
-    pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
-  pthread_mutex_unlock(&e->jobs_lock);
-  theus_pool_stop(e->pool, 1);
+  theus__jobs_fini(e);
+  theus_pool_close(e->pool, 1);
+  if (e->reg)
+    theus__os_unmap(e->reg, e->reg->size);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
-    theus__contract_free(e->procs[i]);
+    theus_contract_release(e->procs[i]);
   free(e->procs);
+  free(e->regidx);
   while (e->reducers) {
     theus__reducer *r = e->reducers;
     e->reducers = r->next;
@@ -101,19 +123,96 @@ void theus_engine_close(theus_engine *e) {
   }
   pthread_rwlock_destroy(&e->reg_lock);
   pthread_cond_destroy(&e->jobs_cv);
+  pthread_cond_destroy(&e->exec_q.cv);
+  pthread_cond_destroy(&e->reap_q.cv);
+  pthread_cond_destroy(&e->defer_q.cv);
   pthread_mutex_destroy(&e->jobs_lock);
-  pthread_mutex_destroy(&e->msg_lock);
+  theus__err_fini(&e->err);
   pthread_mutex_destroy(&e->state_lock);
   free(e);
 }
 
 /* ---- registry ------------------------------------------------------------ */
 
-static theus_contract *find_proc(theus_engine *e, const char *name) {
+static theus_contract *find_proc_at(theus_engine *e, const char *name, size_t *at) {
   for (size_t i = 0; i < e->nprocs; i++)
-    if (!strcmp(e->procs[i]->name, name))
+    if (!strcmp(e->procs[i]->name, name)) {
+      if (at)
+        *at = i;
       return e->procs[i];
+    }
   return NULL;
+}
+
+static theus_contract *find_proc(theus_engine *e, const char *name) { return find_proc_at(e, name, NULL); }
+
+const theus_contract *theus__proc_find(theus_engine *e, const char *name, int32_t *regidx) {
+  size_t at = 0;
+  pthread_rwlock_rdlock(&e->reg_lock);
+  const theus_contract *c = name ? find_proc_at(e, name, &at) : NULL;
+  *regidx = c ? e->regidx[at] : -1;
+  pthread_rwlock_unlock(&e->reg_lock);
+  return c;
+}
+
+/* Copies a string vector into the entry's blob and pointer table. */
+static void reg_strv(theus__regent *r, const char *const *v, size_t *ns, size_t *nb) {
+  for (size_t i = 0; v && v[i]; i++) {
+    size_t l = strlen(v[i]) + 1;
+    memcpy(r->blob + *nb, v[i], l);
+    r->strv[(*ns)++] = r->blob + *nb;
+    *nb += l;
+  }
+  r->strv[(*ns)++] = NULL;
+}
+
+static size_t strv_count(const char *const *v, size_t *bytes) {
+  size_t n = 0;
+  for (; v && v[n]; n++)
+    *bytes += strlen(v[n]) + 1;
+  return n;
+}
+
+/* Checks the registry limits for c (before anything is changed). */
+static int reg_fits(theus_engine *e, const theus_contract *c) {
+  size_t bytes = strlen(c->name) + 1;
+  size_t n = strv_count(c->inputs, &bytes) + strv_count(c->outputs, &bytes) + strv_count(c->errors, &bytes);
+  if (n > THEUS__REG_STRINGS || bytes > THEUS__REG_BLOB)
+    return theus__eset(e, THEUS_ELIMIT, "register: contract '%s': a parallel process travels to the workers with at "
+                       "most %u inputs+outputs+errors of %u bytes in all (name included); this one has %zu of %zu "
+                       "bytes: use wildcard patterns or shorter paths", c->name, THEUS__REG_STRINGS,
+                       THEUS__REG_BLOB, n, bytes);
+  if (atomic_load_explicit(&e->reg->count, memory_order_relaxed) >= e->reg->cap)
+    return theus__eset(e, THEUS_ELIMIT, "register: contract '%s': the engine already has %u parallel processes, the "
+                       "limit of its worker registry", c->name, e->reg->cap);
+  return 0;
+}
+
+/* Appends c to the worker registry (under the write lock: one appender). */
+static int32_t reg_append(theus_engine *e, const theus_contract *c) {
+  uint32_t i = atomic_load_explicit(&e->reg->count, memory_order_relaxed);
+  theus__regent *r = &e->reg->ent[i];
+  size_t ns = 0, nb = strlen(c->name) + 1;
+  memset(&r->c, 0, sizeof r->c);
+  memcpy(r->blob, c->name, nb);
+  r->c.name = r->blob;
+  r->c.fn = c->fn;
+  r->c.userdata = c->userdata;
+  r->c.parallel = 1;
+  r->c.semantic = c->semantic;
+  r->c.timeout_ms = c->timeout_ms;
+  r->c.inputs = &r->strv[ns];
+  reg_strv(r, c->inputs, &ns, &nb);
+  r->c.outputs = &r->strv[ns];
+  reg_strv(r, c->outputs, &ns, &nb);
+  r->c.errors = &r->strv[ns];
+  reg_strv(r, c->errors, &ns, &nb);
+  r->has_domain_inputs = 0;
+  for (size_t k = 0; c->inputs && c->inputs[k]; k++)
+    if (!strncmp(c->inputs[k], "domain.", 7))
+      r->has_domain_inputs = 1;
+  atomic_store_explicit(&e->reg->count, i + 1, memory_order_release);
+  return (int32_t)i;
 }
 
 int theus_engine_register(theus_engine *e, const theus_contract *c) {
@@ -127,9 +226,10 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
     return theus__eset(e, THEUS_EINVAL, "register: contract '%s': fn: the function is not in the program image the "
                        "workers were forked from; load the plugin that defines it before theus_engine_open",
                        c->name);
-  theus_contract *d = theus__contract_dup(c);
+  theus_contract *d = theus_contract_copy(c);
   if (!d)
     return theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
+  int remote = c->parallel && e->pool;
   pthread_rwlock_wrlock(&e->reg_lock);
   if (find_proc(e, c->name)) {
     rc = theus__eset(e, THEUS_EEXIST, "register: contract '%s': name: a process with this name is already "
@@ -137,30 +237,39 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
   } else if (e->nprocs == e->capprocs) {
     size_t nc = e->capprocs ? e->capprocs * 2 : 16;
     theus_contract **np = realloc(e->procs, nc * sizeof *np);
-    if (!np)
+    if (np)
+      e->procs = np;
+    int32_t *ni = np ? realloc(e->regidx, nc * sizeof *ni) : NULL;
+    if (!ni)
       rc = theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
     else {
-      e->procs = np;
+      e->regidx = ni;
       e->capprocs = nc;
     }
   }
-  if (!rc)
+  if (!rc && remote)
+    rc = reg_fits(e, c);
+  if (!rc) {
+    e->regidx[e->nprocs] = remote ? reg_append(e, c) : -1;
     e->procs[e->nprocs++] = d;
+  }
   pthread_rwlock_unlock(&e->reg_lock);
   if (rc)
-    theus__contract_free(d);
+    theus_contract_release(d);
   return rc;
 }
 
 int theus_engine_register_json(theus_engine *e, const char *text, const char *source, theus_fn_resolver resolver,
                                void *ud) {
-  char why[512];
   theus_contract_doc *d = NULL;
-  int rc = theus_contract_parse(text, source, resolver, ud, &d, why, sizeof why);
-  if (rc)
-    return theus__eset(e, rc, "register: %s", why);
+  int rc = theus_contract_parse(text, source, resolver, ud, &d);
+  if (rc) {
+    rc = theus__eset(e, rc, "register: %s", theus_contract_doc_errmsg(d));
+    theus_contract_doc_release(d);
+    return rc;
+  }
   rc = theus_engine_register(e, theus_contract_doc_get(d));
-  theus_contract_doc_free(d);
+  theus_contract_doc_release(d);
   return rc;
 }
 
@@ -294,7 +403,7 @@ void theus_snapshot_release(theus_snapshot *s) { theus__snap_put(s); }
 
 /* ---- version waits ------------------------------------------------------- */
 
-int theus_engine_wait_version(theus_engine *e, uint64_t seen, int timeout_ms, uint64_t *now) {
+int theus_engine_wait_version(theus_engine *e, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   return theus__vword_wait(e->vword, seen, timeout_ms, now);
 }
 
@@ -304,15 +413,16 @@ struct theus_version_watch {
   const theus__vword *w;
 };
 
-int theus_version_watch_open(theus_version_watch **out, int fd) {
+int theus_version_watch_open(int fd, theus_version_watch **out) {
   *out = NULL;
   theus_version_watch *w = malloc(sizeof *w);
   if (!w)
     return THEUS_ENOMEM;
-  void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
-  if (m == MAP_FAILED) {
+  void *m = NULL;
+  int rc = theus__os_map(fd, theus__os_page_size(), 0, &m);
+  if (rc) {
     free(w);
-    return THEUS_ESYS;
+    return rc;
   }
   w->w = m;
   *out = w;
@@ -323,14 +433,14 @@ uint64_t theus_version_watch_current(const theus_version_watch *w) {
   return atomic_load_explicit(&w->w->version, memory_order_acquire);
 }
 
-int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int timeout_ms, uint64_t *now) {
+int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   return theus__vword_wait(w->w, seen, timeout_ms, now);
 }
 
 void theus_version_watch_close(theus_version_watch *w) {
   if (!w)
     return;
-  munmap((void *)w->w, 4096);
+  theus__os_unmap((void *)w->w, theus__os_page_size());
   free(w);
 }
 

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base.h"
 #include "theus/engine.h"
 #include "theus/pool.h"
 
@@ -48,7 +49,7 @@ typedef struct theus__draft {
  * one reference on the region besides the versions binding it. */
 typedef struct theus__live {
   struct theus__live *next;
-  theus_twin *twin;
+  theus_twin_writer *twin;
   theus__harr *arr;
   int ready; /* 0 while theus_engine_live_create is still binding it */
 } theus__live;
@@ -67,6 +68,37 @@ typedef struct theus__vword {
   _Atomic uint64_t version;
 } theus__vword;
 
+/* ---- the worker registry (docs/workers.md, "Task path") ----------------
+ * An anonymous MAP_SHARED table mapped in theus_engine_open before the pool
+ * forks, so every worker sees it at the same address. Append-only: entry i
+ * is written whole, then published by a release store of count; a worker
+ * reads count with acquire and uses entries below it. An entry's pointers
+ * point into the entry itself, hence are valid in every process. */
+#define THEUS__REG_MAX 1024u    /* parallel processes per engine */
+#define THEUS__REG_STRINGS 64u  /* inputs + outputs + errors of one parallel process */
+#define THEUS__REG_BLOB 3072u   /* bytes of its name and those strings, NULs included */
+
+typedef struct theus__regent {
+  theus_contract c;
+  uint32_t has_domain_inputs;
+  const char *strv[THEUS__REG_STRINGS + 3]; /* inputs, NULL, outputs, NULL, errors, NULL */
+  char blob[THEUS__REG_BLOB];
+} theus__regent;
+
+typedef struct theus__registry {
+  _Atomic uint32_t count;
+  uint32_t cap;
+  size_t size; /* bytes mapped */
+  theus__regent ent[];
+} theus__registry;
+
+typedef struct theus__jobq {
+  struct theus_job *head, *tail;
+  pthread_t th;
+  int started;
+  pthread_cond_t cv; /* under jobs_lock */
+} theus__jobq;
+
 struct theus_engine {
   theus_engine_config cfg;
   theus_arena *arena;
@@ -81,7 +113,9 @@ struct theus_engine {
 
   pthread_rwlock_t reg_lock;
   theus_contract **procs;
+  int32_t *regidx; /* per proc: its worker-registry index, or -1 */
   size_t nprocs, capprocs;
+  theus__registry *reg; /* NULL without a pool */
   theus__reducer *reducers;
 
   int vfd;
@@ -89,16 +123,29 @@ struct theus_engine {
 
   pthread_mutex_t jobs_lock;
   pthread_cond_t jobs_cv;
-  unsigned jobs_running;
+  unsigned jobs_running;      /* submitted, not finished */
+  struct theus_job *jobs_pool; /* jobs whose task sits in the pool (a list, for close) */
+  theus__jobq exec_q;          /* local jobs: one executor thread */
+  theus__jobq reap_q;          /* released unfinished pool jobs: one reaper thread */
+  theus__jobq defer_q;         /* pool jobs submitted while every ring was full */
+  int jobs_stop;
+  int jobs_closing; /* close is finishing jobs: signal jobs_cv on every change */
 
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
 
   atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
 
-  pthread_mutex_t msg_lock;
-  char errmsg[1024];
+  theus__err err;
 };
+
+
+/* The contract list checks under the short names the engine's files use;
+ * the logic is the contracts' public API. */
+static inline int theus__strv_covers(const char *const *patterns, const char *path) {
+  return theus_path_list_covers(patterns, path);
+}
+static inline int theus__strv_has(const char *const *v, const char *name) { return theus_name_list_has(v, name); }
 
 /* Records a message on the engine and returns code. */
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -116,12 +163,15 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                      void **data, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
-uint64_t theus__now_ns(void);
-int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now);
+int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
 int theus__patch_put(json_t *patch, const char *path, json_t *value);
 /* Closes every live region's writer and drops the engine's references. */
 void theus__live_fini(theus_engine *e);
+
+/* ---- engine.c ---- */
+/* The registered contract named name and its registry index (-1: none). */
+const theus_contract *theus__proc_find(theus_engine *e, const char *name, int32_t *regidx);
 
 /* ---- ctx.c ---- */
 struct theus_ctx {
@@ -131,7 +181,8 @@ struct theus_ctx {
   const json_t *args;
   const theus_snapshot *snap; /* local runs */
   theus_task *task;           /* worker runs */
-  const json_t *task_heavy;   /* worker: {key: handle index} */
+  const char *task_keys;      /* worker: NUL-separated heavy keys, one per task handle */
+  uint32_t task_nkeys;
   json_t *patch;              /* the domain merge patch being built */
   json_t *ret;
   json_t *heavy_out;          /* {key: true} drafts allocated by this run */
@@ -154,6 +205,9 @@ int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg
 
 /* ---- exec.c ---- */
 int theus__pool_task(theus_task *t);
+/* Finishes every job (close): waits for pool jobs nobody waits for, lets the
+ * executor and reaper drain, then joins them. */
+void theus__jobs_fini(theus_engine *e);
 
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */

@@ -1,5 +1,6 @@
-/* Built-in map reducers: sum, min, max (numbers, or objects of numbers key by
- * key) and concat (arrays concatenated, other values appended). */
+/* Built-in map reducers: sum, min, max (numbers; objects key by key; arrays
+ * element by element, nested to any depth) and concat (arrays concatenated,
+ * other values appended). */
 #include <string.h>
 
 #include "engine_internal.h"
@@ -15,10 +16,29 @@ static json_t *num_combine(const json_t *a, const json_t *b, int op) {
   return json_real(op == OP_SUM ? x + y : op == OP_MIN ? (x < y ? x : y) : (x > y ? x : y));
 }
 
-/* New value combining a and b; NULL if their shapes do not combine. */
+static json_t *combine(const json_t *a, const json_t *b, int op);
+
+/* Arrays combine element by element; they must have the same length. */
+static json_t *array_combine(const json_t *a, const json_t *b, int op) {
+  size_t n = json_array_size(a);
+  if (n != json_array_size(b))
+    return NULL;
+  json_t *out = json_array();
+  for (size_t i = 0; out && i < n; i++)
+    if (json_array_append_new(out, combine(json_array_get(a, i), json_array_get(b, i), op))) {
+      json_decref(out);
+      return NULL;
+    }
+  return out;
+}
+
+/* New value combining a and b; NULL if their shapes do not combine. The depth
+ * is bounded by the JSON parser's nesting limit for worker results. */
 static json_t *combine(const json_t *a, const json_t *b, int op) {
   if (json_is_number(a) && json_is_number(b))
     return num_combine(a, b, op);
+  if (json_is_array(a) && json_is_array(b))
+    return array_combine(a, b, op);
   if (!json_is_object(a) || !json_is_object(b))
     return NULL;
   json_t *out = json_deep_copy(a);
@@ -37,7 +57,7 @@ static json_t *combine(const json_t *a, const json_t *b, int op) {
 
 static json_t *reduce_op(json_t *acc, const json_t *item, int op) {
   if (!acc)
-    return json_is_number(item) || json_is_object(item) ? json_deep_copy(item) : NULL;
+    return json_is_number(item) || json_is_object(item) || json_is_array(item) ? json_deep_copy(item) : NULL;
   json_t *n = combine(acc, item, op);
   json_decref(acc);
   return n;
@@ -87,4 +107,9 @@ theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **u
     if (!strcmp(builtin[i].name, name))
       fn = builtin[i].fn;
   return fn;
+}
+
+int theus_engine_has_reducer(theus_engine *e, const char *name) {
+  void *ud;
+  return e && name && theus__reducer_find(e, name, &ud) != NULL;
 }

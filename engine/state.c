@@ -1,27 +1,16 @@
 /* Versioned state: immutable versions, heavy array lifetimes, CAS, drafts,
  * and the shared version word other processes wait on. */
 #include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "../contracts/contract_internal.h"
+#include "base.h"
 #include "engine_internal.h"
 
 #define msgf theus__errf
-
-uint64_t theus__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- arrays and versions ------------------------------------------------ */
 
@@ -76,11 +65,11 @@ const json_t *theus__json_at(const json_t *root, const char *path) {
 static void vword_publish(theus_engine *e, uint64_t v) {
   atomic_store_explicit(&e->vword->version, v, memory_order_release);
   atomic_store_explicit(&e->vword->seq, (uint32_t)v, memory_order_release);
-  syscall(SYS_futex, &e->vword->seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+  theus__futex_wake(&e->vword->seq);
 }
 
-int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint64_t *now) {
-  uint64_t deadline = timeout_ms < 0 ? 0 : theus__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
+  uint64_t deadline = theus__deadline_ns(theus__now_ns(), timeout_ms);
   for (;;) {
     uint32_t seq = atomic_load_explicit(&w->seq, memory_order_acquire);
     uint64_t v = atomic_load_explicit(&w->version, memory_order_acquire);
@@ -89,34 +78,28 @@ int theus__vword_wait(const theus__vword *w, uint64_t seen, int timeout_ms, uint
         *now = atomic_load_explicit(&w->version, memory_order_acquire);
       return 0;
     }
-    struct timespec ts, *tsp = NULL;
-    if (timeout_ms >= 0) {
+    int64_t left = -1; /* no limit */
+    if (deadline != UINT64_MAX) {
       uint64_t t = theus__now_ns();
       if (t >= deadline) {
         if (now)
           *now = v;
         return THEUS_ETIMEDOUT;
       }
-      ts.tv_sec = (time_t)((deadline - t) / 1000000000ull);
-      ts.tv_nsec = (long)((deadline - t) % 1000000000ull);
-      tsp = &ts;
+      left = deadline - t > INT64_MAX ? INT64_MAX : (int64_t)(deadline - t);
     }
-    syscall(SYS_futex, &w->seq, FUTEX_WAIT, (uint32_t)seen, tsp, NULL, 0);
+    theus__futex_wait(&w->seq, (uint32_t)seen, left);
   }
 }
 
 /* ---- init / fini -------------------------------------------------------- */
 
 int theus__state_init(theus_engine *e, const json_t *domain) {
-  e->vfd = memfd_create("theus-version", MFD_CLOEXEC);
-  if (e->vfd < 0)
-    return theus__eset(e, THEUS_ESYS, "engine open: memfd_create for the version word failed: %s",
-                       strerror(errno));
-  if (ftruncate(e->vfd, 4096) != 0 ||
-      (e->vword = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, e->vfd, 0)) == MAP_FAILED) {
-    e->vword = NULL;
-    return theus__eset(e, THEUS_ESYS, "engine open: mapping the version word failed: %s", strerror(errno));
-  }
+  int rc = theus__os_memfd("theus-version", theus__os_page_size(), &e->vfd);
+  if (rc)
+    return theus__eset(e, rc, "engine open: memfd for the version word failed: %s", strerror(errno));
+  if ((rc = theus__os_map(e->vfd, theus__os_page_size(), 1, (void **)&e->vword)))
+    return theus__eset(e, rc, "engine open: mapping the version word failed: %s", strerror(errno));
   if (domain && !json_is_object(domain))
     return theus__eset(e, THEUS_EINVAL, "engine open: config.domain must be a JSON object");
   e->hist = calloc(e->cfg.history, sizeof *e->hist);
@@ -155,8 +138,7 @@ void theus__state_fini(theus_engine *e) {
     free(d);
   }
   theus__live_fini(e);
-  if (e->vword)
-    munmap(e->vword, 4096);
+  theus__os_unmap(e->vword, theus__os_page_size());
   if (e->vfd >= 0)
     close(e->vfd);
 }
@@ -463,7 +445,7 @@ static theus__live *live_take(theus_engine *e, const char *key, int pending) {
 /* Closes the writer (readers then see THEUS_ECLOSED) and drops the engine's
  * reference; the region is freed once no version binds it any more. */
 static void live_release(theus__live *l) {
-  theus_twin_close(l->twin);
+  theus_twin_writer_close(l->twin, 0);
   harr_put(l->arr);
   free(l);
 }
@@ -471,12 +453,12 @@ static void live_release(theus__live *l) {
 /* Creates the region and its pending draft, and registers the live entry. */
 static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__live *l, char *msg,
                         size_t msglen) {
-  int rc = theus_twin_create(e->arena, nbytes, &l->twin);
+  int rc = theus_twin_writer_open(e->arena, nbytes, &l->twin);
   if (rc)
     return msgf(msg, msglen, rc, "live_create '%s': %s", key,
                 nbytes ? theus_arena_errmsg(e->arena) : "nbytes must be at least 1");
-  if ((rc = draft_add(e, key, theus_twin_handle(l->twin), 0, 0, NULL, NULL, &l->arr, msg, msglen))) {
-    theus_twin_destroy(l->twin);
+  if ((rc = draft_add(e, key, theus_twin_writer_handle(l->twin), 0, 0, NULL, NULL, &l->arr, msg, msglen))) {
+    theus_twin_writer_close(l->twin, 1);
     return rc;
   }
   pthread_mutex_lock(&e->state_lock);
@@ -490,13 +472,13 @@ static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__
   }
   pthread_mutex_unlock(&e->state_lock);
   if (rc) {
-    theus_twin_close(l->twin);
+    theus_twin_writer_close(l->twin, 0);
     theus__draft_drop(e, key); /* frees the region */
   }
   return rc;
 }
 
-int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **out) {
+int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin_writer **out) {
   char msg[768] = "";
   if (out)
     *out = NULL;

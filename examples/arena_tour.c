@@ -21,7 +21,7 @@ static void show(const char *when, const theus_arena *a) {
 static int child_sum(int ro_fd, theus_handle h) {
   theus_arena *ro;
   theus_array_info info;
-  if (theus_arena_attach_ro(&ro, ro_fd) != 0 || theus_array_info_get(ro, h, &info) != 0) return 1;
+  if (theus_arena_open_ro(ro_fd, &ro) != 0 || theus_array_info_get(ro, h, &info) != 0) return 1;
   const float *x = info.data;
   double sum = 0;
   for (uint64_t i = 0; i < info.shape[0]; i++) sum += x[i];
@@ -34,9 +34,10 @@ static int child_sum(int ro_fd, theus_handle h) {
 
 int main(void) {
   theus_arena *a;
-  int rc = theus_arena_open(&a, NULL);
-  if (rc) {
-    fprintf(stderr, "arena-tour: %s\n", theus_strerror(rc));
+  int rc = theus_arena_open(NULL, &a);
+  if (rc) { /* like sqlite3_open: the failed arena carries the message */
+    fprintf(stderr, "arena-tour: %s\n", theus_arena_errmsg(a));
+    theus_arena_close(a);
     return 1;
   }
   uint64_t n = 1 << 20;

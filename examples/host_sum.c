@@ -72,7 +72,7 @@ int main(void) {
   theus_engine_config_init(&cfg);
   cfg.arena = &ac;
   theus_engine *e;
-  if (theus_engine_open(&e, &cfg)) {
+  if (theus_engine_open(&cfg, &e)) {
     fprintf(stderr, "host_sum: cannot open the engine: %s\n", theus_engine_errmsg(e));
     theus_engine_close(e);
     return 1;

@@ -1,5 +1,6 @@
 /* The shared-memory arena: slots, generations, budgets, stats, bytes API.
  * Layout and the slot protocol are described in arena_int.h. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,7 +9,6 @@
 #include <unistd.h>
 
 #include "arena_int.h"
-#include "os.h"
 
 #define MiB (1024ull * 1024ull)
 #define GiB (1024ull * MiB)
@@ -17,9 +17,24 @@
 /* `to` is a power of two (grain or page size). */
 static uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) & ~(to - 1); }
 
+/* Half of what this process may still use: the arena's pages are shared
+ * memory the kernel cannot reclaim (only swap), and the other half is left to
+ * the rest of the program (workers' private memory, the JSON domain, copies a
+ * process makes) and to other programs. The arena reserves pages only when an
+ * array is allocated, so a generous budget costs nothing until used; going
+ * past real memory is still an error at allocation (fallocate), never a
+ * SIGBUS. The floor keeps small containers usable; 1 GiB (the seed's budget)
+ * when the system does not say. */
+uint64_t theus_arena_default_budget(void) {
+  uint64_t avail = theus__os_mem_available();
+  if (!avail) return 1 * GiB;
+  uint64_t b = avail / 2 / MiB * MiB;
+  return b < 256 * MiB ? 256 * MiB : b;
+}
+
 void theus_arena_config_init(theus_arena_config *cfg) {
-  cfg->hard_limit = 1 * GiB;
-  cfg->single_limit = 100 * MiB;
+  cfg->hard_limit = theus_arena_default_budget();
+  cfg->single_limit = cfg->hard_limit; /* one array may use the whole budget */
   cfg->soft_limit_pct = 85;
   cfg->max_handles = 1u << 20;
 }
@@ -28,35 +43,28 @@ void theus_arena_config_init(theus_arena_config *cfg) {
 
 int theus__arena_fail(const theus_arena *ca, int code, const char *fmt, ...) {
   theus_arena *a = (theus_arena *)ca; /* the message is mutable state of any arena */
-  pthread_mutex_lock(&a->err_mu);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(a->errmsg, sizeof a->errmsg, fmt, ap);
+  theus__err_vset(&a->err, code, fmt, ap);
   va_end(ap);
-  if (a->readonly)
-    a->local_errors++;
-  else
-    __atomic_fetch_add(&a->hdr->errors, 1, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&a->err_mu);
+  /* hdr is NULL while open fails before the mapping exists */
+  __atomic_fetch_add(a->readonly || !a->hdr ? &a->local_errors : &a->hdr->errors, 1, __ATOMIC_RELAXED);
   return code;
 }
 
 const char *theus_arena_errmsg(const theus_arena *a) {
-  if (!a) return "no arena (NULL)";
-  return a->errmsg[0] ? a->errmsg : "no error";
+  return a ? theus__err_msg(&a->err) : "no arena (NULL: theus_arena_open ran out of memory)";
 }
 
 /* ---- open / attach / close -------------------------------------------- */
 
-static int check_config(const theus_arena_config *c, char *msg, size_t cap) {
-  if (c->hard_limit < 4096 || c->single_limit == 0 || c->max_handles == 0 ||
-      c->max_handles > (1u << 30) || c->soft_limit_pct > 100) {
-    snprintf(msg, cap,
-             "theus_arena_open: invalid config (hard_limit %" PRIu64 " must be >= 4096, "
-             "single_limit %" PRIu64 " > 0, max_handles %u in 1..2^30, soft %u%% <= 100)",
-             c->hard_limit, c->single_limit, c->max_handles, c->soft_limit_pct);
-    return THEUS_EINVAL;
-  }
+static int check_config(theus_arena *a, const theus_arena_config *c, uint64_t page) {
+  if (c->hard_limit < page || c->single_limit == 0 || c->max_handles == 0 ||
+      c->max_handles > (1u << 30) || c->soft_limit_pct > 100)
+    return theus__arena_fail(a, THEUS_EINVAL,
+                             "theus_arena_open: invalid config (hard_limit %" PRIu64 " must be >= the page size %" PRIu64
+                             ", single_limit %" PRIu64 " > 0, max_handles %u in 1..2^30, soft %u%% <= 100)",
+                             c->hard_limit, page, c->single_limit, c->max_handles, c->soft_limit_pct);
   return 0;
 }
 
@@ -65,7 +73,7 @@ static void fill_config(theus_arena_config *c, const theus_arena_config *user) {
   theus_arena_config_init(&def);
   *c = user ? *user : def;
   if (!c->hard_limit) c->hard_limit = def.hard_limit;
-  if (!c->single_limit) c->single_limit = def.single_limit;
+  if (!c->single_limit) c->single_limit = c->hard_limit; /* the budget as set, not the machine's */
   if (!c->soft_limit_pct) c->soft_limit_pct = def.soft_limit_pct;
   if (!c->max_handles) c->max_handles = def.max_handles;
 }
@@ -75,7 +83,7 @@ static theus_arena *arena_new(void) {
   if (!a) return NULL;
   a->fd = a->ro_fd = -1;
   pthread_mutex_init(&a->mu, NULL);
-  pthread_mutex_init(&a->err_mu, NULL);
+  theus__err_init(&a->err);
   return a;
 }
 
@@ -109,32 +117,35 @@ static int owner_state_init(theus_arena *a) {
   return theus__tlsf_init(&a->tlsf, h->data_size, (uint32_t)blocks);
 }
 
-int theus_arena_open(theus_arena **out, const theus_arena_config *user) {
+/* Like sqlite3_open: a failure still hands back the arena, carrying the message. */
+int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
   theus_arena_config c;
-  char msg[256];
-  *out = NULL;
-  fill_config(&c, user);
-  int rc = check_config(&c, msg, sizeof msg);
-  if (rc) return rc;
-  theus_arena *a = arena_new();
+  theus_arena *a = *out = arena_new();
   if (!a) return THEUS_ENOMEM;
+  uint64_t page = theus__os_page_size();
+  fill_config(&c, user);
+  int rc = check_config(a, &c, page);
+  if (rc) return rc;
   theus__arena_hdr h;
-  init_header(&h, &c, theus__os_page_size());
+  init_header(&h, &c, page);
   a->map_size = h.total_size;
-  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd))) goto fail;
-  if ((rc = theus__os_reopen_ro(a->fd, &a->ro_fd))) goto fail;
-  if ((rc = theus__os_map(a->fd, h.total_size, 1, (void **)&a->base))) goto fail;
+  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
+      (rc = theus__os_reopen_ro(a->fd, &a->ro_fd)))
+    return theus__arena_fail(a, rc, "theus_arena_open: cannot create the %" PRIu64 "-byte memfd or its read-only descriptor: %s",
+                             h.total_size, strerror(errno));
+  if ((rc = theus__os_map(a->fd, h.total_size, 1, (void **)&a->base)))
+    return theus__arena_fail(a, rc, "theus_arena_open: cannot map %" PRIu64 " bytes (hard_limit %" PRIu64
+                             " needs twice its size of address space): %s", h.total_size, c.hard_limit,
+                             strerror(errno));
   memcpy(a->base, &h, sizeof h);
   bind_layout(a);
-  if ((rc = owner_state_init(a))) goto fail;
-  *out = a;
+  if ((rc = owner_state_init(a)))
+    return theus__arena_fail(a, rc, "theus_arena_open: out of memory for the owner's bookkeeping "
+                             "(max_handles %u, %" PRIu64 " pages)", c.max_handles, h.data_size / page);
   return 0;
-fail:
-  theus_arena_close(a);
-  return rc;
 }
 
-int theus_arena_attach_ro(theus_arena **out, int ro_fd) {
+int theus_arena_open_ro(int ro_fd, theus_arena **out) {
   *out = NULL;
   theus_arena *a = arena_new();
   if (!a) return THEUS_ENOMEM;
@@ -161,7 +172,7 @@ void theus_arena_close(theus_arena *a) {
   theus__tlsf_destroy(&a->tlsf);
   free(a->pages);
   pthread_mutex_destroy(&a->mu);
-  pthread_mutex_destroy(&a->err_mu);
+  theus__err_fini(&a->err);
   free(a);
 }
 
@@ -211,17 +222,21 @@ int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy
 
 static int budget_take(theus_arena *a, uint64_t n, uint64_t rsize) {
   theus__arena_hdr *h = a->hdr;
+  char s1[32], s2[32], s3[32];
   if (n > h->single_limit) {
     BUMP(hard_limit_hits, 1);
-    return theus__arena_fail(a, THEUS_ETOOBIG, "allocation too large: %" PRIu64 " bytes exceeds the single-allocation limit "
-                             "of %" PRIu64 " bytes (raise theus_arena_config.single_limit)", n, h->single_limit);
+    return theus__arena_fail(a, THEUS_ETOOBIG, "allocation too large: %" PRIu64 " bytes (%s) exceeds the single-allocation "
+                             "limit of %" PRIu64 " bytes (%s); raise theus_arena_config.single_limit to at least %s",
+                             n, theus_size_format(n, 0, s1, sizeof s1), h->single_limit,
+                             theus_size_format(h->single_limit, 0, s2, sizeof s2), theus_size_format(n, 1, s3, sizeof s3));
   }
   uint64_t live = THEUS__LD(&h->bytes_live);
   if (rsize > h->hard_limit - live) {
     BUMP(hard_limit_hits, 1);
     return theus__arena_fail(a, THEUS_EBUDGET, "global budget exceeded: %" PRIu64 " bytes live + %" PRIu64 " requested > "
-                             "hard limit %" PRIu64 " (free arrays or raise theus_arena_config.hard_limit)",
-                             live, rsize, h->hard_limit);
+                             "hard limit %" PRIu64 " (%s); free arrays or raise theus_arena_config.hard_limit to at least %s",
+                             live, rsize, h->hard_limit, theus_size_format(h->hard_limit, 0, s1, sizeof s1),
+                             theus_size_format(live + rsize, 1, s2, sizeof s2));
   }
   live += rsize;
   THEUS__ST(&h->bytes_live, live);
@@ -365,7 +380,7 @@ static int place(theus_arena *a, uint64_t rsize, uint32_t *block) {
   if (rc) {
     theus__tlsf_free(&a->tlsf, b);
     return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: the machine is out of "
-                             "memory (fallocate failed)", rsize);
+                             "memory (reserving its pages failed)", rsize);
   }
   if (off + rsize > a->extent) a->extent = off + rsize;
   *block = b;
@@ -525,16 +540,16 @@ int theus_arena_reset(theus_arena *a) {
 
 int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *o) {
   const theus__arena_hdr *h = a->hdr;
+  if (!h) { /* an arena whose open failed */
+    *o = (theus_arena_stats){.errors = __atomic_load_n(&a->local_errors, __ATOMIC_RELAXED)};
+    return 0;
+  }
   *o = (theus_arena_stats){
       .active_handles = THEUS__LD(&h->active_handles), .bytes_live = THEUS__LD(&h->bytes_live),
       .peak_bytes = THEUS__LD(&h->peak_bytes), .alloc_count = THEUS__LD(&h->alloc_count),
       .free_count = THEUS__LD(&h->free_count), .errors = THEUS__LD(&h->errors),
       .soft_limit_hits = THEUS__LD(&h->soft_limit_hits), .hard_limit_hits = THEUS__LD(&h->hard_limit_hits)};
-  if (a->readonly) {
-    pthread_mutex_lock(&((theus_arena *)a)->err_mu);
-    o->errors += a->local_errors;
-    pthread_mutex_unlock(&((theus_arena *)a)->err_mu);
-  }
+  if (a->readonly) o->errors += __atomic_load_n(&a->local_errors, __ATOMIC_RELAXED);
   return 0;
 }
 

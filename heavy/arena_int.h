@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "base.h"
 #include "theus/heavy.h"
 #include "tlsf.h"
 
@@ -91,10 +92,8 @@ struct theus_arena {
   unsigned ncache;
   uint32_t look[THEUS__LOOK_CLASSES][THEUS__LOOK_DEPTH];
   uint8_t nlook[THEUS__LOOK_CLASSES];
-  /* error text; its own lock so const readers may set it */
-  pthread_mutex_t err_mu;
-  uint64_t local_errors; /* failures seen by a read-only attachment */
-  char errmsg[256];
+  theus__err err;        /* has its own lock, so const readers may set it */
+  uint64_t local_errors; /* failures seen by a read-only attachment (atomic) */
 };
 
 /* Records a failure: bumps `errors`, formats the message, returns code. */

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "pool_internal.h"
+#include "sandbox.h"
 
 enum { REASON_NONE = 0, REASON_TIMEOUT, REASON_CANCEL };
 
@@ -67,7 +68,8 @@ static void collect_shared_writable(void *ud, uintptr_t lo, uintptr_t hi, const 
   shared_list *l = ud;
   (void)ino;
   uintptr_t clo = (uintptr_t)l->c, chi = clo + l->c->total;
-  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || l->n == 64) return;
+  uintptr_t xlo = (uintptr_t)l->c->task_context, xhi = xlo + l->c->task_context_size; /* kept, read-only */
+  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || (lo < xhi && hi > xlo) || l->n == 64) return;
   l->r[l->n][0] = lo;
   l->r[l->n][1] = hi;
   l->n++;
@@ -79,9 +81,10 @@ static void drop_shared_writable(theus__ctl *c) {
   for (int pass = 0; pass < 4; pass++) { /* more than 64 such mappings: go again */
     shared_list l = {.c = c};
     maps_each(collect_shared_writable, &l);
-    for (unsigned i = 0; i < l.n; i++) munmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
-    if (l.n < 64) return;
+    for (unsigned i = 0; i < l.n; i++) theus__os_unmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
+    if (l.n < 64) break;
   }
+  if (c->task_context_size) theus__os_protect_ro((void *)c->task_context, c->task_context_size);
 }
 
 typedef struct { unsigned long ino; forksrv *f; } arena_find;
@@ -148,7 +151,10 @@ static void describe_death(forksrv *f, unsigned w, pid_t pid, int st, theus__slo
     const char *name = sigabbrev_np(WTERMSIG(st));
     s->status = THEUS_ECRASH;
     snprintf(s->errmsg, sizeof s->errmsg, "worker %u (pid %d) killed by SIG%s%s", w, (int)pid, name ? name : "?",
-             WTERMSIG(st) == SIGKILL ? " (from outside the pool: the OOM killer, a memory limit or a user)" : "");
+             WTERMSIG(st) == SIGKILL   ? " (from outside the pool: the OOM killer, a memory limit or a user)"
+             : WTERMSIG(st) == SIGSYS ? " (its sandbox refused a system call; the task blocked SIGSYS, so the "
+                                        "call is not known)"
+                                      : "");
     atomic_fetch_add(&r->crashed, 1);
   } else {
     s->status = THEUS_ECRASH;
@@ -171,6 +177,7 @@ static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
     s->worker = (int32_t)w;
     s->pid = pid;
     s->res_len = 0;
+    s->end_ns = theus__now_ns(); /* start_ns was stamped by the worker when it took the task */
     describe_death(f, w, pid, st, s);
     theus__slot_finish(s);
   }
@@ -254,6 +261,7 @@ static void cancel_queued(forksrv *f) {
       s->worker = -1;
       s->pid = 0;
       s->res_len = 0;
+      s->start_ns = s->end_ns = 0;
       snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped before the task ran");
       atomic_fetch_add(&r->canceled, 1);
       theus__slot_finish(s);
@@ -313,14 +321,17 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   close_other_fds(c->arena_fd);
   drop_shared_writable(c);
   if (c->arena_fd >= 0) {
-    int rc = theus_arena_attach_ro(&f.arena, c->arena_fd);
-    if (rc < 0) fatal(&f, "fork server: theus_arena_attach_ro failed on the arena's read-only descriptor");
+    int rc = theus_arena_open_ro(c->arena_fd, &f.arena);
+    if (rc < 0) fatal(&f, "fork server: theus_arena_open_ro failed on the arena's read-only descriptor");
     struct stat sb;
     if (fstat(c->arena_fd, &sb) == 0) {
       arena_find af = {.ino = (unsigned long)sb.st_ino, .f = &f};
       maps_each(collect_arena, &af);
     }
   }
+  /* Before any worker exists: they all inherit it, and it cannot be undone. */
+  char err[THEUS_POOL_ERRMSG_MAX];
+  if (!c->unsandboxed && theus__sandbox_pool(c->arena_fd, err, sizeof err) < 0) fatal(&f, err);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);

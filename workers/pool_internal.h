@@ -14,15 +14,11 @@
 #ifndef THEUS_WORKERS_POOL_INTERNAL_H
 #define THEUS_WORKERS_POOL_INTERNAL_H
 
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "base.h"
 #include "theus/pool.h"
 
 enum { THEUS__SLOT_FREE = 0, THEUS__SLOT_QUEUED = 1, THEUS__SLOT_RUNNING = 2, THEUS__SLOT_DONE = 3 };
@@ -50,6 +46,9 @@ typedef struct theus__slot {
   uint32_t nitems;    /* 0: one task; else a map chunk of nitems items */
   uint32_t item_arg;  /* map: argument bytes per item */
   uint32_t item_res;  /* map: result bytes per item; res = int32 statuses, then results */
+  uint32_t flags;     /* THEUS_TASK_* from the descriptor */
+  uint32_t item_common; /* map: bytes common to every item at the start of arg */
+  uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];
@@ -77,11 +76,14 @@ typedef struct theus__ctl {
   int32_t keep_core;
   int32_t arena_fd; /* read-only memfd descriptor, or -1 */
   int32_t orch_pid;
+  int32_t unsandboxed; /* theus_pool_config.unsandboxed: no pool sandbox layer */
   _Atomic uint32_t start_state; /* futex word: THEUS__START_* */
   _Atomic uint32_t stop;        /* THEUS__STOP_* */
   _Atomic uint32_t broken;      /* the fork server died: every task fails */
   _Atomic uint32_t timed;       /* some task carries a timeout: the fork server must tick */
   _Atomic int32_t forksrv_pid;
+  const void *task_context; /* theus_pool_config.task_context (same address in every process) */
+  size_t task_context_size;  /* > 0: a shared mapping the workers keep, read-only */
   char fatal[THEUS_POOL_ERRMSG_MAX]; /* why the fork server could not start */
   size_t slots_off;
   size_t total;
@@ -94,42 +96,6 @@ static inline theus__ring *theus__ring_of(theus__ctl *c, unsigned w) {
 static inline theus__slot *theus__slot_of(theus__ctl *c, unsigned w, uint64_t seq) {
   theus__slot *base = (theus__slot *)((char *)c + c->slots_off);
   return base + (size_t)w * c->cap + (seq & (c->cap - 1));
-}
-
-static inline uint64_t theus__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* now + timeout_ms, saturating: a negative or huge timeout means none
- * (UINT64_MAX), never a deadline that wrapped into the past. */
-static inline uint64_t theus__deadline_ns(uint64_t now, int64_t timeout_ms) {
-  if (timeout_ms < 0 || (uint64_t)timeout_ms > (UINT64_MAX - now) / 1000000u) return UINT64_MAX;
-  return now + (uint64_t)timeout_ms * 1000000u;
-}
-
-static inline void theus__cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield");
-#endif
-}
-
-/* Shared (not private) futexes: the words live in memory shared across processes. */
-static inline int theus__futex_wait(_Atomic uint32_t *w, uint32_t expect, int64_t timeout_ns) {
-  struct timespec ts, *tp = NULL;
-  if (timeout_ns >= 0) {
-    ts.tv_sec = timeout_ns / 1000000000;
-    ts.tv_nsec = timeout_ns % 1000000000;
-    tp = &ts;
-  }
-  return (int)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT, expect, tp, NULL, 0);
-}
-
-static inline void theus__futex_wake(_Atomic uint32_t *w) {
-  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 /* Marks a slot DONE and wakes its waiter if one sleeps (Dekker pairing with

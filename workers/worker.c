@@ -10,6 +10,11 @@
 #include <sys/resource.h>
 
 #include "pool_internal.h"
+#include "sandbox.h"
+
+#ifndef SYS_SECCOMP
+#define SYS_SECCOMP 1 /* si_code of a seccomp SIGSYS (older libc headers lack it) */
+#endif
 
 struct theus_task {
   theus__ctl *ctl;
@@ -36,6 +41,7 @@ typedef struct worker_ctx {
   theus_task *task; /* the running task, or NULL */
   uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
   unsigned nranges;
+  int pure; /* the pure-process sandbox is installed (for good) */
 } worker_ctx;
 
 static worker_ctx *worker_self;
@@ -119,6 +125,44 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   theus__slot_finish(s);
 }
 
+/* A call the pure-process sandbox traps (SECCOMP_RET_TRAP): the call did not
+ * happen. Report it through the slot, then die by SIGSYS (the handler is
+ * one-shot, SA_RESETHAND, because the sandbox refuses a new SIGSYS action):
+ * the task is cut short mid-way, so the worker is replaced, not reused. */
+static void on_sigsys(int sig, siginfo_t *si, void *uc) {
+  (void)uc;
+  worker_ctx *x = worker_self;
+  if (si->si_code == SYS_SECCOMP && x && x->task) {
+    theus__slot *s = x->task->slot;
+    const char *name = theus__sandbox_trapped_name(si->si_syscall);
+    char *m = s->errmsg;
+    size_t cap = sizeof s->errmsg;
+    size_t at = theus__str_add(m, cap, 0, "contract violation: the sandboxed (pure) process called ");
+    if (name) {
+      at = theus__str_add(m, cap, at, name);
+    } else {
+      at = theus__str_add(m, cap, at, "system call ");
+      at = theus__str_dec(m, cap, at, si->si_syscall);
+    }
+    at = theus__str_add(m, cap, at, "(), which its sandbox refuses (no fork/exec, network, file writes or "
+                                    "signals to other processes); worker ");
+    at = theus__str_dec(m, cap, at, (int64_t)x->w);
+    at = theus__str_add(m, cap, at, " (pid ");
+    at = theus__str_dec(m, cap, at, x->pid);
+    theus__str_add(m, cap, at, ") was replaced");
+    s->status = THEUS_ECONTRACT;
+    s->res_len = 0;
+    atomic_fetch_add(&x->ring->failed, 1);
+    theus__slot_finish(s);
+  }
+  raise(sig);
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, sig);
+  sigprocmask(SIG_UNBLOCK, &one, NULL);
+  _exit(128 + sig); /* not reached: the default action ran */
+}
+
 static void install_fault_handler(void) {
   static char altstack[64 * 1024]; /* per worker process: a stack overflow must still report */
   stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
@@ -130,6 +174,26 @@ static void install_fault_handler(void) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGSEGV, &sa, NULL);
   sigaction(SIGBUS, &sa, NULL);
+  sa.sa_sigaction = on_sigsys;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+  sigaction(SIGSYS, &sa, NULL);
+}
+
+/* Gives the worker the sandbox the task at s asks for. A worker that has the
+ * pure sandbox cannot shed it: for a task without the flag it exits before
+ * touching the slot (still QUEUED), and the fork server's fresh worker runs
+ * it. Returns 0 to run the task, or a status to fail it with. */
+static int match_sandbox(worker_ctx *x, theus__slot *s) {
+  int want = (s->flags & THEUS_TASK_SANDBOX) != 0;
+  if (want == x->pure) return 0;
+  if (!want) _exit(0);
+  char err[THEUS_POOL_ERRMSG_MAX];
+  if (theus__sandbox_pure(err, sizeof err) < 0) {
+    snprintf(s->errmsg, sizeof s->errmsg, "%s", err);
+    return THEUS_ESYS;
+  }
+  x->pure = 1;
+  return 0;
 }
 
 /* The host's handlers and mask make no sense in a worker. */
@@ -210,6 +274,14 @@ int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
 
 unsigned theus_task_worker(const theus_task *t) { return t->worker; }
 
+const void *theus_task_context(const theus_task *t) { return t->ctl->task_context; }
+
+const void *theus_task_common(const theus_task *t, size_t *len) {
+  size_t n = t->slot->nitems ? t->slot->item_common : 0;
+  if (len) *len = n;
+  return n ? t->slot->arg : NULL;
+}
+
 /* ---- task loop ----------------------------------------------------------- */
 
 static int resolve_inputs(theus_task *t) {
@@ -245,7 +317,7 @@ static int run_items(worker_ctx *x, theus_task *t) {
   unsigned char *out = s->res + (size_t)s->nitems * sizeof(int32_t);
   int first = 0;
   for (uint32_t i = 0; i < s->nitems; i++) {
-    t->arg = s->arg + (size_t)i * s->item_arg;
+    t->arg = s->arg + s->item_common + (size_t)i * s->item_arg;
     t->arg_len = s->item_arg;
     t->out = out + (size_t)i * s->item_res;
     t->out_cap = s->item_res;
@@ -274,6 +346,8 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   s->pid = x->pid;
   s->errmsg[0] = '\0';
   s->res_len = 0;
+  s->start_ns = t0;
+  s->end_ns = 0;
   uint64_t deadline = s->timeout_ms > 0 ? theus__deadline_ns(t0, s->timeout_ms) : 0;
   atomic_store_explicit(&s->deadline_ns, deadline > INT64_MAX ? 0 : (int64_t)deadline, memory_order_relaxed);
   atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
@@ -287,6 +361,7 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
     s->res_len = st == 0 ? (uint32_t)t.out_len : 0;
   }
   uint64_t t1 = theus__now_ns();
+  s->end_ns = t1;
   theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */
   atomic_store_explicit(&r->busy_ns, atomic_load_explicit(&r->busy_ns, memory_order_relaxed) + (t1 - t0),
                         memory_order_relaxed);
@@ -294,6 +369,18 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   _Atomic uint64_t *ctr = st == 0 ? &r->completed : &r->failed;
   atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) + 1, memory_order_relaxed);
   s->status = st;
+  theus__slot_finish(s);
+}
+
+/* Fails the task at s without running it (its message is already written). */
+static void refuse_task(worker_ctx *x, theus__slot *s, int st) {
+  s->worker = (int32_t)x->w;
+  s->pid = x->pid;
+  s->res_len = 0;
+  s->start_ns = s->end_ns = theus__now_ns();
+  s->status = st;
+  atomic_fetch_add(&x->ring->tasks, 1);
+  atomic_fetch_add(&x->ring->failed, 1);
   theus__slot_finish(s);
 }
 
@@ -339,6 +426,8 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
   if (!c->keep_core) {
     struct rlimit rl = {0, 0};
     setrlimit(RLIMIT_CORE, &rl);
+  } else {
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* the fork server is not: core dumps need it */
   }
   reset_signals();
   worker_self = &x;
@@ -347,7 +436,11 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
     uint64_t seq = atomic_load_explicit(&x.ring->run, memory_order_relaxed);
     theus__slot *s = next_task(&x, seq);
     if (!s) _exit(0);
-    run_task(&x, arena, s);
+    int st = match_sandbox(&x, s);
+    if (st == 0)
+      run_task(&x, arena, s);
+    else
+      refuse_task(&x, s, st);
     atomic_store_explicit(&x.ring->run, seq + 1, memory_order_release);
   }
 }

@@ -25,6 +25,8 @@
 extern "C" {
 #endif
 
+/* The process context: what a running process reads and writes through.
+ * The engine implements it; the theus_ctx_* calls are in engine.h. */
 typedef struct theus_ctx theus_ctx;
 
 /* A process: reads through ctx, writes outputs through ctx, returns 0 on
@@ -40,6 +42,16 @@ typedef enum theus_semantic {
 
 /* A contract. String arrays are NULL-terminated (NULL = empty). The engine
  * copies everything at registration. */
+/* Whether a parallel process runs under the pure-process sandbox (no
+ * fork/exec, no network, no file writes, no signals to other processes; see
+ * docs/workers.md). THEUS_SANDBOX_DEFAULT means on for parallel processes
+ * (they are pure); local processes run in the host and are never sandboxed. */
+typedef enum theus_sandbox {
+  THEUS_SANDBOX_DEFAULT = 0,
+  THEUS_SANDBOX_ON = 1,
+  THEUS_SANDBOX_OFF = 2
+} theus_sandbox;
+
 typedef struct theus_contract {
   const char *name;
   theus_process_fn fn;
@@ -48,9 +60,10 @@ typedef struct theus_contract {
   int parallel;                /* run in the worker pool (requires pure) */
   theus_semantic semantic;
   const char *const *errors;   /* error names theus_ctx_raise may use */
-  uint32_t timeout_ms;         /* 0 = no timeout (parallel processes only) */
+  int64_t timeout_ms;          /* parallel processes: 0 = the engine default, < 0 = none, > 0 = kill the worker past it */
   void *userdata;              /* returned by theus_ctx_userdata (local runs;
                                   in a worker only if set before the engine opened) */
+  theus_sandbox sandbox;       /* default: on when parallel; on requires parallel */
 } theus_contract;
 
 /* ---- paths ----------------------------------------------------------- */
@@ -61,6 +74,14 @@ THEUS_API int theus_path_check(const char *path, char *err, size_t errlen);
 
 /* Nonzero if pattern covers path (both assumed valid). */
 THEUS_API int theus_path_covers(const char *pattern, const char *path);
+
+/* Nonzero if some pattern of the NULL-terminated list patterns (NULL =
+ * empty) covers path: "is path declared" for a contract's inputs/outputs. */
+THEUS_API int theus_path_list_covers(const char *const *patterns, const char *path);
+
+/* Nonzero if name is in the NULL-terminated list v (NULL = empty), e.g. a
+ * contract's declared errors. */
+THEUS_API int theus_name_list_has(const char *const *v, const char *name);
 
 /* Nonzero if the two paths overlap: one is a prefix (by segments) of the
  * other, with `*` matching any field. Used for conflict detection. */
@@ -74,6 +95,18 @@ THEUS_API int theus_path_overlaps(const char *a, const char *b);
  * effect-only zone (sig_/cmd_/meta_); declare semantic effect". */
 THEUS_API int theus_contract_check(const theus_contract *c, char *err, size_t errlen);
 
+/* An owned deep copy of c (one allocation holding every string; fn and
+ * userdata are copied as pointers), or NULL if out of memory or c has no
+ * name. Release it with theus_contract_release. */
+THEUS_API theus_contract *theus_contract_copy(const theus_contract *c);
+
+/* Frees a copy made by theus_contract_copy. NULL is a no-op. */
+THEUS_API void theus_contract_release(theus_contract *c);
+/* Nonzero if the process's tasks must run under the pure-process sandbox
+ * (parallel, and sandbox not off): the engine then submits them with
+ * THEUS_TASK_SANDBOX. */
+THEUS_API int theus_contract_sandboxed(const theus_contract *c);
+
 /* Resolves a function name from a JSON contract (e.g. with dlsym); returns
  * NULL if unknown. */
 typedef theus_process_fn (*theus_fn_resolver)(const char *fn_name, void *ud);
@@ -84,28 +117,36 @@ typedef struct theus_contract_doc theus_contract_doc;
 /* Parses one contract object:
  *   {"name": "scale", "function": "scale_fn", "inputs": ["domain.k"],
  *    "outputs": ["domain.y"], "parallel": false, "semantic": "pure",
- *    "errors": ["E_RANGE"], "timeout_ms": 1000}
+ *    "errors": ["E_RANGE"], "timeout_ms": 1000, "sandbox": "default"}
+ * (`sandbox`: "default", "on" or "off", optional).
  * `function` is resolved with resolver (required unless resolver is NULL, in
  * which case fn stays NULL for the caller to fill). source names the text in
  * messages ("contracts.json:3:14: ..."). THEUS_EPARSE for bad JSON or fields,
  * THEUS_EINVAL for a contradictory contract, THEUS_ENOTFOUND for an unknown
- * function; *out is NULL on failure. */
+ * function. Like sqlite3_open, *out is set even on failure (unless memory
+ * ran out) and carries the message (theus_contract_doc_errmsg); release it
+ * with theus_contract_doc_release either way. */
 THEUS_API int theus_contract_parse(const char *text, const char *source, theus_fn_resolver resolver,
-                                   void *ud, theus_contract_doc **out, char *err, size_t errlen);
+                                   void *ud, theus_contract_doc **out);
 
 /* Same from an already-parsed JSON object (no line numbers in messages). */
 THEUS_API int theus_contract_from_json(const json_t *obj, const char *source, theus_fn_resolver resolver,
-                                       void *ud, theus_contract_doc **out, char *err, size_t errlen);
+                                       void *ud, theus_contract_doc **out);
 
-/* The contract inside a parsed document (valid until theus_contract_doc_free).
- * It is mutable so a caller may set fn/userdata before registering. */
+/* Why parsing the document failed ("" after a successful parse). Never NULL. */
+THEUS_API const char *theus_contract_doc_errmsg(const theus_contract_doc *d);
+
+/* The contract inside a parsed document (valid until theus_contract_doc_release;
+ * NULL if the parse failed). It is mutable so a caller may set fn/userdata
+ * before registering. */
 THEUS_API theus_contract *theus_contract_doc_get(theus_contract_doc *d);
 
-/* The JSON object the contract came from (borrowed), for extension fields. */
+/* The JSON object the contract came from (borrowed; NULL if the parse
+ * failed), for extension fields. */
 THEUS_API const json_t *theus_contract_doc_json(const theus_contract_doc *d);
 
 /* Frees a parsed contract document. NULL is a no-op. */
-THEUS_API void theus_contract_doc_free(theus_contract_doc *d);
+THEUS_API void theus_contract_doc_release(theus_contract_doc *d);
 
 /* The JSON form of a contract (new reference; function name not included). */
 THEUS_API json_t *theus_contract_to_json(const theus_contract *c);
@@ -122,57 +163,6 @@ THEUS_API json_t *theus_merge_patch(const json_t *target, const json_t *patch);
  * empty object). Paths are malloc'd strings; *n and *cap track the array. */
 THEUS_API int theus_merge_patch_paths(const json_t *patch, const char *prefix, char ***paths, size_t *n,
                                       size_t *cap);
-
-/* ---- the process context (used inside a process) ----------------------- */
-
-/* The value at a domain path ("domain.x.y"), borrowed for the duration of
- * the call, or NULL if absent. For a pure process an undeclared path returns
- * NULL and fails the execution with THEUS_ECONTRACT. */
-THEUS_API const json_t *theus_ctx_get(theus_ctx *ctx, const char *path);
-
-/* The call arguments (borrowed; an empty object if none were given). */
-THEUS_API const json_t *theus_ctx_args(theus_ctx *ctx);
-
-/* A read-only, zero-copy view of heavy array `key` (declared as input
- * `heavy.<key>`; required for pure processes). THEUS_ENOTFOUND if the state
- * has no such key, THEUS_ECONTRACT if undeclared. Works in workers too. */
-THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out);
-
-/* In a map: the slice [*lo, *hi) of the first dimension this call handles,
- * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
-THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
-
-/* Writes value (reference stolen) to a declared output path. Objects are
- * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
- * the path is not a declared output (the execution then fails). */
-THEUS_API int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value);
-
-/* Sets the process's return value (reference stolen): returned by execute,
- * and the per-slice value combined by a map's reducer. */
-THEUS_API void theus_ctx_return(theus_ctx *ctx, json_t *value);
-
-/* Allocates a writable heavy array for declared output `heavy.<key>`,
- * published when the execution commits, freed if it fails. Local runs only
- * (THEUS_EREADONLY in a worker). */
-THEUS_API int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,
-                                    const uint64_t *shape, void **data);
-
-/* Fails the execution with a message; returns THEUS_EPROCESS so a process can
- * `return theus_ctx_fail(ctx, "bad input %d", x);`. */
-THEUS_API int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Fails with a declared error name (contract `errors`); an undeclared name is
- * a contract violation. Returns THEUS_EPROCESS (THEUS_ECONTRACT if undeclared). */
-THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* The contract's userdata pointer. */
-THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
-
-/* The name of the running process. */
-THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
-/* -1 when running locally in the orchestrator, else the pool worker's id. */
-THEUS_API int theus_ctx_worker(theus_ctx *ctx);
 
 #ifdef __cplusplus
 }

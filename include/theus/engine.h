@@ -31,13 +31,18 @@ typedef struct theus_engine theus_engine;
 typedef struct theus_snapshot theus_snapshot;
 typedef struct theus_job theus_job;
 
+/* The most workers an engine's pool may have (the pool's own limit,
+ * THEUS_POOL_MAX_WORKERS, restated here for code that uses only the engine). */
+#define THEUS_ENGINE_MAX_WORKERS 256
+
 typedef struct theus_engine_config {
-  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local) */
+  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
+                             at most THEUS_ENGINE_MAX_WORKERS */
   int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
   unsigned retention;     /* past versions the engine keeps alive (default 0) */
   unsigned history;       /* versions whose written paths smart CAS remembers (default 4096) */
   unsigned max_retries;   /* re-executions on CAS conflict (default 64) */
-  uint32_t default_timeout_ms; /* for parallel processes without one (default 0 = none) */
+  int64_t default_timeout_ms; /* for parallel processes whose contract says 0 (default 0 = none) */
   const theus_arena_config *arena; /* NULL = arena defaults */
   const json_t *domain;   /* initial domain object (copied); NULL = {} */
 } theus_engine_config;
@@ -49,13 +54,17 @@ THEUS_API void theus_engine_config_init(theus_engine_config *cfg);
  * worker pool. cfg may be NULL. Like sqlite3_open, a failure still hands back
  * an engine carrying the message (unless memory ran out: then *out is NULL):
  * read theus_engine_errmsg(*out), then release it with theus_engine_close. */
-THEUS_API int theus_engine_open(theus_engine **out, const theus_engine_config *cfg);
+THEUS_API int theus_engine_open(const theus_engine_config *cfg, theus_engine **out);
 
-/* Waits for submitted jobs, stops the pool, frees every version, draft and
- * array. Snapshots must be released and jobs freed before. NULL is a no-op. */
+/* Finishes every submitted job (collecting and committing pool jobs nobody
+ * waited for), stops the pool, frees every version, draft and array.
+ * Snapshots must be released before; a job not yet freed may still be waited
+ * (it is finished) and freed afterwards. NULL is a no-op. */
 THEUS_API void theus_engine_close(theus_engine *e);
 
-/* Message of the last failure (what, where, how to fix). Never NULL. */
+/* Message of the last failure (what, where, how to fix), from any thread.
+ * Never NULL. The text is this
+ * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_engine_errmsg(const theus_engine *e);
 
 /* The engine's arena (owned by the engine). */
@@ -80,6 +89,10 @@ typedef json_t *(*theus_reducer_fn)(json_t *acc, const json_t *item, void *ud);
 
 /* Registers a named reducer (beside the built-in sum, min, max, concat). */
 THEUS_API int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reducer_fn fn, void *ud);
+
+/* Nonzero if name is a reducer map accepts: a registered one or a built-in
+ * (sum, min, max, concat). Lets a caller check a plan before running it. */
+THEUS_API int theus_engine_has_reducer(theus_engine *e, const char *name);
 
 /* ---- state ------------------------------------------------------------- */
 
@@ -113,6 +126,57 @@ THEUS_API int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_d
 /* Frees an unpublished draft. THEUS_ENOTFOUND if none. */
 THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
 
+/* ---- the process context (used inside a process) -------------------- */
+
+/* The value at a domain path ("domain.x.y"), borrowed for the duration of
+ * the call, or NULL if absent. For a pure process an undeclared path returns
+ * NULL and fails the execution with THEUS_ECONTRACT. */
+THEUS_API const json_t *theus_ctx_get(theus_ctx *ctx, const char *path);
+
+/* The call arguments (borrowed; an empty object if none were given). */
+THEUS_API const json_t *theus_ctx_args(theus_ctx *ctx);
+
+/* A read-only, zero-copy view of heavy array `key` (declared as input
+ * `heavy.<key>`; required for pure processes). THEUS_ENOTFOUND if the state
+ * has no such key, THEUS_ECONTRACT if undeclared. Works in workers too. */
+THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info *out);
+
+/* In a map: the slice [*lo, *hi) of the first dimension this call handles,
+ * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
+THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
+
+/* Writes value (reference stolen) to a declared output path. Objects are
+ * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
+ * the path is not a declared output (the execution then fails). */
+THEUS_API int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value);
+
+/* Sets the process's return value (reference stolen): returned by execute,
+ * and the per-slice value combined by a map's reducer. */
+THEUS_API void theus_ctx_return(theus_ctx *ctx, json_t *value);
+
+/* Allocates a writable heavy array for declared output `heavy.<key>`,
+ * published when the execution commits, freed if it fails. Local runs only
+ * (THEUS_EREADONLY in a worker). */
+THEUS_API int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,
+                                    const uint64_t *shape, void **data);
+
+/* Fails the execution with a message; returns THEUS_EPROCESS so a process can
+ * `return theus_ctx_fail(ctx, "bad input %d", x);`. */
+THEUS_API int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Fails with a declared error name (contract `errors`); an undeclared name is
+ * a contract violation. Returns THEUS_EPROCESS (THEUS_ECONTRACT if undeclared). */
+THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The contract's userdata pointer. */
+THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
+
+/* The name of the running process. */
+THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
+/* -1 when running locally in the orchestrator, else the pool worker's id. */
+THEUS_API int theus_ctx_worker(theus_ctx *ctx);
+
 /* ---- live regions (see docs/twin.md) ----------------------------------- */
 
 /* Creates a live region of nbytes (>= 1) in the engine's arena (epoch 0, all
@@ -126,7 +190,7 @@ THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
  * THEUS_EINVAL (bad key, nbytes 0), THEUS_EEXIST (key already has a live
  * region, or a draft is pending for it), arena codes (THEUS_EBUDGET...),
  * THEUS_ECONFLICT (retries exhausted). Nothing stays allocated on failure. */
-THEUS_API int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin **twin);
+THEUS_API int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin_writer **twin);
 
 /* Removes the binding of key in a new version (unless key was rebound to
  * something else meanwhile), closes the writer (readers still running get
@@ -136,7 +200,7 @@ THEUS_API int theus_engine_live_unbind(theus_engine *e, const char *key);
 
 /* Inside a process: copies a consistent snapshot of [offset, offset+len) of
  * the live region bound to heavy key `key` into dest and stores its epoch in
- * *epoch (optional); as theus_twin_read_at (no allocation after the first
+ * *epoch (optional); as theus_twin_reader_read_at (no allocation after the first
  * call of a run on that key). The key must be a declared input
  * `heavy.<key>` (for a pure process an undeclared key fails the execution
  * with THEUS_ECONTRACT, as theus_ctx_heavy). Other failures are only
@@ -146,10 +210,10 @@ THEUS_API int theus_engine_live_unbind(theus_engine *e, const char *key);
 THEUS_API int theus_ctx_live_read(theus_ctx *ctx, const char *key, size_t offset, void *dest, size_t len,
                                   uint64_t *epoch);
 
-/* Inside a process: as theus_twin_wait_epoch on the live region of key
+/* Inside a process: as theus_twin_reader_wait_epoch on the live region of key
  * (sleeps until its epoch exceeds seen, or timeout_ms; -1 = forever).
  * Same contract rule and codes as theus_ctx_live_read, plus THEUS_ETIMEDOUT. */
-THEUS_API int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int timeout_ms, uint64_t *now);
+THEUS_API int theus_ctx_live_wait(theus_ctx *ctx, const char *key, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 
 /* Inside a process: the size in bytes of the live region of key in *nbytes.
  * Same contract rule and codes as theus_ctx_live_read. */
@@ -180,7 +244,7 @@ THEUS_API void theus_snapshot_release(theus_snapshot *s);
 
 /* Waits until the current version differs from seen, or timeout_ms passes
  * (-1 = forever). *now (optional) gets the version. THEUS_ETIMEDOUT. */
-THEUS_API int theus_engine_wait_version(theus_engine *e, uint64_t seen, int timeout_ms, uint64_t *now);
+THEUS_API int theus_engine_wait_version(theus_engine *e, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 
 /* A descriptor of the shared page holding the current version (owned by the
  * engine, close-on-exec: dup it for exec'd programs; forked children inherit
@@ -190,11 +254,11 @@ THEUS_API int theus_engine_version_fd(const theus_engine *e);
 typedef struct theus_version_watch theus_version_watch;
 
 /* Maps the version page read-only from fd (which stays the caller's). */
-THEUS_API int theus_version_watch_open(theus_version_watch **out, int fd);
+THEUS_API int theus_version_watch_open(int fd, theus_version_watch **out);
 /* The engine's current version, read from the shared page (no syscall). */
 THEUS_API uint64_t theus_version_watch_current(const theus_version_watch *w);
 /* As theus_engine_wait_version, from any process. */
-THEUS_API int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int timeout_ms, uint64_t *now);
+THEUS_API int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 /* Unmaps the page and frees w (the fd stays the caller's). NULL is a no-op. */
 THEUS_API void theus_version_watch_close(theus_version_watch *w);
 
@@ -208,12 +272,18 @@ THEUS_API void theus_version_watch_close(theus_version_watch *w);
  * exhausted); nothing is committed then, and the message gives the cause. */
 THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, json_t **result);
 
-/* Starts an execution in the background; *job is waited on from any thread. */
+/* Starts an execution in the background; *job is waited on from any thread.
+ * A parallel process is queued on the pool here, in the calling thread (or,
+ * when every ring is full, by the engine's deferred-submit thread), and the
+ * first wait collects, checks and commits it; a local one runs on the
+ * engine's executor thread, one job at a time. No thread per job.
+ * THEUS_ENOTFOUND, THEUS_EINVAL (args not an object); failures of the run
+ * itself are reported by theus_job_wait. */
 THEUS_API int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **job);
 
 /* Waits for the job (timeout_ms -1 = forever): THEUS_ETIMEDOUT if it is still
  * running (wait again later), else the execution's code. *result as execute. */
-THEUS_API int theus_job_wait(theus_job *job, int timeout_ms, json_t **result);
+THEUS_API int theus_job_wait(theus_job *job, int64_t timeout_ms, json_t **result);
 
 /* The job's failure message ("" while running or on success). */
 THEUS_API const char *theus_job_errmsg(const theus_job *job);
@@ -221,8 +291,9 @@ THEUS_API const char *theus_job_errmsg(const theus_job *job);
 /* The version the job committed (0 if it committed nothing). */
 THEUS_API uint64_t theus_job_version(const theus_job *job);
 
-/* Releases the job (it keeps running and commits if not finished). */
-THEUS_API void theus_job_free(theus_job *job);
+/* Releases the job (it keeps running and commits if not finished: the
+ * engine's reaper thread collects a released pool job). */
+THEUS_API void theus_job_release(theus_job *job);
 
 /* Runs parallel process name over `slices` slices of the first dimension of
  * heavy array key (theus_ctx_slice gives each its bounds), in the pool, and
@@ -241,8 +312,9 @@ THEUS_API json_t *theus_engine_stats(theus_engine *e);
 typedef struct theus_trace_event {
   const char *process;
   int worker;          /* -1 = ran locally */
-  uint64_t start_ns;   /* CLOCK_MONOTONIC */
-  uint64_t end_ns;
+  uint64_t queued_ns;  /* CLOCK_MONOTONIC: when the run was submitted (= start_ns for local runs) */
+  uint64_t start_ns;   /* when it started, measured where it ran (the worker for parallel runs) */
+  uint64_t end_ns;     /* when it ended there (a worker that died: when its death was seen) */
   int status;          /* 0 or THEUS_E* */
 } theus_trace_event;
 

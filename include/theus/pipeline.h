@@ -6,10 +6,10 @@
  * never runs a step. Every message starts with "file:line:column: ".
  *
  * Order of calls (theus-run does exactly this):
- *   theus_pipeline_load -> [add_plugin, set] -> theus_pipeline_open (loads
+ *   theus_pipeline_load -> [add_plugin, set] -> theus_pipeline_open_engine (loads
  *   plugins, THEN opens the engine so its worker pool can run plugin code,
  *   then calls each plugin's registration function) -> theus_pipeline_run ->
- *   theus_engine_close -> theus_pipeline_free (unloads plugins last).
+ *   theus_engine_close -> theus_pipeline_close (unloads plugins last).
  */
 #ifndef THEUS_PIPELINE_H
 #define THEUS_PIPELINE_H
@@ -44,12 +44,14 @@ typedef int (*theus_plugin_register_fn)(theus_engine *e);
 typedef struct theus_pipeline theus_pipeline;
 
 /* Reads and checks a pipeline file. THEUS_EPARSE (any error in the file,
- * message "file:line:column: what; fix") or THEUS_ENOMEM/THEUS_ESYS; on
- * failure *out is NULL and err (may be NULL) has the message. */
-THEUS_API int theus_pipeline_load(theus_pipeline **out, const char *path, char *err, size_t errlen);
+ * message "file:line:column: what; fix"), THEUS_EINVAL, THEUS_ENOMEM. Like
+ * sqlite3_open, *out is set even on failure (unless memory ran out) and
+ * carries the message: read theus_pipeline_errmsg(*out), then release it
+ * with theus_pipeline_close. */
+THEUS_API int theus_pipeline_load(const char *path, theus_pipeline **out);
 
 /* Adds a plugin to load (path as given, e.g. from the command line), after
- * those the file lists. Before theus_pipeline_open. */
+ * those the file lists. Before theus_pipeline_open_engine. */
 THEUS_API int theus_pipeline_add_plugin(theus_pipeline *p, const char *path);
 
 /* Sets an initial domain value, overriding the file: path "domain.a.b"
@@ -59,13 +61,21 @@ THEUS_API int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *va
 /* The "workers" the file asks for, or -2 if it does not say. */
 THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
 
+/* The file's "arena" object as a config: the fields it sets, 0 (the arena's
+ * default, see theus_arena_config) for the others. A host that overrides some
+ * fields (theus-run's --arena-budget) starts from this and passes the result
+ * as cfg->arena to theus_pipeline_open_engine. */
+THEUS_API void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out);
+
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
- * (its domain replaced by the pipeline's initial domain), calls the plugins'
+ * (its domain replaced by the pipeline's initial domain; cfg NULL: the
+ * engine's defaults with the file's "workers"; cfg->arena NULL: the file's
+ * "arena", cfg->arena set: exactly that config), calls the plugins'
  * registration functions, registers the file's processes, checks that every
  * step names a known process and reducer, then creates the heavy arrays.
  * THEUS_EPARSE for an error in the pipeline or a plugin (nothing ran, no
  * engine is left open), another code if the engine failed. */
-THEUS_API int theus_pipeline_open(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out);
+THEUS_API int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out);
 
 typedef struct theus_pipeline_progress {
   size_t step, nsteps; /* top-level steps done / total */
@@ -79,7 +89,7 @@ typedef void (*theus_pipeline_progress_fn)(const theus_pipeline_progress *pr, vo
  * running the pipeline. NULL disables. */
 THEUS_API void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud);
 
-/* Runs the steps on e (opened by theus_pipeline_open). A failing step stops
+/* Runs the steps on e (opened by theus_pipeline_open_engine). A failing step stops
  * the run: THEUS_EPROCESS/ECRASH/ECONTRACT/... with "file:line:column: step
  * ...: cause"; THEUS_ELIMIT when the operation budget is exhausted. */
 THEUS_API int theus_pipeline_run(theus_pipeline *p, theus_engine *e);
@@ -91,7 +101,7 @@ THEUS_API uint64_t theus_pipeline_ops(const theus_pipeline *p);
 THEUS_API const char *theus_pipeline_errmsg(const theus_pipeline *p);
 
 /* Frees the pipeline and unloads its plugins: close the engine first. */
-THEUS_API void theus_pipeline_free(theus_pipeline *p);
+THEUS_API void theus_pipeline_close(theus_pipeline *p);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /* theus-c — workers: a pool of forked worker processes.
  *
- * theus_pool_start() forks one single-threaded helper, the fork server, which
+ * theus_pool_open() forks one single-threaded helper, the fork server, which
  * forks the workers; the caller may already have threads (but a lock another
  * host thread holds at that instant stays held in the workers: see
  * docs/workers.md, "Known limits"). Tasks travel through
@@ -11,7 +11,7 @@
  * A task is a function pointer plus argument bytes plus arena handles. The
  * function runs in a worker, a forked copy of the program image as it was when
  * the pool started: it must be linked in, or dlopen()ed BEFORE
- * theus_pool_start() (theus_pool_submit refuses other addresses).
+ * theus_pool_open() (theus_pool_submit refuses other addresses).
  *
  * Workers see the arena read-only (O_RDONLY memfd, PROT_READ). A task that
  * writes into an array dies by SIGSEGV and its result reads
@@ -21,7 +21,7 @@
  *
  * Thread safety: submit, wait, stats and errmsg may be called from many
  * threads at once; one ticket must be waited by one thread at a time.
- * theus_pool_stop() must be called once, when no other thread uses the pool.
+ * theus_pool_close() must be called once, when no other thread uses the pool.
  */
 #ifndef THEUS_POOL_H
 #define THEUS_POOL_H
@@ -57,8 +57,29 @@ typedef struct theus_pool_config {
   uint32_t spin_us;        /* busy-wait before sleeping on a futex, both sides (default 50) */
   int64_t default_timeout_ms; /* per task when the task says 0; <= 0 means none (default) */
   const theus_arena *arena;   /* arena shared read-only with the workers (may be NULL) */
-  int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 */
+  int keep_core_dumps;     /* 0 (default): workers run with RLIMIT_CORE 0 and are not dumpable */
+  int unsandboxed;         /* 1: no pool sandbox layer (debugging under gdb/strace only; see
+                              docs/workers.md, "Threat model"). 0 (default): every worker runs with
+                              no capabilities, no new privileges, not dumpable, and a seccomp
+                              filter that keeps it from writing the arena by any path */
+  /* Handed to every task (theus_task_context). It is used in the workers, so
+   * it must point at memory they inherit: immutable since theus_pool_open,
+   * or, with task_context_size > 0, a page-aligned MAP_SHARED mapping of
+   * that many bytes made before theus_pool_open. Workers drop every other
+   * writable shared mapping they inherit; this one they keep, read-only, and
+   * see the orchestrator's later writes to it. May be NULL. */
+  const void *task_context;
+  size_t task_context_size;
 } theus_pool_config;
+
+/* Flags of theus_task_desc.flags and theus_map_desc.flags */
+/* Run the task under the pure-process sandbox: no fork/exec, no network, no
+ * file writes or signals to other processes. A refused call fails the task
+ * with THEUS_ECONTRACT ("... called socket() ...") and replaces the worker.
+ * The engine sets it for parallel processes unless their contract says
+ * sandbox off. A worker keeps the sandbox once it has it: a task without the
+ * flag that lands on such a worker makes it exit and a fresh worker runs it. */
+#define THEUS_TASK_SANDBOX 0x1u
 
 /* What to run. Everything is copied at submit; the caller's buffers are free
  * to reuse as soon as submit returns. */
@@ -70,16 +91,19 @@ typedef struct theus_task_desc {
   unsigned nhandles;           /* <= THEUS_POOL_MAX_HANDLES */
   const char *const *keys;    /* optional: a name per handle, used in messages */
   int64_t timeout_ms;         /* 0: pool default; < 0: none; > 0: kill the worker past it */
+  unsigned flags;             /* THEUS_TASK_SANDBOX, or 0 */
 } theus_task_desc;
 
 typedef uint64_t theus_ticket;
 
 /* What a task produced. data is malloc'ed (NULL when len is 0): release it
- * with theus_pool_result_free. */
+ * with theus_pool_result_release. */
 typedef struct theus_pool_result {
   int status;      /* 0, the task's error code, THEUS_ECRASH, THEUS_ETIMEDOUT, THEUS_ECONTRACT, ... */
   int worker;      /* index of the worker that ran it (-1 if none did) */
   int pid;         /* its pid (0 if none) */
+  uint64_t start_ns, end_ns; /* when it ran on the worker, CLOCK_MONOTONIC (the same clock as the
+                                orchestrator's on one machine); 0 if it never ran */
   size_t len;
   void *data;
   char errmsg[THEUS_POOL_ERRMSG_MAX]; /* empty on success */
@@ -112,13 +136,22 @@ THEUS_API void theus_pool_config_init(theus_pool_config *cfg);
 /* Starts the fork server and its workers; returns once every worker is up.
  * cfg may be NULL. Like sqlite3_open, a failure still hands back a pool that
  * carries the message (unless memory ran out: then *out is NULL): read
- * theus_pool_errmsg(*out), then release it with theus_pool_stop(*out, 1). */
-THEUS_API int theus_pool_start(theus_pool **out, const theus_pool_config *cfg);
+ * theus_pool_errmsg(*out), then release it with theus_pool_close(*out, 1). */
+THEUS_API int theus_pool_open(const theus_pool_config *cfg, theus_pool **out);
 
 /* Queues one task on the least loaded worker. THEUS_EAGAIN when every ring is
  * full (wait for results first), THEUS_ECLOSED once the pool is stopping or
  * broken (its fork server died). */
 THEUS_API int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out);
+
+/* Like theus_pool_submit, but when every ring is full it sleeps (futex on a
+ * pool-level "slot freed" word, bumped by every collected result) until a
+ * slot is freed or timeout_ms passes (< 0: forever): THEUS_ETIMEDOUT then.
+ * Never polls. Only results collected by other threads free slots: a thread
+ * that submits this way while holding every uncollected ticket itself waits
+ * until its timeout. */
+THEUS_API int theus_pool_submit_wait(theus_pool *p, const theus_task_desc *task, int64_t timeout_ms,
+                                     theus_ticket *out);
 
 /* Queues n tasks with one wake-up per worker; tickets[i] answers tasks[i].
  * Returns how many were queued (>= 0) or a negative code if none was. */
@@ -145,6 +178,15 @@ typedef struct theus_map_desc {
   int *status;        /* optional: count per-item statuses */
   size_t chunk;       /* items per chunk; 0: count / (4 * nworkers), within the limits */
   int64_t timeout_ms; /* per chunk, as for a task */
+  unsigned flags;     /* THEUS_TASK_SANDBOX, or 0: applies to every chunk */
+  /* Optional bytes common to every item, copied once per chunk ahead of the
+   * items' bytes (theus_task_common reads them); they count against
+   * THEUS_POOL_ARG_MAX with the chunk's items. */
+  const void *common;
+  size_t common_size;
+  int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
+  uint64_t *times;    /* optional: 2 * count entries, start and end ns of the chunk that ran item i
+                         (CLOCK_MONOTONIC, on the worker; 0 if it never ran) */
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the
@@ -161,7 +203,7 @@ THEUS_API int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfa
 THEUS_API int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res);
 
 /* Frees res->data (and sets it to NULL). */
-THEUS_API void theus_pool_result_free(theus_pool_result *res);
+THEUS_API void theus_pool_result_release(theus_pool_result *res);
 
 /* Snapshot of the counters. */
 THEUS_API int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out);
@@ -171,7 +213,7 @@ THEUS_API unsigned theus_pool_size(const theus_pool *p);
 /* Pid of worker i (0 while it is being replaced or if i is out of range). */
 THEUS_API int theus_pool_worker_pid(const theus_pool *p, unsigned i);
 /* Nonzero if fn lies in the program image the workers were forked with (code
- * linked in or dlopen()ed before theus_pool_start): only such functions can
+ * linked in or dlopen()ed before theus_pool_open): only such functions can
  * run in a worker. */
 THEUS_API int theus_pool_has_function(const theus_pool *p, theus_task_fn fn);
 /* Pid of the fork server. */
@@ -181,11 +223,12 @@ THEUS_API int theus_pool_forksrv_pid(const theus_pool *p);
  * first; otherwise running workers are killed and queued tasks dropped. Reaps
  * every child and frees everything; uncollected results are discarded.
  * Returns 0, or THEUS_ECRASH if the fork server had died. NULL is a no-op. */
-THEUS_API int theus_pool_stop(theus_pool *p, int cancel_running);
+THEUS_API int theus_pool_close(theus_pool *p, int cancel_running);
 
 /* The message of the last failure on this pool, from any thread (another
  * thread's failure may overwrite it: waiters get their own copy in
- * theus_pool_result.errmsg). Never NULL. */
+ * theus_pool_result.errmsg). Never NULL. The text is this
+ * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
 /* ---- worker side (call only from inside a task function) --------------- */
@@ -214,6 +257,11 @@ THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Index of the worker running this task. */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
+/* theus_pool_config.task_context of the pool running this task. */
+THEUS_API const void *theus_task_context(const theus_task *t);
+/* In a map: the bytes common to every item (theus_map_desc.common); NULL and
+ * 0 in a plain task. */
+THEUS_API const void *theus_task_common(const theus_task *t, size_t *len);
 
 #ifdef __cplusplus
 }

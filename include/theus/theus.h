@@ -3,6 +3,7 @@
 #define THEUS_THEUS_H
 
 #include "error.h"
+#include "version.h"
 #include "heavy.h"
 #include "pool.h"
 #include "contract.h"

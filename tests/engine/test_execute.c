@@ -73,7 +73,7 @@ static theus_engine *open_engine(int strict) {
   json_t *d = json_pack("{s:i, s:s}", "counter", 0, "secret", "s3cr3t");
   cfg.domain = d;
   theus_engine *e;
-  assert_int_equal(theus_engine_open(&e, &cfg), 0);
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
   json_decref(d);
   static const char *const none[] = {NULL};
   static const char *const errs[] = {"E_RANGE", NULL};
@@ -249,8 +249,8 @@ static void test_disjoint_processes_both_survive(void **state) {
   assert_int_equal(theus_job_wait(a, -1, NULL), 0);
   assert_int_equal(theus_job_wait(b, 5000, NULL), 0);
   assert_true(theus_job_version(a) > v0);
-  theus_job_free(a);
-  theus_job_free(b);
+  theus_job_release(a);
+  theus_job_release(b);
   assert_int_equal(theus_engine_version(e), v0 + 2);
   json_t *va = theus_engine_get(e, "domain.a"), *vb = theus_engine_get(e, "domain.b");
   assert_int_equal(json_integer_value(va), 1);
@@ -280,7 +280,7 @@ static void test_jobs_from_other_threads(void **state) {
   assert_int_equal((intptr_t)rc, THEUS_EPROCESS);
   assert_non_null(strstr(theus_job_errmsg(j), "disk on fire"));
   assert_int_equal(theus_job_version(j), 0);
-  theus_job_free(j);
+  theus_job_release(j);
   assert_int_equal(theus_engine_submit(e, "nope", NULL, &j), THEUS_ENOTFOUND);
   assert_null(j);
   theus_engine_close(e);

@@ -27,7 +27,7 @@ static theus_engine *E;
 /* ---- the host writer thread --------------------------------------------- */
 
 typedef struct writer {
-  theus_twin *tw;
+  theus_twin_writer *tw;
   pthread_t th;
   int running;
   atomic_int stop;
@@ -41,11 +41,11 @@ static void *writer_main(void *arg) {
   writer *w = arg;
   while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
     uint64_t *back, e = w->published + 1, got = 0;
-    if (theus_twin_write_begin(w->tw, THEUS_TWIN_DISCARD, (void **)&back))
+    if (theus_twin_writer_begin(w->tw, THEUS_TWIN_DISCARD, (void **)&back))
       break;
     for (uint64_t i = 0; i < WORDS; i++)
       back[i] = e << 32 | i;
-    if (theus_twin_publish(w->tw, &got) || got != e) {
+    if (theus_twin_writer_publish(w->tw, &got) || got != e) {
       w->bad_epoch = 1;
       break;
     }
@@ -54,9 +54,9 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-static void writer_start(theus_twin *tw) {
+static void writer_start(theus_twin_writer *tw) {
   W.tw = tw;
-  W.published = theus_twin_published(tw);
+  W.published = theus_twin_writer_epoch(tw);
   W.bad_epoch = 0;
   atomic_store(&W.stop, 0);
   assert_int_equal(pthread_create(&W.th, NULL, writer_main, &W), 0);
@@ -147,7 +147,7 @@ static int setup(void **state) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = 2;
-  if (theus_engine_open(&E, &cfg)) {
+  if (theus_engine_open(&cfg, &E)) {
     print_error("engine open: %s\n", theus_engine_errmsg(E));
     theus_engine_close(E);
     E = NULL;
@@ -229,7 +229,7 @@ static void check_result(const json_t *r, int rounds, int want_worker) {
 static void test_local_and_worker_read_while_host_publishes(void **state) {
   (void)state;
   uint64_t v0 = theus_engine_version(E);
-  theus_twin *tw = NULL;
+  theus_twin_writer *tw = NULL;
   int rc = theus_engine_live_create(E, "frame", NBYTES, &tw);
   if (rc)
     fail_msg("live_create: %s", theus_engine_errmsg(E));
@@ -238,7 +238,7 @@ static void test_local_and_worker_read_while_host_publishes(void **state) {
   theus_engine_snapshot(E, &s);
   theus_array_info ai;
   assert_int_equal(theus_snapshot_heavy(s, "frame", &ai), 0);
-  assert_true(ai.handle == theus_twin_handle(tw));
+  assert_true(ai.handle == theus_twin_writer_handle(tw));
   theus_snapshot_release(s);
 
   assert_int_equal(run_int("peek_local", "frame"), 0); /* epoch 0, nothing published yet */
@@ -251,7 +251,7 @@ static void test_local_and_worker_read_while_host_publishes(void **state) {
   int prc = theus_job_wait(job, -1, &rp);
   char pmsg[1024];
   snprintf(pmsg, sizeof pmsg, "%s", theus_job_errmsg(job));
-  theus_job_free(job);
+  theus_job_release(job);
   json_decref(a);
   writer_stop();
   if (rc || prc) {
@@ -271,7 +271,7 @@ static void test_local_and_worker_read_while_host_publishes(void **state) {
 
 static void test_undeclared_key_is_a_contract_violation(void **state) {
   (void)state;
-  theus_twin *tw = NULL;
+  theus_twin_writer *tw = NULL;
   assert_int_equal(theus_engine_live_create(E, "frame", NBYTES, &tw), 0);
   assert_int_equal(run_int("undeclared_local", "frame"), THEUS_ECONTRACT);
   assert_non_null(strstr(theus_engine_errmsg(E), "undeclared live region 'heavy.frame'"));
@@ -296,11 +296,11 @@ static void test_undeclared_key_is_a_contract_violation(void **state) {
 static void test_unbind_frees_the_region(void **state) {
   (void)state;
   uint64_t before = bytes_live();
-  theus_twin *tw = NULL, *tw2 = NULL;
+  theus_twin_writer *tw = NULL, *tw2 = NULL;
   assert_int_equal(theus_engine_live_create(E, "tmp", 1u << 20, &tw), 0);
   assert_true(bytes_live() >= before + (2u << 20));
-  assert_int_equal(theus_twin_write(tw, 0, "abcdefgh", 8), 0);
-  assert_int_equal(theus_twin_publish(tw, NULL), 0);
+  assert_int_equal(theus_twin_writer_write(tw, 0, "abcdefgh", 8), 0);
+  assert_int_equal(theus_twin_writer_publish(tw, NULL), 0);
 
   /* refused creations leave nothing behind */
   uint64_t mid = bytes_live();
@@ -327,7 +327,7 @@ static void test_unbind_frees_the_region(void **state) {
 static void test_unbind_during_a_run_closes_the_reader(void **state) {
   (void)state;
   uint64_t before = bytes_live();
-  theus_twin *tw = NULL;
+  theus_twin_writer *tw = NULL;
   assert_int_equal(theus_engine_live_create(E, "tmp", 256, &tw), 0);
   json_t *r = NULL;
   assert_int_equal(theus_engine_execute(E, "unbind_then_read", NULL, &r), 0);
@@ -344,11 +344,11 @@ static void test_close_releases_bound_regions(void **state) {
   theus_engine_config_init(&cfg);
   cfg.workers = -1;
   theus_engine *e2 = NULL;
-  assert_int_equal(theus_engine_open(&e2, &cfg), 0);
-  theus_twin *tw = NULL;
+  assert_int_equal(theus_engine_open(&cfg, &e2), 0);
+  theus_twin_writer *tw = NULL;
   assert_int_equal(theus_engine_live_create(e2, "a", 4096, &tw), 0);
   assert_int_equal(theus_engine_live_create(e2, "b", 100, &tw), 0);
-  assert_int_equal(theus_twin_publish(tw, NULL), 0);
+  assert_int_equal(theus_twin_writer_publish(tw, NULL), 0);
   theus_engine_close(e2); /* sanitizers report any leaked writer or binding */
 }
 

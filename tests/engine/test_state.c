@@ -21,7 +21,7 @@ static theus_engine *open_engine(int strict, const char *domain) {
   json_t *d = domain ? json_loads(domain, 0, NULL) : NULL;
   cfg.domain = d;
   theus_engine *e = NULL;
-  assert_int_equal(theus_engine_open(&e, &cfg), 0);
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
   json_decref(d);
   return e;
 }
@@ -207,7 +207,7 @@ static void test_retention_keeps_old_versions(void **state) {
   cfg.workers = -1;
   cfg.retention = 1;
   theus_engine *e;
-  assert_int_equal(theus_engine_open(&e, &cfg), 0);
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
   uint64_t live0 = bytes_live(e);
   uint64_t shape[1] = {4096};
   void *d;
@@ -236,7 +236,7 @@ static void test_version_wait_across_processes(void **state) {
   if (pid == 0) {
     alarm(10);
     theus_version_watch *w;
-    if (theus_version_watch_open(&w, fd))
+    if (theus_version_watch_open(fd, &w))
       _exit(2);
     /* Wait past version 1 (not past whatever is current when the child gets
      * to run: the parent's CAS may already have happened). */

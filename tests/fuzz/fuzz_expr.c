@@ -34,11 +34,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_ASSERT(e != NULL);
     FUZZ_ASSERT(strcmp(theus__expr_text(e), text) == 0);
     json_t *v = NULL;
-    if (theus__expr_eval(e, domain, &v, err, sizeof err, &col) == 0) FUZZ_ASSERT(v != NULL);
+    if (theus__expr_eval(e, domain, &v, err, sizeof err, &col, NULL) == 0) FUZZ_ASSERT(v != NULL);
     json_decref(v);
     bool b;
-    (void)theus__expr_eval_bool(e, domain, &b, err, sizeof err, &col);
-    (void)theus__expr_eval_bool(e, empty, &b, err, sizeof err, NULL);
+    (void)theus__expr_eval_bool(e, domain, &b, err, sizeof err, &col, NULL);
+    (void)theus__expr_eval_bool(e, empty, &b, err, sizeof err, NULL, NULL);
     theus__expr_free(e);
   } else if (rc == THEUS_EPARSE) {
     FUZZ_ASSERT(e == NULL);

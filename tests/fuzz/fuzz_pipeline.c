@@ -90,16 +90,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     off += (size_t)w;
   }
   theus_pipeline *p = NULL;
-  char err[1024];
-  int rc = theus_pipeline_load(&p, path, err, sizeof err);
-  if (rc == 0) {
-    FUZZ_ASSERT(p != NULL);
+  int rc = theus_pipeline_load(path, &p);
+  FUZZ_ASSERT(p != NULL); /* sqlite3_open style: the handle carries the message */
+  const char *msg = theus_pipeline_errmsg(p);
+  FUZZ_ASSERT(msg != NULL);
+  if (rc == 0)
     (void)theus_pipeline_workers(p);
-    FUZZ_ASSERT(theus_pipeline_errmsg(p) != NULL);
-    theus_pipeline_free(p);
-  } else {
-    FUZZ_ASSERT(p == NULL);
-    FUZZ_ASSERT(strncmp(err, path, strlen(path)) == 0);
-  }
+  else
+    FUZZ_ASSERT(strncmp(msg, path, strlen(path)) == 0);
+  theus_pipeline_close(p);
   return 0;
 }

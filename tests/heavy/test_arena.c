@@ -23,7 +23,7 @@ static theus_arena *open_with(uint64_t hard, uint64_t single, unsigned soft_pct,
   if (soft_pct) c.soft_limit_pct = soft_pct;
   if (handles) c.max_handles = handles;
   theus_arena *a = NULL;
-  assert_int_equal(theus_arena_open(&a, &c), 0);
+  assert_int_equal(theus_arena_open(&c, &a), 0);
   assert_non_null(a);
   return a;
 }
@@ -123,7 +123,7 @@ static void test_handle_errors_distinct(void **st) {
 
 static void test_single_limit(void **st) {
   (void)st;
-  theus_arena *a = open_with(0, 0, 0, 0);
+  theus_arena *a = open_with(0, 100u * MiB, 0, 0); /* the seed's 100 MiB, set explicitly */
   theus_handle h;
   assert_int_equal(theus_arena_alloc(a, 101u * MiB, &h, NULL), THEUS_ETOOBIG);
   assert_int_equal(stats(a).hard_limit_hits, 1);
@@ -446,9 +446,14 @@ static void test_bad_config(void **st) {
   theus_arena_config c;
   theus_arena_config_init(&c);
   c.soft_limit_pct = 101;
-  theus_arena *a = (theus_arena *)1;
-  assert_int_equal(theus_arena_open(&a, &c), THEUS_EINVAL);
-  assert_null(a);
+  theus_arena *a = NULL;
+  assert_int_equal(theus_arena_open(&c, &a), THEUS_EINVAL);
+  assert_non_null(a); /* carries the detailed message, like theus_engine_open */
+  assert_non_null(strstr(theus_arena_errmsg(a), "soft 101%"));
+  theus_arena_stats s;
+  assert_int_equal(theus_arena_stats_get(a, &s), 0);
+  assert_int_equal(s.errors, 1);
+  theus_arena_close(a);
   assert_string_equal(theus_strerror(THEUS_ESTALE), "stale handle");
   assert_string_equal(theus_err_name(THEUS_EFREED), "THEUS_EFREED");
 }

@@ -22,7 +22,7 @@ struct fixture {
 
 static int setup(void **st) {
   static struct fixture f;
-  if (theus_arena_open(&f.a, NULL) != 0) return -1;
+  if (theus_arena_open(NULL, &f.a) != 0) return -1;
   if (theus_arena_write(f.a, "parent data", 12, &f.bytes) != 0) return -1;
   uint64_t shape[2] = {3, 1000};
   double *d;
@@ -47,7 +47,7 @@ static int run_child(struct fixture *f, int (*fn)(theus_arena *ro, struct fixtur
     struct sigaction sa = {.sa_handler = SIG_DFL};
     sigaction(SIGSEGV, &sa, NULL); /* die by the signal, not by a sanitizer report */
     theus_arena *ro;
-    if (theus_arena_attach_ro(&ro, theus_arena_ro_fd(f->a)) != 0) _exit(100);
+    if (theus_arena_open_ro(theus_arena_ro_fd(f->a), &ro) != 0) _exit(100);
     _exit(fn(ro, f));
   }
   int status = 0;
@@ -137,7 +137,7 @@ static void test_attach_rejects_non_arena(void **st) {
   int fds[2];
   assert_int_equal(pipe(fds), 0);
   theus_arena *ro = (theus_arena *)1;
-  assert_int_not_equal(theus_arena_attach_ro(&ro, fds[0]), 0);
+  assert_int_not_equal(theus_arena_open_ro(fds[0], &ro), 0);
   assert_null(ro);
   close(fds[0]);
   close(fds[1]);

@@ -11,7 +11,7 @@
 
 static int setup(void **st) {
   theus_arena *a;
-  if (theus_arena_open(&a, NULL) != 0) return -1;
+  if (theus_arena_open(NULL, &a) != 0) return -1;
   *st = a;
   return 0;
 }

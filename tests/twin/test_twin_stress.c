@@ -40,13 +40,13 @@ typedef struct reader_arg {
 } reader_arg;
 
 typedef struct writer_arg {
-  theus_twin *twin;
+  theus_twin_writer *twin;
   control *ctl;
 } writer_arg;
 
 typedef struct fixture {
   theus_arena *arena;
-  theus_twin *twin;
+  theus_twin_writer *twin;
   control *ctl;
   tt_children kids;
 } fixture;
@@ -58,23 +58,23 @@ static int stress_ms(void) {
 }
 
 /* One frame in one of three ways, so every writer path is exercised. */
-static int write_frame(theus_twin *t, uint64_t e, uint64_t *scratch) {
+static int write_frame(theus_twin_writer *t, uint64_t e, uint64_t *scratch) {
   uint64_t *back = NULL;
   switch (e % 3) {
   case 0:
-    if (theus_twin_write_begin(t, THEUS_TWIN_DISCARD, (void **)&back)) return -1;
+    if (theus_twin_writer_begin(t, THEUS_TWIN_DISCARD, (void **)&back)) return -1;
     tt_fill_frame(back, NWORDS, e);
     break;
   case 1:
-    if (theus_twin_write_begin(t, 0, (void **)&back)) return -1;
+    if (theus_twin_writer_begin(t, 0, (void **)&back)) return -1;
     tt_fill_frame(back, NWORDS, e);
     break;
   default:
     tt_fill_frame(scratch, NWORDS, e);
     for (size_t k = 0; k < 4; k++)
-      if (theus_twin_write(t, k * NBYTES / 4, (char *)scratch + k * NBYTES / 4, NBYTES / 4)) return -1;
+      if (theus_twin_writer_write(t, k * NBYTES / 4, (char *)scratch + k * NBYTES / 4, NBYTES / 4)) return -1;
   }
-  return theus_twin_publish(t, NULL);
+  return theus_twin_writer_publish(t, NULL);
 }
 
 static int writer_loop(writer_arg *w) {
@@ -82,7 +82,7 @@ static int writer_loop(writer_arg *w) {
   if (!scratch) return 2;
   int rc = 0;
   while (!atomic_load_explicit(&w->ctl->stop, memory_order_relaxed)) {
-    if (write_frame(w->twin, theus_twin_published(w->twin) + 1, scratch)) {
+    if (write_frame(w->twin, theus_twin_writer_epoch(w->twin) + 1, scratch)) {
       rc = 3;
       break;
     }
@@ -99,13 +99,13 @@ static void check_one(theus_twin_reader *r, uint64_t *rng, uint64_t *buf, tally 
     size_t off = tt_rand(rng) % NBYTES;
     size_t len = 1 + tt_rand(rng) % (tt_rand(rng) % 8 ? 300 : NBYTES - off);
     if (len > NBYTES - off) len = NBYTES - off;
-    rc = theus_twin_read_at(r, off, buf, len, &e);
+    rc = theus_twin_reader_read_at(r, off, buf, len, &e);
     if (rc == 0 && !tt_check_bytes((const unsigned char *)buf, off, len, e)) t->torn++;
   } else { /* word range, mostly short, sometimes up to the whole region */
     size_t first = tt_rand(rng) % NWORDS;
     size_t n = 1 + tt_rand(rng) % (tt_rand(rng) % 8 ? 64 : NWORDS - first);
     if (n > NWORDS - first) n = NWORDS - first;
-    rc = theus_twin_read_at(r, first * 8, buf, n * 8, &e);
+    rc = theus_twin_reader_read_at(r, first * 8, buf, n * 8, &e);
     if (rc == 0 && !tt_check_words(buf, first, n, e)) t->torn++;
   }
   if (rc == THEUS_ESTARVED) return;
@@ -122,7 +122,7 @@ static void reader_loop(reader_arg *a) {
   theus_twin_reader *r = NULL;
   uint64_t *buf = malloc(NBYTES);
   uint64_t rng = a->seed | 1, last = 0;
-  if (!buf || theus_twin_open(a->arena, a->h, &r) != 0) {
+  if (!buf || theus_twin_reader_open(a->arena, a->h, &r) != 0) {
     a->out.errors++;
     goto done;
   }
@@ -154,7 +154,7 @@ static int setup(void **state) {
   f->ctl = mmap(NULL, sizeof(control), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (f->ctl == MAP_FAILED) return -1;
   if (tt_arena_open(&f->arena) != 0) return -1;
-  if (theus_twin_create(f->arena, NBYTES, &f->twin) != 0) return -1;
+  if (theus_twin_writer_open(f->arena, NBYTES, &f->twin) != 0) return -1;
   *state = f;
   return 0;
 }
@@ -164,7 +164,7 @@ static int teardown(void **state) {
   if (!f) return 0;
   atomic_store(&f->ctl->stop, 1);
   tt_kill_all(&f->kids);
-  theus_twin_destroy(f->twin);
+  theus_twin_writer_close(f->twin, 1);
   theus_arena_close(f->arena);
   munmap(f->ctl, sizeof(control));
   free(f);
@@ -189,7 +189,7 @@ static void assert_clean(const tally *t) {
 static void run_reader_threads(fixture *f, reader_arg *args) {
   pthread_t th[READER_THREADS];
   for (int i = 0; i < READER_THREADS; i++) {
-    args[i] = (reader_arg){f->arena, theus_twin_handle(f->twin), f->ctl, 0x1234567ull * (i + 3), {0}};
+    args[i] = (reader_arg){f->arena, theus_twin_writer_handle(f->twin), f->ctl, 0x1234567ull * (i + 3), {0}};
     assert_int_equal(pthread_create(&th[i], NULL, reader_thread, &args[i]), 0);
   }
   struct timespec ts = {stress_ms() / 1000, (stress_ms() % 1000) * 1000000L};
@@ -208,7 +208,7 @@ typedef struct ro_reader {
 static int ro_reader_main(void *p) {
   ro_reader *c = p;
   theus_arena *ro = NULL;
-  if (theus_arena_attach_ro(&ro, c->ro_fd) != 0) return 10;
+  if (theus_arena_open_ro(c->ro_fd, &ro) != 0) return 10;
   c->arg.arena = ro;
   reader_loop(&c->arg);
   theus_arena_close(ro);
@@ -227,7 +227,7 @@ static void test_stress_processes(void **state) {
   writer_arg w = {f->twin, f->ctl};
   pid_t writer = tt_spawn(&f->kids, writer_main, &w);
   assert_true(writer > 0);
-  ro_reader c = {{NULL, theus_twin_handle(f->twin), f->ctl, 0xfeedfacecafeull, {0}},
+  ro_reader c = {{NULL, theus_twin_writer_handle(f->twin), f->ctl, 0xfeedfacecafeull, {0}},
                  theus_arena_ro_fd(f->arena), pfd[1]};
   pid_t rpid = tt_spawn(&f->kids, ro_reader_main, &c);
   assert_true(rpid > 0);
@@ -275,7 +275,7 @@ static void test_stress_threads(void **state) {
 static void *tiny_frames(void *p) {
   writer_arg *w = p;
   for (uint64_t i = 0; !atomic_load_explicit(&w->ctl->stop, memory_order_relaxed); i++)
-    if (theus_twin_write(w->twin, 0, &i, sizeof i) || theus_twin_publish(w->twin, NULL)) return (void *)1;
+    if (theus_twin_writer_write(w->twin, 0, &i, sizeof i) || theus_twin_writer_publish(w->twin, NULL)) return (void *)1;
   return NULL;
 }
 
@@ -287,7 +287,7 @@ static void test_read_at_starved(void **state) {
   theus_twin_reader *r = NULL;
   uint64_t *buf = malloc(NBYTES);
   assert_non_null(buf);
-  assert_int_equal(theus_twin_open(f->arena, theus_twin_handle(f->twin), &r), 0);
+  assert_int_equal(theus_twin_reader_open(f->arena, theus_twin_writer_handle(f->twin), &r), 0);
   assert_int_equal(theus_twin_reader_set_retries(r, 1), 0);
   writer_arg w = {f->twin, f->ctl};
   pthread_t wt;
@@ -296,7 +296,7 @@ static void test_read_at_starved(void **state) {
   struct timespec t0, t;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   do {
-    rc = theus_twin_read_at(r, 0, buf, NBYTES, NULL);
+    rc = theus_twin_reader_read_at(r, 0, buf, NBYTES, NULL);
     clock_gettime(CLOCK_MONOTONIC, &t);
   } while (rc == 0 && t.tv_sec - t0.tv_sec < 5);
   atomic_store(&f->ctl->stop, 1);

@@ -24,7 +24,7 @@ static inline int tt_arena_open(theus_arena **a) {
   theus_arena_config_init(&cfg);
   cfg.hard_limit = 64u << 20;
   cfg.max_handles = 1024;
-  return theus_arena_open(a, &cfg);
+  return theus_arena_open(&cfg, a);
 }
 
 /* Children of one test; the teardown kills and reaps whatever is left, so a

@@ -30,20 +30,20 @@ typedef struct fixture {
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
-  if (!f || theus_arena_open(&f->arena, NULL) < 0) return -1;
+  if (!f || theus_arena_open(NULL, &f->arena) < 0) return -1;
   snprintf(f->flag_path, sizeof f->flag_path, "/tmp/theus-test-crash-%d", (int)getpid());
   theus_pool_config cfg;
   theus_pool_config_init(&cfg);
   cfg.nworkers = 2;
   cfg.arena = f->arena;
-  if (theus_pool_start(&f->pool, &cfg) < 0) return -1;
+  if (theus_pool_open(&cfg, &f->pool) < 0) return -1;
   *state = f;
   return 0;
 }
 
 static int teardown(void **state) {
   fixture *f = *state;
-  theus_pool_stop(f->pool, 1);
+  theus_pool_close(f->pool, 1);
   theus_arena_close(f->arena);
   unlink(f->flag_path);
   free(f);
@@ -144,7 +144,7 @@ static void run_ok(theus_pool *p) {
   assert_int_equal(theus_pool_wait(p, tk, -1, &r), 0);
   assert_int_equal(r.status, 0);
   assert_int_equal(*(int *)r.data, 7);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
 }
 
 /* Runs fn, expects the given status and a message containing want. */
@@ -157,7 +157,7 @@ static void expect_death(theus_pool *p, theus_task_fn fn, int status, const char
   if (r.status != status || !strstr(r.errmsg, want))
     fail_msg("status %d message '%s', wanted %d and '%s'", r.status, r.errmsg, status, want);
   assert_true(r.pid > 0);
-  theus_pool_result_free(&r);
+  theus_pool_result_release(&r);
 }
 
 /* After a death the replacement is forked at once; wait for it (bounded). */
@@ -298,7 +298,7 @@ static void test_thousand_with_crashes(void **state) {
       assert_int_equal(*(int *)r.data, 2 * (int)got);
       ok++;
     }
-    theus_pool_result_free(&r);
+    theus_pool_result_release(&r);
     got++;
   }
   assert_int_equal(failures, 100);

@@ -73,11 +73,11 @@ static _Noreturn void owner_main(int wfd) {
   theus_arena *a;
   theus_pool *p;
   theus_pool_config cfg;
-  if (theus_arena_open(&a, NULL) < 0) _exit(10);
+  if (theus_arena_open(NULL, &a) < 0) _exit(10);
   theus_pool_config_init(&cfg);
   cfg.nworkers = NWORKERS;
   cfg.arena = a;
-  if (theus_pool_start(&p, &cfg) < 0) _exit(11);
+  if (theus_pool_open(&cfg, &p) < 0) _exit(11);
   theus_task_desc d = {.fn = t_spin};
   theus_ticket tk;
   for (int i = 0; i < 2 * NWORKERS; i++)
