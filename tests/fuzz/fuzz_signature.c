@@ -7,26 +7,12 @@
  * taken apart again (nothing is called).
  *
  * The state paths a typed process reads become its contract's inputs, so
- * they must pass theus_path_check. CHECK_INPUT_PATHS is 0 while the known
- * bug in signature/crashes-known/ is open (bindings such as "heavy.a.b.len"
- * or "domain.a..b" are accepted); set it to 1 once the bindings are checked
- * like contract paths.
- *
- * SKIP_SHORT_OUTPUTS is 1 while the out-of-bounds read of
- * signature/crashes-known/short_output_overread is open (check_outputs
- * compares output + 6 before checking the "heavy." prefix): outputs shorter
- * than "heavy." are left out so fuzzing can go on; set it to 0 once fixed.
+ * every one must pass theus_path_check.
  */
 #include "ffi.h"
 #include "fuzz_util.h"
 
 #define MAX_LINES 40
-#ifndef SKIP_SHORT_OUTPUTS
-#define SKIP_SHORT_OUTPUTS 1
-#endif
-#ifndef CHECK_INPUT_PATHS
-#define CHECK_INPUT_PATHS 0
-#endif
 
 static void noop(void) {}
 
@@ -41,10 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!nl && !*line && sig) break; /* the text ends with a newline */
     if (!sig)
       sig = line;
-    else if (line[0] == '>' && nouts < MAX_LINES) {
-      const char *o = line + 1 + (line[1] == ' ');
-      if (!SKIP_SHORT_OUTPUTS || strlen(o) >= 6) outs[nouts++] = o;
-    }
+    else if (line[0] == '>' && nouts < MAX_LINES)
+      outs[nouts++] = line + 1 + (line[1] == ' ');
     else if (line[0] != '>' && nargs < MAX_LINES)
       args[nargs++] = line;
     line = nl ? nl + 1 : NULL;
@@ -62,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_ASSERT(p.sig.nargs == nargs);
     char **in = theus__ffi_proc_inputs(&p);
     FUZZ_ASSERT(in != NULL);
-    for (size_t i = 0; in[i]; i++) FUZZ_ASSERT(!CHECK_INPUT_PATHS || theus_path_check(in[i], NULL, 0) == 0);
+    for (size_t i = 0; in[i]; i++) FUZZ_ASSERT(theus_path_check(in[i], NULL, 0) == 0);
     theus__ffi_strv_free(in);
     (void)theus__ffi_proc_writes_array(&p);
     theus__ffi_proc_fini(&p);
