@@ -306,12 +306,13 @@ static int check_outputs(theus__ffi_proc *p, const char *sigtext, const char *co
     bool bound = false; /* the prefix first: o may be shorter than "heavy." */
     for (unsigned a = 0; o && strncmp(o, "heavy.", 6) == 0 && a < p->sig.nargs; a++)
       bound |= p->binds[a].kind == THEUS_FFI_BIND_ARRAY && strcmp(p->binds[a].path, o + 6) == 0;
-    *bad = (int)i;
-    if (!bound)
+    if (!bound) {
+      *bad = (int)i;
       return theus__errf(err, errlen, THEUS_EINVAL,
                   "output \"%s\" of \"%s\": a typed process writes domain.PATH (its return value) or a heavy.KEY "
                   "that is also one of its T* arguments",
                   o ? o : "(null)", sigtext);
+    }
   }
   if (p->sig.ret.type && !p->ret_output)
     return theus__errf(err, errlen, THEUS_EINVAL,
