@@ -459,6 +459,20 @@ size_t theus__pipe_strv_len(char **v) {
 
 static void noop_fn(void) {}
 
+/* A typed process refused by theus__ffi_proc_init: the message at the binding
+ * or output refused, else at the signature (a syntax error) or the args. */
+static int typed_err(theus_pipeline *p, const typed_proc *t, int rc, const char *ptr, const char *err) {
+  char at[PIPE_PTR], list[PIPE_PTR];
+  const char *key = t->ffi.bad_output >= 0 ? "outputs" : rc == THEUS_EPARSE && t->ffi.bad_arg < 0 ? "signature" : "args";
+  theus__pipe_child(list, ptr, key, 0);
+  int index = t->ffi.bad_output >= 0 ? t->ffi.bad_output : t->ffi.bad_arg;
+  if (index >= 0)
+    theus__pipe_child(at, list, NULL, (size_t)index);
+  else
+    snprintf(at, sizeof at, "%s", list);
+  return theus__pipe_err(p, at, false, "process \"%s\": %s", t->name, err);
+}
+
 static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const char *ptr) {
   static const char *const allowed[] = {"name", "symbol", "signature", "args", "outputs", "parallel",
                                         "timeout_ms", "memo", "description", NULL};
@@ -468,11 +482,10 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "symbol", false, "the C function to call", &t->symbol);
   if (!rc && !t->symbol && !(t->symbol = strdup(t->name))) rc = THEUS_ENOMEM;
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "signature", true, "e.g. \"void(f32*, u64, f64)\"", &t->signature);
-  char ap[PIPE_PTR], op[PIPE_PTR], pp[PIPE_PTR], sp[PIPE_PTR];
+  char ap[PIPE_PTR], op[PIPE_PTR], pp[PIPE_PTR];
   theus__pipe_child(ap, ptr, "args", 0);
   theus__pipe_child(op, ptr, "outputs", 0);
   theus__pipe_child(pp, ptr, "parallel", 0);
-  theus__pipe_child(sp, ptr, "signature", 0);
   if (!rc) rc = strv_from_json(p, json_object_get(v, "args"), ap, "args", true, &t->args);
   if (!rc) rc = strv_from_json(p, json_object_get(v, "outputs"), op, "outputs", false, &t->outputs);
   json_t *par = json_object_get(v, "parallel");
@@ -494,7 +507,7 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   char err[THEUS_FFI_ERRLEN];
   rc = theus__ffi_proc_init(&t->ffi, noop_fn, t->signature, (const char *const *)t->args, theus__pipe_strv_len(t->args),
                             (const char *const *)t->outputs, theus__pipe_strv_len(t->outputs), err, sizeof err);
-  if (rc) return theus__pipe_err(p, rc == THEUS_EPARSE ? sp : ap, false, "process \"%s\": %s", t->name, err);
+  if (rc) return typed_err(p, t, rc, ptr, err);
   bool writes = theus__ffi_proc_writes_array(&t->ffi);
   theus__ffi_proc_fini(&t->ffi);
   if (writes && t->parallel)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds theus-c three times (-Werror, ASan+UBSan
 # and ThreadSanitizer, each with -Werror) and runs the whole suite in each build
-# (tests/meson.build sets TSAN_OPTIONS: any report fails its test).
+# (tests/meson.build sets TSAN_OPTIONS: any report fails its test); then builds
+# the libFuzzer harnesses (tests/fuzz, clang), runs each for FUZZ_SECONDS
+# (default 10) on its seed corpus and replays every finding's reproducer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -20,4 +22,8 @@ run_suite() { # build-dir "meson test args" meson-options...
 run_suite build-werror ""
 run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+echo "theus-c: fuzzing each harness for ${FUZZ_SECONDS:-10} s on its corpus"
+bash scripts/fuzz.sh all "${FUZZ_SECONDS:-10}"
+# and replay every finding's reproducer (corpus + tests/fuzz/regress) once
+meson test -C "${FUZZ_BUILD:-build-fuzz}" --suite fuzz --num-processes 2 --no-rebuild
 echo "theus-c: all suites passed"

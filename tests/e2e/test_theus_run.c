@@ -371,7 +371,7 @@ static void test_pipeline_errors(void **state) {
       {"wrong_type.json", ":2:13: ", "\"budget\" must be an integer"},
       {"missing_field.json", ":4:5: ", "missing \"into\""},
       {"bad_expr.json", ":4:26: ", "in expression \"domain.i <> 3\": unexpected '>'"},
-      {"bad_binding.json", ":4:14: ", "a pointer argument needs heavy.KEY"},
+      {"bad_binding.json", ":4:15: ", "a pointer argument needs heavy.KEY"},
       {"missing_plugin.json", ":2:15: ", "cannot load it"},
       {"unknown_reducer.json", ":5:16: ", "unknown reducer \"average\""},
       {"bad_heavy.json", ":3:25: ", "unknown dtype \"f16\""},
