@@ -179,6 +179,7 @@ static void test_map_per_slice(void **state) {
   assert_int_equal(memo_stat(e, "misses"), 8);
   json_t *res = NULL;
   assert_int_equal(theus_engine_execute(e, "slice_sum", NULL, &res), 0); /* a whole-array run: its own key */
+  json_decref(res);
   assert_int_equal(theus_engine_execute(e, "slice_sum", NULL, &res), 0);
   assert_float_equal(json_number_value(res), 8.0, 0);
   json_decref(res);
