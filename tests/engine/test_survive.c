@@ -3,9 +3,11 @@
  * locally), the engine cancel flag on a map. One engine per group; the group
  * teardown closes it (and reaps the workers) even on failure. No timing in
  * assertions: tasks that must be running when canceled block until killed. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,9 +42,9 @@ static int block(theus_ctx *ctx) {
 }
 
 /* A local process that polls its cancel state. */
-static volatile int local_started;
+static atomic_int local_started;
 static int polite(theus_ctx *ctx) {
-  local_started = 1;
+  atomic_store(&local_started, 1);
   while (!theus_ctx_canceled(ctx)) usleep(1000);
   return theus_ctx_set(ctx, "domain.y", json_integer(-1)); /* must not be committed */
 }
@@ -184,11 +186,11 @@ static void test_cancel_pool_jobs(void **state) {
 static void test_cancel_local_jobs(void **state) {
   (void)state;
   uint64_t v = theus_engine_version(E);
-  local_started = 0;
+  atomic_store(&local_started, 0);
   theus_job *a, *b;
   assert_int_equal(theus_engine_submit(E, "polite", NULL, &a), 0);
   assert_int_equal(theus_engine_submit(E, "polite", NULL, &b), 0);
-  while (!local_started) usleep(1000);
+  while (!atomic_load(&local_started)) usleep(1000);
   assert_int_equal(theus_job_cancel(b), 0);
   assert_int_equal(theus_job_cancel(a), 0);
   assert_int_equal(theus_job_wait(a, -1, NULL), THEUS_ECANCELED);
@@ -204,11 +206,10 @@ static volatile int cancel_flag;
 static void *trip_later(void *arg) {
   (void)arg;
   usleep(50000);
-  cancel_flag = 1;
+  __atomic_store_n(&cancel_flag, 1, __ATOMIC_SEQ_CST); /* the engine loads it atomically */
   return NULL;
 }
 
-#include <pthread.h>
 /* The engine's cancel flag stops a map whose slices block. */
 static void test_cancel_flag_stops_map(void **state) {
   (void)state;
