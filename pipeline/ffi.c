@@ -330,6 +330,13 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
     rc = bind_one(&p->binds[i], p->sig.args[i], i, args[i], signature, outputs, noutputs, err, errlen);
     p->atypes[i] = ffi_of(p->sig.args[i]);
   }
+  /* The length rule: an integer bound to a value right after an array describes that array. */
+  for (unsigned i = 1; i < p->sig.nargs && !rc; i++) {
+    const theus__ffi_bind *prev = &p->binds[i - 1], *b = &p->binds[i];
+    if (prev->kind == THEUS_FFI_BIND_ARRAY && is_integer_type(p->sig.args[i].type) && !p->sig.args[i].ptr &&
+        (b->kind == THEUS_FFI_BIND_DOMAIN || b->kind == THEUS_FFI_BIND_LITERAL))
+      p->binds[i].len_of = i; /* 1 + index of the array: i - 1 + 1 */
+  }
   if (!rc) rc = check_outputs(p, signature, outputs, noutputs, err, errlen);
   if (!rc && ffi_prep_cif(&p->cif, FFI_DEFAULT_ABI, p->sig.nargs, ffi_of(p->sig.ret), p->atypes) != FFI_OK)
     rc = theus__errf(err, errlen, THEUS_EINVAL, "libffi refused the signature \"%s\"", signature);
@@ -343,6 +350,20 @@ void theus__ffi_proc_fini(theus__ffi_proc *p) {
   for (unsigned i = 0; i < THEUS_FFI_MAX_ARGS; i++) free(p->binds[i].path);
   free(p->ret_output);
   memset(p, 0, sizeof *p);
+}
+
+int theus__ffi_proc_not_length(theus__ffi_proc *p, uint32_t mask, char *err, size_t errlen) {
+  for (unsigned i = 0; i < 32; i++) {
+    if (!(mask & (1u << i))) continue;
+    if (i >= p->sig.nargs || !p->binds[i].len_of)
+      return theus__errf(err, errlen, THEUS_EINVAL,
+                         "\"not_lengths\" names argument %u, which is not an integer bound to domain.PATH or a "
+                         "number right after a T* argument bound to heavy.KEY (only such an argument is taken "
+                         "for the array's length)",
+                         i + 1);
+    p->binds[i].len_of = 0;
+  }
+  return 0;
 }
 
 /* ---- call ----------------------------------------------------------------- */
@@ -373,7 +394,7 @@ static int resolve_array(const theus__ffi_bind *b, theus__ffi_type t, unsigned i
 }
 
 static int bind_value(const theus__ffi_bind *b, theus__ffi_type t, unsigned i, const theus__ffi_env *env,
-                      slot *s, char *err, size_t errlen) {
+                      slot *s, theus_array_info *arr, char *err, size_t errlen) {
   theus_array_info info;
   char what[160];
   int rc;
@@ -381,6 +402,7 @@ static int bind_value(const theus__ffi_bind *b, theus__ffi_type t, unsigned i, c
   case THEUS_FFI_BIND_ARRAY:
     rc = resolve_array(b, t, i, env, &info, err, errlen);
     s->ptr = (void *)info.data;
+    if (!rc) *arr = info;
     return rc;
   case THEUS_FFI_BIND_LEN:
     rc = resolve_array(b, t, i, env, &info, err, errlen);
@@ -418,14 +440,53 @@ static json_t *ret_to_json(theus_dtype t, const slot *rv) {
   }
 }
 
-int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, json_t **ret, char *err,
-                         size_t errlen) {
+static int64_t slot_int(theus_dtype t, const slot *s, bool *neg) {
+  *neg = false;
+  switch (t) {
+  case THEUS_DTYPE_U8: return *(const uint8_t *)s;
+  case THEUS_DTYPE_U16: return *(const uint16_t *)s;
+  case THEUS_DTYPE_U32: return *(const uint32_t *)s;
+  case THEUS_DTYPE_U64: return s->u64 > INT64_MAX ? INT64_MAX : (int64_t)s->u64;
+  case THEUS_DTYPE_I8: *neg = *(const int8_t *)s < 0; return *(const int8_t *)s;
+  case THEUS_DTYPE_I16: *neg = *(const int16_t *)s < 0; return *(const int16_t *)s;
+  case THEUS_DTYPE_I32: *neg = *(const int32_t *)s < 0; return *(const int32_t *)s;
+  default: *neg = *(const int64_t *)s < 0; return *(const int64_t *)s;
+  }
+}
+
+/* The length rule: a length argument may not exceed the array it describes. */
+static int check_length(const theus__ffi_proc *p, unsigned i, const slot *v, const theus_array_info *arrs,
+                        bool sliced, char *err, size_t errlen) {
+  const theus__ffi_bind *b = &p->binds[i], *ab = &p->binds[b->len_of - 1];
+  const theus_array_info *a = &arrs[b->len_of - 1];
+  uint64_t count = a->itemsize ? a->nbytes / a->itemsize : a->nbytes;
+  bool neg;
+  int64_t n = slot_int(p->sig.args[i].type, v, &neg);
+  if (!neg && (uint64_t)n <= count) return 0;
+  char src[160];
+  if (b->kind == THEUS_FFI_BIND_DOMAIN)
+    snprintf(src, sizeof src, "domain.%s = %lld", b->path, (long long)n);
+  else
+    snprintf(src, sizeof src, "the literal %lld", (long long)n);
+  return theus__errf(err, errlen, THEUS_ECONTRACT,
+                     "argument %u (%s) is the length of argument %u, heavy.%s, which has %llu element%s%s: the "
+                     "function would %s past the array; bind heavy.%s.len, lower the value, or list %u in "
+                     "\"not_lengths\" if it is not a length",
+                     i + 1, src, b->len_of, ab->path, (unsigned long long)count, count == 1 ? "" : "s",
+                     sliced ? " in this slice" : "", neg ? "get a negative length and read" : "read", ab->path, i + 1);
+}
+
+static int call_checked(const theus__ffi_proc *p, const theus__ffi_env *env, bool sliced, json_t **ret, char *err,
+                        size_t errlen) {
   slot vals[THEUS_FFI_MAX_ARGS];
   void *avalues[THEUS_FFI_MAX_ARGS];
+  theus_array_info arrs[THEUS_FFI_MAX_ARGS];
   if (ret) *ret = NULL;
   memset(vals, 0, sizeof vals);
+  memset(arrs, 0, sizeof arrs);
   for (unsigned i = 0; i < p->sig.nargs; i++) {
-    int rc = bind_value(&p->binds[i], p->sig.args[i], i, env, &vals[i], err, errlen);
+    int rc = bind_value(&p->binds[i], p->sig.args[i], i, env, &vals[i], &arrs[i], err, errlen);
+    if (!rc && p->binds[i].len_of) rc = check_length(p, i, &vals[i], arrs, sliced, err, errlen);
     if (rc) return rc;
     avalues[i] = &vals[i];
   }
@@ -442,6 +503,11 @@ int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, js
     if (!*ret) return theus__errf(err, errlen, THEUS_ENOMEM, "out of memory converting the return value");
   }
   return 0;
+}
+
+int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, json_t **ret, char *err,
+                         size_t errlen) {
+  return call_checked(p, env, false, ret, err, errlen);
 }
 
 /* ---- the typed process ------------------------------------------------------ */
@@ -486,7 +552,7 @@ int theus__ffi_process(theus_ctx *ctx) {
   theus__ffi_env env = {ctx_array, ctx_domain, &ce};
   char err[THEUS_FFI_ERRLEN];
   json_t *ret = NULL;
-  int rc = theus__ffi_proc_call(p, &env, &ret, err, sizeof err);
+  int rc = call_checked(p, &env, ce.sliced, &ret, err, sizeof err);
   if (rc) return theus_ctx_fail(ctx, "%s", err);
   if (!ret) return 0;
   if (!ce.sliced && p->ret_output) {

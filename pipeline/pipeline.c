@@ -411,9 +411,33 @@ size_t theus__pipe_strv_len(char **v) {
 
 static void noop_fn(void) {}
 
+/* "not_lengths": argument numbers (1-based) exempt from the length rule. */
+static int get_not_lengths(theus_pipeline *p, const json_t *v, const char *ptr, uint32_t *mask) {
+  const json_t *a = json_object_get(v, "not_lengths");
+  char np[PIPE_PTR];
+  theus__pipe_child(np, ptr, "not_lengths", 0);
+  *mask = 0;
+  if (!a) return 0;
+  if (!json_is_array(a))
+    return theus__pipe_err(p, np, false, "\"not_lengths\" must be an array of argument numbers (1-based), found %s",
+                           theus__pipe_type_name(a));
+  for (size_t i = 0; i < json_array_size(a); i++) {
+    const json_t *x = json_array_get(a, i);
+    json_int_t n = json_is_integer(x) ? json_integer_value(x) : 0;
+    if (n < 1 || n > THEUS_FFI_MAX_ARGS) {
+      char ip[PIPE_PTR];
+      theus__pipe_child(ip, np, NULL, i);
+      return theus__pipe_err(p, ip, false, "\"not_lengths\"[%zu] must be an argument number 1..%d", i,
+                             THEUS_FFI_MAX_ARGS);
+    }
+    *mask |= 1u << (n - 1);
+  }
+  return 0;
+}
+
 static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const char *ptr) {
   static const char *const allowed[] = {"name", "symbol", "signature", "args", "outputs", "parallel",
-                                        "timeout_ms", "description", NULL};
+                                        "timeout_ms", "description", "not_lengths", NULL};
   snprintf(t->ptr, PIPE_PTR, "%s", ptr);
   int rc = theus__pipe_check_keys(p, v, ptr, allowed, "a typed process");
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "name", true, "the process name steps use", &t->name);
@@ -434,12 +458,19 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   long long tmo = 0;
   if (!rc) rc = get_int(p, v, ptr, "timeout_ms", -1, INT32_MAX, &tmo, "0 = the engine default, -1 = none");
   t->timeout_ms = (int64_t)tmo;
+  if (!rc) rc = get_not_lengths(p, v, ptr, &t->not_lengths);
   if (rc) return rc;
   /* check the bindings now, with a stand-in function: the real one is looked up in the plugins at open */
   char err[THEUS_FFI_ERRLEN];
   rc = theus__ffi_proc_init(&t->ffi, noop_fn, t->signature, (const char *const *)t->args, theus__pipe_strv_len(t->args),
                             (const char *const *)t->outputs, theus__pipe_strv_len(t->outputs), err, sizeof err);
   if (rc) return theus__pipe_err(p, rc == THEUS_EPARSE ? sp : ap, false, "process \"%s\": %s", t->name, err);
+  if ((rc = theus__ffi_proc_not_length(&t->ffi, t->not_lengths, err, sizeof err))) {
+    char np[PIPE_PTR];
+    theus__pipe_child(np, ptr, "not_lengths", 0);
+    theus__ffi_proc_fini(&t->ffi);
+    return theus__pipe_err(p, np, false, "process \"%s\": %s", t->name, err);
+  }
   bool writes = theus__ffi_proc_writes_array(&t->ffi);
   theus__ffi_proc_fini(&t->ffi);
   if (writes && t->parallel)

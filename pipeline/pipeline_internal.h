@@ -55,6 +55,7 @@ typedef struct typed_proc {
   char ptr[PIPE_PTR];
   char *name, *symbol, *signature;
   char **args, **outputs; /* NULL-terminated */
+  uint32_t not_lengths;   /* bit i: argument i + 1 is exempt from the length rule */
   bool parallel;
   int64_t timeout_ms;
   theus__ffi_proc ffi;

@@ -82,6 +82,8 @@ static int prepare_typed(theus_pipeline *p) {
                                   theus__pipe_strv_len(t->outputs), err, sizeof err);
     if (rc) return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, err);
     t->ffi_ready = true;
+    if ((rc = theus__ffi_proc_not_length(&t->ffi, t->not_lengths, err, sizeof err)))
+      return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, err);
   }
   return 0;
 }

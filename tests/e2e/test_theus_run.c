@@ -337,6 +337,40 @@ static void test_ffi_range_error(void **state) {
   result_free(&r);
 }
 
+/* Issue 15 item 4: a length bound to a domain value never reads past its array. */
+static void test_ffi_length_checked(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "ffi_len.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[0] (run \"sum_n\")"));
+  assert_non_null(strstr(r.err, "argument 2 (domain.n = 1000000) is the length of argument 1, heavy.d, which has "
+                                "100 elements: the function would read past the array"));
+  json_t *d = parse(r.out, "stdout");
+  assert_null(json_object_get(d, "sum")); /* nothing committed */
+  json_decref(d);
+  result_free(&r);
+  /* the whole array is fine for the run step, but a map slice has 25 rows */
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=100", path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[1] (map \"sum_n\")"));
+  assert_non_null(strstr(r.err, "which has 25 elements in this slice"));
+  d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "sum"), 4950);
+  json_decref(d);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=20", path, NULL});
+  expect_status(&r, 0);
+  d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "sum"), 190);
+  /* slices start at 0, 25, 50, 75: each sums its first 20 rows */
+  assert_int_equal((json_int_t)num_at(d, "sum_map"), 190 + (190 + 500) + (190 + 1000) + (190 + 1500));
+  json_decref(d);
+  result_free(&r);
+}
+
 static void test_pipeline_errors(void **state) {
   (void)state;
   static const struct {
@@ -355,6 +389,7 @@ static void test_pipeline_errors(void **state) {
       {"two_kinds.json", ":4:5: ", "has both \"run\" and \"set\""},
       {"missing_symbol.json", ":3:33: ", "no plugin exports the C function \"e2e_does_not_exist\""},
       {"not_parallel_map.json", ":5:13: ", "process \"add\" is not parallel"},
+      {"bad_not_lengths.json", ":5:21: ", "\"not_lengths\" names argument 1"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char path[512], want[600];
@@ -434,6 +469,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ffi_types),
       cmocka_unit_test(test_ffi_range_error),
       cmocka_unit_test(test_pipeline_errors),
+      cmocka_unit_test(test_ffi_length_checked),
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
       cmocka_unit_test(test_while_budget),

@@ -236,6 +236,69 @@ static void test_array_written_when_output(void **state) {
   theus__ffi_proc_fini(&p);
 }
 
+static int sum_calls;
+static double sum_f32_counted(const float *p, uint64_t n) {
+  sum_calls++;
+  return sum_f32(p, n);
+}
+
+/* Calls sum_f32_counted("f64(f32*, <lt>)") with heavy.frame (5 elements) and
+ * the length bound to len_arg; domain.n = n when n_set. */
+static int call_len(fake *f, const char *sig, const char *len_arg, json_t *n, uint32_t exempt, char *err,
+                    double *sum) {
+  theus__ffi_proc p;
+  const char *args[] = {"heavy.frame", len_arg};
+  const char *outs[] = {"domain.sum"};
+  assert_int_equal(theus__ffi_proc_init(&p, FN(sum_f32_counted), sig, args, 2, outs, 1, err, THEUS_FFI_ERRLEN), 0);
+  if (exempt) assert_int_equal(theus__ffi_proc_not_length(&p, exempt, err, THEUS_FFI_ERRLEN), 0);
+  if (n) json_object_set_new(f->domain, "n", n);
+  theus__ffi_env env = {fake_array, fake_domain, f};
+  json_t *out = NULL;
+  int rc = theus__ffi_proc_call(&p, &env, &out, err, THEUS_FFI_ERRLEN);
+  if (out) *sum = json_real_value(out);
+  json_decref(out);
+  theus__ffi_proc_fini(&p);
+  return rc;
+}
+
+static void test_length_rule(void **state) {
+  fake *f = *state;
+  char err[THEUS_FFI_ERRLEN] = "";
+  double sum = 0;
+  sum_calls = 0;
+  /* within the array: called */
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(3), 0, err, &sum), 0);
+  assert_float_equal(sum, 6.0, 0);
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(5), 0, err, &sum), 0);
+  assert_float_equal(sum, 15.0, 0);
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "0", NULL, 0, err, &sum), 0);
+  assert_int_equal(sum_calls, 3);
+  /* past the array: refused before the call, both lengths named */
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(100000000), 0, err, &sum), THEUS_ECONTRACT);
+  assert_non_null(strstr(err, "argument 2 (domain.n = 100000000) is the length of argument 1, heavy.frame"));
+  assert_non_null(strstr(err, "which has 5 elements"));
+  assert_non_null(strstr(err, "bind heavy.frame.len"));
+  assert_int_equal(call_len(f, "f64(f32*, i32)", "6", NULL, 0, err, &sum), THEUS_ECONTRACT);
+  assert_non_null(strstr(err, "the literal 6"));
+  assert_int_equal(call_len(f, "f64(f32*, i64)", "domain.n", json_integer(-1), 0, err, &sum), THEUS_ECONTRACT);
+  assert_non_null(strstr(err, "negative length"));
+  assert_int_equal(sum_calls, 3);
+  /* an argument listed in not_lengths is not checked */
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(5), 1u << 1, err, &sum), 0);
+  assert_int_equal(sum_calls, 4);
+  /* a float after an array, or an integer after a scalar, is no length; heavy.KEY.len is exact */
+  theus__ffi_proc p;
+  const char *a1[] = {"heavy.frame", "domain.n"}, *a2[] = {"domain.n", "heavy.frame.len"}, *o[] = {"domain.s"};
+  assert_int_equal(theus__ffi_proc_init(&p, FN(noop), "f64(f32*, f64)", a1, 2, o, 1, err, sizeof err), 0);
+  assert_int_equal(p.binds[1].len_of, 0);
+  assert_int_equal(theus__ffi_proc_not_length(&p, 1u << 1, err, sizeof err), THEUS_EINVAL);
+  assert_non_null(strstr(err, "\"not_lengths\" names argument 2"));
+  theus__ffi_proc_fini(&p);
+  assert_int_equal(theus__ffi_proc_init(&p, FN(noop), "f64(u64, u64)", a2, 2, o, 1, err, sizeof err), 0);
+  assert_int_equal(p.binds[0].len_of + p.binds[1].len_of, 0);
+  theus__ffi_proc_fini(&p);
+}
+
 static void test_array_dtype_mismatch(void **state) {
   fake *f = *state;
   theus__ffi_proc p;
@@ -350,6 +413,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_array_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_written_when_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_dtype_mismatch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_length_rule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mixed_and_literals, setup, teardown),
       cmocka_unit_test(test_void_void),
       cmocka_unit_test(test_signature_errors),
