@@ -145,15 +145,35 @@ typedef struct progress {
   bool shown;
 } progress;
 
+/* The progress line and the workers' forwarded output share stderr; the
+ * pool's output thread prints the latter, so one lock keeps them apart. */
+static pthread_mutex_t stderr_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void on_progress(const theus_pipeline_progress *pr, void *ud) {
   progress *pg = ud;
   double t = now_s();
   if (t - pg->last < 0.1) return; /* a terminal does not need more than 10 updates a second */
   pg->last = t;
+  pthread_mutex_lock(&stderr_lock);
   pg->shown = true;
   fprintf(stderr, "\r\033[Ktheus-run: step %zu/%zu, %llu ops, %d task%s in flight, %.1f s", pr->step, pr->nsteps,
           (unsigned long long)pr->ops, pr->in_flight, pr->in_flight == 1 ? "" : "s", t - pg->t0);
   fflush(stderr);
+  pthread_mutex_unlock(&stderr_lock);
+}
+
+/* A line a worker printed: clear the progress line first (the next update
+ * draws it again), then the line, prefixed, in one write. */
+static void on_worker_output(int worker, const char *process, const char *line, size_t len, void *ud) {
+  progress *pg = ud;
+  pthread_mutex_lock(&stderr_lock);
+  if (pg->shown) fputs("\r\033[K", stderr);
+  pg->shown = false;
+  if (*process)
+    fprintf(stderr, "[worker %d process %s] %.*s\n", worker, process, (int)len, line);
+  else
+    fprintf(stderr, "[worker %d] %.*s\n", worker, (int)len, line);
+  pthread_mutex_unlock(&stderr_lock);
 }
 
 static int write_json(const char *file, const json_t *v) {
@@ -208,6 +228,9 @@ static int run(const options *o) {
   if (!code) code = apply_sets(p, o);
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
+  progress pg = {now_s(), 0, false};
+  cfg.output_fn = on_worker_output; /* THEUS_OUTPUT_FORWARD: never to stdout, never over the progress line */
+  cfg.output_ud = &pg;
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
   if (!code && (rc = theus_pipeline_open_engine(p, &cfg, &e))) {
     say(theus_pipeline_errmsg(p));
@@ -215,13 +238,16 @@ static int run(const options *o) {
   }
   if (!code) {
     bool tty = isatty(STDERR_FILENO) && !o->quiet;
-    progress pg = {now_s(), 0, false};
+    pg.t0 = now_s();
     if (tty) theus_pipeline_on_progress(p, on_progress, &pg);
     if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, &tr);
     rc = theus_pipeline_run(p, e);
     theus_engine_set_trace(e, NULL, NULL);
     double elapsed = now_s() - pg.t0;
+    pthread_mutex_lock(&stderr_lock);
     if (pg.shown) fputs("\r\033[K", stderr);
+    pg.shown = false;
+    pthread_mutex_unlock(&stderr_lock);
     if (rc) say(theus_pipeline_errmsg(p));
     else if (tty)
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),

@@ -25,6 +25,28 @@ void theus_engine_config_init(theus_engine_config *cfg) {
   cfg->max_retries = 64;
 }
 
+/* Worker side, before each task: the process name, for the pool's output
+ * prefixes ("[worker 1 process scale] "). It reads the task bytes that
+ * exec.c packs (a JSON object whose "name" member is the process name; only
+ * the first such member counts, and exec.c writes it before any argument):
+ * keep the two in step. Scans; allocates nothing. */
+static const char *task_label(const theus_task *t, char *buf, size_t cap) {
+  size_t len;
+  const char *a = theus_task_arg(t, &len);
+  static const char key[] = "\"name\":\"";
+  const char *end = a + len;
+  for (const char *p = a; p && p + sizeof key - 1 <= end; p = memchr(p + 1, '"', (size_t)(end - p - 1))) {
+    if (memcmp(p, key, sizeof key - 1) != 0) continue;
+    p += sizeof key - 1;
+    size_t n = 0;
+    while (p + n < end && p[n] != '"' && p[n] != '\\' && n + 1 < cap) n++;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return buf;
+  }
+  return NULL;
+}
+
 static int start_pool(theus_engine *e) {
   if (e->cfg.workers < 0)
     return 0;
@@ -35,6 +57,10 @@ static int start_pool(theus_engine *e) {
   pc.arena = e->arena;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
+  pc.output = e->cfg.output;
+  pc.output_fn = e->cfg.output_fn;
+  pc.output_ud = e->cfg.output_ud;
+  pc.task_label = task_label;
   int rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");

@@ -24,6 +24,7 @@ typedef struct forksrv {
   uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
   unsigned nranges;
   int sfd;
+  int devnull; /* THEUS_OUTPUT_DISCARD: every worker's fds 1 and 2 */
   pid_t self;
   unsigned live;
   int cancel_sent;
@@ -95,13 +96,44 @@ static void collect_arena(void *ud, uintptr_t lo, uintptr_t hi, const char *perm
   a->f->nranges++;
 }
 
-static void close_other_fds(int keep) {
-  if (keep < 3) {
-    close_range(3, ~0u, 0);
-    return;
+/* Closes every descriptor above stderr but the arena's and the workers'
+ * output pipes. */
+static void close_other_fds(const theus__ctl *c) {
+  int keep[1 + 2 * THEUS_POOL_MAX_WORKERS];
+  unsigned n = 0;
+  if (c->arena_fd >= 3) keep[n++] = c->arena_fd;
+  for (unsigned w = 0; w < c->nworkers; w++)
+    for (int k = 0; k < 2; k++)
+      if (c->out_fd[w][k] >= 3) keep[n++] = c->out_fd[w][k];
+  for (unsigned i = 1; i < n; i++) /* insertion sort: a few hundred at most, once */
+    for (unsigned j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+      int t = keep[j];
+      keep[j] = keep[j - 1];
+      keep[j - 1] = t;
+    }
+  unsigned lo = 3;
+  for (unsigned i = 0; i < n; i++) {
+    if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
+    lo = (unsigned)keep[i] + 1;
   }
-  if (keep > 3) close_range(3, (unsigned)keep - 1, 0);
-  close_range((unsigned)keep + 1, ~0u, 0);
+  close_range(lo, ~0u, 0);
+}
+
+/* In a new worker: fds 1 and 2 as the pool's output mode says. The pipes of
+ * the other workers are closed, so a pipe reaches EOF only with its worker's
+ * slot. dup2 clears close-on-exec: what a task execs writes there too. */
+static void worker_stdio(const forksrv *f, unsigned w) {
+  const theus__ctl *c = f->c;
+  if (c->out_mode == THEUS_OUTPUT_FORWARD) {
+    dup2(c->out_fd[w][0], STDOUT_FILENO);
+    dup2(c->out_fd[w][1], STDERR_FILENO);
+    for (unsigned i = 0; i < c->nworkers; i++)
+      for (int k = 0; k < 2; k++) close(c->out_fd[i][k]);
+  } else if (c->out_mode == THEUS_OUTPUT_DISCARD && f->devnull >= 0) {
+    dup2(f->devnull, STDOUT_FILENO);
+    dup2(f->devnull, STDERR_FILENO);
+    close(f->devnull);
+  }
 }
 
 static _Noreturn void fatal(forksrv *f, const char *msg) {
@@ -123,6 +155,7 @@ static int spawn(forksrv *f, unsigned w) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (getppid() != f->self) _exit(1);
     close(f->sfd);
+    worker_stdio(f, w);
     theus__worker_main(f->c, w, f->arena, (const uintptr_t(*)[2])f->ranges, f->nranges);
   }
   f->pid[w] = pid;
@@ -310,12 +343,15 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   f.c = c;
   f.self = getpid();
   f.sfd = -1;
+  f.devnull = -1;
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (getppid() != c->orch_pid) _exit(1); /* the orchestrator died before the prctl */
   char name[16] = "theus-forksrv";
   prctl(PR_SET_NAME, name, 0, 0, 0);
-  close_other_fds(c->arena_fd);
+  close_other_fds(c);
   drop_shared_writable(c);
+  if (c->out_mode == THEUS_OUTPUT_DISCARD && (f.devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+    fatal(&f, "fork server: cannot open /dev/null for the workers' output (THEUS_OUTPUT_DISCARD)");
   if (c->arena_fd >= 0) {
     int rc = theus_arena_open_ro(c->arena_fd, &f.arena);
     if (rc < 0) fatal(&f, "fork server: theus_arena_open_ro failed on the arena's read-only descriptor");

@@ -37,6 +37,7 @@ struct theus_pool {
   pthread_t keeper;
   int keeper_running;
   int pidfd; /* of the fork server: signals it without any pid-reuse race */
+  theus__output *out; /* the output thread (THEUS_OUTPUT_FORWARD), or NULL */
   uintptr_t (*image)[2]; /* executable segments loaded when the pool started */
   size_t nimage;
   theus__err err;
@@ -168,6 +169,9 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
   c->orch_pid = getpid();
   c->unsandboxed = cfg->unsandboxed;
+  c->out_mode = cfg->output;
+  c->label = cfg->task_label;
+  for (unsigned w = 0; w < THEUS_POOL_MAX_WORKERS; w++) c->out_fd[w][0] = c->out_fd[w][1] = -1;
   c->slots_off = head;
   c->total = total;
   for (unsigned w = 0; w < p->n; w++) atomic_store(&theus__ring_of(c, w)->run, 1);
@@ -183,6 +187,9 @@ static int check_config(theus_pool *p, const theus_pool_config *cfg) {
   if (cap < 2 || cap > 65536 || (cap & (cap - 1)))
     return set_err(p, THEUS_EINVAL, "theus_pool_open: ring_capacity is %u, must be a power of two in 2..65536",
                    cap);
+  if (cfg->output < THEUS_OUTPUT_FORWARD || cfg->output > THEUS_OUTPUT_INHERIT)
+    return set_err(p, THEUS_EINVAL, "theus_pool_open: output is %d, must be THEUS_OUTPUT_FORWARD (0), "
+                   "THEUS_OUTPUT_DISCARD (1) or THEUS_OUTPUT_INHERIT (2)", cfg->output);
   if (cfg->arena && theus_arena_ro_fd(cfg->arena) < 0)
     return set_err(p, THEUS_EINVAL, "theus_pool_open: the arena has no read-only descriptor");
   return 0;
@@ -202,6 +209,7 @@ static int launch(theus_pool *p) {
   uint32_t st;
   while ((st = atomic_load(&p->ctl->start_state)) == THEUS__START_PENDING)
     theus__futex_wait(&p->ctl->start_state, st, 100000000);
+  theus__output_close_writers(p->out); /* the fork server holds them now (or never will) */
   if (st == THEUS__START_FAILED)
     return set_err(p, THEUS_ESYS, "theus_pool_open: %s", p->ctl->fatal[0] ? p->ctl->fatal : "fork server failed");
   /* The keeper publishes the pid (after the pidfd) once fork() returned in it. */
@@ -236,6 +244,11 @@ int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   }
   if (dl_iterate_phdr(collect_image, p) != 0) return set_err(p, THEUS_ENOMEM, "theus_pool_open: out of memory");
   if ((rc = map_ctl(p, cfg)) < 0) return rc;
+  if (cfg->output == THEUS_OUTPUT_FORWARD) {
+    char err[THEUS_POOL_ERRMSG_MAX];
+    if ((rc = theus__output_start(p->ctl, p->n, cfg->output_fn, cfg->output_ud, &p->out, err, sizeof err)) < 0)
+      return set_err(p, rc, "%s", err);
+  }
   return launch(p);
 }
 
@@ -254,6 +267,7 @@ int theus_pool_close(theus_pool *p, int cancel_running) {
     pthread_join(p->keeper, NULL);
     if (atomic_load(&p->ctl->broken)) rc = THEUS_ECRASH;
   }
+  theus__output_stop(p->out); /* after the fork server: it and its workers wrote all they will */
   if (p->pidfd >= 0) close(p->pidfd);
   if (p->ctl) munmap(p->ctl, p->ctl->total);
   if (p->ws)

@@ -26,6 +26,8 @@ enum { THEUS__STOP_NONE = 0, THEUS__STOP_DRAIN = 1, THEUS__STOP_CANCEL = 2 };
 enum { THEUS__START_PENDING = 0, THEUS__START_UP = 1, THEUS__START_FAILED = 2 };
 
 #define THEUS__MAX_ARENA_RANGES 4
+#define THEUS__OUT_NONCE 16 /* hex digits of the output marker's nonce */
+#define THEUS__OUT_LABEL 64 /* bytes of a task label in a marker, NUL included */
 
 /* The first cache line is everything a round trip touches. */
 typedef struct theus__slot {
@@ -81,6 +83,17 @@ typedef struct theus__ctl {
   _Atomic uint32_t timed;       /* some task carries a timeout: the fork server must tick */
   _Atomic int32_t forksrv_pid;
   char fatal[THEUS_POOL_ERRMSG_MAX]; /* why the fork server could not start */
+  /* Output (theus_pool_config.output). FORWARD: out_fd[w] are the write ends
+   * of worker w's stdout and stderr pipes, held by the fork server (which
+   * hands them to each incarnation of worker w; set before the fork server
+   * starts, never changed after) and read by the pool's output
+   * thread (workers/output.c). A worker writes a marker into both pipes when
+   * the label of its tasks changes (and when it starts): NUL, 'T', the nonce,
+   * the label, NUL. The random nonce keeps task output from forging one. */
+  int32_t out_mode;
+  int32_t out_fd[THEUS_POOL_MAX_WORKERS][2];
+  char out_nonce[THEUS__OUT_NONCE + 1];
+  theus_task_label_fn label;
   size_t slots_off;
   size_t total;
 } theus__ctl;
@@ -106,6 +119,18 @@ _Noreturn void theus__forksrv_main(theus__ctl *c);
 /* Worker: never returns. arena may be NULL. */
 _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
                                   const uintptr_t (*ranges)[2], unsigned nranges);
+/* The pool's output thread (workers/output.c), THEUS_OUTPUT_FORWARD only. */
+typedef struct theus__output theus__output;
+/* Creates the pipes (write ends into c->out_fd, nonce into c->out_nonce) and
+ * starts the thread. Returns 0 or a negative code with a message in err. */
+int theus__output_start(theus__ctl *c, unsigned nworkers, theus_output_fn fn, void *ud, theus__output **out,
+                        char *err, size_t errlen);
+/* Closes the orchestrator's copies of the write ends, once the fork server
+ * has its own (c->out_fd keeps the numbers: the fork server's). NULL: no-op. */
+void theus__output_close_writers(theus__output *o);
+/* Reads what is left, flushes partial lines, joins the thread and frees. NULL: no-op. */
+void theus__output_stop(theus__output *o);
+
 /* Async-signal-safe string building (bounded, always NUL-terminated). */
 size_t theus__str_add(char *buf, size_t cap, size_t at, const char *s);
 size_t theus__str_hex(char *buf, size_t cap, size_t at, uint64_t v);

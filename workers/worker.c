@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -42,6 +43,7 @@ typedef struct worker_ctx {
   uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
   unsigned nranges;
   int pure; /* the pure-process sandbox is installed (for good) */
+  char label[THEUS__OUT_LABEL]; /* THEUS_OUTPUT_FORWARD: the label the last marker announced */
 } worker_ctx;
 
 static worker_ctx *worker_self;
@@ -274,6 +276,52 @@ int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
 
 unsigned theus_task_worker(const theus_task *t) { return t->worker; }
 
+/* ---- output ---------------------------------------------------------------- */
+
+/* Announces label in both output pipes (see theus__ctl.out_fd): what this
+ * worker writes from now on is its. One write per pipe, far below PIPE_BUF,
+ * so a marker is never split by another writer of the same pipe. */
+static void announce(worker_ctx *x, const char *label) {
+  char m[2 + THEUS__OUT_NONCE + THEUS__OUT_LABEL];
+  size_t n = 0;
+  m[n++] = '\0';
+  m[n++] = 'T';
+  memcpy(m + n, x->ctl->out_nonce, THEUS__OUT_NONCE);
+  n += THEUS__OUT_NONCE;
+  size_t l = strnlen(label, THEUS__OUT_LABEL - 1);
+  memcpy(m + n, label, l);
+  n += l;
+  m[n++] = '\0';
+  for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++)
+    while (write(fd, m, n) < 0 && errno == EINTR) {
+    }
+  memcpy(x->label, label, l);
+  x->label[l] = '\0';
+}
+
+/* Before a task: a new label is announced (a syscall per pipe, only when the
+ * process changes, never on a run of tasks of one process). */
+static void label_task(worker_ctx *x, const theus_task *t) {
+  if (x->ctl->out_mode != THEUS_OUTPUT_FORWARD) return;
+  char buf[THEUS__OUT_LABEL];
+  const char *l = x->ctl->label ? x->ctl->label(t, buf, sizeof buf) : NULL;
+  if (!l) l = "";
+  if (strncmp(l, x->label, THEUS__OUT_LABEL - 1) != 0) announce(x, l);
+}
+
+/* A worker's stdio: what the host had buffered when it forked is not the
+ * worker's to print (it would come out once per worker), and stdout is
+ * unbuffered so that nothing a task printed is lost when the worker is killed;
+ * the task's output goes where the pool's output mode says (fds 1 and 2 were
+ * set up by the fork server). */
+static void worker_stdio(worker_ctx *x) {
+  __fpurge(stdout);
+  __fpurge(stderr);
+  if (x->ctl->out_mode == THEUS_OUTPUT_INHERIT) return;
+  setvbuf(stdout, NULL, _IONBF, 0);
+  if (x->ctl->out_mode == THEUS_OUTPUT_FORWARD) announce(x, ""); /* ends a dead predecessor's partial line */
+}
+
 /* ---- task loop ----------------------------------------------------------- */
 
 static int resolve_inputs(theus_task *t) {
@@ -341,6 +389,7 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   uint64_t deadline = s->timeout_ms > 0 ? theus__deadline_ns(t0, s->timeout_ms) : 0;
   atomic_store_explicit(&s->deadline_ns, deadline > INT64_MAX ? 0 : (int64_t)deadline, memory_order_relaxed);
   atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
+  label_task(x, &t);
   int st = resolve_inputs(&t);
   if (st == 0 && s->nitems) {
     st = run_items(x, &t);
@@ -350,6 +399,11 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
     x->task = NULL;
     s->res_len = st == 0 ? (uint32_t)t.out_len : 0;
   }
+  /* A task may have buffered its stream again (setvbuf): its output is in
+   * the pipe before the result is, and before the next label's marker. No
+   * syscall when nothing is buffered. */
+  fflush(stdout);
+  fflush(stderr);
   uint64_t t1 = theus__now_ns();
   theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */
   atomic_store_explicit(&r->busy_ns, atomic_load_explicit(&r->busy_ns, memory_order_relaxed) + (t1 - t0),
@@ -418,6 +472,7 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* the fork server is not: core dumps need it */
   }
   reset_signals();
+  worker_stdio(&x);
   worker_self = &x;
   install_fault_handler();
   for (;;) {

@@ -21,6 +21,7 @@
 #include "contract.h"
 #include "error.h"
 #include "heavy.h"
+#include "pool.h"
 #include "twin.h"
 
 #ifdef __cplusplus
@@ -40,6 +41,10 @@ typedef struct theus_engine_config {
   int64_t default_timeout_ms; /* for parallel processes whose contract says 0 (default 0 = none) */
   const theus_arena_config *arena; /* NULL = arena defaults */
   const json_t *domain;   /* initial domain object (copied); NULL = {} */
+  int output;             /* what workers print: theus_output_mode (default THEUS_OUTPUT_FORWARD: line by
+                             line to stderr, "[worker N process NAME] "; docs/workers.md, "Output") */
+  theus_output_fn output_fn; /* FORWARD: receives each line (worker, process, line) instead of stderr */
+  void *output_ud;        /* passed to output_fn */
 } theus_engine_config;
 
 /* Fills *cfg with the defaults. */

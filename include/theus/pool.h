@@ -51,6 +51,37 @@ typedef int (*theus_task_fn)(theus_task *t);
 #define THEUS_POOL_ERRMSG_MAX 256u          /* bytes of a result's message */
 #define THEUS_POOL_MAX_WORKERS 256u
 
+/* What becomes of what task code writes to stdout and stderr in a worker
+ * (theus_pool_config.output; docs/workers.md, "Output"). */
+typedef enum theus_output_mode {
+  /* Default. Each worker's fds 1 and 2 are pipes read by one output thread of
+   * the pool, which hands out whole lines: to output_fn if set, else to the
+   * orchestrator's stderr as "[worker N process NAME] line". Never to the
+   * orchestrator's stdout; a line is never torn or mixed with another; a
+   * partial line is flushed when the next process's output starts, when the
+   * worker dies and when the pool closes; lines beyond
+   * THEUS_OUTPUT_LINE_MAX bytes are cut with a marker. */
+  THEUS_OUTPUT_FORWARD = 0,
+  THEUS_OUTPUT_DISCARD = 1, /* fds 1 and 2 of every worker are /dev/null */
+  THEUS_OUTPUT_INHERIT = 2  /* workers share the orchestrator's fds 1 and 2, unprefixed (debugging only:
+                               their output lands in the orchestrator's stdout) */
+} theus_output_mode;
+
+#define THEUS_OUTPUT_LINE_MAX 4096u /* bytes of a forwarded line; the rest is cut */
+
+/* Receives a forwarded line (THEUS_OUTPUT_FORWARD): the worker's index, the
+ * process (the task label; "" when the pool has no task_label or none was
+ * known yet) and the line without its newline (line[len] is '\0'; a line may
+ * hold NUL bytes). Called from the pool's output thread, one line at a time,
+ * in the order each worker wrote them; until theus_pool_close returns. It
+ * must not call into the pool. */
+typedef void (*theus_output_fn)(int worker, const char *process, const char *line, size_t len, void *ud);
+
+/* Runs in the worker before each task: names what the task runs, for output
+ * prefixes. Returns a NUL-terminated name (buf of cap bytes may hold it), or
+ * NULL for none. Must be quick and must not allocate or print. */
+typedef const char *(*theus_task_label_fn)(const theus_task *t, char *buf, size_t cap);
+
 typedef struct theus_pool_config {
   unsigned nworkers;       /* default: online cores */
   unsigned ring_capacity;  /* tasks queued per worker (default 256, power of two) */
@@ -62,6 +93,10 @@ typedef struct theus_pool_config {
                               docs/workers.md, "Threat model"). 0 (default): every worker runs with
                               no capabilities, no new privileges, not dumpable, and a seccomp
                               filter that keeps it from writing the arena by any path */
+  int output;              /* theus_output_mode: THEUS_OUTPUT_FORWARD (default), _DISCARD, _INHERIT */
+  theus_output_fn output_fn; /* FORWARD: receives each line instead of the orchestrator's stderr */
+  void *output_ud;         /* passed to output_fn */
+  theus_task_label_fn task_label; /* names tasks in forwarded output (the engine names the process) */
 } theus_pool_config;
 
 /* Flags of theus_pool_submit_flags and theus_map_desc.flags */

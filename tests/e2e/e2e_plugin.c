@@ -90,6 +90,24 @@ static int crash(theus_ctx *ctx) {
   return 0;
 }
 
+/* Issue 15: prints args.lines lines of args.width bytes to stdout (printf,
+ * so stdio buffering is what it is when stdout is not a terminal), one line
+ * to stderr, and args.partial without a newline. */
+static int chatty(theus_ctx *ctx) {
+  const json_t *a = theus_ctx_args(ctx);
+  json_int_t lines = json_integer_value(json_object_get(a, "lines"));
+  json_int_t width = json_integer_value(json_object_get(a, "width"));
+  const char *partial = json_string_value(json_object_get(a, "partial"));
+  for (json_int_t i = 0; i < lines; i++) {
+    int n = printf("chatty %lld ", (long long)i);
+    for (json_int_t k = n; k < width; k++) putchar('x');
+    putchar('\n');
+  }
+  fprintf(stderr, "chatty on stderr\n");
+  if (partial) fputs(partial, stdout);
+  return 0;
+}
+
 static int refuse(theus_ctx *ctx) { return theus_ctx_fail(ctx, "refused on purpose: the input is not ready"); }
 
 THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
@@ -102,6 +120,7 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
       {.name = "slice_sum", .fn = slice_sum, .inputs = values, .parallel = 1},
       {.name = "crash", .fn = crash, .parallel = 1},
       {.name = "refuse", .fn = refuse},
+      {.name = "chatty", .fn = chatty, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     int rc = theus_engine_register(e, &cs[i]);
