@@ -337,6 +337,36 @@ static void test_ffi_range_error(void **state) {
   result_free(&r);
 }
 
+/* Issue 15 item 1: a parallel process prints under 4 KiB, then over 64 KiB,
+ * with stdout not a terminal: every line reaches stderr, prefixed, and stdout
+ * holds only the final state, which parses. */
+static void test_worker_output(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "output.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "counter"), 1);
+  json_decref(d);
+  assert_non_null(strstr(r.err, " process chatty] chatty 0 xxxxxxxxxxx\n"));
+  assert_non_null(strstr(r.err, " process chatty] chatty 2 xxxxxxxxxxx\n"));
+  assert_non_null(strstr(r.err, " process chatty] chatty on stderr\n"));
+  assert_non_null(strstr(r.err, " process chatty] no newline at the end"));
+  assert_non_null(strstr(r.err, " process chatty] chatty 1999 xxx"));
+  size_t lines = 0, bytes = strlen(r.err);
+  for (const char *p = r.err; *p; p = strchr(p, '\n') + 1) { /* every line of stderr is a whole, prefixed line */
+    const char *q = p + strspn(p, "[worker 0123456789");
+    if (strncmp(p, "[worker ", 8) != 0 || strncmp(q - 1, " process chatty] ", 17) != 0 || !strchr(p, '\n'))
+      fail_msg("unprefixed or torn line: %.120s", p);
+    lines++;
+  }
+  assert_true(lines >= 2000 + 3 + 2);
+  assert_true(bytes > 64 * 1024);
+  result_free(&r);
+}
+
 /* Issue 15 item 4: a length bound to a domain value never reads past its array. */
 static void test_ffi_length_checked(void **state) {
   (void)state;
@@ -470,6 +500,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ffi_range_error),
       cmocka_unit_test(test_pipeline_errors),
       cmocka_unit_test(test_ffi_length_checked),
+      cmocka_unit_test(test_worker_output),
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
       cmocka_unit_test(test_while_budget),
