@@ -59,6 +59,7 @@ static void say(const char *msg) {
   static const struct {
     const char *call, *flag;
   } words[] = {{"theus_pipeline_set", "--set"}, {"theus_pipeline_add_plugin", "--plugin"}};
+  flockfile(stderr); /* whole, even while workers' lines are forwarded */
   fputs("theus-run: ", stderr);
   while (*msg) {
     size_t i = 0, n = 0;
@@ -72,6 +73,7 @@ static void say(const char *msg) {
     }
   }
   fputc('\n', stderr);
+  funlockfile(stderr);
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -145,35 +147,37 @@ typedef struct progress {
   bool shown;
 } progress;
 
-/* The progress line and the workers' forwarded output share stderr; the
- * pool's output thread prints the latter, so one lock keeps them apart. */
-static pthread_mutex_t stderr_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static void on_progress(const theus_pipeline_progress *pr, void *ud) {
   progress *pg = ud;
   double t = now_s();
   if (t - pg->last < 0.1) return; /* a terminal does not need more than 10 updates a second */
   pg->last = t;
-  pthread_mutex_lock(&stderr_lock);
+  flockfile(stderr);
   pg->shown = true;
   fprintf(stderr, "\r\033[Ktheus-run: step %zu/%zu, %llu ops, %d task%s in flight, %.1f s", pr->step, pr->nsteps,
           (unsigned long long)pr->ops, pr->in_flight, pr->in_flight == 1 ? "" : "s", t - pg->t0);
   fflush(stderr);
-  pthread_mutex_unlock(&stderr_lock);
+  funlockfile(stderr);
 }
 
-/* A line a worker printed: clear the progress line first (the next update
- * draws it again), then the line, prefixed, in one write. */
+/* A line a worker printed (the pool's output thread calls this): clear the
+ * progress line first (the next update draws it again), then the line,
+ * prefixed, in one write. stderr's lock keeps the two threads apart. */
 static void on_worker_output(int worker, const char *process, const char *line, size_t len, void *ud) {
   progress *pg = ud;
-  pthread_mutex_lock(&stderr_lock);
+  char buf[THEUS_OUTPUT_LINE_MAX + 256];
+  int h = *process ? snprintf(buf, sizeof buf, "[worker %d process %s] ", worker, process)
+                   : snprintf(buf, sizeof buf, "[worker %d] ", worker);
+  size_t n = (size_t)h < sizeof buf ? (size_t)h : sizeof buf - 1;
+  if (len > sizeof buf - n - 1) len = sizeof buf - n - 1;
+  memcpy(buf + n, line, len); /* not %s: a line may hold NUL bytes */
+  n += len;
+  buf[n++] = '\n';
+  flockfile(stderr);
   if (pg->shown) fputs("\r\033[K", stderr);
   pg->shown = false;
-  if (*process)
-    fprintf(stderr, "[worker %d process %s] %.*s\n", worker, process, (int)len, line);
-  else
-    fprintf(stderr, "[worker %d] %.*s\n", worker, (int)len, line);
-  pthread_mutex_unlock(&stderr_lock);
+  fwrite(buf, 1, n, stderr);
+  funlockfile(stderr);
 }
 
 static int write_json(const char *file, const json_t *v) {
@@ -244,10 +248,10 @@ static int run(const options *o) {
     rc = theus_pipeline_run(p, e);
     theus_engine_set_trace(e, NULL, NULL);
     double elapsed = now_s() - pg.t0;
-    pthread_mutex_lock(&stderr_lock);
+    flockfile(stderr);
     if (pg.shown) fputs("\r\033[K", stderr);
     pg.shown = false;
-    pthread_mutex_unlock(&stderr_lock);
+    funlockfile(stderr);
     if (rc) say(theus_pipeline_errmsg(p));
     else if (tty)
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),

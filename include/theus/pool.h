@@ -67,7 +67,9 @@ typedef enum theus_output_mode {
                                their output lands in the orchestrator's stdout) */
 } theus_output_mode;
 
-#define THEUS_OUTPUT_LINE_MAX 4096u /* bytes of a forwarded line; the rest is cut */
+/* Bytes of a forwarded line; the rest is cut. With its prefix and the cut
+ * marker a line still fits one atomic pipe write (PIPE_BUF, 4096). */
+#define THEUS_OUTPUT_LINE_MAX 3968u
 
 /* Receives a forwarded line (THEUS_OUTPUT_FORWARD): the worker's index, the
  * process (the task label; "" when the pool has no task_label or none was
