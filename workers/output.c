@@ -140,9 +140,11 @@ static void feed(theus__output *o, stream *st, unsigned char c) {
   feed(o, st, c);
 }
 
-/* Reads what fd has now; returns 0 at EOF or on error (the stream is done). */
-static int drain(theus__output *o, stream *st) {
-  for (;;) {
+/* Reads what fd has now, at most max buffers (so one busy worker cannot
+ * starve the others; 0: all); returns 0 at EOF or on error (the stream is
+ * done). */
+static int drain(theus__output *o, stream *st, unsigned max) {
+  for (unsigned k = 0; !max || k < max; k++) {
     ssize_t r = read(st->fd, o->buf, sizeof o->buf);
     if (r > 0) {
       for (ssize_t i = 0; i < r; i++) feed(o, st, (unsigned char)o->buf[i]);
@@ -152,6 +154,7 @@ static int drain(theus__output *o, stream *st) {
     if (r < 0 && errno == EAGAIN) return 1;
     return 0;
   }
+  return 1;
 }
 
 static void stream_done(theus__output *o, stream *st) {
@@ -183,13 +186,13 @@ static void *output_main(void *arg) {
     if (poll(pf, k + 1, -1) < 0 && errno != EINTR) break;
     stop = (pf[k].revents & POLLIN) != 0;
     for (nfds_t j = 0; j < k; j++)
-      if (pf[j].revents && !drain(o, &o->s[idx[j]])) stream_done(o, &o->s[idx[j]]);
+      if (pf[j].revents && !drain(o, &o->s[idx[j]], 4)) stream_done(o, &o->s[idx[j]]);
   }
   /* Stopping: the fork server is gone, so is every worker it reaped; read
    * what they left in the pipes and flush every partial line. */
   for (unsigned i = 0; i < o->n; i++)
     if (o->s[i].fd >= 0) {
-      drain(o, &o->s[i]);
+      drain(o, &o->s[i], 0);
       stream_done(o, &o->s[i]);
     }
   free(pf);

@@ -310,16 +310,15 @@ static void label_task(worker_ctx *x, const theus_task *t) {
 }
 
 /* A worker's stdio: what the host had buffered when it forked is not the
- * worker's to print (it would come out once per worker), and stdout is
- * unbuffered so that nothing a task printed is lost when the worker is killed;
- * the task's output goes where the pool's output mode says (fds 1 and 2 were
- * set up by the fork server). */
+ * worker's to print (it would come out once per worker). When forwarding,
+ * stdout is unbuffered so that nothing a task printed is lost when the worker
+ * is killed. fds 1 and 2 were set up by the fork server. */
 static void worker_stdio(worker_ctx *x) {
   __fpurge(stdout);
   __fpurge(stderr);
-  if (x->ctl->out_mode == THEUS_OUTPUT_INHERIT) return;
+  if (x->ctl->out_mode != THEUS_OUTPUT_FORWARD) return; /* discarded, or the host's (flushed after each task) */
   setvbuf(stdout, NULL, _IONBF, 0);
-  if (x->ctl->out_mode == THEUS_OUTPUT_FORWARD) announce(x, ""); /* ends a dead predecessor's partial line */
+  announce(x, ""); /* ends a dead predecessor's partial line */
 }
 
 /* ---- task loop ----------------------------------------------------------- */
