@@ -180,9 +180,9 @@ static int run(fixture *f, const char *label, int what, int n, unsigned flags) {
   snprintf(j.label, sizeof j.label, "%s", label);
   j.what = what;
   j.n = n;
-  theus_task_desc d = {.fn = t_print, .arg = &j, .arg_len = sizeof j};
+  theus_task_desc d = {.fn = t_print, .arg = &j, .arg_len = sizeof j, .flags = flags};
   theus_ticket tk;
-  assert_int_equal(theus_pool_submit_flags(f->pool, &d, flags, &tk), 0);
+  assert_int_equal(theus_pool_submit(f->pool, &d, &tk), 0);
   theus_pool_result r;
   assert_int_equal(theus_pool_wait(f->pool, tk, 30000, &r), 0);
   theus_pool_result_release(&r);
