@@ -159,6 +159,11 @@ int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
                    "contract violation: process '%s' wrote undeclared output '%s'; add it to outputs",
                    ctx->c->name, path);
   }
+  if (!value)
+    return ctx_err(ctx, THEUS_EINVAL,
+                   "process '%s': ctx_set: no value for '%s' (NULL; json_real() of a NaN or an infinity returns "
+                   "NULL: JSON has no non-finite numbers)",
+                   ctx->c->name, path);
   if (!ctx->patch && !(ctx->patch = json_object())) {
     json_decref(value);
     return ctx_err(ctx, THEUS_ENOMEM, "process '%s': out of memory", ctx->c->name);
@@ -170,6 +175,11 @@ int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
 void theus_ctx_return(theus_ctx *ctx, json_t *value) {
   json_decref(ctx->ret);
   ctx->ret = value;
+  if (!value)
+    ctx_err(ctx, THEUS_EINVAL,
+            "process '%s': ctx_return: no value (NULL; json_real() of a NaN or an infinity returns NULL: JSON has "
+            "no non-finite numbers)",
+            ctx->c->name);
 }
 
 int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,

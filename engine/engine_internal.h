@@ -213,5 +213,8 @@ void theus__jobs_fini(theus_engine *e);
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */
 theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud);
+/* Why the last built-in reducer call on this thread failed beyond a shape
+ * mismatch ("" if it did not); clears it. */
+const char *theus__reduce_why(void);
 
 #endif

@@ -1097,10 +1097,12 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
     }
     if (!o->ret)
       continue;
+    theus__reduce_why();
     if (!(acc = fn(acc, o->ret, ud))) {
       rc = THEUS_EINVAL;
+      const char *why = theus__reduce_why();
       snprintf(msg, msglen, "map '%s': reducer '%s' cannot combine the result of slice %u (%s)", m->c->name,
-               rname, i, json_is_string(o->ret) ? "a string" : "type mismatch");
+               rname, i, *why ? why : json_is_string(o->ret) ? "a string" : "type mismatch");
     }
   }
   if (rc)

@@ -1,11 +1,24 @@
 /* Built-in map reducers: sum, min, max (numbers; objects key by key; arrays
  * element by element, nested to any depth) and concat (arrays concatenated,
  * other values appended). */
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "engine_internal.h"
 
 enum { OP_SUM, OP_MIN, OP_MAX };
+
+/* Why the last combine on this thread failed beyond a shape mismatch ("" if
+ * it did not): read and cleared by theus__reduce_why. */
+static _Thread_local char why[128];
+
+const char *theus__reduce_why(void) {
+  static _Thread_local char out[sizeof why];
+  memcpy(out, why, sizeof why);
+  why[0] = '\0';
+  return out;
+}
 
 static json_t *num_combine(const json_t *a, const json_t *b, int op) {
   if (json_is_integer(a) && json_is_integer(b)) {
@@ -13,7 +26,10 @@ static json_t *num_combine(const json_t *a, const json_t *b, int op) {
     return json_integer(op == OP_SUM ? x + y : op == OP_MIN ? (x < y ? x : y) : (x > y ? x : y));
   }
   double x = json_number_value(a), y = json_number_value(b);
-  return json_real(op == OP_SUM ? x + y : op == OP_MIN ? (x < y ? x : y) : (x > y ? x : y));
+  double v = op == OP_SUM ? x + y : op == OP_MIN ? (x < y ? x : y) : (x > y ? x : y);
+  if (!isfinite(v))
+    snprintf(why, sizeof why, "%g + %g is not a finite number, and JSON has none", x, y);
+  return json_real(v);
 }
 
 static json_t *combine(const json_t *a, const json_t *b, int op);

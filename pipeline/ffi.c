@@ -498,7 +498,8 @@ static int call_checked(const theus__ffi_proc *p, const theus__ffi_env *env, boo
     memcpy(&f, &rv, sizeof f);
     double d = p->sig.ret.type == THEUS_DTYPE_F32 ? f : rv.f64;
     if (!is_integer_type(p->sig.ret.type) && !isfinite(d))
-      return theus__errf(err, errlen, THEUS_EPROCESS, "the function returned %g; JSON has no NaN or infinity", d);
+      return theus__errf(err, errlen, THEUS_EPROCESS, "the function returned %g%s%s; JSON has no NaN or infinity", d,
+                         p->ret_output ? " for " : "", p->ret_output ? p->ret_output : "");
     *ret = ret_to_json(p->sig.ret.type, &rv);
     if (!*ret) return theus__errf(err, errlen, THEUS_ENOMEM, "out of memory converting the return value");
   }

@@ -152,11 +152,15 @@ THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32
 
 /* Writes value (reference stolen) to a declared output path. Objects are
  * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
- * the path is not a declared output (the execution then fails). */
+ * the path is not a declared output, THEUS_EINVAL if value is NULL (what
+ * json_real() gives for a NaN or an infinity, which JSON cannot hold): the
+ * execution then fails, naming the process and the path. */
 THEUS_API int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value);
 
 /* Sets the process's return value (reference stolen): returned by execute,
- * and the per-slice value combined by a map's reducer. */
+ * and the per-slice value combined by a map's reducer. NULL (json_real() of
+ * a non-finite number) fails the execution; to return nothing, do not call
+ * it. */
 THEUS_API void theus_ctx_return(theus_ctx *ctx, json_t *value);
 
 /* Allocates a writable heavy array for declared output `heavy.<key>`,

@@ -368,6 +368,34 @@ static void test_worker_output(void **state) {
   result_free(&r);
 }
 
+/* Issue 15 item 4: a non-finite result fails the step, naming the process
+ * and the path (in a worker, and in the reducer of a map); before, the
+ * output went missing and theus-run exited 0. */
+static void test_nonfinite_result(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "nonfinite.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[0] (run \"sum_n\")"));
+  assert_non_null(strstr(r.err, "process 'sum_n' failed: the function returned inf for domain.sum"));
+  json_t *d = parse(r.out, "stdout");
+  assert_null(json_object_get(d, "sum"));
+  json_decref(d);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=1", path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[1] (map \"sum_n\")"));
+  assert_non_null(strstr(r.err, "reducer 'sum' cannot combine the result of slice 1 (1e+308 + 1e+308 is not a "
+                                "finite number"));
+  d = parse(r.out, "stdout");
+  assert_true(num_at(d, "sum") == 1e308);
+  assert_null(json_object_get(d, "total"));
+  json_decref(d);
+  result_free(&r);
+}
+
 /* Issue 15 item 4: a length bound to a domain value never reads past its array. */
 static void test_ffi_length_checked(void **state) {
   (void)state;
@@ -629,6 +657,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ffi_range_error),
       cmocka_unit_test(test_pipeline_errors),
       cmocka_unit_test(test_ffi_length_checked),
+      cmocka_unit_test(test_nonfinite_result),
       cmocka_unit_test(test_worker_output),
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),

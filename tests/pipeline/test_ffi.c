@@ -41,6 +41,9 @@ static int64_t mix(int8_t a, uint16_t b, int32_t c, uint64_t d, float e, double 
 
 static void noop(void) {}
 
+static double recip(double x) { return 1.0 / x; }
+static float times_ten(float x) { return x * 10.0f; }
+
 /* ---- a fake state -------------------------------------------------------- */
 
 typedef struct fake {
@@ -182,6 +185,24 @@ static void test_float_scalars(void **state) {
   json_decref(out);
   expect_range_error(f, FN(inc_f32), "f32(f32)", json_real(1e39), "out of range for f32");
   expect_range_error(f, FN(inc_f64), "f64(f64)", json_null(), "null");
+}
+
+/* Issue 15 item 4: a non-finite return is an error naming the output, never
+ * a NULL that leaves the output path missing. */
+static void test_nonfinite_return(void **state) {
+  fake *f = *state;
+  char err[THEUS_FFI_ERRLEN] = "";
+  json_t *out = NULL;
+  assert_int_equal(call1(f, FN(recip), "f64(f64)", json_real(0.0), &out, err), THEUS_EPROCESS);
+  assert_null(out);
+  assert_non_null(strstr(err, "the function returned inf for domain.y; JSON has no NaN or infinity"));
+  assert_int_equal(call1(f, FN(times_ten), "f32(f32)", json_real(3e38), &out, err), THEUS_EPROCESS);
+  assert_non_null(strstr(err, "returned inf for domain.y"));
+  assert_int_equal(call1(f, FN(recip), "f64(f64)", json_real(-1e-310), &out, err), THEUS_EPROCESS);
+  assert_non_null(strstr(err, "returned -inf"));
+  assert_int_equal(call1(f, FN(recip), "f64(f64)", json_real(4.0), &out, err), 0);
+  assert_float_equal(json_real_value(out), 0.25, 0);
+  json_decref(out);
 }
 
 static void test_missing_domain_value(void **state) {
@@ -409,6 +430,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_signed_scalars, setup, teardown),
       cmocka_unit_test_setup_teardown(test_integral_real_accepted, setup, teardown),
       cmocka_unit_test_setup_teardown(test_float_scalars, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_nonfinite_return, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_domain_value, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_written_when_output, setup, teardown),
