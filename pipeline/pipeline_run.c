@@ -331,6 +331,10 @@ static int eval_expr(theus_pipeline *p, theus_engine *e, const step *s, bool wan
   return 0;
 }
 
+/* A parallel group: every member commits on its own, its outputs (when its
+ * job ends) and its "into" alike, whatever its siblings did; the step fails
+ * after all finished, with the first failing member in file order
+ * (docs/pipeline-format.md, "Steps"). */
 static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
   theus_job **jobs = calloc(s->body.n, sizeof *jobs);
   if (!jobs) return THEUS_ENOMEM;
@@ -347,9 +351,12 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
     if (!jobs[i]) continue;
     json_t *result = NULL;
     int rc = theus_job_wait(jobs[i], -1, &result);
-    if (rc && !first) first = step_fail(p, &s->body.v[i], rc, theus_job_errmsg(jobs[i]));
-    if (rc || first) json_decref(result);
-    else if ((rc = store(p, e, &s->body.v[i], result))) first = rc;
+    if (rc) {
+      json_decref(result);
+      if (!first) first = step_fail(p, &s->body.v[i], rc, theus_job_errmsg(jobs[i]));
+    } else if ((rc = store(p, e, &s->body.v[i], result)) && !first) {
+      first = rc;
+    }
     theus_job_release(jobs[i]);
     report(p, (int)--started);
   }

@@ -396,6 +396,27 @@ static void test_nonfinite_result(void **state) {
   result_free(&r);
 }
 
+/* Issue 15 item 6: a parallel group's members commit on their own, outputs
+ * and "into" alike, although the first member fails; the step fails with it
+ * and nothing after the group runs. */
+static void test_parallel_group_commits(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "parallel_fail.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "step steps[0].parallel[0] (run \"crash\") failed"));
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "a"), 1);
+  assert_int_equal((json_int_t)num_at(d, "b"), 2);
+  assert_true(num_at(d, "wa") >= 0 && num_at(d, "wa") < 2); /* put returns its worker's index */
+  assert_true(num_at(d, "wb") >= 0 && num_at(d, "wb") < 2);
+  assert_null(json_object_get(d, "never"));
+  json_decref(d);
+  result_free(&r);
+}
+
 /* Issue 15 item 4: a length bound to a domain value never reads past its array. */
 static void test_ffi_length_checked(void **state) {
   (void)state;
@@ -658,6 +679,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_pipeline_errors),
       cmocka_unit_test(test_ffi_length_checked),
       cmocka_unit_test(test_nonfinite_result),
+      cmocka_unit_test(test_parallel_group_commits),
       cmocka_unit_test(test_worker_output),
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
