@@ -78,6 +78,13 @@ int theus__os_release(int fd, uint64_t off, uint64_t len);
  * are limited (in a container MemAvailable describes the host). 0 if unknown.
  * Reads /proc and cgroupfs (os_mem.c). */
 uint64_t theus__os_mem_available(void);
+/* CPUs this process may use: its affinity mask (taskset, cpusets), lowered to
+ * the cpu.max quota of its cgroup v2 and its ancestors, rounded up (a quota
+ * of 1.5 CPUs gives 2). At least 1. Reads /proc and cgroupfs (os_cpu.c). */
+unsigned theus__os_cpus(void);
+/* CPUs a cgroup v2 cpu.max line ("150000 100000") allows, rounded up; 0 for
+ * "max ..." (no limit) or text that is not a quota. */
+unsigned theus__cpu_max_parse(const char *text);
 
 /* ---- errors (error.c) -----------------------------------------------------
  * The object that failed keeps a message saying what, where and how to fix.

@@ -40,7 +40,7 @@ static const char usage[] =
     "\n"
     "options:\n"
     "  --plugin PATH         load a plugin .so (repeatable; after the file's own)\n"
-    "  --workers N           worker processes (0 = one per core, -1 = none, at most\n"
+    "  --workers N           worker processes (0 = one per usable CPU, -1 = none, at most\n"
     "                        256); overrides the pipeline's \"workers\"\n"
     "  --arena-budget SIZE   arena budget, e.g. 8GiB (units B KiB MiB GiB TiB, or\n"
     "                        KB MB GB TB as powers of 1000); overrides \"arena\"\n"
@@ -150,7 +150,7 @@ static int parse_args(int argc, char **argv, options *o) {
       long w = strtol(optarg, &end, 10);
       if (*end || !*optarg || errno == ERANGE || w < -1 || w > (long)THEUS_POOL_MAX_WORKERS) {
         char msg[300];
-        snprintf(msg, sizeof msg, "--workers wants an integer from -1 to %u (-1 no pool, 0 one per core; %u is the "
+        snprintf(msg, sizeof msg, "--workers wants an integer from -1 to %u (-1 no pool, 0 one per usable CPU; %u is the "
                  "pool's limit, THEUS_POOL_MAX_WORKERS), not '%%s'", THEUS_POOL_MAX_WORKERS, THEUS_POOL_MAX_WORKERS);
         return usage_error(msg, optarg);
       }

@@ -600,7 +600,7 @@ static int load_all(theus_pipeline *p) {
   if ((rc = theus__pipe_check_keys(p, p->root, "", allowed, "the pipeline"))) return rc;
   long long workers = -2, budget = PIPE_DEFAULT_BUDGET;
   if ((rc = get_int(p, p->root, "", "workers", -1, THEUS_ENGINE_MAX_WORKERS, &workers,
-                    "-1 = no pool, 0 = one per core; the limit is THEUS_ENGINE_MAX_WORKERS"))) return rc;
+                    "-1 = no pool, 0 = one per usable CPU; the limit is THEUS_ENGINE_MAX_WORKERS"))) return rc;
   if ((rc = load_arena(p, json_object_get(p->root, "arena")))) return rc;
   if ((rc = get_int(p, p->root, "", "budget", 1, INT64_MAX, &budget, "operations the run may perform"))) return rc;
   p->workers = (int)workers;

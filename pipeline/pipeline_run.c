@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base.h" /* theus__os_cpus */
 #include "pipeline_internal.h"
 
 /* ---- plugins and process lookup ------------------------------------------------- */
@@ -228,8 +229,7 @@ int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg
   }
   if (!c.arena) c.arena = &p->arena; /* zero fields: the arena's defaults */
   c.domain = p->domain;
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)(cores > 0 ? cores : 1) : 1;
+  int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)theus__os_cpus() : 1; /* as the pool counts */
   p->default_slices = (uint32_t)workers * 2;
   theus_engine *e = NULL;
   rc = theus_engine_open(&c, &e); /* after the plugins: the fork server must have their code */

@@ -64,8 +64,8 @@ const char *theus_pool_errmsg(const theus_pool *p) {
 
 void theus_pool_config_init(theus_pool_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  cfg->nworkers = n < 1 ? 1 : n > (long)THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : (unsigned)n;
+  unsigned n = theus__os_cpus(); /* the CPUs this process may use, not those online */
+  cfg->nworkers = n > THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : n;
   cfg->ring_capacity = 256;
   cfg->spin_us = 50;
 }

@@ -37,7 +37,7 @@ typedef struct theus_job theus_job;
 #define THEUS_ENGINE_MAX_WORKERS 256
 
 typedef struct theus_engine_config {
-  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
+  int workers;            /* pool size: 0 = one per usable CPU, -1 = no pool (all runs local),
                              at most THEUS_ENGINE_MAX_WORKERS */
   int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
   unsigned retention;     /* past versions the engine keeps alive (default 0) */

@@ -85,7 +85,7 @@ typedef void (*theus_output_fn)(int worker, const char *process, const char *lin
 typedef const char *(*theus_task_label_fn)(const theus_task *t, char *buf, size_t cap);
 
 typedef struct theus_pool_config {
-  unsigned nworkers;       /* default: online cores */
+  unsigned nworkers;       /* default: the CPUs this process may use (affinity mask, cgroup cpu.max) */
   unsigned ring_capacity;  /* tasks queued per worker (default 256, power of two) */
   uint32_t spin_us;        /* busy-wait before sleeping on a futex, both sides (default 50) */
   int64_t default_timeout_ms; /* per task when the task says 0; <= 0 means none (default) */
