@@ -118,4 +118,11 @@ const char *theus__err_msg(const theus__err *err);
  * shape of every "fill the caller's buffer and fail" path. */
 int theus__errf(char *buf, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* "Did you mean": true if cand is a likely misspelling of name, closer than
+ * any candidate before it (*best, start at SIZE_MAX, is updated): at most 2
+ * edits, or a third of name's length for long names (case-insensitive
+ * Levenshtein distance; names over 60 bytes never match). Loop over the
+ * candidates and keep the last one for which it returned true. */
+int theus__near(const char *name, const char *cand, size_t *best);
+
 #endif

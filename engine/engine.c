@@ -1,5 +1,6 @@
 /* Engine lifecycle, registry, state accessors, snapshots, stats. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,19 @@ const theus_contract *theus_engine_contract(theus_engine *e, const char *name) {
   const theus_contract *c = name ? find_proc(e, name) : NULL;
   pthread_rwlock_unlock(&e->reg_lock);
   return c;
+}
+
+const char *theus_engine_process_near(theus_engine *e, const char *name) {
+  if (!e || !name)
+    return NULL;
+  const char *near = NULL;
+  size_t best = SIZE_MAX;
+  pthread_rwlock_rdlock(&e->reg_lock);
+  for (size_t i = 0; i < e->nprocs; i++)
+    if (theus__near(name, e->procs[i]->name, &best))
+      near = e->procs[i]->name;
+  pthread_rwlock_unlock(&e->reg_lock);
+  return near;
 }
 
 int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reducer_fn fn, void *ud) {

@@ -507,9 +507,10 @@ static void backoff(unsigned attempt, unsigned *seed) {
 
 static const theus_contract *lookup(theus_engine *e, const char *name, int32_t *reg, char *msg, size_t msglen) {
   const theus_contract *c = theus__proc_find(e, name, reg);
+  const char *near = c ? NULL : theus_engine_process_near(e, name);
   if (!c)
-    snprintf(msg, msglen, "no process named '%s' is registered; register it before executing",
-             name ? name : "(null)");
+    snprintf(msg, msglen, "no process named '%s' is registered; %s%s%sregister it before executing",
+             name ? name : "(null)", near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
   return c;
 }
 

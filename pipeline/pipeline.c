@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base.h" /* theus__near */
 #include "pipeline_internal.h"
 
 /* ---- messages ------------------------------------------------------------ */
@@ -78,42 +80,17 @@ void theus__pipe_child(char *dst, const char *ptr, const char *key, size_t index
   if (n == len) theus__pos_push(dst, PIPE_PTR, key, index); /* else it stays the ancestor */
 }
 
-/* Edit distance, to suggest the key the author probably meant. */
-static size_t distance(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  if (la > 30 || lb > 30) return 99;
-  size_t row[32];
-  for (size_t j = 0; j <= lb; j++) row[j] = j;
-  for (size_t i = 1; i <= la; i++) {
-    size_t prev = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= lb; j++) {
-      size_t cur = row[j];
-      size_t best = prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-      if (row[j] + 1 < best) best = row[j] + 1;
-      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-      row[j] = best;
-      prev = cur;
-    }
-  }
-  return row[lb];
-}
-
 int theus__pipe_check_keys(theus_pipeline *p, const json_t *obj, const char *ptr, const char *const *allowed,
                            const char *what) {
   const char *key;
   json_t *v;
   json_object_foreach((json_t *)obj, key, v) {
     const char *near = NULL;
-    size_t best = 3;
+    size_t best = SIZE_MAX;
     bool ok = false;
     for (size_t i = 0; allowed[i] && !ok; i++) {
       ok = strcmp(key, allowed[i]) == 0;
-      size_t d = distance(key, allowed[i]);
-      if (d < best) {
-        best = d;
-        near = allowed[i];
-      }
+      if (theus__near(key, allowed[i], &best)) near = allowed[i];
     }
     if (ok) continue;
     char list[256] = "";

@@ -149,10 +149,11 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
     char kp[PIPE_PTR];
     if (s->process && !theus_engine_contract(e, s->process)) {
       theus__pipe_child(kp, s->ptr, s->kind == ST_MAP ? "map" : "run", 0);
+      const char *near = theus_engine_process_near(e, s->process);
       return theus__pipe_err(p, kp, false,
-                             "unknown process \"%s\"; register it in a plugin (\"plugins\" or theus_pipeline_add_plugin) or declare it "
-                             "in \"processes\"",
-                             s->process);
+                             "unknown process \"%s\"; %s%s%sregister it in a plugin (\"plugins\" or "
+                             "theus_pipeline_add_plugin) or declare it in \"processes\"",
+                             s->process, near ? "did you mean \"" : "", near ? near : "", near ? "\"? " : "");
     }
     if (s->kind == ST_MAP && !theus_engine_contract(e, s->process)->parallel) {
       theus__pipe_child(kp, s->ptr, "map", 0);

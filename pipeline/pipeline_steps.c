@@ -1,8 +1,10 @@
 /* theus-c — pipeline steps: parsing and checking every step kind. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base.h" /* theus__near */
 #include "pipeline_internal.h"
 
 static const char *const kinds[] = {"run", "parallel", "map", "if", "while", "set", NULL};
@@ -147,10 +149,20 @@ static int step_kind_of(theus_pipeline *p, const json_t *obj, step *s, bool run_
     found = kinds[k];
     s->kind = (step_kind)(k + 1);
   }
-  if (!found)
+  if (!found) {
+    const char *key, *near = NULL, *typo = NULL;
+    size_t best = SIZE_MAX;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+      for (size_t k = 0; kinds[k]; k++)
+        if (theus__near(key, kinds[k], &best)) near = kinds[k], typo = key;
+    char hint[160] = "";
+    if (near) snprintf(hint, sizeof hint, "did you mean \"%s\" (not \"%.60s\")? ", near, typo);
     return theus__pipe_err(p, s->ptr, false,
-                           "this step has no kind; give it one of \"run\", \"parallel\", \"map\", \"if\", \"while\", "
-                           "\"set\"");
+                           "this step has no kind; %sgive it one of \"run\", \"parallel\", \"map\", \"if\", "
+                           "\"while\", \"set\"",
+                           hint);
+  }
   if (run_only && s->kind != ST_RUN)
     return theus__pipe_err(p, s->ptr, false,
                            "a parallel group runs processes side by side: only {\"run\": ...} steps are allowed, "

@@ -88,6 +88,11 @@ THEUS_API int theus_engine_register_json(theus_engine *e, const char *text, cons
 /* The registered contract of a process (valid until close), or NULL. */
 THEUS_API const theus_contract *theus_engine_contract(theus_engine *e, const char *name);
 
+/* For "did you mean": the registered process whose name is closest to name
+ * (a likely misspelling: at most 2 edits, or a third of the name's length),
+ * valid until close; NULL if none is that close or name is registered. */
+THEUS_API const char *theus_engine_process_near(theus_engine *e, const char *name);
+
 /* A reducer for map: acc is NULL for the first item; returns the new
  * accumulator (new reference) and takes ownership of acc; NULL = failure. */
 typedef json_t *(*theus_reducer_fn)(json_t *acc, const json_t *item, void *ud);

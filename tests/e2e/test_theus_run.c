@@ -458,7 +458,9 @@ static void test_pipeline_errors(void **state) {
   } cases[] = {
       {"syntax.json", ":3:19: ", "invalid JSON"},
       {"unknown_key.json", ":3:20: ", "unknown key \"argz\" in a run step; did you mean \"args\"?"},
-      {"unknown_process.json", ":5:13: ", "unknown process \"subtract\""},
+      {"unknown_process.json", ":5:13: ", "unknown process \"subtract\"; register it"}, /* nothing close */
+      {"misspelled_process.json", ":5:13: ", "unknown process \"slice_summ\"; did you mean \"slice_sum\"?"},
+      {"misspelled_kind.json", ":4:5: ", "this step has no kind; did you mean \"run\" (not \"rnu\")?"},
       {"wrong_type.json", ":2:13: ", "\"budget\" must be an integer"},
       {"missing_field.json", ":4:5: ", "missing \"into\""},
       {"bad_expr.json", ":4:26: ", "in expression \"domain.i <> 3\": unexpected '>'"},
