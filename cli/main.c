@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -108,6 +109,32 @@ static int usage_error(const char *fmt, const char *arg) {
   return EXIT_USAGE;
 }
 
+/* --state-out/--trace: refused before anything runs when the file could not
+ * be written at the end (a directory, no permission, no such directory),
+ * rather than after the whole run. Creates nothing. -1 if fine. */
+static int check_writable(const char *flag, const char *file) {
+  if (!file || !strcmp(file, "-")) return -1;
+  struct stat st;
+  const char *why = NULL;
+  if (stat(file, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) why = "it is a directory";
+    else if (access(file, W_OK)) why = strerror(errno);
+  } else if (errno == ENOENT) {
+    char *dir = strdup(file);
+    if (!dir) return usage_error("%s", "out of memory");
+    char *slash = strrchr(dir, '/');
+    const char *d = !slash ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+    if (access(d, W_OK | X_OK)) why = strerror(errno);
+    free(dir);
+  } else {
+    why = strerror(errno);
+  }
+  if (!why) return -1;
+  char msg[1200];
+  snprintf(msg, sizeof msg, "%s %s: cannot write there (%s); nothing ran", flag, file, why);
+  return usage_error("%s", msg);
+}
+
 static int parse_size_flag(const char *flag, const char *arg, uint64_t min, uint64_t *out) {
   char err[400], msg[600];
   if (theus_size_parse(arg, out, err, sizeof err)) {
@@ -175,6 +202,8 @@ static int parse_args(int argc, char **argv, options *o) {
   if (optind != argc - 1)
     return usage_error("%s", optind >= argc ? "no pipeline file given" : "give exactly one pipeline file");
   o->pipeline = argv[optind];
+  if ((c = check_writable("--state-out", o->state_out)) >= 0 || (c = check_writable("--trace", o->trace_out)) >= 0)
+    return c;
   return -1;
 }
 

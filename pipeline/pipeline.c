@@ -537,6 +537,13 @@ static int load_processes(theus_pipeline *p, const json_t *v) {
 
 static int read_text(theus_pipeline *p) {
   FILE *f = fopen(p->path, "rb");
+  struct stat st;
+  if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) { /* fopen takes a directory; fread fails */
+    fclose(f);
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: is a directory, not a pipeline file; give the JSON file inside it",
+             p->path);
+    return THEUS_EPARSE;
+  }
   if (!f) {
     snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(errno));
     return THEUS_EPARSE;
@@ -550,8 +557,14 @@ static int read_text(theus_pipeline *p) {
     if (!nb) free(buf);
     buf = nb;
   }
+  int rerr = ferror(f) ? errno : 0;
   fclose(f);
   if (!buf) return THEUS_ENOMEM;
+  if (rerr) {
+    free(buf);
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot read the pipeline file: %s", p->path, strerror(rerr));
+    return THEUS_EPARSE;
+  }
   buf[n] = '\0';
   p->text = buf;
   json_error_t je;

@@ -96,10 +96,19 @@ static int register_plugins(theus_pipeline *p, theus_engine *e) {
     void *sym = dlsym(p->plugins[i].handle, THEUS_PLUGIN_REGISTER_SYMBOL);
     theus_plugin_register_fn reg;
     memcpy(&reg, &sym, sizeof reg);
+    char before[PIPE_MSG];
+    snprintf(before, sizeof before, "%s", theus_engine_errmsg(e));
     int rc = reg(e);
-    if (rc)
+    if (!rc) continue;
+    const char *msg = theus_engine_errmsg(e);
+    if (strcmp(msg, before)) /* an engine call inside it failed: that is the cause */
       return plugin_err(p, &p->plugins[i], "%s failed (%s): %s", THEUS_PLUGIN_REGISTER_SYMBOL, theus_strerror(rc),
-                        theus_engine_errmsg(e));
+                        msg);
+    return plugin_err(p, &p->plugins[i],
+                      "%s failed: it returned %d (%s) and no engine call in it failed, so the cause is the plugin's "
+                      "own code (a check of its own, a resource it could not get); see its source or its stderr",
+                      THEUS_PLUGIN_REGISTER_SYMBOL, rc,
+                      rc < 0 && strcmp(theus_err_name(rc), "THEUS_E?") ? theus_err_name(rc) : "not a THEUS_E* code");
   }
   return 0;
 }

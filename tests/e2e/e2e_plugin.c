@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -122,6 +123,10 @@ static int nap(theus_ctx *ctx) {
 static int refuse(theus_ctx *ctx) { return theus_ctx_fail(ctx, "refused on purpose: the input is not ready"); }
 
 THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
+  /* Issue 15 item 7: a registration failing on its own, without an engine
+   * call failing (so with no engine message). */
+  const char *fail = getenv("E2E_REGISTER_FAIL");
+  if (fail) return atoi(fail);
   static const char *const counter[] = {"domain.counter", NULL};
   static const char *const any[] = {"domain.*", NULL};
   static const char *const values[] = {"heavy.values", NULL};

@@ -489,6 +489,44 @@ static void test_pipeline_errors(void **state) {
   }
 }
 
+/* Issue 15 item 7: mistakes found before anything runs, each saying what it
+ * is: a directory as the pipeline (not "invalid JSON"), a --trace or
+ * --state-out file that could not be written at the end. */
+static void test_refused_before_the_run(void **state) {
+  (void)state;
+  char path[512], missing[600];
+  pipe_path(path, sizeof path, "vector.json");
+  snprintf(missing, sizeof missing, "%s/no-such-dir/trace.json", pipe_dir);
+  static const struct {
+    const char *flag, *needle;
+  } cases[] = {{"--trace", "/no-such-dir/trace.json: cannot write there (No such file or directory); nothing ran"},
+               {"--state-out", ": cannot write there (it is a directory); nothing ran"}};
+  for (size_t i = 0; i < 2; i++) {
+    result r;
+    run_cli(&r, (const char *[]){cases[i].flag, i == 0 ? missing : pipe_dir, path, NULL});
+    expect_status(&r, 2);
+    if (!strstr(r.err, cases[i].needle) || !strstr(r.err, cases[i].flag))
+      fail_msg("%s: stderr:\n%s\nlacks \"%s\"", cases[i].flag, r.err, cases[i].needle);
+    assert_string_equal(r.out, "");
+    result_free(&r);
+  }
+  result r;
+  run_cli(&r, (const char *[]){pipe_dir, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "is a directory, not a pipeline file"));
+  assert_null(strstr(r.err, "invalid JSON"));
+  result_free(&r);
+  /* a plugin registration failing on its own: a cause, not an empty message */
+  pipe_path(path, sizeof path, "fail.json");
+  setenv("E2E_REGISTER_FAIL", "7", 1);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  unsetenv("E2E_REGISTER_FAIL");
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "theus_plugin_register failed: it returned 7 (not a THEUS_E* code) and no engine "
+                                "call in it failed, so the cause is the plugin's own code"));
+  result_free(&r);
+}
+
 static void test_crash_exits_1(void **state) {
   (void)state;
   char path[512];
@@ -682,6 +720,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ffi_length_checked),
       cmocka_unit_test(test_nonfinite_result),
       cmocka_unit_test(test_parallel_group_commits),
+      cmocka_unit_test(test_refused_before_the_run),
       cmocka_unit_test(test_worker_output),
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
