@@ -16,6 +16,7 @@
 #include <theus/pool.h>
 #include <theus/version.h>
 
+#include "progress.h"
 #include "trace.h"
 
 enum { EXIT_STEP = 1, EXIT_USAGE = 2 };
@@ -57,12 +58,6 @@ static const char usage[] =
     "  --help, --version\n"
     "\n"
     "exit status: 0 success, 1 a step failed, 2 usage or pipeline error\n";
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Prints "theus-run: msg". Library messages name the API calls behind the
  * options; theus-run's users know the options, so those names become flags. */
@@ -222,44 +217,6 @@ static int apply_sets(theus_pipeline *p, const options *o) {
   return 0;
 }
 
-typedef struct progress {
-  double t0, last;
-  bool shown;
-} progress;
-
-static void on_progress(const theus_pipeline_progress *pr, void *ud) {
-  progress *pg = ud;
-  double t = now_s();
-  if (t - pg->last < 0.1) return; /* a terminal does not need more than 10 updates a second */
-  pg->last = t;
-  flockfile(stderr);
-  pg->shown = true;
-  fprintf(stderr, "\r\033[Ktheus-run: step %zu/%zu, %llu ops, %d task%s in flight, %.1f s", pr->step, pr->nsteps,
-          (unsigned long long)pr->ops, pr->in_flight, pr->in_flight == 1 ? "" : "s", t - pg->t0);
-  fflush(stderr);
-  funlockfile(stderr);
-}
-
-/* A line a worker printed (the pool's output thread calls this): clear the
- * progress line first (the next update draws it again), then the line,
- * prefixed, in one write. stderr's lock keeps the two threads apart. */
-static void on_worker_output(int worker, const char *process, const char *line, size_t len, void *ud) {
-  progress *pg = ud;
-  char buf[THEUS_OUTPUT_LINE_MAX + 256];
-  int h = *process ? snprintf(buf, sizeof buf, "[worker %d process %s] ", worker, process)
-                   : snprintf(buf, sizeof buf, "[worker %d] ", worker);
-  size_t n = (size_t)h < sizeof buf ? (size_t)h : sizeof buf - 1;
-  if (len > sizeof buf - n - 1) len = sizeof buf - n - 1;
-  memcpy(buf + n, line, len); /* not %s: a line may hold NUL bytes */
-  n += len;
-  buf[n++] = '\n';
-  flockfile(stderr);
-  if (pg->shown) fputs("\r\033[K", stderr);
-  pg->shown = false;
-  fwrite(buf, 1, n, stderr);
-  funlockfile(stderr);
-}
-
 static int write_json(const char *file, const json_t *v) {
   FILE *f = strcmp(file, "-") ? fopen(file, "w") : stdout;
   int rc = f ? json_dumpf(v, f, JSON_INDENT(2)) : -1;
@@ -312,8 +269,9 @@ static int run(const options *o) {
   if (!code) code = apply_sets(p, o);
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
-  progress pg = {now_s(), 0, false};
-  cfg.output_fn = on_worker_output; /* THEUS_OUTPUT_FORWARD: never to stdout, never over the progress line */
+  cli_progress pg;
+  cli_progress_init(&pg);
+  cfg.output_fn = cli_progress_line; /* THEUS_OUTPUT_FORWARD: never to stdout, never over the progress line */
   cfg.output_ud = &pg;
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
   theus_arena_config ac; /* the file's "arena", then the flags over it */
@@ -327,16 +285,12 @@ static int run(const options *o) {
   }
   if (!code) {
     bool tty = isatty(STDERR_FILENO) && !o->quiet;
-    pg.t0 = now_s();
-    if (tty) theus_pipeline_on_progress(p, on_progress, &pg);
+    if (tty) theus_pipeline_on_progress(p, cli_progress_step, &pg);
+    cli_progress_start(&pg, e, tty); /* no thread, no line, when not a terminal */
     if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, &tr);
     rc = theus_pipeline_run(p, e);
     theus_engine_set_trace(e, NULL, NULL);
-    double elapsed = now_s() - pg.t0;
-    flockfile(stderr);
-    if (pg.shown) fputs("\r\033[K", stderr);
-    pg.shown = false;
-    funlockfile(stderr);
+    double elapsed = cli_progress_stop(&pg);
     if (rc) say(theus_pipeline_errmsg(p));
     else if (tty)
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
@@ -344,9 +298,10 @@ static int run(const options *o) {
     code = outputs(e, p, o, &tr, elapsed);
     if (rc) code = EXIT_STEP;
   }
-  theus_engine_close(e);
+  theus_engine_close(e); /* the last forwarded worker lines arrive until here */
   theus_pipeline_close(p);
   cli_trace_fini(&tr);
+  cli_progress_fini(&pg);
   return code;
 }
 

@@ -135,6 +135,9 @@ struct theus_engine {
   _Atomic(void *) trace_ud;
 
   atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
+  /* theus_engine_progress_get: slices of the maps running now (done, all)
+   * and slices finished since open */
+  atomic_ullong map_done, map_total, map_slices;
 
   theus__err err;
 };

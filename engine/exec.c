@@ -1020,12 +1020,50 @@ typedef struct map_job {
  * huge results buffer. */
 #define MAP_ITEM_RESULT (16u * 1024u)
 
+/* Progress (theus_engine_progress_get): slices finished, as a delta. */
+typedef struct map_progress {
+  theus_engine *e;
+  uint64_t done;
+} map_progress;
+
+static void map_progressed(size_t done, size_t count, void *ud) {
+  (void)count;
+  map_progress *mp = ud;
+  uint64_t d = done - mp->done;
+  mp->done = done;
+  atomic_fetch_add_explicit(&mp->e->map_done, d, memory_order_relaxed);
+  atomic_fetch_add_explicit(&mp->e->map_slices, d, memory_order_relaxed);
+}
+
+void theus_engine_progress_get(theus_engine *e, theus_engine_progress *out) {
+  memset(out, 0, sizeof *out);
+  if (!e)
+    return;
+  /* total first: a map ending lowers done before total, one starting raises total before done */
+  out->map_total = atomic_load_explicit(&e->map_total, memory_order_acquire);
+  out->map_done = atomic_load_explicit(&e->map_done, memory_order_acquire);
+  if (out->map_done > out->map_total)
+    out->map_done = out->map_total;
+  out->slices = atomic_load_explicit(&e->map_slices, memory_order_relaxed);
+}
+
+static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msglen);
+
 static void map_run_all(map_job *m, char *msg, size_t msglen) {
+  map_progress mp = {m->e, 0};
+  atomic_fetch_add_explicit(&m->e->map_total, m->n, memory_order_release);
+  map_run_slices(m, &mp, msg, msglen);
+  atomic_fetch_sub_explicit(&m->e->map_done, mp.done, memory_order_release);
+  atomic_fetch_sub_explicit(&m->e->map_total, m->n, memory_order_release);
+}
+
+static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
       run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->out[i]);
       if (m->out[i].rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
+      map_progressed(i + 1, m->n, mp);
     }
     return;
   }
@@ -1045,7 +1083,8 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
                         .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
-                        .common_size = tp.len, .workers = workers, .times = times};
+                        .common_size = tp.len, .workers = workers, .times = times,
+                        .progress_fn = map_progressed, .progress_ud = mp};
     for (uint32_t i = 0; i < m->n; i++)
       status[i] = 1; /* not collected: the map as a whole failed before it */
     int mrc = theus_pool_map(m->e->pool, &d, NULL);

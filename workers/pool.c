@@ -685,6 +685,7 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
     map_collect(p, &mr, got, s);
     release_slot(p, tk[got % WIN], s);
     got++;
+    if (m->progress_fn) m->progress_fn(got == nchunks ? m->count : got * mr.chunk, m->count, m->progress_ud);
   }
   if (nfailed) *nfailed = mr.nfailed;
   return mr.first;

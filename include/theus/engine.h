@@ -319,6 +319,19 @@ THEUS_API int theus_engine_map(theus_engine *e, const char *name, const char *ke
 
 /* ---- observability ----------------------------------------------------- */
 
+typedef struct theus_engine_progress {
+  uint64_t map_done;  /* slices of the maps running now that have finished */
+  uint64_t map_total; /* slices of the maps running now (0 when none runs) */
+  uint64_t slices;    /* map slices finished since the engine opened */
+} theus_engine_progress;
+
+/* Progress of the maps running now, for a display refreshed from another
+ * thread while theus_engine_map blocks (theus-run's progress line). Counters
+ * are read one by one: map_done <= map_total always holds, the pair is exact
+ * when one map runs at a time. A pooled map counts a slice when it is
+ * collected, in slice order. */
+THEUS_API void theus_engine_progress_get(theus_engine *e, theus_engine_progress *out);
+
 /* Counters as JSON (new reference): {"engine": {...}, "arena": {...},
  * "pool": {...}}. */
 THEUS_API json_t *theus_engine_stats(theus_engine *e);

@@ -224,6 +224,11 @@ typedef struct theus_map_desc {
   int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
   uint64_t *times;    /* optional: 2 * count entries, start and end ns of the chunk that ran item i
                          (CLOCK_MONOTONIC, on the worker; 0 if it never ran) */
+  /* Optional: called in the thread running the map each time a chunk has
+   * been collected (chunks are collected in order), with the items collected
+   * so far and count. It must not call into the pool. */
+  void (*progress_fn)(size_t done, size_t count, void *ud);
+  void *progress_ud;
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the

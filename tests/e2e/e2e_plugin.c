@@ -110,9 +110,13 @@ static int chatty(theus_ctx *ctx) {
   return 0;
 }
 
-/* Sleeps args.ms milliseconds per slice (for the trace test). */
+/* Sleeps args.ms milliseconds per slice (for the trace test); with
+ * args.say, prints a line first (for the progress test). */
 static int nap(theus_ctx *ctx) {
   json_int_t ms = json_integer_value(json_object_get(theus_ctx_args(ctx), "ms"));
+  uint32_t index = 0;
+  theus_ctx_slice(ctx, NULL, NULL, &index, NULL);
+  if (json_is_true(json_object_get(theus_ctx_args(ctx), "say"))) printf("nap of slice %u begins\n", index);
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0) {
   }

@@ -5,7 +5,9 @@
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
  */
+#include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -45,13 +47,18 @@ static void result_free(result *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
-static void run_cli(result *r, const char *const *args) {
-  const char *argv[64];
+/* argv[64] for theus-run with args (NULL-terminated). */
+static void cli_argv(const char **argv, const char *const *args) {
   size_t n = 0;
   argv[n++] = theus_run;
   for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
   argv[n] = NULL;
+}
+
+/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
+static void run_cli(result *r, const char *const *args) {
+  const char *argv[64];
+  cli_argv(argv, args);
   int out = memfd_create("stdout", 0), err = memfd_create("stderr", 0);
   assert_true(out >= 0 && err >= 0);
   pid_t pid = fork();
@@ -75,6 +82,57 @@ static void run_cli(result *r, const char *const *args) {
   r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   r->out = slurp_fd(out);
   r->err = slurp_fd(err);
+}
+
+/* Like run_cli, with stderr on a pseudo-terminal (stdout stays a file):
+ * what a user at a terminal sees. r->err gets the terminal's bytes, "\r\n"
+ * turned back into "\n". */
+static void run_cli_tty(result *r, const char *const *args) {
+  const char *argv[64];
+  cli_argv(argv, args);
+  int out = memfd_create("stdout", 0), master = posix_openpt(O_RDWR | O_NOCTTY);
+  assert_true(out >= 0 && master >= 0);
+  assert_int_equal(grantpt(master), 0);
+  assert_int_equal(unlockpt(master), 0);
+  const char *slave = ptsname(master);
+  assert_non_null(slave);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    setsid();
+    int s = open(slave, O_RDWR);
+    if (s < 0) _exit(126);
+    dup2(out, 1);
+    dup2(s, 2);
+    close(master);
+    execv(theus_run, (char *const *)argv);
+    _exit(127);
+  }
+  size_t len = 0, cap = 1 << 16;
+  char *buf = malloc(cap);
+  assert_non_null(buf);
+  int st = 0;
+  for (int waited = 0;; waited++) { /* read until the terminal closes (EIO), 120 s at most */
+    struct pollfd pf = {master, POLLIN, 0};
+    if (waited > 120 * 20) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(&pf, 1, 50) <= 0) continue;
+    if (len + 4096 > cap && !(buf = realloc(buf, cap *= 2))) fail_msg("out of memory");
+    ssize_t k = read(master, buf + len, 4096);
+    if (k <= 0) break;
+    len += (size_t)k;
+  }
+  waitpid(pid, &st, 0);
+  close(master);
+  size_t w = 0;
+  for (size_t i = 0; i < len; i++)
+    if (!(buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n')) buf[w++] = buf[i];
+  buf[w] = '\0';
+  r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r->out = slurp_fd(out);
+  r->err = buf;
 }
 
 static void pipe_path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", pipe_dir, name); }
@@ -365,6 +423,62 @@ static void test_worker_output(void **state) {
   }
   assert_true(lines >= 2000 + 3 + 2);
   assert_true(bytes > 64 * 1024);
+  result_free(&r);
+}
+
+/* Issue 15 item 3: on a terminal the progress line refreshes during a map
+ * (slices done / total, rate, ETA) and every forwarded worker line stands
+ * whole on its own line, never glued to a frame; without a terminal there
+ * is no progress at all. */
+static void test_progress_on_a_terminal(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "progress.json");
+  result r;
+  run_cli_tty(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "naps"), 12);
+  json_decref(d);
+  int frames = 0, map_frames = 0, eta = 0, said[12] = {0};
+  /* segments: between "\r\033[K" (a frame is redrawn or cleared) and "\n" */
+  for (char *p = r.err; *p;) {
+    size_t k = strcspn(p, "\r\n");
+    char seg[512];
+    snprintf(seg, sizeof seg, "%.*s", (int)(k < sizeof seg ? k : sizeof seg - 1), p);
+    p += k;
+    if (*p == '\r') {
+      if (strncmp(p, "\r\033[K", 4) != 0) fail_msg("a bare carriage return in:\n%s", r.err);
+      p += 4;
+    } else if (*p == '\n') {
+      p++;
+    }
+    unsigned w, slice;
+    char tail[32];
+    if (!seg[0]) continue;
+    if (!strncmp(seg, "theus-run: step ", 16)) {
+      frames++;
+      if (strstr(seg, "[worker")) fail_msg("a worker line glued to a frame: %s", seg);
+      if (strstr(seg, "/12 slices")) map_frames++;
+      if (strstr(seg, "/s, ETA ")) eta++;
+    } else if (sscanf(seg, "[worker %u process nap] nap of slice %u %31s", &w, &slice, tail) == 3 && w < 2 &&
+               slice < 12 && !strcmp(tail, "begins")) {
+      said[slice]++;
+    } else if (strncmp(seg, "theus-run: done, 2 operations", 29) != 0) {
+      fail_msg("unexpected on the terminal: \"%s\"", seg);
+    }
+  }
+  for (int i = 0; i < 12; i++) assert_int_equal(said[i], 1);
+  assert_true(frames > 0);
+  assert_true(map_frames > 0); /* the map is 1.5 s long at least: the 10 Hz timer draws during it */
+  assert_true(eta > 0);
+  result_free(&r);
+  /* not a terminal: the worker lines, nothing else */
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  assert_null(strstr(r.err, "theus-run: step"));
+  assert_null(strchr(r.err, '\r'));
+  assert_non_null(strstr(r.err, " process nap] nap of slice 11 begins\n"));
   result_free(&r);
 }
 
@@ -719,6 +833,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_pipeline_errors),
       cmocka_unit_test(test_ffi_length_checked),
       cmocka_unit_test(test_nonfinite_result),
+      cmocka_unit_test(test_progress_on_a_terminal),
       cmocka_unit_test(test_parallel_group_commits),
       cmocka_unit_test(test_refused_before_the_run),
       cmocka_unit_test(test_worker_output),
