@@ -19,6 +19,7 @@ static double now_s(void) {
 void cli_progress_init(cli_progress *pg) {
   memset(pg, 0, sizeof *pg);
   pthread_mutex_init(&pg->lock, NULL);
+  pthread_mutex_init(&pg->draw, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -29,6 +30,7 @@ void cli_progress_init(cli_progress *pg) {
 
 void cli_progress_fini(cli_progress *pg) {
   pthread_cond_destroy(&pg->cv);
+  pthread_mutex_destroy(&pg->draw);
   pthread_mutex_destroy(&pg->lock);
 }
 
@@ -49,11 +51,13 @@ void cli_progress_line(int worker, const char *process, const char *line, size_t
   memcpy(buf + n, line, len); /* not %s: a line may hold NUL bytes */
   n += len;
   buf[n++] = '\n';
+  pthread_mutex_lock(&pg->draw);
   flockfile(stderr);
   if (pg->shown) fputs("\r\033[K", stderr);
   pg->shown = false;
   fwrite(buf, 1, n, stderr);
   funlockfile(stderr);
+  pthread_mutex_unlock(&pg->draw);
 }
 
 /* ", map 37/120 slices, 41.2/s, ETA 2.0 s" while a map runs; its rate counts
@@ -83,12 +87,14 @@ static void draw(cli_progress *pg) {
   if (!pr.nsteps) return; /* the pipeline has not reported yet */
   char map[128];
   map_part(pg, t, map, sizeof map);
+  pthread_mutex_lock(&pg->draw);
   flockfile(stderr);
   pg->shown = true;
   fprintf(stderr, "\r\033[Ktheus-run: step %zu/%zu, %llu ops, %d task%s in flight%s, %.1f s", pr.step, pr.nsteps,
           (unsigned long long)pr.ops, pr.in_flight, pr.in_flight == 1 ? "" : "s", map, t - pg->t0);
   fflush(stderr);
   funlockfile(stderr);
+  pthread_mutex_unlock(&pg->draw);
 }
 
 static void *timer(void *ud) {
@@ -109,11 +115,11 @@ static void *timer(void *ud) {
   return NULL;
 }
 
-int cli_progress_start(cli_progress *pg, theus_engine *e, bool draw) {
+int cli_progress_start(cli_progress *pg, theus_engine *e, bool show) {
   pg->e = e;
   pg->t0 = now_s();
-  pg->running = draw && pthread_create(&pg->th, NULL, timer, pg) == 0;
-  return pg->running || !draw ? 0 : -1;
+  pg->running = show && pthread_create(&pg->th, NULL, timer, pg) == 0;
+  return pg->running || !show ? 0 : -1;
 }
 
 double cli_progress_stop(cli_progress *pg) {
@@ -125,9 +131,11 @@ double cli_progress_stop(cli_progress *pg) {
     pthread_join(pg->th, NULL);
     pg->running = false;
   }
+  pthread_mutex_lock(&pg->draw);
   flockfile(stderr);
   if (pg->shown) fputs("\r\033[K", stderr);
   pg->shown = false;
   funlockfile(stderr);
+  pthread_mutex_unlock(&pg->draw);
   return now_s() - pg->t0;
 }

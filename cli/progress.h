@@ -16,11 +16,13 @@
  * line and the progress never mix. Without a terminal there is no line. */
 typedef struct cli_progress {
   pthread_mutex_t lock; /* pr, stop */
+  pthread_mutex_t draw; /* shown, and the line on screen (taken with stderr's lock,
+                           which ThreadSanitizer does not see) */
   pthread_cond_t cv;    /* the timer's sleep; signalled to stop */
   theus_pipeline_progress pr;
   theus_engine *e;
   double t0;
-  bool shown;   /* a line is on screen (under stderr's lock) */
+  bool shown;   /* a line is on screen (under draw) */
   bool running, stop;
   pthread_t th;
   /* rate of the map running now: slices since base_t */
@@ -34,9 +36,9 @@ void cli_progress_step(const theus_pipeline_progress *pr, void *ud);
 /* A theus_output_fn; ud is the cli_progress. Clears the line, prints the
  * line prefixed "[worker N process P] ", in one write. */
 void cli_progress_line(int worker, const char *process, const char *line, size_t len, void *ud);
-/* A run on e starts now; with draw, a timer thread draws the line (0, or -1
+/* A run on e starts now; with show, a timer thread draws the line (0, or -1
  * if the thread could not start: no line then). */
-int cli_progress_start(cli_progress *pg, theus_engine *e, bool draw);
+int cli_progress_start(cli_progress *pg, theus_engine *e, bool show);
 /* Stops the timer (if started) and clears the line; the elapsed seconds. */
 double cli_progress_stop(cli_progress *pg);
 void cli_progress_fini(cli_progress *pg);
