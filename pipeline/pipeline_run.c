@@ -344,7 +344,7 @@ static int eval_expr(theus_pipeline *p, theus_engine *e, const step *s, bool wan
 /* A parallel group: every member commits on its own, its outputs (when its
  * job ends) and its "into" alike, whatever its siblings did; the step fails
  * after all finished, with the first failing member in file order
- * (docs/pipeline-format.md, "Steps"). */
+ * (docs/pipeline-format.md, "What a step commits"). */
 static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
   theus_job **jobs = calloc(s->body.n, sizeof *jobs);
   if (!jobs) return THEUS_ENOMEM;
