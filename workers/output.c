@@ -212,7 +212,7 @@ static void free_output(theus__output *o) {
   free(o);
 }
 
-int theus__output_start(theus__ctl *c, unsigned nworkers, theus_output_fn fn, void *ud, theus__output **out,
+int theus__output_open(theus__ctl *c, unsigned nworkers, theus_output_fn fn, void *ud, theus__output **out,
                         char *err, size_t errlen) {
   *out = NULL;
   for (unsigned w = 0; w < nworkers; w++) c->out_fd[w][0] = c->out_fd[w][1] = -1;
@@ -267,21 +267,27 @@ int theus__output_start(theus__ctl *c, unsigned nworkers, theus_output_fn fn, vo
       c->out_fd[w][k] = o->wfd[2 * w + (unsigned)k] = fds[1];
     }
   o->wake = eventfd(0, EFD_CLOEXEC);
-  int rc = o->wake < 0 ? errno : 0;
-  if (!rc) {
-    sigset_t all, old;
-    sigfillset(&all); /* host signals are for host threads */
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&o->thread, NULL, output_main, o);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-  }
-  if (rc) {
-    snprintf(err, errlen, "theus_pool_open: starting the output thread failed: %s", strerror(rc));
+  if (o->wake < 0) {
+    snprintf(err, errlen, "theus_pool_open: eventfd for the output thread failed: %s", strerror(errno));
     free_output(o);
     return THEUS_ESYS;
   }
-  o->running = 1;
   *out = o;
+  return 0;
+}
+
+int theus__output_run(theus__output *o, char *err, size_t errlen) {
+  if (!o) return 0;
+  sigset_t all, old;
+  sigfillset(&all); /* host signals are for host threads */
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&o->thread, NULL, output_main, o);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc) {
+    snprintf(err, errlen, "theus_pool_open: starting the output thread failed: %s", strerror(rc));
+    return THEUS_ESYS;
+  }
+  o->running = 1;
   return 0;
 }
 

@@ -254,10 +254,13 @@ int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   if ((rc = map_ctl(p, cfg)) < 0) return rc;
   if (cfg->output == THEUS_OUTPUT_FORWARD) {
     char err[THEUS_POOL_ERRMSG_MAX];
-    if ((rc = theus__output_start(p->ctl, p->n, cfg->output_fn, cfg->output_ud, &p->out, err, sizeof err)) < 0)
+    if ((rc = theus__output_open(p->ctl, p->n, cfg->output_fn, cfg->output_ud, &p->out, err, sizeof err)) < 0)
       return set_err(p, rc, "%s", err);
   }
-  return launch(p);
+  if ((rc = launch(p)) < 0) return rc;
+  char err[THEUS_POOL_ERRMSG_MAX];
+  if ((rc = theus__output_run(p->out, err, sizeof err)) < 0) return set_err(p, rc, "%s", err);
+  return 0;
 }
 
 int theus_pool_close(theus_pool *p, int cancel_running) {

@@ -125,10 +125,16 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
                                   const uintptr_t (*ranges)[2], unsigned nranges);
 /* The pool's output thread (workers/output.c), THEUS_OUTPUT_FORWARD only. */
 typedef struct theus__output theus__output;
-/* Creates the pipes (write ends into c->out_fd, nonce into c->out_nonce) and
- * starts the thread. Returns 0 or a negative code with a message in err. */
-int theus__output_start(theus__ctl *c, unsigned nworkers, theus_output_fn fn, void *ud, theus__output **out,
+/* Creates the pipes (write ends into c->out_fd, nonce into c->out_nonce).
+ * Returns 0 or a negative code with a message in err. */
+int theus__output_open(theus__ctl *c, unsigned nworkers, theus_output_fn fn, void *ud, theus__output **out,
                         char *err, size_t errlen);
+/* Starts the thread that reads them, once the fork server is forked: a
+ * thread alive at that fork would leave its stack in the fork server's and
+ * the workers' thread caches, and a task's own thread reusing it is taken by
+ * ThreadSanitizer for a second thread of one id. Lines wait in the pipes
+ * until then. 0 or a negative code with a message in err. */
+int theus__output_run(theus__output *o, char *err, size_t errlen);
 /* Closes the orchestrator's copies of the write ends, once the fork server
  * has its own (c->out_fd keeps the numbers: the fork server's). NULL: no-op. */
 void theus__output_close_writers(theus__output *o);
