@@ -251,7 +251,7 @@ int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
 
 int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
                      const json_t *heavy_patch, uint64_t *new_version) {
-  char msg[768];
+  char msg[768] = "";
   int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, new_version, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
