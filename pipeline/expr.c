@@ -358,7 +358,7 @@ static node *parse_not(parser *p) {
 static node *parse_and(parser *p) { return parse_chain(p, parse_not, and_op); }
 static node *parse_or(parser *p) { return parse_chain(p, parse_and, or_op); }
 
-int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t errlen, int *errcol) {
+static int parse_once(const char *text, theus__expr **out, char *err, size_t errlen, int *errcol) {
   *out = NULL;
   if (errcol) *errcol = 0;
   parser p = {text ? text : "", 0, 0, err, errlen, 0};
@@ -383,6 +383,24 @@ int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t err
   e->root = root;
   *out = e;
   return 0;
+}
+
+/* A node that cannot be allocated makes its parents fail as if the text were
+ * wrong: an error counts as a syntax error only if a second parse gives the
+ * same one (a second parse that succeeds is used); else memory ran out. */
+int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t errlen, int *errcol) {
+  char first[256] = "", again[256] = "";
+  int col1 = 0, col2 = 0;
+  int rc = parse_once(text, out, first, sizeof first, &col1);
+  if (rc == THEUS_EPARSE) rc = parse_once(text, out, again, sizeof again, &col2);
+  if (rc == THEUS_EPARSE && (col1 != col2 || strcmp(first, again))) {
+    snprintf(again, sizeof again, "out of memory");
+    col2 = 0;
+    rc = THEUS_ENOMEM;
+  }
+  if (rc && err && errlen) snprintf(err, errlen, "%s", rc == THEUS_ENOMEM && !again[0] ? "out of memory" : again);
+  if (errcol) *errcol = rc ? col2 : 0;
+  return rc;
 }
 
 const char *theus__expr_text(const theus__expr *e) { return e ? e->text : ""; }

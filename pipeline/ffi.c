@@ -266,7 +266,10 @@ static int bind_one(theus__ffi_bind *b, theus__ffi_type t, unsigned i, const cha
                 "number",
                 i + 1, sigtext, arg ? arg : "(null)");
   }
-  if (b->kind != THEUS_FFI_BIND_LITERAL && (!b->path || !valid_name(b->path, strlen(b->path))))
+  if (b->kind != THEUS_FFI_BIND_LITERAL && !b->path)
+    return theus__errf(err, errlen, THEUS_ENOMEM, "argument %u of \"%s\" (\"%s\"): out of memory", i + 1, sigtext,
+                       arg);
+  if (b->kind != THEUS_FFI_BIND_LITERAL && !valid_name(b->path, strlen(b->path)))
     return theus__errf(err, errlen, THEUS_EINVAL, "argument %u of \"%s\": \"%s\" is not a valid state path", i + 1,
                 sigtext, arg);
   if (t.ptr != (b->kind == THEUS_FFI_BIND_ARRAY))
@@ -291,7 +294,8 @@ static int check_outputs(theus__ffi_proc *p, const char *sigtext, const char *co
   for (size_t i = 0; i < noutputs; i++) {
     const char *o = outputs[i];
     if (o && strncmp(o, "domain.", 7) == 0) {
-      if (!p->ret_output && p->sig.ret.type) p->ret_output = strdup(o);
+      if (!p->ret_output && p->sig.ret.type && !(p->ret_output = strdup(o)))
+        return theus__errf(err, errlen, THEUS_ENOMEM, "output \"%s\" of \"%s\": out of memory", o, sigtext);
       continue;
     }
     bool bound = false;

@@ -29,6 +29,16 @@ int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fm
   return rc;
 }
 
+int theus__pipe_err_code(theus_pipeline *p, int code, const char *ptr, bool key, const char *fmt, ...) {
+  int line, col;
+  theus__pos_lookup(&p->pos, ptr, key, &line, &col);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vpipe_err(p, line, col, code == THEUS_ENOMEM || code == THEUS_ESYS ? code : THEUS_EPARSE, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
 int theus__pipe_err_at(theus_pipeline *p, const char *ptr, int col_offset, int code, const char *fmt, ...) {
   int line, col;
   theus__pos_lookup(&p->pos, ptr, false, &line, &col);
@@ -439,7 +449,7 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   char err[THEUS_FFI_ERRLEN];
   rc = theus__ffi_proc_init(&t->ffi, noop_fn, t->signature, (const char *const *)t->args, theus__pipe_strv_len(t->args),
                             (const char *const *)t->outputs, theus__pipe_strv_len(t->outputs), err, sizeof err);
-  if (rc) return theus__pipe_err(p, rc == THEUS_EPARSE ? sp : ap, false, "process \"%s\": %s", t->name, err);
+  if (rc) return theus__pipe_err_code(p, rc, rc == THEUS_EPARSE ? sp : ap, false, "process \"%s\": %s", t->name, err);
   bool writes = theus__ffi_proc_writes_array(&t->ffi);
   theus__ffi_proc_fini(&t->ffi);
   if (writes && t->parallel)
@@ -479,11 +489,29 @@ static int load_processes(theus_pipeline *p, const json_t *v) {
 
 /* ---- load / free ---------------------------------------------------------------- */
 
+json_t *theus__pipe_json_load(const char *buf, size_t n, size_t flags, json_error_t *je, int *rc) {
+  *rc = 0;
+  json_t *j = json_loadb(buf, n, flags, je);
+  if (j) return j;
+  *rc = THEUS_ENOMEM;
+  if (json_error_code(je) == json_error_out_of_memory) return NULL;
+  json_error_t again;
+  if ((j = json_loadb(buf, n, flags, &again))) { /* the first failure was an allocation's */
+    *rc = 0;
+    return j;
+  }
+  if (json_error_code(&again) != json_error_out_of_memory && again.line == je->line && again.column == je->column &&
+      !strcmp(again.text, je->text))
+    *rc = THEUS_EPARSE;
+  return NULL;
+}
+
 static int read_text(theus_pipeline *p) {
   FILE *f = fopen(p->path, "rb");
   if (!f) {
-    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(errno));
-    return THEUS_EPARSE;
+    int e = errno; /* out of descriptors or memory is no fault of the file */
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(e));
+    return e == ENOMEM ? THEUS_ENOMEM : e == EMFILE || e == ENFILE ? THEUS_ESYS : THEUS_EPARSE;
   }
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
@@ -495,17 +523,24 @@ static int read_text(theus_pipeline *p) {
     buf = nb;
   }
   fclose(f);
-  if (!buf) return THEUS_ENOMEM;
+  if (!buf) {
+    snprintf(p->msg, sizeof p->msg, "%s: out of memory reading the pipeline file", p->path);
+    return THEUS_ENOMEM;
+  }
   buf[n] = '\0';
   p->text = buf;
   json_error_t je;
-  p->root = json_loadb(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+  int rc = 0;
+  p->root = theus__pipe_json_load(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je, &rc);
   if (!p->root) {
-    snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
-    return THEUS_EPARSE;
+    if (rc == THEUS_ENOMEM)
+      snprintf(p->msg, sizeof p->msg, "%s: out of memory parsing the pipeline file", p->path);
+    else
+      snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
+    return rc;
   }
   char err[256];
-  int rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
+  rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
   if (rc) snprintf(p->msg, sizeof p->msg, "%s:%s", p->path, err);
   return rc;
 }
