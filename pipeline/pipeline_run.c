@@ -342,7 +342,9 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   case ST_PARALLEL: return run_parallel(p, e, s);
   case ST_SET:
     if (s->expr && (rc = eval_expr(p, e, s, false, NULL, &result))) return rc;
-    return store(p, e, s, s->expr ? result : json_deep_copy(s->value));
+    if (!s->expr && !(result = json_deep_copy(s->value))) /* store() would skip the step */
+      return step_fail(p, s, THEUS_ENOMEM, "out of memory copying the value");
+    return store(p, e, s, result);
   case ST_IF:
     if ((rc = eval_expr(p, e, s, true, &cond, NULL))) return rc;
     return exec_list(p, e, cond ? &s->body : &s->alt, false);
