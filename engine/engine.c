@@ -231,6 +231,11 @@ int theus__patch_put(json_t *patch, const char *path, json_t *value) {
 }
 
 int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
+  /* NULL is what a json_* constructor returns when memory ran out: taking it
+   * for null would commit a deletion */
+  if (!value)
+    return theus__eset(e, THEUS_EINVAL, "set '%s': value is NULL (did a json_* constructor run out of memory?); "
+                       "pass json_null() to delete", path ? path : "(null)");
   int rc = domain_path_ok(e, "set", path);
   json_t *patch = json_object();
   if (rc || !patch || (rc = theus__patch_put(patch, path, value))) {

@@ -97,7 +97,8 @@ THEUS_API uint64_t theus_engine_version(theus_engine *e);
 THEUS_API json_t *theus_engine_get(theus_engine *e, const char *path);
 
 /* Writes value (reference stolen) at a domain path, committed as a new
- * version (merge semantics; null deletes). */
+ * version (merge semantics; json_null() deletes). A NULL value (what a json_*
+ * constructor returns when memory ran out) is THEUS_EINVAL, never a deletion. */
 THEUS_API int theus_engine_set(theus_engine *e, const char *path, json_t *value);
 
 /* Installs a new version if the state is still compatible with

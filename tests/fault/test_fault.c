@@ -425,7 +425,7 @@ static int ok_exec_par(fx *f, const obs *b) {
 }
 /* par_sum writes the same m every time: clear it so a commit is always a change */
 static void undo_exec_par(fx *f) {
-  if (theus_engine_set(f->e, "domain.m", NULL))
+  if (theus_engine_set(f->e, "domain.m", json_null()))
     die("set domain.m", f->e);
 }
 
@@ -651,11 +651,17 @@ static int pipeline_run_loop(void) {
     } else if (fired) {
       absorbed++;
     }
-    json_t *ok = theus_engine_get(e, "domain.ok"), *sum = theus_engine_get(e, "domain.msum");
-    if (!rc && (json_integer_value(ok) != start + 2 || fabs(json_number_value(sum) - ROWS * (ROWS + 1) / 2.0) > 1e-9))
+    json_t *ok = theus_engine_get(e, "domain.ok"), *sum = theus_engine_get(e, "domain.msum"),
+           *lit = theus_engine_get(e, "domain.lit");
+    if (!rc && (json_integer_value(ok) != start + 2 || fabs(json_number_value(sum) - ROWS * (ROWS + 1) / 2.0) > 1e-9 ||
+                json_array_size(json_object_get(lit, "a")) != 3))
       defect(n, "the pipeline ran but its final domain is wrong");
     json_decref(ok);
     json_decref(sum);
+    json_decref(lit);
+    /* the next run must write the literal again */
+    if (theus_engine_set(e, "domain.lit", json_null()))
+      defect(n, "cannot clear domain.lit: %s", theus_engine_errmsg(e));
     if (!fired)
       break;
   }
