@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds theus-c three times (-Werror, ASan+UBSan
 # and ThreadSanitizer, each with -Werror) and runs the whole suite in each build
-# (tests/meson.build sets TSAN_OPTIONS: any report fails its test).
+# (tests/meson.build sets TSAN_OPTIONS: any report fails its test). The ASan
+# build also runs the fault-injection loops (tests/fault, docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -11,6 +12,9 @@ run_suite() { # build-dir "meson test args" meson-options...
   if [ ! -f "$dir/build.ninja" ]; then
     meson setup "$dir" -Dwerror=true "$@" > /tmp/theus-setup.$$.log 2>&1 ||
       { tail -n 40 /tmp/theus-setup.$$.log; exit 1; }
+  else # a build set up before an option was added here gets it too
+    meson configure "$dir" -Dwerror=true "$@" > /tmp/theus-setup.$$.log 2>&1 ||
+      { tail -n 40 /tmp/theus-setup.$$.log; exit 1; }
   fi
   ninja -C "$dir" > /tmp/theus-ninja.$$.log 2>&1 || { grep -B2 -A8 -E 'error|FAILED' /tmp/theus-ninja.$$.log | head -n 80; exit 1; }
   # shellcheck disable=SC2086
@@ -18,6 +22,6 @@ run_suite() { # build-dir "meson test args" meson-options...
 }
 
 run_suite build-werror ""
-run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dfault_injection=true
 run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 echo "theus-c: all suites passed"
