@@ -145,7 +145,7 @@ static int inc_local(theus_ctx *ctx) {
   if (rc)
     return rc;
   void *data;
-  uint64_t shape[1] = {16};
+  uint64_t shape[1] = {1024}; /* 8 KiB: page-aligned, its pages reserved (fallocate) */
   if ((rc = theus_ctx_heavy_alloc(ctx, "lout", THEUS_DTYPE_F64, 1, shape, &data)))
     return rc;
   ((double *)data)[0] = (double)n;
@@ -353,13 +353,16 @@ static int run_register(fx *f) {
   theus_contract c = {.name = name, .fn = inc_local, .inputs = in_n, .outputs = out_local, .semantic = THEUS_EFFECT};
   return theus_engine_register(f->e, &c);
 }
-/* Fills the registry to its capacity (16) first, so that the first
- * registration also grows it. */
+/* Fills the registry to its capacity (16, 32, ...) first, so that every
+ * registration of the loop also grows it. */
 static void prep_register(fx *f) {
   json_t *st = theus_engine_stats(f->e);
   json_int_t n = json_integer_value(json_object_get(json_object_get(st, "engine"), "processes"));
   json_decref(st);
-  for (; f->iter == 1 && n < 16; n++) {
+  json_int_t cap = 16;
+  while (cap < n)
+    cap *= 2;
+  for (; n < cap; n++) {
     char name[32];
     snprintf(name, sizeof name, "pad%lld", (long long)n);
     theus_contract c = {.name = name, .fn = inc_local, .inputs = in_n, .outputs = out_local, .semantic = THEUS_EFFECT};
