@@ -110,7 +110,9 @@ static int report(uint64_t points) {
   for (int k = 0; k < FK_COUNT; k++)
     if (by_kind[k])
       l += (size_t)snprintf(kinds + l, sizeof kinds - l, "%s%s %u", l ? ", " : "", fault_kind_name(k), by_kind[k]);
-  if (!n_defects && !n_deferred)
+  if (!points)
+    printf("fault loop %s: 0 injection points (the operation calls no fallible primitive)\n", loop_name);
+  else if (!n_defects && !n_deferred)
     printf("fault loop %s: %llu injection points, all failed cleanly\n", loop_name, (unsigned long long)points);
   else
     printf("fault loop %s: %llu injection points, %u defects, %u deferred (exec.c/ctx.c/pool.c)\n", loop_name,
@@ -375,6 +377,29 @@ static int ok_register(fx *f, const obs *b) {
   char name[32];
   snprintf(name, sizeof name, "reg%llu", (unsigned long long)f->iter);
   return theus_engine_contract(f->e, name) != NULL;
+}
+
+/* register_json: the JSON form, with a resolver, declared errors and an
+ * unknown key kept for extensions. */
+static theus_process_fn resolve(const char *name, void *ud) {
+  (void)ud;
+  return !strcmp(name, "inc_local") ? inc_local : NULL;
+}
+static int run_register_json(fx *f) {
+  char text[512];
+  snprintf(text, sizeof text,
+           "{\"name\": \"rj%llu\", \"function\": \"inc_local\", \"inputs\": [\"domain.n\"],\n"
+           " \"outputs\": [\"domain.n\", \"heavy.lout\"], \"semantic\": \"effect\", \"errors\": [\"E_X\"],\n"
+           " \"timeout_ms\": 100, \"extension\": {\"k\": [1, 2, \"three\"]}}",
+           (unsigned long long)f->iter);
+  return theus_engine_register_json(f->e, text, "fault.json", resolve, NULL);
+}
+static int ok_register_json(fx *f, const obs *b) {
+  (void)b;
+  char name[32];
+  snprintf(name, sizeof name, "rj%llu", (unsigned long long)f->iter);
+  const theus_contract *c = theus_engine_contract(f->e, name);
+  return c && c->fn == inc_local && c->errors && c->errors[0] && !strcmp(c->errors[0], "E_X");
 }
 
 /* cas: a domain patch at several depths and the publication of a draft. */
@@ -680,6 +705,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   static const op ops[] = {
       {"register", prep_register, run_register, NULL, ok_register, NULL},
+      {"register-json", NULL, run_register_json, NULL, ok_register_json, NULL},
       {"cas", prep_cas, run_cas, NULL, ok_cas, NULL},
       {"execute-local", NULL, run_exec_local, NULL, ok_exec_local, NULL},
       {"execute-parallel", NULL, run_exec_par, NULL, ok_exec_par, undo_exec_par},
