@@ -3,7 +3,9 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <elf.h>
 #include <execinfo.h>
+#include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -69,20 +71,38 @@ enum fault_kind fault_fired_kind(void) { return fired_kind; }
 static const char *const lib_dirs[] = {"/base/", "/heavy/", "/twin/", "/workers/", "/contracts/", "/engine/",
                                        "/pipeline/", NULL};
 
+/* "file:line in function" for a return address (the call itself is
+ * symbolized: pc - 1). Only ever called with the fault disarmed. */
 #ifdef __SANITIZE_ADDRESS__
 static void symbolize(void *pc, char *buf, size_t len) {
-  /* return addresses point after the call: symbolize the call itself */
   __sanitizer_symbolize_pc((char *)pc - 1, "%s:%l in %f", buf, len);
+}
+#else
+static void symbolize(void *pc, char *buf, size_t len) {
+  Dl_info di;
+  char *at = (char *)pc - 1;
+  snprintf(buf, len, "%p", pc);
+  if (!dladdr(at, &di) || !di.dli_fbase) return;
+  const ElfW(Ehdr) *eh = di.dli_fbase;
+  unsigned long addr = (unsigned long)(uintptr_t)at - (eh->e_type == ET_DYN ? (unsigned long)(uintptr_t)di.dli_fbase : 0);
+  char cmd[1200], func[512] = "?", line[512] = "?";
+  snprintf(cmd, sizeof cmd, "addr2line -f -e '%s' %#lx 2>/dev/null",
+           di.dli_fname && di.dli_fname[0] ? di.dli_fname : "/proc/self/exe", addr);
+  FILE *f = popen(cmd, "r");
+  if (!f) return;
+  if (fgets(func, sizeof func, f) && !fgets(line, sizeof line, f)) snprintf(line, sizeof line, "?");
+  pclose(f);
+  func[strcspn(func, "\n")] = line[strcspn(line, " \n")] = '\0';
+  snprintf(buf, len, "%s in %s", line, func);
 }
 #endif
 
 /* The library frames of the injected call, innermost first: "file:line in
- * function" joined by " < " (sanitizer builds; "" otherwise). */
+ * function" joined by " < ". */
 const char *fault_site(void) {
   static char site[2048];
   size_t l = 0;
   site[0] = '\0';
-#ifdef __SANITIZE_ADDRESS__
   for (int i = 1; i < fired_depth && l < sizeof site - 1; i++) {
     char buf[512];
     symbolize(fired_stack[i], buf, sizeof buf);
@@ -95,21 +115,15 @@ const char *fault_site(void) {
       }
     }
   }
-#endif
   return site;
 }
 
 void fault_print_site(const char *prefix) {
-#ifdef __SANITIZE_ADDRESS__
   for (int i = 1; i < fired_depth && i < 16; i++) {
     char buf[512];
     symbolize(fired_stack[i], buf, sizeof buf);
     fprintf(stderr, "%s#%d %s\n", prefix, i, buf);
   }
-#else
-  fflush(stderr);
-  backtrace_symbols_fd(fired_stack + 1, fired_depth - 1, 2);
-#endif
 }
 
 /* ---- the wrapped primitives ------------------------------------------------ */

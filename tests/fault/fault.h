@@ -31,11 +31,12 @@ uint64_t fault_calls(void);
 /* Kind of the injected failure (valid after fault_disarm returned 1). */
 enum fault_kind fault_fired_kind(void);
 const char *fault_kind_name(enum fault_kind k);
-/* Prints where the injected call came from (symbolized in sanitizer builds). */
+/* Prints where the injected call came from (symbolized by the sanitizer, or
+ * by addr2line in builds without one). */
 void fault_print_site(const char *prefix);
 /* The library frames of the injected call, innermost first (e.g.
  * "engine/engine.c:230 in theus__patch_put < engine/exec.c:112 in
- * input_domain < ..."), or "" if unknown (builds without ASan). */
+ * input_domain < ..."), or "" if unknown. */
 const char *fault_site(void);
 
 #endif

@@ -36,7 +36,7 @@ int theus__eset(theus_engine *e, int code, const char *fmt, ...) __attribute__((
 /* ---- defects ---------------------------------------------------------------- */
 
 static const char *loop_name;
-static unsigned n_defects, n_deferred, leak_checks_off;
+static unsigned n_defects, n_deferred;
 
 /* Files being rewritten on another branch: a defect whose failed call went
  * through one of them is listed, not fatal (THEUS_FAULT_STRICT=1 makes it
@@ -69,6 +69,7 @@ static void defect(uint64_t n, const char *fmt, ...) {
  * one the loop stops asking (the exit check still reports every leak). */
 static void check_leaks(uint64_t n) {
 #ifdef __SANITIZE_ADDRESS__
+  static int leak_checks_off;
   if (leak_checks_off)
     return;
   if (__lsan_do_recoverable_leak_check()) {
