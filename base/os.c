@@ -26,6 +26,17 @@ uint64_t theus__deadline_ns(uint64_t now, int64_t timeout_ms) {
   return now + (uint64_t)timeout_ms * 1000000u;
 }
 
+void theus__abstime_ms(struct timespec *ts, int64_t timeout_ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  if (timeout_ms <= 0) return;
+  ts->tv_sec += (time_t)(timeout_ms / 1000);
+  ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
 int theus__futex_wait(const _Atomic uint32_t *w, uint32_t expect, int64_t timeout_ns) {
   struct timespec ts, *tp = NULL;
   if (timeout_ns >= 0) {
@@ -85,6 +96,17 @@ int theus__os_map(int fd, uint64_t size, int writable, void **base) {
 
 void theus__os_unmap(void *base, uint64_t size) {
   if (base) munmap(base, (size_t)size);
+}
+
+int theus__os_map_anon(uint64_t size, void **base) {
+  void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return os_error();
+  *base = p;
+  return 0;
+}
+
+int theus__os_protect_ro(void *base, uint64_t size) {
+  return mprotect(base, (size_t)size, PROT_READ) == 0 ? 0 : THEUS_ESYS;
 }
 
 int theus__os_fd_size(int fd, uint64_t *size) {
