@@ -307,29 +307,6 @@ static theus_contract_doc *doc_new(theus_contract_doc **out, parse_ctx *pc) {
   return d;
 }
 
-/* json_loads that tells a syntax error (THEUS_EPARSE) from running out of
- * memory (THEUS_ENOMEM): jansson reports an allocation that fails inside a
- * string or a key as a syntax error, so an error counts as one only if a
- * second parse fails the same way (a second parse that succeeds is used). */
-static json_t *load_text(const char *text, json_error_t *je, int *rc) {
-  *rc = 0;
-  json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, je);
-  if (j)
-    return j;
-  *rc = THEUS_ENOMEM;
-  if (json_error_code(je) == json_error_out_of_memory)
-    return NULL;
-  json_error_t again;
-  if ((j = json_loads(text, JSON_REJECT_DUPLICATES, &again))) {
-    *rc = 0;
-    return j;
-  }
-  if (json_error_code(&again) != json_error_out_of_memory && again.line == je->line &&
-      again.column == je->column && !strcmp(again.text, je->text))
-    *rc = THEUS_EPARSE;
-  return NULL;
-}
-
 int theus_contract_parse(const char *text, const char *source, theus_fn_resolver resolver, void *ud,
                          theus_contract_doc **out) {
   parse_ctx pc = {text, source ? source : "<contract>", NULL, 0};
@@ -338,7 +315,7 @@ int theus_contract_parse(const char *text, const char *source, theus_fn_resolver
     return out ? THEUS_ENOMEM : THEUS_EINVAL;
   json_error_t je;
   int rc = 0;
-  json_t *obj = text ? load_text(text, &je, &rc) : NULL;
+  json_t *obj = text ? theus__json_load(text, strlen(text), JSON_REJECT_DUPLICATES, &je, &rc) : NULL;
   if (!text)
     d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no text", pc.source);
   else if (!obj && rc == THEUS_ENOMEM)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base.h" /* theus__json_load */
 #include "pipeline_internal.h"
 
 /* ---- messages ------------------------------------------------------------ */
@@ -537,23 +538,6 @@ static int load_processes(theus_pipeline *p, const json_t *v) {
 
 /* ---- load / free ---------------------------------------------------------------- */
 
-json_t *theus__pipe_json_load(const char *buf, size_t n, size_t flags, json_error_t *je, int *rc) {
-  *rc = 0;
-  json_t *j = json_loadb(buf, n, flags, je);
-  if (j) return j;
-  *rc = THEUS_ENOMEM;
-  if (json_error_code(je) == json_error_out_of_memory) return NULL;
-  json_error_t again;
-  if ((j = json_loadb(buf, n, flags, &again))) { /* the first failure was an allocation's */
-    *rc = 0;
-    return j;
-  }
-  if (json_error_code(&again) != json_error_out_of_memory && again.line == je->line && again.column == je->column &&
-      !strcmp(again.text, je->text))
-    *rc = THEUS_EPARSE;
-  return NULL;
-}
-
 static int read_text(theus_pipeline *p) {
   FILE *f = fopen(p->path, "rb");
   if (!f) {
@@ -579,7 +563,7 @@ static int read_text(theus_pipeline *p) {
   p->text = buf;
   json_error_t je;
   int rc = 0;
-  p->root = theus__pipe_json_load(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je, &rc);
+  p->root = theus__json_load(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je, &rc);
   if (!p->root) {
     if (rc == THEUS_ENOMEM)
       snprintf(p->msg, sizeof p->msg, "%s: out of memory parsing the pipeline file", p->path);

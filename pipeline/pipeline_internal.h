@@ -104,14 +104,7 @@ struct theus_pipeline {
 int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* json_loadb that tells a syntax error (*rc THEUS_EPARSE, details in *je) from
- * running out of memory (THEUS_ENOMEM): jansson reports an allocation that
- * fails inside a string or a key as a syntax error, so an error counts as one
- * only if a second parse fails the same way (a second parse that succeeds is
- * used). */
-json_t *theus__pipe_json_load(const char *buf, size_t n, size_t flags, json_error_t *je, int *rc);
-
-/* Same, for a failure with code `code` while acting on the pipeline's
+/* theus__pipe_err for a failure with code `code` while acting on the pipeline's
  * content: running out of memory or a system failure keeps its code
  * (THEUS_ENOMEM, THEUS_ESYS: nothing is wrong with the file); any other code
  * becomes THEUS_EPARSE. */

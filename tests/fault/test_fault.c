@@ -36,15 +36,7 @@ int theus__eset(theus_engine *e, int code, const char *fmt, ...) __attribute__((
 /* ---- defects ---------------------------------------------------------------- */
 
 static const char *loop_name;
-static unsigned n_defects, n_deferred;
-
-/* Files being rewritten on another branch: a defect whose failed call went
- * through one of them is listed, not fatal (THEUS_FAULT_STRICT=1 makes it
- * fatal too). The loops that reach the other files directly (cas, register,
- * live-create, open, pipeline-*) keep those strict. */
-static int deferred_site(const char *site) {
-  return strstr(site, "engine/exec.c") || strstr(site, "engine/ctx.c") || strstr(site, "workers/pool.c");
-}
+static unsigned n_defects;
 
 static void defect(uint64_t n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void defect(uint64_t n, const char *fmt, ...) {
@@ -54,15 +46,10 @@ static void defect(uint64_t n, const char *fmt, ...) {
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
   const char *site = fault_site();
-  int later = deferred_site(site) && !getenv("THEUS_FAULT_STRICT");
-  if (later)
-    n_deferred++;
-  else
-    n_defects++;
-  fprintf(stderr, "%s: loop %s, N=%llu, %s failed at %s: %s\n", later ? "DEFERRED" : "DEFECT", loop_name,
-          (unsigned long long)n, fault_kind_name(fault_fired_kind()), site[0] ? site : "(unknown site)", what);
-  if (!later)
-    fault_print_site("    ");
+  n_defects++;
+  fprintf(stderr, "DEFECT: loop %s, N=%llu, %s failed at %s: %s\n", loop_name, (unsigned long long)n,
+          fault_kind_name(fault_fired_kind()), site[0] ? site : "(unknown site)", what);
+  fault_print_site("    ");
 }
 
 /* LeakSanitizer on demand: a leak found once stays found, so after the first
@@ -113,11 +100,10 @@ static int report(uint64_t points) {
       l += (size_t)snprintf(kinds + l, sizeof kinds - l, "%s%s %u", l ? ", " : "", fault_kind_name(k), by_kind[k]);
   if (!points)
     printf("fault loop %s: 0 injection points (the operation calls no fallible primitive)\n", loop_name);
-  else if (!n_defects && !n_deferred)
+  else if (!n_defects)
     printf("fault loop %s: %llu injection points, all failed cleanly\n", loop_name, (unsigned long long)points);
   else
-    printf("fault loop %s: %llu injection points, %u defects, %u deferred (exec.c/ctx.c/pool.c)\n", loop_name,
-           (unsigned long long)points, n_defects, n_deferred);
+    printf("fault loop %s: %llu injection points, %u defects\n", loop_name, (unsigned long long)points, n_defects);
   printf("  by primitive: %s\n", l ? kinds : "none");
   if (absorbed)
     printf("  %u injected failures absorbed (the operation succeeded anyway, with the right effect)\n", absorbed);
