@@ -33,17 +33,6 @@ static inline void theus__cpu_relax(void) {
   __builtin_ia32_pause();
 #elif defined(__aarch64__)
   __asm__ volatile("yield");
-/* ---- JSON text (json.c) ---------------------------------------------------- */
-
-struct json_t;
-struct json_error_t;
-/* json_loadb that tells a syntax error (*rc THEUS_EPARSE, details in *je)
- * from running out of memory (*rc THEUS_ENOMEM): jansson reports an
- * allocation that fails inside a string or a key as a syntax error, so an
- * error counts as one only if a second parse fails the same way (a second
- * parse that succeeds is used). *rc is 0 when a value is returned. */
-struct json_t *theus__json_load(const char *buf, size_t n, size_t flags, struct json_error_t *je, int *rc);
-
 #endif
 }
 
@@ -128,10 +117,10 @@ int theus__errf(char *buf, size_t len, int code, const char *fmt, ...) __attribu
 struct json_t;
 struct json_error_t;
 /* json_loadb that tells a syntax error (*rc THEUS_EPARSE, details in *je)
- * from running out of memory (*rc THEUS_ENOMEM): jansson reports an
- * allocation that fails inside a string or a key as a syntax error, so an
- * error counts as one only if a second parse fails the same way (a second
- * parse that succeeds is used). *rc is 0 when a value is returned. */
+ * from running out of memory (*rc THEUS_ENOMEM): jansson reports some failed
+ * allocations as syntax errors, so a failure counts as one only if the text
+ * is not valid JSON (checked without allocating). *rc is 0 when a value is
+ * returned. */
 struct json_t *theus__json_load(const char *buf, size_t n, size_t flags, struct json_error_t *je, int *rc);
 
 #endif

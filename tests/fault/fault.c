@@ -24,6 +24,7 @@
 #endif
 
 static _Atomic uint64_t armed_at; /* 0: disarmed */
+static _Atomic int persistent;     /* every call from armed_at on fails, not just that one */
 static _Atomic uint64_t ncalls;
 static _Atomic int fired;
 static pid_t armed_pid;
@@ -43,14 +44,19 @@ static int inject(enum fault_kind k) {
   if (getpid() != armed_pid) return 0; /* a forked child (fork server, worker): out of scope */
   uint64_t n = atomic_fetch_add(&ncalls, 1) + 1;
   uint64_t want = atomic_load(&armed_at);
-  if (n != want) return 0;
-  fired_kind = k;
-  fired_depth = backtrace(fired_stack, (int)(sizeof fired_stack / sizeof *fired_stack));
-  atomic_store(&fired, 1);
+  if (n < want || (n > want && !atomic_load(&persistent))) return 0;
+  if (n == want) { /* the first failure is the one reported */
+    fired_kind = k;
+    fired_depth = backtrace(fired_stack, (int)(sizeof fired_stack / sizeof *fired_stack));
+    atomic_store(&fired, 1);
+  }
   return 1;
 }
 
-void fault_arm(uint64_t n) {
+void fault_arm(uint64_t n) { fault_arm_mode(n, 0); }
+
+void fault_arm_mode(uint64_t n, int persist) {
+  atomic_store(&persistent, persist);
   armed_pid = getpid();
   atomic_store(&ncalls, 0);
   atomic_store(&fired, 0);

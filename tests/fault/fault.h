@@ -24,6 +24,9 @@ enum fault_kind {
 void fault_init(void);
 /* From now on, the n-th fallible call (n >= 1) of this process fails once. */
 void fault_arm(uint64_t n);
+/* Same; with persist, every fallible call from the n-th on fails too, until
+ * fault_disarm (SQLite's persistent mode: retries and clean-up fail as well). */
+void fault_arm_mode(uint64_t n, int persist);
 /* Stops injecting; returns 1 if the armed failure was injected. */
 int fault_disarm(void);
 /* Number of fallible calls counted since the last fault_arm. */

@@ -89,6 +89,8 @@ static void check_message(uint64_t n, int rc, const char *msg) {
 /* ---- per-loop tallies ------------------------------------------------------- */
 
 static unsigned by_kind[FK_COUNT], absorbed;
+static int persist; /* the pass: 0 one-shot (only the N-th call fails), 1 persistent (every call from the N-th) */
+static const char *pass_name(void) { return persist ? "persistent" : "one-shot"; }
 
 static void tally(void) { by_kind[fault_fired_kind()]++; }
 
@@ -99,15 +101,20 @@ static int report(uint64_t points) {
     if (by_kind[k])
       l += (size_t)snprintf(kinds + l, sizeof kinds - l, "%s%s %u", l ? ", " : "", fault_kind_name(k), by_kind[k]);
   if (!points)
-    printf("fault loop %s: 0 injection points (the operation calls no fallible primitive)\n", loop_name);
+    printf("fault loop %s (%s): 0 injection points (the operation calls no fallible primitive)\n", loop_name,
+           pass_name());
   else if (!n_defects)
-    printf("fault loop %s: %llu injection points, all failed cleanly\n", loop_name, (unsigned long long)points);
+    printf("fault loop %s (%s): %llu injection points, all failed cleanly\n", loop_name, pass_name(),
+           (unsigned long long)points);
   else
-    printf("fault loop %s: %llu injection points, %u defects\n", loop_name, (unsigned long long)points, n_defects);
+    printf("fault loop %s (%s): %llu injection points, %u defects so far\n", loop_name, pass_name(),
+           (unsigned long long)points, n_defects);
   printf("  by primitive: %s\n", l ? kinds : "none");
   if (absorbed)
     printf("  %u injected failures absorbed (the operation succeeded anyway, with the right effect)\n", absorbed);
   fflush(stdout);
+  memset(by_kind, 0, sizeof by_kind);
+  absorbed = 0;
   return n_defects ? 1 : 0;
 }
 
@@ -190,10 +197,11 @@ static void die(const char *what, theus_engine *e) {
   exit(1);
 }
 
-static void fx_open(fx *f) {
+/* workers: 1, or -1 for an engine without a pool (cheap to open: no fork). */
+static void fx_open(fx *f, int workers) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
-  cfg.workers = 1;
+  cfg.workers = workers;
   json_t *dom = json_pack("{s:i, s:{s:[i,i]}}", "n", 1, "obj", "a", 1, 2);
   cfg.domain = dom;
   if (theus_engine_open(&cfg, &f->e))
@@ -273,21 +281,26 @@ typedef struct op {
   const char *(*msg)(fx *f); /* the failed object's message (default: the engine's) */
   int (*succeeded)(fx *f, const obs *before); /* 1 if the success did what it must */
   void (*undo)(fx *f);
+  int fresh; /* a new engine (without a pool) for every N: reaches what runs once per engine (a thread's start) */
 } op;
 
 static const char *engine_msg(fx *f) { return theus_engine_errmsg(f->e); }
 
 static int engine_loop(const op *o) {
   fx f = {0};
-  fx_open(&f);
+  fx_open(&f, o->fresh ? -1 : 1);
   uint64_t n;
   for (n = 1;; n++) {
     f.iter = n;
+    if (o->fresh && n > 1) {
+      theus_engine_close(f.e);
+      fx_open(&f, -1);
+    }
     if (o->prepare)
       o->prepare(&f);
     obs before = observe(f.e);
     theus__eset(f.e, 0, SENTINEL);
-    fault_arm(n);
+    fault_arm_mode(n, persist);
     int rc = o->run(&f);
     int fired = fault_disarm();
     if (fired)
@@ -446,9 +459,10 @@ static void undo_exec_par(fx *f) {
 
 static theus_job *job;
 static char job_msg[1024];
-static int run_submit(fx *f) {
+/* A job of process `name`, waited for and released. */
+static int submit_wait(fx *f, const char *name) {
   job_msg[0] = '\0';
-  int rc = theus_engine_submit(f->e, "inc_local", NULL, &job);
+  int rc = theus_engine_submit(f->e, name, NULL, &job);
   if (rc)
     return rc;
   rc = theus_job_wait(job, -1, &f->result);
@@ -457,6 +471,8 @@ static int run_submit(fx *f) {
   job = NULL;
   return rc;
 }
+static int run_submit(fx *f) { return submit_wait(f, "inc_local"); }
+static int run_submit_par(fx *f) { return submit_wait(f, "par_sum"); }
 static const char *msg_submit(fx *f) { return job_msg[0] ? job_msg : theus_engine_errmsg(f->e); }
 
 static int run_map(fx *f) { return theus_engine_map(f->e, "slice_sum", "v", 4, "sum", NULL, &f->result); }
@@ -503,7 +519,7 @@ static int open_loop(void) {
   uint64_t n;
   for (n = 1;; n++) {
     theus_engine *e = NULL;
-    fault_arm(n);
+    fault_arm_mode(n, persist);
     int rc = theus_engine_open(&cfg, &e);
     int fired = fault_disarm();
     if (fired)
@@ -547,7 +563,7 @@ static int pipeline_load_loop(void) {
   uint64_t n;
   for (n = 1;; n++) {
     theus_pipeline *p = NULL;
-    fault_arm(n);
+    fault_arm_mode(n, persist);
     int rc = theus_pipeline_load(pipeline_path(), &p);
     int fired = fault_disarm();
     if (fired)
@@ -596,7 +612,7 @@ static int pipeline_open_loop(void) {
   for (n = 1;; n++) {
     theus_pipeline *p = pipeline_load_or_die();
     theus_engine *e = NULL;
-    fault_arm(n);
+    fault_arm_mode(n, persist);
     int rc = theus_pipeline_open_engine(p, &cfg, &e);
     int fired = fault_disarm();
     if (fired)
@@ -646,7 +662,7 @@ static int pipeline_run_loop(void) {
     json_t *n0 = theus_engine_get(e, "domain.n");
     json_int_t start = json_integer_value(n0);
     json_decref(n0);
-    fault_arm(n);
+    fault_arm_mode(n, persist);
     int rc = theus_pipeline_run(p, e);
     int fired = fault_disarm();
     if (fired)
@@ -691,15 +707,16 @@ int main(int argc, char **argv) {
   fault_init();
   setvbuf(stdout, NULL, _IOLBF, 0);
   static const op ops[] = {
-      {"register", prep_register, run_register, NULL, ok_register, NULL},
-      {"register-json", NULL, run_register_json, NULL, ok_register_json, NULL},
-      {"cas", prep_cas, run_cas, NULL, ok_cas, NULL},
-      {"execute-local", NULL, run_exec_local, NULL, ok_exec_local, NULL},
-      {"execute-parallel", NULL, run_exec_par, NULL, ok_exec_par, undo_exec_par},
-      {"submit", NULL, run_submit, msg_submit, ok_exec_local, NULL},
-      {"map", NULL, run_map, NULL, ok_map, NULL},
-      {"live-create", NULL, run_live, NULL, ok_live, undo_live},
-      {"snapshot", NULL, run_snapshot, NULL, NULL, NULL},
+      {"register", prep_register, run_register, NULL, ok_register, NULL, 0},
+      {"register-json", NULL, run_register_json, NULL, ok_register_json, NULL, 0},
+      {"cas", prep_cas, run_cas, NULL, ok_cas, NULL, 0},
+      {"execute-local", NULL, run_exec_local, NULL, ok_exec_local, NULL, 0},
+      {"execute-parallel", NULL, run_exec_par, NULL, ok_exec_par, undo_exec_par, 0},
+      {"submit", NULL, run_submit, msg_submit, ok_exec_local, NULL, 1},
+      {"submit-parallel", NULL, run_submit_par, msg_submit, ok_exec_par, undo_exec_par, 0},
+      {"map", NULL, run_map, NULL, ok_map, NULL, 0},
+      {"live-create", NULL, run_live, NULL, ok_live, undo_live, 0},
+      {"snapshot", NULL, run_snapshot, NULL, NULL, NULL, 0},
   };
   if (argc != 2) {
     fprintf(stderr, "usage: %s open|pipeline-load|pipeline-open|pipeline-run", argv[0]);
@@ -709,25 +726,26 @@ int main(int argc, char **argv) {
     return 2;
   }
   loop_name = argv[1];
-  int rc;
-  if (!strcmp(argv[1], "open"))
-    rc = open_loop();
-  else if (!strcmp(argv[1], "pipeline-load"))
-    rc = pipeline_load_loop();
-  else if (!strcmp(argv[1], "pipeline-open"))
-    rc = pipeline_open_loop();
-  else if (!strcmp(argv[1], "pipeline-run"))
-    rc = pipeline_run_loop();
-  else {
-    const op *o = NULL;
-    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
-      if (!strcmp(ops[i].name, argv[1]))
-        o = &ops[i];
-    if (!o) {
+  const op *o = NULL;
+  for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+    if (!strcmp(ops[i].name, argv[1]))
+      o = &ops[i];
+  int rc = 0;
+  for (persist = 0; persist < 2; persist++) { /* the one-shot pass, then the persistent one */
+    if (!strcmp(argv[1], "open"))
+      rc |= open_loop();
+    else if (!strcmp(argv[1], "pipeline-load"))
+      rc |= pipeline_load_loop();
+    else if (!strcmp(argv[1], "pipeline-open"))
+      rc |= pipeline_open_loop();
+    else if (!strcmp(argv[1], "pipeline-run"))
+      rc |= pipeline_run_loop();
+    else if (o)
+      rc |= engine_loop(o);
+    else {
       fprintf(stderr, "unknown loop '%s'\n", argv[1]);
       return 2;
     }
-    rc = engine_loop(o);
   }
   json_decref(cas_dp);
   json_decref(cas_hp);
