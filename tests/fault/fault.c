@@ -132,7 +132,8 @@ void fault_print_site(const char *prefix) {
   }
 }
 
-/* ---- the wrapped primitives ------------------------------------------------ */
+/* ---- the wrapped primitives ------------------------------------------------
+ * __wrap_X replaces X for every object of the test binary; __real_X is X. */
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t sz);
@@ -154,27 +155,6 @@ int __real_pthread_create(pthread_t *t, const pthread_attr_t *at, void *(*fn)(vo
 void *__real_dlopen(const char *path, int flags);
 int __real_open(const char *path, int flags, ...);
 FILE *__real_fopen(const char *path, const char *mode);
-
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t sz);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-char *__wrap_strndup(const char *s, size_t n);
-void *__wrap_aligned_alloc(size_t al, size_t n);
-void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
-void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
-int __wrap_fallocate64(int fd, int mode, off_t off, off_t len);
-int __wrap_open64(const char *path, int flags, ...);
-FILE *__wrap_fopen64(const char *path, const char *mode);
-int __wrap_memfd_create(const char *name, unsigned flags);
-int __wrap_fallocate(int fd, int mode, off_t off, off_t len);
-pid_t __wrap_fork(void);
-int __wrap_pipe(int fds[2]);
-int __wrap_pipe2(int fds[2], int flags);
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *at, void *(*fn)(void *), void *arg);
-void *__wrap_dlopen(const char *path, int flags);
-int __wrap_open(const char *path, int flags, ...);
-FILE *__wrap_fopen(const char *path, const char *mode);
 
 #define FAIL_IF(kind, err, ret) \
   do {                          \
@@ -222,14 +202,18 @@ int __wrap_fallocate64(int fd, int mode, off_t off, off_t len) {
   if (!(mode & FALLOC_FL_PUNCH_HOLE)) FAIL_IF(FK_FALLOCATE, ENOSPC, -1);
   return __real_fallocate64(fd, mode, off, len);
 }
-int __wrap_open64(const char *path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
+/* The mode argument of open(), present with O_CREAT or O_TMPFILE. */
+#define OPEN_MODE(flags, mode)                  \
+  mode_t mode = 0;                              \
+  if ((flags) & (O_CREAT | O_TMPFILE)) {        \
+    va_list ap;                                 \
+    va_start(ap, flags);                        \
+    mode = (mode_t)va_arg(ap, int);             \
+    va_end(ap);                                 \
   }
+
+int __wrap_open64(const char *path, int flags, ...) {
+  OPEN_MODE(flags, mode);
   FAIL_IF(FK_OPEN, EMFILE, -1);
   return __real_open64(path, flags, mode);
 }
@@ -270,13 +254,7 @@ void *__wrap_dlopen(const char *path, int flags) {
   return __real_dlopen(path, flags);
 }
 int __wrap_open(const char *path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = (mode_t)va_arg(ap, int);
-    va_end(ap);
-  }
+  OPEN_MODE(flags, mode);
   FAIL_IF(FK_OPEN, EMFILE, -1);
   return __real_open(path, flags, mode);
 }

@@ -518,46 +518,66 @@ static int run_snapshot(fx *f) {
 
 /* ---- opening: engine, pipeline ----------------------------------------------------- */
 
-static int open_loop(void) {
-  theus_engine_config cfg;
-  theus_engine_config_init(&cfg);
-  cfg.workers = 1;
-  cfg.retention = 2;
-  json_t *dom = json_pack("{s:i}", "n", 1);
-  cfg.domain = dom;
+/* An operation that makes an object: it hands back the object carrying the
+ * message, or NULL only when memory ran out. */
+typedef struct maker {
+  const char *what;
+  int (*make)(void **obj);
+  const char *(*msg)(void *obj);
+  int (*ok)(void *obj); /* 1 if the object made reads right */
+  void (*close)(void *obj);
+} maker;
+
+static int make_loop(const maker *m) {
   uint64_t n;
   for (n = 1;; n++) {
-    theus_engine *e = NULL;
+    void *obj = NULL;
     fault_arm_mode(n, persist);
-    int rc = theus_engine_open(&cfg, &e);
+    int rc = m->make(&obj);
     int fired = fault_disarm();
     if (fired)
       tally();
     if (!rc) {
-      json_t *v = theus_engine_get(e, "domain.n");
-      if (json_integer_value(v) != 1 || theus_engine_version(e) != 1)
-        defect(n, "the engine opened but its state is wrong");
-      json_decref(v);
-      theus_engine_close(e);
+      if (!m->ok(obj))
+        defect(n, "%s succeeded but what it made reads wrong", m->what);
+      m->close(obj);
       if (!fired)
         break;
       absorbed++;
       continue;
     }
     if (!fired) {
-      fprintf(stderr, "engine open fails without any injected failure: %s\n", theus_engine_errmsg(e));
+      fprintf(stderr, "%s fails without any injected failure: %s\n", m->what, obj ? m->msg(obj) : "(no object)");
       exit(1);
     }
-    if (e)
-      check_message(n, rc, theus_engine_errmsg(e));
+    if (obj)
+      check_message(n, rc, m->msg(obj));
     else if (rc != THEUS_ENOMEM)
-      defect(n, "no engine handed back, with %s (only running out of memory may do that)", theus_err_name(rc));
-    theus_engine_close(e);
+      defect(n, "%s handed back no object, with %s (only running out of memory may do that)", m->what,
+             theus_err_name(rc));
+    m->close(obj);
     check_leaks(n);
   }
-  json_decref(dom);
   return report(n - 1);
 }
+
+static json_t *open_domain; /* made in main, outside the fault */
+static int open_engine(void **obj) {
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = 1;
+  cfg.retention = 2;
+  cfg.domain = open_domain;
+  return theus_engine_open(&cfg, (theus_engine **)obj);
+}
+static const char *engine_errmsg(void *e) { return theus_engine_errmsg(e); }
+static int engine_ok(void *e) {
+  json_t *v = theus_engine_get(e, "domain.n");
+  int ok = json_integer_value(v) == 1 && theus_engine_version(e) == 1;
+  json_decref(v);
+  return ok;
+}
+static void engine_close(void *e) { theus_engine_close(e); }
 
 static const char *pipeline_path(void) {
   const char *p = getenv("THEUS_FAULT_PIPELINE");
@@ -568,37 +588,13 @@ static const char *pipeline_path(void) {
   return p;
 }
 
-static int pipeline_load_loop(void) {
-  uint64_t n;
-  for (n = 1;; n++) {
-    theus_pipeline *p = NULL;
-    fault_arm_mode(n, persist);
-    int rc = theus_pipeline_load(pipeline_path(), &p);
-    int fired = fault_disarm();
-    if (fired)
-      tally();
-    if (!rc) {
-      if (theus_pipeline_workers(p) != 1)
-        defect(n, "the pipeline loaded but reads wrong");
-      theus_pipeline_close(p);
-      if (!fired)
-        break;
-      absorbed++;
-      continue;
-    }
-    if (!fired) {
-      fprintf(stderr, "pipeline load fails without any injected failure: %s\n", theus_pipeline_errmsg(p));
-      exit(1);
-    }
-    if (p)
-      check_message(n, rc, theus_pipeline_errmsg(p));
-    else if (rc != THEUS_ENOMEM)
-      defect(n, "no pipeline handed back, with %s", theus_err_name(rc));
-    theus_pipeline_close(p);
-    check_leaks(n);
-  }
-  return report(n - 1);
-}
+static int load_pipeline(void **obj) { return theus_pipeline_load(pipeline_path(), (theus_pipeline **)obj); }
+static const char *pipeline_errmsg(void *p) { return theus_pipeline_errmsg(p); }
+static int pipeline_ok(void *p) { return theus_pipeline_workers(p) == 1; }
+static void pipeline_close(void *p) { theus_pipeline_close(p); }
+
+static const maker open_maker = {"engine open", open_engine, engine_errmsg, engine_ok, engine_close};
+static const maker load_maker = {"pipeline load", load_pipeline, pipeline_errmsg, pipeline_ok, pipeline_close};
 
 static theus_pipeline *pipeline_load_or_die(void) {
   theus_pipeline *p = NULL;
@@ -735,6 +731,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   loop_name = argv[1];
+  open_domain = json_pack("{s:i}", "n", 1);
   const op *o = NULL;
   for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
     if (!strcmp(ops[i].name, argv[1]))
@@ -742,9 +739,9 @@ int main(int argc, char **argv) {
   int rc = 0;
   for (persist = 0; persist < 2; persist++) { /* the one-shot pass, then the persistent one */
     if (!strcmp(argv[1], "open"))
-      rc |= open_loop();
+      rc |= make_loop(&open_maker);
     else if (!strcmp(argv[1], "pipeline-load"))
-      rc |= pipeline_load_loop();
+      rc |= make_loop(&load_maker);
     else if (!strcmp(argv[1], "pipeline-open"))
       rc |= pipeline_open_loop();
     else if (!strcmp(argv[1], "pipeline-run"))
@@ -758,5 +755,6 @@ int main(int argc, char **argv) {
   }
   json_decref(cas_dp);
   json_decref(cas_hp);
+  json_decref(open_domain);
   return rc;
 }
