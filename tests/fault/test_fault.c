@@ -183,6 +183,23 @@ static int slice_sum(theus_ctx *ctx) {
   return 0;
 }
 
+static const char *const in_live[] = {"heavy.lr", NULL};
+
+/* Local (read): a consistent snapshot of the live region "lr" (its first byte
+ * plus its epoch); the first read of a run opens a twin reader. */
+static int live_peek(theus_ctx *ctx) {
+  unsigned char buf[64];
+  uint64_t epoch;
+  int rc = theus_ctx_live_read(ctx, "lr", 0, buf, sizeof buf, &epoch);
+  if (rc)
+    return theus_ctx_fail(ctx, "live read of heavy.lr: %s", theus_strerror(rc));
+  json_t *r = json_integer((json_int_t)(buf[0] + epoch));
+  if (!r)
+    return theus_ctx_fail(ctx, "out of memory");
+  theus_ctx_return(ctx, r);
+  return 0;
+}
+
 /* ---- the engine every state loop works on ---------------------------------------- */
 
 typedef struct fx {
@@ -212,7 +229,10 @@ static void fx_open(fx *f) {
                        .semantic = THEUS_PURE};
   theus_contract c3 = {.name = "slice_sum", .fn = slice_sum, .inputs = in_v, .outputs = NULL, .parallel = 1,
                        .semantic = THEUS_PURE};
-  if (theus_engine_register(f->e, &c1) || theus_engine_register(f->e, &c2) || theus_engine_register(f->e, &c3))
+  theus_contract c4 = {.name = "live_peek", .fn = live_peek, .inputs = in_live, .outputs = NULL,
+                       .semantic = THEUS_PURE};
+  if (theus_engine_register(f->e, &c1) || theus_engine_register(f->e, &c2) || theus_engine_register(f->e, &c3) ||
+      theus_engine_register(f->e, &c4))
     die("register", f->e);
   double *d;
   uint64_t shape[1] = {ROWS};
@@ -505,6 +525,25 @@ static void undo_live(fx *f) {
   f->tw = NULL;
 }
 
+/* live-read: a live region "lr" written once (byte 7, epoch 1), read by a
+ * local process (a twin reader per run). */
+static void prep_live_read(fx *f) {
+  static theus_engine *made_for;
+  if (made_for == f->e)
+    return;
+  theus_twin_writer *tw;
+  unsigned char seven = 7;
+  if (theus_engine_live_create(f->e, "lr", 64, &tw) || theus_twin_writer_write(tw, 0, &seven, 1) ||
+      theus_twin_writer_publish(tw, NULL))
+    die("live region lr", f->e);
+  made_for = f->e;
+}
+static int run_live_read(fx *f) { return theus_engine_execute(f->e, "live_peek", NULL, &f->result); }
+static int ok_live_read(fx *f, const obs *b) {
+  (void)b;
+  return json_integer_value(f->result) == 8;
+}
+
 static int run_snapshot(fx *f) {
   theus_snapshot *s = NULL;
   int rc = theus_engine_snapshot(f->e, &s);
@@ -721,6 +760,7 @@ int main(int argc, char **argv) {
       {"submit-parallel", NULL, run_submit_par, msg_submit, ok_exec_par, undo_exec_par, 0},
       {"map", NULL, run_map, NULL, ok_map, NULL, 0},
       {"live-create", NULL, run_live, NULL, ok_live, undo_live, 0},
+      {"live-read", prep_live_read, run_live_read, NULL, ok_live_read, NULL, 0},
       {"snapshot", NULL, run_snapshot, NULL, NULL, NULL, 0},
   };
   if (argc != 2) {
