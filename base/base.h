@@ -1,7 +1,8 @@
 /* base: the floor of libtheus (internal, never installed).
  *
  * Every operating-system primitive the library uses (futex, clock, page size,
- * memfd/mmap/fallocate) and the one error object every handle embeds. This is
+ * memfd/mmap/fallocate), the one error object every handle embeds and a JSON
+ * parse that tells running out of memory from bad text. This is
  * the only internal header other folders may include; it knows nothing above
  * it. Porting or instrumenting the library starts here (after mimalloc's
  * prim.h and SQLite's per-connection error message).
@@ -110,5 +111,16 @@ const char *theus__err_msg(const theus__err *err);
 /* Formats a message into buf (if buf and len) and returns code: the shared
  * shape of every "fill the caller's buffer and fail" path. */
 int theus__errf(char *buf, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- JSON text (json.c) ---------------------------------------------------- */
+
+struct json_t;
+struct json_error_t;
+/* json_loadb that tells a syntax error (*rc THEUS_EPARSE, details in *je)
+ * from running out of memory (*rc THEUS_ENOMEM): jansson reports some failed
+ * allocations as syntax errors, so a failure counts as one only if the text
+ * is not valid JSON (checked without allocating). *rc is 0 when a value is
+ * returned. */
+struct json_t *theus__json_load(const char *buf, size_t n, size_t flags, struct json_error_t *je, int *rc);
 
 #endif

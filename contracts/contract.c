@@ -314,9 +314,12 @@ int theus_contract_parse(const char *text, const char *source, theus_fn_resolver
   if (!d)
     return out ? THEUS_ENOMEM : THEUS_EINVAL;
   json_error_t je;
-  json_t *obj = text ? json_loads(text, JSON_REJECT_DUPLICATES, &je) : NULL;
+  int rc = 0;
+  json_t *obj = text ? theus__json_load(text, strlen(text), JSON_REJECT_DUPLICATES, &je, &rc) : NULL;
   if (!text)
     d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no text", pc.source);
+  else if (!obj && rc == THEUS_ENOMEM)
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_ENOMEM, "%s: out of memory parsing the contract", pc.source);
   else if (!obj)
     d->rc = fail(d->msg, sizeof d->msg, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
   else
@@ -354,10 +357,15 @@ void theus_contract_doc_release(theus_contract_doc *d) {
   free(d);
 }
 
+/* NULL if any allocation fails: json_pack then fails too, rather than
+ * describing a contract with entries missing. */
 static json_t *strv_json(const char *const *v) {
   json_t *a = json_array();
   for (size_t i = 0; a && v && v[i]; i++)
-    json_array_append_new(a, json_string(v[i]));
+    if (json_array_append_new(a, json_string(v[i]))) {
+      json_decref(a);
+      return NULL;
+    }
   return a;
 }
 

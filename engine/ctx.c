@@ -237,6 +237,9 @@ int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg
   char **paths = NULL;
   size_t n = 0, cap = 0;
   int rc = json_is_object(patch) && json_object_size(patch) ? theus_merge_patch_paths(patch, "domain", &paths, &n, &cap) : 0;
+  if (rc)
+    snprintf(msg, msglen, "process '%s': out of memory listing the paths its patch writes; nothing committed",
+             c->name);
   for (size_t i = 0; i < n; i++) {
     /* a nested patch leaf is covered if its path or an ancestor pattern is declared */
     if (!rc && !theus__strv_covers(c->outputs, paths[i])) {

@@ -340,6 +340,11 @@ int theus__patch_put(json_t *patch, const char *path, json_t *value) {
 }
 
 int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
+  /* NULL is what a json_* constructor returns when memory ran out: taking it
+   * for null would commit a deletion */
+  if (!value)
+    return theus__eset(e, THEUS_EINVAL, "set '%s': value is NULL (did a json_* constructor run out of memory?); "
+                       "pass json_null() to delete", path ? path : "(null)");
   int rc = domain_path_ok(e, "set", path);
   json_t *patch = json_object();
   if (rc || !patch || (rc = theus__patch_put(patch, path, value))) {
@@ -360,7 +365,7 @@ int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
 
 int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
                      const json_t *heavy_patch, uint64_t *new_version) {
-  char msg[768];
+  char msg[768] = "";
   int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, new_version, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }

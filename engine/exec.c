@@ -336,9 +336,12 @@ static int write_result(theus_task *t, const theus_ctx *ctx) {
   return theus_task_set_result(t, at);
 }
 
-static json_t *load_part(const char *p, size_t n, size_t flags) {
+/* One JSON part of a task or a result (NULL if n is 0); *rc THEUS_ENOMEM
+ * when memory ran out, THEUS_EPARSE for bad bytes. */
+static json_t *load_part(const char *p, size_t n, size_t flags, int *rc) {
   json_error_t je;
-  return n ? json_loadb(p, n, flags, &je) : NULL;
+  *rc = 0;
+  return n ? theus__json_load(p, n, flags, &je, rc) : NULL;
 }
 
 int theus__pool_task(theus_task *t) {
@@ -366,7 +369,8 @@ int theus__pool_task(theus_task *t) {
   ctx.task_keys = keys;
   ctx.task_nkeys = h.nkeys;
   ctx.worker = (int)theus_task_worker(t);
-  json_t *jdom = load_part(dom, h.dom_len, 0), *jargs = load_part(args, h.args_len, 0);
+  int drc, arc;
+  json_t *jdom = load_part(dom, h.dom_len, 0, &drc), *jargs = load_part(args, h.args_len, 0, &arc);
   ctx.domain = jdom;
   ctx.args = jargs;
   if (item) {
@@ -381,9 +385,12 @@ int theus__pool_task(theus_task *t) {
     ctx.slice_index = h.slice_index;
     ctx.slice_count = h.slice_count;
   }
-  int rc = (h.dom_len && !jdom) || (h.args_len && !jargs) ? THEUS_EPARSE : call_process(&ctx);
+  int rc = drc ? drc : arc ? arc : call_process(&ctx);
   if (!rc)
     rc = write_result(t, &ctx);
+  else if (drc || arc)
+    theus_task_fail(t, rc, "engine task: %s", rc == THEUS_ENOMEM ? "out of memory decoding the task's JSON"
+                                                                 : "malformed task JSON");
   else
     theus_task_fail(t, rc, "%s", ctx.msg[0] ? ctx.msg : "engine task: malformed task JSON");
   theus__ctx_fini(&ctx);
@@ -412,12 +419,14 @@ static void decode_result(const theus_contract *c, const void *data, size_t len,
     return;
   }
   const char *p = (const char *)data + sizeof rh;
-  json_t *patch = load_part(p, rh.patch_len, 0), *ret = load_part(p + rh.patch_len, rh.ret_len, JSON_DECODE_ANY);
-  if ((rh.patch_len && !json_is_object(patch)) || (rh.ret_len && !ret)) {
+  int prc, rrc;
+  json_t *patch = load_part(p, rh.patch_len, 0, &prc), *ret = load_part(p + rh.patch_len, rh.ret_len, JSON_DECODE_ANY, &rrc);
+  if (prc || rrc || (rh.patch_len && !json_is_object(patch))) {
     json_decref(patch);
     json_decref(ret);
-    o->rc = THEUS_EPARSE;
-    snprintf(o->msg, sizeof o->msg, "process '%s': bad result JSON from worker %d", c->name, worker);
+    o->rc = prc == THEUS_ENOMEM || rrc == THEUS_ENOMEM ? THEUS_ENOMEM : THEUS_EPARSE;
+    snprintf(o->msg, sizeof o->msg, "process '%s': %s from worker %d", c->name,
+             o->rc == THEUS_ENOMEM ? "out of memory decoding the result" : "bad result JSON", worker);
     return;
   }
   o->patch = patch;
@@ -1078,10 +1087,15 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
     }
     if (!o->ret)
       continue;
+    errno = 0;
     if (!(acc = fn(acc, o->ret, ud))) {
-      rc = THEUS_EINVAL;
-      snprintf(msg, msglen, "map '%s': reducer '%s' cannot combine the result of slice %u (%s)", m->c->name,
-               rname, i, json_is_string(o->ret) ? "a string" : "type mismatch");
+      rc = errno == ENOMEM ? THEUS_ENOMEM : THEUS_EINVAL;
+      if (rc == THEUS_ENOMEM)
+        snprintf(msg, msglen, "map '%s': reducer '%s' ran out of memory combining the result of slice %u",
+                 m->c->name, rname, i);
+      else
+        snprintf(msg, msglen, "map '%s': reducer '%s' cannot combine the result of slice %u (%s)", m->c->name,
+                 rname, i, json_is_string(o->ret) ? "a string" : "type mismatch");
     }
   }
   if (rc)
@@ -1112,7 +1126,7 @@ static int map_setup(theus_engine *e, map_job *m, const char *key, uint32_t slic
   m->sl = calloc(m->n, sizeof *m->sl);
   m->out = calloc(m->n, sizeof *m->out);
   if (!m->sl || !m->out)
-    return THEUS_ENOMEM;
+    return theus__errf(msg, msglen, THEUS_ENOMEM, "map '%s': out of memory for %u slices", m->c->name, m->n);
   for (uint32_t i = 0; i < m->n; i++)
     m->sl[i] = (slice_t){rows * i / m->n, rows * (i + 1) / m->n, i, m->n};
   (void)e;

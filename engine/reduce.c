@@ -1,6 +1,8 @@
 /* Built-in map reducers: sum, min, max (numbers; objects key by key; arrays
  * element by element, nested to any depth) and concat (arrays concatenated,
- * other values appended). */
+ * other values appended). A NULL result sets errno: EINVAL when the shapes
+ * do not combine, ENOMEM (from the allocator) when memory ran out. */
+#include <errno.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -21,8 +23,10 @@ static json_t *combine(const json_t *a, const json_t *b, int op);
 /* Arrays combine element by element; they must have the same length. */
 static json_t *array_combine(const json_t *a, const json_t *b, int op) {
   size_t n = json_array_size(a);
-  if (n != json_array_size(b))
+  if (n != json_array_size(b)) {
+    errno = EINVAL;
     return NULL;
+  }
   json_t *out = json_array();
   for (size_t i = 0; out && i < n; i++)
     if (json_array_append_new(out, combine(json_array_get(a, i), json_array_get(b, i), op))) {
@@ -39,8 +43,10 @@ static json_t *combine(const json_t *a, const json_t *b, int op) {
     return num_combine(a, b, op);
   if (json_is_array(a) && json_is_array(b))
     return array_combine(a, b, op);
-  if (!json_is_object(a) || !json_is_object(b))
+  if (!json_is_object(a) || !json_is_object(b)) {
+    errno = EINVAL;
     return NULL;
+  }
   json_t *out = json_deep_copy(a);
   const char *k;
   json_t *v;
@@ -56,8 +62,12 @@ static json_t *combine(const json_t *a, const json_t *b, int op) {
 }
 
 static json_t *reduce_op(json_t *acc, const json_t *item, int op) {
-  if (!acc)
-    return json_is_number(item) || json_is_object(item) || json_is_array(item) ? json_deep_copy(item) : NULL;
+  if (!acc) {
+    if (json_is_number(item) || json_is_object(item) || json_is_array(item))
+      return json_deep_copy(item);
+    errno = EINVAL;
+    return NULL;
+  }
   json_t *n = combine(acc, item, op);
   json_decref(acc);
   return n;

@@ -300,7 +300,8 @@ static int check_outputs(theus__ffi_proc *p, const char *sigtext, const char *co
   for (size_t i = 0; i < noutputs; i++) {
     const char *o = outputs[i];
     if (o && strncmp(o, "domain.", 7) == 0) {
-      if (!p->ret_output && p->sig.ret.type) p->ret_output = strdup(o);
+      if (!p->ret_output && p->sig.ret.type && !(p->ret_output = strdup(o)))
+        return theus__errf(err, errlen, THEUS_ENOMEM, "output \"%s\" of \"%s\": out of memory", o, sigtext);
       continue;
     }
     bool bound = false; /* the prefix first: o may be shorter than "heavy." */

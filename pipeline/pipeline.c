@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base.h" /* theus__json_load */
 #include "pipeline_internal.h"
 
 /* ---- messages ------------------------------------------------------------ */
@@ -25,6 +26,16 @@ int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fm
   va_list ap;
   va_start(ap, fmt);
   int rc = vpipe_err(p, line, col, THEUS_EPARSE, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int theus__pipe_err_code(theus_pipeline *p, int code, const char *ptr, bool key, const char *fmt, ...) {
+  int line, col;
+  theus__pos_lookup(&p->pos, ptr, key, &line, &col);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vpipe_err(p, line, col, code == THEUS_ENOMEM || code == THEUS_ESYS ? code : THEUS_EPARSE, fmt, ap);
   va_end(ap);
   return rc;
 }
@@ -470,7 +481,7 @@ static int typed_err(theus_pipeline *p, const typed_proc *t, int rc, const char 
     theus__pipe_child(at, list, NULL, (size_t)index);
   else
     snprintf(at, sizeof at, "%s", list);
-  return theus__pipe_err(p, at, false, "process \"%s\": %s", t->name, err);
+  return theus__pipe_err_code(p, rc, at, false, "process \"%s\": %s", t->name, err);
 }
 
 static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const char *ptr) {
@@ -543,8 +554,9 @@ static int load_processes(theus_pipeline *p, const json_t *v) {
 static int read_text(theus_pipeline *p) {
   FILE *f = fopen(p->path, "rb");
   if (!f) {
-    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(errno));
-    return THEUS_EPARSE;
+    int e = errno; /* out of descriptors or memory is no fault of the file */
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(e));
+    return e == ENOMEM ? THEUS_ENOMEM : e == EMFILE || e == ENFILE ? THEUS_ESYS : THEUS_EPARSE;
   }
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
@@ -556,17 +568,24 @@ static int read_text(theus_pipeline *p) {
     buf = nb;
   }
   fclose(f);
-  if (!buf) return THEUS_ENOMEM;
+  if (!buf) {
+    snprintf(p->msg, sizeof p->msg, "%s: out of memory reading the pipeline file", p->path);
+    return THEUS_ENOMEM;
+  }
   buf[n] = '\0';
   p->text = buf;
   json_error_t je;
-  p->root = json_loadb(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+  int rc = 0;
+  p->root = theus__json_load(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je, &rc);
   if (!p->root) {
-    snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
-    return THEUS_EPARSE;
+    if (rc == THEUS_ENOMEM)
+      snprintf(p->msg, sizeof p->msg, "%s: out of memory parsing the pipeline file", p->path);
+    else
+      snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
+    return rc;
   }
   char err[256];
-  int rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
+  rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
   if (rc) snprintf(p->msg, sizeof p->msg, "%s:%s", p->path, err);
   return rc;
 }

@@ -104,6 +104,13 @@ struct theus_pipeline {
 int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* theus__pipe_err for a failure with code `code` while acting on the pipeline's
+ * content: running out of memory or a system failure keeps its code
+ * (THEUS_ENOMEM, THEUS_ESYS: nothing is wrong with the file); any other code
+ * becomes THEUS_EPARSE. */
+int theus__pipe_err_code(theus_pipeline *p, int code, const char *ptr, bool key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 /* Same with an explicit column offset inside a string value (expressions). */
 int theus__pipe_err_at(theus_pipeline *p, const char *ptr, int col_offset, int code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

@@ -80,7 +80,7 @@ static int prepare_typed(theus_pipeline *p) {
     int rc = theus__ffi_proc_init(&t->ffi, fn, t->signature, (const char *const *)t->args,
                                   theus__pipe_strv_len(t->args), (const char *const *)t->outputs,
                                   theus__pipe_strv_len(t->outputs), err, sizeof err);
-    if (rc) return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, err);
+    if (rc) return theus__pipe_err_code(p, rc, t->ptr, false, "process \"%s\": %s", t->name, err);
     t->ffi_ready = true;
   }
   return 0;
@@ -105,7 +105,8 @@ static int register_typed(theus_pipeline *p, theus_engine *e) {
   for (size_t i = 0; i < p->ntyped; i++) {
     typed_proc *t = &p->typed[i];
     char **inputs = theus__ffi_proc_inputs(&t->ffi);
-    if (!inputs) return THEUS_ENOMEM;
+    if (!inputs)
+      return theus__pipe_err_code(p, THEUS_ENOMEM, t->ptr, false, "process \"%s\": out of memory", t->name);
     theus_contract c = {.name = t->name,
                         .fn = theus__ffi_process,
                         .inputs = (const char *const *)inputs,
@@ -116,7 +117,7 @@ static int register_typed(theus_pipeline *p, theus_engine *e) {
                         .userdata = &t->ffi};
     int rc = theus_engine_register(e, &c);
     theus__ffi_strv_free(inputs);
-    if (rc) return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, theus_engine_errmsg(e));
+    if (rc) return theus__pipe_err_code(p, rc, t->ptr, false, "process \"%s\": %s", t->name, theus_engine_errmsg(e));
   }
   return 0;
 }
@@ -195,6 +196,7 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
   if (!p->nheavy) return 0;
   json_t *patch = json_object();
   int rc = patch ? 0 : THEUS_ENOMEM;
+  if (rc) snprintf(p->msg, sizeof p->msg, "%s: out of memory creating the heavy arrays", p->path);
   for (size_t i = 0; !rc && i < p->nheavy; i++) {
     heavy_spec *h = &p->heavy[i];
     void *data;
@@ -203,7 +205,10 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
       heavy_fail(p, e, h, rc);
       break;
     }
-    json_object_set_new(patch, h->key, json_true());
+    if (json_object_set_new(patch, h->key, json_true())) {
+      rc = theus__pipe_err_code(p, THEUS_ENOMEM, h->ptr, true, "heavy.%s: out of memory", h->key);
+      break;
+    }
     rc = theus__pipe_fill(p, h, data);
   }
   if (!rc && (rc = theus_engine_cas(e, theus_engine_version(e), NULL, patch, NULL)))
@@ -214,9 +219,13 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
 
 int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out) {
   *out = NULL;
+  p->msg[0] = '\0';
   int rc = load_plugins(p);
   if (!rc) rc = prepare_typed(p);
-  if (rc) return rc;
+  if (rc) {
+    if (!p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path, theus_strerror(rc));
+    return rc;
+  }
   theus_engine_config c;
   if (cfg) {
     c = *cfg;
@@ -243,6 +252,7 @@ int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg
   if (!rc) rc = check_steps(p, e, &p->steps);
   if (!rc) rc = create_heavy(p, e);
   if (rc) {
+    if (!p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path, theus_strerror(rc));
     theus_engine_close(e);
     return rc;
   }
@@ -375,7 +385,9 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   case ST_PARALLEL: return run_parallel(p, e, s);
   case ST_SET:
     if (s->expr && (rc = eval_expr(p, e, s, false, NULL, &result))) return rc;
-    return store(p, e, s, s->expr ? result : json_deep_copy(s->value));
+    if (!s->expr && !(result = json_deep_copy(s->value))) /* store() would skip the step */
+      return step_fail(p, s, THEUS_ENOMEM, "out of memory copying the value");
+    return store(p, e, s, result);
   case ST_IF:
     if ((rc = eval_expr(p, e, s, true, &cond, NULL))) return rc;
     return exec_list(p, e, cond ? &s->body : &s->alt, false);
@@ -403,5 +415,7 @@ int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
   p->ops = 0;
   p->msg[0] = '\0';
   p->pr = (theus_pipeline_progress){0, p->steps.n, 0, p->budget, 0};
-  return exec_list(p, e, &p->steps, true);
+  int rc = exec_list(p, e, &p->steps, true);
+  if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: the run stopped: %s", p->path, theus_strerror(rc));
+  return rc;
 }

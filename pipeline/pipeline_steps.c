@@ -17,8 +17,9 @@ static int parse_expr(theus_pipeline *p, const json_t *obj, const char *ptr, con
   char err[256];
   int col = 0;
   int rc = theus__expr_parse(json_string_value(v), out, err, sizeof err, &col);
-  if (rc == THEUS_EPARSE)
-    return theus__pipe_err_at(p, kp, col, THEUS_EPARSE, "in expression \"%s\": %s", json_string_value(v), err);
+  if (rc)
+    return theus__pipe_err_at(p, kp, col, rc == THEUS_ENOMEM ? rc : THEUS_EPARSE, "in expression \"%s\": %s",
+                              json_string_value(v), err);
   return rc;
 }
 

@@ -84,7 +84,9 @@ THEUS_API int theus_engine_register_json(theus_engine *e, const char *text, cons
 THEUS_API const theus_contract *theus_engine_contract(theus_engine *e, const char *name);
 
 /* A reducer for map: acc is NULL for the first item; returns the new
- * accumulator (new reference) and takes ownership of acc; NULL = failure. */
+ * accumulator (new reference) and takes ownership of acc; NULL = failure:
+ * THEUS_ENOMEM if errno is ENOMEM (memory ran out), else THEUS_EINVAL (the
+ * results do not combine). */
 typedef json_t *(*theus_reducer_fn)(json_t *acc, const json_t *item, void *ud);
 
 /* Registers a named reducer (beside the built-in sum, min, max, concat). */
@@ -104,7 +106,8 @@ THEUS_API uint64_t theus_engine_version(theus_engine *e);
 THEUS_API json_t *theus_engine_get(theus_engine *e, const char *path);
 
 /* Writes value (reference stolen) at a domain path, committed as a new
- * version (merge semantics; null deletes). */
+ * version (merge semantics; json_null() deletes). A NULL value (what a json_*
+ * constructor returns when memory ran out) is THEUS_EINVAL, never a deletion. */
 THEUS_API int theus_engine_set(theus_engine *e, const char *path, json_t *value);
 
 /* Installs a new version if the state is still compatible with
