@@ -104,6 +104,11 @@ static int owner_state_init(theus_arena *a) {
 
 /* Like sqlite3_open: a failure still hands back the arena, carrying the message. */
 int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
+  return theus__arena_open_at(user, NULL, out);
+}
+
+int theus__arena_open_at(const theus_arena_config *user, const char *dir, theus_arena **out) {
+  if (!out) return THEUS_EINVAL;
   theus_arena_config c;
   theus_arena *a = *out = arena_new();
   if (!a) return THEUS_ENOMEM;
@@ -114,7 +119,7 @@ int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
   theus__arena_hdr h;
   init_header(&h, &c, page);
   a->map_size = h.total_size;
-  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
+  if ((rc = dir ? theus__os_tmpfile(dir, h.total_size, &a->fd) : theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
       (rc = theus__os_reopen_ro(a->fd, &a->ro_fd)))
     return theus__arena_fail(a, rc, "theus_arena_open: cannot create the %" PRIu64 "-byte memfd or its read-only descriptor: %s",
                              h.total_size, strerror(errno));
@@ -248,6 +253,56 @@ static void slot_put(theus_arena *a, uint32_t idx) {
   a->free_slots = idx;
 }
 
+/* ---- memory check (owner, under mu) -------------------------------------
+ * fallocate on a memfd inside a memory cgroup that cannot hold the pages does
+ * not fail: the cgroup's OOM killer ends the process (exit 137, no message).
+ * So before reserving, compare with what the cgroups and the machine can still
+ * hold, after a headroom, and refuse with THEUS_ENOMEM instead. Reading the
+ * limits costs tens of microseconds, so the reading is cached for
+ * THEUS__ROOM_TTL_NS and decremented by what the arena reserves meanwhile; a
+ * request larger than the cached room re-reads before refusing. */
+
+static uint64_t room_headroom(uint64_t limit) {
+  uint64_t h = limit / THEUS__ROOM_HEADROOM_DIV;
+  return h > THEUS__ROOM_HEADROOM_MIN ? h : THEUS__ROOM_HEADROOM_MIN;
+}
+
+static int room_take(theus_arena *a, uint64_t len) {
+  uint64_t now = theus__now_ns();
+  if (len <= a->room && a->room_at && now - a->room_at < THEUS__ROOM_TTL_NS) {
+    a->room -= len;
+    return 0;
+  }
+  theus__mem_room r;
+  theus__os_mem_room(&r, room_headroom);
+  a->room = r.avail;
+  a->room_at = now;
+  if (len <= a->room) {
+    a->room -= len;
+    return 0;
+  }
+  a->room_refused = 1;
+  return theus__arena_fail(a, THEUS_ENOMEM, "cannot reserve %" PRIu64 " bytes: %s has a limit of %" PRIu64
+                           " bytes with %" PRIu64 " in use, and %" PRIu64 " bytes are kept as headroom "
+                           "(free arrays, or raise the limit)", len, r.what, r.limit, r.used, room_headroom(r.limit));
+}
+
+static void room_give(theus_arena *a, uint64_t len) {
+  a->room = a->room > UINT64_MAX - len ? UINT64_MAX : a->room + len;
+}
+
+static int reserve(theus_arena *a, uint64_t off, uint64_t len) {
+  int rc = room_take(a, len);
+  if (rc) return rc;
+  rc = theus__os_reserve(a->fd, a->hdr->data_off + off, len);
+  if (rc) room_give(a, len);
+  return rc;
+}
+
+static void release(theus_arena *a, uint64_t off, uint64_t len) {
+  if (theus__os_release(a->fd, a->hdr->data_off + off, len) == 0) room_give(a, len);
+}
+
 /* ---- pages (owner, under mu) --------------------------------------------
  * Arrays of a page or more own their pages: reserve on alloc, punch on free.
  * Smaller arrays share pages; a per-page count says when a page empties, and
@@ -275,7 +330,7 @@ static void page_release(theus_arena *a, uint64_t p) {
     uint32_t old = a->cache[0];
     a->cache[0] = a->cache[--a->ncache];
     page_at(a, old)->cached = 0;
-    theus__os_release(a->fd, a->hdr->data_off + (uint64_t)old * a->hdr->page, a->hdr->page);
+    release(a, (uint64_t)old * a->hdr->page, a->hdr->page);
   }
   a->cache[a->ncache++] = (uint32_t)p;
   page_at(a, p)->cached = 1;
@@ -287,7 +342,7 @@ static int pages_reserve_small(theus_arena *a, uint64_t off, uint64_t len) {
   for (uint64_t p = first; p <= last; p++) {
     theus__page *e = page_at(a, p);
     if (e->users == 0 && !e->cached) {
-      int rc = theus__os_reserve(a->fd, a->hdr->data_off + p * pg, pg);
+      int rc = reserve(a, p * pg, pg);
       if (rc) {
         for (uint64_t q = first; q < p; q++)
           if (--page_at(a, q)->users == 0) page_release(a, q);
@@ -314,14 +369,14 @@ static int pages_reserve(theus_arena *a, uint64_t off, uint64_t len) {
   uint64_t first = off >> a->page_shift, end = (off + len) >> a->page_shift;
   for (unsigned i = a->ncache; i-- > 0;) /* cached pages it now owns */
     if (a->cache[i] >= first && a->cache[i] < end) cache_drop(a, a->cache[i]);
-  return theus__os_reserve(a->fd, a->hdr->data_off + off, len);
+  return reserve(a, off, len);
 }
 
 static void pages_release(theus_arena *a, uint64_t off, uint64_t len) {
   if (len < a->hdr->page)
     pages_release_small(a, off, len);
   else
-    theus__os_release(a->fd, a->hdr->data_off + off, len);
+    release(a, off, len);
 }
 
 /* ---- allocation --------------------------------------------------------
@@ -357,11 +412,14 @@ static int place(theus_arena *a, uint64_t rsize, uint32_t *block) {
     return theus__arena_fail(a, THEUS_ENOSPACE, "no free range of %" PRIu64 " bytes in the arena's address space "
                              "(fragmented: %" PRIu64 " bytes live); free arrays or reset", rsize, a->hdr->bytes_live);
   uint64_t off = theus__tlsf_off(&a->tlsf, b);
+  a->room_refused = 0;
   int rc = pages_reserve(a, off, rsize);
   if (rc) {
     theus__tlsf_free(&a->tlsf, b);
-    return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: the machine is out of "
-                             "memory (reserving its pages failed)", rsize);
+    if (a->room_refused) return rc; /* the message names the limit already */
+    return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: reserving its pages "
+                             "failed (%s): the machine or the arena's backing file is out of memory",
+                             rsize, strerror(errno));
   }
   if (off + rsize > a->extent) a->extent = off + rsize;
   *block = b;
@@ -512,6 +570,7 @@ int theus_arena_reset(theus_arena *a) {
   a->ncache = 0;
   memset(a->nlook, 0, sizeof a->nlook);
   theus__os_release(a->fd, h->data_off, round_up(a->extent, h->page));
+  a->room_at = 0; /* re-read the limits at the next reservation */
   a->extent = 0;
   THEUS__ST(&h->bytes_live, 0);
   THEUS__ST(&h->active_handles, 0);

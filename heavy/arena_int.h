@@ -92,9 +92,21 @@ struct theus_arena {
   unsigned ncache;
   uint32_t look[THEUS__LOOK_CLASSES][THEUS__LOOK_DEPTH];
   uint8_t nlook[THEUS__LOOK_CLASSES];
+  /* memory the cgroups and the machine can still give (see room_take in
+   * arena.c): re-read when older than THEUS__ROOM_TTL_NS or too small */
+  uint64_t room;
+  uint64_t room_at; /* theus__now_ns() of the last reading; 0 = never */
+  int room_refused; /* the last reservation was refused by the room check */
   theus__err err;        /* has its own lock, so const readers may set it */
   uint64_t local_errors; /* failures seen by a read-only attachment (atomic) */
 };
+
+/* Memory check before every page reservation (issue 10): a cached reading of
+ * the cgroup limits and MemAvailable, valid this long, minus what the arena
+ * reserved since. Headroom kept below each limit: max(16 MiB, limit / 32). */
+#define THEUS__ROOM_TTL_NS (20ull * 1000 * 1000)
+#define THEUS__ROOM_HEADROOM_MIN (16ull << 20)
+#define THEUS__ROOM_HEADROOM_DIV 32
 
 /* Records a failure: bumps `errors`, formats the message, returns code. */
 int theus__arena_fail(const theus_arena *a, int code, const char *fmt, ...)
@@ -105,6 +117,10 @@ int theus__arena_fail(const theus_arena *a, int code, const char *fmt, ...)
 int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy);
 
 /* Allocates a block of n bytes with typed metadata (dtype 0 = bytes). */
+/* Internal open: backing file in directory dir (O_TMPFILE, e.g. a small tmpfs
+ * in a test) instead of a memfd when dir is not NULL. */
+int theus__arena_open_at(const theus_arena_config *cfg, const char *dir, theus_arena **out);
+
 int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned ndim,
                              const uint64_t *shape, theus_handle *out, void **ptr);
 

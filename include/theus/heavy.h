@@ -40,7 +40,7 @@ typedef struct theus_arena_config {
 /* The eight counters. Cumulative ones survive theus_arena_reset(). */
 typedef struct theus_arena_stats {
   uint64_t active_handles;
-  uint64_t bytes_live;   /* bytes reserved by live arrays (rounded to 64 B) */
+  uint64_t bytes_live;   /* bytes reserved by live arrays: each rounded up to 64 B below the page size, to whole pages from it */
   uint64_t peak_bytes;
   uint64_t alloc_count;
   uint64_t free_count;
