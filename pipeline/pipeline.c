@@ -607,6 +607,18 @@ void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn
   p->progress_ud = ud;
 }
 
+void theus_pipeline_on_enter(theus_pipeline *p, theus_pipeline_where_fn fn, void *ud) {
+  if (!p) return;
+  p->enter = fn;
+  p->enter_ud = ud;
+}
+
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local) {
+  if (!p->enter) return;
+  theus_pipeline_where w = {code, plugin, process, local};
+  p->enter(&w, p->enter_ud);
+}
+
 static void typed_free(typed_proc *t) {
   if (t->ffi_ready) theus__ffi_proc_fini(&t->ffi);
   theus__ffi_strv_free(t->args);

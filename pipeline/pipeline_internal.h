@@ -94,7 +94,13 @@ struct theus_pipeline {
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;
+  theus_pipeline_where_fn enter;
+  void *enter_ud;
+  bool pool; /* the engine has workers: parallel processes run there */
 };
+
+/* Tells the on_enter callback (if any) whose code runs next. */
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local);
 
 /* Sets p->msg to "file:line:col: " + message (position of the value or key
  * at ptr) and returns THEUS_EPARSE. */

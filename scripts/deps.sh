@@ -2,7 +2,7 @@
 # Installs the Debian packages theus-c needs, only those that are missing.
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev "$@")
+pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev valgrind "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

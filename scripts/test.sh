@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, then builds theus-c three times (-Werror, ASan+UBSan
 # and ThreadSanitizer, each with -Werror) and runs the whole suite in each build
-# (tests/meson.build sets TSAN_OPTIONS: any report fails its test).
+# (tests/meson.build sets TSAN_OPTIONS: any report fails its test). The tests
+# that never fork (suite 'nofork') also run under valgrind memcheck on the
+# -Werror build: any error or definite leak fails them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -18,6 +20,8 @@ run_suite() { # build-dir "meson test args" meson-options...
 }
 
 run_suite build-werror ""
+meson test -C build-werror --verbose --num-processes 2 --no-rebuild --suite nofork --timeout-multiplier 4 \
+  --wrapper 'valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
 run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 echo "theus-c: all suites passed"
