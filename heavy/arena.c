@@ -18,6 +18,7 @@
 static uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) & ~(to - 1); }
 
 void theus_arena_config_init(theus_arena_config *cfg) {
+  if (!cfg) return;
   cfg->hard_limit = 1 * GiB;
   cfg->single_limit = 100 * MiB;
   cfg->soft_limit_pct = 85;
@@ -136,11 +137,14 @@ int theus__arena_open_at(const theus_arena_config *user, const char *dir, theus_
 }
 
 int theus_arena_open_ro(int ro_fd, theus_arena **out) {
+  if (!out) return THEUS_EINVAL;
   *out = NULL;
+  if (ro_fd < 0) return THEUS_EINVAL;
   theus_arena *a = arena_new();
   if (!a) return THEUS_ENOMEM;
   a->readonly = 1;
   int rc = theus__os_fd_size(ro_fd, &a->map_size);
+  if (!rc && a->map_size < sizeof(theus__arena_hdr)) rc = THEUS_EINVAL; /* not a theus arena */
   if (!rc) rc = theus__os_map(ro_fd, a->map_size, 0, (void **)&a->base);
   if (!rc && (((theus__arena_hdr *)a->base)->magic != THEUS__ARENA_MAGIC ||
               ((theus__arena_hdr *)a->base)->total_size != a->map_size))
@@ -166,9 +170,9 @@ void theus_arena_close(theus_arena *a) {
   free(a);
 }
 
-int theus_arena_ro_fd(const theus_arena *a) { return a->ro_fd; }
+int theus_arena_ro_fd(const theus_arena *a) { return a ? a->ro_fd : THEUS_EINVAL; }
 
-int theus_arena_is_readonly(const theus_arena *a) { return a->readonly; }
+int theus_arena_is_readonly(const theus_arena *a) { return a ? a->readonly : 0; }
 
 /* ---- handle resolution (lock-free; works on read-only attachments) ------ */
 
@@ -445,8 +449,16 @@ static void slot_publish(theus_arena *a, uint32_t idx, uint32_t block, uint64_t 
 
 int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned ndim,
                              const uint64_t *shape, theus_handle *out, void **ptr) {
+  THEUS__ARENA_ARG(a, "theus_arena_alloc");
+  THEUS__ARG_NONNULL(a, out, "theus_arena_alloc");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot allocate: this arena is attached read-only");
   if (n == 0) return theus__arena_fail(a, THEUS_EINVAL, "cannot allocate 0 bytes");
+  if (n > a->hdr->single_limit || n > a->hdr->hard_limit) { /* before rounding: n near 2^64 would wrap */
+    pthread_mutex_lock(&a->mu);
+    int rc = budget_take(a, n, n);
+    pthread_mutex_unlock(&a->mu);
+    if (rc) return rc;
+  }
   uint64_t rsize = round_up(n, n >= a->hdr->page ? a->hdr->page : THEUS__TLSF_GRAIN);
   uint32_t block = 0, idx = 0;
   pthread_mutex_lock(&a->mu);
@@ -480,6 +492,9 @@ int theus_arena_alloc(theus_arena *a, size_t n, theus_handle *out, void **ptr) {
 }
 
 int theus_arena_write(theus_arena *a, const void *src, size_t n, theus_handle *out) {
+  THEUS__ARENA_ARG(a, "theus_arena_write");
+  THEUS__ARG_NONNULL(a, src, "theus_arena_write");
+  THEUS__ARG_NONNULL(a, out, "theus_arena_write");
   void *p;
   int rc = theus_arena_alloc(a, n, out, &p);
   if (rc == 0) memcpy(p, src, n);
@@ -487,6 +502,8 @@ int theus_arena_write(theus_arena *a, const void *src, size_t n, theus_handle *o
 }
 
 int theus_arena_view(const theus_arena *a, theus_handle h, const void **ptr, size_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_view");
+  THEUS__ARG_NONNULL(a, ptr, "theus_arena_view");
   theus__slot s;
   s.offset = s.size = 0; /* silences a false maybe-uninitialized at -O3 */
   int rc = theus__arena_resolve(a, h, &s);
@@ -497,6 +514,8 @@ int theus_arena_view(const theus_arena *a, theus_handle h, const void **ptr, siz
 }
 
 int theus_arena_data(theus_arena *a, theus_handle h, void **ptr, size_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_data");
+  THEUS__ARG_NONNULL(a, ptr, "theus_arena_data");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "no writable data: this arena is attached read-only");
   const void *p;
   int rc = theus_arena_view(a, h, &p, len);
@@ -505,6 +524,8 @@ int theus_arena_data(theus_arena *a, theus_handle h, void **ptr, size_t *len) {
 }
 
 int theus_arena_read(const theus_arena *a, theus_handle h, void *dst, size_t cap, size_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_read");
+  if (cap) THEUS__ARG_NONNULL(a, dst, "theus_arena_read");
   const void *p;
   size_t n;
   int rc = theus_arena_view(a, h, &p, &n);
@@ -517,6 +538,7 @@ int theus_arena_read(const theus_arena *a, theus_handle h, void *dst, size_t cap
 }
 
 int theus_arena_free(theus_arena *a, theus_handle h) {
+  THEUS__ARENA_ARG(a, "theus_arena_free");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot free: this arena is attached read-only");
   theus__slot s;
   pthread_mutex_lock(&a->mu);
@@ -539,6 +561,8 @@ int theus_arena_free(theus_arena *a, theus_handle h) {
 
 int theus_arena_with_buffer(theus_arena *a, const void *src, size_t n,
                             int (*fn)(theus_arena *, theus_handle, void *), void *ud) {
+  THEUS__ARENA_ARG(a, "theus_arena_with_buffer");
+  THEUS__ARG_NONNULL(a, fn, "theus_arena_with_buffer");
   theus_handle h;
   int rc = theus_arena_write(a, src, n, &h);
   if (rc) return rc;
@@ -548,6 +572,7 @@ int theus_arena_with_buffer(theus_arena *a, const void *src, size_t n,
 }
 
 void theus_scoped_release(theus_scoped *s) {
+  if (!s) return;
   if (s->arena && s->handle) theus_arena_free(s->arena, s->handle);
   s->handle = 0;
 }
@@ -555,6 +580,7 @@ void theus_scoped_release(theus_scoped *s) {
 /* ---- reset, stats, listing ---------------------------------------------- */
 
 int theus_arena_reset(theus_arena *a) {
+  THEUS__ARENA_ARG(a, "theus_arena_reset");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot reset: this arena is attached read-only");
   pthread_mutex_lock(&a->mu);
   theus__arena_hdr *h = a->hdr;
@@ -579,6 +605,7 @@ int theus_arena_reset(theus_arena *a) {
 }
 
 int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *o) {
+  if (!a || !o) return THEUS_EINVAL;
   const theus__arena_hdr *h = a->hdr;
   if (!h) { /* an arena whose open failed */
     *o = (theus_arena_stats){.errors = __atomic_load_n(&a->local_errors, __ATOMIC_RELAXED)};
@@ -618,6 +645,9 @@ static void list_one(const theus_arena *a, uint32_t i, const theus__slot *s, voi
 }
 
 int theus_arena_list_live(const theus_arena *a, theus_live_entry *out, size_t cap, size_t *count) {
+  THEUS__ARENA_ARG(a, "theus_arena_list_live");
+  THEUS__ARG_NONNULL(a, count, "theus_arena_list_live");
+  if (cap) THEUS__ARG_NONNULL(a, out, "theus_arena_list_live");
   struct list_ctx c = {out, cap, 0};
   if (!a->readonly) pthread_mutex_lock(&((theus_arena *)a)->mu);
   each_live(a, list_one, &c);
@@ -639,6 +669,7 @@ static void find_one(const theus_arena *a, uint32_t i, const theus__slot *s, voi
 }
 
 theus_handle theus_arena_find(const theus_arena *a, const void *addr) {
+  if (!a || !a->hdr) return 0;
   const uint8_t *p = addr;
   if (p < a->data || p >= a->data + a->hdr->data_size) return 0;
   struct find_ctx c = {(uint64_t)(p - a->data), 0};
@@ -647,6 +678,7 @@ theus_handle theus_arena_find(const theus_arena *a, const void *addr) {
 }
 
 int theus_arena_contains(const theus_arena *a, const void *addr) {
+  if (!a || !a->base) return 0;
   const uint8_t *p = addr;
   return p >= a->base && p < a->base + a->map_size;
 }

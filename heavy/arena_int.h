@@ -112,6 +112,20 @@ struct theus_arena {
 int theus__arena_fail(const theus_arena *a, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Argument checks of the public calls (issue 10): a NULL or not-opened arena
+ * (its open failed: no mapping) and NULL required pointers fail with
+ * THEUS_EINVAL, naming the call, instead of crashing. */
+#define THEUS__ARENA_ARG(a, fn)                                                                        \
+  do {                                                                                                 \
+    if (!(a)) return THEUS_EINVAL;                                                                     \
+    if (!(a)->hdr) return theus__arena_fail((a), THEUS_EINVAL, fn ": this arena did not open (read "   \
+                                            "theus_arena_errmsg, then theus_arena_close it)");          \
+  } while (0)
+#define THEUS__ARG_NONNULL(a, p, fn)                                                                   \
+  do {                                                                                                 \
+    if (!(p)) return theus__arena_fail((a), THEUS_EINVAL, fn ": " #p " is NULL");                       \
+  } while (0)
+
 /* Resolves a handle to its slot, with the distinct failure codes; the slot
  * contents copied into *copy are consistent with the handle. Lock-free. */
 int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy);

@@ -196,6 +196,11 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
 }
 
 int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out) {
+  THEUS__PIPE_ARG(p, "theus_pipeline_open_engine");
+  if (!out) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_open_engine: out is NULL");
+    return THEUS_EINVAL;
+  }
   *out = NULL;
   int rc = load_plugins(p);
   if (!rc) rc = prepare_typed(p);
@@ -377,6 +382,11 @@ static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool
 }
 
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
+  THEUS__PIPE_ARG(p, "theus_pipeline_run");
+  if (!e) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_run: the engine is NULL");
+    return THEUS_EINVAL;
+  }
   p->ops = 0;
   p->msg[0] = '\0';
   p->pr = (theus_pipeline_progress){0, p->steps.n, 0, p->budget, 0};

@@ -58,7 +58,7 @@ THEUS_API int theus_pipeline_add_plugin(theus_pipeline *p, const char *path);
  * (intermediate objects are created), value stolen. Before open. */
 THEUS_API int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value);
 
-/* The "workers" the file asks for, or -2 if it does not say. */
+/* The "workers" the file asks for, or -2 if it does not say (also for NULL). */
 THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
 
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
