@@ -3,7 +3,7 @@
  * child (badargs.h). The execution calls (engine/exec.c, engine/ctx.c:
  * theus_engine_execute/submit/map, theus_job_*, theus_ctx_*) are being
  * rewritten elsewhere: their cases run and are reported, but do not fail the
- * test yet (exec_cases). */
+ * test yet (exec_cases); the same for <theus/pool.h> (workers/pool.c, pool_cases). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,7 @@
 
 #include "badargs.h"
 #include "theus/engine.h"
+#include "theus/pool.h"
 
 static theus_engine *engine(void) {
   theus_engine_config c;
@@ -145,6 +146,42 @@ CASE(x_ctx, theus_array_info i; uint64_t lo, hi; uint32_t k, n;
             want_err(theus_ctx_fail(NULL, "x"), "ctx_fail(NULL)") || theus_ctx_userdata(NULL) != NULL ||
             theus_ctx_process(NULL) != NULL;)
 
+/* ---- workers/pool.c (reported, not yet enforced) ------------------------- */
+CASE(w_config, theus_pool_config_init(NULL); return 0;)
+CASE(w_open, return want(theus_pool_open(NULL, NULL), THEUS_EINVAL, "pool_open(NULL, NULL)");)
+CASE(w_submit, theus_ticket t; theus_task_desc d; memset(&d, 0, sizeof d);
+     return want(theus_pool_submit(NULL, &d, &t), THEUS_EINVAL, "pool_submit(NULL)") ||
+            want(theus_pool_submit_flags(NULL, &d, 0, &t), THEUS_EINVAL, "pool_submit_flags(NULL)") ||
+            want(theus_pool_submit_batch(NULL, &d, 1, &t), THEUS_EINVAL, "pool_submit_batch(NULL)");)
+CASE(w_map, size_t nf; theus_map_desc m; memset(&m, 0, sizeof m);
+     return want(theus_pool_map(NULL, &m, &nf), THEUS_EINVAL, "pool_map(NULL)");)
+CASE(w_wait, theus_pool_result r; theus_pool_result_release(NULL);
+     return want(theus_pool_wait(NULL, 1, 0, &r), THEUS_EINVAL, "pool_wait(NULL)");)
+CASE(w_getters, theus_pool_stats st;
+     return want(theus_pool_stats_get(NULL, &st), THEUS_EINVAL, "pool_stats_get(NULL)") ||
+            theus_pool_size(NULL) != 0 || theus_pool_worker_pid(NULL, 0) > 0 ||
+            theus_pool_has_function(NULL, NULL) > 0 || theus_pool_forksrv_pid(NULL) > 0 ||
+            theus_pool_errmsg(NULL) == NULL;)
+CASE(w_close, return want(theus_pool_close(NULL, 1), 0, "pool_close(NULL)");)
+CASE(w_task, size_t n; const void *v; theus_array_info i;
+     return theus_task_arena(NULL) != NULL || theus_task_arg(NULL, &n) != NULL || theus_task_nhandles(NULL) != 0 ||
+            theus_task_handle(NULL, 0) != 0 || want_err(theus_task_array(NULL, 0, &i), "task_array(NULL)") ||
+            want_err(theus_task_view(NULL, 0, &v, &n), "task_view(NULL)") || theus_task_out(NULL, &n) != NULL ||
+            want_err(theus_task_set_result(NULL, 1), "task_set_result(NULL)") ||
+            want_err(theus_task_write(NULL, "x", 1), "task_write(NULL)") ||
+            want_err(theus_task_fail(NULL, -1, "x"), "task_fail(NULL)") || theus_task_worker(NULL) != 0;)
+
+static const badcase pool_cases[] = {
+    ENTRY(w_config, "theus_pool_config_init(NULL)"),
+    ENTRY(w_open, "theus_pool_open(NULL, NULL)"),
+    ENTRY(w_submit, "theus_pool_submit/submit_flags/submit_batch(NULL pool)"),
+    ENTRY(w_map, "theus_pool_map(NULL pool)"),
+    ENTRY(w_wait, "theus_pool_wait(NULL pool), theus_pool_result_release(NULL)"),
+    ENTRY(w_getters, "theus_pool_stats_get/size/worker_pid/has_function/forksrv_pid/errmsg(NULL)"),
+    ENTRY(w_close, "theus_pool_close(NULL, 1)"),
+    ENTRY(w_task, "theus_task_*(NULL task)"),
+};
+
 static const badcase engine_cases[] = {
     ENTRY(e_config_init, "theus_engine_config_init(NULL)"),
     ENTRY(e_open_out, "theus_engine_open(cfg, NULL)"),
@@ -199,11 +236,20 @@ static void test_engine_h_exec_calls_reported(void **state) {
   free(rep);
 }
 
+static void test_pool_h_reported(void **state) {
+  (void)state;
+  char *rep = badargs_run(pool_cases, sizeof pool_cases / sizeof pool_cases[0]);
+  if (rep[0])
+    printf("*** NOT YET ENFORCED (workers/pool.c is being rewritten):\n%s", rep);
+  free(rep);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_engine_h),
       cmocka_unit_test(test_engine_h_exec_calls_reported),
+      cmocka_unit_test(test_pool_h_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
