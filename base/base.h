@@ -40,6 +40,10 @@ static inline void theus__cpu_relax(void) {
  * mapped read-only here. Returns 0, or -1 with errno (EAGAIN: *w != expect;
  * ETIMEDOUT; EINTR) like the system call. */
 int theus__futex_wait(const _Atomic uint32_t *w, uint32_t expect, int64_t timeout_ns);
+/* CLOCK_MONOTONIC now + timeout_ms as a timespec, for condition variables
+ * created with that clock (pthread_condattr_setclock). */
+struct timespec;
+void theus__abstime_ms(struct timespec *ts, int64_t timeout_ms);
 /* Wakes every waiter on w (shared futex). */
 void theus__futex_wake(_Atomic uint32_t *w);
 
@@ -56,8 +60,13 @@ int theus__os_memfd(const char *name, uint64_t size, int *fd);
 int theus__os_reopen_ro(int fd, int *ro_fd);
 /* Maps the whole of fd, shared; PROT_READ only unless writable. */
 int theus__os_map(int fd, uint64_t size, int writable, void **base);
-/* Unmaps what theus__os_map mapped; NULL is a no-op. */
+/* Unmaps what theus__os_map or theus__os_map_anon mapped; NULL is a no-op. */
 void theus__os_unmap(void *base, uint64_t size);
+/* Maps size bytes of anonymous shared memory (inherited over fork, named
+ * nowhere; MAP_NORESERVE: pages cost memory once touched), zero-filled. */
+int theus__os_map_anon(uint64_t size, void **base);
+/* Makes [base, base+size) read-only in this process. */
+int theus__os_protect_ro(void *base, uint64_t size);
 /* Size of the file behind fd. */
 int theus__os_fd_size(int fd, uint64_t *size);
 /* Allocates backing pages for [off, off+len) now (no SIGBUS later). */
@@ -68,7 +77,8 @@ int theus__os_release(int fd, uint64_t off, uint64_t len);
  * sealed: lets a test back an arena with a size-limited tmpfs. */
 int theus__os_tmpfile(const char *dir, uint64_t size, int *fd);
 
-/* How much memory this process may still take, from the tightest of: every
+/* ---- memory limits (os_mem.c: the one reader of cgroupfs and /proc/meminfo)
+ * How much memory this process may still take, from the tightest of: every
  * memory cgroup it is in (cgroup v2 memory.max - memory.current, and cgroup v1
  * memory.limit_in_bytes - memory.usage_in_bytes, at each level from its own
  * cgroup up to the root) and the machine (MemAvailable of MemTotal). Reads a
@@ -84,6 +94,10 @@ typedef struct theus__mem_room {
 /* `headroom(limit)` is subtracted from each source's room before comparing,
  * so `avail` is the tightest room left after the headroom; NULL: none. */
 void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
+/* Bytes this process may still use (the tightest room above, no headroom):
+ * in a container MemAvailable describes the host, so a limited cgroup lowers
+ * it. 0 if nothing says; 1 if a limit is reached. */
+uint64_t theus__os_mem_available(void);
 
 /* ---- errors (error.c) -----------------------------------------------------
  * The object that failed keeps a message saying what, where and how to fix.

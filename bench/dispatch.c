@@ -125,8 +125,9 @@ static double roundtrip_flags_us(theus_pool *p, const theus_task_desc *d, unsign
     uint64_t t0 = bench_now_ns();
     for (int i = 0; i < block * scale; i++) {
       theus_ticket tk;
-      unsigned fl = alternate ? (i & 1 ? THEUS_TASK_SANDBOX : 0) : flags;
-      if (theus_pool_submit_flags(p, d, fl, &tk) < 0 || theus_pool_wait(p, tk, -1, &r) < 0 || r.status != 0) {
+      theus_task_desc df = *d;
+      df.flags = alternate ? (i & 1 ? THEUS_TASK_SANDBOX : 0) : flags;
+      if (theus_pool_submit(p, &df, &tk) < 0 || theus_pool_wait(p, tk, -1, &r) < 0 || r.status != 0) {
         fprintf(stderr, "theus-bench: task failed: %s %s\n", theus_pool_errmsg(p), r.errmsg);
         return -1;
       }
@@ -156,11 +157,11 @@ static int t_syscall_ns(theus_task *t) {
 }
 
 static double task_double(theus_pool *p, theus_task_fn fn, unsigned flags) {
-  theus_task_desc d = {.fn = fn};
+  theus_task_desc d = {.fn = fn, .flags = flags};
   theus_ticket tk;
   theus_pool_result r = {0};
   double v = -1;
-  if (theus_pool_submit_flags(p, &d, flags, &tk) == 0 && theus_pool_wait(p, tk, -1, &r) == 0 && r.status == 0 &&
+  if (theus_pool_submit(p, &d, &tk) == 0 && theus_pool_wait(p, tk, -1, &r) == 0 && r.status == 0 &&
       r.len == sizeof v)
     memcpy(&v, r.data, sizeof v);
   theus_pool_result_release(&r);

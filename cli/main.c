@@ -1,4 +1,5 @@
 /* theus-run — runs a JSON pipeline on a theus-c engine (see docs/theus-run.md). */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,7 +11,9 @@
 #include <unistd.h>
 
 #include <theus/engine.h>
+#include <theus/heavy.h>
 #include <theus/pipeline.h>
+#include <theus/pool.h>
 #include <theus/version.h>
 
 #include "trace.h"
@@ -26,6 +29,7 @@ typedef struct options {
   const char **sets;
   size_t nsets;
   int workers; /* -2 = not given */
+  uint64_t arena_budget, arena_single; /* 0 = not given */
   const char *state_out, *trace_out;
   bool stats, quiet;
 } options;
@@ -38,7 +42,12 @@ static const char usage[] =
     "\n"
     "options:\n"
     "  --plugin PATH         load a plugin .so (repeatable; after the file's own)\n"
-    "  --workers N           worker processes (0 = one per core, -1 = none)\n"
+    "  --workers N           worker processes (0 = one per core, -1 = none, at most\n"
+    "                        256); overrides the pipeline's \"workers\"\n"
+    "  --arena-budget SIZE   arena budget, e.g. 8GiB (units B KiB MiB GiB TiB, or\n"
+    "                        KB MB GB TB as powers of 1000); overrides \"arena\"\n"
+    "  --arena-single-limit SIZE\n"
+    "                        largest single array, e.g. 2GiB; overrides \"arena\"\n"
     "  --set domain.P=VALUE  set an initial domain value (repeatable); VALUE is\n"
     "                        JSON if it parses (3, true, \"x\", [1]) else a string\n"
     "  --state-out FILE      also write the final domain state to FILE\n"
@@ -186,6 +195,7 @@ static void say(const char *msg) {
   static const struct {
     const char *call, *flag;
   } words[] = {{"theus_pipeline_set", "--set"}, {"theus_pipeline_add_plugin", "--plugin"}};
+  const char *start = msg;
   fputs("theus-run: ", stderr);
   while (*msg) {
     size_t i = 0, n = 0;
@@ -198,8 +208,21 @@ static void say(const char *msg) {
       fputc(*msg++, stderr);
     }
   }
+  /* a hint naming a pipeline field gets the flag that sets it from here */
+  static const struct {
+    const char *field, *flag;
+  } hints[] = {{"{\"single_limit\": \"", "--arena-single-limit"}, {"{\"budget\": \"", "--arena-budget"}};
+  for (size_t i = 0; i < sizeof hints / sizeof hints[0]; i++) {
+    const char *h = strstr(start, hints[i].field);
+    if (!h) continue;
+    h += strlen(hints[i].field);
+    fprintf(stderr, " (or run theus-run with %s %.*s)", hints[i].flag, (int)strcspn(h, "\""), h);
+  }
   fputc('\n', stderr);
 }
+
+/* --arena-*: a size with a unit, through the library's one parser. */
+static int parse_size_flag(const char *flag, const char *arg, uint64_t min, uint64_t *out);
 
 static int usage_error(const char *fmt, const char *arg) {
   char msg[1280];
@@ -212,6 +235,19 @@ static int usage_error(const char *fmt, const char *arg) {
 static int out_of_memory(void) {
   say("out of memory");
   return EXIT_ENV;
+}
+
+static int parse_size_flag(const char *flag, const char *arg, uint64_t min, uint64_t *out) {
+  char err[400], msg[600];
+  if (theus_size_parse(arg, out, err, sizeof err)) {
+    snprintf(msg, sizeof msg, "%s: %s", flag, err);
+    return usage_error("%s", msg);
+  }
+  if (*out < min) {
+    snprintf(msg, sizeof msg, "%s must be at least %llu bytes, not '%s'", flag, (unsigned long long)min, arg);
+    return usage_error("%s", msg);
+  }
+  return -1;
 }
 
 static int push(const char ***v, size_t *n, const char *s) {
@@ -229,7 +265,8 @@ static int parse_args(int argc, char **argv, options *o) {
       {"set", required_argument, 0, 's'},    {"state-out", required_argument, 0, 'o'},
       {"stats", no_argument, 0, 'S'},        {"trace", required_argument, 0, 't'},
       {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
-      {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
+      {"version", no_argument, 0, 'V'},      {"arena-budget", required_argument, 0, 'B'},
+      {"arena-single-limit", required_argument, 0, 'L'}, {0, 0, 0, 0}};
   int c;
   char *end;
   opterr = 0;
@@ -237,10 +274,23 @@ static int parse_args(int argc, char **argv, options *o) {
     switch (c) {
     case 'p': if (push(&o->plugins, &o->nplugins, optarg)) return out_of_memory(); break;
     case 's': if (push(&o->sets, &o->nsets, optarg)) return out_of_memory(); break;
-    case 'w':
-      o->workers = (int)strtol(optarg, &end, 10);
-      if (*end || !*optarg || o->workers < -1 || o->workers > 1024)
-        return usage_error("--workers wants an integer from -1 to 1024, not '%s'", optarg);
+    case 'w': {
+      errno = 0;
+      long w = strtol(optarg, &end, 10);
+      if (*end || !*optarg || errno == ERANGE || w < -1 || w > (long)THEUS_POOL_MAX_WORKERS) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "--workers wants an integer from -1 to %u (-1 no pool, 0 one per core; %u is the "
+                 "pool's limit, THEUS_POOL_MAX_WORKERS), not '%%s'", THEUS_POOL_MAX_WORKERS, THEUS_POOL_MAX_WORKERS);
+        return usage_error(msg, optarg);
+      }
+      o->workers = (int)w;
+      break;
+    }
+    case 'B':
+      if ((c = parse_size_flag("--arena-budget", optarg, 4096, &o->arena_budget)) >= 0) return c;
+      break;
+    case 'L':
+      if ((c = parse_size_flag("--arena-single-limit", optarg, 1, &o->arena_single)) >= 0) return c;
       break;
     case 'o': o->state_out = optarg; break;
     case 't': o->trace_out = optarg; break;
@@ -342,6 +392,11 @@ static int run(const options *o) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
+  theus_arena_config ac; /* the file's "arena", then the flags over it */
+  theus_pipeline_arena_config(p, &ac);
+  if (o->arena_budget) ac.hard_limit = o->arena_budget;
+  if (o->arena_single) ac.single_limit = o->arena_single;
+  cfg.arena = &ac;
   if (!code && (rc = theus_pipeline_open_engine(p, &cfg, &e))) {
     say(theus_pipeline_errmsg(p));
     code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_ENV; /* engine open, out of memory or budget */

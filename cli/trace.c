@@ -31,7 +31,7 @@ void cli_trace_event(const theus_trace_event *ev, void *ud) {
   }
   char *name = t->n < t->cap ? strdup(ev->process ? ev->process : "?") : NULL;
   if (name)
-    t->v[t->n++] = (trace_rec){name, ev->worker, ev->status, ev->start_ns, ev->end_ns};
+    t->v[t->n++] = (trace_rec){name, ev->worker, ev->status, ev->queued_ns, ev->start_ns, ev->end_ns};
   else
     t->dropped++;
   pthread_mutex_unlock(&t->lock);
@@ -59,14 +59,15 @@ int cli_trace_write(trace_log *t, const char *file) {
   json_t *events = json_array();
   uint64_t t0 = UINT64_MAX;
   for (size_t i = 0; i < t->n; i++)
-    if (t->v[i].start_ns < t0) t0 = t->v[i].start_ns;
+    if (t->v[i].queued_ns < t0) t0 = t->v[i].queued_ns;
   int rc = !events || add_threads(events, t);
   for (size_t i = 0; i < t->n && !rc; i++) {
     const trace_rec *r = &t->v[i];
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:{s:i, s:s}}", "name", r->process, "cat", "task",
-                           "ph", "X", "pid", 1, "tid", r->worker + 1, "ts", (double)(r->start_ns - t0) / 1e3, "dur",
-                           (double)(r->end_ns - r->start_ns) / 1e3, "args", "worker", r->worker, "status",
-                           r->status ? theus_err_name(r->status) : "ok");
+    double queue_ms = r->start_ns > r->queued_ns ? (double)(r->start_ns - r->queued_ns) / 1e6 : 0;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:{s:i, s:s, s:f}}", "name", r->process, "cat",
+                           "task", "ph", "X", "pid", 1, "tid", r->worker + 1, "ts", (double)(r->start_ns - t0) / 1e3,
+                           "dur", (double)(r->end_ns - r->start_ns) / 1e3, "args", "worker", r->worker, "status",
+                           r->status ? theus_err_name(r->status) : "ok", "queue_ms", queue_ms);
     rc = json_array_append_new(events, ev);
   }
   if (rc) json_decref(events);

@@ -10,7 +10,7 @@
 typedef struct trace_rec {
   char *process;
   int worker, status;
-  uint64_t start_ns, end_ns;
+  uint64_t queued_ns, start_ns, end_ns;
 } trace_rec;
 
 typedef struct trace_log {
@@ -26,9 +26,11 @@ void cli_trace_fini(trace_log *t);
 /* A theus_trace_fn; ud is the trace_log. */
 void cli_trace_event(const theus_trace_event *ev, void *ud);
 
-/* Writes {"traceEvents": [...]}: one complete ("X") event per task, on the
+/* Writes {"traceEvents": [...]}: one complete ("X") event per task, from its
+ * start to its end where it ran (on the worker, same monotonic clock), on the
  * thread row of the worker that ran it (tid 0 = orchestrator, w+1 = worker
- * w), with thread-name metadata. 0 or -1. */
+ * w), with its time in the queue as the argument "queue_ms", plus
+ * thread-name metadata. 0 or -1. */
 int cli_trace_write(trace_log *t, const char *file);
 
 #endif /* THEUS_CLI_TRACE_H */

@@ -63,12 +63,14 @@ static int heavy_declared(theus_ctx *ctx, const char *key, const char *what) {
  * from (the owner's, or the worker's read-only attachment). */
 static int heavy_handle(theus_ctx *ctx, const char *key, const theus_arena **a, theus_handle *h) {
   if (ctx->task) {
-    const json_t *idx = json_object_get(ctx->task_heavy, key);
-    if (!json_is_integer(idx))
-      return THEUS_ENOTFOUND;
-    *a = theus_task_arena(ctx->task);
-    *h = theus_task_handle(ctx->task, (unsigned)json_integer_value(idx));
-    return 0;
+    const char *k = ctx->task_keys;
+    for (uint32_t i = 0; i < ctx->task_nkeys; i++, k += strlen(k) + 1)
+      if (!strcmp(k, key)) {
+        *a = theus_task_arena(ctx->task);
+        *h = theus_task_handle(ctx->task, i);
+        return 0;
+      }
+    return THEUS_ENOTFOUND;
   }
   const theus__hbind *b = theus__snap_find(ctx->snap, key);
   if (!b)

@@ -7,6 +7,9 @@
 
 #include "engine_internal.h"
 
+_Static_assert(THEUS_ENGINE_MAX_WORKERS == THEUS_POOL_MAX_WORKERS,
+               "the engine restates the pool's worker limit");
+
 int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -27,17 +30,35 @@ void theus_engine_config_init(theus_engine_config *cfg) {
   cfg->max_retries = 64;
 }
 
+/* The worker registry: mapped before the pool forks (see engine_internal.h).
+ * MAP_NORESERVE: pages cost memory only once entries are written. */
+static int map_registry(theus_engine *e) {
+  size_t size = sizeof(theus__registry) + THEUS__REG_MAX * sizeof(theus__regent);
+  void *m = NULL;
+  if (theus__os_map_anon(size, &m))
+    return theus__eset(e, THEUS_ENOMEM, "engine open: mmap of the %zu-byte worker registry failed", size);
+  e->reg = m;
+  e->reg->cap = THEUS__REG_MAX;
+  e->reg->size = size;
+  return 0;
+}
+
 static int start_pool(theus_engine *e) {
   if (e->cfg.workers < 0)
     return 0;
+  int rc = map_registry(e);
+  if (rc)
+    return rc;
   theus_pool_config pc;
   theus_pool_config_init(&pc);
   if (e->cfg.workers > 0)
     pc.nworkers = (unsigned)e->cfg.workers;
   pc.arena = e->arena;
+  pc.task_context = e->reg;
+  pc.task_context_size = e->reg->size;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
-  int rc = theus_pool_open(&pc, &e->pool);
+  rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
     theus_pool_close(e->pool, 1);
@@ -66,6 +87,9 @@ int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
   theus__err_init(&e->err);
   pthread_mutex_init(&e->jobs_lock, NULL);
   pthread_cond_init(&e->jobs_cv, NULL);
+  pthread_cond_init(&e->exec_q.cv, NULL);
+  pthread_cond_init(&e->reap_q.cv, NULL);
+  pthread_cond_init(&e->defer_q.cv, NULL);
   pthread_rwlock_init(&e->reg_lock, NULL);
   int rc = theus_arena_open(cfg ? cfg->arena : NULL, &e->arena);
   if (rc) {
@@ -92,16 +116,16 @@ fail:
 void theus_engine_close(theus_engine *e) {
   if (!e)
     return;
-  pthread_mutex_lock(&e->jobs_lock);
-  while (e->jobs_running)
-    pthread_cond_wait(&e->jobs_cv, &e->jobs_lock);
-  pthread_mutex_unlock(&e->jobs_lock);
+  theus__jobs_fini(e);
   theus_pool_close(e->pool, 1);
+  if (e->reg)
+    theus__os_unmap(e->reg, e->reg->size);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
     theus_contract_release(e->procs[i]);
   free(e->procs);
+  free(e->regidx);
   while (e->reducers) {
     theus__reducer *r = e->reducers;
     e->reducers = r->next;
@@ -109,6 +133,9 @@ void theus_engine_close(theus_engine *e) {
   }
   pthread_rwlock_destroy(&e->reg_lock);
   pthread_cond_destroy(&e->jobs_cv);
+  pthread_cond_destroy(&e->exec_q.cv);
+  pthread_cond_destroy(&e->reap_q.cv);
+  pthread_cond_destroy(&e->defer_q.cv);
   pthread_mutex_destroy(&e->jobs_lock);
   theus__err_fini(&e->err);
   pthread_mutex_destroy(&e->state_lock);
@@ -117,11 +144,85 @@ void theus_engine_close(theus_engine *e) {
 
 /* ---- registry ------------------------------------------------------------ */
 
-static theus_contract *find_proc(theus_engine *e, const char *name) {
+static theus_contract *find_proc_at(theus_engine *e, const char *name, size_t *at) {
   for (size_t i = 0; i < e->nprocs; i++)
-    if (!strcmp(e->procs[i]->name, name))
+    if (!strcmp(e->procs[i]->name, name)) {
+      if (at)
+        *at = i;
       return e->procs[i];
+    }
   return NULL;
+}
+
+static theus_contract *find_proc(theus_engine *e, const char *name) { return find_proc_at(e, name, NULL); }
+
+const theus_contract *theus__proc_find(theus_engine *e, const char *name, int32_t *regidx) {
+  size_t at = 0;
+  pthread_rwlock_rdlock(&e->reg_lock);
+  const theus_contract *c = name ? find_proc_at(e, name, &at) : NULL;
+  *regidx = c ? e->regidx[at] : -1;
+  pthread_rwlock_unlock(&e->reg_lock);
+  return c;
+}
+
+/* Copies a string vector into the entry's blob and pointer table. */
+static void reg_strv(theus__regent *r, const char *const *v, size_t *ns, size_t *nb) {
+  for (size_t i = 0; v && v[i]; i++) {
+    size_t l = strlen(v[i]) + 1;
+    memcpy(r->blob + *nb, v[i], l);
+    r->strv[(*ns)++] = r->blob + *nb;
+    *nb += l;
+  }
+  r->strv[(*ns)++] = NULL;
+}
+
+static size_t strv_count(const char *const *v, size_t *bytes) {
+  size_t n = 0;
+  for (; v && v[n]; n++)
+    *bytes += strlen(v[n]) + 1;
+  return n;
+}
+
+/* Checks the registry limits for c (before anything is changed). */
+static int reg_fits(theus_engine *e, const theus_contract *c) {
+  size_t bytes = strlen(c->name) + 1;
+  size_t n = strv_count(c->inputs, &bytes) + strv_count(c->outputs, &bytes) + strv_count(c->errors, &bytes);
+  if (n > THEUS__REG_STRINGS || bytes > THEUS__REG_BLOB)
+    return theus__eset(e, THEUS_ELIMIT, "register: contract '%s': a parallel process travels to the workers with at "
+                       "most %u inputs+outputs+errors of %u bytes in all (name included); this one has %zu of %zu "
+                       "bytes: use wildcard patterns or shorter paths", c->name, THEUS__REG_STRINGS,
+                       THEUS__REG_BLOB, n, bytes);
+  if (atomic_load_explicit(&e->reg->count, memory_order_relaxed) >= e->reg->cap)
+    return theus__eset(e, THEUS_ELIMIT, "register: contract '%s': the engine already has %u parallel processes, the "
+                       "limit of its worker registry", c->name, e->reg->cap);
+  return 0;
+}
+
+/* Appends c to the worker registry (under the write lock: one appender). */
+static int32_t reg_append(theus_engine *e, const theus_contract *c) {
+  uint32_t i = atomic_load_explicit(&e->reg->count, memory_order_relaxed);
+  theus__regent *r = &e->reg->ent[i];
+  size_t ns = 0, nb = strlen(c->name) + 1;
+  memset(&r->c, 0, sizeof r->c);
+  memcpy(r->blob, c->name, nb);
+  r->c.name = r->blob;
+  r->c.fn = c->fn;
+  r->c.userdata = c->userdata;
+  r->c.parallel = 1;
+  r->c.semantic = c->semantic;
+  r->c.timeout_ms = c->timeout_ms;
+  r->c.inputs = &r->strv[ns];
+  reg_strv(r, c->inputs, &ns, &nb);
+  r->c.outputs = &r->strv[ns];
+  reg_strv(r, c->outputs, &ns, &nb);
+  r->c.errors = &r->strv[ns];
+  reg_strv(r, c->errors, &ns, &nb);
+  r->has_domain_inputs = 0;
+  for (size_t k = 0; c->inputs && c->inputs[k]; k++)
+    if (!strncmp(c->inputs[k], "domain.", 7))
+      r->has_domain_inputs = 1;
+  atomic_store_explicit(&e->reg->count, i + 1, memory_order_release);
+  return (int32_t)i;
 }
 
 int theus_engine_register(theus_engine *e, const theus_contract *c) {
@@ -139,6 +240,7 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
   theus_contract *d = theus_contract_copy(c);
   if (!d)
     return theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
+  int remote = c->parallel && e->pool;
   pthread_rwlock_wrlock(&e->reg_lock);
   if (find_proc(e, c->name)) {
     rc = theus__eset(e, THEUS_EEXIST, "register: contract '%s': name: a process with this name is already "
@@ -146,15 +248,22 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
   } else if (e->nprocs == e->capprocs) {
     size_t nc = e->capprocs ? e->capprocs * 2 : 16;
     theus_contract **np = realloc(e->procs, nc * sizeof *np);
-    if (!np)
+    if (np)
+      e->procs = np;
+    int32_t *ni = np ? realloc(e->regidx, nc * sizeof *ni) : NULL;
+    if (!ni)
       rc = theus__eset(e, THEUS_ENOMEM, "register '%s': out of memory", c->name);
     else {
-      e->procs = np;
+      e->regidx = ni;
       e->capprocs = nc;
     }
   }
-  if (!rc)
+  if (!rc && remote)
+    rc = reg_fits(e, c);
+  if (!rc) {
+    e->regidx[e->nprocs] = remote ? reg_append(e, c) : -1;
     e->procs[e->nprocs++] = d;
+  }
   pthread_rwlock_unlock(&e->reg_lock);
   if (rc)
     theus_contract_release(d);

@@ -68,6 +68,37 @@ typedef struct theus__vword {
   _Atomic uint64_t version;
 } theus__vword;
 
+/* ---- the worker registry (docs/workers.md, "Task path") ----------------
+ * An anonymous MAP_SHARED table mapped in theus_engine_open before the pool
+ * forks, so every worker sees it at the same address. Append-only: entry i
+ * is written whole, then published by a release store of count; a worker
+ * reads count with acquire and uses entries below it. An entry's pointers
+ * point into the entry itself, hence are valid in every process. */
+#define THEUS__REG_MAX 1024u    /* parallel processes per engine */
+#define THEUS__REG_STRINGS 64u  /* inputs + outputs + errors of one parallel process */
+#define THEUS__REG_BLOB 3072u   /* bytes of its name and those strings, NULs included */
+
+typedef struct theus__regent {
+  theus_contract c;
+  uint32_t has_domain_inputs;
+  const char *strv[THEUS__REG_STRINGS + 3]; /* inputs, NULL, outputs, NULL, errors, NULL */
+  char blob[THEUS__REG_BLOB];
+} theus__regent;
+
+typedef struct theus__registry {
+  _Atomic uint32_t count;
+  uint32_t cap;
+  size_t size; /* bytes mapped */
+  theus__regent ent[];
+} theus__registry;
+
+typedef struct theus__jobq {
+  struct theus_job *head, *tail;
+  pthread_t th;
+  int started;
+  pthread_cond_t cv; /* under jobs_lock */
+} theus__jobq;
+
 struct theus_engine {
   int opened; /* theus_engine_open succeeded: a failed open only carries the message */
   theus_engine_config cfg;
@@ -83,7 +114,9 @@ struct theus_engine {
 
   pthread_rwlock_t reg_lock;
   theus_contract **procs;
+  int32_t *regidx; /* per proc: its worker-registry index, or -1 */
   size_t nprocs, capprocs;
+  theus__registry *reg; /* NULL without a pool */
   theus__reducer *reducers;
 
   int vfd;
@@ -91,7 +124,13 @@ struct theus_engine {
 
   pthread_mutex_t jobs_lock;
   pthread_cond_t jobs_cv;
-  unsigned jobs_running;
+  unsigned jobs_running;      /* submitted, not finished */
+  struct theus_job *jobs_pool; /* jobs whose task sits in the pool (a list, for close) */
+  theus__jobq exec_q;          /* local jobs: one executor thread */
+  theus__jobq reap_q;          /* released unfinished pool jobs: one reaper thread */
+  theus__jobq defer_q;         /* pool jobs submitted while every ring was full */
+  int jobs_stop;
+  int jobs_closing; /* close is finishing jobs: signal jobs_cv on every change */
 
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
@@ -131,6 +170,10 @@ int theus__patch_put(json_t *patch, const char *path, json_t *value);
 /* Closes every live region's writer and drops the engine's references. */
 void theus__live_fini(theus_engine *e);
 
+/* ---- engine.c ---- */
+/* The registered contract named name and its registry index (-1: none). */
+const theus_contract *theus__proc_find(theus_engine *e, const char *name, int32_t *regidx);
+
 /* ---- ctx.c ---- */
 struct theus_ctx {
   theus_engine *e;            /* NULL in a worker */
@@ -139,7 +182,8 @@ struct theus_ctx {
   const json_t *args;
   const theus_snapshot *snap; /* local runs */
   theus_task *task;           /* worker runs */
-  const json_t *task_heavy;   /* worker: {key: handle index} */
+  const char *task_keys;      /* worker: NUL-separated heavy keys, one per task handle */
+  uint32_t task_nkeys;
   json_t *patch;              /* the domain merge patch being built */
   json_t *ret;
   json_t *heavy_out;          /* {key: true} drafts allocated by this run */
@@ -162,6 +206,9 @@ int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg
 
 /* ---- exec.c ---- */
 int theus__pool_task(theus_task *t);
+/* Finishes every job (close): waits for pool jobs nobody waits for, lets the
+ * executor and reaper drain, then joins them. */
+void theus__jobs_fini(theus_engine *e);
 
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */

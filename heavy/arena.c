@@ -17,10 +17,25 @@
 /* `to` is a power of two (grain or page size). */
 static uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) & ~(to - 1); }
 
+/* Half of what this process may still use: the arena's pages are shared
+ * memory the kernel cannot reclaim (only swap), and the other half is left to
+ * the rest of the program (workers' private memory, the JSON domain, copies a
+ * process makes) and to other programs. The arena reserves pages only when an
+ * array is allocated, so a generous budget costs nothing until used; going
+ * past real memory is still an error at allocation (fallocate), never a
+ * SIGBUS. The floor keeps small containers usable; 1 GiB (the seed's budget)
+ * when the system does not say. */
+uint64_t theus_arena_default_budget(void) {
+  uint64_t avail = theus__os_mem_available();
+  if (!avail) return 1 * GiB;
+  uint64_t b = avail / 2 / MiB * MiB;
+  return b < 256 * MiB ? 256 * MiB : b;
+}
+
 void theus_arena_config_init(theus_arena_config *cfg) {
   if (!cfg) return;
-  cfg->hard_limit = 1 * GiB;
-  cfg->single_limit = 100 * MiB;
+  cfg->hard_limit = theus_arena_default_budget();
+  cfg->single_limit = cfg->hard_limit; /* one array may use the whole budget */
   cfg->soft_limit_pct = 85;
   cfg->max_handles = 1u << 20;
 }
@@ -59,7 +74,7 @@ static void fill_config(theus_arena_config *c, const theus_arena_config *user) {
   theus_arena_config_init(&def);
   *c = user ? *user : def;
   if (!c->hard_limit) c->hard_limit = def.hard_limit;
-  if (!c->single_limit) c->single_limit = def.single_limit;
+  if (!c->single_limit) c->single_limit = c->hard_limit; /* the budget as set, not the machine's */
   if (!c->soft_limit_pct) c->soft_limit_pct = def.soft_limit_pct;
   if (!c->max_handles) c->max_handles = def.max_handles;
 }
@@ -216,17 +231,21 @@ int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy
 
 static int budget_take(theus_arena *a, uint64_t n, uint64_t rsize) {
   theus__arena_hdr *h = a->hdr;
+  char s1[32], s2[32], s3[32];
   if (n > h->single_limit) {
     BUMP(hard_limit_hits, 1);
-    return theus__arena_fail(a, THEUS_ETOOBIG, "allocation too large: %" PRIu64 " bytes exceeds the single-allocation limit "
-                             "of %" PRIu64 " bytes (raise theus_arena_config.single_limit)", n, h->single_limit);
+    return theus__arena_fail(a, THEUS_ETOOBIG, "allocation too large: %" PRIu64 " bytes (%s) exceeds the single-allocation "
+                             "limit of %" PRIu64 " bytes (%s); raise theus_arena_config.single_limit to at least %s",
+                             n, theus_size_format(n, 0, s1, sizeof s1), h->single_limit,
+                             theus_size_format(h->single_limit, 0, s2, sizeof s2), theus_size_format(n, 1, s3, sizeof s3));
   }
   uint64_t live = THEUS__LD(&h->bytes_live);
   if (rsize > h->hard_limit - live) {
     BUMP(hard_limit_hits, 1);
     return theus__arena_fail(a, THEUS_EBUDGET, "global budget exceeded: %" PRIu64 " bytes live + %" PRIu64 " requested > "
-                             "hard limit %" PRIu64 " (free arrays or raise theus_arena_config.hard_limit)",
-                             live, rsize, h->hard_limit);
+                             "hard limit %" PRIu64 " (%s); free arrays or raise theus_arena_config.hard_limit to at least %s",
+                             live, rsize, h->hard_limit, theus_size_format(h->hard_limit, 0, s1, sizeof s1),
+                             theus_size_format(live + rsize, 1, s2, sizeof s2));
   }
   live += rsize;
   THEUS__ST(&h->bytes_live, live);

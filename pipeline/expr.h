@@ -1,4 +1,5 @@
-/* theus-c — the small expression language of pipeline `if` / `while` (internal).
+/* theus-c — the small expression language of pipeline `if` / `while` / `set`
+ * (internal; the grammar is documented in docs/pipeline-format.md).
  *
  *   expr    := or
  *   or      := and { ("or" | "||") and }
@@ -7,13 +8,18 @@
  *   cmp     := sum [ ("==" | "!=" | "<" | "<=" | ">" | ">=") sum ]
  *   sum     := term { ("+" | "-") term }
  *   term    := unary { ("*" | "/" | "%") unary }
- *   unary   := "-" unary | primary
- *   primary := NUMBER | STRING | "true" | "false" | "null" | path | "(" expr ")"
+ *   unary   := "-" unary | postfix
+ *   postfix := primary { "[" expr "]" | "." (NAME | INDEX) }
+ *   primary := NUMBER | STRING | "true" | "false" | "null" | path | call
+ *            | "[" [ expr { "," expr } ] "]" | "(" expr ")"
+ *   call    := ("len" | "abs" | "sqrt" | "sum" | "min" | "max") "(" expr { "," expr } ")"
  *   path    := "domain" { "." (NAME | INDEX) }+
  *
  * Strings are quoted with ' or ", with \ escaping the quote and itself.
- * Nothing has side effects, there are no calls and no loops, so evaluation
- * is bounded by the size of the text. Parsed once; evaluated many times.
+ * Nothing has side effects and there are no loops or variables, so each node
+ * is evaluated at most once and the work is bounded by the node count times
+ * the size of the arrays involved (counted in *work). Parsed once; evaluated
+ * many times.
  */
 #ifndef THEUS_PIPELINE_EXPR_H
 #define THEUS_PIPELINE_EXPR_H
@@ -21,6 +27,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct theus__expr theus__expr;
 
@@ -29,15 +36,17 @@ typedef struct theus__expr theus__expr;
 int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t errlen, int *errcol);
 
 /* Evaluates against domain (the domain object, paths start below it).
- * *out receives a new JSON value (number, boolean, string or null).
- * THEUS_EINVAL for a runtime error (missing path, wrong type, division by
- * zero), with *errcol (may be NULL) the column of the failing sub-expression. */
+ * *out receives a new JSON value (number, boolean, string, null, or an array
+ * or object). THEUS_EINVAL for a runtime error (missing path, wrong type,
+ * division by zero, arrays of different lengths), with *errcol (may be NULL)
+ * the column of the failing sub-expression. *work (may be NULL) gets the
+ * number of array elements visited, which callers charge to a budget. */
 int theus__expr_eval(const theus__expr *e, const json_t *domain, json_t **out, char *err, size_t errlen,
-                     int *errcol);
+                     int *errcol, uint64_t *work);
 
 /* Evaluates a condition: the result must be a boolean. */
 int theus__expr_eval_bool(const theus__expr *e, const json_t *domain, bool *out, char *err, size_t errlen,
-                          int *errcol);
+                          int *errcol, uint64_t *work);
 
 /* The source text the expression was parsed from. */
 const char *theus__expr_text(const theus__expr *e);

@@ -179,6 +179,54 @@ static int get_int(theus_pipeline *p, const json_t *obj, const char *ptr, const 
   return 0;
 }
 
+/* One size of the "arena" object: a string with a unit ("8GiB") or a byte
+ * count, at least min bytes. */
+static int arena_size(theus_pipeline *p, const json_t *obj, const char *key, uint64_t min, uint64_t *out) {
+  json_t *v = json_object_get(obj, key);
+  if (!v) return 0;
+  char kp[PIPE_PTR], err[400], lim[32];
+  theus__pipe_child(kp, "/arena", key, 0);
+  if (json_is_integer(v) && json_integer_value(v) >= 0) {
+    *out = (uint64_t)json_integer_value(v);
+  } else if (json_is_string(v)) {
+    if (theus_size_parse(json_string_value(v), out, err, sizeof err))
+      return theus__pipe_err(p, kp, false, "\"arena\" \"%s\": %s", key, err);
+  } else {
+    return theus__pipe_err(p, kp, false,
+                           "\"arena\" \"%s\" must be a size such as \"8GiB\" or a byte count, found %s", key,
+                           json_is_integer(v) ? "a negative number" : theus__pipe_type_name(v));
+  }
+  char found[32];
+  if (*out < min)
+    return theus__pipe_err(p, kp, false, "\"arena\" \"%s\" must be at least %s, found %s", key,
+                           theus_size_format(min, 0, lim, sizeof lim), theus_size_format(*out, 0, found, sizeof found));
+  return 0;
+}
+
+/* "arena": {"budget": "8GiB", "single_limit": "2GiB", "soft_limit": 0.85}. */
+static int load_arena(theus_pipeline *p, const json_t *v) {
+  static const char *const allowed[] = {"budget", "single_limit", "soft_limit", NULL};
+  if (!v) return 0;
+  if (!json_is_object(v))
+    return theus__pipe_err(p, "/arena", false,
+                           "\"arena\" is an object such as {\"budget\": \"8GiB\", \"single_limit\": \"2GiB\", "
+                           "\"soft_limit\": 0.85}, found %s", theus__pipe_type_name(v));
+  int rc = theus__pipe_check_keys(p, v, "/arena", allowed, "\"arena\"");
+  if (!rc) rc = arena_size(p, v, "budget", 4096, &p->arena.hard_limit);
+  if (!rc) rc = arena_size(p, v, "single_limit", 1, &p->arena.single_limit);
+  json_t *soft = json_object_get(v, "soft_limit");
+  if (!rc && soft) {
+    double f = json_number_value(soft);
+    if (!json_is_number(soft) || !(f > 0 && f <= 1))
+      return theus__pipe_err(p, "/arena/soft_limit", false,
+                             "\"arena\" \"soft_limit\" is a fraction of the budget above 0 and at most 1 "
+                             "(default 0.85), found %s", json_is_number(soft) ? "one out of range" : theus__pipe_type_name(soft));
+    unsigned pct = (unsigned)(f * 100 + 0.5);
+    p->arena.soft_limit_pct = pct ? pct : 1;
+  }
+  return rc;
+}
+
 static int load_domain(theus_pipeline *p, const json_t *v) {
   if (!v) return (p->domain = json_object()) ? 0 : THEUS_ENOMEM;
   if (json_is_object(v)) return (p->domain = json_deep_copy(v)) ? 0 : THEUS_ENOMEM;
@@ -522,7 +570,7 @@ static int read_text(theus_pipeline *p) {
 }
 
 static int load_all(theus_pipeline *p) {
-  static const char *const allowed[] = {"description", "plugins", "workers", "budget", "domain",
+  static const char *const allowed[] = {"description", "plugins", "workers", "budget", "arena", "domain",
                                         "heavy", "processes", "steps", NULL};
   int rc = read_text(p);
   if (rc) return rc;
@@ -531,7 +579,9 @@ static int load_all(theus_pipeline *p) {
                            theus__pipe_type_name(p->root));
   if ((rc = theus__pipe_check_keys(p, p->root, "", allowed, "the pipeline"))) return rc;
   long long workers = -2, budget = PIPE_DEFAULT_BUDGET;
-  if ((rc = get_int(p, p->root, "", "workers", -1, 1024, &workers, "-1 = no pool, 0 = one per core"))) return rc;
+  if ((rc = get_int(p, p->root, "", "workers", -1, THEUS_ENGINE_MAX_WORKERS, &workers,
+                    "-1 = no pool, 0 = one per core; the limit is THEUS_ENGINE_MAX_WORKERS"))) return rc;
+  if ((rc = load_arena(p, json_object_get(p->root, "arena")))) return rc;
   if ((rc = get_int(p, p->root, "", "budget", 1, INT64_MAX, &budget, "operations the run may perform"))) return rc;
   p->workers = (int)workers;
   p->budget = (uint64_t)budget;
@@ -615,6 +665,12 @@ int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
 }
 
 int theus_pipeline_workers(const theus_pipeline *p) { return p && p->loaded ? p->workers : -2; }
+
+void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) {
+  if (!out) return;
+  if (p && p->loaded) *out = p->arena;
+  else *out = (theus_arena_config){0};
+}
 uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p ? p->ops : 0; }
 const char *theus_pipeline_errmsg(const theus_pipeline *p) { return p ? p->msg : "no pipeline"; }
 

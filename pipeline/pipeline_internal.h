@@ -13,6 +13,8 @@
 #define PIPE_MSG 1024
 #define PIPE_PTR 512
 #define PIPE_DEFAULT_BUDGET 10000
+/* Array elements an expression may visit per operation of the budget. */
+#define EXPR_WORK_PER_OP 1024
 
 typedef enum step_kind { ST_RUN = 1, ST_PARALLEL, ST_MAP, ST_IF, ST_WHILE, ST_SET } step_kind;
 
@@ -81,6 +83,7 @@ struct theus_pipeline {
   plugin *plugins;
   size_t nplugins;
   int workers;
+  theus_arena_config arena; /* the file's "arena" (zero fields: the arena's defaults) */
   uint64_t budget, ops;
   json_t *domain;
   heavy_spec *heavy;

@@ -174,6 +174,27 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
   return 0;
 }
 
+/* An array over an arena limit: the message names the pipeline field to
+ * raise and a value that fits (the arena's own message names the config
+ * field; theus-run adds its flag). */
+static void heavy_fail(theus_pipeline *p, theus_engine *e, const heavy_spec *h, int rc) {
+  uint64_t bytes = theus_dtype_size(h->dtype);
+  for (unsigned d = 0; d < h->ndim; d++) bytes = h->shape[d] && bytes > UINT64_MAX / h->shape[d] ? UINT64_MAX : bytes * h->shape[d];
+  char fit[32], size[32], hint[160] = "";
+  theus_size_format(bytes, 0, size, sizeof size);
+  if (rc == THEUS_ETOOBIG) {
+    snprintf(hint, sizeof hint, "; in this pipeline set \"arena\": {\"single_limit\": \"%s\"}",
+             theus_size_format(bytes, 1, fit, sizeof fit));
+  } else if (rc == THEUS_EBUDGET) {
+    theus_arena_stats st = {0};
+    theus_arena_stats_get(theus_engine_arena(e), &st);
+    uint64_t need = st.bytes_live > UINT64_MAX - bytes ? UINT64_MAX : st.bytes_live + bytes;
+    snprintf(hint, sizeof hint, "; in this pipeline set \"arena\": {\"budget\": \"%s\"}",
+             theus_size_format(need, 1, fit, sizeof fit));
+  }
+  theus__pipe_err(p, h->ptr, true, "cannot allocate heavy.%s (%s): %s%s", h->key, size, theus_engine_errmsg(e), hint);
+}
+
 static int create_heavy(theus_pipeline *p, theus_engine *e) {
   if (!p->nheavy) return 0;
   json_t *patch = json_object();
@@ -183,7 +204,7 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
     void *data;
     rc = theus_engine_heavy_alloc(e, h->key, h->dtype, h->ndim, h->shape, &data);
     if (rc) {
-      theus__pipe_err(p, h->ptr, true, "cannot allocate heavy.%s: %s", h->key, theus_engine_errmsg(e));
+      heavy_fail(p, e, h, rc);
       break;
     }
     json_object_set_new(patch, h->key, json_true());
@@ -206,10 +227,13 @@ int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg
   if (!rc) rc = prepare_typed(p);
   if (rc) return rc;
   theus_engine_config c;
-  if (cfg)
+  if (cfg) {
     c = *cfg;
-  else
+  } else {
     theus_engine_config_init(&c);
+    if (p->workers != -2) c.workers = p->workers;
+  }
+  if (!c.arena) c.arena = &p->arena; /* zero fields: the arena's defaults */
   c.domain = p->domain;
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)(cores > 0 ? cores : 1) : 1;
@@ -260,8 +284,11 @@ static int step_fail(theus_pipeline *p, const step *s, int code, const char *cau
   theus__pipe_ptr_label(s->ptr, label, sizeof label);
   char what[256] = "";
   if (s->process) snprintf(what, sizeof what, " \"%s\"", s->process);
-  theus__pipe_err_at(p, s->ptr, 0, code, "step %s (%s%s) failed: %s: %s", label, names[s->kind], what,
-                     theus_strerror(code), cause);
+  /* The arena's message names the config field; a pipeline user sets it in the file. */
+  const char *hint = code == THEUS_ETOOBIG ? "; in this pipeline raise \"arena\": {\"single_limit\": ...}"
+                   : code == THEUS_EBUDGET ? "; in this pipeline raise \"arena\": {\"budget\": ...}" : "";
+  theus__pipe_err_at(p, s->ptr, 0, code, "step %s (%s%s) failed: %s: %s%s", label, names[s->kind], what,
+                     theus_strerror(code), cause, hint);
   return code;
 }
 
@@ -294,15 +321,31 @@ static int eval_expr(theus_pipeline *p, theus_engine *e, const step *s, bool wan
   if (rc) return step_fail(p, s, rc, theus_engine_errmsg(e));
   char err[256];
   int col = 0;
+  uint64_t work = 0;
   const json_t *dom = theus_snapshot_domain(snap);
-  rc = want_bool ? theus__expr_eval_bool(s->expr, dom, b, err, sizeof err, &col)
-                 : theus__expr_eval(s->expr, dom, v, err, sizeof err, &col);
+  rc = want_bool ? theus__expr_eval_bool(s->expr, dom, b, err, sizeof err, &col, &work)
+                 : theus__expr_eval(s->expr, dom, v, err, sizeof err, &col, &work);
   theus_snapshot_release(snap);
-  if (!rc) return 0;
   const char *key = s->kind == ST_IF ? "if" : s->kind == ST_WHILE ? "while" : "expr";
-  char kp[PIPE_PTR];
+  char kp[PIPE_PTR], label[PIPE_PTR];
   theus__pipe_child(kp, s->ptr, key, 0);
-  return theus__pipe_err_at(p, kp, col, rc, "\"%s\" expression \"%s\": %s", key, theus__expr_text(s->expr), err);
+  theus__pipe_ptr_label(s->ptr, label, sizeof label);
+  if (rc)
+    return theus__pipe_err_at(p, kp, col, rc, "step %s: \"%s\" expression \"%s\": %s", label, key,
+                              theus__expr_text(s->expr), err);
+  /* Array work counts too: every EXPR_WORK_PER_OP elements visited cost one
+   * more operation, so a loop over big vectors meets the budget as well. */
+  uint64_t extra = work / EXPR_WORK_PER_OP;
+  if (extra > p->budget - p->ops) {
+    if (v) json_decref(*v), *v = NULL;
+    return theus__pipe_err_at(p, kp, 0, THEUS_ELIMIT,
+                              "operation budget of %llu exhausted at step %s (its expression visited %llu array "
+                              "elements, %llu operations); raise \"budget\" in the pipeline",
+                              (unsigned long long)p->budget, label, (unsigned long long)work,
+                              (unsigned long long)extra);
+  }
+  p->ops += extra;
+  return 0;
 }
 
 static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {

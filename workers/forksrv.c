@@ -68,7 +68,8 @@ static void collect_shared_writable(void *ud, uintptr_t lo, uintptr_t hi, const 
   shared_list *l = ud;
   (void)ino;
   uintptr_t clo = (uintptr_t)l->c, chi = clo + l->c->total;
-  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || l->n == 64) return;
+  uintptr_t xlo = (uintptr_t)l->c->task_context, xhi = xlo + l->c->task_context_size; /* kept, read-only */
+  if (perms[1] != 'w' || perms[3] != 's' || (lo < chi && hi > clo) || (lo < xhi && hi > xlo) || l->n == 64) return;
   l->r[l->n][0] = lo;
   l->r[l->n][1] = hi;
   l->n++;
@@ -80,9 +81,10 @@ static void drop_shared_writable(theus__ctl *c) {
   for (int pass = 0; pass < 4; pass++) { /* more than 64 such mappings: go again */
     shared_list l = {.c = c};
     maps_each(collect_shared_writable, &l);
-    for (unsigned i = 0; i < l.n; i++) munmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
-    if (l.n < 64) return;
+    for (unsigned i = 0; i < l.n; i++) theus__os_unmap((void *)l.r[i][0], l.r[i][1] - l.r[i][0]);
+    if (l.n < 64) break;
   }
+  if (c->task_context_size) theus__os_protect_ro((void *)c->task_context, c->task_context_size);
 }
 
 typedef struct { unsigned long ino; forksrv *f; } arena_find;
@@ -175,6 +177,7 @@ static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
     s->worker = (int32_t)w;
     s->pid = pid;
     s->res_len = 0;
+    s->end_ns = theus__now_ns(); /* start_ns was stamped by the worker when it took the task */
     describe_death(f, w, pid, st, s);
     theus__slot_finish(s);
   }
@@ -258,6 +261,7 @@ static void cancel_queued(forksrv *f) {
       s->worker = -1;
       s->pid = 0;
       s->res_len = 0;
+      s->start_ns = s->end_ns = 0;
       snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped before the task ran");
       atomic_fetch_add(&r->canceled, 1);
       theus__slot_finish(s);

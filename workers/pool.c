@@ -23,16 +23,22 @@ typedef struct wstate {
   pthread_mutex_t lock;
   uint64_t tail;     /* next sequence to hand out (under lock) */
   uint64_t run_seen; /* last value read from ring.run (under lock) */
-  _Atomic uint64_t outstanding; /* submitted, not yet collected */
+  /* Placed (reserved by place(), then queued), not yet collected. place()
+   * reserves by compare-and-swap from the value it chose by, so a racing
+   * submitter that chose by the same value fails and chooses again. */
+  _Atomic uint64_t outstanding;
 } __attribute__((aligned(64))) wstate;
 
 struct theus_pool {
   theus__ctl *ctl;
   unsigned n, cap;
   wstate *ws;
-  _Atomic unsigned rr;
   _Atomic uint64_t submitted;
   _Atomic int stopping;
+  /* "A slot was freed": bumped by every collection; submitters blocked on
+   * full rings sleep on it (a futex word in private memory). */
+  _Atomic uint32_t freed;
+  _Atomic uint32_t freed_waiters;
   int64_t default_timeout_ms;
   pthread_t keeper;
   int keeper_running;
@@ -156,8 +162,8 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   /* Anonymous + shared: inherited by the fork server and workers, named
    * nowhere, and released by the kernel with the last process. Pages are
    * touched only as slots are used. */
-  void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (m == MAP_FAILED)
+  void *m = NULL;
+  if (theus__os_map_anon(total, &m))
     return set_err(p, THEUS_ENOMEM, "theus_pool_open: mmap of %zu bytes of rings failed: %s (lower nworkers "
                    "or ring_capacity)", total, strerror(errno));
   theus__ctl *c = m;
@@ -168,6 +174,8 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
   c->orch_pid = getpid();
   c->unsandboxed = cfg->unsandboxed;
+  c->task_context = cfg->task_context;
+  c->task_context_size = cfg->task_context_size;
   c->slots_off = head;
   c->total = total;
   for (unsigned w = 0; w < p->n; w++) atomic_store(&theus__ring_of(c, w)->run, 1);
@@ -255,7 +263,7 @@ int theus_pool_close(theus_pool *p, int cancel_running) {
     if (atomic_load(&p->ctl->broken)) rc = THEUS_ECRASH;
   }
   if (p->pidfd >= 0) close(p->pidfd);
-  if (p->ctl) munmap(p->ctl, p->ctl->total);
+  if (p->ctl) theus__os_unmap(p->ctl, p->ctl->total);
   if (p->ws)
     for (unsigned w = 0; w < p->n; w++) pthread_mutex_destroy(&p->ws[w].lock);
   free(p->ws);
@@ -269,6 +277,8 @@ int theus_pool_close(theus_pool *p, int cancel_running) {
 
 static int check_desc(theus_pool *p, const theus_task_desc *d) {
   if (!d || !d->fn) return set_err(p, THEUS_EINVAL, "theus_pool_submit: task or task function is NULL");
+  if (d->flags & ~THEUS_TASK_SANDBOX)
+    return set_err(p, THEUS_EINVAL, "theus_pool_submit: unknown task flags 0x%x (THEUS_TASK_SANDBOX or 0)", d->flags);
   if (!in_image(p, d->fn))
     return set_err(p, THEUS_EINVAL, "theus_pool_submit: function %p is not in the program image the workers were "
                    "forked from: link it in, or dlopen() its library before theus_pool_open()", (void *)d->fn);
@@ -284,10 +294,20 @@ static int check_desc(theus_pool *p, const theus_task_desc *d) {
   return 0;
 }
 
-static void fill_slot(theus__slot *s, const theus_task_desc *d) {
+/* A map chunk rides in a task slot: these describe its items (nitems 0: a
+ * task); common bytes go first in arg, then the items' bytes. */
+typedef struct chunk_shape {
+  uint32_t nitems, item_arg, item_res, common_len;
+  const void *common;
+  uint32_t flags; /* THEUS_TASK_* (a plain task with flags rides here too, nitems 0) */
+} chunk_shape;
+
+static void fill_slot(theus__slot *s, const theus_task_desc *d, const chunk_shape *cs) {
+  size_t off = cs ? cs->common_len : 0;
   s->fn = d->fn;
-  s->arg_len = (uint32_t)d->arg_len;
-  if (d->arg_len) memcpy(s->arg, d->arg, d->arg_len);
+  s->arg_len = (uint32_t)(off + d->arg_len);
+  if (off) memcpy(s->arg, cs->common, off);
+  if (d->arg_len) memcpy(s->arg + off, d->arg, d->arg_len);
   s->nhandles = d->nhandles;
   for (unsigned i = 0; i < d->nhandles; i++) s->handles[i] = d->handles[i];
   s->has_keys = d->keys != NULL;
@@ -297,15 +317,11 @@ static void fill_slot(theus__slot *s, const theus_task_desc *d) {
   s->res_len = 0;
   s->nitems = 0;
   s->flags = 0;
+  s->item_common = 0;
 }
 
-/* Queues d on worker w without waking it. THEUS_EAGAIN if its ring is full. */
-/* A map chunk rides in a task slot: these describe its items (nitems 0: a task). */
-typedef struct chunk_shape {
-  uint32_t nitems, item_arg, item_res;
-  uint32_t flags; /* THEUS_TASK_* (a plain task with flags rides here too, nitems 0) */
-} chunk_shape;
-
+/* Queues d on worker w without waking it. THEUS_EAGAIN if its ring is full.
+ * The caller has reserved one unit of w's outstanding count. */
 static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t timeout_ms, const chunk_shape *cs,
                    theus_ticket *out) {
   wstate *ws = &p->ws[w];
@@ -318,19 +334,20 @@ static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t 
     pthread_mutex_unlock(&ws->lock);
     return THEUS_EAGAIN;
   }
-  fill_slot(s, d);
+  fill_slot(s, d, cs);
   s->timeout_ms = timeout_ms;
+  s->start_ns = s->end_ns = 0;
   if (cs) {
     s->nitems = cs->nitems;
     s->item_arg = cs->item_arg;
     s->item_res = cs->item_res;
     s->flags = cs->flags;
+    s->item_common = cs->common_len;
   }
   s->seq = tail;
   atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
   ws->tail = tail + 1;
   pthread_mutex_unlock(&ws->lock);
-  atomic_fetch_add_explicit(&ws->outstanding, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&p->submitted, 1, memory_order_relaxed);
   *out = (tail << 8) | w;
   return 0;
@@ -345,10 +362,33 @@ static void wake_worker(theus_pool *p, unsigned w) {
 /* Load of worker w for placement: queued tasks first; among equals, a worker
  * still spinning (awake) beats one asleep on its futex, so back-to-back
  * tasks stay on a hot worker instead of paying a futex wake each. */
-static uint64_t placement_cost(theus_pool *p, unsigned w) {
-  uint64_t o = atomic_load_explicit(&p->ws[w].outstanding, memory_order_relaxed);
+static uint64_t placement_cost(theus_pool *p, unsigned w, uint64_t o) {
   unsigned asleep = atomic_load_explicit(&theus__ring_of(p->ctl, w)->sleeping, memory_order_relaxed) != 0;
   return o * 2u + asleep;
+}
+
+/* Reserves a unit of the least loaded worker's outstanding count: the CAS
+ * from the value the choice was made by makes choice and reservation one
+ * atomic step, so concurrent submitters spread instead of piling on the
+ * worker they all saw idle. Counts only grow between a read and the CAS of
+ * another submitter, so a successful CAS lands on a worker that is still a
+ * least loaded one. Ties go to the lowest index, not round robin:
+ * back-to-back tasks from one thread then stay on one hot worker while the
+ * others fall asleep, instead of keeping every worker spinning (on 2 cores
+ * they starve the submitter). */
+static unsigned reserve_least(theus_pool *p) {
+  for (;;) {
+    unsigned best = 0;
+    uint64_t least = UINT64_MAX, seen = 0;
+    for (unsigned w = 0; w < p->n; w++) {
+      uint64_t o = atomic_load_explicit(&p->ws[w].outstanding, memory_order_acquire);
+      uint64_t cost = placement_cost(p, w, o);
+      if (cost < least) least = cost, best = w, seen = o;
+    }
+    if (atomic_compare_exchange_strong_explicit(&p->ws[best].outstanding, &seen, seen + 1, memory_order_acq_rel,
+                                                memory_order_relaxed))
+      return best;
+  }
 }
 
 /* Tries the least loaded worker first, then the others in turn. */
@@ -358,19 +398,17 @@ static int place(theus_pool *p, const theus_task_desc *d, const chunk_shape *cs,
   if (tmo > 0 && !atomic_load_explicit(&p->ctl->timed, memory_order_relaxed) &&
       !atomic_exchange(&p->ctl->timed, 1))
     signal_forksrv(p); /* it sleeps without a tick until a task carries a timeout */
-  unsigned start = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed) % p->n, best = start;
-  uint64_t least = UINT64_MAX;
-  for (unsigned k = 0; k < p->n; k++) {
-    unsigned w = (start + k) % p->n;
-    uint64_t o = placement_cost(p, w);
-    if (o < least) least = o, best = w;
-  }
+  chunk_shape plain = {.flags = d->flags}; /* a plain task's flags ride in the shape too */
+  if (!cs && d->flags) cs = &plain;
+  unsigned best = reserve_least(p);
   for (unsigned k = 0; k < p->n; k++) {
     unsigned w = (best + k) % p->n;
+    if (k) atomic_fetch_add_explicit(&p->ws[w].outstanding, 1, memory_order_acq_rel);
     if (enqueue(p, w, d, tmo, cs, out) == 0) {
       *wout = w;
       return 0;
     }
+    atomic_fetch_sub_explicit(&p->ws[w].outstanding, 1, memory_order_acq_rel);
   }
   return set_err(p, THEUS_EAGAIN, "theus_pool_submit: all %u task rings are full (%u tasks each): collect results "
                  "with theus_pool_wait before submitting more", p->n, p->cap);
@@ -385,13 +423,39 @@ int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *
   return 0;
 }
 
-int theus_pool_submit_flags(theus_pool *p, const theus_task_desc *task, unsigned flags, theus_ticket *out) {
+/* Sleeps until a slot is freed after `seen` was read, the deadline, or a
+ * 100 ms slice (to notice a pool that stops or breaks). */
+static void sleep_for_slot(theus_pool *p, uint32_t seen, uint64_t deadline) {
+  uint64_t now = theus__now_ns();
+  if (now >= deadline) return;
+  uint64_t slice = deadline - now < 100000000u ? deadline - now : 100000000u;
+  atomic_fetch_add_explicit(&p->freed_waiters, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&p->freed, memory_order_seq_cst) == seen)
+    theus__futex_wait(&p->freed, seen, (int64_t)slice);
+  atomic_fetch_sub_explicit(&p->freed_waiters, 1, memory_order_relaxed);
+}
+
+static int place_wait(theus_pool *p, const theus_task_desc *d, const chunk_shape *cs, int64_t timeout_ms,
+                      theus_ticket *out, unsigned *wout) {
+  uint64_t deadline = theus__deadline_ns(theus__now_ns(), timeout_ms);
+  for (;;) {
+    uint32_t seen = atomic_load_explicit(&p->freed, memory_order_seq_cst);
+    int rc = place(p, d, cs, out, wout);
+    if (rc != THEUS_EAGAIN) return rc;
+    if (atomic_load_explicit(&p->stopping, memory_order_relaxed) || atomic_load(&p->ctl->broken))
+      return set_err(p, THEUS_ECLOSED, "theus_pool_submit_wait: the pool is stopping or broken");
+    if (theus__now_ns() >= deadline)
+      return set_err(p, THEUS_ETIMEDOUT, "theus_pool_submit_wait: every task ring stayed full for %lld ms: "
+                     "collect results with theus_pool_wait", (long long)timeout_ms);
+    sleep_for_slot(p, seen, deadline);
+  }
+}
+
+int theus_pool_submit_wait(theus_pool *p, const theus_task_desc *task, int64_t timeout_ms, theus_ticket *out) {
   if (!p || !p->ctl || !out) return THEUS_EINVAL;
-  if (flags & ~THEUS_TASK_SANDBOX) return set_err(p, THEUS_EINVAL, "theus_pool_submit_flags: unknown flags 0x%x", flags);
-  chunk_shape cs = {.flags = flags};
   int rc = check_desc(p, task);
   unsigned w = 0;
-  if (rc < 0 || (rc = place(p, task, flags ? &cs : NULL, out, &w)) < 0) return rc;
+  if (rc < 0 || (rc = place_wait(p, task, NULL, timeout_ms, out, &w)) < 0) return rc;
   wake_worker(p, w);
   return 0;
 }
@@ -418,6 +482,8 @@ static void collect(const theus__slot *s, theus_pool_result *res) {
   res->status = s->status;
   res->worker = s->worker;
   res->pid = s->pid;
+  res->start_ns = s->start_ns;
+  res->end_ns = s->end_ns;
   res->len = 0;
   res->data = NULL;
   res->errmsg[0] = '\0';
@@ -476,8 +542,10 @@ static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__s
       continue;
     }
     uint64_t now = theus__now_ns();
-    /* Past 2 us, let a worker that shares our core run (2 cores, 3 spinners). */
-    if (now - start > 2000u && now < spin_until) sched_yield();
+    /* Past 10 us, let a worker that shares our core run (2 cores, 3 spinners);
+     * sooner, a task of a few us (an engine step that writes) gives the core
+     * away to whatever else runs on a busy machine. */
+    if (now - start > 10000u && now < spin_until) sched_yield();
     if (now < spin_until) continue;
     int slept = sleep_until_done(p, s, deadline);
     if (slept == THEUS_ECRASH)
@@ -496,7 +564,10 @@ static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__s
 
 static void release_slot(theus_pool *p, theus_ticket t, theus__slot *s) {
   atomic_store_explicit(&s->state, THEUS__SLOT_FREE, memory_order_release);
-  atomic_fetch_sub_explicit(&p->ws[t & 0xff].outstanding, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&p->ws[t & 0xff].outstanding, 1, memory_order_acq_rel);
+  /* Dekker pairing with sleep_for_slot: bump, then look for sleepers. */
+  atomic_fetch_add_explicit(&p->freed, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&p->freed_waiters, memory_order_seq_cst)) theus__futex_wake(&p->freed);
 }
 
 int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res) {
@@ -517,7 +588,11 @@ int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_poo
 /* ---- map ----------------------------------------------------------------- */
 
 static int map_chunk_size(theus_pool *p, const theus_map_desc *m, size_t *out) {
-  size_t by_arg = m->arg_size ? THEUS_POOL_ARG_MAX / m->arg_size : SIZE_MAX;
+  if (m->common_size > THEUS_POOL_ARG_MAX || (m->common_size && !m->common))
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: %zu common bytes (limit THEUS_POOL_ARG_MAX = %u, with the "
+                   "chunk's items)", m->common_size, THEUS_POOL_ARG_MAX);
+  size_t room = THEUS_POOL_ARG_MAX - m->common_size;
+  size_t by_arg = m->arg_size ? room / m->arg_size : SIZE_MAX;
   size_t by_res = THEUS_POOL_RESULT_MAX / (sizeof(int32_t) + m->result_size);
   size_t lim = by_arg < by_res ? by_arg : by_res;
   size_t c = m->chunk ? m->chunk : (m->count + 4 * p->n - 1) / (4 * p->n);
@@ -546,6 +621,8 @@ static void map_collect(theus_pool *p, map_run *mr, size_t k, const theus__slot 
   for (size_t i = 0; i < n; i++) {
     int code = whole ? s->status : st[i];
     if (m->status) m->status[lo + i] = code;
+    if (m->workers) m->workers[lo + i] = s->worker;
+    if (m->times) m->times[2 * (lo + i)] = s->start_ns, m->times[2 * (lo + i) + 1] = s->end_ns;
     if (code) mr->nfailed++;
     if (code && !mr->first) {
       mr->first = code;
@@ -563,7 +640,8 @@ static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *
   theus_task_desc d = {.fn = m->fn, .arg = m->arg_size ? (const char *)m->args + lo * m->arg_size : NULL,
                        .arg_len = n * m->arg_size, .handles = m->handles, .nhandles = m->nhandles,
                        .keys = m->keys, .timeout_ms = m->timeout_ms};
-  chunk_shape cs = {(uint32_t)n, (uint32_t)m->arg_size, (uint32_t)m->result_size, m->flags};
+  chunk_shape cs = {.nitems = (uint32_t)n, .item_arg = (uint32_t)m->arg_size, .item_res = (uint32_t)m->result_size,
+                    .common_len = (uint32_t)m->common_size, .common = m->common, .flags = m->flags};
   unsigned w = 0;
   int rc = place(p, &d, &cs, tk, &w);
   if (rc == 0) wake_worker(p, w);

@@ -47,6 +47,8 @@ typedef struct theus__slot {
   uint32_t item_arg;  /* map: argument bytes per item */
   uint32_t item_res;  /* map: result bytes per item; res = int32 statuses, then results */
   uint32_t flags;     /* THEUS_TASK_* from the descriptor */
+  uint32_t item_common; /* map: bytes common to every item at the start of arg */
+  uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];
@@ -80,6 +82,8 @@ typedef struct theus__ctl {
   _Atomic uint32_t broken;      /* the fork server died: every task fails */
   _Atomic uint32_t timed;       /* some task carries a timeout: the fork server must tick */
   _Atomic int32_t forksrv_pid;
+  const void *task_context; /* theus_pool_config.task_context (same address in every process) */
+  size_t task_context_size;  /* > 0: a shared mapping the workers keep, read-only */
   char fatal[THEUS_POOL_ERRMSG_MAX]; /* why the fork server could not start */
   size_t slots_off;
   size_t total;

@@ -274,6 +274,14 @@ int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
 
 unsigned theus_task_worker(const theus_task *t) { return t->worker; }
 
+const void *theus_task_context(const theus_task *t) { return t->ctl->task_context; }
+
+const void *theus_task_common(const theus_task *t, size_t *len) {
+  size_t n = t->slot->nitems ? t->slot->item_common : 0;
+  if (len) *len = n;
+  return n ? t->slot->arg : NULL;
+}
+
 /* ---- task loop ----------------------------------------------------------- */
 
 static int resolve_inputs(theus_task *t) {
@@ -309,7 +317,7 @@ static int run_items(worker_ctx *x, theus_task *t) {
   unsigned char *out = s->res + (size_t)s->nitems * sizeof(int32_t);
   int first = 0;
   for (uint32_t i = 0; i < s->nitems; i++) {
-    t->arg = s->arg + (size_t)i * s->item_arg;
+    t->arg = s->arg + s->item_common + (size_t)i * s->item_arg;
     t->arg_len = s->item_arg;
     t->out = out + (size_t)i * s->item_res;
     t->out_cap = s->item_res;
@@ -338,6 +346,8 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   s->pid = x->pid;
   s->errmsg[0] = '\0';
   s->res_len = 0;
+  s->start_ns = t0;
+  s->end_ns = 0;
   uint64_t deadline = s->timeout_ms > 0 ? theus__deadline_ns(t0, s->timeout_ms) : 0;
   atomic_store_explicit(&s->deadline_ns, deadline > INT64_MAX ? 0 : (int64_t)deadline, memory_order_relaxed);
   atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
@@ -351,6 +361,7 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
     s->res_len = st == 0 ? (uint32_t)t.out_len : 0;
   }
   uint64_t t1 = theus__now_ns();
+  s->end_ns = t1;
   theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */
   atomic_store_explicit(&r->busy_ns, atomic_load_explicit(&r->busy_ns, memory_order_relaxed) + (t1 - t0),
                         memory_order_relaxed);
@@ -366,6 +377,7 @@ static void refuse_task(worker_ctx *x, theus__slot *s, int st) {
   s->worker = (int32_t)x->w;
   s->pid = x->pid;
   s->res_len = 0;
+  s->start_ns = s->end_ns = theus__now_ns();
   s->status = st;
   atomic_fetch_add(&x->ring->tasks, 1);
   atomic_fetch_add(&x->ring->failed, 1);

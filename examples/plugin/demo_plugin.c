@@ -2,7 +2,7 @@
  *
  * Loaded by theus-run (see examples/pipelines/demo.json). It shows both kinds
  * of process a plugin can bring:
- *   - ctx processes registered from theus_plugin_register (moments, finish);
+ *   - ctx processes registered from theus_plugin_register (moments, finish, noop);
  *   - plain C functions (demo_normalize_f32, demo_count_below_f32) that the
  *     pipeline declares with a libffi signature: no theus code in them at all.
  */
@@ -77,6 +77,12 @@ static json_t *reduce_moments(json_t *acc, const json_t *item, void *ud) {
   return acc;
 }
 
+/* Does nothing: the benchmarks time an empty parallel task round trip with it. */
+static int noop(theus_ctx *ctx) {
+  (void)ctx;
+  return 0;
+}
+
 /* domain.<args.into> = {mean, std, min, max} from domain.<args.from> moments. */
 static int finish(theus_ctx *ctx) {
   const json_t *args = theus_ctx_args(ctx);
@@ -98,8 +104,10 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
   static const char *const finish_io[] = {"domain.*", NULL};
   theus_contract cm = {.name = "moments", .fn = moments, .inputs = moments_in, .parallel = 1};
   theus_contract cf = {.name = "finish", .fn = finish, .inputs = finish_io, .outputs = finish_io};
+  theus_contract cn = {.name = "noop", .fn = noop, .parallel = 1};
   int rc = theus_engine_register(e, &cm);
   if (!rc) rc = theus_engine_register(e, &cf);
+  if (!rc) rc = theus_engine_register(e, &cn);
   if (!rc) rc = theus_engine_register_reducer(e, "moments", reduce_moments, NULL);
   return rc;
 }

@@ -9,7 +9,7 @@
 int main(void) {
   /* readme:begin arena */
   theus_arena *a;
-  if (theus_arena_open(NULL, &a) != 0) {           /* 1 GiB budget, 100 MiB per array */
+  if (theus_arena_open(NULL, &a) != 0) {           /* budget: half the memory available */
     fprintf(stderr, "%s\n", a ? theus_arena_errmsg(a) : "out of memory");
     theus_arena_close(a);
     return 1;

@@ -28,7 +28,7 @@ static int run(theus_engine *e) {
   if (theus_engine_register(e, &slice_sum_contract))
     return -1;
   float *x;
-  uint64_t n = 16u << 20;                       /* 64 MiB: under the default 100 MiB per array */
+  uint64_t n = 16u << 20;                       /* 64 MiB: one array may use the whole budget */
   if (theus_engine_heavy_alloc(e, "signal", THEUS_DTYPE_F32, 1, &n, (void **)&x))
     return -1;                                  /* a writable draft */
   fill(x, n);

@@ -31,8 +31,13 @@ typedef struct theus_engine theus_engine;
 typedef struct theus_snapshot theus_snapshot;
 typedef struct theus_job theus_job;
 
+/* The most workers an engine's pool may have (the pool's own limit,
+ * THEUS_POOL_MAX_WORKERS, restated here for code that uses only the engine). */
+#define THEUS_ENGINE_MAX_WORKERS 256
+
 typedef struct theus_engine_config {
-  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local) */
+  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
+                             at most THEUS_ENGINE_MAX_WORKERS */
   int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
   unsigned retention;     /* past versions the engine keeps alive (default 0) */
   unsigned history;       /* versions whose written paths smart CAS remembers (default 4096) */
@@ -51,8 +56,10 @@ THEUS_API void theus_engine_config_init(theus_engine_config *cfg);
  * read theus_engine_errmsg(*out), then release it with theus_engine_close. */
 THEUS_API int theus_engine_open(const theus_engine_config *cfg, theus_engine **out);
 
-/* Waits for submitted jobs, stops the pool, frees every version, draft and
- * array. Snapshots must be released and jobs freed before. NULL is a no-op. */
+/* Finishes every submitted job (collecting and committing pool jobs nobody
+ * waited for), stops the pool, frees every version, draft and array.
+ * Snapshots must be released before; a job not yet freed may still be waited
+ * (it is finished) and freed afterwards. NULL is a no-op. */
 THEUS_API void theus_engine_close(theus_engine *e);
 
 /* Message of the last failure (what, where, how to fix), from any thread.
@@ -265,7 +272,13 @@ THEUS_API void theus_version_watch_close(theus_version_watch *w);
  * exhausted); nothing is committed then, and the message gives the cause. */
 THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, json_t **result);
 
-/* Starts an execution in the background; *job is waited on from any thread. */
+/* Starts an execution in the background; *job is waited on from any thread.
+ * A parallel process is queued on the pool here, in the calling thread (or,
+ * when every ring is full, by the engine's deferred-submit thread), and the
+ * first wait collects, checks and commits it; a local one runs on the
+ * engine's executor thread, one job at a time. No thread per job.
+ * THEUS_ENOTFOUND, THEUS_EINVAL (args not an object); failures of the run
+ * itself are reported by theus_job_wait. */
 THEUS_API int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **job);
 
 /* Waits for the job (timeout_ms -1 = forever): THEUS_ETIMEDOUT if it is still
@@ -278,7 +291,8 @@ THEUS_API const char *theus_job_errmsg(const theus_job *job);
 /* The version the job committed (0 if it committed nothing). */
 THEUS_API uint64_t theus_job_version(const theus_job *job);
 
-/* Releases the job (it keeps running and commits if not finished). */
+/* Releases the job (it keeps running and commits if not finished: the
+ * engine's reaper thread collects a released pool job). */
 THEUS_API void theus_job_release(theus_job *job);
 
 /* Runs parallel process name over `slices` slices of the first dimension of
@@ -298,8 +312,9 @@ THEUS_API json_t *theus_engine_stats(theus_engine *e);
 typedef struct theus_trace_event {
   const char *process;
   int worker;          /* -1 = ran locally */
-  uint64_t start_ns;   /* CLOCK_MONOTONIC */
-  uint64_t end_ns;
+  uint64_t queued_ns;  /* CLOCK_MONOTONIC: when the run was submitted (= start_ns for local runs) */
+  uint64_t start_ns;   /* when it started, measured where it ran (the worker for parallel runs) */
+  uint64_t end_ns;     /* when it ended there (a worker that died: when its death was seen) */
   int status;          /* 0 or THEUS_E* */
 } theus_trace_event;
 

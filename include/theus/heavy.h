@@ -29,10 +29,15 @@ typedef uint64_t theus_handle;
 #define THEUS_HANDLE_INDEX(h) ((uint32_t)((h) >> 32))
 #define THEUS_HANDLE_GEN(h) ((uint32_t)((h)&0xffffffffu))
 
-/* Arena limits. Zero fields take the defaults noted. */
+/* Arena limits. Zero fields take the defaults noted; theus_arena_config_init
+ * writes those defaults, so they can be read and printed. The budget follows
+ * the machine: half of the memory this process may still use (MemAvailable,
+ * or its cgroup's memory.max - memory.current when that is lower), rounded
+ * down to a MiB, at least 256 MiB; 1 GiB when the system does not say. The
+ * seed's fixed 1 GiB / 100 MiB remain explicit settings. */
 typedef struct theus_arena_config {
-  uint64_t hard_limit;    /* global budget in bytes (default 1 GiB) */
-  uint64_t single_limit;  /* largest single allocation (default 100 MiB) */
+  uint64_t hard_limit;    /* global budget in bytes (default: follows the machine, see above) */
+  uint64_t single_limit;  /* largest single allocation (default: hard_limit, whatever it is set to) */
   unsigned soft_limit_pct; /* soft limit, percent of hard (default 85) */
   uint32_t max_handles;   /* slot table size (default 1 << 20) */
 } theus_arena_config;
@@ -56,8 +61,25 @@ typedef struct theus_live_entry {
 
 /* ---- lifecycle -------------------------------------------------------- */
 
-/* Fills *cfg with the defaults. */
+/* Fills *cfg with the defaults (reads the memory available now, see
+ * theus_arena_config: hard_limit and single_limit both get that budget). */
 THEUS_API void theus_arena_config_init(theus_arena_config *cfg);
+
+/* The budget theus_arena_config_init picks on this machine now. */
+THEUS_API uint64_t theus_arena_default_budget(void);
+
+/* Parses a size such as "8GiB", "1.5 GiB", "100MiB", "4096" into bytes. A
+ * decimal number (no sign, no exponent) with an optional unit, case-
+ * insensitive: B, KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB
+ * (powers of 1000, as the SI says); no unit means bytes; a bare K, M, G or T
+ * is refused as ambiguous. A fraction rounds down to a whole byte.
+ * THEUS_EINVAL with a message in err (pure validator: no object). */
+THEUS_API int theus_size_parse(const char *text, uint64_t *out, char *err, size_t errlen);
+
+/* Writes bytes as theus_size_parse reads it back: "128MiB" when a binary unit
+ * divides it exactly, else "1000B". round_up nonzero first rounds up to a
+ * whole MiB (KiB below 1 MiB), for "raise it to" hints. Returns buf. */
+THEUS_API const char *theus_size_format(uint64_t bytes, int round_up, char *buf, size_t cap);
 
 /* Creates an arena (memfd, sparse, sealed against resizing). cfg may be NULL.
  * Like sqlite3_open, a failure still hands back an arena carrying the message

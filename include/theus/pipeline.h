@@ -61,8 +61,17 @@ THEUS_API int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *va
 /* The "workers" the file asks for, or -2 if it does not say (also for NULL). */
 THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
 
+/* The file's "arena" object as a config: the fields it sets, 0 (the arena's
+ * default, see theus_arena_config) for the others. A host that overrides some
+ * fields (theus-run's --arena-budget) starts from this and passes the result
+ * as cfg->arena to theus_pipeline_open_engine. All zero for a NULL pipeline
+ * or one whose load failed; out NULL: nothing. */
+THEUS_API void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out);
+
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
- * (its domain replaced by the pipeline's initial domain), calls the plugins'
+ * (its domain replaced by the pipeline's initial domain; cfg NULL: the
+ * engine's defaults with the file's "workers"; cfg->arena NULL: the file's
+ * "arena", cfg->arena set: exactly that config), calls the plugins'
  * registration functions, registers the file's processes, checks that every
  * step names a known process and reducer, then creates the heavy arrays.
  * THEUS_EPARSE for an error in the pipeline or a plugin (nothing ran, no

@@ -62,9 +62,17 @@ typedef struct theus_pool_config {
                               docs/workers.md, "Threat model"). 0 (default): every worker runs with
                               no capabilities, no new privileges, not dumpable, and a seccomp
                               filter that keeps it from writing the arena by any path */
+  /* Handed to every task (theus_task_context). It is used in the workers, so
+   * it must point at memory they inherit: immutable since theus_pool_open,
+   * or, with task_context_size > 0, a page-aligned MAP_SHARED mapping of
+   * that many bytes made before theus_pool_open. Workers drop every other
+   * writable shared mapping they inherit; this one they keep, read-only, and
+   * see the orchestrator's later writes to it. May be NULL. */
+  const void *task_context;
+  size_t task_context_size;
 } theus_pool_config;
 
-/* Flags of theus_pool_submit_flags and theus_map_desc.flags */
+/* Flags of theus_task_desc.flags and theus_map_desc.flags */
 /* Run the task under the pure-process sandbox: no fork/exec, no network, no
  * file writes or signals to other processes. A refused call fails the task
  * with THEUS_ECONTRACT ("... called socket() ...") and replaces the worker.
@@ -83,6 +91,7 @@ typedef struct theus_task_desc {
   unsigned nhandles;           /* <= THEUS_POOL_MAX_HANDLES */
   const char *const *keys;    /* optional: a name per handle, used in messages */
   int64_t timeout_ms;         /* 0: pool default; < 0: none; > 0: kill the worker past it */
+  unsigned flags;             /* THEUS_TASK_SANDBOX, or 0 */
 } theus_task_desc;
 
 typedef uint64_t theus_ticket;
@@ -93,6 +102,8 @@ typedef struct theus_pool_result {
   int status;      /* 0, the task's error code, THEUS_ECRASH, THEUS_ETIMEDOUT, THEUS_ECONTRACT, ... */
   int worker;      /* index of the worker that ran it (-1 if none did) */
   int pid;         /* its pid (0 if none) */
+  uint64_t start_ns, end_ns; /* when it ran on the worker, CLOCK_MONOTONIC (the same clock as the
+                                orchestrator's on one machine); 0 if it never ran */
   size_t len;
   void *data;
   char errmsg[THEUS_POOL_ERRMSG_MAX]; /* empty on success */
@@ -133,10 +144,14 @@ THEUS_API int theus_pool_open(const theus_pool_config *cfg, theus_pool **out);
  * broken (its fork server died). */
 THEUS_API int theus_pool_submit(theus_pool *p, const theus_task_desc *task, theus_ticket *out);
 
-/* theus_pool_submit with flags (THEUS_TASK_SANDBOX or 0). They are an
- * argument, not a field of theus_task_desc, so callers that initialise the
- * descriptor positionally keep compiling warning-free. */
-THEUS_API int theus_pool_submit_flags(theus_pool *p, const theus_task_desc *task, unsigned flags, theus_ticket *out);
+/* Like theus_pool_submit, but when every ring is full it sleeps (futex on a
+ * pool-level "slot freed" word, bumped by every collected result) until a
+ * slot is freed or timeout_ms passes (< 0: forever): THEUS_ETIMEDOUT then.
+ * Never polls. Only results collected by other threads free slots: a thread
+ * that submits this way while holding every uncollected ticket itself waits
+ * until its timeout. */
+THEUS_API int theus_pool_submit_wait(theus_pool *p, const theus_task_desc *task, int64_t timeout_ms,
+                                     theus_ticket *out);
 
 /* Queues n tasks with one wake-up per worker; tickets[i] answers tasks[i].
  * Returns how many were queued (>= 0) or a negative code if none was. */
@@ -164,6 +179,14 @@ typedef struct theus_map_desc {
   size_t chunk;       /* items per chunk; 0: count / (4 * nworkers), within the limits */
   int64_t timeout_ms; /* per chunk, as for a task */
   unsigned flags;     /* THEUS_TASK_SANDBOX, or 0: applies to every chunk */
+  /* Optional bytes common to every item, copied once per chunk ahead of the
+   * items' bytes (theus_task_common reads them); they count against
+   * THEUS_POOL_ARG_MAX with the chunk's items. */
+  const void *common;
+  size_t common_size;
+  int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
+  uint64_t *times;    /* optional: 2 * count entries, start and end ns of the chunk that ran item i
+                         (CLOCK_MONOTONIC, on the worker; 0 if it never ran) */
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the
@@ -234,6 +257,11 @@ THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Index of the worker running this task. */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
+/* theus_pool_config.task_context of the pool running this task. */
+THEUS_API const void *theus_task_context(const theus_task *t);
+/* In a map: the bytes common to every item (theus_map_desc.common); NULL and
+ * 0 in a plain task. */
+THEUS_API const void *theus_task_common(const theus_task *t, size_t *len);
 
 #ifdef __cplusplus
 }

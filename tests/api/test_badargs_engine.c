@@ -151,7 +151,7 @@ CASE(w_config, theus_pool_config_init(NULL); return 0;)
 CASE(w_open, return want(theus_pool_open(NULL, NULL), THEUS_EINVAL, "pool_open(NULL, NULL)");)
 CASE(w_submit, theus_ticket t; theus_task_desc d; memset(&d, 0, sizeof d);
      return want(theus_pool_submit(NULL, &d, &t), THEUS_EINVAL, "pool_submit(NULL)") ||
-            want(theus_pool_submit_flags(NULL, &d, 0, &t), THEUS_EINVAL, "pool_submit_flags(NULL)") ||
+            want(theus_pool_submit_wait(NULL, &d, 0, &t), THEUS_EINVAL, "pool_submit_wait(NULL)") ||
             want(theus_pool_submit_batch(NULL, &d, 1, &t), THEUS_EINVAL, "pool_submit_batch(NULL)");)
 CASE(w_map, size_t nf; theus_map_desc m; memset(&m, 0, sizeof m);
      return want(theus_pool_map(NULL, &m, &nf), THEUS_EINVAL, "pool_map(NULL)");)
@@ -174,7 +174,7 @@ CASE(w_task, size_t n; const void *v; theus_array_info i;
 static const badcase pool_cases[] = {
     ENTRY(w_config, "theus_pool_config_init(NULL)"),
     ENTRY(w_open, "theus_pool_open(NULL, NULL)"),
-    ENTRY(w_submit, "theus_pool_submit/submit_flags/submit_batch(NULL pool)"),
+    ENTRY(w_submit, "theus_pool_submit/submit_wait/submit_batch(NULL pool)"),
     ENTRY(w_map, "theus_pool_map(NULL pool)"),
     ENTRY(w_wait, "theus_pool_wait(NULL pool), theus_pool_result_release(NULL)"),
     ENTRY(w_getters, "theus_pool_stats_get/size/worker_pid/has_function/forksrv_pid/errmsg(NULL)"),

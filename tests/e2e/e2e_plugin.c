@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <theus/engine.h>
 #include <theus/pipeline.h>
@@ -90,6 +91,16 @@ static int crash(theus_ctx *ctx) {
   return 0;
 }
 
+/* Sleeps args.ms milliseconds per slice (for the trace test). */
+static int nap(theus_ctx *ctx) {
+  json_int_t ms = json_integer_value(json_object_get(theus_ctx_args(ctx), "ms"));
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+  theus_ctx_return(ctx, json_integer(1));
+  return 0;
+}
+
 static int refuse(theus_ctx *ctx) { return theus_ctx_fail(ctx, "refused on purpose: the input is not ready"); }
 
 THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
@@ -101,6 +112,7 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
       {.name = "put", .fn = put, .outputs = any, .parallel = 1},
       {.name = "slice_sum", .fn = slice_sum, .inputs = values, .parallel = 1},
       {.name = "crash", .fn = crash, .parallel = 1},
+      {.name = "nap", .fn = nap, .inputs = values, .parallel = 1},
       {.name = "refuse", .fn = refuse},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {

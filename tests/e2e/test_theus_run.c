@@ -5,6 +5,7 @@
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
  */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -355,6 +356,8 @@ static void test_pipeline_errors(void **state) {
       {"two_kinds.json", ":4:5: ", "has both \"run\" and \"set\""},
       {"missing_symbol.json", ":3:33: ", "no plugin exports the C function \"e2e_does_not_exist\""},
       {"not_parallel_map.json", ":5:13: ", "process \"add\" is not parallel"},
+      {"too_many_workers.json", ":2:14: ", "\"workers\" must be an integer from -1 to 256"},
+      {"bad_arena.json", ":2:23: ", "\"arena\" \"budget\": size \"8 gigs\": unknown unit"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char path[512], want[600];
@@ -468,17 +471,6 @@ static void test_local_process_exit_is_named_and_4(void **state) {
   result_free(&r);
 }
 
-static void test_allocation_failure_exits_3(void **state) {
-  (void)state;
-  char path[512];
-  pipe_path(path, sizeof path, "too_big.json");
-  result r;
-  run_cli(&r, (const char *[]){path, NULL});
-  expect_status(&r, 3);
-  expect_err(&r, "cannot allocate heavy.huge");
-  result_free(&r);
-}
-
 static void test_unwritable_output_exits_3(void **state) {
   (void)state;
   char path[512];
@@ -491,6 +483,132 @@ static void test_unwritable_output_exits_3(void **state) {
   pipe_path(path, sizeof path, "fail.json"); /* a failed step wins over the output error */
   run_cli(&r, (const char *[]){"--state-out", "/nonexistent-dir/state.json", "--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
+  result_free(&r);
+}
+
+/* A 128 MiB array: fine with the file's "arena" (or the machine's default),
+ * refused with a message naming the field, its flag and a value that fits when
+ * single_limit is the seed's 100 MiB; the flags override the file. */
+static void test_arena_sizes(void **state) {
+  (void)state;
+  char big[512], sized[512];
+  pipe_path(big, sizeof big, "big.json");
+  pipe_path(sized, sizeof sized, "big_arena.json");
+  result r;
+  run_cli(&r, (const char *[]){"--stats", sized, NULL});
+  expect_status(&r, 0);
+  json_t *stats = parse(strchr(r.err, '{'), "--stats");
+  assert_int_equal(int_at(json_object_get(stats, "arena"), "bytes_live"), 128 << 20);
+  json_decref(stats);
+  result_free(&r);
+  run_cli(&r, (const char *[]){big, NULL}); /* the default budget follows the machine, single_limit = budget */
+  expect_status(&r, 0);
+  result_free(&r);
+  static const char *const too_big[] = {
+      "big.json:4:13: cannot allocate heavy.big (128MiB)",
+      "exceeds the single-allocation limit of 104857600 bytes (100MiB)",
+      "raise theus_arena_config.single_limit to at least 128MiB",
+      "in this pipeline set \"arena\": {\"single_limit\": \"128MiB\"}",
+      "(or run theus-run with --arena-single-limit 128MiB)"};
+  run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", big, NULL});
+  expect_status(&r, 3); /* an array the arena cannot hold: not a failed step (1) */
+  for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++)
+    if (!strstr(r.err, too_big[i])) fail_msg("stderr lacks \"%s\":\n%s", too_big[i], r.err);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", sized, NULL}); /* the flag beats the file */
+  expect_status(&r, 3);
+  assert_non_null(strstr(r.err, "--arena-single-limit 128MiB"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-budget", "100MiB", sized, NULL});
+  expect_status(&r, 3);
+  assert_non_null(strstr(r.err, "global budget exceeded"));
+  assert_non_null(strstr(r.err, "\"arena\": {\"budget\": \"128MiB\"} (or run theus-run with --arena-budget 128MiB)"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-budget", "8G", big, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--arena-budget: size \"8G\": the unit 'G' is ambiguous"));
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--arena-single-limit", "0", big, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "--arena-single-limit must be at least 1 bytes"));
+  result_free(&r);
+}
+
+static int pool_workers(const char *err) {
+  json_t *stats = parse(strchr(err, '{'), "--stats");
+  int n = (int)int_at(json_object_get(stats, "pool"), "workers");
+  json_decref(stats);
+  return n;
+}
+
+/* The file's "workers" is the default, --workers decides; above the pool's
+ * limit is refused by theus-run itself, before any engine opens. */
+static void test_workers(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "workers.json");
+  result r;
+  run_cli(&r, (const char *[]){"--stats", path, NULL});
+  expect_status(&r, 0);
+  assert_int_equal(pool_workers(r.err), 1);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--stats", "--workers", "2", path, NULL});
+  expect_status(&r, 0);
+  assert_int_equal(pool_workers(r.err), 2);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "257", path, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "theus-run: --workers wants an integer from -1 to 256"));
+  assert_non_null(strstr(r.err, "THEUS_POOL_MAX_WORKERS), not '257'"));
+  assert_string_equal(r.out, "");
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "256", "--help", NULL}); /* the limit itself is accepted */
+  expect_status(&r, 0);
+  result_free(&r);
+}
+
+/* Numeric glue in expressions: an element-wise Newton iteration converging
+ * on max(abs(new - old)) < tol, indexing, sum, len; mismatched arrays and
+ * array work against the budget fail the run with clear messages. */
+static void test_vector_expressions(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "vector.json");
+  result r;
+  run_cli(&r, (const char *[]){"--stats", path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_true(json_is_true(json_object_get(json_object_get(d, "check"), "ok")));
+  json_t *x = json_object_get(d, "new");
+  assert_int_equal(json_array_size(x), 4);
+  assert_float_equal(json_number_value(json_array_get(x, 1)), 3, 1e-12);
+  assert_float_equal(json_number_value(json_array_get(x, 3)), 0.5, 1e-12);
+  assert_float_equal(num_at(d, "norm"), sqrt(21.25), 1e-9); /* sqrt(2 + 9 + 10 + 0.25) */
+  assert_int_equal(int_at(d, "trace"), 5);
+  assert_float_equal(num_at(d, "mean"), 5.3125, 0);
+  assert_int_equal(json_integer_value(json_array_get(json_object_get(d, "row"), 1)), 402);
+  json_decref(d);
+  result_free(&r);
+  pipe_path(path, sizeof path, "vector_mismatch.json");
+  run_cli(&r, (const char *[]){path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "vector_mismatch.json:6:32: step steps[1]: \"if\" expression "
+                                "\"max(abs(domain.new - domain.old)) < domain.tol\": '-' needs arrays of equal length, "
+                                "found arrays of length 4 and 3"));
+  result_free(&r);
+  pipe_path(path, sizeof path, "vector_budget.json");
+  run_cli(&r, (const char *[]){path, NULL}); /* 3 elements: one operation */
+  expect_status(&r, 0);
+  result_free(&r);
+  char *big = malloc(16 + 2 * 3000);
+  char *w = big + sprintf(big, "domain.v=[");
+  for (int i = 0; i < 3000; i++) w += sprintf(w, "%s1", i ? "," : "");
+  strcpy(w, "]");
+  run_cli(&r, (const char *[]){"--set", big, path, NULL}); /* 6000 elements: 5 more operations than it has */
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "operation budget of 3 exhausted at step steps[0] (its expression visited 6000 array "
+                                "elements, 5 operations)"));
+  free(big);
   result_free(&r);
 }
 
@@ -520,8 +638,10 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_plugin_register_exit_is_named_and_4),
       cmocka_unit_test(test_local_process_segv_is_named),
       cmocka_unit_test(test_local_process_exit_is_named_and_4),
-      cmocka_unit_test(test_allocation_failure_exits_3),
       cmocka_unit_test(test_unwritable_output_exits_3),
+      cmocka_unit_test(test_arena_sizes),
+      cmocka_unit_test(test_workers),
+      cmocka_unit_test(test_vector_expressions),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }

@@ -2,6 +2,8 @@
  * undeclared writes, timeouts, map with reducers. One engine per group;
  * the group teardown closes it (and reaps the workers) even on failure. */
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -82,6 +84,25 @@ static int slice_sum(theus_ctx *ctx) {
   return 0;
 }
 
+static const char *const c_io[] = {"domain.c", NULL};
+static const char *const n_out[] = {"domain.n", NULL};
+
+/* c += 1, in a worker: concurrent jobs conflict and are re-submitted. */
+static int pinc(theus_ctx *ctx) {
+  return theus_ctx_set(ctx, "domain.c", json_integer(json_integer_value(theus_ctx_get(ctx, "domain.c")) + 1));
+}
+
+/* Naps 30 ms, then writes n (the value of args.n). */
+static int nap_set(theus_ctx *ctx) {
+  usleep(30000);
+  return theus_ctx_set(ctx, "domain.n", json_integer(json_integer_value(json_object_get(theus_ctx_args(ctx), "n"))));
+}
+
+static int nothing(theus_ctx *ctx) {
+  (void)ctx;
+  return 0;
+}
+
 static theus_engine *E;
 #define N 1000
 
@@ -90,7 +111,7 @@ static int setup(void **state) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
   cfg.workers = 2;
-  json_t *d = json_pack("{s:i}", "k", 2);
+  json_t *d = json_pack("{s:i, s:i}", "k", 2, "c", 0);
   cfg.domain = d;
   int rc = theus_engine_open(&cfg, &E);
   json_decref(d);
@@ -108,6 +129,9 @@ static int setup(void **state) {
       {.name = "scribbler", .fn = scribbler, .inputs = in_data, .parallel = 1},
       {.name = "sleeper", .fn = sleeper, .parallel = 1, .timeout_ms = 200},
       {.name = "slice_sum", .fn = slice_sum, .inputs = in_data, .parallel = 1},
+      {.name = "pinc", .fn = pinc, .inputs = c_io, .outputs = c_io, .parallel = 1},
+      {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1},
+      {.name = "nothing", .fn = nothing, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
     if (theus_engine_register(E, &cs[i]))
@@ -264,6 +288,197 @@ static void test_plugin_loaded_after_open_is_refused(void **state) {
   dlclose(so);
 }
 
+/* ---- jobs on pool tickets, the worker registry ------------------------ */
+
+/* A job released before it finished still commits (the reaper collects it). */
+static void test_job_released_unfinished_commits(void **state) {
+  (void)state;
+  uint64_t v0 = theus_engine_version(E), now = 0;
+  json_t *a = json_pack("{s:i}", "n", 41);
+  theus_job *j = NULL;
+  assert_int_equal(theus_engine_submit(E, "nap_set", a, &j), 0);
+  json_decref(a);
+  theus_job_release(j);
+  assert_int_equal(theus_engine_wait_version(E, v0, 10000, &now), 0);
+  assert_true(now > v0);
+  json_t *n = theus_engine_get(E, "domain.n");
+  assert_int_equal(json_integer_value(n), 41);
+  json_decref(n);
+}
+
+/* A timed-out wait leaves the job running; the next wait collects it; a
+ * second waiter sees the same outcome. */
+static void test_job_wait_timeout_then_again(void **state) {
+  (void)state;
+  json_t *a = json_pack("{s:i}", "n", 7), *r = (json_t *)1;
+  theus_job *j = NULL;
+  assert_int_equal(theus_engine_submit(E, "nap_set", a, &j), 0);
+  json_decref(a);
+  assert_int_equal(theus_job_wait(j, 0, &r), THEUS_ETIMEDOUT);
+  assert_null(r);
+  assert_string_equal(theus_job_errmsg(j), "");
+  assert_int_equal(theus_job_wait(j, -1, NULL), 0);
+  assert_int_equal(theus_job_wait(j, 0, NULL), 0);
+  assert_true(theus_job_version(j) > 0);
+  theus_job_release(j);
+}
+
+typedef struct jobs_arg {
+  int n, failed;
+} jobs_arg;
+
+static void *submit_many(void *v) {
+  jobs_arg *a = v;
+  for (int i = 0; i < a->n; i++) {
+    theus_job *j = NULL;
+    if (theus_engine_submit(E, i % 3 ? "pinc" : "nothing", NULL, &j) || theus_job_wait(j, -1, NULL))
+      a->failed++;
+    theus_job_release(j);
+  }
+  return NULL;
+}
+
+/* Concurrent submitters: every increment lands once (conflicts re-submit). */
+static void test_concurrent_pool_jobs(void **state) {
+  (void)state;
+  json_t *c0 = theus_engine_get(E, "domain.c");
+  json_int_t before = json_integer_value(c0);
+  json_decref(c0);
+  enum { T = 4, PER = 60 };
+  pthread_t th[T];
+  jobs_arg a[T];
+  for (int i = 0; i < T; i++) {
+    a[i] = (jobs_arg){PER, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, submit_many, &a[i]), 0);
+  }
+  for (int i = 0; i < T; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(a[i].failed, 0);
+  }
+  json_t *c1 = theus_engine_get(E, "domain.c");
+  int incs = 0;
+  for (int i = 0; i < PER; i++)
+    incs += i % 3 != 0;
+  assert_int_equal(json_integer_value(c1), before + T * incs);
+  json_decref(c1);
+}
+
+/* Close finishes a pool job nobody waited for, and the job stays readable. */
+static void test_close_finishes_unwaited_jobs(void **state) {
+  (void)state;
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = 1;
+  theus_engine *e = NULL;
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
+  theus_contract c = {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1};
+  theus_contract l = {.name = "local_nap", .fn = nap_set, .outputs = n_out, .semantic = THEUS_EFFECT};
+  theus_contract z = {.name = "nap0", .fn = nothing, .parallel = 1};
+  if (theus_engine_register(e, &c) || theus_engine_register(e, &l) || theus_engine_register(e, &z)) {
+    theus_engine_close(e);
+    fail_msg("register failed");
+  }
+  theus_job *j = NULL, *k = NULL;
+  json_t *a = json_pack("{s:i}", "n", 3);
+  int rc = theus_engine_submit(e, "nap_set", a, &j);
+  int rc2 = theus_engine_submit(e, "local_nap", a, &k);
+  json_decref(a);
+  /* more pool jobs than the rings hold (1 x 256), none waited: close must
+   * collect queued ones so the deferred ones can be queued, then finish them */
+  enum { M = 300 };
+  theus_job *many[M];
+  int rcs = 0;
+  for (int i = 0; i < M; i++)
+    rcs |= theus_engine_submit(e, "nap0", NULL, &many[i]);
+  theus_engine_close(e);
+  assert_int_equal(rc, 0);
+  assert_int_equal(rc2, 0);
+  assert_int_equal(rcs, 0);
+  for (int i = 0; i < M; i++) {
+    assert_int_equal(theus_job_wait(many[i], 0, NULL), 0);
+    theus_job_release(many[i]);
+  }
+  assert_int_equal(theus_job_wait(j, 0, NULL), 0);
+  assert_int_equal(theus_job_wait(k, 0, NULL), 0);
+  assert_true(theus_job_version(j) > 0 && theus_job_version(k) > 0);
+  theus_job_release(j);
+  theus_job_release(k);
+}
+
+static const char *const nested_in[] = {"domain.q.c.f", "domain.q.a.b", "domain.q.c.d.e", "domain.q.g.*",
+                                         "domain.q.h", "domain.q.c.d", "domain.q.missing.x", "domain.q.a.b", NULL};
+
+static int echo_nested(theus_ctx *ctx) {
+  const char *p[] = {"domain.q.a.b", "domain.q.c.d.e", "domain.q.c.f", "domain.q.g.z", "domain.q.h", "domain.q.c.d.y"};
+  json_t *r = json_array();
+  for (size_t i = 0; i < 6; i++) {
+    const json_t *v = theus_ctx_get(ctx, p[i]);
+    json_array_append_new(r, v ? json_deep_copy(v) : json_null());
+  }
+  theus_ctx_return(ctx, r);
+  return 0;
+}
+
+/* Nested, overlapping, duplicated and missing domain inputs reach a worker as
+ * a local run sees them. */
+static void test_nested_inputs_shipped(void **state) {
+  (void)state;
+  theus_contract c = {.name = "echo_nested", .fn = echo_nested, .inputs = nested_in, .parallel = 1};
+  assert_int_equal(theus_engine_register(E, &c), 0);
+  json_t *q = json_loads("{\"a\":{\"b\":1,\"x\":2},\"c\":{\"d\":{\"e\":3,\"y\":5},\"f\":[4]},"
+                         "\"g\":{\"z\":{\"k\":\"v\"}},\"h\":\"s\"}", 0, NULL);
+  assert_non_null(q);
+  assert_int_equal(theus_engine_set(E, "domain.q", q), 0);
+  json_t *r = NULL;
+  assert_int_equal(theus_engine_execute(E, "echo_nested", NULL, &r), 0);
+  json_t *want = json_loads("[1, 3, [4], {\"k\":\"v\"}, \"s\", 5]", 0, NULL);
+  assert_true(json_equal(r, want));
+  json_decref(r);
+  json_decref(want);
+}
+
+/* One thread submits more pool jobs than the rings hold (2 x 256) before
+ * waiting for any, then waits for them in order; some are released unwaited. */
+static void test_more_jobs_than_ring_slots(void **state) {
+  (void)state;
+  enum { M = 700 };
+  theus_job **j = calloc(M, sizeof *j);
+  assert_non_null(j);
+  for (int i = 0; i < M; i++)
+    assert_int_equal(theus_engine_submit(E, "nothing", NULL, &j[i]), 0);
+  for (int i = 0; i < M; i++) {
+    if (i % 5 == 4) {
+      theus_job_release(j[i]); /* released unfinished (or not yet queued) */
+      continue;
+    }
+    assert_int_equal(theus_job_wait(j[i], -1, NULL), 0);
+    theus_job_release(j[i]);
+  }
+  free(j);
+  assert_int_equal(theus_engine_execute(E, "nothing", NULL, NULL), 0);
+}
+
+/* The registry's fixed limits give a clear error at registration. */
+static void test_registry_limits(void **state) {
+  (void)state;
+  enum { M = 70 };
+  char names[M][24];
+  const char *in[M + 1];
+  for (int i = 0; i < M; i++) {
+    snprintf(names[i], sizeof names[i], "domain.in%d", i);
+    in[i] = names[i];
+  }
+  in[M] = NULL;
+  theus_contract c = {.name = "wide", .fn = nothing, .inputs = in, .parallel = 1};
+  assert_int_equal(theus_engine_register(E, &c), THEUS_ELIMIT);
+  assert_non_null(strstr(theus_engine_errmsg(E), "'wide'"));
+  assert_non_null(strstr(theus_engine_errmsg(E), "at most 64"));
+  assert_null(theus_engine_contract(E, "wide"));
+  in[60] = NULL; /* within the limits: accepted, and runs */
+  assert_int_equal(theus_engine_register(E, &c), 0);
+  assert_int_equal(theus_engine_execute(E, "wide", NULL, NULL), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plugin_loaded_after_open_is_refused),
@@ -274,6 +489,13 @@ int main(void) {
       cmocka_unit_test(test_timeout),
       cmocka_unit_test(test_map_reducers),
       cmocka_unit_test(test_map_registered_reducer),
+      cmocka_unit_test(test_job_released_unfinished_commits),
+      cmocka_unit_test(test_job_wait_timeout_then_again),
+      cmocka_unit_test(test_concurrent_pool_jobs),
+      cmocka_unit_test(test_registry_limits),
+      cmocka_unit_test(test_more_jobs_than_ring_slots),
+      cmocka_unit_test(test_nested_inputs_shipped),
+      cmocka_unit_test(test_close_finishes_unwaited_jobs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

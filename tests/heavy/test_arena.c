@@ -123,7 +123,7 @@ static void test_handle_errors_distinct(void **st) {
 
 static void test_single_limit(void **st) {
   (void)st;
-  theus_arena *a = open_with(0, 0, 0, 0);
+  theus_arena *a = open_with(0, 100u * MiB, 0, 0); /* the seed's 100 MiB, set explicitly */
   theus_handle h;
   assert_int_equal(theus_arena_alloc(a, 101u * MiB, &h, NULL), THEUS_ETOOBIG);
   assert_int_equal(stats(a).hard_limit_hits, 1);

@@ -164,8 +164,45 @@ static void test_deep_nesting(void **state) {
     fail_msg("got: %s", err);
 }
 
+/* Issue 11: a host that passes no config gets the file's "workers" and
+ * "arena"; one that passes cfg->arena gets exactly that config. */
+static void test_file_config_without_host_config(void **state) {
+  fixture *f = *state;
+  text t = {0};
+  put(&t, "{\"workers\": -1, \"arena\": {\"budget\": \"64MiB\"},\n"
+          " \"heavy\": {\"a\": {\"dtype\": \"u8\", \"shape\": 68157440}}, \"steps\": []}");
+  char err[1024];
+  theus_pipeline *p = load(f, &t, err, sizeof err);
+  if (!p) fail_msg("load: %s", err);
+  theus_engine *e = NULL;
+  assert_int_equal(theus_pipeline_open_engine(p, NULL, &e), THEUS_ETOOBIG); /* single_limit = the file's budget */
+  assert_null(e);
+  const char *msg = theus_pipeline_errmsg(p);
+  if (!strstr(msg, "p.json:2:12: cannot allocate heavy.a (65MiB)") ||
+      !strstr(msg, "in this pipeline set \"arena\": {\"single_limit\": \"65MiB\"}") || strstr(msg, "--arena"))
+    fail_msg("message: %s", msg);
+  theus_arena_config ac;
+  theus_pipeline_arena_config(p, &ac);
+  ac.single_limit = 65u << 20; /* over the budget now: the budget refuses it */
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = -1;
+  cfg.arena = &ac;
+  assert_int_equal(theus_pipeline_open_engine(p, &cfg, &e), THEUS_EBUDGET);
+  if (!strstr(theus_pipeline_errmsg(p), "in this pipeline set \"arena\": {\"budget\": \"65MiB\"}"))
+    fail_msg("message: %s", theus_pipeline_errmsg(p));
+  ac.hard_limit = 65u << 20;
+  assert_int_equal(theus_pipeline_open_engine(p, &cfg, &e), 0);
+  json_t *st = theus_engine_stats(e);
+  assert_null(json_object_get(json_object_get(st, "pool"), "per_worker")); /* no pool: the file said -1 */
+  json_decref(st);
+  theus_engine_close(e);
+  theus_pipeline_close(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_file_config_without_host_config, setup, teardown),
       cmocka_unit_test_setup_teardown(test_long_chain_in_set, setup, teardown),
       cmocka_unit_test_setup_teardown(test_long_chain_untaken, setup, teardown),
       cmocka_unit_test_setup_teardown(test_long_key, setup, teardown),

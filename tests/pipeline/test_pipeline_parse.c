@@ -201,8 +201,50 @@ static void test_errors(void **state) {
        "1:64: args[0] must be a state path string or a number");
 }
 
+/* "arena" and "workers": sizes with units, defaults, and file:line:column errors. */
+static void test_arena_and_workers(void **state) {
+  fixture *f = *state;
+  theus_pipeline *p = load(f, "{\"arena\": {\"budget\": \"8GiB\", \"single_limit\": \"2GiB\", \"soft_limit\": 0.9},"
+                              " \"workers\": 256, \"steps\": []}", NULL);
+  theus_arena_config ac;
+  theus_pipeline_arena_config(p, &ac);
+  assert_int_equal(ac.hard_limit, 8ull << 30);
+  assert_int_equal(ac.single_limit, 2ull << 30);
+  assert_int_equal(ac.soft_limit_pct, 90);
+  assert_int_equal(ac.max_handles, 0);
+  assert_int_equal(theus_pipeline_workers(p), 256);
+  theus_pipeline_close(p);
+  p = load(f, "{\"arena\": {\"single_limit\": 134217728}, \"steps\": []}", NULL); /* bytes as a number */
+  theus_pipeline_arena_config(p, &ac);
+  assert_int_equal(ac.hard_limit, 0); /* unset: the machine's default at open */
+  assert_int_equal(ac.single_limit, 128u << 20);
+  assert_int_equal(ac.soft_limit_pct, 0);
+  assert_int_equal(theus_pipeline_workers(p), -2);
+  theus_pipeline_close(p);
+  p = load(f, "{\"arena\": {\"budget\": \"1.5 GB\"}, \"steps\": []}", NULL);
+  theus_pipeline_arena_config(p, &ac);
+  assert_int_equal(ac.hard_limit, 1500000000ull); /* KB, MB, GB are powers of 1000 */
+  theus_pipeline_close(p);
+  load(f, "{\"arena\": 5, \"steps\": []}", "1:11: \"arena\" is an object");
+  load(f, "{\"arena\": {\"budgit\": \"1GiB\"}, \"steps\": []}",
+       "1:12: unknown key \"budgit\" in \"arena\"; did you mean \"budget\"?");
+  load(f, "{\"arena\": {\"budget\": \"8G\"}, \"steps\": []}",
+       "1:22: \"arena\" \"budget\": size \"8G\": the unit 'G' is ambiguous; write GiB");
+  load(f, "{\"arena\": {\"budget\": \"lots\"}, \"steps\": []}", "1:22: \"arena\" \"budget\": \"lots\" is not a size");
+  load(f, "{\"arena\": {\"budget\": \"100\"}, \"steps\": []}", "1:22: \"arena\" \"budget\" must be at least 4KiB");
+  load(f, "{\"arena\": {\"single_limit\": true}, \"steps\": []}",
+       "1:28: \"arena\" \"single_limit\" must be a size such as \"8GiB\" or a byte count, found a boolean");
+  load(f, "{\"arena\": {\"single_limit\": -1}, \"steps\": []}", "1:28: \"arena\" \"single_limit\" must be a size");
+  load(f, "{\"arena\": {\"single_limit\": 0}, \"steps\": []}", "1:28: \"arena\" \"single_limit\" must be at least 1B");
+  load(f, "{\"arena\": {\"soft_limit\": 85}, \"steps\": []}",
+       "1:26: \"arena\" \"soft_limit\" is a fraction of the budget above 0 and at most 1");
+  load(f, "{\"arena\": {\"soft_limit\": \"85%\"}, \"steps\": []}", "1:26: \"arena\" \"soft_limit\" is a fraction");
+  load(f, "{\"workers\": 257, \"steps\": []}", "1:13: \"workers\" must be an integer from -1 to 256");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_arena_and_workers, setup, teardown),
       cmocka_unit_test(test_position_index),
       cmocka_unit_test(test_position_index_long),
       cmocka_unit_test_setup_teardown(test_valid_pipeline, setup, teardown),

@@ -295,6 +295,146 @@ static void test_map(void **state) {
   assert_int_equal(theus_pool_map(f->pool, &m, NULL), THEUS_EINVAL);
 }
 
+
+/* ---- placement, blocking submit, map common bytes ------------------------- */
+
+typedef struct place_arg {
+  theus_pool *p;
+  pthread_barrier_t *bar;
+  theus_ticket tk;
+  int rc;
+} place_arg;
+
+/* Submits one task when every thread is ready, then waits for the others to
+ * have submitted too before the main thread collects anything: the
+ * outstanding counts therefore only grow during a round. */
+static void *place_one(void *v) {
+  place_arg *a = v;
+  int ms = 0;
+  theus_task_desc d = {.fn = t_sleep_ms, .arg = &ms, .arg_len = sizeof ms};
+  pthread_barrier_wait(a->bar);
+  a->rc = theus_pool_submit(a->p, &d, &a->tk);
+  pthread_barrier_wait(a->bar);
+  return NULL;
+}
+
+/* 4 concurrent submitters on 2 idle workers: placement must put exactly two
+ * tasks on each, every round (the old read-then-enqueue placement let racing
+ * submitters pick the same idle worker). Asserts on the distribution only. */
+static void test_placement_balances(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 2);
+  enum { ROUNDS = 300, T = 4 };
+  pthread_barrier_t bar;
+  pthread_barrier_init(&bar, NULL, T);
+  int bad = 0;
+  for (int r = 0; r < ROUNDS; r++) {
+    pthread_t th[T];
+    place_arg a[T];
+    for (int i = 0; i < T; i++) {
+      a[i] = (place_arg){f->pool, &bar, 0, -1};
+      assert_int_equal(pthread_create(&th[i], NULL, place_one, &a[i]), 0);
+    }
+    int per[2] = {0, 0};
+    for (int i = 0; i < T; i++) {
+      pthread_join(th[i], NULL);
+      assert_int_equal(a[i].rc, 0);
+      per[a[i].tk & 0xff]++; /* the ticket names the worker it was queued on */
+    }
+    for (int i = 0; i < T; i++) {
+      theus_pool_result res;
+      assert_int_equal(theus_pool_wait(f->pool, a[i].tk, -1, &res), 0);
+      theus_pool_result_release(&res);
+    }
+    if (per[0] != 2) bad++;
+  }
+  pthread_barrier_destroy(&bar);
+  assert_int_equal(bad, 0);
+}
+
+typedef struct collect_arg {
+  theus_pool *p;
+  theus_ticket *tk;
+  int n, rc;
+} collect_arg;
+
+static void *collect_later(void *v) {
+  collect_arg *c = v;
+  usleep(20000);
+  c->rc = 0;
+  for (int i = 0; i < c->n; i++) {
+    theus_pool_result res;
+    int rc = theus_pool_wait(c->p, c->tk[i], -1, &res);
+    if (rc < 0 && !c->rc) c->rc = rc;
+    theus_pool_result_release(&res);
+  }
+  return NULL;
+}
+
+static void test_submit_wait(void **state) {
+  fixture *f = *state;
+  theus_pool_config cfg;
+  theus_pool_config_init(&cfg);
+  cfg.nworkers = 1;
+  cfg.ring_capacity = 2;
+  assert_int_equal(theus_pool_open(&cfg, &f->pool), 0);
+  int ms = 1;
+  theus_task_desc d = {.fn = t_sleep_ms, .arg = &ms, .arg_len = sizeof ms};
+  theus_ticket tk[2], more;
+  for (int i = 0; i < 2; i++) assert_int_equal(theus_pool_submit(f->pool, &d, &tk[i]), 0);
+  assert_int_equal(theus_pool_submit(f->pool, &d, &more), THEUS_EAGAIN);
+  /* nobody collects: the blocking variant gives up at its timeout */
+  assert_int_equal(theus_pool_submit_wait(f->pool, &d, 30, &more), THEUS_ETIMEDOUT);
+  /* another thread collects: the blocked submitter is woken and queues */
+  collect_arg c = {f->pool, tk, 2, -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, collect_later, &c), 0);
+  assert_int_equal(theus_pool_submit_wait(f->pool, &d, -1, &more), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(c.rc, 0);
+  theus_pool_result res;
+  assert_int_equal(theus_pool_wait(f->pool, more, -1, &res), 0);
+  assert_int_equal(res.status, 0);
+  theus_pool_result_release(&res);
+}
+
+static int t_common_add(theus_task *t) {
+  size_t n;
+  const int *base = theus_task_common(t, &n);
+  int v;
+  memcpy(&v, theus_task_arg(t, NULL), sizeof v);
+  if (n != sizeof(int) || !base) return theus_task_fail(t, THEUS_EINVAL, "common bytes: %zu", n);
+  v += *base + (int)(intptr_t)theus_task_context(t);
+  return theus_task_write(t, &v, sizeof v);
+}
+
+static void test_map_common(void **state) {
+  fixture *f = *state;
+  theus_pool_config cfg;
+  theus_pool_config_init(&cfg);
+  cfg.nworkers = 2;
+  cfg.task_context = (const void *)(intptr_t)1000;
+  assert_int_equal(theus_pool_open(&cfg, &f->pool), 0);
+  enum { N = 64 };
+  int in[N], out[N], wk[N], base = 7;
+  for (int i = 0; i < N; i++) in[i] = i, wk[i] = -5;
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    theus_map_desc m = {.fn = t_common_add, .args = in, .arg_size = sizeof(int), .count = N, .results = out,
+                        .result_size = sizeof(int), .chunk = chunk, .common = &base, .common_size = sizeof base,
+                        .workers = wk};
+    assert_int_equal(theus_pool_map(f->pool, &m, NULL), 0);
+    for (int i = 0; i < N; i++) {
+      assert_int_equal(out[i], i + 1007);
+      assert_true(wk[i] == 0 || wk[i] == 1);
+    }
+  }
+  /* common bytes that leave no room for one item */
+  static char huge[THEUS_POOL_ARG_MAX];
+  theus_map_desc m = {.fn = t_common_add, .args = in, .arg_size = sizeof(int), .count = N, .results = out,
+                      .result_size = sizeof(int), .common = huge, .common_size = sizeof huge};
+  assert_int_equal(theus_pool_map(f->pool, &m, NULL), THEUS_EINVAL);
+}
+
 static void test_two_pools(void **state) {
   fixture *f = *state;
   f->pool = start(f, 1);
@@ -440,6 +580,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_errors_and_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_map, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_placement_balances, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_submit_wait, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_map_common, setup, teardown),
       cmocka_unit_test_setup_teardown(test_two_pools, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threaded_parent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_modes, setup, teardown),

@@ -179,9 +179,9 @@ static int t_map_item(theus_task *t) {
 /* ---- helpers ------------------------------------------------------------- */
 
 static theus_pool_result run(fixture *f, theus_task_fn fn, unsigned flags, const void *arg, size_t len) {
-  theus_task_desc d = {.fn = fn, .arg = arg, .arg_len = len};
+  theus_task_desc d = {.fn = fn, .arg = arg, .arg_len = len, .flags = flags};
   theus_ticket tk;
-  int rc = theus_pool_submit_flags(f->pool, &d, flags, &tk);
+  int rc = theus_pool_submit(f->pool, &d, &tk);
   if (rc != 0) fail_msg("submit: %s", theus_pool_errmsg(f->pool));
   theus_pool_result r;
   assert_int_equal(theus_pool_wait(f->pool, tk, 30000, &r), 0);
@@ -343,10 +343,10 @@ static void test_arena_write_still_reported(void **state) {
   int rc = theus_pool_open(&cfg, &p);
   if (rc == 0) {
     const char *keys[] = {"heavy.frame"};
-    theus_task_desc d = {.fn = t_write_ro, .handles = &h, .nhandles = 1, .keys = keys};
+    theus_task_desc d = {.fn = t_write_ro, .handles = &h, .nhandles = 1, .keys = keys, .flags = THEUS_TASK_SANDBOX};
     theus_ticket tk;
     theus_pool_result r = {0};
-    rc = theus_pool_submit_flags(p, &d, THEUS_TASK_SANDBOX, &tk);
+    rc = theus_pool_submit(p, &d, &tk);
     if (rc == 0) rc = theus_pool_wait(p, tk, 30000, &r);
     if (rc == 0) {
       printf("  %s\n", r.errmsg);
@@ -362,9 +362,9 @@ static void test_arena_write_still_reported(void **state) {
 
 static void test_bad_flags(void **state) {
   fixture *f = *state;
-  theus_task_desc d = {.fn = t_pid};
+  theus_task_desc d = {.fn = t_pid, .flags = 0x80};
   theus_ticket tk;
-  assert_int_equal(theus_pool_submit_flags(f->pool, &d, 0x80, &tk), THEUS_EINVAL);
+  assert_int_equal(theus_pool_submit(f->pool, &d, &tk), THEUS_EINVAL);
 }
 
 int main(void) {
