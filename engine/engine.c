@@ -98,9 +98,9 @@ int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
     e->arena = NULL;
     goto fail;
   }
-  if (e->cfg.workers < -1 || e->cfg.workers > 1024) {
-    rc = theus__eset(e, THEUS_EINVAL, "engine open: workers %d must be -1 (no pool), 0 (one per core) or 1..1024",
-                     e->cfg.workers);
+  if (e->cfg.workers < -1 || e->cfg.workers > THEUS_ENGINE_MAX_WORKERS) {
+    rc = theus__eset(e, THEUS_EINVAL, "engine open: workers %d must be -1 (no pool), 0 (one per core) or 1..%d "
+                     "(THEUS_ENGINE_MAX_WORKERS)", e->cfg.workers, THEUS_ENGINE_MAX_WORKERS);
     goto fail;
   }
   if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)))

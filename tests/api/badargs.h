@@ -4,8 +4,8 @@
  *
  * A case is a function returning 0 when the call answered as it must (an
  * error code, NULL, a no-op), non-zero otherwise (it prints why). The parent
- * reaps every child (killing it after a deadline) and fails once, listing
- * every call that crashed or answered wrongly. */
+ * reaps every child (a child that hangs ends by SIGALRM) and fails once,
+ * listing every call that crashed or answered wrongly. */
 #ifndef THEUS_TEST_BADARGS_H
 #define THEUS_TEST_BADARGS_H
 
@@ -109,6 +109,18 @@ static inline char *badargs_run(const badcase *t, size_t n) {
       len += (size_t)snprintf(rep + len, cap - len, "%s: wrong answer (see above)\n", t[i].call);
   }
   return rep;
+}
+
+/* Runs the cases and fails the cmocka test, listing every call that crashed
+ * or answered wrongly (include <cmocka.h> first). */
+static inline void badargs_check(const badcase *t, size_t n) {
+  char *rep = badargs_run(t, n);
+  if (rep[0]) {
+    printf("%s", rep);
+    free(rep);
+    fail_msg("some calls crashed or answered wrongly (listed above)");
+  }
+  free(rep);
 }
 
 #endif

@@ -1,9 +1,7 @@
 /* Bad arguments to <theus/engine.h>: NULL engines, snapshots, watches, keys,
- * paths and outputs, zero sizes, bad dtypes and shapes. Every call runs in a
- * child (badargs.h). The execution calls (engine/exec.c, engine/ctx.c:
- * theus_engine_execute/submit/map, theus_job_*, theus_ctx_*) are being
- * rewritten elsewhere: their cases run and are reported, but do not fail the
- * test yet (exec_cases); the same for <theus/pool.h> (workers/pool.c, pool_cases). */
+ * paths and outputs, zero sizes, bad dtypes and shapes; the execution calls
+ * and every theus_ctx_* call on a NULL and on a real context, in a local run
+ * and in a worker. Every case runs in a child (badargs.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +10,6 @@
 
 #include "badargs.h"
 #include "theus/engine.h"
-#include "theus/pool.h"
 
 static theus_engine *engine(void) {
   theus_engine_config c;
@@ -123,64 +120,218 @@ CASE(e_watch, theus_version_watch *w; int fd = theus_engine_version_fd(engine())
 CASE(e_stats, return theus_engine_stats(NULL) != NULL;)
 CASE(e_trace, theus_engine_set_trace(NULL, trace, NULL); theus_engine_set_trace(engine(), NULL, NULL); return 0;)
 
-/* ---- engine/exec.c and engine/ctx.c (reported, not yet enforced) ---------- */
-CASE(x_execute, json_t *r; theus_engine *e = engine();
+/* ---- execution: engine/exec.c ------------------------------------------------ */
+
+static int probe(theus_ctx *ctx);
+static const char *const probe_in[] = {"domain.x", "heavy.k", "heavy.lv", NULL};
+static const char *const probe_out[] = {"domain.y", "heavy.out", NULL};
+static const char *const pprobe_out[] = {"domain.y", NULL}; /* a worker cannot write heavy arrays */
+static const char *const probe_err[] = {"E", NULL};
+
+/* An engine with `workers` workers (-1: none), a published f32[8] "k", a live
+ * region "lv" of 16 bytes, the probe as a local process ("probe") and as a
+ * parallel one ("pprobe", local too without workers), and "noop". */
+static theus_engine *probe_engine(int workers) {
+  theus_engine_config c;
+  theus_engine_config_init(&c);
+  c.workers = workers;
+  theus_engine *e = NULL;
+  uint64_t sh[1] = {8};
+  void *d;
+  theus_twin_writer *w;
+  theus_contract local = {.name = "probe", .fn = probe, .inputs = probe_in, .outputs = probe_out,
+                          .errors = probe_err};
+  theus_contract par = local, nop = {.name = "noop", .fn = noop};
+  par.name = "pprobe";
+  par.parallel = workers >= 0;
+  par.outputs = pprobe_out;
+  json_t *publish = json_pack("{s:b}", "k", 1);
+  int rc = theus_engine_open(&c, &e) || theus_engine_register(e, &local) || theus_engine_register(e, &par) ||
+           theus_engine_register(e, &nop) || theus_engine_heavy_alloc(e, "k", THEUS_DTYPE_F32, 1, sh, &d) ||
+           theus_engine_cas(e, theus_engine_version(e), NULL, publish, NULL) ||
+           theus_engine_live_create(e, "lv", 16, &w);
+  json_decref(publish);
+  if (rc) {
+    printf("  cannot set up the probe engine: %s\n", theus_engine_errmsg(e));
+    _exit(99);
+  }
+  return e;
+}
+
+CASE(x_execute, json_t *r; theus_engine *e = probe_engine(-1); theus_engine *bad = NULL; theus_engine_config c;
+     theus_engine_config_init(&c); c.workers = -5; theus_engine_open(&c, &bad); json_t *one = json_integer(1);
      return want(theus_engine_execute(NULL, "p", NULL, &r), THEUS_EINVAL, "execute(NULL)") ||
-            want_err(theus_engine_execute(e, NULL, NULL, &r), "execute(name NULL)");)
-CASE(x_submit, theus_job *j; theus_engine *e = engine();
+            want(theus_engine_execute(e, NULL, NULL, &r), THEUS_EINVAL, "execute(name NULL)") ||
+            want(theus_engine_execute(bad, "noop", NULL, &r), THEUS_EINVAL, "execute(engine whose open failed)") ||
+            want(theus_engine_execute(e, "never", NULL, NULL), THEUS_ENOTFOUND, "execute(unknown, result NULL)") ||
+            want(theus_engine_execute(e, "noop", one, &r), THEUS_EINVAL, "execute(args not an object)");)
+CASE(x_submit, theus_job *j; theus_engine *e = probe_engine(-1); json_t *one = json_integer(1);
      return want(theus_engine_submit(NULL, "p", NULL, &j), THEUS_EINVAL, "submit(NULL)") ||
-            want_err(theus_engine_submit(e, NULL, NULL, &j), "submit(name NULL)") ||
-            want_err(theus_engine_submit(e, "p", NULL, NULL), "submit(out NULL)");)
+            want(theus_engine_submit(e, NULL, NULL, &j), THEUS_EINVAL, "submit(name NULL)") ||
+            want(theus_engine_submit(e, "noop", NULL, NULL), THEUS_EINVAL, "submit(out NULL)") ||
+            want(theus_engine_submit(e, "never", NULL, &j), THEUS_ENOTFOUND, "submit(unknown)") ||
+            want(theus_engine_submit(e, "noop", one, &j), THEUS_EINVAL, "submit(args not an object)");)
 CASE(x_job, json_t *r; theus_job_release(NULL);
-     return want(theus_job_wait(NULL, 0, &r), THEUS_EINVAL, "job_wait(NULL)") || theus_job_errmsg(NULL) == NULL ||
-            theus_job_version(NULL) != 0;)
-CASE(x_map, json_t *r; theus_engine *e = engine();
-     return want(theus_engine_map(NULL, "p", "heavy.x", 2, "sum", NULL, &r), THEUS_EINVAL, "map(NULL)") ||
-            want_err(theus_engine_map(e, NULL, NULL, 0, NULL, NULL, &r), "map(NULLs)");)
-CASE(x_ctx, theus_array_info i; uint64_t lo, hi; uint32_t k, n;
-     theus_ctx_return(NULL, NULL);
+     return want(theus_job_wait(NULL, 0, &r), THEUS_EINVAL, "job_wait(NULL)") ||
+            want(theus_job_wait(NULL, -1, NULL), THEUS_EINVAL, "job_wait(NULL, forever, NULL)") ||
+            theus_job_errmsg(NULL) == NULL || theus_job_version(NULL) != 0;)
+CASE(x_map_null, json_t *r; theus_engine *e = engine();
+     return want(theus_engine_map(NULL, "p", "x", 2, "sum", NULL, &r), THEUS_EINVAL, "map(NULL)") ||
+            want(theus_engine_map(e, NULL, NULL, 0, NULL, NULL, &r), THEUS_EINVAL, "map(NULLs)") ||
+            want(theus_engine_map(e, "p", NULL, 2, "sum", NULL, &r), THEUS_EINVAL, "map(key NULL)");)
+CASE(x_map_bad, json_t *r; theus_engine *e = probe_engine(1); json_t *one = json_integer(1);
+     int bad = want(theus_engine_map(e, "pprobe", "k", 0, "sum", NULL, &r), THEUS_EINVAL, "map(slices 0)") ||
+               want(theus_engine_map(e, "pprobe", "k", 2, NULL, NULL, &r), THEUS_EINVAL, "map(reducer NULL)") ||
+               want(theus_engine_map(e, "pprobe", "k", 2, "nope", NULL, &r), THEUS_EINVAL, "map(unknown reducer)") ||
+               want(theus_engine_map(e, "pprobe", "k", 2, "sum", one, &r), THEUS_EINVAL, "map(args not an object)") ||
+               want(theus_engine_map(e, "pprobe", "never", 2, "sum", NULL, &r), THEUS_ENOTFOUND, "map(unknown key)") ||
+               want_err(theus_engine_map(e, "noop", "k", 2, "sum", NULL, &r), "map(a process not declaring k)");
+     theus_engine_close(e); return bad;)
+
+/* ---- the process context: engine/ctx.c ---------------------------------------
+ * NULL ctx from the host (no run), then every call with bad arguments on a
+ * real ctx, in a local run and in a worker. The probe writes what answered
+ * wrongly into its return value (a worker may not print: the sandbox). */
+CASE(x_ctx_null, theus_array_info i; uint64_t lo, hi, ep; uint32_t k, n; size_t nb; char buf[4]; void *d;
+     uint64_t sh[1] = {1};
+     theus_ctx_return(NULL, json_integer(1));
      return theus_ctx_get(NULL, "domain.x") != NULL || theus_ctx_args(NULL) != NULL ||
-            want_err(theus_ctx_heavy(NULL, "k", &i), "ctx_heavy(NULL)") ||
-            want_err(theus_ctx_slice(NULL, &lo, &hi, &k, &n), "ctx_slice(NULL)") ||
-            want_err(theus_ctx_set(NULL, "domain.x", NULL), "ctx_set(NULL)") ||
-            want_err(theus_ctx_fail(NULL, "x"), "ctx_fail(NULL)") || theus_ctx_userdata(NULL) != NULL ||
-            theus_ctx_process(NULL) != NULL;)
+            want(theus_ctx_heavy(NULL, "k", &i), THEUS_EINVAL, "ctx_heavy(NULL)") ||
+            want(theus_ctx_live_read(NULL, "k", 0, buf, 4, &ep), THEUS_EINVAL, "ctx_live_read(NULL)") ||
+            want(theus_ctx_live_wait(NULL, "k", 0, 0, &ep), THEUS_EINVAL, "ctx_live_wait(NULL)") ||
+            want(theus_ctx_live_size(NULL, "k", &nb), THEUS_EINVAL, "ctx_live_size(NULL)") ||
+            want(theus_ctx_slice(NULL, &lo, &hi, &k, &n), THEUS_EINVAL, "ctx_slice(NULL)") ||
+            want(theus_ctx_set(NULL, "domain.x", json_integer(1)), THEUS_EINVAL, "ctx_set(NULL)") ||
+            want(theus_ctx_heavy_alloc(NULL, "k", THEUS_DTYPE_U8, 1, sh, &d), THEUS_EINVAL, "ctx_heavy_alloc(NULL)") ||
+            want(theus_ctx_fail(NULL, "x"), THEUS_EINVAL, "ctx_fail(NULL)") ||
+            want(theus_ctx_raise(NULL, "E", "x"), THEUS_EINVAL, "ctx_raise(NULL)") ||
+            theus_ctx_userdata(NULL) != NULL || theus_ctx_process(NULL) != NULL ||
+            want(theus_ctx_worker(NULL), THEUS_EINVAL, "ctx_worker(NULL)");)
 
-/* ---- workers/pool.c (reported, not yet enforced) ------------------------- */
-CASE(w_config, theus_pool_config_init(NULL); return 0;)
-CASE(w_open, return want(theus_pool_open(NULL, NULL), THEUS_EINVAL, "pool_open(NULL, NULL)");)
-CASE(w_submit, theus_ticket t; theus_task_desc d; memset(&d, 0, sizeof d);
-     return want(theus_pool_submit(NULL, &d, &t), THEUS_EINVAL, "pool_submit(NULL)") ||
-            want(theus_pool_submit_wait(NULL, &d, 0, &t), THEUS_EINVAL, "pool_submit_wait(NULL)") ||
-            want(theus_pool_submit_batch(NULL, &d, 1, &t), THEUS_EINVAL, "pool_submit_batch(NULL)");)
-CASE(w_map, size_t nf; theus_map_desc m; memset(&m, 0, sizeof m);
-     return want(theus_pool_map(NULL, &m, &nf), THEUS_EINVAL, "pool_map(NULL)");)
-CASE(w_wait, theus_pool_result r; theus_pool_result_release(NULL);
-     return want(theus_pool_wait(NULL, 1, 0, &r), THEUS_EINVAL, "pool_wait(NULL)");)
-CASE(w_getters, theus_pool_stats st;
-     return want(theus_pool_stats_get(NULL, &st), THEUS_EINVAL, "pool_stats_get(NULL)") ||
-            theus_pool_size(NULL) != 0 || theus_pool_worker_pid(NULL, 0) > 0 ||
-            theus_pool_has_function(NULL, NULL) > 0 || theus_pool_forksrv_pid(NULL) > 0 ||
-            theus_pool_errmsg(NULL) == NULL;)
-CASE(w_close, return want(theus_pool_close(NULL, 1), 0, "pool_close(NULL)");)
-CASE(w_task, size_t n; const void *v; theus_array_info i;
-     return theus_task_arena(NULL) != NULL || theus_task_arg(NULL, &n) != NULL || theus_task_nhandles(NULL) != 0 ||
-            theus_task_handle(NULL, 0) != 0 || want_err(theus_task_array(NULL, 0, &i), "task_array(NULL)") ||
-            want_err(theus_task_view(NULL, 0, &v, &n), "task_view(NULL)") || theus_task_out(NULL, &n) != NULL ||
-            want_err(theus_task_set_result(NULL, 1), "task_set_result(NULL)") ||
-            want_err(theus_task_write(NULL, "x", 1), "task_write(NULL)") ||
-            want_err(theus_task_fail(NULL, -1, "x"), "task_fail(NULL)") || theus_task_worker(NULL) != 0;)
+static char probe_log[2048];
 
-static const badcase pool_cases[] = {
-    ENTRY(w_config, "theus_pool_config_init(NULL)"),
-    ENTRY(w_open, "theus_pool_open(NULL, NULL)"),
-    ENTRY(w_submit, "theus_pool_submit/submit_wait/submit_batch(NULL pool)"),
-    ENTRY(w_map, "theus_pool_map(NULL pool)"),
-    ENTRY(w_wait, "theus_pool_wait(NULL pool), theus_pool_result_release(NULL)"),
-    ENTRY(w_getters, "theus_pool_stats_get/size/worker_pid/has_function/forksrv_pid/errmsg(NULL)"),
-    ENTRY(w_close, "theus_pool_close(NULL, 1)"),
-    ENTRY(w_task, "theus_task_*(NULL task)"),
+/* Appends `what` to the probe's log unless ok. */
+static void probe_check(int ok, const char *what) {
+  size_t n = strlen(probe_log);
+  if (!ok) snprintf(probe_log + n, sizeof probe_log - n, "%s%s", n ? "; " : "", what);
+}
+
+/* Bad calls that only answer (the run goes on): the log of wrong answers is
+ * the return value. */
+static void probe_answers(theus_ctx *ctx) {
+  theus_array_info i;
+  uint64_t ep, lo;
+  size_t nb = 0;
+  char buf[32];
+  probe_log[0] = 0;
+  probe_check(theus_ctx_heavy(ctx, NULL, &i) == THEUS_EINVAL, "ctx_heavy(key NULL)");
+  probe_check(theus_ctx_heavy(ctx, "k", NULL) == THEUS_EINVAL, "ctx_heavy(out NULL)");
+  probe_check(theus_ctx_live_read(ctx, NULL, 0, buf, 4, &ep) == THEUS_EINVAL, "ctx_live_read(key NULL)");
+  probe_check(theus_ctx_live_read(ctx, "lv", 0, NULL, 4, &ep) == THEUS_EINVAL, "ctx_live_read(dest NULL)");
+  probe_check(theus_ctx_live_read(ctx, "lv", SIZE_MAX, buf, 4, &ep) == THEUS_EINVAL, "ctx_live_read(offset max)");
+  probe_check(theus_ctx_live_read(ctx, "lv", 8, buf, SIZE_MAX, NULL) == THEUS_EINVAL, "ctx_live_read(len max)");
+  probe_check(theus_ctx_live_read(ctx, "k", 0, buf, 4, NULL) < 0, "ctx_live_read(an ordinary array)");
+  probe_check(theus_ctx_live_wait(ctx, NULL, 0, 0, &ep) == THEUS_EINVAL, "ctx_live_wait(key NULL)");
+  probe_check(theus_ctx_live_wait(ctx, "lv", UINT64_MAX, 0, NULL) == THEUS_ETIMEDOUT, "ctx_live_wait(seen max)");
+  probe_check(theus_ctx_live_size(ctx, NULL, &nb) == THEUS_EINVAL, "ctx_live_size(key NULL)");
+  probe_check(theus_ctx_live_size(ctx, "lv", NULL) == 0, "ctx_live_size(nbytes NULL)");
+  probe_check(theus_ctx_slice(ctx, &lo, NULL, NULL, NULL) == THEUS_ENOTFOUND, "ctx_slice(outside a map)");
+  probe_check(theus_ctx_process(ctx) != NULL, "ctx_process");
+  probe_check(theus_ctx_worker(ctx) >= -1, "ctx_worker");
+  (void)theus_ctx_userdata(ctx);
+  (void)theus_ctx_args(ctx);
+  theus_ctx_return(ctx, NULL);
+  theus_ctx_return(ctx, json_string(probe_log[0] ? probe_log : "ok"));
+}
+
+/* Bad calls that fail the run: one per execution (args {"call": i}); the
+ * run's code and message show how the call answered. */
+typedef struct failing_call {
+  const char *call, *msg; /* the call, a part of the run's message */
+  int code;               /* the run's code; 0: any error (local and worker runs differ) */
+} failing_call;
+
+static const failing_call failing[] = {
+    {"ctx_get(path NULL)", "ctx_get: '(null)' is not a domain path", THEUS_EINVAL},
+    {"ctx_get(\"not.a.domain\")", "ctx_get: 'not.a.domain' is not a domain path", THEUS_EINVAL},
+    {"ctx_set(path NULL)", "ctx_set: '(null)' is not a domain path", THEUS_EINVAL},
+    {"ctx_set(value NULL)", "ctx_set 'domain.y': value is NULL", THEUS_EINVAL},
+    {"ctx_set(\"domain.*\")", "ctx_set: 'domain.*' is not a domain path", THEUS_EINVAL},
+    {"ctx_heavy_alloc(key NULL)", "heavy_alloc: key is NULL", THEUS_EINVAL},
+    {"ctx_heavy_alloc(shape NULL)", "heavy_alloc: shape is NULL", THEUS_EINVAL},
+    {"ctx_heavy_alloc(data NULL)", "heavy_alloc: data is NULL", THEUS_EINVAL},
+    {"ctx_heavy_alloc(ndim 0)", "heavy_alloc", 0},
+    {"ctx_heavy_alloc(ndim 9)", "heavy_alloc", 0},
+    {"ctx_heavy_alloc(dtype 99)", "heavy_alloc", 0},
+    {"ctx_heavy_alloc(2^64 x 3 f64)", "heavy_alloc", 0},
+    {"ctx_fail(fmt NULL)", "failed: (no message)", THEUS_EPROCESS},
+    {"ctx_raise(name NULL)", "raised undeclared error '(null)'", THEUS_ECONTRACT},
+    {"ctx_raise(\"E\", fmt NULL)", "failed with E: (no message)", THEUS_EPROCESS},
 };
+#define NFAILING (sizeof failing / sizeof failing[0])
+
+static void probe_failing(theus_ctx *ctx, int i) {
+  uint64_t sh[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, huge[2] = {UINT64_MAX, 3};
+  void *d = NULL;
+  switch (i) {
+  case 0: theus_ctx_get(ctx, NULL); break;
+  case 1: theus_ctx_get(ctx, "not.a.domain"); break;
+  case 2: theus_ctx_set(ctx, NULL, json_integer(1)); break;
+  case 3: theus_ctx_set(ctx, "domain.y", NULL); break;
+  case 4: theus_ctx_set(ctx, "domain.*", json_integer(1)); break;
+  case 5: theus_ctx_heavy_alloc(ctx, NULL, THEUS_DTYPE_U8, 1, sh, &d); break;
+  case 6: theus_ctx_heavy_alloc(ctx, "out", THEUS_DTYPE_U8, 1, NULL, &d); break;
+  case 7: theus_ctx_heavy_alloc(ctx, "out", THEUS_DTYPE_U8, 1, sh, NULL); break;
+  case 8: theus_ctx_heavy_alloc(ctx, "out", THEUS_DTYPE_U8, 0, sh, &d); break;
+  case 9: theus_ctx_heavy_alloc(ctx, "out", THEUS_DTYPE_U8, 9, sh, &d); break;
+  case 10: theus_ctx_heavy_alloc(ctx, "out", (theus_dtype)99, 1, sh, &d); break;
+  case 11: theus_ctx_heavy_alloc(ctx, "out", THEUS_DTYPE_F64, 2, huge, &d); break;
+  case 12: theus_ctx_fail(ctx, NULL); break;
+  case 13: theus_ctx_raise(ctx, NULL, "x"); break;
+  case 14: theus_ctx_raise(ctx, "E", NULL); break;
+  }
+}
+
+static int probe(theus_ctx *ctx) {
+  const json_t *call = json_object_get(theus_ctx_args(ctx), "call");
+  if (call)
+    probe_failing(ctx, (int)json_integer_value(call));
+  else
+    probe_answers(ctx);
+  return 0;
+}
+
+/* Runs process name on e: 0 if every bad call answered as it must. */
+static int run_probe(theus_engine *e, const char *name) {
+  json_t *r = NULL;
+  int rc = theus_engine_execute(e, name, NULL, &r), bad = 0;
+  const char *log = json_string_value(r);
+  if (rc || !log || strcmp(log, "ok") != 0) {
+    printf("  %s: execute returned %d (%s), wrong answers: %s\n", name, rc, theus_engine_errmsg(e),
+           log ? log : "(no return value)");
+    bad = 1;
+  }
+  json_decref(r);
+  for (size_t i = 0; i < NFAILING; i++) {
+    json_t *args = json_pack("{s:i}", "call", (int)i);
+    rc = theus_engine_execute(e, name, args, NULL);
+    json_decref(args);
+    const char *msg = theus_engine_errmsg(e);
+    if (failing[i].code ? rc != failing[i].code : rc >= 0) {
+      printf("  %s: %s: the run returned %d, want %d (%s)\n", name, failing[i].call, rc, failing[i].code, msg);
+      bad = 1;
+    } else if (!strstr(msg, failing[i].msg)) {
+      printf("  %s: %s: the message \"%s\" lacks \"%s\"\n", name, failing[i].call, msg, failing[i].msg);
+      bad = 1;
+    }
+  }
+  return bad;
+}
+
+CASE(x_ctx_local, theus_engine *e = probe_engine(-1); int bad = run_probe(e, "probe"); theus_engine_close(e);
+     return bad;)
+CASE(x_ctx_worker, theus_engine *e = probe_engine(1); int bad = run_probe(e, "pprobe"); theus_engine_close(e);
+     return bad;)
 
 static const badcase engine_cases[] = {
     ENTRY(e_config_init, "theus_engine_config_init(NULL)"),
@@ -208,48 +359,31 @@ static const badcase engine_cases[] = {
 };
 
 static const badcase exec_cases[] = {
-    ENTRY(x_execute, "theus_engine_execute(NULL / name NULL)"),
-    ENTRY(x_submit, "theus_engine_submit(NULL / name NULL / out NULL)"),
+    ENTRY(x_execute, "theus_engine_execute(NULL / name NULL / failed engine / unknown / args not an object)"),
+    ENTRY(x_submit, "theus_engine_submit(NULL / name NULL / out NULL / unknown / args not an object)"),
     ENTRY(x_job, "theus_job_wait/errmsg/version/release(NULL)"),
-    ENTRY(x_map, "theus_engine_map(NULL / NULLs)"),
-    ENTRY(x_ctx, "theus_ctx_*(NULL)"),
+    ENTRY(x_map_null, "theus_engine_map(NULL / name NULL / key NULL)"),
+    ENTRY(x_map_bad, "theus_engine_map(slices 0, reducer NULL or unknown, args, unknown key, undeclared key)"),
+    ENTRY(x_ctx_null, "theus_ctx_*(NULL ctx)"),
+    ENTRY(x_ctx_local, "theus_ctx_*(bad arguments) in a local run"),
+    ENTRY(x_ctx_worker, "theus_ctx_*(bad arguments) in a worker"),
 };
 
 static void test_engine_h(void **state) {
   (void)state;
-  char *rep = badargs_run(engine_cases, sizeof engine_cases / sizeof engine_cases[0]);
-  if (rep[0]) {
-    printf("%s", rep);
-    free(rep);
-    fail_msg("some calls crashed or answered wrongly (listed above)");
-  }
-  free(rep);
+  badargs_check(engine_cases, sizeof engine_cases / sizeof engine_cases[0]);
 }
 
-/* Not enforced until the rewrite of engine/exec.c and engine/ctx.c lands:
- * printed loudly so the list stays visible in every test log. */
-static void test_engine_h_exec_calls_reported(void **state) {
+static void test_execution(void **state) {
   (void)state;
-  char *rep = badargs_run(exec_cases, sizeof exec_cases / sizeof exec_cases[0]);
-  if (rep[0])
-    printf("*** NOT YET ENFORCED (engine/exec.c, engine/ctx.c are being rewritten):\n%s", rep);
-  free(rep);
-}
-
-static void test_pool_h_reported(void **state) {
-  (void)state;
-  char *rep = badargs_run(pool_cases, sizeof pool_cases / sizeof pool_cases[0]);
-  if (rep[0])
-    printf("*** NOT YET ENFORCED (workers/pool.c is being rewritten):\n%s", rep);
-  free(rep);
+  badargs_check(exec_cases, sizeof exec_cases / sizeof exec_cases[0]);
 }
 
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_engine_h),
-      cmocka_unit_test(test_engine_h_exec_calls_reported),
-      cmocka_unit_test(test_pool_h_reported),
+      cmocka_unit_test(test_execution),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -181,6 +181,19 @@ CASE(t_rcalls, theus_arena *a = arena(); theus_twin_writer *t; theus_twin_reader
             want(theus_twin_reader_set_retries(NULL, 3), THEUS_EINVAL, "set_retries(NULL)") ||
             want(theus_twin_reader_set_retries(r, 0), THEUS_EINVAL, "set_retries(0)");)
 
+/* ---- sizes, the default budget -------------------------------------------- */
+CASE(c_size_parse, uint64_t v; char err[64];
+     return want(theus_size_parse("1MiB", NULL, err, sizeof err), THEUS_EINVAL, "size_parse(out NULL)") ||
+            want(theus_size_parse(NULL, &v, err, sizeof err), THEUS_EINVAL, "size_parse(text NULL)") ||
+            want(theus_size_parse("x", &v, NULL, 0), THEUS_EINVAL, "size_parse(err NULL)") ||
+            want(theus_size_parse("1 MiB", &v, err, 1), 0, "size_parse(errlen 1)") ||
+            want(theus_size_parse("99999999999999999999TiB", &v, err, sizeof err), THEUS_EINVAL, "size_parse(2^64+)") ||
+            want(theus_size_parse("16777216TiB", &v, err, sizeof err), THEUS_EINVAL, "size_parse(2^64 exactly)");)
+CASE(c_size_format, char buf[4];
+     return theus_size_format(1, 0, NULL, 10) != NULL || theus_size_format(UINT64_MAX, 1, buf, 0) != buf ||
+            theus_size_format(UINT64_MAX, 1, buf, sizeof buf) != buf || strlen(buf) != 3;)
+CASE(c_default_budget, return theus_arena_default_budget() < (256u << 20);)
+
 /* ---- version, error --------------------------------------------------------- */
 CASE(b_version, return theus_version() == 0 || theus_version_string() == NULL;)
 CASE(b_strerror, const int codes[] = {0, 1, -1, -2, -50, -1000, INT_MIN, INT_MAX};
@@ -249,6 +262,12 @@ static const badcase heavy_cases[] = {
     ENTRY(f_view_live, "theus_arena_view(a with a live array, forged handles)"),
 };
 
+static const badcase size_cases[] = {
+    ENTRY(c_size_parse, "theus_size_parse(out NULL / text NULL / err NULL / overflow)"),
+    ENTRY(c_size_format, "theus_size_format(buf NULL / cap 0 / cap 4, UINT64_MAX)"),
+    ENTRY(c_default_budget, "theus_arena_default_budget()"),
+};
+
 static const badcase twin_cases[] = {
     ENTRY(t_wopen_null, "theus_twin_writer_open(NULL, 8, &t)"),
     ENTRY(t_wopen_out, "theus_twin_writer_open(a, 8, NULL)"),
@@ -272,35 +291,31 @@ static const badcase base_cases[] = {
     ENTRY(b_strerror, "theus_strerror/theus_err_name(any int)"),
 };
 
-static void check(const badcase *t, size_t n) {
-  char *rep = badargs_run(t, n);
-  if (rep[0]) {
-    printf("%s", rep);
-    free(rep);
-    fail_msg("some calls crashed or answered wrongly (listed above)");
-  }
-  free(rep);
-}
-
 static void test_heavy_h(void **state) {
   (void)state;
-  check(heavy_cases, sizeof heavy_cases / sizeof heavy_cases[0]);
+  badargs_check(heavy_cases, sizeof heavy_cases / sizeof heavy_cases[0]);
+}
+
+static void test_sizes(void **state) {
+  (void)state;
+  badargs_check(size_cases, sizeof size_cases / sizeof size_cases[0]);
 }
 
 static void test_twin_h(void **state) {
   (void)state;
-  check(twin_cases, sizeof twin_cases / sizeof twin_cases[0]);
+  badargs_check(twin_cases, sizeof twin_cases / sizeof twin_cases[0]);
 }
 
 static void test_version_and_error_h(void **state) {
   (void)state;
-  check(base_cases, sizeof base_cases / sizeof base_cases[0]);
+  badargs_check(base_cases, sizeof base_cases / sizeof base_cases[0]);
 }
 
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_heavy_h),
+      cmocka_unit_test(test_sizes),
       cmocka_unit_test(test_twin_h),
       cmocka_unit_test(test_version_and_error_h),
   };
