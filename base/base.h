@@ -94,6 +94,9 @@ typedef struct theus__mem_room {
 /* `headroom(limit)` is subtracted from each source's room before comparing,
  * so `avail` is the tightest room left after the headroom; NULL: none. */
 void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
+/* The same, reading <sys>/proc/... and <sys>/sys/fs/cgroup/... (sys NULL or
+ * "": the real ones): lets a test give the arena a synthetic cgroup tree. */
+void theus__os_mem_room_at(const char *sys, theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
 /* Bytes this process may still use (the tightest room above, no headroom):
  * in a container MemAvailable describes the host, so a limited cgroup lowers
  * it. 0 if nothing says; 1 if a limit is reached. */

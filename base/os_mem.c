@@ -86,9 +86,10 @@ static void walk_cgroup(theus__mem_room *r, uint64_t (*headroom)(uint64_t), cons
   }
 }
 
-static void machine_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t)) {
-  char buf[4096];
-  if (read_small("/proc/meminfo", buf, sizeof buf) <= 0) return;
+static void machine_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t), const char *sys) {
+  char buf[4096], path[512];
+  snprintf(path, sizeof path, "%s/proc/meminfo", sys);
+  if (read_small(path, buf, sizeof buf) <= 0) return;
   const char *t = strstr(buf, "MemTotal:"), *av = strstr(buf, "MemAvailable:");
   if (!t || !av) return;
   t += 9;
@@ -102,10 +103,15 @@ static void machine_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t)) {
   consider(r, total, avail > total ? 0 : total - avail, headroom, "the machine (MemAvailable of MemTotal)", "", "");
 }
 
-void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t)) {
+void theus__os_mem_room_at(const char *sys, theus__mem_room *r, uint64_t (*headroom)(uint64_t)) {
   *r = (theus__mem_room){.room = UINT64_MAX, .avail = UINT64_MAX, .limit = UINT64_MAX};
-  char buf[2048];
-  if (read_small("/proc/self/cgroup", buf, sizeof buf) > 0) {
+  char buf[2048], self[300], v2[300], hybrid[300], v1[300];
+  if (!sys) sys = "";
+  snprintf(v2, sizeof v2, "%s/sys/fs/cgroup", sys);
+  snprintf(hybrid, sizeof hybrid, "%s/sys/fs/cgroup/unified", sys);
+  snprintf(v1, sizeof v1, "%s/sys/fs/cgroup/memory", sys);
+  snprintf(self, sizeof self, "%s/proc/self/cgroup", sys);
+  if (read_small(self, buf, sizeof buf) > 0) {
     /* lines "id:controllers:/path"; "0::/path" is cgroup v2 */
     for (char *line = buf, *next; line && *line; line = next) {
       next = strchr(line, '\n');
@@ -115,15 +121,15 @@ void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t)) {
       if (!c2) continue;
       const char *path = c2 + 1;
       *c2 = 0;
-      if (strcmp(line, "0") == 0 && c1[1] == 0) {
+      if (c1 == line + 1 && line[0] == '0' && c2 == c1 + 1) {
         /* v2: at /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid) */
-        walk_cgroup(r, headroom, "/sys/fs/cgroup", path, "memory.max", "memory.current", "memory cgroup ");
-        walk_cgroup(r, headroom, "/sys/fs/cgroup/unified", path, "memory.max", "memory.current", "memory cgroup ");
+        walk_cgroup(r, headroom, v2, path, "memory.max", "memory.current", "memory cgroup ");
+        walk_cgroup(r, headroom, hybrid, path, "memory.max", "memory.current", "memory cgroup ");
       } else {
         for (char *tok = c1 + 1, *end; tok; tok = end ? end + 1 : NULL) {
           end = strchr(tok, ',');
           if ((end ? (size_t)(end - tok) : strlen(tok)) == 6 && strncmp(tok, "memory", 6) == 0) {
-            walk_cgroup(r, headroom, "/sys/fs/cgroup/memory", path, "memory.limit_in_bytes",
+            walk_cgroup(r, headroom, v1, path, "memory.limit_in_bytes",
                         "memory.usage_in_bytes", "memory cgroup (v1) ");
             break;
           }
@@ -131,8 +137,10 @@ void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t)) {
       }
     }
   }
-  machine_room(r, headroom);
+  machine_room(r, headroom, sys);
 }
+
+void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t)) { theus__os_mem_room_at(NULL, r, headroom); }
 
 uint64_t theus__os_mem_available(void) {
   theus__mem_room r;

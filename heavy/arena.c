@@ -143,6 +143,9 @@ int theus__arena_open_at(const theus_arena_config *user, const char *dir, theus_
     return theus__arena_fail(a, rc, "theus_arena_open: cannot map %" PRIu64 " bytes (hard_limit %" PRIu64
                              " needs twice its size of address space): %s", h.total_size, c.hard_limit,
                              strerror(errno));
+  if ((rc = theus__os_reserve(a->fd, 0, h.slots_off))) /* the header page; slot pages as they are used */
+    return theus__arena_fail(a, THEUS_ENOMEM, "theus_arena_open: cannot reserve the header page (%s): the machine "
+                             "or the arena's backing file is out of memory", strerror(errno));
   memcpy(a->base, &h, sizeof h);
   bind_layout(a);
   if ((rc = owner_state_init(a)))
@@ -197,6 +200,8 @@ int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy
   if (idx >= a->hdr->max_handles || gen == 0)
     return theus__arena_fail(a, THEUS_EBADHANDLE, "handle 0x%016" PRIx64 " is out of range (slot %u of %" PRIu64 ")",
                              h, idx, a->hdr->max_handles);
+  if (idx >= THEUS__LDA(&a->hdr->slots_reserved)) /* its page was never reserved: do not fault it in */
+    return theus__arena_fail(a, THEUS_EBADHANDLE, "handle 0x%016" PRIx64 " was never issued (slot %u)", h, idx);
   const theus__slot *s = &a->slots[idx];
   uint32_t g = THEUS__LDA(&s->gen), e = THEUS__LDA(&s->epoch);
   if (gen > g)
@@ -254,28 +259,6 @@ static int budget_take(theus_arena *a, uint64_t n, uint64_t rsize) {
   return 0;
 }
 
-/* ---- slots (owner, under mu) ------------------------------------------- */
-
-static uint32_t slot_take(theus_arena *a) {
-  uint32_t idx = a->free_slots;
-  if (idx != NO_SLOT) {
-    a->free_slots = a->slots[idx].next_free;
-    return idx;
-  }
-  for (;;) { /* fresh slots since the reset; skip retired ones */
-    uint32_t hwm = a->hdr->slot_hwm;
-    if (hwm >= a->hdr->max_handles) return NO_SLOT;
-    THEUS__ST(&a->hdr->slot_hwm, hwm + 1);
-    if (a->slots[hwm].gen != UINT32_MAX) return hwm;
-  }
-}
-
-static void slot_put(theus_arena *a, uint32_t idx) {
-  if (a->slots[idx].gen == UINT32_MAX) return; /* retired: its handles are never reissued */
-  a->slots[idx].next_free = a->free_slots;
-  a->free_slots = idx;
-}
-
 /* ---- memory check (owner, under mu) -------------------------------------
  * fallocate on a memfd inside a memory cgroup that cannot hold the pages does
  * not fail: the cgroup's OOM killer ends the process (exit 137, no message).
@@ -297,7 +280,7 @@ static int room_take(theus_arena *a, uint64_t len) {
     return 0;
   }
   theus__mem_room r;
-  theus__os_mem_room(&r, room_headroom);
+  theus__os_mem_room_at(a->memroot, &r, room_headroom);
   a->room = r.avail;
   a->room_at = now;
   if (len <= a->room) {
@@ -310,8 +293,60 @@ static int room_take(theus_arena *a, uint64_t len) {
                            "(free arrays, or raise the limit)", len, r.what, r.limit, r.used, room_headroom(r.limit));
 }
 
+void theus__arena_set_memroot(theus_arena *a, const char *sys) {
+  pthread_mutex_lock(&a->mu);
+  a->memroot = sys;
+  a->room_at = 0; /* read it at the next reservation */
+  pthread_mutex_unlock(&a->mu);
+}
+
 static void room_give(theus_arena *a, uint64_t len) {
   a->room = a->room > UINT64_MAX - len ? UINT64_MAX : a->room + len;
+}
+
+/* ---- slots (owner, under mu) ------------------------------------------- */
+
+/* Reserves the page of the slot table holding slot idx (the table is sparse
+ * like the data area: a page is reserved when its first slot is handed out). */
+static int slots_reserve(theus_arena *a, uint32_t idx) {
+  uint64_t pg = a->hdr->page, off = (a->hdr->slots_off + (uint64_t)idx * sizeof(theus__slot)) & ~(pg - 1);
+  int rc = room_take(a, pg);
+  if (rc) return rc;
+  if ((rc = theus__os_reserve(a->fd, off, pg))) {
+    room_give(a, pg);
+    return theus__arena_fail(a, rc, "cannot reserve a page of the handle table for handle slot %u (%s): the "
+                             "machine or the arena's backing file is out of memory", idx, strerror(errno));
+  }
+  THEUS__STR(&a->hdr->slots_reserved, (uint32_t)((off + pg - a->hdr->slots_off) / sizeof(theus__slot)));
+  return 0;
+}
+
+/* A free slot into *idx: 0, THEUS_ENOSPACE (all in use) or a reservation failure. */
+static int slot_take(theus_arena *a, uint32_t *idx) {
+  if (a->free_slots != NO_SLOT) {
+    *idx = a->free_slots;
+    a->free_slots = a->slots[*idx].next_free;
+    return 0;
+  }
+  for (;;) { /* fresh slots since the reset; skip retired ones */
+    uint32_t hwm = a->hdr->slot_hwm;
+    if (hwm >= a->hdr->max_handles)
+      return theus__arena_fail(a, THEUS_ENOSPACE, "all %" PRIu64 " handle slots are in use (raise "
+                               "theus_arena_config.max_handles)", a->hdr->max_handles);
+    int rc = hwm < a->hdr->slots_reserved ? 0 : slots_reserve(a, hwm);
+    if (rc) return rc;
+    THEUS__ST(&a->hdr->slot_hwm, hwm + 1);
+    if (a->slots[hwm].gen != UINT32_MAX) {
+      *idx = hwm;
+      return 0;
+    }
+  }
+}
+
+static void slot_put(theus_arena *a, uint32_t idx) {
+  if (a->slots[idx].gen == UINT32_MAX) return; /* retired: its handles are never reissued */
+  a->slots[idx].next_free = a->free_slots;
+  a->free_slots = idx;
 }
 
 static int reserve(theus_arena *a, uint64_t off, uint64_t len) {
@@ -483,12 +518,7 @@ int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned
   pthread_mutex_lock(&a->mu);
   int rc = budget_take(a, n, rsize);
   if (rc) goto out;
-  idx = slot_take(a);
-  if (idx == NO_SLOT) {
-    rc = theus__arena_fail(a, THEUS_ENOSPACE, "all %" PRIu64 " handle slots are in use (raise theus_arena_config.max_handles)",
-                           a->hdr->max_handles);
-    goto unbudget;
-  }
+  if ((rc = slot_take(a, &idx))) goto unbudget;
   if ((rc = place(a, rsize, &block))) goto unslot;
   slot_publish(a, idx, block, n, rsize, dtype, ndim, shape);
   BUMP(alloc_count, 1);

@@ -54,6 +54,10 @@ typedef struct theus__arena_hdr {
   uint64_t slots_off, data_off, data_size, total_size;
   uint32_t epoch;    /* current reset epoch, never 0 */
   uint32_t slot_hwm; /* slots [0, hwm) have been handed out since the reset */
+  /* slots [0, slots_reserved) lie on reserved pages of the file (only grows):
+   * nothing reads a slot above it, so a forged handle never faults in a page
+   * of a full tmpfs or cgroup (SIGBUS) */
+  uint32_t slots_reserved, pad_;
   /* counters: written by the owner under its mutex, read relaxed by anyone */
   uint64_t active_handles, bytes_live, peak_bytes, alloc_count, free_count, errors,
       soft_limit_hits, hard_limit_hits;
@@ -97,6 +101,7 @@ struct theus_arena {
   uint64_t room;
   uint64_t room_at; /* theus__now_ns() of the last reading; 0 = never */
   int room_refused; /* the last reservation was refused by the room check */
+  const char *memroot; /* NULL, or the synthetic tree of theus__arena_set_memroot */
   theus__err err;        /* has its own lock, so const readers may set it */
   uint64_t local_errors; /* failures seen by a read-only attachment (atomic) */
 };
@@ -130,10 +135,16 @@ int theus__arena_fail(const theus_arena *a, int code, const char *fmt, ...)
  * contents copied into *copy are consistent with the handle. Lock-free. */
 int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy);
 
-/* Allocates a block of n bytes with typed metadata (dtype 0 = bytes). */
 /* Internal open: backing file in directory dir (O_TMPFILE, e.g. a small tmpfs
  * in a test) instead of a memfd when dir is not NULL. */
 int theus__arena_open_at(const theus_arena_config *cfg, const char *dir, theus_arena **out);
+
+/* Test hook: the memory check reads <sys>/proc and <sys>/sys/fs/cgroup (a
+ * synthetic tree) instead of the real ones; NULL restores them. sys must
+ * outlive the arena's use of it. */
+void theus__arena_set_memroot(theus_arena *a, const char *sys);
+
+/* Allocates a block of n bytes with typed metadata (dtype 0 = bytes). */
 
 int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned ndim,
                              const uint64_t *shape, theus_handle *out, void **ptr);

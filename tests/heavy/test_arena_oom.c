@@ -1,24 +1,33 @@
 /* Out of memory is an error, never the OOM killer nor SIGBUS (issue 10, items 0 and 5).
  *
- * 1. memory cgroup: a child moved into a fresh cgroup with a 128 MiB limit
- *    allocates and fills 4 MiB arrays until refused. It must get THEUS_ENOMEM
- *    with a message naming the cgroup limit; without the arena's check the
- *    kernel's cgroup OOM killer ends it inside fallocate (SIGKILL, exit 137).
- *    cgroup v2 with the memory controller is used when the machine has it,
- *    else cgroup v1's memory controller; when neither is writable (not root,
- *    a container without delegation) the test says so loudly and skips.
- * 2. tmpfs: a memfd lives on the kernel's internal shm mount, which has no
- *    size limit of its own: its only limits are the cgroups and the machine,
- *    which test 1 covers. To show that a backing that cannot grow is also an
- *    error and never a SIGBUS, the child mounts an 8 MiB tmpfs in a private
- *    mount namespace and opens the arena on an unnamed file there
- *    (theus__arena_open_at, internal): the same fallocate path, failing with
- *    ENOSPC instead of being killed.
+ * Every scenario runs in a forked child that opens an arena and a pool of 2
+ * workers, then allocates arrays and writes every byte of each (a lying
+ * reservation would SIGBUS there) until the arena refuses: the refusal must be
+ * THEUS_ENOMEM with a message naming the limit. Then the workers read every
+ * byte of every live array (a missing page would SIGBUS there) and no worker
+ * may have died. Each test prints what it exercised.
  *
- * Each case runs in a forked child; the parent reaps it (killing it after a
- * deadline) and removes the cgroup and the mount point whatever happened. */
+ * 1. memory cgroup: the child joins a fresh cgroup limited to 128 MiB (v2 with
+ *    the memory controller, else v1). Without the arena's check the cgroup's
+ *    OOM killer ends it inside fallocate (SIGKILL, exit 137). Where no memory
+ *    cgroup can be created (not root, a container without delegation), the
+ *    same scenario runs against a synthetic cgroupfs tree
+ *    (theus__arena_set_memroot) whose memory.current the test raises as the
+ *    kernel would: that exercises the arena's check and message, not the
+ *    kernel's charging, and the test says so.
+ * 2. a full tmpfs: the arena's file on a tmpfs that cannot grow (an unnamed
+ *    file there, theus__arena_open_at): fallocate fails with ENOSPC. The
+ *    tmpfs is an 8 MiB one mounted in a private mount namespace, else
+ *    /dev/shm when it is a small tmpfs (containers give 64 MiB); if neither
+ *    exists the test fails and says why.
+ * 3. the reader of the limits (base/os_mem.c) on synthetic trees: cgroup v2
+ *    nested limits, v1, the machine only, nothing known, a full cgroup.
+ *
+ * The parent reaps each child (killing it after a deadline) and removes the
+ * cgroup, the mount point and the synthetic trees whatever happened. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -30,6 +39,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,34 +47,19 @@
 #include <cmocka.h>
 
 #include "theus/heavy.h"
+#include "theus/pool.h"
 #include "../../heavy/arena_int.h"
 
-#define MiB (1024ull * 1024ull)
+#define MiB ((uint64_t)1024 * 1024)
+#define TMPFS_MAGIC_NUMBER 0x01021994
 
-/* ---- child side --------------------------------------------------------- */
+/* Child exit codes */
+enum { C_OK = 0, C_WRONG = 2, C_NEVER = 3, C_NOJOIN = 4, C_NOARENA = 5, C_WORKERS = 6, C_NONS = 10 };
 
-/* Allocates and fills `each`-byte arrays until refused. Exit 0: refused with
- * THEUS_ENOMEM and a message containing `want`; 2: another code or message;
- * 3: never refused. */
-static int fill_until_refused(theus_arena *a, uint64_t each, const char *want) {
-  for (int i = 0; i < 4096; i++) {
-    theus_handle h;
-    void *p;
-    int rc = theus_arena_alloc(a, each, &h, &p);
-    if (rc) {
-      printf("child: after %d arrays of %llu bytes: %s: %s\n", i, (unsigned long long)each, theus_err_name(rc),
-             theus_arena_errmsg(a));
-      fflush(stdout);
-      if (rc != THEUS_ENOMEM || !strstr(theus_arena_errmsg(a), want)) return 2;
-      return 0;
-    }
-    memset(p, 0x5a, each); /* a lying reservation would SIGBUS here */
-  }
-  return 3;
-}
+/* ---- files ---------------------------------------------------------------- */
 
 static int write_file(const char *path, const char *text) {
-  int f = open(path, O_WRONLY | O_CLOEXEC);
+  int f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (f < 0) return -1;
   ssize_t n = write(f, text, strlen(text));
   int ok = n == (ssize_t)strlen(text);
@@ -72,7 +67,157 @@ static int write_file(const char *path, const char *text) {
   return ok ? 0 : -1;
 }
 
-/* ---- parent side -------------------------------------------------------- */
+static int write_u64(const char *dir, const char *name, uint64_t v) {
+  char path[700], text[32];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  snprintf(text, sizeof text, "%" PRIu64 "\n", v);
+  return write_file(path, text);
+}
+
+static int mkdirs(const char *path) {
+  char p[700];
+  snprintf(p, sizeof p, "%s", path);
+  for (char *s = p + 1; *s; s++)
+    if (*s == '/') {
+      *s = 0;
+      if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+      *s = '/';
+    }
+  return mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static void rm_tree(const char *dir) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("rm", "rm", "-rf", dir, (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  if (pid > 0) waitpid(pid, &st, 0);
+}
+
+/* ---- child side: fill, then read everything in workers -------------------- */
+
+typedef struct fill {
+  theus_arena *a;
+  theus_handle h[4096];
+  size_t n;
+  const char *cg_current; /* synthetic tree: memory.current to raise as arrays are reserved */
+  uint64_t charged;
+} fill;
+
+/* Allocates and fills `each`-byte arrays until refused. C_OK: refused with
+ * THEUS_ENOMEM and a message containing `want`. */
+static int fill_until_refused(fill *f, uint64_t each, const char *want) {
+  while (f->n < sizeof f->h / sizeof f->h[0]) {
+    void *p;
+    int rc = theus_arena_alloc(f->a, each, &f->h[f->n], &p);
+    if (rc) {
+      printf("child: refused after %zu arrays (the last of %" PRIu64 " bytes): %s: %s\n", f->n, each,
+             theus_err_name(rc), theus_arena_errmsg(f->a));
+      if (rc != THEUS_ENOMEM || !strstr(theus_arena_errmsg(f->a), want)) return C_WRONG;
+      return C_OK;
+    }
+    memset(p, 0x5a, each); /* a lying reservation would SIGBUS here */
+    f->n++;
+    if (f->cg_current) { /* what the kernel would charge to the cgroup */
+      char dir[600];
+      snprintf(dir, sizeof dir, "%s", f->cg_current);
+      f->charged += each;
+      if (write_u64(dir, "memory.current", f->charged)) return C_WRONG;
+    }
+  }
+  return C_NEVER;
+}
+
+static int read_all(theus_task *t) {
+  for (unsigned i = 0; i < theus_task_nhandles(t); i++) {
+    const unsigned char *p;
+    size_t n;
+    if (theus_task_view(t, i, (const void **)&p, &n)) return theus_task_fail(t, THEUS_EINVAL, "no view");
+    for (size_t k = 0; k < n; k++)
+      if (p[k] != 0x5a) return theus_task_fail(t, THEUS_EPROCESS, "byte %zu of input %u is %d", k, i, p[k]);
+  }
+  return 0;
+}
+
+/* A handle of the table's last slot, whose page was never reserved: resolving
+ * it must not fault that page in (SIGBUS on a full tmpfs). */
+#define FORGED (((theus_handle)8191 << 32) | 1)
+
+/* Every live array read in full by the workers, 16 per task, and a forged
+ * handle refused in a worker and in this process. */
+static int workers_read_all(theus_pool *p, fill *f) {
+  size_t tasks = 0;
+  const void *v;
+  theus_handle forged = FORGED;
+  theus_task_desc fd = {.fn = read_all, .handles = &forged, .nhandles = 1, .timeout_ms = -1};
+  theus_ticket ft;
+  theus_pool_result fr;
+  if (theus_arena_view(f->a, forged, &v, NULL) != THEUS_EBADHANDLE || theus_pool_submit_wait(p, &fd, -1, &ft) ||
+      theus_pool_wait(p, ft, -1, &fr) || fr.status != THEUS_EBADHANDLE) {
+    printf("child: a forged handle on the full arena: %s / %s\n", theus_arena_errmsg(f->a), fr.errmsg);
+    return C_WORKERS;
+  }
+  for (size_t i = 0; i < f->n; i += THEUS_POOL_MAX_HANDLES) {
+    size_t k = f->n - i < THEUS_POOL_MAX_HANDLES ? f->n - i : THEUS_POOL_MAX_HANDLES;
+    theus_task_desc d = {.fn = read_all, .handles = &f->h[i], .nhandles = (unsigned)k, .timeout_ms = -1};
+    theus_ticket t;
+    theus_pool_result r;
+    if (theus_pool_submit_wait(p, &d, -1, &t) || theus_pool_wait(p, t, -1, &r)) {
+      printf("child: pool: %s\n", theus_pool_errmsg(p));
+      return C_WORKERS;
+    }
+    if (r.status) {
+      printf("child: a worker reading arrays %zu..%zu: %s: %s\n", i, i + k - 1, theus_err_name(r.status), r.errmsg);
+      return C_WORKERS;
+    }
+    tasks++;
+  }
+  theus_pool_stats st;
+  if (theus_pool_stats_get(p, &st) || st.crashed || st.respawned) {
+    printf("child: %" PRIu64 " workers died\n", st.crashed);
+    return C_WORKERS;
+  }
+  printf("child: the workers read all %zu arrays in full (%zu tasks), none died; a forged handle was refused "
+         "here and in a worker\n", f->n, tasks);
+  return C_OK;
+}
+
+/* Opens the pool on f->a, fills the arena with `each`-byte arrays, then
+ * `small`-byte ones (0: none) until refused, and has the workers read all. */
+static int scenario(fill *f, uint64_t each, uint64_t small, const char *want) {
+  theus_pool_config pc;
+  theus_pool_config_init(&pc);
+  pc.nworkers = 2;
+  pc.arena = f->a;
+  theus_pool *p = NULL;
+  if (theus_pool_open(&pc, &p)) {
+    printf("child: cannot open the pool: %s\n", theus_pool_errmsg(p));
+    theus_pool_close(p, 1);
+    return C_WORKERS;
+  }
+  int rc = fill_until_refused(f, each, want);
+  if (!rc && small) rc = fill_until_refused(f, small, want); /* small arrays reserve page by page */
+  if (!rc) rc = workers_read_all(p, f);
+  theus_pool_close(p, 1);
+  return rc;
+}
+
+static theus_arena *open_arena(uint64_t hard_limit, const char *dir) {
+  theus_arena_config c;
+  theus_arena_config_init(&c);
+  c.hard_limit = hard_limit;
+  c.max_handles = 8192; /* FORGED's slot is the last */
+  theus_arena *a = NULL;
+  if (theus__arena_open_at(&c, dir, &a) != 0) {
+    printf("child: cannot open the arena: %s\n", theus_arena_errmsg(a));
+    _exit(C_NOARENA);
+  }
+  return a;
+}
+
+/* ---- parent side ------------------------------------------------------------ */
 
 /* Reaps pid, killing it after timeout_s; returns its wait status. */
 static int reap(pid_t pid, int timeout_s) {
@@ -96,9 +241,15 @@ static void check_status(int status, const char *what) {
     fail_msg("%s: the child was killed by signal %d (%s)%s", what, WTERMSIG(status), strsignal(WTERMSIG(status)),
              WTERMSIG(status) == SIGKILL ? ": the OOM killer (or the test's deadline)" : "");
   assert_true(WIFEXITED(status));
-  if (WEXITSTATUS(status) == 2) fail_msg("%s: refused with the wrong code or a message not naming the limit", what);
-  if (WEXITSTATUS(status) == 3) fail_msg("%s: never refused", what);
-  assert_int_equal(WEXITSTATUS(status), 0);
+  switch (WEXITSTATUS(status)) {
+  case C_OK: return;
+  case C_WRONG: fail_msg("%s: refused with the wrong code or a message not naming the limit", what);
+  case C_NEVER: fail_msg("%s: never refused", what);
+  case C_NOJOIN: fail_msg("%s: the child could not join the cgroup", what);
+  case C_NOARENA: fail_msg("%s: the arena did not open", what);
+  case C_WORKERS: fail_msg("%s: the workers could not read every array (see above)", what);
+  default: fail_msg("%s: the child exited with %d", what, WEXITSTATUS(status));
+  }
 }
 
 static int file_has(const char *path, const char *word) {
@@ -136,7 +287,7 @@ static int own_cgroup(int v2, char *out, size_t len) {
 
 typedef struct {
   char dir[768];
-  const char *procs, *limit_file;
+  const char *limit_file;
   int v2;
 } test_cgroup;
 
@@ -157,7 +308,6 @@ static int cgroup_create(test_cgroup *cg, char *why, size_t whylen) {
       continue;
     }
     cg->v2 = 1;
-    cg->procs = "cgroup.procs";
     cg->limit_file = "memory.max";
     return 0;
   }
@@ -165,7 +315,6 @@ static int cgroup_create(test_cgroup *cg, char *why, size_t whylen) {
     snprintf(cg->dir, sizeof cg->dir, "/sys/fs/cgroup/memory%s/theus-oom-test-%d", own, (int)getpid());
     if (mkdir(cg->dir, 0755) == 0) {
       cg->v2 = 0;
-      cg->procs = "cgroup.procs";
       cg->limit_file = "memory.limit_in_bytes";
       return 0;
     }
@@ -181,81 +330,210 @@ static void cgroup_remove(test_cgroup *cg) {
   for (int i = 0; i < 50 && rmdir(cg->dir) != 0 && errno == EBUSY; i++) usleep(20000);
 }
 
-static void test_cgroup_limit_gives_enomem(void **state) {
-  (void)state;
-  test_cgroup cg;
-  char why[1024], path[900];
-  if (cgroup_create(&cg, why, sizeof why) != 0) {
-    fprintf(stderr, "\n*** test_cgroup_limit_gives_enomem SKIPPED: %s.\n*** The cgroup case of issue 10 item 5 is "
-                    "NOT tested on this machine; only the tmpfs case runs.\n\n", why);
-    skip();
-  }
-  printf("cgroup %s (%s)\n", cg.dir, cg.v2 ? "v2" : "v1: this machine has no cgroup v2 memory controller");
-  snprintf(path, sizeof path, "%s/%s", cg.dir, cg.limit_file);
-  int setup = write_file(path, "134217728"); /* 128 MiB */
-  if (setup == 0 && !cg.v2) { /* no swap escape: the v1 memsw limit equals the memory limit when it exists */
-    snprintf(path, sizeof path, "%s/memory.memsw.limit_in_bytes", cg.dir);
+/* A synthetic root: <root>/proc/self/cgroup, <root>/proc/meminfo and cgroupfs
+ * files under <root>/sys/fs/cgroup. */
+static void synth_root(char *root, size_t len) {
+  snprintf(root, len, "/tmp/theus-memroot-XXXXXX");
+  assert_non_null(mkdtemp(root));
+  char p[700];
+  snprintf(p, sizeof p, "%s/proc/self", root);
+  assert_int_equal(mkdirs(p), 0);
+}
+
+static void synth_write(const char *root, const char *rel, const char *text) {
+  char p[700], d[700];
+  snprintf(p, sizeof p, "%s%s", root, rel);
+  snprintf(d, sizeof d, "%s", p);
+  *strrchr(d, '/') = 0;
+  assert_int_equal(mkdirs(d), 0);
+  assert_int_equal(write_file(p, text), 0);
+}
+
+static void synth_meminfo(const char *root, uint64_t total_kib, uint64_t avail_kib) {
+  char text[200];
+  snprintf(text, sizeof text, "MemTotal:       %" PRIu64 " kB\nMemFree:        1 kB\nMemAvailable:   %" PRIu64
+           " kB\nBuffers:        0 kB\n", total_kib, avail_kib);
+  synth_write(root, "/proc/meminfo", text);
+}
+
+/* ---- 1. memory cgroup -------------------------------------------------------- */
+
+static void real_cgroup(test_cgroup *cg) {
+  char path[900];
+  printf("exercised: a real memory cgroup %s (%s), 128 MiB\n", cg->dir, cg->v2 ? "v2" : "v1");
+  snprintf(path, sizeof path, "%s/%s", cg->dir, cg->limit_file);
+  int setup = write_file(path, "134217728");
+  if (setup == 0 && !cg->v2) { /* no swap escape: the v1 memsw limit equals the memory limit when it exists */
+    snprintf(path, sizeof path, "%s/memory.memsw.limit_in_bytes", cg->dir);
     write_file(path, "134217728");
   }
+  fflush(stdout);
   pid_t pid = setup == 0 ? fork() : -1;
   if (pid == 0) {
-    snprintf(path, sizeof path, "%s/%s", cg.dir, cg.procs);
-    if (write_file(path, "0") != 0) _exit(4);
-    theus_arena_config c;
-    theus_arena_config_init(&c);
-    c.hard_limit = 1024 * MiB; /* far above the cgroup's 128 MiB */
-    c.max_handles = 4096;
-    theus_arena *a = NULL;
-    if (theus_arena_open(&c, &a) != 0) _exit(5);
-    _exit(fill_until_refused(a, 4 * MiB, "memory cgroup"));
+    snprintf(path, sizeof path, "%s/cgroup.procs", cg->dir);
+    if (write_file(path, "0") != 0) _exit(C_NOJOIN);
+    static fill f;
+    f.a = open_arena(1024 * MiB, NULL); /* far above the cgroup's 128 MiB */
+    _exit(scenario(&f, 4 * MiB, 0, "memory cgroup"));
   }
   int status = pid > 0 ? reap(pid, 120) : -1;
-  cgroup_remove(&cg);
-  if (setup != 0) fail_msg("cannot set the limit in %s", cg.dir);
+  cgroup_remove(cg);
+  if (setup != 0) fail_msg("cannot set the limit in %s", cg->dir);
   assert_true(pid > 0);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 4) fail_msg("the child could not join %s", cg.dir);
   check_status(status, "cgroup");
 }
 
-static void test_small_tmpfs_gives_enomem_not_sigbus(void **state) {
+static void synthetic_cgroup(const char *why) {
+  char root[64], cgdir[700];
+  synth_root(root, sizeof root);
+  printf("exercised: NOT a real memory cgroup (%s); the arena's check against a synthetic cgroup v2 tree "
+         "(%s: /job limited to 128 MiB, memory.current raised as arrays are reserved), the workers reading "
+         "everything after\n", why, root);
+  synth_write(root, "/proc/self/cgroup", "0::/job/step\n");
+  synth_meminfo(root, 64ull << 20, 60ull << 20); /* 64 GiB machine: the cgroup is the tighter */
+  snprintf(cgdir, sizeof cgdir, "%s/sys/fs/cgroup/job", root);
+  synth_write(root, "/sys/fs/cgroup/job/memory.max", "134217728\n");
+  synth_write(root, "/sys/fs/cgroup/job/step/memory.max", "max\n");
+  synth_write(root, "/sys/fs/cgroup/job/memory.current", "0\n");
+  synth_write(root, "/sys/fs/cgroup/job/step/memory.current", "0\n");
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    static fill f;
+    f.a = open_arena(1024 * MiB, NULL);
+    theus__arena_set_memroot(f.a, root);
+    f.cg_current = cgdir;
+    _exit(scenario(&f, 4 * MiB, 0, "memory cgroup /job (memory.max) has a limit of 134217728 bytes"));
+  }
+  assert_true(pid > 0);
+  int status = reap(pid, 120);
+  rm_tree(root);
+  check_status(status, "synthetic cgroup");
+}
+
+static void test_cgroup_limit_gives_enomem(void **state) {
+  (void)state;
+  test_cgroup cg;
+  char why[1024];
+  if (cgroup_create(&cg, why, sizeof why) == 0)
+    real_cgroup(&cg);
+  else
+    synthetic_cgroup(why);
+}
+
+/* ---- 2. a full tmpfs ---------------------------------------------------------- */
+
+/* /dev/shm when it is a tmpfs with at most 1 GiB free (a container's). */
+static int small_dev_shm(uint64_t *free_bytes) {
+  struct statfs s;
+  if (statfs("/dev/shm", &s) != 0 || s.f_type != TMPFS_MAGIC_NUMBER) return 0;
+  *free_bytes = (uint64_t)s.f_bavail * (uint64_t)s.f_bsize;
+  return *free_bytes > 0 && *free_bytes <= 1024 * MiB;
+}
+
+static void test_full_tmpfs_gives_enomem_not_sigbus(void **state) {
   (void)state;
   char dir[] = "/tmp/theus-oom-tmpfs-XXXXXX";
   assert_non_null(mkdtemp(dir));
+  fflush(stdout);
   pid_t pid = fork();
   if (pid == 0) {
-    if (unshare(CLONE_NEWNS) != 0) _exit(10);
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(10);
-    if (mount("theus-test", dir, "tmpfs", 0, "size=8m") != 0) _exit(10);
-    theus_arena_config c;
-    theus_arena_config_init(&c);
-    c.hard_limit = 64 * MiB;
-    c.max_handles = 1024;
-    theus_arena *a = NULL;
-    if (theus__arena_open_at(&c, dir, &a) != 0) {
-      printf("child: %s\n", theus_arena_errmsg(a));
-      _exit(5);
-    }
-    int rc = fill_until_refused(a, 1 * MiB, "cannot reserve");
-    if (rc) _exit(rc);
-    /* small arrays until refused too: they reserve page by page */
-    _exit(fill_until_refused(a, 1000, "cannot reserve"));
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("theus-test", dir, "tmpfs", 0, "size=8m") != 0)
+      _exit(C_NONS);
+    printf("exercised: an 8 MiB tmpfs mounted in a private mount namespace\n");
+    static fill f;
+    f.a = open_arena(64 * MiB, dir);
+    _exit(scenario(&f, 1 * MiB, 1000, "cannot reserve"));
   }
   assert_true(pid > 0);
-  int status = reap(pid, 60);
+  int status = reap(pid, 120);
   rmdir(dir); /* the mount went away with the child's namespace */
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 10) {
-    fprintf(stderr, "\n*** test_small_tmpfs_gives_enomem_not_sigbus SKIPPED: no private mount namespace "
-                    "(unshare/mount not permitted here).\n\n");
-    skip();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != C_NONS) {
+    check_status(status, "private tmpfs");
+    return;
   }
-  check_status(status, "tmpfs");
+  uint64_t shm_free = 0;
+  if (!small_dev_shm(&shm_free))
+    fail_msg("no private mount namespace here (unshare/mount refused) and /dev/shm is not a tmpfs with at most "
+             "1 GiB free: no small tmpfs to fill, so item 5's tmpfs case cannot be shown on this machine");
+  printf("exercised: /dev/shm (a tmpfs with %" PRIu64 " MiB free; no private mount namespace here)\n",
+         (uint64_t)(shm_free / MiB));
+  fflush(stdout);
+  pid = fork();
+  if (pid == 0) {
+    static fill f;
+    f.a = open_arena(2048 * MiB, "/dev/shm"); /* an unnamed file: gone when the child exits */
+    _exit(scenario(&f, 4 * MiB, 1000, "cannot reserve"));
+  }
+  assert_true(pid > 0);
+  check_status(reap(pid, 120), "/dev/shm");
+}
+
+/* ---- 3. the reader of the limits ------------------------------------------------ */
+
+static uint64_t no_headroom(uint64_t limit) {
+  (void)limit;
+  return 0;
+}
+
+static uint64_t headroom_1mib(uint64_t limit) {
+  (void)limit;
+  return MiB;
+}
+
+static void test_room_reader(void **state) {
+  (void)state;
+  char root[64];
+  theus__mem_room r;
+  synth_root(root, sizeof root);
+  /* nothing known: no limit */
+  theus__os_mem_room_at(root, &r, no_headroom);
+  assert_true(r.avail == UINT64_MAX && r.limit == UINT64_MAX);
+  /* the machine only */
+  synth_meminfo(root, 8ull << 20, 3ull << 20); /* 8 GiB, 3 GiB available */
+  synth_write(root, "/proc/self/cgroup", "0::/\n");
+  theus__os_mem_room_at(root, &r, headroom_1mib);
+  assert_true(r.room == 3ull << 30 && r.limit == 8ull << 30 && r.avail == (3ull << 30) - MiB);
+  assert_non_null(strstr(r.what, "the machine"));
+  /* cgroup v2: the tighter of two nested limits (an ancestor's), "max" ignored */
+  synth_write(root, "/proc/self/cgroup", "0::/a/b/c\n");
+  synth_write(root, "/sys/fs/cgroup/a/memory.max", "209715200\n");      /* 200 MiB */
+  synth_write(root, "/sys/fs/cgroup/a/memory.current", "52428800\n");   /* 50 MiB */
+  synth_write(root, "/sys/fs/cgroup/a/b/memory.max", "max\n");
+  synth_write(root, "/sys/fs/cgroup/a/b/memory.current", "41943040\n");
+  synth_write(root, "/sys/fs/cgroup/a/b/c/memory.max", "314572800\n");  /* 300 MiB, 10 MiB used */
+  synth_write(root, "/sys/fs/cgroup/a/b/c/memory.current", "10485760\n");
+  theus__os_mem_room_at(root, &r, no_headroom);
+  assert_true(r.room == 150 * MiB && r.limit == 200 * MiB && r.used == 50 * MiB);
+  assert_string_equal(r.what, "memory cgroup /a (memory.max)");
+  /* full: room 0 */
+  synth_write(root, "/sys/fs/cgroup/a/memory.current", "209719296\n");
+  theus__os_mem_room_at(root, &r, no_headroom);
+  assert_true(r.room == 0 && r.avail == 0);
+  /* cgroup v1: the memory controller's line; the root's page-rounded LONG_MAX is no limit */
+  synth_write(root, "/proc/self/cgroup", "5:cpu,cpuacct:/x\n4:memory:/x\n0::/\n");
+  synth_write(root, "/sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  synth_write(root, "/sys/fs/cgroup/memory/memory.usage_in_bytes", "4096\n");
+  synth_write(root, "/sys/fs/cgroup/memory/x/memory.limit_in_bytes", "104857600\n"); /* 100 MiB, 30 used */
+  synth_write(root, "/sys/fs/cgroup/memory/x/memory.usage_in_bytes", "31457280\n");
+  theus__os_mem_room_at(root, &r, no_headroom);
+  assert_true(r.room == 70 * MiB && r.limit == 100 * MiB);
+  assert_string_equal(r.what, "memory cgroup (v1) /x (memory.limit_in_bytes)");
+  /* the headroom decides between sources: 100 MiB with 70 free vs the machine's 3 GiB */
+  theus__os_mem_room_at(root, &r, headroom_1mib);
+  assert_true(r.avail == 69 * MiB);
+  rm_tree(root);
+  /* the real machine says something on Linux (MemAvailable at least) */
+  assert_true(theus__os_mem_available() > 0);
 }
 
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_room_reader),
       cmocka_unit_test(test_cgroup_limit_gives_enomem),
-      cmocka_unit_test(test_small_tmpfs_gives_enomem_not_sigbus),
+      cmocka_unit_test(test_full_tmpfs_gives_enomem_not_sigbus),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
