@@ -221,9 +221,6 @@ static void say(const char *msg) {
   fputc('\n', stderr);
 }
 
-/* --arena-*: a size with a unit, through the library's one parser. */
-static int parse_size_flag(const char *flag, const char *arg, uint64_t min, uint64_t *out);
-
 static int usage_error(const char *fmt, const char *arg) {
   char msg[1280];
   snprintf(msg, sizeof msg, fmt, arg);
@@ -237,6 +234,8 @@ static int out_of_memory(void) {
   return EXIT_ENV;
 }
 
+/* --arena-*: a size with a unit, through the library's one parser. Returns
+ * -1 to continue, or an exit code. */
 static int parse_size_flag(const char *flag, const char *arg, uint64_t min, uint64_t *out) {
   char err[400], msg[600];
   if (theus_size_parse(arg, out, err, sizeof err)) {
@@ -317,6 +316,7 @@ static int apply_sets(theus_pipeline *p, const options *o) {
     if (!v) v = json_string(eq + 1);
     int rc = path && v ? theus_pipeline_set(p, path, v) : THEUS_ENOMEM;
     free(path);
+    if (rc == THEUS_ENOMEM) return out_of_memory();
     if (rc) return usage_error("%s", theus_pipeline_errmsg(p));
   }
   return 0;
@@ -357,12 +357,18 @@ static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_l
     rc |= write_json("-", dom);
     if (o->state_out) rc |= write_json(o->state_out, dom);
     theus_snapshot_release(snap);
+  } else {
+    fprintf(stderr, "theus-run: cannot read the final state: %s\n", theus_engine_errmsg(e));
+    rc = 1;
   }
   if (o->stats) {
     json_t *st = theus_engine_stats(e);
-    json_object_set_new(st, "pipeline",
-                        json_pack("{s:I, s:f}", "ops", (json_int_t)theus_pipeline_ops(p), "elapsed_s", elapsed));
-    json_dumpf(st, stderr, JSON_INDENT(2));
+    if (!st || json_object_set_new(st, "pipeline", json_pack("{s:I, s:f}", "ops", (json_int_t)theus_pipeline_ops(p),
+                                                            "elapsed_s", elapsed)) ||
+        json_dumpf(st, stderr, JSON_INDENT(2))) {
+      fprintf(stderr, "theus-run: cannot print the stats (out of memory)\n");
+      rc = 1;
+    }
     fputc('\n', stderr);
     json_decref(st);
   }

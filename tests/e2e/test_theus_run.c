@@ -471,6 +471,20 @@ static void test_local_process_exit_is_named_and_4(void **state) {
   result_free(&r);
 }
 
+/* The engine cannot open (an arena of 9000 TiB needs twice that of address
+ * space): an environment error, exit 3, never 1 (a failed step). */
+static void test_engine_open_failure_exits_3(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "big.json");
+  result r;
+  run_cli(&r, (const char *[]){"--arena-budget", "9000TiB", path, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "cannot open the engine");
+  assert_string_equal(r.out, "");
+  result_free(&r);
+}
+
 static void test_unwritable_output_exits_3(void **state) {
   (void)state;
   char path[512];
@@ -638,6 +652,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_plugin_register_exit_is_named_and_4),
       cmocka_unit_test(test_local_process_segv_is_named),
       cmocka_unit_test(test_local_process_exit_is_named_and_4),
+      cmocka_unit_test(test_engine_open_failure_exits_3),
       cmocka_unit_test(test_unwritable_output_exits_3),
       cmocka_unit_test(test_arena_sizes),
       cmocka_unit_test(test_workers),

@@ -14,7 +14,9 @@
  *    same scenario runs against a synthetic cgroupfs tree
  *    (theus__arena_set_memroot) whose memory.current the test raises as the
  *    kernel would: that exercises the arena's check and message, not the
- *    kernel's charging, and the test says so.
+ *    kernel's charging, and the test says so. In a real cgroup, theus-run
+ *    with a 128 MiB array must then exit 3 naming the cgroup (the issue's
+ *    reproducer was exit 137, no message).
  * 2. a full tmpfs: the arena's file on a tmpfs that cannot grow (an unnamed
  *    file there, theus__arena_open_at): fallocate fails with ENOSPC. The
  *    tmpfs is an 8 MiB one mounted in a private mount namespace, else
@@ -291,6 +293,8 @@ typedef struct {
   int v2;
 } test_cgroup;
 
+static int ncreated; /* cgroups made so far: a fresh name each */
+
 /* Creates a child cgroup with the memory controller; 0 or -1 (with a reason). */
 static int cgroup_create(test_cgroup *cg, char *why, size_t whylen) {
   static const char *const v2roots[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
@@ -298,7 +302,7 @@ static int cgroup_create(test_cgroup *cg, char *why, size_t whylen) {
   for (unsigned i = 0; i < 2; i++) {
     snprintf(path, sizeof path, "%s/cgroup.controllers", v2roots[i]);
     if (!file_has(path, "memory") || own_cgroup(1, own, sizeof own)) continue;
-    snprintf(cg->dir, sizeof cg->dir, "%s%s/theus-oom-test-%d", v2roots[i], own, (int)getpid());
+    snprintf(cg->dir, sizeof cg->dir, "%s%s/theus-oom-test-%d-%d", v2roots[i], own, (int)getpid(), ++ncreated);
     snprintf(path, sizeof path, "%s%s/cgroup.subtree_control", v2roots[i], own);
     write_file(path, "+memory"); /* may already be on; fails if the cgroup has processes (then mkdir shows) */
     if (mkdir(cg->dir, 0755) != 0) continue;
@@ -312,7 +316,7 @@ static int cgroup_create(test_cgroup *cg, char *why, size_t whylen) {
     return 0;
   }
   if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0 && own_cgroup(0, own, sizeof own) == 0) {
-    snprintf(cg->dir, sizeof cg->dir, "/sys/fs/cgroup/memory%s/theus-oom-test-%d", own, (int)getpid());
+    snprintf(cg->dir, sizeof cg->dir, "/sys/fs/cgroup/memory%s/theus-oom-test-%d-%d", own, (int)getpid(), ++ncreated);
     if (mkdir(cg->dir, 0755) == 0) {
       cg->v2 = 0;
       cg->limit_file = "memory.limit_in_bytes";
@@ -332,9 +336,16 @@ static void cgroup_remove(test_cgroup *cg) {
 
 /* A synthetic root: <root>/proc/self/cgroup, <root>/proc/meminfo and cgroupfs
  * files under <root>/sys/fs/cgroup. */
+static char synth_made[2][64]; /* removed by the teardown, even after a failure */
+
 static void synth_root(char *root, size_t len) {
   snprintf(root, len, "/tmp/theus-memroot-XXXXXX");
   assert_non_null(mkdtemp(root));
+  for (unsigned i = 0; i < 2; i++)
+    if (!synth_made[i][0]) {
+      snprintf(synth_made[i], sizeof synth_made[i], "%s", root);
+      break;
+    }
   char p[700];
   snprintf(p, sizeof p, "%s/proc/self", root);
   assert_int_equal(mkdirs(p), 0);
@@ -358,15 +369,53 @@ static void synth_meminfo(const char *root, uint64_t total_kib, uint64_t avail_k
 
 /* ---- 1. memory cgroup -------------------------------------------------------- */
 
-static void real_cgroup(test_cgroup *cg) {
+/* Limits cg to 128 MiB; 0 or -1. */
+static int cgroup_limit(test_cgroup *cg) {
   char path[900];
-  printf("exercised: a real memory cgroup %s (%s), 128 MiB\n", cg->dir, cg->v2 ? "v2" : "v1");
   snprintf(path, sizeof path, "%s/%s", cg->dir, cg->limit_file);
-  int setup = write_file(path, "134217728");
-  if (setup == 0 && !cg->v2) { /* no swap escape: the v1 memsw limit equals the memory limit when it exists */
+  int rc = write_file(path, "134217728");
+  if (rc == 0 && !cg->v2) { /* no swap escape: the v1 memsw limit equals the memory limit when it exists */
     snprintf(path, sizeof path, "%s/memory.memsw.limit_in_bytes", cg->dir);
     write_file(path, "134217728");
   }
+  return rc;
+}
+
+static const char *theus_run, *big_pipeline; /* argv: theus-run and a pipeline with a 128 MiB array */
+
+/* theus-run in the cgroup (the issue's reproducer): exit 3 and a message
+ * naming the cgroup, not exit 137 from the OOM killer. */
+static void theus_run_in_cgroup(test_cgroup *cg) {
+  char path[900], out[] = "/tmp/theus-oom-run-XXXXXX";
+  int fd = mkstemp(out);
+  assert_true(fd >= 0);
+  fflush(stdout);
+  pid_t pid = cgroup_limit(cg) == 0 ? fork() : -1;
+  if (pid == 0) {
+    snprintf(path, sizeof path, "%s/cgroup.procs", cg->dir);
+    if (write_file(path, "0") != 0) _exit(C_NOJOIN);
+    dup2(fd, STDERR_FILENO);
+    execl(theus_run, theus_run, "--workers", "2", "--quiet", big_pipeline, (char *)NULL);
+    _exit(127);
+  }
+  int status = pid > 0 ? reap(pid, 120) : -1;
+  char err[2048] = {0};
+  ssize_t n = pread(fd, err, sizeof err - 1, 0);
+  close(fd);
+  unlink(out);
+  cgroup_remove(cg);
+  assert_true(pid > 0);
+  printf("exercised: theus-run --workers 2 %s in that cgroup: status %d, stderr: %s", big_pipeline,
+         WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), n > 0 ? err : "(none)\n");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 3)
+    fail_msg("theus-run in a 128 MiB cgroup: want exit 3 (an array the cgroup cannot hold)");
+  assert_non_null(strstr(err, "memory cgroup"));
+}
+
+static void real_cgroup(test_cgroup *cg) {
+  char path[900];
+  printf("exercised: a real memory cgroup %s (%s), 128 MiB\n", cg->dir, cg->v2 ? "v2" : "v1");
+  int setup = cgroup_limit(cg);
   fflush(stdout);
   pid_t pid = setup == 0 ? fork() : -1;
   if (pid == 0) {
@@ -406,19 +455,20 @@ static void synthetic_cgroup(const char *why) {
     _exit(scenario(&f, 4 * MiB, 0, "memory cgroup /job (memory.max) has a limit of 134217728 bytes"));
   }
   assert_true(pid > 0);
-  int status = reap(pid, 120);
-  rm_tree(root);
-  check_status(status, "synthetic cgroup");
+  check_status(reap(pid, 120), "synthetic cgroup");
 }
 
 static void test_cgroup_limit_gives_enomem(void **state) {
   (void)state;
   test_cgroup cg;
   char why[1024];
-  if (cgroup_create(&cg, why, sizeof why) == 0)
+  if (cgroup_create(&cg, why, sizeof why) == 0) {
     real_cgroup(&cg);
-  else
+    if (cgroup_create(&cg, why, sizeof why) != 0) fail_msg("cannot create a second cgroup: %s", why);
+    theus_run_in_cgroup(&cg);
+  } else {
     synthetic_cgroup(why);
+  }
 }
 
 /* ---- 2. a full tmpfs ---------------------------------------------------------- */
@@ -523,16 +573,31 @@ static void test_room_reader(void **state) {
   /* the headroom decides between sources: 100 MiB with 70 free vs the machine's 3 GiB */
   theus__os_mem_room_at(root, &r, headroom_1mib);
   assert_true(r.avail == 69 * MiB);
-  rm_tree(root);
   /* the real machine says something on Linux (MemAvailable at least) */
   assert_true(theus__os_mem_available() > 0);
 }
 
-int main(void) {
+static int remove_synth_roots(void **state) {
+  (void)state;
+  for (unsigned i = 0; i < 2; i++)
+    if (synth_made[i][0]) {
+      rm_tree(synth_made[i]);
+      synth_made[i][0] = 0;
+    }
+  return 0;
+}
+
+int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
+  if (argc != 3) {
+    fprintf(stderr, "usage: test_arena_oom THEUS_RUN PIPELINE_WITH_A_128MIB_ARRAY\n");
+    return 2;
+  }
+  theus_run = argv[1];
+  big_pipeline = argv[2];
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_room_reader),
-      cmocka_unit_test(test_cgroup_limit_gives_enomem),
+      cmocka_unit_test_teardown(test_room_reader, remove_synth_roots),
+      cmocka_unit_test_teardown(test_cgroup_limit_gives_enomem, remove_synth_roots),
       cmocka_unit_test(test_full_tmpfs_gives_enomem_not_sigbus),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
