@@ -20,8 +20,10 @@ run_suite() { # build-dir "meson test args" meson-options...
 }
 
 run_suite build-werror ""
+t0=$SECONDS
 meson test -C build-werror --verbose --num-processes 2 --no-rebuild --suite nofork --timeout-multiplier 4 \
   --wrapper 'valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
+echo "valgrind memcheck (suite nofork): $((SECONDS - t0)) s"
 run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 echo "theus-c: all suites passed"
