@@ -74,10 +74,33 @@ int theus__os_fd_size(int fd, uint64_t *size);
 int theus__os_reserve(int fd, uint64_t off, uint64_t len);
 /* Returns the pages of [off, off+len) to the system (reads then give zeros). */
 int theus__os_release(int fd, uint64_t off, uint64_t len);
-/* Bytes this process may still use: MemAvailable, lowered to the headroom
- * (memory.max - memory.current) of its cgroup v2 and its ancestors when they
- * are limited (in a container MemAvailable describes the host). 0 if unknown.
- * Reads /proc and cgroupfs (os_mem.c). */
+/* Like theus__os_memfd, but an unnamed file (O_TMPFILE) in directory dir, not
+ * sealed: lets a test back an arena with a size-limited tmpfs. */
+int theus__os_tmpfile(const char *dir, uint64_t size, int *fd);
+
+/* ---- memory limits (os_mem.c: the one reader of cgroupfs and /proc/meminfo)
+ * How much memory this process may still take, from the tightest of: every
+ * memory cgroup it is in (cgroup v2 memory.max - memory.current, and cgroup v1
+ * memory.limit_in_bytes - memory.usage_in_bytes, at each level from its own
+ * cgroup up to the root) and the machine (MemAvailable of MemTotal). Reads a
+ * handful of small files (no allocation, no stdio): tens of microseconds, so
+ * callers cache it. */
+typedef struct theus__mem_room {
+  uint64_t avail; /* room - headroom(limit), the tightest over all sources; UINT64_MAX if none */
+  uint64_t room;  /* limit - used (0 if used >= limit) of that source */
+  uint64_t limit; /* the limit that gave `room` */
+  uint64_t used;
+  char what[200]; /* "memory cgroup /a/b (memory.max)" or "the machine (MemAvailable)" */
+} theus__mem_room;
+/* `headroom(limit)` is subtracted from each source's room before comparing,
+ * so `avail` is the tightest room left after the headroom; NULL: none. */
+void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
+/* The same, reading <sys>/proc/... and <sys>/sys/fs/cgroup/... (sys NULL or
+ * "": the real ones): lets a test give the arena a synthetic cgroup tree. */
+void theus__os_mem_room_at(const char *sys, theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
+/* Bytes this process may still use (the tightest room above, no headroom):
+ * in a container MemAvailable describes the host, so a limited cgroup lowers
+ * it. 0 if nothing says; 1 if a limit is reached. */
 uint64_t theus__os_mem_available(void);
 
 /* ---- errors (error.c) -----------------------------------------------------

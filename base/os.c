@@ -128,3 +128,16 @@ int theus__os_release(int fd, uint64_t off, uint64_t len) {
     return 0;
   return THEUS_ESYS;
 }
+
+int theus__os_tmpfile(const char *dir, uint64_t size, int *fd) {
+  int f = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (f < 0) return os_error();
+  if (ftruncate(f, (off_t)size) != 0) {
+    int rc = os_error(), saved = errno;
+    close(f);
+    errno = saved;
+    return rc;
+  }
+  *fd = f;
+  return 0;
+}

@@ -23,6 +23,8 @@ int theus_path_list_covers(const char *const *patterns, const char *path) {
 }
 
 int theus_name_list_has(const char *const *v, const char *name) {
+  if (!name)
+    return 0;
   for (size_t i = 0; v && v[i]; i++)
     if (!strcmp(v[i], name))
       return 1;

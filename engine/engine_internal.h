@@ -100,6 +100,7 @@ typedef struct theus__jobq {
 } theus__jobq;
 
 struct theus_engine {
+  int opened; /* theus_engine_open succeeded: a failed open only carries the message */
   theus_engine_config cfg;
   theus_arena *arena;
   theus_pool *pool;
@@ -212,5 +213,14 @@ void theus__jobs_fini(theus_engine *e);
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */
 theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud);
+
+/* Argument checks of the public calls (issue 10): a NULL engine fails with
+ * THEUS_EINVAL, one whose open failed with THEUS_EINVAL and a message. */
+#define THEUS__ENGINE_ARG(e, fn)                                                                        \
+  do {                                                                                                  \
+    if (!(e)) return THEUS_EINVAL;                                                                      \
+    if (!(e)->opened) return theus__eset((e), THEUS_EINVAL, fn ": this engine did not open (read "       \
+                                         "theus_engine_errmsg, then theus_engine_close it)");            \
+  } while (0)
 
 #endif

@@ -568,6 +568,9 @@ int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, 
   char msg[1024] = "";
   if (result)
     *result = NULL;
+  THEUS__ENGINE_ARG(e, "execute");
+  if (!name)
+    return theus__eset(e, THEUS_EINVAL, "execute: name is NULL");
   int rc = exec_run(e, name, args, result, NULL, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
@@ -810,7 +813,11 @@ static void defer_one(theus_engine *e, theus_job *j) {
 
 int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **out) {
   char msg[512] = "";
-  *out = NULL;
+  if (out)
+    *out = NULL;
+  THEUS__ENGINE_ARG(e, "submit");
+  if (!name || !out)
+    return theus__eset(e, THEUS_EINVAL, "submit: %s is NULL", !name ? "name" : "job");
   int32_t reg;
   const theus_contract *c = lookup(e, name, &reg, msg, sizeof msg);
   if (!c)
@@ -898,6 +905,8 @@ int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, t
 int theus_job_wait(theus_job *j, int64_t timeout_ms, json_t **result) {
   if (result)
     *result = NULL;
+  if (!j)
+    return THEUS_EINVAL;
   int rc = job_finish(j, timeout_ms < 0 ? -1 : timeout_ms);
   if (rc == THEUS_ETIMEDOUT && !atomic_load_explicit(&j->done, memory_order_acquire))
     return rc;
@@ -910,10 +919,14 @@ int theus_job_wait(theus_job *j, int64_t timeout_ms, json_t **result) {
 }
 
 const char *theus_job_errmsg(const theus_job *j) {
+  if (!j)
+    return "no job (NULL: theus_engine_submit failed)";
   return atomic_load_explicit(&j->done, memory_order_acquire) ? j->msg : "";
 }
 
 uint64_t theus_job_version(const theus_job *j) {
+  if (!j)
+    return 0;
   return atomic_load_explicit(&j->done, memory_order_acquire) ? j->version : 0;
 }
 
@@ -1138,6 +1151,9 @@ int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_
   char msg[1024] = "";
   if (result)
     *result = NULL;
+  THEUS__ENGINE_ARG(e, "map");
+  if (!name || !key)
+    return theus__eset(e, THEUS_EINVAL, "map: %s is NULL", !name ? "name" : "key");
   map_job m = {e, NULL, -1, NULL, args, 0, NULL, NULL};
   m.c = lookup(e, name, &m.reg, msg, sizeof msg);
   if (!m.c)

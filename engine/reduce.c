@@ -121,5 +121,5 @@ theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **u
 
 int theus_engine_has_reducer(theus_engine *e, const char *name) {
   void *ud;
-  return e && name && theus__reducer_find(e, name, &ud) != NULL;
+  return e && e->opened && name && theus__reducer_find(e, name, &ud) != NULL;
 }

@@ -485,6 +485,7 @@ static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__
 }
 
 int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin_writer **out) {
+  THEUS__ENGINE_ARG(e, "live_create");
   char msg[768] = "";
   if (out)
     *out = NULL;
@@ -512,6 +513,9 @@ int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, th
 }
 
 int theus_engine_live_unbind(theus_engine *e, const char *key) {
+  THEUS__ENGINE_ARG(e, "live_unbind");
+  if (!key)
+    return theus__eset(e, THEUS_EINVAL, "live_unbind: key is NULL");
   char msg[768] = "";
   theus__live *l = key ? live_take(e, key, 0) : NULL;
   if (!l)

@@ -209,9 +209,31 @@ static int scalar_from_ld(theus_dtype t, long double v, const char *what, void *
   return 0;
 }
 
+/* A JSON integer into an integer type, without going through long double:
+ * exact everywhere, also where long double is only a double (valgrind
+ * computes x87 arithmetic in 64 bits, so INT64_MAX - 1 would round). */
+static int scalar_from_int(theus_dtype t, int64_t v, const char *what, void *slot, char *err, size_t errlen) {
+  long double lo, hi;
+  if (!int_range(t, &lo, &hi)) return scalar_from_ld(t, (long double)v, what, slot, err, errlen);
+  int64_t ilo = t == THEUS_DTYPE_I64 ? INT64_MIN : (int64_t)lo;
+  int64_t ihi = t == THEUS_DTYPE_I64 || t == THEUS_DTYPE_U64 ? INT64_MAX : (int64_t)hi;
+  if (v < ilo || v > ihi) return scalar_from_ld(t, (long double)v, what, slot, err, errlen); /* the range message */
+  switch (t) {
+  case THEUS_DTYPE_U8: *(uint8_t *)slot = (uint8_t)v; break;
+  case THEUS_DTYPE_U16: *(uint16_t *)slot = (uint16_t)v; break;
+  case THEUS_DTYPE_U32: *(uint32_t *)slot = (uint32_t)v; break;
+  case THEUS_DTYPE_U64: *(uint64_t *)slot = (uint64_t)v; break;
+  case THEUS_DTYPE_I8: *(int8_t *)slot = (int8_t)v; break;
+  case THEUS_DTYPE_I16: *(int16_t *)slot = (int16_t)v; break;
+  case THEUS_DTYPE_I32: *(int32_t *)slot = (int32_t)v; break;
+  default: *(int64_t *)slot = v; break;
+  }
+  return 0;
+}
+
 int theus__ffi_scalar_from_json(theus_dtype t, const json_t *v, const char *what, void *slot, char *err,
                                 size_t errlen) {
-  if (json_is_integer(v)) return scalar_from_ld(t, (long double)json_integer_value(v), what, slot, err, errlen);
+  if (json_is_integer(v)) return scalar_from_int(t, (int64_t)json_integer_value(v), what, slot, err, errlen);
   if (json_is_real(v)) return scalar_from_ld(t, (long double)json_real_value(v), what, slot, err, errlen);
   const char *kind = !v ? "missing" : json_is_boolean(v) ? "a boolean" : json_is_string(v) ? "a string"
                      : json_is_null(v) ? "null" : json_is_array(v) ? "an array" : "an object";

@@ -20,6 +20,17 @@ static int vpipe_err(theus_pipeline *p, int line, int col, int code, const char 
   return code;
 }
 
+/* Appends a plugin path (from the file or theus_pipeline_add_plugin). */
+static int add_plugin(theus_pipeline *p, const char *path) {
+  plugin *v = realloc(p->plugins, (p->nplugins + 1) * sizeof *v);
+  if (!v) return THEUS_ENOMEM;
+  p->plugins = v;
+  v[p->nplugins] = (plugin){0};
+  if (!(v[p->nplugins].path = strdup(path))) return THEUS_ENOMEM;
+  p->nplugins++;
+  return 0;
+}
+
 int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fmt, ...) {
   int line, col;
   theus__pos_lookup(&p->pos, ptr, key, &line, &col);
@@ -265,7 +276,7 @@ static int load_plugins(theus_pipeline *p, const json_t *v) {
       return theus__pipe_err(p, ip, false, "plugins[%zu] must be a path string, found %s", i,
                              theus__pipe_type_name(it));
     char *path = theus__pipe_resolve(p, json_string_value(it));
-    int rc = path ? theus_pipeline_add_plugin(p, path) : THEUS_ENOMEM;
+    int rc = path ? add_plugin(p, path) : THEUS_ENOMEM;
     free(path);
     if (rc) return rc;
     snprintf(p->plugins[p->nplugins - 1].ptr, PIPE_PTR, "%s", ip);
@@ -638,22 +649,27 @@ int theus_pipeline_load(const char *path, theus_pipeline **out) {
     strcpy(p->dir, ".");
   int rc = load_all(p);
   if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: %s", path, theus_strerror(rc));
+  p->loaded = rc == 0;
   return rc;
 }
 
 int theus_pipeline_add_plugin(theus_pipeline *p, const char *path) {
-  plugin *v = realloc(p->plugins, (p->nplugins + 1) * sizeof *v);
-  if (!v) return THEUS_ENOMEM;
-  p->plugins = v;
-  v[p->nplugins] = (plugin){0};
-  if (!(v[p->nplugins].path = strdup(path))) return THEUS_ENOMEM;
-  p->nplugins++;
-  return 0;
+  THEUS__PIPE_ARG(p, "theus_pipeline_add_plugin");
+  if (!path) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_add_plugin: the path is NULL");
+    return THEUS_EINVAL;
+  }
+  return add_plugin(p, path);
 }
 
 int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   int rc = 0;
-  if (!value) return THEUS_EINVAL;
+  if (!p || !p->loaded || !path || !value) {
+    json_decref(value); /* stolen, as on every other failure */
+    THEUS__PIPE_ARG(p, "theus_pipeline_set");
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_set: the %s is NULL", path ? "value" : "path");
+    return THEUS_EINVAL;
+  }
   if (strncmp(path, "domain.", 7) != 0 || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     snprintf(p->msg, sizeof p->msg, "theus_pipeline_set %s: the path must look like domain.field or domain.a.b", path);
     json_decref(value);
@@ -680,15 +696,32 @@ int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   return rc ? THEUS_ENOMEM : 0;
 }
 
-int theus_pipeline_workers(const theus_pipeline *p) { return p->workers; }
+int theus_pipeline_workers(const theus_pipeline *p) { return p && p->loaded ? p->workers : -2; }
 
-void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) { *out = p->arena; }
-uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p->ops; }
+void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) {
+  if (!out) return;
+  if (p && p->loaded) *out = p->arena;
+  else *out = (theus_arena_config){0};
+}
+uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p ? p->ops : 0; }
 const char *theus_pipeline_errmsg(const theus_pipeline *p) { return p ? p->msg : "no pipeline"; }
 
 void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud) {
+  if (!p) return;
   p->progress = fn;
   p->progress_ud = ud;
+}
+
+void theus_pipeline_on_enter(theus_pipeline *p, theus_pipeline_where_fn fn, void *ud) {
+  if (!p) return;
+  p->enter = fn;
+  p->enter_ud = ud;
+}
+
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local) {
+  if (!p->enter) return;
+  theus_pipeline_where w = {code, plugin, process, local};
+  p->enter(&w, p->enter_ud);
 }
 
 static void typed_free(typed_proc *t) {

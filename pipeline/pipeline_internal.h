@@ -97,7 +97,26 @@ struct theus_pipeline {
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;
+  theus_pipeline_where_fn enter;
+  void *enter_ud;
+  bool pool; /* the engine has workers: parallel processes run there */
+  bool loaded; /* theus_pipeline_load succeeded: a failed load only carries the message */
 };
+
+/* Argument checks of the public calls (issue 10): NULL or a pipeline whose
+ * load failed gives THEUS_EINVAL (with a message when there is an object). */
+#define THEUS__PIPE_ARG(p, fn)                                                                            \
+  do {                                                                                                    \
+    if (!(p)) return THEUS_EINVAL;                                                                        \
+    if (!(p)->loaded) {                                                                                   \
+      snprintf((p)->msg, sizeof (p)->msg, fn ": this pipeline did not load (read theus_pipeline_errmsg, " \
+               "then theus_pipeline_close it)");                                                          \
+      return THEUS_EINVAL;                                                                                \
+    }                                                                                                     \
+  } while (0)
+
+/* Tells the on_enter callback (if any) whose code runs next. */
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local);
 
 /* Sets p->msg to "file:line:col: " + message (position of the value or key
  * at ptr) and returns THEUS_EPARSE. */

@@ -28,7 +28,9 @@ static int load_plugins(theus_pipeline *p) {
     /* a bare name would make dlopen search the library path: make it a path */
     char buf[4096];
     snprintf(buf, sizeof buf, "%s%s", strchr(pl->path, '/') ? "" : "./", pl->path);
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_PLUGIN_LOAD, pl->path, NULL, 1);
     pl->handle = dlopen(buf, RTLD_NOW | RTLD_LOCAL);
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_LIBRARY, NULL, NULL, 1);
     if (!pl->handle)
       return plugin_err(p, pl, "cannot load it: %s; build the plugin or fix its path (the pipeline's \"plugins\" "
                         "are relative to the pipeline file)", dlerror());
@@ -93,7 +95,9 @@ static int register_plugins(theus_pipeline *p, theus_engine *e) {
     void *sym = dlsym(p->plugins[i].handle, THEUS_PLUGIN_REGISTER_SYMBOL);
     theus_plugin_register_fn reg;
     memcpy(&reg, &sym, sizeof reg);
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_PLUGIN_REGISTER, p->plugins[i].path, NULL, 1);
     int rc = reg(e);
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_LIBRARY, NULL, NULL, 1);
     if (rc)
       return plugin_err(p, &p->plugins[i], "%s failed (%s): %s", THEUS_PLUGIN_REGISTER_SYMBOL, theus_strerror(rc),
                         theus_engine_errmsg(e));
@@ -218,6 +222,11 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
 }
 
 int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out) {
+  THEUS__PIPE_ARG(p, "theus_pipeline_open_engine");
+  if (!out) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_open_engine: out is NULL");
+    return THEUS_EINVAL;
+  }
   *out = NULL;
   p->msg[0] = '\0';
   int rc = load_plugins(p);
@@ -238,6 +247,7 @@ int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)(cores > 0 ? cores : 1) : 1;
   p->default_slices = (uint32_t)workers * 2;
+  p->pool = c.workers >= 0;
   theus_engine *e = NULL;
   rc = theus_engine_open(&c, &e); /* after the plugins: the fork server must have their code */
   if (rc) { /* on failure the engine (if any) only carries the message */
@@ -268,6 +278,15 @@ static void report(theus_pipeline *p, int in_flight) {
   p->pr.budget = p->budget;
   if (p->progress) p->progress(&p->pr, p->progress_ud);
 }
+
+/* Before a step hands its process to the engine: whose code runs, and where. */
+static void enter_process(theus_pipeline *p, theus_engine *e, const step *s) {
+  if (!p->enter) return;
+  const theus_contract *c = theus_engine_contract(e, s->process);
+  theus__pipe_enter(p, THEUS_PIPELINE_CODE_PROCESS, NULL, s->process, !(c && c->parallel && p->pool));
+}
+
+static void leave_process(theus_pipeline *p) { theus__pipe_enter(p, THEUS_PIPELINE_CODE_LIBRARY, NULL, NULL, 1); }
 
 static int step_fail(theus_pipeline *p, const step *s, int code, const char *cause) {
   static const char *const names[] = {"", "run", "parallel", "map", "if", "while", "set"};
@@ -347,6 +366,7 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
   for (size_t i = 0; i < s->body.n && !first; i++) {
     const step *m = &s->body.v[i];
     if ((first = charge(p, m))) break;
+    enter_process(p, e, m);
     if ((first = theus_engine_submit(e, m->process, m->args, &jobs[i]))) step_fail(p, m, first, theus_engine_errmsg(e));
     else started++;
     report(p, (int)started);
@@ -361,6 +381,7 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
     theus_job_release(jobs[i]);
     report(p, (int)--started);
   }
+  leave_process(p);
   free(jobs);
   return first;
 }
@@ -375,12 +396,16 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   switch (s->kind) {
   case ST_RUN:
     report(p, 1);
+    enter_process(p, e, s);
     rc = theus_engine_execute(e, s->process, s->args, &result);
+    leave_process(p);
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_MAP:
     report(p, (int)(s->slices ? s->slices : p->default_slices));
+    enter_process(p, e, s);
     rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
                           &result);
+    leave_process(p);
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_PARALLEL: return run_parallel(p, e, s);
   case ST_SET:
@@ -412,6 +437,11 @@ static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool
 }
 
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
+  THEUS__PIPE_ARG(p, "theus_pipeline_run");
+  if (!e) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_run: the engine is NULL");
+    return THEUS_EINVAL;
+  }
   p->ops = 0;
   p->msg[0] = '\0';
   p->pr = (theus_pipeline_progress){0, p->steps.n, 0, p->budget, 0};

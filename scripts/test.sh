@@ -5,7 +5,8 @@
 # build also runs the fault-injection loops (tests/fault, docs/testing.md).
 # Then it builds the libFuzzer harnesses (tests/fuzz, clang), runs each for
 # FUZZ_SECONDS (default 10) on its seed corpus and replays every finding's
-# reproducer.
+# reproducer. The tests that never fork (suite 'nofork') also run under
+# valgrind memcheck on the -Werror build: any error or definite leak fails them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -25,6 +26,10 @@ run_suite() { # build-dir "meson test args" meson-options...
 }
 
 run_suite build-werror ""
+t0=$SECONDS
+meson test -C build-werror --verbose --num-processes 2 --no-rebuild --suite nofork --timeout-multiplier 4 \
+  --wrapper 'valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
+echo "valgrind memcheck (suite nofork): $((SECONDS - t0)) s"
 run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dfault_injection=true
 run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 echo "theus-c: fuzzing each harness for ${FUZZ_SECONDS:-10} s on its corpus"

@@ -62,6 +62,7 @@ const char *theus_pool_errmsg(const theus_pool *p) {
 }
 
 void theus_pool_config_init(theus_pool_config *cfg) {
+  if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   cfg->nworkers = n < 1 ? 1 : n > (long)THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : (unsigned)n;

@@ -2,6 +2,7 @@
  * handler that turns a write into the read-only arena into a contract
  * violation reported through the result slot. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -210,38 +211,42 @@ static void reset_signals(void) {
 
 /* ---- task API ------------------------------------------------------------ */
 
-const theus_arena *theus_task_arena(const theus_task *t) { return t->arena; }
+/* A NULL task gets neutral answers (NULL, 0, THEUS_EINVAL): a task function
+ * passing on a pointer it did not check must not crash the worker. */
+
+const theus_arena *theus_task_arena(const theus_task *t) { return t ? t->arena : NULL; }
 
 const void *theus_task_arg(const theus_task *t, size_t *len) {
-  if (len) *len = t->arg_len;
-  return t->arg;
+  if (len) *len = t ? t->arg_len : 0;
+  return t ? t->arg : NULL;
 }
 
-unsigned theus_task_nhandles(const theus_task *t) { return t->slot->nhandles; }
+unsigned theus_task_nhandles(const theus_task *t) { return t ? t->slot->nhandles : 0; }
 
 theus_handle theus_task_handle(const theus_task *t, unsigned i) {
-  return i < t->slot->nhandles ? t->slot->handles[i] : 0;
+  return t && i < t->slot->nhandles ? t->slot->handles[i] : 0;
 }
 
 int theus_task_array(const theus_task *t, unsigned i, theus_array_info *out) {
-  if (i >= t->slot->nhandles || !out) return THEUS_EINVAL;
+  if (!t || i >= t->slot->nhandles || !out) return THEUS_EINVAL;
   *out = t->in[i];
   return 0;
 }
 
 int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *len) {
-  if (i >= t->slot->nhandles) return THEUS_EINVAL;
+  if (!t || i >= t->slot->nhandles) return THEUS_EINVAL;
   if (ptr) *ptr = t->in[i].data;
   if (len) *len = t->in[i].nbytes;
   return 0;
 }
 
 void *theus_task_out(theus_task *t, size_t *cap) {
-  if (cap) *cap = t->out_cap;
-  return t->out;
+  if (cap) *cap = t ? t->out_cap : 0;
+  return t ? t->out : NULL;
 }
 
 int theus_task_set_result(theus_task *t, size_t len) {
+  if (!t) return THEUS_EINVAL;
   if (len > t->out_cap)
     return theus_task_fail(t, THEUS_ETRUNC,
                            "task result of %zu bytes exceeds the inline limit (%zu bytes: THEUS_POOL_RESULT_MAX, "
@@ -252,32 +257,38 @@ int theus_task_set_result(theus_task *t, size_t len) {
 }
 
 int theus_task_write(theus_task *t, const void *data, size_t len) {
+  if (!t) return THEUS_EINVAL;
+  if (!data && len) return theus_task_fail(t, THEUS_EINVAL, "theus_task_write: data is NULL (%zu bytes)", len);
   if (len > t->out_cap - t->out_len)
     return theus_task_fail(t, THEUS_ETRUNC,
                            "task result would grow to %zu bytes, beyond the inline limit (%zu bytes: "
                            "THEUS_POOL_RESULT_MAX, or result_size in a map): put large results in the arena",
                            t->out_len + len, t->out_cap);
-  memcpy(t->out + t->out_len, data, len);
+  if (len) memcpy(t->out + t->out_len, data, len);
   t->out_len += len;
   return 0;
 }
 
 int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
+  if (!t) return THEUS_EINVAL;
   t->failed = 1;
   if (t->msg_taken) return code < 0 ? code : THEUS_EPROCESS;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(t->slot->errmsg, sizeof t->slot->errmsg, fmt, ap);
+  if (fmt)
+    vsnprintf(t->slot->errmsg, sizeof t->slot->errmsg, fmt, ap);
+  else
+    snprintf(t->slot->errmsg, sizeof t->slot->errmsg, "task failed (theus_task_fail with no message)");
   va_end(ap);
   return code < 0 ? code : THEUS_EPROCESS;
 }
 
-unsigned theus_task_worker(const theus_task *t) { return t->worker; }
+unsigned theus_task_worker(const theus_task *t) { return t ? t->worker : UINT_MAX; }
 
-const void *theus_task_context(const theus_task *t) { return t->ctl->task_context; }
+const void *theus_task_context(const theus_task *t) { return t ? t->ctl->task_context : NULL; }
 
 const void *theus_task_common(const theus_task *t, size_t *len) {
-  size_t n = t->slot->nitems ? t->slot->item_common : 0;
+  size_t n = t && t->slot->nitems ? t->slot->item_common : 0;
   if (len) *len = n;
   return n ? t->slot->arg : NULL;
 }

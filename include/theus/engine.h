@@ -129,7 +129,10 @@ THEUS_API int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_d
 /* Frees an unpublished draft. THEUS_ENOTFOUND if none. */
 THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
 
-/* ---- the process context (used inside a process) -------------------- */
+/* ---- the process context (used inside a process) -------------------- *
+ * A NULL ctx gets NULL or THEUS_EINVAL from every theus_ctx_* call (the
+ * values theus_ctx_set and theus_ctx_return steal are released). A NULL key
+ * gives THEUS_EINVAL. */
 
 /* The value at a domain path ("domain.x.y"), borrowed for the duration of
  * the call, or NULL if absent. For a pure process an undeclared path returns
@@ -177,7 +180,8 @@ THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
 
 /* The name of the running process. */
 THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
-/* -1 when running locally in the orchestrator, else the pool worker's id. */
+/* -1 when running locally in the orchestrator, else the pool worker's id
+ * (THEUS_EINVAL for a NULL ctx). */
 THEUS_API int theus_ctx_worker(theus_ctx *ctx);
 
 /* ---- live regions (see docs/twin.md) ----------------------------------- */
@@ -272,7 +276,8 @@ THEUS_API void theus_version_watch_close(theus_version_watch *w);
  * value (new reference, or NULL). Failure codes: THEUS_ENOTFOUND (unknown
  * process), THEUS_EPROCESS (the process failed), THEUS_ECONTRACT,
  * THEUS_ECRASH (worker died), THEUS_ETIMEDOUT, THEUS_ECONFLICT (retries
- * exhausted); nothing is committed then, and the message gives the cause. */
+ * exhausted), THEUS_EINVAL (e, name NULL, or an engine whose open failed);
+ * nothing is committed then, and the message gives the cause. */
 THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, json_t **result);
 
 /* Starts an execution in the background; *job is waited on from any thread.
@@ -280,15 +285,16 @@ THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json
  * when every ring is full, by the engine's deferred-submit thread), and the
  * first wait collects, checks and commits it; a local one runs on the
  * engine's executor thread, one job at a time. No thread per job.
- * THEUS_ENOTFOUND, THEUS_EINVAL (args not an object); failures of the run
+ * THEUS_ENOTFOUND, THEUS_EINVAL (args not an object, a NULL argument); failures of the run
  * itself are reported by theus_job_wait. */
 THEUS_API int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **job);
 
 /* Waits for the job (timeout_ms -1 = forever): THEUS_ETIMEDOUT if it is still
- * running (wait again later), else the execution's code. *result as execute. */
+ * running (wait again later), else the execution's code. *result as execute.
+ * THEUS_EINVAL for a NULL job. A job pointer is not checked beyond NULL. */
 THEUS_API int theus_job_wait(theus_job *job, int64_t timeout_ms, json_t **result);
 
-/* The job's failure message ("" while running or on success). */
+/* The job's failure message ("" while running or on success; a fixed text for NULL). */
 THEUS_API const char *theus_job_errmsg(const theus_job *job);
 
 /* The version the job committed (0 if it committed nothing). */

@@ -130,7 +130,7 @@ typedef struct theus_pool_stats {
 
 /* ---- orchestrator side ------------------------------------------------- */
 
-/* Fills *cfg with the defaults. */
+/* Fills *cfg with the defaults (cfg NULL: nothing). */
 THEUS_API void theus_pool_config_init(theus_pool_config *cfg);
 
 /* Starts the fork server and its workers; returns once every worker is up.
@@ -231,7 +231,8 @@ THEUS_API int theus_pool_close(theus_pool *p, int cancel_running);
  * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
-/* ---- worker side (call only from inside a task function) --------------- */
+/* ---- worker side (call only from inside a task function) --------------- *
+ * A NULL task gets NULL, 0 (sizes, counts, handles) or THEUS_EINVAL. */
 
 /* The read-only arena (NULL if the pool has none). */
 THEUS_API const theus_arena *theus_task_arena(const theus_task *t);
@@ -252,10 +253,11 @@ THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
 THEUS_API int theus_task_set_result(theus_task *t, size_t len);
 /* Appends bytes to the result; THEUS_ETRUNC (with a message) if they do not fit. */
 THEUS_API int theus_task_write(theus_task *t, const void *data, size_t len);
-/* Records a message and returns code (negative), so `return theus_task_fail(...)`. */
+/* Records a message and returns code (negative; THEUS_EPROCESS if code is not),
+ * so `return theus_task_fail(...)`. fmt NULL: a generic message. */
 THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Index of the worker running this task. */
+/* Index of the worker running this task (UINT_MAX for NULL). */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
 /* theus_pool_config.task_context of the pool running this task. */
 THEUS_API const void *theus_task_context(const theus_task *t);
