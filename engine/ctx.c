@@ -147,6 +147,8 @@ int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index,
   return 0;
 }
 
+const char *theus_ctx_map_key(theus_ctx *ctx) { return ctx->has_slice ? ctx->map_key : NULL; }
+
 int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
   if (!path || strncmp(path, "domain.", 7) || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     json_decref(value);

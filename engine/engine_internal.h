@@ -187,6 +187,7 @@ struct theus_ctx {
   json_t *ret;
   json_t *heavy_out;          /* {key: true} drafts allocated by this run */
   int has_slice;
+  const char *map_key;        /* in a map: the key mapped over */
   uint64_t lo, hi;
   uint32_t slice_index, slice_count;
   struct {

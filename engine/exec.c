@@ -69,7 +69,7 @@ static int call_process(theus_ctx *ctx) {
 }
 
 static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *snap, const json_t *args,
-                      const slice_t *sl, run_out *o) {
+                      const slice_t *sl, const char *map_key, run_out *o) {
   theus_ctx ctx = {0};
   ctx.e = e;
   ctx.c = c;
@@ -79,6 +79,7 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
   ctx.worker = -1;
   if (sl) {
     ctx.has_slice = 1;
+    ctx.map_key = map_key;
     ctx.lo = sl->lo;
     ctx.hi = sl->hi;
     ctx.slice_index = sl->index;
@@ -119,7 +120,8 @@ typedef struct task_hdr {
   uint32_t has_slice, nkeys;
   uint64_t lo, hi;
   uint32_t slice_index, slice_count;
-  uint32_t keys_len, dom_len, args_len, pad;
+  uint32_t keys_len, dom_len, args_len;
+  uint32_t map_key; /* in a map: 1 + the index among the keys of the key mapped over; 0: none */
 } task_hdr;
 
 typedef struct res_hdr {
@@ -261,7 +263,8 @@ static int pack_json(const theus_contract *c, task_pack *tp, const json_t *j, ui
 }
 
 static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg, const theus_snapshot *snap,
-                     const json_t *args, const slice_t *sl, task_pack *tp, char *msg, size_t msglen) {
+                     const json_t *args, const slice_t *sl, const char *map_key, task_pack *tp, char *msg,
+                     size_t msglen) {
   task_hdr h = {.magic = TASK_MAGIC, .reg = (uint32_t)reg, .version = snap->version};
   if (sl) {
     h.has_slice = 1;
@@ -289,6 +292,8 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
     tp->len += kl;
     h.keys_len += (uint32_t)kl;
     tp->handles[tp->nhandles] = snap->heavy[i].arr->handle;
+    if (map_key && !strcmp(map_key, snap->heavy[i].key))
+      h.map_key = tp->nhandles + 1;
     tp->keys[tp->nhandles++] = snap->heavy[i].key;
   }
   h.nkeys = tp->nhandles;
@@ -341,6 +346,14 @@ static json_t *load_part(const char *p, size_t n, size_t flags) {
   return n ? json_loadb(p, n, flags, &je) : NULL;
 }
 
+/* The i-th of n NUL-terminated keys (NULL past the end). */
+static const char *key_at(const char *keys, uint32_t n, uint32_t i) {
+  for (uint32_t k = 0; k < n; k++, keys += strlen(keys) + 1)
+    if (k == i)
+      return keys;
+  return NULL;
+}
+
 int theus__pool_task(theus_task *t) {
   size_t len, ilen = 0;
   const unsigned char *arg = theus_task_common(t, &len);
@@ -376,6 +389,7 @@ int theus__pool_task(theus_task *t) {
   }
   if (h.has_slice) {
     ctx.has_slice = 1;
+    ctx.map_key = h.map_key ? key_at(keys, h.nkeys, h.map_key - 1) : NULL;
     ctx.lo = h.lo;
     ctx.hi = h.hi;
     ctx.slice_index = h.slice_index;
@@ -452,7 +466,7 @@ static int start_remote(theus_engine *e, const theus_contract *c, int32_t reg, t
                         const json_t *args, int block, theus_ticket *tk, run_out *o) {
   task_pack tp; /* on the stack: no allocation per run */
   o->worker = -1;
-  if (!(o->rc = pack_task(e, c, reg, snap, args, NULL, &tp, o->msg, sizeof o->msg)) &&
+  if (!(o->rc = pack_task(e, c, reg, snap, args, NULL, NULL, &tp, o->msg, sizeof o->msg)) &&
       (o->rc = submit_task(e, c, &tp, block, tk)) == THEUS_EAGAIN && !block)
     return o->rc = THEUS_EAGAIN;
   if (o->rc)
@@ -473,7 +487,7 @@ static void run(theus_engine *e, const theus_contract *c, int32_t reg, theus_sna
   if (reg >= 0)
     run_remote(e, c, reg, snap, args, o);
   else
-    run_local(e, c, snap, args, NULL, o);
+    run_local(e, c, snap, args, NULL, NULL, o);
   if (o->rc)
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
 }
@@ -990,6 +1004,7 @@ typedef struct map_job {
   int32_t reg;
   theus_snapshot *snap;
   const json_t *args;
+  const char *key; /* the array mapped over */
   uint32_t n;
   slice_t *sl;
   run_out *out;
@@ -1003,14 +1018,14 @@ typedef struct map_job {
 static void map_run_all(map_job *m, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
-      run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->out[i]);
+      run_local(m->e, m->c, m->snap, m->args, &m->sl[i], m->key, &m->out[i]);
       if (m->out[i].rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
     }
     return;
   }
   task_pack tp;
-  int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, &tp, msg, msglen);
+  int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, m->key, &tp, msg, msglen);
   int *status = calloc(m->n, sizeof *status), *workers = calloc(m->n, sizeof *workers);
   uint64_t *times = calloc(2 * (size_t)m->n, sizeof *times);
   char *results = malloc((size_t)m->n * MAP_ITEM_RESULT);
@@ -1124,7 +1139,7 @@ int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_
   char msg[1024] = "";
   if (result)
     *result = NULL;
-  map_job m = {e, NULL, -1, NULL, args, 0, NULL, NULL};
+  map_job m = {e, NULL, -1, NULL, args, key, 0, NULL, NULL};
   m.c = lookup(e, name, &m.reg, msg, sizeof msg);
   if (!m.c)
     return theus__eset(e, THEUS_ENOTFOUND, "map: %s", msg);

@@ -145,6 +145,11 @@ THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info 
  * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
 THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
 
+/* In a map: the heavy key of the array being mapped (valid during the call),
+ * so one process serves maps over any key (declare inputs as `heavy.*`).
+ * NULL outside a map. */
+THEUS_API const char *theus_ctx_map_key(theus_ctx *ctx);
+
 /* Writes value (reference stolen) to a declared output path. Objects are
  * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
  * the path is not a declared output (the execution then fails). */
