@@ -368,7 +368,7 @@ int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *d
 int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim,
                              const uint64_t *shape, void **data) {
   char msg[512];
-  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, NULL, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 

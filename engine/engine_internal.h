@@ -161,7 +161,7 @@ const json_t *theus__json_at(const json_t *root, const char *path);
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
                uint64_t *new_version, char *msg, size_t msglen);
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
-                     void **data, char *msg, size_t msglen);
+                     void **data, theus_handle *handle, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
 int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
@@ -188,6 +188,9 @@ struct theus_ctx {
   json_t *heavy_out;          /* {key: true} drafts allocated by this run */
   int has_slice;
   const char *map_key;        /* in a map: the key mapped over */
+  const char *out_key;        /* in a map into an output: its key */
+  void *out_data;             /* and its writable base (a worker: the write window) */
+  theus_array_info out_info;
   uint64_t lo, hi;
   uint32_t slice_index, slice_count;
   struct {

@@ -24,6 +24,15 @@ typedef struct slice_t {
   uint32_t index, count;
 } slice_t;
 
+/* What a map tells its slices besides their bounds. */
+typedef struct map_ctx {
+  const char *key;       /* the array mapped over */
+  const char *out_key;   /* a map into an output: its key, else NULL */
+  theus_handle out_h;    /* the output's draft */
+  void *out_data;        /* its writable base (local runs) */
+  theus_array_info out_info;
+} map_ctx;
+
 static void run_out_fini(theus_engine *e, run_out *o, int drop_drafts) {
   const char *key;
   json_t *v;
@@ -69,7 +78,7 @@ static int call_process(theus_ctx *ctx) {
 }
 
 static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *snap, const json_t *args,
-                      const slice_t *sl, const char *map_key, run_out *o) {
+                      const slice_t *sl, const map_ctx *mc, run_out *o) {
   theus_ctx ctx = {0};
   ctx.e = e;
   ctx.c = c;
@@ -79,7 +88,10 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
   ctx.worker = -1;
   if (sl) {
     ctx.has_slice = 1;
-    ctx.map_key = map_key;
+    ctx.map_key = mc->key;
+    ctx.out_key = mc->out_key;
+    ctx.out_data = mc->out_data;
+    ctx.out_info = mc->out_info;
     ctx.lo = sl->lo;
     ctx.hi = sl->hi;
     ctx.slice_index = sl->index;
@@ -122,6 +134,8 @@ typedef struct task_hdr {
   uint32_t slice_index, slice_count;
   uint32_t keys_len, dom_len, args_len;
   uint32_t map_key; /* in a map: 1 + the index among the keys of the key mapped over; 0: none */
+  uint32_t out_key; /* in a map into an output: 1 + the index of its (draft) handle; 0: none */
+  uint32_t pad;
 } task_hdr;
 
 typedef struct res_hdr {
@@ -262,8 +276,27 @@ static int pack_json(const theus_contract *c, task_pack *tp, const json_t *j, ui
   return 0;
 }
 
+/* Appends one heavy key and its handle to the task. */
+static int pack_key(const theus_contract *c, task_pack *tp, task_hdr *h, const char *key, theus_handle handle,
+                    char *msg, size_t msglen) {
+  if (tp->nhandles == THEUS_POOL_MAX_HANDLES) {
+    snprintf(msg, msglen, "process '%s': more than %u heavy inputs and outputs for one task", c->name,
+             THEUS_POOL_MAX_HANDLES);
+    return THEUS_ELIMIT;
+  }
+  size_t kl = strlen(key) + 1;
+  if (kl > sizeof tp->buf - tp->len)
+    return pack_fail(c, tp->len + kl, msg, msglen);
+  memcpy(tp->buf + tp->len, key, kl);
+  tp->len += kl;
+  h->keys_len += (uint32_t)kl;
+  tp->handles[tp->nhandles] = handle;
+  tp->keys[tp->nhandles++] = key;
+  return 0;
+}
+
 static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg, const theus_snapshot *snap,
-                     const json_t *args, const slice_t *sl, const char *map_key, task_pack *tp, char *msg,
+                     const json_t *args, const slice_t *sl, const map_ctx *mc, task_pack *tp, char *msg,
                      size_t msglen) {
   task_hdr h = {.magic = TASK_MAGIC, .reg = (uint32_t)reg, .version = snap->version};
   if (sl) {
@@ -280,21 +313,17 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
     snprintf(path, sizeof path, "heavy.%s", snap->heavy[i].key);
     if (!theus__strv_covers(c->inputs, path))
       continue;
-    if (tp->nhandles == THEUS_POOL_MAX_HANDLES) {
-      snprintf(msg, msglen, "process '%s': more than %u heavy inputs for one task", c->name,
-               THEUS_POOL_MAX_HANDLES);
-      return THEUS_ELIMIT;
-    }
-    size_t kl = strlen(snap->heavy[i].key) + 1;
-    if (kl > sizeof tp->buf - tp->len)
-      return pack_fail(c, tp->len + kl, msg, msglen);
-    memcpy(tp->buf + tp->len, snap->heavy[i].key, kl);
-    tp->len += kl;
-    h.keys_len += (uint32_t)kl;
-    tp->handles[tp->nhandles] = snap->heavy[i].arr->handle;
-    if (map_key && !strcmp(map_key, snap->heavy[i].key))
+    if (mc && !strcmp(mc->key, snap->heavy[i].key))
       h.map_key = tp->nhandles + 1;
-    tp->keys[tp->nhandles++] = snap->heavy[i].key;
+    int krc = pack_key(c, tp, &h, snap->heavy[i].key, snap->heavy[i].arr->handle, msg, msglen);
+    if (krc)
+      return krc;
+  }
+  if (mc && mc->out_key) {
+    h.out_key = tp->nhandles + 1;
+    int krc = pack_key(c, tp, &h, mc->out_key, mc->out_h, msg, msglen);
+    if (krc)
+      return krc;
   }
   h.nkeys = tp->nhandles;
   int rc = 0;
@@ -390,6 +419,10 @@ int theus__pool_task(theus_task *t) {
   if (h.has_slice) {
     ctx.has_slice = 1;
     ctx.map_key = h.map_key ? key_at(keys, h.nkeys, h.map_key - 1) : NULL;
+    if (h.out_key && !theus_task_array(t, h.out_key - 1, &ctx.out_info)) {
+      ctx.out_key = key_at(keys, h.nkeys, h.out_key - 1);
+      ctx.out_data = theus_task_window(t, NULL);
+    }
     ctx.lo = h.lo;
     ctx.hi = h.hi;
     ctx.slice_index = h.slice_index;
@@ -1004,9 +1037,10 @@ typedef struct map_job {
   int32_t reg;
   theus_snapshot *snap;
   const json_t *args;
-  const char *key; /* the array mapped over */
+  map_ctx mc;
   uint32_t n;
   slice_t *sl;
+  uint64_t *ranges; /* a map into an output: the output bytes of each slice */
   run_out *out;
 } map_job;
 
@@ -1018,14 +1052,14 @@ typedef struct map_job {
 static void map_run_all(map_job *m, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
-      run_local(m->e, m->c, m->snap, m->args, &m->sl[i], m->key, &m->out[i]);
+      run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->mc, &m->out[i]);
       if (m->out[i].rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
     }
     return;
   }
   task_pack tp;
-  int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, m->key, &tp, msg, msglen);
+  int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, &m->mc, &tp, msg, msglen);
   int *status = calloc(m->n, sizeof *status), *workers = calloc(m->n, sizeof *workers);
   uint64_t *times = calloc(2 * (size_t)m->n, sizeof *times);
   char *results = malloc((size_t)m->n * MAP_ITEM_RESULT);
@@ -1040,7 +1074,8 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
                         .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
-                        .common_size = tp.len, .workers = workers, .times = times};
+                        .common_size = tp.len, .workers = workers, .times = times, .window = m->mc.out_h,
+                        .window_ranges = m->ranges};
     for (uint32_t i = 0; i < m->n; i++)
       status[i] = 1; /* not collected: the map as a whole failed before it */
     int mrc = theus_pool_map(m->e->pool, &d, NULL);
@@ -1108,7 +1143,76 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
   return rc;
 }
 
-static int map_setup(theus_engine *e, map_job *m, const char *key, uint32_t slices, char *msg, size_t msglen) {
+/* Slice bounds: even splits of the rows, or, for a map into an output, of
+ * units of rows whose output bytes are a whole number of pages (so every
+ * slice's bytes start on a page and a worker can be given exactly them). */
+static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
+  uint64_t unit = 1;
+  if (m->mc.out_key) {
+    uint64_t page = theus__os_page_size(), rb = m->mc.out_info.nbytes / rows, g = page, r = rb;
+    while (r) { /* gcd(page, row bytes) */
+      uint64_t t = g % r;
+      g = r;
+      r = t;
+    }
+    unit = page / g;
+  }
+  uint64_t units = (rows + unit - 1) / unit;
+  m->n = slices > units ? (uint32_t)units : slices;
+  m->sl = calloc(m->n, sizeof *m->sl);
+  m->out = calloc(m->n, sizeof *m->out);
+  m->ranges = m->mc.out_key ? calloc(2 * (size_t)m->n, sizeof *m->ranges) : NULL;
+  if (!m->sl || !m->out || (m->mc.out_key && !m->ranges))
+    return THEUS_ENOMEM;
+  for (uint32_t i = 0; i < m->n; i++) {
+    uint64_t lo = unit * (units * i / m->n), hi = unit * (units * (i + 1) / m->n);
+    m->sl[i] = (slice_t){lo, hi < rows ? hi : rows, i, m->n};
+    if (m->ranges) {
+      m->ranges[2 * i] = m->sl[i].lo * (m->mc.out_info.nbytes / rows);
+      m->ranges[2 * i + 1] = m->sl[i].hi * (m->mc.out_info.nbytes / rows);
+    }
+  }
+  return 0;
+}
+
+/* Allocates the output's draft (a map into an output). */
+static int map_out_alloc(map_job *m, const theus_array_info *in, const theus_map_out *out, char *msg,
+                         size_t msglen) {
+  char path[300];
+  snprintf(path, sizeof path, "heavy.%s", out->key ? out->key : "");
+  if (!out->key || !theus__strv_covers(m->c->outputs, path)) {
+    snprintf(msg, msglen, "map '%s': the contract does not declare output '%s'", m->c->name, path);
+    return THEUS_ECONTRACT;
+  }
+  theus_dtype dt = out->dtype ? out->dtype : in->dtype ? in->dtype : THEUS_DTYPE_U8;
+  unsigned nd = out->ndim ? out->ndim : in->ndim;
+  const uint64_t *shape = out->ndim ? out->shape : in->shape;
+  if (nd > THEUS_MAX_DIMS || shape[0] != in->shape[0]) {
+    snprintf(msg, msglen, "map '%s' into '%s': the output's first dimension (%llu) must be the input's rows (%llu)",
+             m->c->name, out->key, (unsigned long long)shape[0], (unsigned long long)in->shape[0]);
+    return THEUS_EINVAL;
+  }
+  void *data = NULL;
+  int rc = theus__draft_new(m->e, out->key, dt, nd, shape, &data, &m->mc.out_h, msg, msglen);
+  if (rc)
+    return rc;
+  m->mc.out_key = out->key;
+  m->mc.out_data = data;
+  theus_array_info_get(m->e->arena, m->mc.out_h, &m->mc.out_info);
+  uint64_t off, len;
+  if (m->reg >= 0 && theus_arena_file_range(m->e->arena, m->mc.out_h, &off, &len)) {
+    snprintf(msg, msglen, "map '%s' into '%s': the output has %llu bytes, under a page (%zu): a parallel map "
+             "fills outputs of at least a page; return small results through a reducer", m->c->name, out->key,
+             (unsigned long long)m->mc.out_info.nbytes, theus__os_page_size());
+    theus__draft_drop(m->e, out->key);
+    m->mc.out_key = NULL;
+    return THEUS_EINVAL;
+  }
+  return 0;
+}
+
+static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_map_out *out, char *msg,
+                     size_t msglen) {
   const theus__hbind *b = key ? theus__snap_find(m->snap, key) : NULL;
   theus_array_info info;
   if (!b || theus_array_info_get(b->arr->arena, b->arr->handle, &info)) {
@@ -1122,24 +1226,38 @@ static int map_setup(theus_engine *e, map_job *m, const char *key, uint32_t slic
     snprintf(msg, msglen, "map '%s': the contract does not declare input '%s'", m->c->name, path);
     return THEUS_ECONTRACT;
   }
-  uint64_t rows = info.shape[0];
-  m->n = slices > rows ? (uint32_t)rows : slices;
-  m->sl = calloc(m->n, sizeof *m->sl);
-  m->out = calloc(m->n, sizeof *m->out);
-  if (!m->sl || !m->out)
-    return THEUS_ENOMEM;
-  for (uint32_t i = 0; i < m->n; i++)
-    m->sl[i] = (slice_t){rows * i / m->n, rows * (i + 1) / m->n, i, m->n};
-  (void)e;
-  return 0;
+  int rc = out ? map_out_alloc(m, &info, out, msg, msglen) : 0;
+  return rc ? rc : map_slices(m, info.shape[0], slices);
 }
 
-int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
-                     const json_t *args, json_t **result) {
+/* Publishes the output of a successful map into an output, in a version of
+ * its own; discards it otherwise. */
+static int map_out_finish(map_job *m, int rc, uint64_t *version, char *msg, size_t msglen) {
+  if (!m->mc.out_key)
+    return rc;
+  if (!rc) {
+    json_t *hp = json_object();
+    if (!hp || json_object_set_new(hp, m->mc.out_key, json_true())) {
+      snprintf(msg, msglen, "map '%s': out of memory", m->c->name);
+      rc = THEUS_ENOMEM;
+    } else {
+      rc = theus__cas(m->e, m->snap->version, NULL, hp, version, msg, msglen);
+    }
+    json_decref(hp);
+  }
+  if (rc)
+    theus__draft_drop(m->e, m->mc.out_key);
+  return rc;
+}
+
+static int map_main(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
+                    const json_t *args, const theus_map_out *out, json_t **result, uint64_t *version) {
   char msg[1024] = "";
   if (result)
     *result = NULL;
-  map_job m = {e, NULL, -1, NULL, args, key, 0, NULL, NULL};
+  if (version)
+    *version = 0;
+  map_job m = {.e = e, .reg = -1, .args = args, .mc = {.key = key}};
   m.c = lookup(e, name, &m.reg, msg, sizeof msg);
   if (!m.c)
     return theus__eset(e, THEUS_ENOTFOUND, "map: %s", msg);
@@ -1152,17 +1270,35 @@ int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_
     return theus__eset(e, THEUS_EINVAL, "map '%s': slices must be >= 1 and args an object", name);
   atomic_fetch_add_explicit(&e->n_exec, 1, memory_order_relaxed);
   m.snap = theus__snap_get(e);
-  int rc = map_setup(e, &m, key, slices, msg, sizeof msg);
+  int rc = map_setup(&m, key, slices, out, msg, sizeof msg);
   if (!rc) {
     map_run_all(&m, msg, sizeof msg);
     rc = map_reduce(&m, fn, ud, reducer, result, msg, sizeof msg);
+  }
+  rc = map_out_finish(&m, rc, version, msg, sizeof msg);
+  if (rc && result) {
+    json_decref(*result);
+    *result = NULL;
   }
   for (uint32_t i = 0; m.out && i < m.n; i++)
     run_out_fini(e, &m.out[i], 1);
   free(m.out);
   free(m.sl);
+  free(m.ranges);
   theus__snap_put(m.snap);
   if (rc)
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
+}
+
+int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
+                     const json_t *args, json_t **result) {
+  return map_main(e, name, key, slices, reducer, args, NULL, result, NULL);
+}
+
+int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
+                          const json_t *args, const theus_map_out *out, json_t **result, uint64_t *version) {
+  if (!out)
+    return theus__eset(e, THEUS_EINVAL, "map_into '%s': out is NULL", name ? name : "(null)");
+  return map_main(e, name, key, slices, reducer, args, out, result, version);
 }

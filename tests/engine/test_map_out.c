@@ -1,0 +1,193 @@
+/* engine: maps into a heavy output (theus_engine_map_into) — in workers
+ * through write windows and locally; published when every slice succeeded,
+ * discarded (arena bytes back) when one failed or wrote outside its rows. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "theus/theus.h"
+
+#define N 6000 /* rows of the input: not a multiple of a page's worth of doubles */
+
+/* out[i] = 2 * data[i] (f64 -> f64, or into column 0 of an f64 [N, 3]);
+ * args.fail = slice index fails, args.stray = that slice writes a row past
+ * its own. Returns [lo, hi] of its slice. */
+static int twice(theus_ctx *ctx) {
+  theus_array_info in, out;
+  double *o;
+  uint64_t lo, hi;
+  uint32_t idx;
+  if (theus_ctx_slice(ctx, &lo, &hi, &idx, NULL) || theus_ctx_heavy(ctx, theus_ctx_map_key(ctx), &in) ||
+      theus_ctx_map_out(ctx, &out, (void **)&o))
+    return theus_ctx_fail(ctx, "not a map into an output");
+  const json_t *a = theus_ctx_args(ctx);
+  json_t *f = json_object_get(a, "fail"), *s = json_object_get(a, "stray");
+  if (f && json_integer_value(f) == idx)
+    return theus_ctx_fail(ctx, "slice %u fails on purpose", idx);
+  const double *d = in.data;
+  uint64_t cols = out.ndim > 1 ? out.shape[1] : 1;
+  if (s && json_integer_value(s) == idx)
+    o[hi * cols] = -1; /* the next slice's first row */
+  for (uint64_t i = lo; i < hi; i++)
+    o[i * cols] = 2 * d[i];
+  theus_ctx_return(ctx, json_pack("[I, I]", (json_int_t)lo, (json_int_t)hi));
+  return 0;
+}
+
+static theus_engine *E;
+
+static int setup(void **state) {
+  (void)state;
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = 2;
+  if (theus_engine_open(&cfg, &E)) {
+    print_error("engine open: %s\n", theus_engine_errmsg(E));
+    theus_engine_close(E);
+    E = NULL;
+    return -1;
+  }
+  const char *const in[] = {"heavy.*", NULL};
+  const char *const out[] = {"heavy.out", "heavy.wide", "heavy.tiny", NULL};
+  theus_contract cs[] = {
+      {.name = "twice", .fn = twice, .inputs = in, .outputs = out, .parallel = 1},
+      {.name = "twice_local", .fn = twice, .inputs = in, .outputs = out},
+      {.name = "undeclared", .fn = twice, .inputs = in, .parallel = 1},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+    if (theus_engine_register(E, &cs[i]))
+      return -1;
+  double *data;
+  uint64_t shape[1] = {N};
+  if (theus_engine_heavy_alloc(E, "data", THEUS_DTYPE_F64, 1, shape, (void **)&data))
+    return -1;
+  for (int i = 0; i < N; i++)
+    data[i] = i + 1;
+  uint64_t few[1] = {100};
+  if (theus_engine_heavy_alloc(E, "few", THEUS_DTYPE_F64, 1, few, (void **)&data))
+    return -1;
+  json_t *hp = json_pack("{s:b, s:b}", "data", 1, "few", 1);
+  int rc = theus_engine_cas(E, theus_engine_version(E), NULL, hp, NULL);
+  json_decref(hp);
+  return rc;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  theus_engine_close(E);
+  return 0;
+}
+
+static uint64_t live_bytes(void) {
+  theus_arena_stats st;
+  theus_arena_stats_get(theus_engine_arena(E), &st);
+  return st.bytes_live;
+}
+
+/* The output is published under its key in the returned version; every
+ * slice starts on a page of the output. */
+static void check_published(const char *key, uint64_t version, uint64_t cols, const json_t *bounds) {
+  theus_snapshot *s;
+  assert_int_equal(theus_engine_snapshot(E, &s), 0);
+  assert_int_equal(theus_snapshot_version(s), version);
+  theus_array_info ai;
+  assert_int_equal(theus_snapshot_heavy(s, key, &ai), 0);
+  assert_int_equal(ai.shape[0], N);
+  const double *o = ai.data;
+  for (uint64_t i = 0; i < N; i++)
+    assert_true(o[i * cols] == 2.0 * (double)(i + 1));
+  theus_snapshot_release(s);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  for (size_t i = 0; i < json_array_size(bounds); i += 2) {
+    json_int_t lo = json_integer_value(json_array_get(bounds, i));
+    assert_int_equal((lo * (json_int_t)(cols * sizeof(double))) % (json_int_t)page, 0);
+  }
+}
+
+static void test_map_into_new_array(void **state) {
+  (void)state;
+  const char *procs[] = {"twice", "twice_local"};
+  for (int k = 0; k < 2; k++) {
+    theus_map_out out = {.key = "out"};
+    json_t *r = NULL;
+    uint64_t v = 0;
+    if (theus_engine_map_into(E, procs[k], "data", 4, "concat", NULL, &out, &r, &v))
+      fail_msg("map_into %s: %s", procs[k], theus_engine_errmsg(E));
+    assert_int_equal(v, theus_engine_version(E));
+    assert_true(json_array_size(r) >= 2 && json_array_size(r) <= 8);
+    assert_int_equal(json_integer_value(json_array_get(r, json_array_size(r) - 1)), N);
+    check_published("out", v, 1, r);
+    json_decref(r);
+  }
+}
+
+static void test_map_into_other_shape(void **state) {
+  (void)state;
+  theus_map_out out = {.key = "wide", .dtype = THEUS_DTYPE_F64, .ndim = 2, .shape = {N, 3}};
+  json_t *r = NULL;
+  uint64_t v = 0;
+  if (theus_engine_map_into(E, "twice", "data", 8, "concat", NULL, &out, &r, &v))
+    fail_msg("map_into: %s", theus_engine_errmsg(E));
+  check_published("wide", v, 3, r);
+  json_decref(r);
+  out.shape[0] = N - 1;
+  assert_int_equal(theus_engine_map_into(E, "twice", "data", 8, "concat", NULL, &out, NULL, NULL), THEUS_EINVAL);
+}
+
+static void test_failed_slice_discards(void **state) {
+  (void)state;
+  uint64_t before = live_bytes(), v0 = theus_engine_version(E);
+  const char *procs[] = {"twice", "twice_local"};
+  for (int k = 0; k < 2; k++) {
+    theus_map_out out = {.key = "tiny"}; /* a key no version binds yet */
+    json_t *a = json_pack("{s:i}", "fail", 1);
+    assert_int_equal(theus_engine_map_into(E, procs[k], "data", 4, "concat", a, &out, NULL, NULL), THEUS_EPROCESS);
+    assert_non_null(strstr(theus_engine_errmsg(E), "slice 1 fails on purpose"));
+    json_decref(a);
+  }
+  /* a slice that writes the next slice's row faults in its worker */
+  theus_map_out out = {.key = "tiny"};
+  json_t *a = json_pack("{s:i}", "stray", 0);
+  assert_int_equal(theus_engine_map_into(E, "twice", "data", 4, "concat", a, &out, NULL, NULL), THEUS_ECONTRACT);
+  assert_non_null(strstr(theus_engine_errmsg(E), "contract violation: write at byte"));
+  json_decref(a);
+  assert_int_equal(theus_engine_version(E), v0);
+  assert_int_equal(live_bytes(), before);
+  theus_snapshot *s;
+  theus_array_info ai;
+  assert_int_equal(theus_engine_snapshot(E, &s), 0);
+  assert_int_equal(theus_snapshot_heavy(s, "tiny", &ai), THEUS_ENOTFOUND);
+  theus_snapshot_release(s);
+}
+
+static void test_refusals(void **state) {
+  (void)state;
+  uint64_t before = live_bytes(), v0 = theus_engine_version(E);
+  theus_map_out out = {.key = "out"};
+  assert_int_equal(theus_engine_map_into(E, "undeclared", "data", 2, "concat", NULL, &out, NULL, NULL),
+                   THEUS_ECONTRACT);
+  assert_non_null(strstr(theus_engine_errmsg(E), "does not declare output 'heavy.out'"));
+  theus_map_out tiny = {.key = "tiny"}; /* 100 doubles: under a page */
+  assert_int_equal(theus_engine_map_into(E, "twice", "few", 2, "concat", NULL, &tiny, NULL, NULL), THEUS_EINVAL);
+  assert_non_null(strstr(theus_engine_errmsg(E), "under a page"));
+  assert_int_equal(theus_engine_map_into(E, "twice", "data", 2, "concat", NULL, NULL, NULL, NULL), THEUS_EINVAL);
+  assert_int_equal(live_bytes(), before);
+  assert_int_equal(theus_engine_version(E), v0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_map_into_new_array),
+      cmocka_unit_test(test_map_into_other_shape),
+      cmocka_unit_test(test_failed_slice_discards),
+      cmocka_unit_test(test_refusals),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
