@@ -156,7 +156,7 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
       return theus__pipe_err(p, kp, false, "process \"%s\" is not parallel; a map step runs it in the worker pool, "
                              "so declare it with parallel true", s->process);
     }
-    if (s->kind == ST_MAP && !theus_engine_has_reducer(e, s->reducer)) {
+    if (s->kind == ST_MAP && s->reducer && !theus_engine_has_reducer(e, s->reducer)) {
       theus__pipe_child(kp, s->ptr, "reduce", 0);
       return theus__pipe_err(p, kp, false,
                              "unknown reducer \"%s\"; use sum, min, max, concat or one a plugin registers "
@@ -369,9 +369,21 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_MAP:
     report(p, (int)(s->slices ? s->slices : p->default_slices));
-    rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
-                          &result);
-    return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
+    if (s->out_key) {
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim};
+      memcpy(mo.shape, s->out_shape, sizeof mo.shape);
+      rc = theus_engine_map_into(e, s->process, s->over, s->slices ? s->slices : p->default_slices,
+                                 s->reducer ? s->reducer : "concat", s->args, &mo, &result, NULL);
+    } else {
+      rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
+                            &result);
+    }
+    if (rc) return step_fail(p, s, rc, theus_engine_errmsg(e));
+    if (!s->into) {
+      json_decref(result);
+      return 0;
+    }
+    return store(p, e, s, result);
   case ST_PARALLEL: return run_parallel(p, e, s);
   case ST_SET:
     if (s->expr && (rc = eval_expr(p, e, s, false, NULL, &result))) return rc;

@@ -58,16 +58,58 @@ static int parse_run(theus_pipeline *p, const json_t *obj, step *s) {
   return rc;
 }
 
+/* "into": "heavy.KEY" with optional "dtype" and "shape" (default: the
+ * input's), and "reduce" + "result" (a domain path) together or neither. */
+static int parse_map_out(theus_pipeline *p, const json_t *obj, step *s) {
+  char kp[PIPE_PTR], why[256];
+  int rc = theus__pipe_get_string(p, obj, s->ptr, "into", true, "", &s->out_key);
+  if (rc) return rc;
+  memmove(s->out_key, s->out_key + 6, strlen(s->out_key + 6) + 1);
+  char path[300];
+  snprintf(path, sizeof path, "heavy.%s", s->out_key);
+  theus__pipe_child(kp, s->ptr, "into", 0);
+  if (theus_path_check(path, why, sizeof why) || strchr(s->out_key, '*'))
+    return theus__pipe_err(p, kp, false, "\"into\": \"%s\" is not a heavy key: %s", path, why[0] ? why : "no '*'");
+  char *dtype = NULL;
+  rc = theus__pipe_get_string(p, obj, s->ptr, "dtype", false, "element type: u8..u64, i8..i64, f32, f64", &dtype);
+  if (!rc && dtype && !(s->out_dtype = theus_dtype_parse(dtype))) {
+    theus__pipe_child(kp, s->ptr, "dtype", 0);
+    rc = theus__pipe_err(p, kp, false, "unknown dtype \"%s\"; use u8, u16, u32, u64, i8, i16, i32, i64, f32 or f64",
+                         dtype);
+  }
+  free(dtype);
+  json_t *shape = json_object_get(obj, "shape");
+  theus__pipe_child(kp, s->ptr, "shape", 0);
+  if (!rc && shape) rc = theus__pipe_shape(p, s->out_key, s->out_dtype, shape, kp, &s->out_ndim, s->out_shape);
+  if (!rc) rc = domain_path(p, obj, s->ptr, "result", false, &s->into);
+  if (!rc && s->into)
+    rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer (it "
+                                "combines what the slices return into \"result\")", &s->reducer);
+  if (!rc && !s->into && json_object_get(obj, "reduce"))
+    rc = theus__pipe_err(p, s->ptr, false, "\"reduce\" without \"result\": add \"result\": \"domain.x\" to keep "
+                         "what the slices return, or drop \"reduce\"");
+  return rc;
+}
+
 static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
-  static const char *const allowed[] = {"map", "over", "slices", "reduce", "args", "into", "name", NULL};
+  static const char *const allowed[] = {"map", "over", "slices", "reduce", "args", "into", "name", "dtype", "shape",
+                                        "result", NULL};
   int rc = theus__pipe_check_keys(p, obj, s->ptr, allowed, "a map step");
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "map", true, "the parallel process to map", &s->process);
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "over", true, "the heavy array, e.g. \"heavy.signal\"", &s->over);
   if (!rc && strncmp(s->over, "heavy.", 6) == 0) memmove(s->over, s->over + 6, strlen(s->over + 6) + 1);
-  if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer",
-                                       &s->reducer);
   if (!rc) rc = get_args(p, obj, s->ptr, s);
-  if (!rc) rc = domain_path(p, obj, s->ptr, "into", true, &s->into);
+  const char *into = json_string_value(json_object_get(obj, "into"));
+  if (!rc && into && !strncmp(into, "heavy.", 6)) {
+    rc = parse_map_out(p, obj, s);
+  } else {
+    if (!rc && (json_object_get(obj, "dtype") || json_object_get(obj, "shape") || json_object_get(obj, "result")))
+      rc = theus__pipe_err(p, s->ptr, false, "\"dtype\", \"shape\" and \"result\" belong to a map into a heavy "
+                           "output (\"into\": \"heavy.KEY\")");
+    if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer",
+                                         &s->reducer);
+    if (!rc) rc = domain_path(p, obj, s->ptr, "into", true, &s->into);
+  }
   json_t *sl = json_object_get(obj, "slices");
   if (!rc && sl) {
     char kp[PIPE_PTR];
@@ -197,6 +239,7 @@ void theus__pipe_steps_free(steplist *l) {
     free(s->into);
     free(s->over);
     free(s->reducer);
+    free(s->out_key);
     json_decref(s->args);
     json_decref(s->value);
     theus__expr_free(s->expr);
