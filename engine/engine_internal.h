@@ -216,5 +216,8 @@ void theus__jobs_fini(theus_engine *e);
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */
 theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud);
+/* dst[i] = dst[i] op src[i] for n elements of dtype dt, op "sum", "min" or
+ * "max" (integers wrap as C does); THEUS_EINVAL for another name or dtype. */
+int theus__reduce_array(const char *name, theus_dtype dt, void *dst, const void *src, size_t n);
 
 #endif

@@ -30,8 +30,32 @@ typedef struct map_ctx {
   const char *out_key;   /* a map into an output: its key, else NULL */
   theus_handle out_h;    /* the output's draft */
   void *out_data;        /* its writable base (local runs) */
-  theus_array_info out_info;
+  theus_array_info out_info; /* the output, or with partials one slice's partial */
+  const char *partials;  /* "sum", "min", "max": the slices fill partials in out_h, else NULL */
+  uint64_t stride;       /* partials: bytes from one slice's partial to the next (whole pages) */
 } map_ctx;
+
+/* Shipped after the args when a map's slices fill partial arrays. */
+typedef struct partial_blk {
+  uint64_t stride;
+  uint32_t dtype, ndim;
+  uint64_t shape[THEUS_MAX_DIMS];
+} partial_blk;
+
+/* A C-contiguous array's info from its dtype and shape (no data). */
+static void array_info_of(theus_array_info *ai, theus_dtype dt, unsigned nd, const uint64_t *shape) {
+  memset(ai, 0, sizeof *ai);
+  ai->dtype = dt;
+  ai->ndim = nd;
+  ai->itemsize = theus_dtype_size(dt);
+  uint64_t n = ai->itemsize;
+  for (unsigned d = nd; d-- > 0;) {
+    ai->shape[d] = shape[d];
+    ai->strides[d] = n;
+    n *= shape[d];
+  }
+  ai->nbytes = n;
+}
 
 static void run_out_fini(theus_engine *e, run_out *o, int drop_drafts) {
   const char *key;
@@ -92,6 +116,10 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
     ctx.out_key = mc->out_key;
     ctx.out_data = mc->out_data;
     ctx.out_info = mc->out_info;
+    if (mc->partials && mc->out_data) {
+      ctx.out_data = (unsigned char *)mc->out_data + sl->index * mc->stride;
+      ctx.out_info.data = ctx.out_data;
+    }
     ctx.lo = sl->lo;
     ctx.hi = sl->hi;
     ctx.slice_index = sl->index;
@@ -135,7 +163,7 @@ typedef struct task_hdr {
   uint32_t keys_len, dom_len, args_len;
   uint32_t map_key; /* in a map: 1 + the index among the keys of the key mapped over; 0: none */
   uint32_t out_key; /* in a map into an output: 1 + the index of its (draft) handle; 0: none */
-  uint32_t pad;
+  uint32_t partial; /* 1: a partial_blk follows the args */
 } task_hdr;
 
 typedef struct res_hdr {
@@ -336,6 +364,15 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
   }
   if (!rc && args && json_object_size(args))
     rc = pack_json(c, tp, args, &h.args_len, msg, msglen);
+  if (!rc && mc && mc->partials) {
+    partial_blk pb = {mc->stride, (uint32_t)mc->out_info.dtype, mc->out_info.ndim, {0}};
+    memcpy(pb.shape, mc->out_info.shape, sizeof pb.shape);
+    if (sizeof pb > sizeof tp->buf - tp->len)
+      return pack_fail(c, tp->len + sizeof pb, msg, msglen);
+    memcpy(tp->buf + tp->len, &pb, sizeof pb);
+    tp->len += sizeof pb;
+    h.partial = 1;
+  }
   memcpy(tp->buf, &h, sizeof h);
   return rc;
 }
@@ -397,7 +434,8 @@ int theus__pool_task(theus_task *t) {
     return theus_task_fail(t, THEUS_EPARSE, "engine task: %zu task bytes, no header", len);
   memcpy(&h, arg, sizeof h);
   uint32_t count = atomic_load_explicit(&((theus__registry *)reg)->count, memory_order_acquire);
-  if (h.magic != TASK_MAGIC || h.reg >= count || (uint64_t)h.keys_len + h.dom_len + h.args_len > len - sizeof h ||
+  if (h.magic != TASK_MAGIC || h.reg >= count ||
+      (uint64_t)h.keys_len + h.dom_len + h.args_len + (h.partial ? sizeof(partial_blk) : 0) > len - sizeof h ||
       (item && ilen != sizeof(slice_t)))
     return theus_task_fail(t, THEUS_EPARSE, "engine task: malformed task header (registry index %u of %u)", h.reg,
                            count);
@@ -422,6 +460,14 @@ int theus__pool_task(theus_task *t) {
     if (h.out_key && !theus_task_array(t, h.out_key - 1, &ctx.out_info)) {
       ctx.out_key = key_at(keys, h.nkeys, h.out_key - 1);
       ctx.out_data = theus_task_window(t, NULL);
+    }
+    if (h.partial && ctx.out_data) { /* this slice's own partial array */
+      partial_blk pb;
+      memcpy(&pb, args + h.args_len, sizeof pb);
+      array_info_of(&ctx.out_info, (theus_dtype)pb.dtype, pb.ndim < THEUS_MAX_DIMS ? pb.ndim : THEUS_MAX_DIMS,
+                    pb.shape);
+      ctx.out_data = (unsigned char *)ctx.out_data + (uint64_t)h.slice_index * pb.stride;
+      ctx.out_info.data = ctx.out_data;
     }
     ctx.lo = h.lo;
     ctx.hi = h.hi;
@@ -1148,7 +1194,7 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
  * slice's bytes start on a page and a worker can be given exactly them). */
 static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
   uint64_t unit = 1;
-  if (m->mc.out_key) {
+  if (m->mc.out_key && !m->mc.partials) {
     uint64_t page = theus__os_page_size(), rb = m->mc.out_info.nbytes / rows, g = page, r = rb;
     while (r) { /* gcd(page, row bytes) */
       uint64_t t = g % r;
@@ -1167,11 +1213,63 @@ static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
   for (uint32_t i = 0; i < m->n; i++) {
     uint64_t lo = unit * (units * i / m->n), hi = unit * (units * (i + 1) / m->n);
     m->sl[i] = (slice_t){lo, hi < rows ? hi : rows, i, m->n};
-    if (m->ranges) {
+    if (m->ranges && m->mc.partials) {
+      m->ranges[2 * i] = i * m->mc.stride;
+      m->ranges[2 * i + 1] = i * m->mc.stride + m->mc.out_info.nbytes;
+    } else if (m->ranges) {
       m->ranges[2 * i] = m->sl[i].lo * (m->mc.out_info.nbytes / rows);
       m->ranges[2 * i + 1] = m->sl[i].hi * (m->mc.out_info.nbytes / rows);
     }
   }
+  return 0;
+}
+
+/* Partials: one zeroed partial array per slice in a scratch array of the
+ * arena, each starting on a page (allocated once the slices are known). */
+static int map_partials_setup(map_job *m, theus_dtype dt, const theus_map_out *out, char *msg, size_t msglen) {
+  uint64_t probe;
+  if (!out->ndim || out->ndim > THEUS_MAX_DIMS || theus__reduce_array(out->partials, dt, &probe, &probe, 0)) {
+    snprintf(msg, msglen, "map '%s' into '%s': partials need \"sum\", \"min\" or \"max\" and the partial's "
+             "shape (ndim 1..%d)", m->c->name, out->key, THEUS_MAX_DIMS);
+    return THEUS_EINVAL;
+  }
+  for (unsigned d = 0; d < out->ndim; d++)
+    if (!out->shape[d]) {
+      snprintf(msg, msglen, "map '%s' into '%s': dimension %u of the partial is 0", m->c->name, out->key, d);
+      return THEUS_EINVAL;
+    }
+  array_info_of(&m->mc.out_info, dt, out->ndim, out->shape);
+  uint64_t page = theus__os_page_size();
+  m->mc.stride = (m->mc.out_info.nbytes + page - 1) / page * page;
+  m->mc.partials = out->partials;
+  m->mc.out_key = out->key;
+  return 0;
+}
+
+static int map_partials_alloc(map_job *m, char *msg, size_t msglen) {
+  void *p = NULL;
+  int rc = theus_arena_alloc(m->e->arena, (size_t)m->n * m->mc.stride, &m->mc.out_h, &p);
+  if (rc) {
+    snprintf(msg, msglen, "map '%s' into '%s': %u partials of %llu bytes: %s", m->c->name, m->mc.out_key, m->n,
+             (unsigned long long)m->mc.stride, theus_arena_errmsg(m->e->arena));
+    m->mc.out_h = 0;
+    return rc;
+  }
+  m->mc.out_data = p; /* fresh arena pages read as zero */
+  return 0;
+}
+
+/* Combines the partials into a new draft for the output key. */
+static int map_partials_reduce(map_job *m, char *msg, size_t msglen) {
+  void *dst = NULL;
+  const theus_array_info *ai = &m->mc.out_info;
+  int rc = theus__draft_new(m->e, m->mc.out_key, ai->dtype, ai->ndim, ai->shape, &dst, NULL, msg, msglen);
+  if (rc)
+    return rc;
+  const unsigned char *src = m->mc.out_data;
+  memcpy(dst, src, ai->nbytes);
+  for (uint32_t i = 1; i < m->n; i++)
+    theus__reduce_array(m->mc.partials, ai->dtype, dst, src + i * m->mc.stride, ai->nbytes / ai->itemsize);
   return 0;
 }
 
@@ -1187,6 +1285,8 @@ static int map_out_alloc(map_job *m, const theus_array_info *in, const theus_map
   theus_dtype dt = out->dtype ? out->dtype : in->dtype ? in->dtype : THEUS_DTYPE_U8;
   unsigned nd = out->ndim ? out->ndim : in->ndim;
   const uint64_t *shape = out->ndim ? out->shape : in->shape;
+  if (out->partials)
+    return map_partials_setup(m, dt, out, msg, msglen);
   if (nd > THEUS_MAX_DIMS || shape[0] != in->shape[0]) {
     snprintf(msg, msglen, "map '%s' into '%s': the output's first dimension (%llu) must be the input's rows (%llu)",
              m->c->name, out->key, (unsigned long long)shape[0], (unsigned long long)in->shape[0]);
@@ -1227,7 +1327,11 @@ static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_m
     return THEUS_ECONTRACT;
   }
   int rc = out ? map_out_alloc(m, &info, out, msg, msglen) : 0;
-  return rc ? rc : map_slices(m, info.shape[0], slices);
+  if (!rc)
+    rc = map_slices(m, info.shape[0], slices);
+  if (!rc && m->mc.partials)
+    rc = map_partials_alloc(m, msg, msglen);
+  return rc;
 }
 
 /* Publishes the output of a successful map into an output, in a version of
@@ -1235,6 +1339,15 @@ static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_m
 static int map_out_finish(map_job *m, int rc, uint64_t *version, char *msg, size_t msglen) {
   if (!m->mc.out_key)
     return rc;
+  if (m->mc.partials) {
+    if (!rc)
+      rc = map_partials_reduce(m, msg, msglen);
+    if (m->mc.out_h)
+      theus_arena_free(m->e->arena, m->mc.out_h);
+    m->mc.out_h = 0;
+    if (rc)
+      return rc; /* no draft was made, or theus__draft_new failed */
+  }
   if (!rc) {
     json_t *hp = json_object();
     if (!hp || json_object_set_new(hp, m->mc.out_key, json_true())) {

@@ -37,6 +37,7 @@ struct step {
   theus_dtype out_dtype; /* 0: the input's */
   unsigned out_ndim;     /* 0: the input's shape */
   uint64_t out_shape[THEUS_MAX_DIMS];
+  char *partials;        /* map into "heavy.KEY": "sum", "min", "max" (theus_map_out.partials), or NULL */
   theus__expr *expr;   /* if, while: condition; set: value expression */
   json_t *value;       /* set: literal value */
   steplist body;       /* parallel members, then, do */

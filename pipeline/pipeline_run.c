@@ -370,7 +370,7 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   case ST_MAP:
     report(p, (int)(s->slices ? s->slices : p->default_slices));
     if (s->out_key) {
-      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim};
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim, .partials = s->partials};
       memcpy(mo.shape, s->out_shape, sizeof mo.shape);
       rc = theus_engine_map_into(e, s->process, s->over, s->slices ? s->slices : p->default_slices,
                                  s->reducer ? s->reducer : "concat", s->args, &mo, &result, NULL);

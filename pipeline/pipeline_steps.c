@@ -81,6 +81,13 @@ static int parse_map_out(theus_pipeline *p, const json_t *obj, step *s) {
   json_t *shape = json_object_get(obj, "shape");
   theus__pipe_child(kp, s->ptr, "shape", 0);
   if (!rc && shape) rc = theus__pipe_shape(p, s->out_key, s->out_dtype, shape, kp, &s->out_ndim, s->out_shape);
+  if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "partials", false, "sum, min or max", &s->partials);
+  if (!rc && s->partials && strcmp(s->partials, "sum") && strcmp(s->partials, "min") && strcmp(s->partials, "max")) {
+    theus__pipe_child(kp, s->ptr, "partials", 0);
+    rc = theus__pipe_err(p, kp, false, "\"partials\" must be \"sum\", \"min\" or \"max\", found \"%s\"", s->partials);
+  }
+  if (!rc && s->partials && !shape)
+    rc = theus__pipe_err(p, s->ptr, false, "\"partials\" needs the partial's \"shape\" (each slice fills one)");
   if (!rc) rc = domain_path(p, obj, s->ptr, "result", false, &s->into);
   if (!rc && s->into)
     rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer (it "
@@ -93,7 +100,7 @@ static int parse_map_out(theus_pipeline *p, const json_t *obj, step *s) {
 
 static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
   static const char *const allowed[] = {"map", "over", "slices", "reduce", "args", "into", "name", "dtype", "shape",
-                                        "result", NULL};
+                                        "result", "partials", NULL};
   int rc = theus__pipe_check_keys(p, obj, s->ptr, allowed, "a map step");
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "map", true, "the parallel process to map", &s->process);
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "over", true, "the heavy array, e.g. \"heavy.signal\"", &s->over);
@@ -103,9 +110,10 @@ static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
   if (!rc && into && !strncmp(into, "heavy.", 6)) {
     rc = parse_map_out(p, obj, s);
   } else {
-    if (!rc && (json_object_get(obj, "dtype") || json_object_get(obj, "shape") || json_object_get(obj, "result")))
-      rc = theus__pipe_err(p, s->ptr, false, "\"dtype\", \"shape\" and \"result\" belong to a map into a heavy "
-                           "output (\"into\": \"heavy.KEY\")");
+    if (!rc && (json_object_get(obj, "dtype") || json_object_get(obj, "shape") || json_object_get(obj, "result") ||
+                json_object_get(obj, "partials")))
+      rc = theus__pipe_err(p, s->ptr, false, "\"dtype\", \"shape\", \"partials\" and \"result\" belong to a map "
+                           "into a heavy output (\"into\": \"heavy.KEY\")");
     if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer",
                                          &s->reducer);
     if (!rc) rc = domain_path(p, obj, s->ptr, "into", true, &s->into);
@@ -240,6 +248,7 @@ void theus__pipe_steps_free(steplist *l) {
     free(s->over);
     free(s->reducer);
     free(s->out_key);
+    free(s->partials);
     json_decref(s->args);
     json_decref(s->value);
     theus__expr_free(s->expr);

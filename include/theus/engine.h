@@ -154,7 +154,9 @@ THEUS_API const char *theus_ctx_map_key(theus_ctx *ctx);
  * and shape in *info (its data field is the read-only address) and in *data
  * its writable base. The slice writes rows [lo, hi) of the first dimension
  * (theus_ctx_slice) and nothing else: in a worker any other store faults and
- * fails the map as a contract violation. THEUS_ENOTFOUND elsewhere. */
+ * fails the map as a contract violation. With theus_map_out.partials, *info
+ * and *data describe this slice's own partial array instead, which it may
+ * write whole. THEUS_ENOTFOUND elsewhere. */
 THEUS_API int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data);
 
 /* Writes value (reference stolen) to a declared output path. Objects are
@@ -321,6 +323,11 @@ typedef struct theus_map_out {
   theus_dtype dtype; /* 0: the input's */
   unsigned ndim;     /* 0: the input's shape; else shape[0] must equal the input's rows */
   uint64_t shape[THEUS_MAX_DIMS];
+  /* NULL: the slices fill the output's rows. "sum", "min" or "max": each
+   * slice fills a whole partial array of the output's dtype and shape (ndim
+   * required; it starts zeroed), and the engine combines the partials
+   * element by element, in the arena, into the published output. */
+  const char *partials;
 } theus_map_out;
 
 /* As theus_engine_map, and the slices fill a new array: the engine allocates

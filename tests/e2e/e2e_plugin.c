@@ -115,6 +115,18 @@ static int sum_rows(theus_ctx *ctx) {
   return 0;
 }
 
+/* Into its partial (f64 [4]): bin i % 4 adds row i of the mapped array. */
+static int bin4(theus_ctx *ctx) {
+  theus_array_info in, part;
+  double *p;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_heavy(ctx, theus_ctx_map_key(ctx), &in) ||
+      theus_ctx_map_out(ctx, &part, (void **)&p) || part.nbytes != 4 * sizeof(double))
+    return theus_ctx_fail(ctx, "bin4 runs in a map into f64 [4] partials");
+  for (uint64_t i = lo; i < hi; i++) p[i % 4] += ((const double *)in.data)[i];
+  return 0;
+}
+
 static int crash(theus_ctx *ctx) {
   (void)ctx;
   raise(SIGSEGV);
@@ -147,6 +159,7 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
       {.name = "refuse", .fn = refuse},
       {.name = "scale", .fn = scale, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},
       {.name = "sum_rows", .fn = sum_rows, .inputs = heavy_any, .parallel = 1},
+      {.name = "bin4", .fn = bin4, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     int rc = theus_engine_register(e, &cs[i]);

@@ -514,6 +514,7 @@ static void test_map_into(void **state) {
   assert_float_equal(num_at(d, "doubled"), 100000.0 * 100001.0, 0); /* 2 * sum(1..100000) */
   assert_int_equal(int_at(d, "rows"), 100000);
   assert_float_equal(num_at(d, "wide"), 3 * 50000.0 * 100001.0, 0);
+  assert_float_equal(num_at(d, "bins"), 50000.0 * 100001.0, 0); /* the four bins hold every value once */
   json_decref(d);
   result_free(&r);
 }

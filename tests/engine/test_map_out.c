@@ -41,6 +41,30 @@ static int twice(theus_ctx *ctx) {
   return 0;
 }
 
+/* Into its partial (f64 [4]): bin i % 4 gets data[i] for "sum"; for "min" /
+ * "max" every bin gets the slice's min / max (args.op). */
+static int bins(theus_ctx *ctx) {
+  theus_array_info in, part;
+  double *p;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_heavy(ctx, "data", &in) ||
+      theus_ctx_map_out(ctx, &part, (void **)&p) || part.ndim != 1 || part.shape[0] != 4)
+    return theus_ctx_fail(ctx, "not a map into partials of f64 [4]");
+  const char *op = json_string_value(json_object_get(theus_ctx_args(ctx), "op"));
+  const double *d = in.data;
+  for (int b = 0; b < 4; b++)
+    if (p[b] != 0)
+      return theus_ctx_fail(ctx, "partial not zeroed"); /* partials start zeroed */
+  for (uint64_t i = lo; i < hi; i++) {
+    if (!strcmp(op, "sum"))
+      p[i % 4] += d[i];
+    else
+      for (int b = 0; b < 4; b++)
+        p[b] = i == lo ? d[i] : !strcmp(op, "min") ? (d[i] < p[b] ? d[i] : p[b]) : (d[i] > p[b] ? d[i] : p[b]);
+  }
+  return 0;
+}
+
 static theus_engine *E;
 
 static int setup(void **state) {
@@ -60,6 +84,8 @@ static int setup(void **state) {
       {.name = "twice", .fn = twice, .inputs = in, .outputs = out, .parallel = 1},
       {.name = "twice_local", .fn = twice, .inputs = in, .outputs = out},
       {.name = "undeclared", .fn = twice, .inputs = in, .parallel = 1},
+      {.name = "bins", .fn = bins, .inputs = in, .outputs = out, .parallel = 1},
+      {.name = "bins_local", .fn = bins, .inputs = in, .outputs = out},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
     if (theus_engine_register(E, &cs[i]))
@@ -182,12 +208,52 @@ static void test_refusals(void **state) {
   assert_int_equal(theus_engine_version(E), v0);
 }
 
+/* Each slice fills a partial; the engine combines them in the arena. */
+static void test_partials(void **state) {
+  (void)state;
+  uint64_t before = live_bytes();
+  const char *procs[] = {"bins", "bins_local"}, *ops[] = {"sum", "min", "max"};
+  for (int k = 0; k < 2; k++)
+    for (int o = 0; o < 3; o++) {
+      theus_map_out out = {.key = "out", .dtype = THEUS_DTYPE_F64, .ndim = 1, .shape = {4}, .partials = ops[o]};
+      json_t *a = json_pack("{s:s}", "op", ops[o]);
+      uint64_t v = 0;
+      if (theus_engine_map_into(E, procs[k], "data", 7, "concat", a, &out, NULL, &v))
+        fail_msg("map_into %s %s: %s", procs[k], ops[o], theus_engine_errmsg(E));
+      json_decref(a);
+      theus_snapshot *s;
+      theus_array_info ai;
+      assert_int_equal(theus_engine_snapshot(E, &s), 0);
+      assert_int_equal(theus_snapshot_heavy(s, "out", &ai), 0);
+      assert_int_equal(ai.ndim, 1);
+      assert_int_equal(ai.shape[0], 4);
+      const double *r = ai.data;
+      for (int b = 0; b < 4; b++) {
+        double want = 0;
+        for (int i = b; i < N; i += 4)
+          want += i + 1;
+        want = o == 0 ? want : o == 1 ? 1 : N;
+        assert_true(r[b] == want);
+      }
+      theus_snapshot_release(s);
+    }
+  /* bad partials: unknown op, no shape */
+  theus_map_out bad = {.key = "out", .ndim = 1, .shape = {4}, .partials = "mean"};
+  assert_int_equal(theus_engine_map_into(E, "bins", "data", 2, "concat", NULL, &bad, NULL, NULL), THEUS_EINVAL);
+  bad.partials = "sum";
+  bad.ndim = 0;
+  assert_int_equal(theus_engine_map_into(E, "bins", "data", 2, "concat", NULL, &bad, NULL, NULL), THEUS_EINVAL);
+  /* the scratch partials are freed: only the published 32-byte output (replacing the former one) stays */
+  assert_true(live_bytes() <= before + 4096);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_map_into_new_array),
       cmocka_unit_test(test_map_into_other_shape),
       cmocka_unit_test(test_failed_slice_discards),
       cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_partials),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

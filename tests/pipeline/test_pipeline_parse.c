@@ -178,7 +178,7 @@ static void test_errors(void **state) {
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"slices\": 0}]}",
        "1:85: \"slices\" must be an integer from 1");
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"dtype\": \"f32\"}]}",
-       "1:12: \"dtype\", \"shape\" and \"result\" belong to a map into a heavy outpu");
+       "1:12: \"dtype\", \"shape\", \"partials\" and \"result\" belong to a map into");
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"heavy.y\"}]}", "1:12: \"reduce\" without \"result\": add \"result\": \"domain.x\" to keep what");
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y\", \"dtype\": \"f16\"}]}", "1:66: unknown dtype \"f16\"; use u8, u16, u32, u64, i8, i16, i32, i64, f");
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y\", \"shape\": [4, 0]}]}", "1:66: bad shape for heavy.y: give \"shape\" as a positive integer or an ");
