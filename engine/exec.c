@@ -461,6 +461,12 @@ int theus__pool_task(theus_task *t) {
       ctx.out_key = key_at(keys, h.nkeys, h.out_key - 1);
       ctx.out_data = theus_task_window(t, NULL);
     }
+    theus_array_info in;
+    if (ctx.out_data && h.map_key && !theus_task_array(t, h.map_key - 1, &in) && in.shape[0]) {
+      /* a map into an output runs on workers forked for it: fault the slice's input rows in at once */
+      uint64_t rb = in.nbytes / in.shape[0];
+      theus__os_populate((const char *)in.data + h.lo * rb, (h.hi - h.lo) * rb, 0);
+    }
     if (h.partial && ctx.out_data) { /* this slice's own partial array */
       partial_blk pb;
       memcpy(&pb, args + h.args_len, sizeof pb);

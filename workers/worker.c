@@ -241,6 +241,7 @@ static int window_range(worker_ctx *x, theus_task *t, uint64_t lo, uint64_t hi) 
   x->wlo = x->whi = 0;
   if (hi > lo && mprotect(x->win.base + lo, hi - lo, PROT_READ | PROT_WRITE) != 0)
     return theus_task_fail(t, THEUS_ESYS, "write window: mprotect failed: %s", strerror(errno));
+  theus__os_populate(x->win.base + lo, hi - lo, 1); /* a fresh worker: one call, not a fault per page */
   x->wlo = lo;
   x->whi = hi;
   return 0;
