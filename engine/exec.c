@@ -341,7 +341,7 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
     snprintf(path, sizeof path, "heavy.%s", snap->heavy[i].key);
     if (!theus__strv_covers(c->inputs, path))
       continue;
-    if (mc && !strcmp(mc->key, snap->heavy[i].key))
+    if (mc && mc->key && !strcmp(mc->key, snap->heavy[i].key))
       h.map_key = tp->nhandles + 1;
     int krc = pack_key(c, tp, &h, snap->heavy[i].key, snap->heavy[i].arr->handle, msg, msglen);
     if (krc)
@@ -1317,10 +1317,28 @@ static int map_out_alloc(map_job *m, const theus_array_info *in, const theus_map
   return 0;
 }
 
+/* No input array (a process filling a new one): the slices split the
+ * output's rows, whose shape and dtype the caller gives. */
+static int map_no_input(map_job *m, const theus_map_out *out, theus_array_info *info, char *msg, size_t msglen) {
+  if (!out || out->partials || !out->ndim || out->ndim > THEUS_MAX_DIMS || !out->dtype) {
+    snprintf(msg, msglen, "map '%s': without an input array (key NULL) give the output's dtype and shape, and no "
+             "partials", m->c->name);
+    return THEUS_EINVAL;
+  }
+  array_info_of(info, out->dtype, out->ndim, out->shape);
+  return 0;
+}
+
 static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_map_out *out, char *msg,
                      size_t msglen) {
   const theus__hbind *b = key ? theus__snap_find(m->snap, key) : NULL;
   theus_array_info info;
+  if (!key) {
+    int rc = map_no_input(m, out, &info, msg, msglen);
+    if (!rc)
+      rc = map_out_alloc(m, &info, out, msg, msglen);
+    return rc ? rc : map_slices(m, info.shape[0], slices);
+  }
   if (!b || theus_array_info_get(b->arr->arena, b->arr->handle, &info)) {
     snprintf(msg, msglen, "map '%s': no heavy array '%s' in version %llu; publish it first", m->c->name,
              key ? key : "(null)", (unsigned long long)m->snap->version);

@@ -365,6 +365,14 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   switch (s->kind) {
   case ST_RUN:
     report(p, 1);
+    if (s->out_key) { /* fills a new array: a map without input, one slice unless told */
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim};
+      memcpy(mo.shape, s->out_shape, sizeof mo.shape);
+      rc = theus_engine_map_into(e, s->process, NULL, s->slices ? s->slices : 1, "concat", s->args, &mo, &result,
+                                 NULL);
+      json_decref(result);
+      return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : 0;
+    }
     rc = theus_engine_execute(e, s->process, s->args, &result);
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_MAP:

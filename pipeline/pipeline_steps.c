@@ -49,11 +49,31 @@ static int get_args(theus_pipeline *p, const json_t *obj, const char *ptr, step 
   return 0;
 }
 
-static int parse_run(theus_pipeline *p, const json_t *obj, step *s) {
-  static const char *const allowed[] = {"run", "args", "into", "name", NULL};
+static int parse_map_out(theus_pipeline *p, const json_t *obj, step *s);
+static int parse_slices(theus_pipeline *p, const json_t *obj, step *s);
+
+/* A run step may fill a new heavy array: "into": "heavy.KEY" with "dtype"
+ * and "shape" (and "slices", default 1), not inside a parallel group. */
+static int parse_run(theus_pipeline *p, const json_t *obj, step *s, bool member) {
+  static const char *const allowed[] = {"run", "args", "into", "name", "dtype", "shape", "slices", NULL};
   int rc = theus__pipe_check_keys(p, obj, s->ptr, allowed, "a run step");
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "run", true, "the process to run", &s->process);
   if (!rc) rc = get_args(p, obj, s->ptr, s);
+  const char *into = json_string_value(json_object_get(obj, "into"));
+  bool heavy = into && !strncmp(into, "heavy.", 6);
+  if (!rc && heavy && member)
+    return theus__pipe_err(p, s->ptr, false, "a run step inside a parallel group cannot fill a heavy array; make it "
+                           "a step of its own");
+  if (!rc && heavy) {
+    rc = parse_map_out(p, obj, s);
+    if (!rc && (!s->out_dtype || !s->out_ndim))
+      rc = theus__pipe_err(p, s->ptr, false, "a run step into \"%s\" needs the array's \"dtype\" and \"shape\"",
+                           into);
+    return rc ? rc : parse_slices(p, obj, s);
+  }
+  if (!rc && (json_object_get(obj, "dtype") || json_object_get(obj, "shape") || json_object_get(obj, "slices")))
+    rc = theus__pipe_err(p, s->ptr, false, "\"dtype\", \"shape\" and \"slices\" belong to a run step that fills a "
+                         "heavy array (\"into\": \"heavy.KEY\")");
   if (!rc) rc = domain_path(p, obj, s->ptr, "into", false, &s->into);
   return rc;
 }
@@ -118,8 +138,12 @@ static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
                                          &s->reducer);
     if (!rc) rc = domain_path(p, obj, s->ptr, "into", true, &s->into);
   }
+  return rc ? rc : parse_slices(p, obj, s);
+}
+
+static int parse_slices(theus_pipeline *p, const json_t *obj, step *s) {
   json_t *sl = json_object_get(obj, "slices");
-  if (!rc && sl) {
+  if (sl) {
     char kp[PIPE_PTR];
     theus__pipe_child(kp, s->ptr, "slices", 0);
     if (!json_is_integer(sl) || json_integer_value(sl) < 1 || json_integer_value(sl) > 1 << 20)
@@ -127,7 +151,7 @@ static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
                              json_is_integer(sl) ? "one out of range" : theus__pipe_type_name(sl));
     s->slices = (uint32_t)json_integer_value(sl);
   }
-  return rc;
+  return 0;
 }
 
 static int parse_body(theus_pipeline *p, const json_t *obj, const char *ptr, const char *key, bool required,
@@ -216,7 +240,7 @@ static int parse_step(theus_pipeline *p, const json_t *obj, step *s, bool run_on
   int rc = step_kind_of(p, obj, s, run_only);
   if (rc) return rc;
   switch (s->kind) {
-  case ST_RUN: return parse_run(p, obj, s);
+  case ST_RUN: return parse_run(p, obj, s, run_only);
   case ST_PARALLEL: return parse_parallel(p, obj, s);
   case ST_MAP: return parse_map(p, obj, s);
   case ST_IF: return parse_if(p, obj, s);

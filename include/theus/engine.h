@@ -338,6 +338,9 @@ typedef struct theus_map_out {
  * discards the draft and commits nothing. Slice bounds fall on rows whose
  * output bytes start on a page, so there may be fewer slices than asked. The
  * output must be at least a page (4 KiB) when the process is parallel.
+ * key NULL: no input array; the slices split the output's rows (out->dtype
+ * and out->ndim/shape required, no partials): how a parallel process fills a
+ * new array on its own (slices 1: one worker, the whole array writable).
  * THEUS_ECONTRACT (output not declared), THEUS_EINVAL (shape), THEUS_EEXIST
  * (a draft for the key is pending), THEUS_ECONFLICT (the key was rebound
  * meanwhile), arena codes, and the codes of theus_engine_map. */

@@ -127,6 +127,19 @@ static int bin4(theus_ctx *ctx) {
   return 0;
 }
 
+/* Fills its rows of the output (f64, any row width) with the row index. */
+static int ramp(theus_ctx *ctx) {
+  theus_array_info out;
+  double *o;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_map_out(ctx, &out, (void **)&o) ||
+      theus_ctx_map_key(ctx))
+    return theus_ctx_fail(ctx, "ramp fills a new array, with no input");
+  uint64_t cols = out.nbytes / sizeof(double) / out.shape[0];
+  for (uint64_t i = lo * cols; i < hi * cols; i++) o[i] = (double)(i / cols);
+  return 0;
+}
+
 static int crash(theus_ctx *ctx) {
   (void)ctx;
   raise(SIGSEGV);
@@ -160,6 +173,7 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
       {.name = "scale", .fn = scale, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},
       {.name = "sum_rows", .fn = sum_rows, .inputs = heavy_any, .parallel = 1},
       {.name = "bin4", .fn = bin4, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},
+      {.name = "ramp", .fn = ramp, .outputs = heavy_any, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     int rc = theus_engine_register(e, &cs[i]);

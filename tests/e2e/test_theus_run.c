@@ -515,6 +515,8 @@ static void test_map_into(void **state) {
   assert_int_equal(int_at(d, "rows"), 100000);
   assert_float_equal(num_at(d, "wide"), 3 * 50000.0 * 100001.0, 0);
   assert_float_equal(num_at(d, "bins"), 50000.0 * 100001.0, 0); /* the four bins hold every value once */
+  assert_float_equal(num_at(d, "ramp"), 4999.0 * 5000.0 / 2, 0); /* run steps filling new arrays */
+  assert_float_equal(num_at(d, "ramp2"), 4999.0 * 5000.0, 0);
   json_decref(d);
   result_free(&r);
 }

@@ -65,6 +65,19 @@ static int bins(theus_ctx *ctx) {
   return 0;
 }
 
+/* Fills its rows of the output (f64, any row width) with the row index. */
+static int ramp(theus_ctx *ctx) {
+  theus_array_info out;
+  double *o;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_map_out(ctx, &out, (void **)&o) ||
+      theus_ctx_map_key(ctx))
+    return theus_ctx_fail(ctx, "ramp fills a new array, with no input");
+  uint64_t cols = out.nbytes / sizeof(double) / out.shape[0];
+  for (uint64_t i = lo * cols; i < hi * cols; i++) o[i] = (double)(i / cols);
+  return 0;
+}
+
 static theus_engine *E;
 
 static int setup(void **state) {
@@ -86,6 +99,7 @@ static int setup(void **state) {
       {.name = "undeclared", .fn = twice, .inputs = in, .parallel = 1},
       {.name = "bins", .fn = bins, .inputs = in, .outputs = out, .parallel = 1},
       {.name = "bins_local", .fn = bins, .inputs = in, .outputs = out},
+      {.name = "ramp", .fn = ramp, .outputs = out, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
     if (theus_engine_register(E, &cs[i]))
@@ -247,6 +261,26 @@ static void test_partials(void **state) {
   assert_true(live_bytes() <= before + 4096);
 }
 
+/* No input array: a parallel process fills a new one (one slice or several). */
+static void test_fill_without_input(void **state) {
+  (void)state;
+  for (uint32_t slices = 1; slices <= 3; slices += 2) {
+    theus_map_out out = {.key = "wide", .dtype = THEUS_DTYPE_F64, .ndim = 2, .shape = {1000, 4}};
+    uint64_t v = 0;
+    if (theus_engine_map_into(E, "ramp", NULL, slices, "concat", NULL, &out, NULL, &v))
+      fail_msg("map_into without input: %s", theus_engine_errmsg(E));
+    theus_snapshot *s;
+    theus_array_info ai;
+    assert_int_equal(theus_engine_snapshot(E, &s), 0);
+    assert_int_equal(theus_snapshot_heavy(s, "wide", &ai), 0);
+    for (uint64_t i = 0; i < 4000; i++)
+      assert_true(((const double *)ai.data)[i] == (double)(i / 4));
+    theus_snapshot_release(s);
+  }
+  theus_map_out nodtype = {.key = "wide", .ndim = 1, .shape = {1000}};
+  assert_int_equal(theus_engine_map_into(E, "ramp", NULL, 1, "concat", NULL, &nodtype, NULL, NULL), THEUS_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_map_into_new_array),
@@ -254,6 +288,7 @@ int main(void) {
       cmocka_unit_test(test_failed_slice_discards),
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_partials),
+      cmocka_unit_test(test_fill_without_input),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
