@@ -1115,6 +1115,8 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
   int *status = calloc(m->n, sizeof *status), *workers = calloc(m->n, sizeof *workers);
   uint64_t *times = calloc(2 * (size_t)m->n, sizeof *times);
   char *results = malloc((size_t)m->n * MAP_ITEM_RESULT);
+  if (results) /* fresh pages, written slice by slice: fault them in with one call, not one per page */
+    theus__os_populate(results, (size_t)m->n * MAP_ITEM_RESULT, 1);
   if (!rc && (!status || !workers || !times || !results)) {
     snprintf(msg, msglen, "map '%s': out of memory for %u slice results", m->c->name, m->n);
     rc = THEUS_ENOMEM;
