@@ -1235,7 +1235,7 @@ static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
 /* Partials: one zeroed partial array per slice in a scratch array of the
  * arena, each starting on a page (allocated once the slices are known). */
 static int map_partials_setup(map_job *m, theus_dtype dt, const theus_map_out *out, char *msg, size_t msglen) {
-  uint64_t probe;
+  uint64_t probe = 0;
   if (!out->ndim || out->ndim > THEUS_MAX_DIMS || theus__reduce_array(out->partials, dt, &probe, &probe, 0)) {
     snprintf(msg, msglen, "map '%s' into '%s': partials need \"sum\", \"min\" or \"max\" and the partial's "
              "shape (ndim 1..%d)", m->c->name, out->key, THEUS_MAX_DIMS);
