@@ -68,6 +68,10 @@ void theus__os_unmap(void *base, uint64_t size);
 int theus__os_map_anon(uint64_t size, void **base);
 /* Makes [base, base+size) read-only in this process. */
 int theus__os_protect_ro(void *base, uint64_t size);
+/* Faults the pages of [addr, addr+len) in with one call, for reading or
+ * writing (MADV_POPULATE_*: a fault per page costs tens of microseconds in
+ * some VMs). Best effort: kernels before 5.14 refuse it, harmlessly. */
+void theus__os_populate(const void *addr, uint64_t len, int write);
 /* Size of the file behind fd. */
 int theus__os_fd_size(int fd, uint64_t *size);
 /* Allocates backing pages for [off, off+len) now (no SIGBUS later). */

@@ -63,10 +63,10 @@ static int check_paths(const theus_contract *c, const char *const *v, const char
                   "contract '%s': %s[%zu] '%s': a pure process cannot use an effect-only zone "
                   "(sig_/cmd_/meta_); declare semantic effect or drop the path",
                   c->name, field, i, v[i]);
-    if (c->parallel && !strcmp(field, "outputs") && !strncmp(v[i], "heavy.", 6))
+    if (c->parallel && c->sandbox == THEUS_SANDBOX_OFF && !strcmp(field, "outputs") && !strncmp(v[i], "heavy.", 6))
       return fail(err, errlen, THEUS_EINVAL,
-                  "contract '%s': outputs[%zu] '%s': a parallel process sees the arena read-only and "
-                  "cannot write heavy arrays; make it local (parallel false)",
+                  "contract '%s': outputs[%zu] '%s': a parallel process fills heavy outputs only in a map, "
+                  "through a write window that runs sandboxed; drop sandbox off or the output",
                   c->name, i, v[i]);
   }
   return 0;

@@ -156,6 +156,18 @@ int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index,
   return 0;
 }
 
+const char *theus_ctx_map_key(theus_ctx *ctx) { return ctx->has_slice ? ctx->map_key : NULL; }
+
+int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data) {
+  if (!ctx->has_slice || !ctx->out_key || !ctx->out_data)
+    return THEUS_ENOTFOUND;
+  if (info)
+    *info = ctx->out_info;
+  if (data)
+    *data = ctx->out_data;
+  return 0;
+}
+
 int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
   if (!ctx) {
     json_decref(value);
@@ -210,7 +222,7 @@ int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, un
                    "contract violation: process '%s' allocated undeclared heavy output '%s'; add it to outputs",
                    ctx->c->name, path);
   char msg[512];
-  int rc = theus__draft_new(ctx->e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  int rc = theus__draft_new(ctx->e, key, dtype, ndim, shape, data, NULL, msg, sizeof msg);
   if (rc)
     return ctx_err(ctx, rc, "process '%s': %s", ctx->c->name, msg);
   if (!ctx->heavy_out)

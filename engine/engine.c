@@ -411,7 +411,7 @@ int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_dtype dtype
   if (!key || !shape || !data)
     return theus__eset(e, THEUS_EINVAL, "heavy_alloc: %s is NULL", !key ? "key" : !shape ? "shape" : "data");
   char msg[512];
-  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, NULL, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 

@@ -3,6 +3,7 @@
  * other values appended). A NULL result sets errno: EINVAL when the shapes
  * do not combine, ENOMEM (from the allocator) when memory ran out. */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -97,6 +98,38 @@ static json_t *r_concat(json_t *acc, const json_t *item, void *ud) {
     return NULL;
   }
   return acc;
+}
+
+#define COMBINE(T)                                                                                          \
+  do {                                                                                                      \
+    T *d = dst;                                                                                             \
+    const T *s = src;                                                                                       \
+    if (op == OP_SUM)                                                                                       \
+      for (size_t i = 0; i < n; i++) d[i] = (T)(d[i] + s[i]);                                               \
+    else if (op == OP_MIN)                                                                                  \
+      for (size_t i = 0; i < n; i++) d[i] = s[i] < d[i] ? s[i] : d[i];                                      \
+    else                                                                                                    \
+      for (size_t i = 0; i < n; i++) d[i] = s[i] > d[i] ? s[i] : d[i];                                      \
+  } while (0)
+
+int theus__reduce_array(const char *name, theus_dtype dt, void *dst, const void *src, size_t n) {
+  int op = !name ? -1 : !strcmp(name, "sum") ? OP_SUM : !strcmp(name, "min") ? OP_MIN : !strcmp(name, "max") ? OP_MAX : -1;
+  if (op < 0)
+    return THEUS_EINVAL;
+  switch (dt) {
+  case THEUS_DTYPE_U8: COMBINE(uint8_t); break;
+  case THEUS_DTYPE_U16: COMBINE(uint16_t); break;
+  case THEUS_DTYPE_U32: COMBINE(uint32_t); break;
+  case THEUS_DTYPE_U64: COMBINE(uint64_t); break;
+  case THEUS_DTYPE_I8: COMBINE(int8_t); break;
+  case THEUS_DTYPE_I16: COMBINE(int16_t); break;
+  case THEUS_DTYPE_I32: COMBINE(int32_t); break;
+  case THEUS_DTYPE_I64: COMBINE(int64_t); break;
+  case THEUS_DTYPE_F32: COMBINE(float); break;
+  case THEUS_DTYPE_F64: COMBINE(double); break;
+  default: return THEUS_EINVAL;
+  }
+  return 0;
 }
 
 theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud) {

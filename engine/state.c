@@ -203,8 +203,12 @@ static int draft_add(theus_engine *e, const char *key, theus_handle adopt, theus
 }
 
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
-                     void **data, char *msg, size_t msglen) {
-  return draft_add(e, key, 0, dtype, ndim, shape, data, NULL, msg, msglen);
+                     void **data, theus_handle *handle, char *msg, size_t msglen) {
+  theus__harr *a = NULL;
+  int rc = draft_add(e, key, 0, dtype, ndim, shape, data, &a, msg, msglen);
+  if (!rc && handle)
+    *handle = a->handle;
+  return rc;
 }
 
 int theus__draft_drop(theus_engine *e, const char *key) {

@@ -192,6 +192,22 @@ int theus_arena_ro_fd(const theus_arena *a) { return a ? a->ro_fd : THEUS_EINVAL
 
 int theus_arena_is_readonly(const theus_arena *a) { return a ? a->readonly : 0; }
 
+int theus_arena_rw_fd(const theus_arena *a) { return a->readonly ? -1 : a->fd; }
+
+int theus_arena_file_range(const theus_arena *a, theus_handle h, uint64_t *offset, uint64_t *len) {
+  theus__slot s;
+  s.offset = s.size = s.rsize = 0;
+  int rc = theus__arena_resolve(a, h, &s);
+  if (rc) return rc;
+  uint64_t page = a->hdr->page, n = round_up(s.size, page);
+  if (s.size < page || s.rsize < n)
+    return theus__arena_fail(a, THEUS_EINVAL, "array 0x%016" PRIx64 " of %" PRIu64 " bytes shares its page with "
+                             "other arrays (arrays of at least %" PRIu64 " bytes own their pages)", h, s.size, page);
+  *offset = a->hdr->data_off + s.offset;
+  *len = n;
+  return 0;
+}
+
 /* ---- handle resolution (lock-free; works on read-only attachments) ------ */
 
 int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy) {

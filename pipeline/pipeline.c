@@ -293,26 +293,27 @@ static bool valid_key(const char *k) {
   return true;
 }
 
-static int heavy_shape(theus_pipeline *p, heavy_spec *h, const json_t *v, const char *ptr) {
+int theus__pipe_shape(theus_pipeline *p, const char *key, theus_dtype dtype, const json_t *v, const char *ptr,
+                      unsigned *ndim, uint64_t *shape) {
   const char *fix = "give \"shape\" as a positive integer or an array of 1 to 8 of them, e.g. [1024, 3]";
   if (json_is_integer(v)) {
-    h->ndim = 1;
-    h->shape[0] = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+    *ndim = 1;
+    shape[0] = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
   } else if (json_is_array(v) && json_array_size(v) >= 1 && json_array_size(v) <= THEUS_MAX_DIMS) {
-    h->ndim = (unsigned)json_array_size(v);
-    for (unsigned d = 0; d < h->ndim; d++) {
+    *ndim = (unsigned)json_array_size(v);
+    for (unsigned d = 0; d < *ndim; d++) {
       json_t *x = json_array_get(v, d);
-      h->shape[d] = json_is_integer(x) && json_integer_value(x) > 0 ? (uint64_t)json_integer_value(x) : 0;
+      shape[d] = json_is_integer(x) && json_integer_value(x) > 0 ? (uint64_t)json_integer_value(x) : 0;
     }
   } else {
-    return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", h->key, fix);
+    return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", key, fix);
   }
-  uint64_t total = theus_dtype_size(h->dtype);
-  for (unsigned d = 0; d < h->ndim; d++) {
-    if (h->shape[d] == 0) return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", h->key, fix);
-    if (total > UINT64_MAX / h->shape[d])
-      return theus__pipe_err(p, ptr, false, "heavy.%s: the shape overflows 64 bits; make it smaller", h->key);
-    total *= h->shape[d];
+  uint64_t total = dtype ? theus_dtype_size(dtype) : 8;
+  for (unsigned d = 0; d < *ndim; d++) {
+    if (shape[d] == 0) return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", key, fix);
+    if (total > UINT64_MAX / shape[d])
+      return theus__pipe_err(p, ptr, false, "heavy.%s: the shape overflows 64 bits; make it smaller", key);
+    total *= shape[d];
   }
   return 0;
 }
@@ -425,7 +426,7 @@ static int heavy_one(theus_pipeline *p, heavy_spec *h, const char *key, const js
   theus__pipe_child(fp, ptr, "fill", 0);
   if (!rc && !json_object_get(v, "shape"))
     rc = theus__pipe_err(p, ptr, false, "heavy.%s has no \"shape\"; add e.g. \"shape\": [1024]", key);
-  if (!rc) rc = heavy_shape(p, h, json_object_get(v, "shape"), sp);
+  if (!rc) rc = theus__pipe_shape(p, h->key, h->dtype, json_object_get(v, "shape"), sp, &h->ndim, h->shape);
   if (!rc) rc = heavy_fill(p, h, json_object_get(v, "fill"), fp);
   return rc;
 }

@@ -32,7 +32,12 @@ struct step {
   char *into;          /* run, map: "domain.x" receiving the result; set: target */
   char *over;          /* map: heavy key */
   uint32_t slices;     /* map: 0 = two per worker */
-  char *reducer;       /* map */
+  char *reducer;       /* map (NULL: a map into a heavy output without "result") */
+  char *out_key;       /* map into "heavy.KEY": the output's key, else NULL */
+  theus_dtype out_dtype; /* 0: the input's */
+  unsigned out_ndim;     /* 0: the input's shape */
+  uint64_t out_shape[THEUS_MAX_DIMS];
+  char *partials;        /* map into "heavy.KEY": "sum", "min", "max" (theus_map_out.partials), or NULL */
   theus__expr *expr;   /* if, while: condition; set: value expression */
   json_t *value;       /* set: literal value */
   steplist body;       /* parallel members, then, do */
@@ -168,6 +173,10 @@ size_t theus__pipe_strv_len(char **v);
 void theus__pipe_unload_plugins(theus_pipeline *p);
 
 /* Parses a file: definitions (pipeline.c) and steps (pipeline_steps.c). */
+/* Parses "shape" (an integer or an array of 1 to 8) for heavy.key into
+ * *ndim and shape; dtype (0 if unknown yet) bounds the byte count. */
+int theus__pipe_shape(theus_pipeline *p, const char *key, theus_dtype dtype, const json_t *v, const char *ptr,
+                      unsigned *ndim, uint64_t *shape);
 int theus__pipe_parse_steps(theus_pipeline *p, const json_t *arr, const char *ptr, steplist *out, bool run_only);
 void theus__pipe_steps_free(steplist *l);
 

@@ -161,7 +161,7 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
       return theus__pipe_err(p, kp, false, "process \"%s\" is not parallel; a map step runs it in the worker pool, "
                              "so declare it with parallel true", s->process);
     }
-    if (s->kind == ST_MAP && !theus_engine_has_reducer(e, s->reducer)) {
+    if (s->kind == ST_MAP && s->reducer && !theus_engine_has_reducer(e, s->reducer)) {
       theus__pipe_child(kp, s->ptr, "reduce", 0);
       return theus__pipe_err(p, kp, false,
                              "unknown reducer \"%s\"; use sum, min, max, concat or one a plugin registers "
@@ -397,16 +397,37 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   case ST_RUN:
     report(p, 1);
     enter_process(p, e, s);
+    if (s->out_key) { /* fills a new array: a map without input, one slice unless told */
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim};
+      memcpy(mo.shape, s->out_shape, sizeof mo.shape);
+      rc = theus_engine_map_into(e, s->process, NULL, s->slices ? s->slices : 1, "concat", s->args, &mo, &result,
+                                 NULL);
+      leave_process(p);
+      json_decref(result);
+      return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : 0;
+    }
     rc = theus_engine_execute(e, s->process, s->args, &result);
     leave_process(p);
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_MAP:
     report(p, (int)(s->slices ? s->slices : p->default_slices));
     enter_process(p, e, s);
-    rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
-                          &result);
+    if (s->out_key) {
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim, .partials = s->partials};
+      memcpy(mo.shape, s->out_shape, sizeof mo.shape);
+      rc = theus_engine_map_into(e, s->process, s->over, s->slices ? s->slices : p->default_slices,
+                                 s->reducer ? s->reducer : "concat", s->args, &mo, &result, NULL);
+    } else {
+      rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
+                            &result);
+    }
     leave_process(p);
-    return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
+    if (rc) return step_fail(p, s, rc, theus_engine_errmsg(e));
+    if (!s->into) {
+      json_decref(result);
+      return 0;
+    }
+    return store(p, e, s, result);
   case ST_PARALLEL: return run_parallel(p, e, s);
   case ST_SET:
     if (s->expr && (rc = eval_expr(p, e, s, false, NULL, &result))) return rc;

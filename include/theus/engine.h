@@ -151,6 +151,20 @@ THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info 
  * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
 THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
 
+/* In a map: the heavy key of the array being mapped (valid during the call),
+ * so one process serves maps over any key (declare inputs as `heavy.*`).
+ * NULL outside a map. */
+THEUS_API const char *theus_ctx_map_key(theus_ctx *ctx);
+
+/* In a map into a heavy output (theus_engine_map_into): the output's dtype
+ * and shape in *info (its data field is the read-only address) and in *data
+ * its writable base. The slice writes rows [lo, hi) of the first dimension
+ * (theus_ctx_slice) and nothing else: in a worker any other store faults and
+ * fails the map as a contract violation. With theus_map_out.partials, *info
+ * and *data describe this slice's own partial array instead, which it may
+ * write whole. THEUS_ENOTFOUND elsewhere. */
+THEUS_API int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data);
+
 /* Writes value (reference stolen) to a declared output path. Objects are
  * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
  * the path is not a declared output (the execution then fails). */
@@ -311,6 +325,37 @@ THEUS_API void theus_job_release(theus_job *job);
  * state outputs; commit the result yourself (theus_engine_set). */
 THEUS_API int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices,
                                const char *reducer, const json_t *args, json_t **result);
+
+/* The output of a map into a new heavy array (theus_engine_map_into). */
+typedef struct theus_map_out {
+  const char *key;   /* heavy key it is published under (declared output `heavy.<key>`) */
+  theus_dtype dtype; /* 0: the input's */
+  unsigned ndim;     /* 0: the input's shape; else shape[0] must equal the input's rows */
+  uint64_t shape[THEUS_MAX_DIMS];
+  /* NULL: the slices fill the output's rows. "sum", "min" or "max": each
+   * slice fills a whole partial array of the output's dtype and shape (ndim
+   * required; it starts zeroed), and the engine combines the partials
+   * element by element, in the arena, into the published output. */
+  const char *partials;
+} theus_map_out;
+
+/* As theus_engine_map, and the slices fill a new array: the engine allocates
+ * it as a draft, each slice writes its rows through theus_ctx_map_out (in a
+ * worker only those pages are writable: see docs/workers.md, "Write
+ * windows"), and when every slice succeeded the array is published under
+ * out->key in a new version (*version, optional, gets it); a failed slice
+ * discards the draft and commits nothing. Slice bounds fall on rows whose
+ * output bytes start on a page, so there may be fewer slices than asked. The
+ * output must be at least a page (4 KiB) when the process is parallel.
+ * key NULL: no input array; the slices split the output's rows (out->dtype
+ * and out->ndim/shape required, no partials): how a parallel process fills a
+ * new array on its own (slices 1: one worker, the whole array writable).
+ * THEUS_ECONTRACT (output not declared), THEUS_EINVAL (shape), THEUS_EEXIST
+ * (a draft for the key is pending), THEUS_ECONFLICT (the key was rebound
+ * meanwhile), arena codes, and the codes of theus_engine_map. */
+THEUS_API int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices,
+                                    const char *reducer, const json_t *args, const theus_map_out *out,
+                                    json_t **result, uint64_t *version);
 
 /* ---- observability ----------------------------------------------------- */
 

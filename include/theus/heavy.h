@@ -103,6 +103,16 @@ THEUS_API void theus_arena_close(theus_arena *a);
  * hand it to processes that must only read. Owned by the arena. */
 THEUS_API int theus_arena_ro_fd(const theus_arena *a);
 
+/* The read-write descriptor of the memfd (owner only; -1 for a read-only
+ * attachment). Owned by the arena. Hand it only to code that maps exactly the
+ * pages it may write (the pool's write windows, docs/workers.md). */
+THEUS_API int theus_arena_rw_fd(const theus_arena *a);
+
+/* Where array h lies in the memfd: *offset (page-aligned) and *len, its
+ * size rounded up to whole pages, all of them its own. THEUS_EINVAL for an
+ * array smaller than a page (it shares its page with others). */
+THEUS_API int theus_arena_file_range(const theus_arena *a, theus_handle h, uint64_t *offset, uint64_t *len);
+
 /* Nonzero if this is a read-only attachment. */
 THEUS_API int theus_arena_is_readonly(const theus_arena *a);
 

@@ -187,6 +187,17 @@ typedef struct theus_map_desc {
   int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
   uint64_t *times;    /* optional: 2 * count entries, start and end ns of the chunk that ran item i
                          (CLOCK_MONOTONIC, on the worker; 0 if it never ran) */
+  /* Optional write window (docs/workers.md, "Write windows"): a live array of
+   * the pool's arena (an unpublished draft, at least a page) that the items
+   * fill. Item i may write the bytes [window_ranges[2i], window_ranges[2i+1])
+   * of it (the low end page-aligned; the high end is rounded up to a page),
+   * a chunk the union of its items'; any other store faults and fails the
+   * item as a contract violation. The chunks run sandboxed (pure) on workers
+   * forked with the window mapped, and those workers are killed before
+   * theus_pool_map returns, so nothing can write the array afterwards. One
+   * window at a time per pool: concurrent window maps queue. */
+  theus_handle window;
+  const uint64_t *window_ranges;
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the
@@ -249,6 +260,10 @@ THEUS_API int theus_task_view(const theus_task *t, unsigned i, const void **ptr,
 /* The result buffer (THEUS_POOL_RESULT_MAX bytes, or result_size in a map);
  * *cap gets its size. Fill it, then set the length. */
 THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
+/* In a map with a write window: its base address (the array's first byte)
+ * and, in *len (optional), its size rounded up to pages. Only this item's
+ * bytes are writable (theus_map_desc.window_ranges). NULL without a window. */
+THEUS_API void *theus_task_window(const theus_task *t, size_t *len);
 /* Sets the result length; THEUS_ETRUNC (with a message) beyond the capacity. */
 THEUS_API int theus_task_set_result(theus_task *t, size_t len);
 /* Appends bytes to the result; THEUS_ETRUNC (with a message) if they do not fit. */

@@ -584,6 +584,24 @@ static void test_workers(void **state) {
 /* Numeric glue in expressions: an element-wise Newton iteration converging
  * on max(abs(new - old)) < tol, indexing, sum, len; mismatched arrays and
  * array work against the budget fail the run with clear messages. */
+static void test_map_into(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "map_into.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_float_equal(num_at(d, "doubled"), 100000.0 * 100001.0, 0); /* 2 * sum(1..100000) */
+  assert_int_equal(int_at(d, "rows"), 100000);
+  assert_float_equal(num_at(d, "wide"), 3 * 50000.0 * 100001.0, 0);
+  assert_float_equal(num_at(d, "bins"), 50000.0 * 100001.0, 0); /* the four bins hold every value once */
+  assert_float_equal(num_at(d, "ramp"), 4999.0 * 5000.0 / 2, 0); /* run steps filling new arrays */
+  assert_float_equal(num_at(d, "ramp2"), 4999.0 * 5000.0, 0);
+  json_decref(d);
+  result_free(&r);
+}
+
 static void test_vector_expressions(void **state) {
   (void)state;
   char path[512];
@@ -640,6 +658,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_usage),
       cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
       cmocka_unit_test(test_step_kinds),
+      cmocka_unit_test(test_map_into),
       cmocka_unit_test(test_set_and_quiet_stderr),
       cmocka_unit_test(test_cli_names_its_flags),
       cmocka_unit_test(test_ffi_types),
