@@ -94,6 +94,9 @@ struct theus_pipeline {
   size_t njprocs;
   steplist steps;
   uint32_t default_slices;
+  bool skip_heavy;
+  theus_pipeline_map_fn map_fn;
+  void *map_ud;
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;

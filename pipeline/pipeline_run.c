@@ -192,7 +192,7 @@ static void heavy_fail(theus_pipeline *p, theus_engine *e, const heavy_spec *h, 
 }
 
 static int create_heavy(theus_pipeline *p, theus_engine *e) {
-  if (!p->nheavy) return 0;
+  if (!p->nheavy || p->skip_heavy) return 0;
   json_t *patch = json_object();
   int rc = patch ? 0 : THEUS_ENOMEM;
   for (size_t i = 0; !rc && i < p->nheavy; i++) {
@@ -369,6 +369,11 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_MAP:
     report(p, (int)(s->slices ? s->slices : p->default_slices));
+    if (p->map_fn) {
+      char cause[PIPE_MSG] = "";
+      rc = p->map_fn(e, s->process, s->over, s->slices, s->reducer, s->args, &result, cause, sizeof cause, p->map_ud);
+      return rc ? step_fail(p, s, rc, cause) : store(p, e, s, result);
+    }
     rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
                           &result);
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
@@ -397,6 +402,13 @@ static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool
     }
   }
   return 0;
+}
+
+void theus_pipeline_skip_heavy(theus_pipeline *p) { p->skip_heavy = true; }
+
+void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud) {
+  p->map_fn = fn;
+  p->map_ud = ud;
 }
 
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
