@@ -1205,7 +1205,9 @@ int theus_engine_map_part(theus_engine *e, const char *name, const char *key, ui
              total);
     rc = THEUS_EINVAL;
   }
-  if (!rc) { /* run only [first, first + count): the bounds stay those of the whole map */
+  if (!rc && !count) {
+    rc = (*items = json_array()) ? 0 : THEUS_ENOMEM;
+  } else if (!rc) { /* run only [first, first + count): the bounds stay those of the whole map */
     memmove(m.sl, m.sl + first, count * sizeof *m.sl);
     m.n = count;
     map_run_all(&m, msg, sizeof msg);

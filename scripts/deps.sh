@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev
-      python3-numpy python3-pytest python3-joblib "$@")
+      python3-numpy python3-pytest python3-joblib libopenmpi-dev openmpi-bin "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
