@@ -27,12 +27,11 @@ static void put(const char *s) {
  * was waiting for (mpirun's own report names the dead rank). */
 static void on_term(int sig) {
   const char *w = term_cluster ? theus_cluster_waiting(term_cluster) : "";
-  put("theus-run: rank 0: the MPI runtime ended the job");
   if (*w) {
-    put(" while ");
+    put("theus-run: rank 0: the MPI runtime ended the job while ");
     put(w);
+    put(": a rank died, or the job was stopped (mpirun's report says which)\n");
   }
-  put(": a rank died or was killed (mpirun's report names it)\n");
   signal(sig, SIG_DFL);
   raise(sig);
 }
