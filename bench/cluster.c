@@ -157,7 +157,7 @@ static int ship_vs_bcast(theus_cluster *c, theus_engine *e) {
     theus_cluster_stop(c, BCAST_ROUND);
     tb[r] = plain_bcast(0, 0);
   }
-  /* context: this machine's page faults may dominate both (a sandboxed kernel) */
+  /* context: page faults on receiving may dominate both rates on a given machine */
   theus_cluster_stop(c, BCAST_TOUCHED_ROUND);
   double touched = (double)SHIP_BYTES / plain_bcast(0, 1) / 1e9;
   double ship = (double)SHIP_BYTES / bench_median(ts, SHIP_REPS) / 1e9;
