@@ -34,16 +34,6 @@
 static const char *const frame_in[] = {"heavy.frame", NULL};
 static const char *const blob_in[] = {"heavy.blob", NULL};
 
-/* 1 ms of CPU per slice. */
-static int burn_1ms(theus_ctx *ctx) {
-  uint64_t end = bench_now_ns() + 1000000;
-  volatile double x = 1.0;
-  while (bench_now_ns() < end)
-    for (int i = 0; i < 100; i++) x = x * 1.0000001 + 1e-9;
-  theus_ctx_return(ctx, json_integer(1));
-  return 0;
-}
-
 static int touch(theus_ctx *ctx) {
   theus_ctx_return(ctx, json_integer(1));
   return 0;
@@ -59,7 +49,7 @@ static theus_engine *open_engine(int workers) {
     theus_engine_close(e);
     return NULL;
   }
-  theus_contract burn = {.name = "burn", .fn = burn_1ms, .inputs = frame_in, .parallel = 1, .semantic = THEUS_PURE};
+  theus_contract burn = {.name = "burn", .fn = bench_burn_1ms, .inputs = frame_in, .parallel = 1, .semantic = THEUS_PURE};
   theus_contract t = {.name = "touch", .fn = touch, .inputs = blob_in, .parallel = 1, .semantic = THEUS_PURE};
   if (theus_engine_register(e, &burn) || theus_engine_register(e, &t)) {
     fprintf(stderr, "bench cluster: %s\n", theus_engine_errmsg(e));
