@@ -16,6 +16,7 @@
 #include <theus/pool.h>
 #include <theus/version.h>
 
+#include "mpi.h"
 #include "trace.h"
 
 /* Exit status (docs/theus-run.md, "Exit status"). A crash of any code in
@@ -31,7 +32,7 @@ typedef struct options {
   int workers; /* -2 = not given */
   uint64_t arena_budget, arena_single; /* 0 = not given */
   const char *state_out, *trace_out;
-  bool stats, quiet;
+  bool stats, quiet, mpi;
 } options;
 
 static const char usage[] =
@@ -55,6 +56,9 @@ static const char usage[] =
     "  --trace FILE          write a Chrome Trace Event timeline (one event per\n"
     "                        task, on the worker that ran it) for Perfetto\n"
     "  --quiet               no progress line and no summary\n"
+    "  --mpi                 under mpirun or srun: rank 0 runs the pipeline and\n"
+    "                        prints, map steps are spread over every rank\n"
+    "                        (docs/cluster.md; needs a build with MPI)\n"
     "  --help, --version\n"
     "\n"
     "exit status: 0 success, 1 a step failed, 2 usage, pipeline or plugin error\n"
@@ -189,9 +193,13 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Under --mpi only rank 0 prints messages (every rank meets the same ones). */
+static bool silent;
+
 /* Prints "theus-run: msg". Library messages name the API calls behind the
  * options; theus-run's users know the options, so those names become flags. */
 static void say(const char *msg) {
+  if (silent) return;
   static const struct {
     const char *call, *flag;
   } words[] = {{"theus_pipeline_set", "--set"}, {"theus_pipeline_add_plugin", "--plugin"}};
@@ -265,7 +273,7 @@ static int parse_args(int argc, char **argv, options *o) {
       {"stats", no_argument, 0, 'S'},        {"trace", required_argument, 0, 't'},
       {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},      {"arena-budget", required_argument, 0, 'B'},
-      {"arena-single-limit", required_argument, 0, 'L'}, {0, 0, 0, 0}};
+      {"arena-single-limit", required_argument, 0, 'L'}, {"mpi", no_argument, 0, 'M'}, {0, 0, 0, 0}};
   int c;
   char *end;
   opterr = 0;
@@ -295,6 +303,7 @@ static int parse_args(int argc, char **argv, options *o) {
     case 't': o->trace_out = optarg; break;
     case 'S': o->stats = true; break;
     case 'q': o->quiet = true; break;
+    case 'M': o->mpi = true; break;
     case 'h': fputs(usage, stdout); return 0;
     case 'V': printf("theus-run %s (libtheus %s)\n", THEUS_VERSION_STRING, theus_version_string()); return 0;
     default: return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -349,7 +358,8 @@ static int write_json(const char *file, const json_t *v) {
 
 /* Final state, stats and trace: written whether or not a step failed, since
  * that is when they are most useful. */
-static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_log *tr, double elapsed) {
+static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_log *tr, double elapsed,
+                   const cli_mpi *m) {
   int rc = 0;
   theus_snapshot *snap = NULL;
   if (theus_engine_snapshot(e, &snap) == 0) {
@@ -363,6 +373,8 @@ static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_l
   }
   if (o->stats) {
     json_t *st = theus_engine_stats(e);
+    json_t *cl = st ? cli_mpi_stats(m) : NULL;
+    if (cl) json_object_set_new(st, "cluster", cl);
     if (!st || json_object_set_new(st, "pipeline", json_pack("{s:I, s:f}", "ops", (json_int_t)theus_pipeline_ops(p),
                                                             "elapsed_s", elapsed)) ||
         json_dumpf(st, stderr, JSON_INDENT(2))) {
@@ -379,7 +391,7 @@ static int outputs(theus_engine *e, theus_pipeline *p, const options *o, trace_l
   return rc ? EXIT_ENV : 0;
 }
 
-static int run(const options *o) {
+static int run(const options *o, cli_mpi *m) {
   theus_pipeline *p = NULL;
   theus_engine *e = NULL;
   trace_log tr;
@@ -397,22 +409,26 @@ static int run(const options *o) {
   if (!code) code = apply_sets(p, o);
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
-  cfg.workers = o->workers != -2 ? o->workers : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : 0;
+  cfg.workers = o->workers != -2 ? o->workers
+              : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : cli_mpi_default_workers(m);
   theus_arena_config ac; /* the file's "arena", then the flags over it */
   theus_pipeline_arena_config(p, &ac);
   if (o->arena_budget) ac.hard_limit = o->arena_budget;
   if (o->arena_single) ac.single_limit = o->arena_single;
   cfg.arena = &ac;
-  if (!code && (rc = theus_pipeline_open_engine(p, &cfg, &e))) {
-    say(theus_pipeline_errmsg(p));
+  cli_mpi_prepare(m, p);
+  const char *msg = NULL;
+  if (!code) rc = theus_pipeline_open_engine(p, &cfg, &e);
+  if (!code && (rc = cli_mpi_attach(m, e, rc, p, &msg))) {
+    say(msg);
     code = rc == THEUS_EPARSE ? EXIT_USAGE : EXIT_ENV; /* engine open, out of memory or budget */
   }
   if (!code) {
-    bool tty = isatty(STDERR_FILENO) && !o->quiet;
+    bool tty = isatty(STDERR_FILENO) && !o->quiet && !silent;
     progress pg = {now_s(), 0, false};
     if (tty) theus_pipeline_on_progress(p, on_progress, &pg);
     if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, &tr);
-    rc = theus_pipeline_run(p, e);
+    rc = cli_mpi_run(m, p, e);
     theus_engine_set_trace(e, NULL, NULL);
     double elapsed = now_s() - pg.t0;
     if (pg.shown) fputs("\r\033[K", stderr);
@@ -420,7 +436,7 @@ static int run(const options *o) {
     else if (tty)
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
               elapsed);
-    code = outputs(e, p, o, &tr, elapsed);
+    code = silent ? 0 : outputs(e, p, o, &tr, elapsed, m);
     if (rc) code = EXIT_STEP;
   }
   theus_engine_close(e);
@@ -433,7 +449,11 @@ int main(int argc, char **argv) {
   install_crash_reports();
   options o = {.workers = -2};
   int code = parse_args(argc, argv, &o);
-  if (code < 0) code = run(&o);
+  cli_mpi *m = NULL;
+  if (code < 0 && o.mpi && cli_mpi_start(&argc, &argv, &m)) code = EXIT_USAGE;
+  silent = cli_mpi_rank(m) != 0;
+  if (code < 0) code = run(&o, m);
+  cli_mpi_end(m);
   free(o.plugins);
   free(o.sets);
   return code;

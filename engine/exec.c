@@ -1416,6 +1416,34 @@ static int map_out_finish(map_job *m, int rc, uint64_t *version, char *msg, size
   return rc;
 }
 
+/* The checks and setup every map shares (theus_engine_map, _map_into and
+ * _map_part). m->snap stays NULL when it was refused before it started (the
+ * message is then set on e). */
+static int map_begin(theus_engine *e, map_job *m, const char *name, const char *key, uint32_t slices,
+                     const theus_map_out *out, char *msg, size_t msglen) {
+  m->c = lookup(e, name, &m->reg, msg, msglen);
+  if (!m->c)
+    return theus__eset(e, THEUS_ENOTFOUND, "map: %s", msg);
+  if (!slices || (m->args && !json_is_object(m->args)))
+    return theus__eset(e, THEUS_EINVAL, "map '%s': slices must be >= 1 and args an object", name);
+  atomic_fetch_add_explicit(&e->n_exec, 1, memory_order_relaxed);
+  m->snap = theus__snap_get(e);
+  return map_setup(m, key, slices, out, msg, msglen);
+}
+
+static int map_end(theus_engine *e, map_job *m, int rc, const char *msg) {
+  for (uint32_t i = 0; m->out && i < m->n; i++)
+    run_out_fini(e, &m->out[i], 1);
+  free(m->out);
+  free(m->sl);
+  free(m->ranges);
+  if (m->snap)
+    theus__snap_put(m->snap);
+  if (rc)
+    atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
+  return rc ? theus__eset(e, rc, "%s", msg) : 0;
+}
+
 static int map_main(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
                     const json_t *args, const theus_map_out *out, json_t **result, uint64_t *version) {
   char msg[1024] = "";
@@ -1427,19 +1455,14 @@ static int map_main(theus_engine *e, const char *name, const char *key, uint32_t
   if (!name || (!key && !out))
     return theus__eset(e, THEUS_EINVAL, "map: %s is NULL", !name ? "name" : "key");
   map_job m = {.e = e, .reg = -1, .args = args, .mc = {.key = key}};
-  m.c = lookup(e, name, &m.reg, msg, sizeof msg);
-  if (!m.c)
-    return theus__eset(e, THEUS_ENOTFOUND, "map: %s", msg);
   void *ud;
   theus_reducer_fn fn = reducer ? theus__reducer_find(e, reducer, &ud) : NULL;
   if (!fn)
     return theus__eset(e, THEUS_EINVAL, "map '%s': unknown reducer '%s' (sum, min, max, concat or registered)",
                        name, reducer ? reducer : "(null)");
-  if (!slices || (args && !json_is_object(args)))
-    return theus__eset(e, THEUS_EINVAL, "map '%s': slices must be >= 1 and args an object", name);
-  atomic_fetch_add_explicit(&e->n_exec, 1, memory_order_relaxed);
-  m.snap = theus__snap_get(e);
-  int rc = map_setup(&m, key, slices, out, msg, sizeof msg);
+  int rc = map_begin(e, &m, name, key, slices, out, msg, sizeof msg);
+  if (!m.snap)
+    return rc; /* refused before it started: the message is set */
   if (!rc) {
     map_run_all(&m, msg, sizeof msg);
     rc = map_reduce(&m, fn, ud, reducer, result, msg, sizeof msg);
@@ -1449,15 +1472,61 @@ static int map_main(theus_engine *e, const char *name, const char *key, uint32_t
     json_decref(*result);
     *result = NULL;
   }
-  for (uint32_t i = 0; m.out && i < m.n; i++)
-    run_out_fini(e, &m.out[i], 1);
-  free(m.out);
-  free(m.sl);
-  free(m.ranges);
-  theus__snap_put(m.snap);
-  if (rc)
-    atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
-  return rc ? theus__eset(e, rc, "%s", msg) : 0;
+  return map_end(e, &m, rc, msg);
+}
+
+/* The slices' return values as a JSON array in slice order (null: none). */
+static int map_items(map_job *m, uint32_t first, uint32_t total, json_t **items, char *msg, size_t msglen) {
+  json_t *arr = json_array();
+  if (!arr)
+    return THEUS_ENOMEM;
+  for (uint32_t i = 0; i < m->n; i++) {
+    run_out *o = &m->out[i];
+    if (!o->rc && o->patch && json_object_size(o->patch)) {
+      snprintf(o->msg, sizeof o->msg, "contract violation: map slices may not write state outputs");
+      o->rc = THEUS_ECONTRACT;
+    }
+    if (o->rc) {
+      snprintf(msg, msglen, "map '%s' slice %u/%u [%llu, %llu): %.700s", m->c->name, first + i, total,
+               (unsigned long long)m->sl[i].lo, (unsigned long long)m->sl[i].hi, o->msg);
+      json_decref(arr);
+      return o->rc;
+    }
+    if (json_array_append(arr, o->ret ? o->ret : json_null())) {
+      json_decref(arr);
+      return THEUS_ENOMEM;
+    }
+  }
+  *items = arr;
+  return 0;
+}
+
+int theus_engine_map_part(theus_engine *e, const char *name, const char *key, uint32_t slices, uint32_t first,
+                          uint32_t count, const json_t *args, json_t **items) {
+  char msg[1024] = "";
+  THEUS__ENGINE_ARG(e, "map_part");
+  if (!items || !name || !key)
+    return theus__eset(e, THEUS_EINVAL, "map_part: %s is NULL", !items ? "items" : !name ? "name" : "key");
+  *items = NULL;
+  map_job m = {.e = e, .reg = -1, .args = args, .mc = {.key = key}};
+  int rc = map_begin(e, &m, name, key, slices, NULL, msg, sizeof msg);
+  if (!m.snap)
+    return rc;
+  uint32_t total = m.n;
+  if (!rc && (first > total || count > total - first)) {
+    snprintf(msg, sizeof msg, "map '%s': slices [%u, %u) leave the map's %u slices", name, first, first + count,
+             total);
+    rc = THEUS_EINVAL;
+  }
+  if (!rc && !count) {
+    rc = (*items = json_array()) ? 0 : THEUS_ENOMEM;
+  } else if (!rc) { /* run only [first, first + count): the bounds stay those of the whole map */
+    memmove(m.sl, m.sl + first, count * sizeof *m.sl);
+    m.n = count;
+    map_run_all(&m, msg, sizeof msg);
+    rc = map_items(&m, first, total, items, msg, sizeof msg);
+  }
+  return map_end(e, &m, rc, msg);
 }
 
 int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,

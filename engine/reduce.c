@@ -156,3 +156,26 @@ int theus_engine_has_reducer(theus_engine *e, const char *name) {
   void *ud;
   return e && e->opened && name && theus__reducer_find(e, name, &ud) != NULL;
 }
+
+int theus_engine_reduce(theus_engine *e, const char *reducer, const json_t *items, json_t **result) {
+  *result = NULL;
+  void *ud;
+  theus_reducer_fn fn = reducer ? theus__reducer_find(e, reducer, &ud) : NULL;
+  if (!fn)
+    return theus__eset(e, THEUS_EINVAL, "reduce: unknown reducer '%s' (sum, min, max, concat or registered)",
+                       reducer ? reducer : "(null)");
+  if (!json_is_array(items))
+    return theus__eset(e, THEUS_EINVAL, "reduce '%s': items must be a JSON array", reducer);
+  json_t *acc = NULL;
+  size_t i;
+  json_t *item;
+  json_array_foreach(items, i, item) {
+    if (json_is_null(item))
+      continue;
+    if (!(acc = fn(acc, item, ud)))
+      return theus__eset(e, THEUS_EINVAL, "reduce: reducer '%s' cannot combine item %zu (%s)", reducer, i,
+                         json_is_string(item) ? "a string" : "type mismatch");
+  }
+  *result = acc ? acc : json_null();
+  return 0;
+}

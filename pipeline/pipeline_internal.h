@@ -99,6 +99,10 @@ struct theus_pipeline {
   size_t njprocs;
   steplist steps;
   uint32_t default_slices;
+  bool skip_heavy;
+  theus_pipeline_map_fn map_fn;
+  void *map_ud;
+  char hook_msg[PIPE_MSG]; /* the cause map_fn gives when it fails */
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;

@@ -197,7 +197,7 @@ static void heavy_fail(theus_pipeline *p, theus_engine *e, const heavy_spec *h, 
 }
 
 static int create_heavy(theus_pipeline *p, theus_engine *e) {
-  if (!p->nheavy) return 0;
+  if (!p->nheavy || p->skip_heavy) return 0;
   json_t *patch = json_object();
   int rc = patch ? 0 : THEUS_ENOMEM;
   if (rc) snprintf(p->msg, sizeof p->msg, "%s: out of memory creating the heavy arrays", p->path);
@@ -417,12 +417,15 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
       memcpy(mo.shape, s->out_shape, sizeof mo.shape);
       rc = theus_engine_map_into(e, s->process, s->over, s->slices ? s->slices : p->default_slices,
                                  s->reducer ? s->reducer : "concat", s->args, &mo, &result, NULL);
+    } else if (p->map_fn) { /* a host spreads it (the cluster layer) */
+      rc = p->map_fn(e, s->process, s->over, s->slices, s->reducer, s->args, &result, p->hook_msg,
+                     sizeof p->hook_msg, p->map_ud);
     } else {
       rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
                             &result);
     }
     leave_process(p);
-    if (rc) return step_fail(p, s, rc, theus_engine_errmsg(e));
+    if (rc) return step_fail(p, s, rc, p->map_fn && !s->out_key ? p->hook_msg : theus_engine_errmsg(e));
     if (!s->into) {
       json_decref(result);
       return 0;
@@ -455,6 +458,13 @@ static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool
     }
   }
   return 0;
+}
+
+void theus_pipeline_skip_heavy(theus_pipeline *p) { p->skip_heavy = true; }
+
+void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud) {
+  p->map_fn = fn;
+  p->map_ud = ud;
 }
 
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what is missing, then builds theus-c three times (-Werror, ASan+UBSan
+# Installs what is missing, then builds theus-c three times (-Werror with MPI, ASan+UBSan
 # and ThreadSanitizer, each with -Werror) and runs the whole suite in each build
 # (tests/meson.build sets TSAN_OPTIONS: any report fails its test). The ASan
 # build also runs the fault-injection loops (tests/fault, docs/testing.md).
@@ -25,13 +25,16 @@ run_suite() { # build-dir "meson test args" meson-options...
   meson test -C "$dir" --verbose --num-processes 2 --no-rebuild $test_args
 }
 
-run_suite build-werror ""
+# MPI (the cluster layer and its mpirun tests) in the -Werror build; the
+# sanitizer builds go without it (tests/meson.build says why), which keeps the
+# build without MPI tested as well.
+run_suite build-werror "" -Dmpi=enabled
 t0=$SECONDS
 meson test -C build-werror --verbose --num-processes 2 --no-rebuild --suite nofork --timeout-multiplier 4 \
   --wrapper 'valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
 echo "valgrind memcheck (suite nofork): $((SECONDS - t0)) s"
-run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dfault_injection=true
-run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+run_suite build-asan "" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug -Dfault_injection=true -Dmpi=disabled
+run_suite build-tsan "" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug -Dmpi=disabled
 echo "theus-c: fuzzing each harness for ${FUZZ_SECONDS:-10} s on its corpus"
 bash scripts/fuzz.sh all "${FUZZ_SECONDS:-10}"
 # and replay every finding's reproducer (corpus + tests/fuzz/regress) once

@@ -356,6 +356,23 @@ typedef struct theus_map_out {
 THEUS_API int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices,
                                     const char *reducer, const json_t *args, const theus_map_out *out,
                                     json_t **result, uint64_t *version);
+/* Runs only slices [first, first + count) of the map theus_engine_map would
+ * run with the same name, key and slices (same bounds: n = min(slices, rows)
+ * slices; theus_ctx_slice gives each its index out of n) and stores their
+ * return values in *items: a new JSON array, one entry per slice in order,
+ * null for a slice that returned nothing. Lets a host spread one map over
+ * several engines (the cluster layer does) and fold the values with
+ * theus_engine_reduce. Errors as theus_engine_map; THEUS_EINVAL if the range
+ * leaves [0, n). */
+THEUS_API int theus_engine_map_part(theus_engine *e, const char *name, const char *key, uint32_t slices,
+                                    uint32_t first, uint32_t count, const json_t *args, json_t **items);
+
+/* Folds items (a JSON array, e.g. the concatenated theus_engine_map_part
+ * results of every slice) in order with reducer, as theus_engine_map folds
+ * slice values; null entries are skipped. *result gets the value (new
+ * reference; null if there was none). THEUS_EINVAL for an unknown reducer
+ * or values it cannot combine. */
+THEUS_API int theus_engine_reduce(theus_engine *e, const char *reducer, const json_t *items, json_t **result);
 
 /* ---- observability ----------------------------------------------------- */
 

@@ -68,6 +68,24 @@ THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
  * or one whose load failed; out NULL: nothing. */
 THEUS_API void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out);
 
+/* Before theus_pipeline_open_engine: do not create the file's heavy arrays.
+ * For a host that receives them otherwise (a cluster executor gets rank 0's
+ * arrays); steps over them fail until they are published. */
+THEUS_API void theus_pipeline_skip_heavy(theus_pipeline *p);
+
+/* Runs a map step instead of theus_engine_map(e, process, key, slices,
+ * reducer, args, result): 0 and *result (new reference), or a negative code
+ * with the cause written into msg (msglen bytes; the step's failure message
+ * quotes it). slices is the step's "slices", 0 when it gives none
+ * (theus_engine_map would get two per worker). */
+typedef int (*theus_pipeline_map_fn)(theus_engine *e, const char *process, const char *key, uint32_t slices,
+                                     const char *reducer, const json_t *args, json_t **result, char *msg,
+                                     size_t msglen, void *ud);
+
+/* Routes the run's map steps to fn (the cluster layer spreads them over
+ * ranks). NULL restores theus_engine_map. */
+THEUS_API void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud);
+
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
  * (its domain replaced by the pipeline's initial domain; cfg NULL: the
  * engine's defaults with the file's "workers"; cfg->arena NULL: the file's
