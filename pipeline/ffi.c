@@ -209,9 +209,31 @@ static int scalar_from_ld(theus_dtype t, long double v, const char *what, void *
   return 0;
 }
 
+/* A JSON integer into an integer type, without going through long double:
+ * exact everywhere, also where long double is only a double (valgrind
+ * computes x87 arithmetic in 64 bits, so INT64_MAX - 1 would round). */
+static int scalar_from_int(theus_dtype t, int64_t v, const char *what, void *slot, char *err, size_t errlen) {
+  long double lo, hi;
+  if (!int_range(t, &lo, &hi)) return scalar_from_ld(t, (long double)v, what, slot, err, errlen);
+  int64_t ilo = t == THEUS_DTYPE_I64 ? INT64_MIN : (int64_t)lo;
+  int64_t ihi = t == THEUS_DTYPE_I64 || t == THEUS_DTYPE_U64 ? INT64_MAX : (int64_t)hi;
+  if (v < ilo || v > ihi) return scalar_from_ld(t, (long double)v, what, slot, err, errlen); /* the range message */
+  switch (t) {
+  case THEUS_DTYPE_U8: *(uint8_t *)slot = (uint8_t)v; break;
+  case THEUS_DTYPE_U16: *(uint16_t *)slot = (uint16_t)v; break;
+  case THEUS_DTYPE_U32: *(uint32_t *)slot = (uint32_t)v; break;
+  case THEUS_DTYPE_U64: *(uint64_t *)slot = (uint64_t)v; break;
+  case THEUS_DTYPE_I8: *(int8_t *)slot = (int8_t)v; break;
+  case THEUS_DTYPE_I16: *(int16_t *)slot = (int16_t)v; break;
+  case THEUS_DTYPE_I32: *(int32_t *)slot = (int32_t)v; break;
+  default: *(int64_t *)slot = v; break;
+  }
+  return 0;
+}
+
 int theus__ffi_scalar_from_json(theus_dtype t, const json_t *v, const char *what, void *slot, char *err,
                                 size_t errlen) {
-  if (json_is_integer(v)) return scalar_from_ld(t, (long double)json_integer_value(v), what, slot, err, errlen);
+  if (json_is_integer(v)) return scalar_from_int(t, (int64_t)json_integer_value(v), what, slot, err, errlen);
   if (json_is_real(v)) return scalar_from_ld(t, (long double)json_real_value(v), what, slot, err, errlen);
   const char *kind = !v ? "missing" : json_is_boolean(v) ? "a boolean" : json_is_string(v) ? "a string"
                      : json_is_null(v) ? "null" : json_is_array(v) ? "an array" : "an object";
@@ -234,12 +256,21 @@ static bool parse_literal(const char *s, double *out) {
   return *end == '\0';
 }
 
-static bool valid_name(const char *s, size_t n) {
-  if (n == 0) return false;
-  for (size_t i = 0; i < n; i++)
-    if (!(isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-' || (s[i] == '.' && i && i + 1 < n)))
-      return false;
-  return true;
+/* A binding reads a state path its contract will name as an input, so it
+ * must be one theus_path_check accepts (heavy.KEY is one key; domain fields
+ * start with a letter or '_'), and one value, not a '*' pattern. */
+static int check_bind_path(const theus__ffi_bind *b, unsigned i, const char *arg, const char *sigtext, char *err,
+                           size_t errlen) {
+  char *full, why[256] = "";
+  if (!b->path || asprintf(&full, "%s.%s", b->kind == THEUS_FFI_BIND_DOMAIN ? "domain" : "heavy", b->path) < 0)
+    return theus__errf(err, errlen, THEUS_ENOMEM, "argument %u of \"%s\": out of memory", i + 1, sigtext);
+  int bad = theus_path_check(full, why, sizeof why);
+  if (!bad && strchr(full, '*')) snprintf(why, sizeof why, "'*' is a pattern, an argument reads one value");
+  free(full);
+  if (why[0])
+    return theus__errf(err, errlen, THEUS_EINVAL, "argument %u of \"%s\" is bound to \"%s\", not a valid state path: %s",
+                       i + 1, sigtext, arg, why);
+  return 0;
 }
 
 /* Parses one argument binding and checks it against its type. */
@@ -266,9 +297,8 @@ static int bind_one(theus__ffi_bind *b, theus__ffi_type t, unsigned i, const cha
                 "number",
                 i + 1, sigtext, arg ? arg : "(null)");
   }
-  if (b->kind != THEUS_FFI_BIND_LITERAL && (!b->path || !valid_name(b->path, strlen(b->path))))
-    return theus__errf(err, errlen, THEUS_EINVAL, "argument %u of \"%s\": \"%s\" is not a valid state path", i + 1,
-                sigtext, arg);
+  int rc = b->kind == THEUS_FFI_BIND_LITERAL ? 0 : check_bind_path(b, i, arg, sigtext, err, errlen);
+  if (rc) return rc;
   if (t.ptr != (b->kind == THEUS_FFI_BIND_ARRAY))
     return theus__errf(err, errlen, THEUS_EINVAL,
                 "argument %u of \"%s\" is %s but is bound to \"%s\"; %s", i + 1, sigtext, tn, arg,
@@ -286,22 +316,26 @@ static int bind_one(theus__ffi_bind *b, theus__ffi_type t, unsigned i, const cha
   return 0;
 }
 
+/* *bad gets the index of the output refused. */
 static int check_outputs(theus__ffi_proc *p, const char *sigtext, const char *const *outputs, size_t noutputs,
-                         char *err, size_t errlen) {
+                         int *bad, char *err, size_t errlen) {
   for (size_t i = 0; i < noutputs; i++) {
     const char *o = outputs[i];
     if (o && strncmp(o, "domain.", 7) == 0) {
-      if (!p->ret_output && p->sig.ret.type) p->ret_output = strdup(o);
+      if (!p->ret_output && p->sig.ret.type && !(p->ret_output = strdup(o)))
+        return theus__errf(err, errlen, THEUS_ENOMEM, "output \"%s\" of \"%s\": out of memory", o, sigtext);
       continue;
     }
-    bool bound = false;
-    for (unsigned a = 0; o && a < p->sig.nargs; a++)
+    bool bound = false; /* the prefix first: o may be shorter than "heavy." */
+    for (unsigned a = 0; o && strncmp(o, "heavy.", 6) == 0 && a < p->sig.nargs; a++)
       bound |= p->binds[a].kind == THEUS_FFI_BIND_ARRAY && strcmp(p->binds[a].path, o + 6) == 0;
-    if (!o || strncmp(o, "heavy.", 6) != 0 || !bound)
+    if (!bound) {
+      *bad = (int)i;
       return theus__errf(err, errlen, THEUS_EINVAL,
                   "output \"%s\" of \"%s\": a typed process writes domain.PATH (its return value) or a heavy.KEY "
                   "that is also one of its T* arguments",
                   o ? o : "(null)", sigtext);
+    }
   }
   if (p->sig.ret.type && !p->ret_output)
     return theus__errf(err, errlen, THEUS_EINVAL,
@@ -315,8 +349,8 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
                          size_t nargs, const char *const *outputs, size_t noutputs, char *err, size_t errlen) {
   memset(p, 0, sizeof *p);
   p->fn = fn;
-  int rc = theus__ffi_sig_parse(signature, &p->sig, err, errlen);
-  if (rc) return rc;
+  int rc = theus__ffi_sig_parse(signature, &p->sig, err, errlen), bad_arg = -1, bad_output = -1;
+  if (rc) goto out;
   if (!fn) {
     rc = theus__errf(err, errlen, THEUS_EINVAL, "typed process \"%s\": NULL function", signature);
     goto out;
@@ -329,6 +363,7 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
   for (unsigned i = 0; i < p->sig.nargs && !rc; i++) {
     rc = bind_one(&p->binds[i], p->sig.args[i], i, args[i], signature, outputs, noutputs, err, errlen);
     p->atypes[i] = ffi_of(p->sig.args[i]);
+    if (rc) bad_arg = (int)i;
   }
   /* The length rule: an integer bound to a value right after an array describes that array. */
   for (unsigned i = 1; i < p->sig.nargs && !rc; i++) {
@@ -337,11 +372,15 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
         (b->kind == THEUS_FFI_BIND_DOMAIN || b->kind == THEUS_FFI_BIND_LITERAL))
       p->binds[i].len_of = i; /* 1 + index of the array: i - 1 + 1 */
   }
-  if (!rc) rc = check_outputs(p, signature, outputs, noutputs, err, errlen);
+  if (!rc) rc = check_outputs(p, signature, outputs, noutputs, &bad_output, err, errlen);
   if (!rc && ffi_prep_cif(&p->cif, FFI_DEFAULT_ABI, p->sig.nargs, ffi_of(p->sig.ret), p->atypes) != FFI_OK)
     rc = theus__errf(err, errlen, THEUS_EINVAL, "libffi refused the signature \"%s\"", signature);
 out:
-  if (rc) theus__ffi_proc_fini(p);
+  if (rc) {
+    theus__ffi_proc_fini(p);
+    p->bad_arg = bad_arg;
+    p->bad_output = bad_output;
+  }
   return rc;
 }
 
@@ -539,9 +578,11 @@ static int ctx_array(void *ud, const char *key, bool writable, theus_array_info 
 
 static json_t *ctx_domain(void *ud, const char *path) {
   ctx_env *ce = ud;
-  char full[512];
-  if ((size_t)snprintf(full, sizeof full, "domain.%s", path) >= sizeof full) return NULL;
-  return (json_t *)theus_ctx_get(ce->ctx, full);
+  char *full;
+  if (asprintf(&full, "domain.%s", path) < 0) return NULL;
+  json_t *v = (json_t *)theus_ctx_get(ce->ctx, full);
+  free(full);
+  return v;
 }
 
 int theus__ffi_process(theus_ctx *ctx) {
@@ -568,14 +609,20 @@ int theus__ffi_process(theus_ctx *ctx) {
 }
 
 static int strv_add(char ***v, size_t *n, const char *prefix, const char *path) {
-  char buf[512];
-  snprintf(buf, sizeof buf, "%s%s", prefix, path);
+  char *full;
+  if (asprintf(&full, "%s%s", prefix, path) < 0) return THEUS_ENOMEM;
   for (size_t i = 0; i < *n; i++)
-    if (strcmp((*v)[i], buf) == 0) return 0;
+    if (strcmp((*v)[i], full) == 0) {
+      free(full);
+      return 0;
+    }
   char **nv = realloc(*v, (*n + 2) * sizeof *nv);
-  if (!nv) return THEUS_ENOMEM;
+  if (!nv) {
+    free(full);
+    return THEUS_ENOMEM;
+  }
   *v = nv;
-  if (!(nv[*n] = strdup(buf))) return THEUS_ENOMEM;
+  nv[*n] = full;
   nv[++*n] = NULL;
   return 0;
 }

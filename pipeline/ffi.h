@@ -72,6 +72,7 @@ typedef struct theus__ffi_proc {
   char *ret_output; /* full output path ("domain.x") of the return value, or NULL */
   ffi_cif cif;
   ffi_type *atypes[THEUS_FFI_MAX_ARGS];
+  int bad_arg, bad_output; /* after a failed init: the binding or output refused, else -1 */
 } theus__ffi_proc;
 
 /* How the caller gives the call its state. array() fills *info for a heavy
@@ -94,8 +95,10 @@ const char *theus__ffi_type_name(theus__ffi_type t, char buf[16]);
 /* Builds a typed process from a signature, argument bindings and outputs
  * (full paths; an argument bound to heavy.KEY is writable iff heavy.KEY is an
  * output; the return value goes to the first domain output). Checks every
- * binding against the signature; THEUS_EINVAL/THEUS_EPARSE with a message
- * naming the argument and the fix otherwise. fini() must be called on success. */
+ * binding against the signature (a bound state path must pass theus_path_check
+ * and be no pattern); THEUS_EINVAL/THEUS_EPARSE with a message naming the
+ * argument and the fix otherwise, and p->bad_arg / p->bad_output saying which
+ * binding or output was refused (-1: none). fini() must be called on success. */
 int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signature,
                          const char *const *args, size_t nargs, const char *const *outputs, size_t noutputs,
                          char *err, size_t errlen);

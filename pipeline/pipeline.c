@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "base.h" /* theus__near */
+#include "base.h" /* theus__near, theus__json_load */
 #include "pipeline_internal.h"
 
 /* ---- messages ------------------------------------------------------------ */
@@ -21,12 +21,33 @@ static int vpipe_err(theus_pipeline *p, int line, int col, int code, const char 
   return code;
 }
 
+/* Appends a plugin path (from the file or theus_pipeline_add_plugin). */
+static int add_plugin(theus_pipeline *p, const char *path) {
+  plugin *v = realloc(p->plugins, (p->nplugins + 1) * sizeof *v);
+  if (!v) return THEUS_ENOMEM;
+  p->plugins = v;
+  v[p->nplugins] = (plugin){0};
+  if (!(v[p->nplugins].path = strdup(path))) return THEUS_ENOMEM;
+  p->nplugins++;
+  return 0;
+}
+
 int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fmt, ...) {
   int line, col;
   theus__pos_lookup(&p->pos, ptr, key, &line, &col);
   va_list ap;
   va_start(ap, fmt);
   int rc = vpipe_err(p, line, col, THEUS_EPARSE, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int theus__pipe_err_code(theus_pipeline *p, int code, const char *ptr, bool key, const char *fmt, ...) {
+  int line, col;
+  theus__pos_lookup(&p->pos, ptr, key, &line, &col);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vpipe_err(p, line, col, code == THEUS_ENOMEM || code == THEUS_ESYS ? code : THEUS_EPARSE, fmt, ap);
   va_end(ap);
   return rc;
 }
@@ -231,7 +252,7 @@ static int load_plugins(theus_pipeline *p, const json_t *v) {
       return theus__pipe_err(p, ip, false, "plugins[%zu] must be a path string, found %s", i,
                              theus__pipe_type_name(it));
     char *path = theus__pipe_resolve(p, json_string_value(it));
-    int rc = path ? theus_pipeline_add_plugin(p, path) : THEUS_ENOMEM;
+    int rc = path ? add_plugin(p, path) : THEUS_ENOMEM;
     free(path);
     if (rc) return rc;
     snprintf(p->plugins[p->nplugins - 1].ptr, PIPE_PTR, "%s", ip);
@@ -248,26 +269,27 @@ static bool valid_key(const char *k) {
   return true;
 }
 
-static int heavy_shape(theus_pipeline *p, heavy_spec *h, const json_t *v, const char *ptr) {
+int theus__pipe_shape(theus_pipeline *p, const char *key, theus_dtype dtype, const json_t *v, const char *ptr,
+                      unsigned *ndim, uint64_t *shape) {
   const char *fix = "give \"shape\" as a positive integer or an array of 1 to 8 of them, e.g. [1024, 3]";
   if (json_is_integer(v)) {
-    h->ndim = 1;
-    h->shape[0] = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+    *ndim = 1;
+    shape[0] = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
   } else if (json_is_array(v) && json_array_size(v) >= 1 && json_array_size(v) <= THEUS_MAX_DIMS) {
-    h->ndim = (unsigned)json_array_size(v);
-    for (unsigned d = 0; d < h->ndim; d++) {
+    *ndim = (unsigned)json_array_size(v);
+    for (unsigned d = 0; d < *ndim; d++) {
       json_t *x = json_array_get(v, d);
-      h->shape[d] = json_is_integer(x) && json_integer_value(x) > 0 ? (uint64_t)json_integer_value(x) : 0;
+      shape[d] = json_is_integer(x) && json_integer_value(x) > 0 ? (uint64_t)json_integer_value(x) : 0;
     }
   } else {
-    return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", h->key, fix);
+    return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", key, fix);
   }
-  uint64_t total = theus_dtype_size(h->dtype);
-  for (unsigned d = 0; d < h->ndim; d++) {
-    if (h->shape[d] == 0) return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", h->key, fix);
-    if (total > UINT64_MAX / h->shape[d])
-      return theus__pipe_err(p, ptr, false, "heavy.%s: the shape overflows 64 bits; make it smaller", h->key);
-    total *= h->shape[d];
+  uint64_t total = dtype ? theus_dtype_size(dtype) : 8;
+  for (unsigned d = 0; d < *ndim; d++) {
+    if (shape[d] == 0) return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", key, fix);
+    if (total > UINT64_MAX / shape[d])
+      return theus__pipe_err(p, ptr, false, "heavy.%s: the shape overflows 64 bits; make it smaller", key);
+    total *= shape[d];
   }
   return 0;
 }
@@ -380,7 +402,7 @@ static int heavy_one(theus_pipeline *p, heavy_spec *h, const char *key, const js
   theus__pipe_child(fp, ptr, "fill", 0);
   if (!rc && !json_object_get(v, "shape"))
     rc = theus__pipe_err(p, ptr, false, "heavy.%s has no \"shape\"; add e.g. \"shape\": [1024]", key);
-  if (!rc) rc = heavy_shape(p, h, json_object_get(v, "shape"), sp);
+  if (!rc) rc = theus__pipe_shape(p, h->key, h->dtype, json_object_get(v, "shape"), sp, &h->ndim, h->shape);
   if (!rc) rc = heavy_fill(p, h, json_object_get(v, "fill"), fp);
   return rc;
 }
@@ -460,6 +482,20 @@ static int get_not_lengths(theus_pipeline *p, const json_t *v, const char *ptr, 
   return 0;
 }
 
+/* A typed process refused by theus__ffi_proc_init: the message at the binding
+ * or output refused, else at the signature (a syntax error) or the args. */
+static int typed_err(theus_pipeline *p, const typed_proc *t, int rc, const char *ptr, const char *err) {
+  char at[PIPE_PTR], list[PIPE_PTR];
+  const char *key = t->ffi.bad_output >= 0 ? "outputs" : rc == THEUS_EPARSE && t->ffi.bad_arg < 0 ? "signature" : "args";
+  theus__pipe_child(list, ptr, key, 0);
+  int index = t->ffi.bad_output >= 0 ? t->ffi.bad_output : t->ffi.bad_arg;
+  if (index >= 0)
+    theus__pipe_child(at, list, NULL, (size_t)index);
+  else
+    snprintf(at, sizeof at, "%s", list);
+  return theus__pipe_err_code(p, rc, at, false, "process \"%s\": %s", t->name, err);
+}
+
 static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const char *ptr) {
   static const char *const allowed[] = {"name", "symbol", "signature", "args", "outputs", "parallel",
                                         "timeout_ms", "description", "not_lengths", NULL};
@@ -469,11 +505,10 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "symbol", false, "the C function to call", &t->symbol);
   if (!rc && !t->symbol && !(t->symbol = strdup(t->name))) rc = THEUS_ENOMEM;
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "signature", true, "e.g. \"void(f32*, u64, f64)\"", &t->signature);
-  char ap[PIPE_PTR], op[PIPE_PTR], pp[PIPE_PTR], sp[PIPE_PTR];
+  char ap[PIPE_PTR], op[PIPE_PTR], pp[PIPE_PTR];
   theus__pipe_child(ap, ptr, "args", 0);
   theus__pipe_child(op, ptr, "outputs", 0);
   theus__pipe_child(pp, ptr, "parallel", 0);
-  theus__pipe_child(sp, ptr, "signature", 0);
   if (!rc) rc = strv_from_json(p, json_object_get(v, "args"), ap, "args", true, &t->args);
   if (!rc) rc = strv_from_json(p, json_object_get(v, "outputs"), op, "outputs", false, &t->outputs);
   json_t *par = json_object_get(v, "parallel");
@@ -489,7 +524,7 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   char err[THEUS_FFI_ERRLEN];
   rc = theus__ffi_proc_init(&t->ffi, noop_fn, t->signature, (const char *const *)t->args, theus__pipe_strv_len(t->args),
                             (const char *const *)t->outputs, theus__pipe_strv_len(t->outputs), err, sizeof err);
-  if (rc) return theus__pipe_err(p, rc == THEUS_EPARSE ? sp : ap, false, "process \"%s\": %s", t->name, err);
+  if (rc) return typed_err(p, t, rc, ptr, err);
   if ((rc = theus__ffi_proc_not_length(&t->ffi, t->not_lengths, err, sizeof err))) {
     char np[PIPE_PTR];
     theus__pipe_child(np, ptr, "not_lengths", 0);
@@ -545,8 +580,9 @@ static int read_text(theus_pipeline *p) {
     return THEUS_EPARSE;
   }
   if (!f) {
-    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(errno));
-    return THEUS_EPARSE;
+    int e = errno; /* out of descriptors or memory is no fault of the file */
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(e));
+    return e == ENOMEM ? THEUS_ENOMEM : e == EMFILE || e == ENFILE ? THEUS_ESYS : THEUS_EPARSE;
   }
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
@@ -559,7 +595,10 @@ static int read_text(theus_pipeline *p) {
   }
   int rerr = ferror(f) ? errno : 0;
   fclose(f);
-  if (!buf) return THEUS_ENOMEM;
+  if (!buf) {
+    snprintf(p->msg, sizeof p->msg, "%s: out of memory reading the pipeline file", p->path);
+    return THEUS_ENOMEM;
+  }
   if (rerr) {
     free(buf);
     snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot read the pipeline file: %s", p->path, strerror(rerr));
@@ -568,13 +607,17 @@ static int read_text(theus_pipeline *p) {
   buf[n] = '\0';
   p->text = buf;
   json_error_t je;
-  p->root = json_loadb(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+  int rc = 0;
+  p->root = theus__json_load(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je, &rc);
   if (!p->root) {
-    snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
-    return THEUS_EPARSE;
+    if (rc == THEUS_ENOMEM)
+      snprintf(p->msg, sizeof p->msg, "%s: out of memory parsing the pipeline file", p->path);
+    else
+      snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
+    return rc;
   }
   char err[256];
-  int rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
+  rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
   if (rc) snprintf(p->msg, sizeof p->msg, "%s:%s", p->path, err);
   return rc;
 }
@@ -627,22 +670,27 @@ int theus_pipeline_load(const char *path, theus_pipeline **out) {
     strcpy(p->dir, ".");
   int rc = load_all(p);
   if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: %s", path, theus_strerror(rc));
+  p->loaded = rc == 0;
   return rc;
 }
 
 int theus_pipeline_add_plugin(theus_pipeline *p, const char *path) {
-  plugin *v = realloc(p->plugins, (p->nplugins + 1) * sizeof *v);
-  if (!v) return THEUS_ENOMEM;
-  p->plugins = v;
-  v[p->nplugins] = (plugin){0};
-  if (!(v[p->nplugins].path = strdup(path))) return THEUS_ENOMEM;
-  p->nplugins++;
-  return 0;
+  THEUS__PIPE_ARG(p, "theus_pipeline_add_plugin");
+  if (!path) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_add_plugin: the path is NULL");
+    return THEUS_EINVAL;
+  }
+  return add_plugin(p, path);
 }
 
 int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   int rc = 0;
-  if (!value) return THEUS_EINVAL;
+  if (!p || !p->loaded || !path || !value) {
+    json_decref(value); /* stolen, as on every other failure */
+    THEUS__PIPE_ARG(p, "theus_pipeline_set");
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_set: the %s is NULL", path ? "value" : "path");
+    return THEUS_EINVAL;
+  }
   if (strncmp(path, "domain.", 7) != 0 || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     snprintf(p->msg, sizeof p->msg, "theus_pipeline_set %s: the path must look like domain.field or domain.a.b", path);
     json_decref(value);
@@ -669,15 +717,32 @@ int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   return rc ? THEUS_ENOMEM : 0;
 }
 
-int theus_pipeline_workers(const theus_pipeline *p) { return p->workers; }
+int theus_pipeline_workers(const theus_pipeline *p) { return p && p->loaded ? p->workers : -2; }
 
-void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) { *out = p->arena; }
-uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p->ops; }
+void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) {
+  if (!out) return;
+  if (p && p->loaded) *out = p->arena;
+  else *out = (theus_arena_config){0};
+}
+uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p ? p->ops : 0; }
 const char *theus_pipeline_errmsg(const theus_pipeline *p) { return p ? p->msg : "no pipeline"; }
 
 void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud) {
+  if (!p) return;
   p->progress = fn;
   p->progress_ud = ud;
+}
+
+void theus_pipeline_on_enter(theus_pipeline *p, theus_pipeline_where_fn fn, void *ud) {
+  if (!p) return;
+  p->enter = fn;
+  p->enter_ud = ud;
+}
+
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local) {
+  if (!p->enter) return;
+  theus_pipeline_where w = {code, plugin, process, local};
+  p->enter(&w, p->enter_ud);
 }
 
 static void typed_free(typed_proc *t) {

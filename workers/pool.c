@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +47,10 @@ struct theus_pool {
   theus__output *out; /* the output thread (THEUS_OUTPUT_FORWARD), or NULL */
   uintptr_t (*image)[2]; /* executable segments loaded when the pool started */
   size_t nimage;
+  const theus_arena *arena;
+  int win_fd;                /* control socket to the fork server (write windows), or -1 */
+  pthread_mutex_t win_lock;  /* one write window at a time; held from open to close */
+  uint64_t win_gen;          /* under win_lock */
   theus__err err;
 };
 
@@ -63,6 +68,7 @@ const char *theus_pool_errmsg(const theus_pool *p) {
 }
 
 void theus_pool_config_init(theus_pool_config *cfg) {
+  if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   unsigned n = theus__os_cpus(); /* the CPUs this process may use, not those online */
   cfg->nworkers = n > THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : n;
@@ -173,6 +179,8 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   c->spin_us = cfg->spin_us;
   c->keep_core = cfg->keep_core_dumps;
   c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
+  c->arena_rw_fd = cfg->arena ? theus_arena_rw_fd(cfg->arena) : -1;
+  c->win_fd = -1;
   c->orch_pid = getpid();
   c->unsandboxed = cfg->unsandboxed;
   c->out_mode = cfg->output;
@@ -237,6 +245,8 @@ int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   if (!p) return THEUS_ENOMEM;
   theus__err_init(&p->err);
   p->pidfd = -1;
+  p->win_fd = -1;
+  pthread_mutex_init(&p->win_lock, NULL);
   *out = p;
   int rc = check_config(p, cfg);
   if (rc < 0) return rc;
@@ -252,15 +262,23 @@ int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   }
   if (dl_iterate_phdr(collect_image, p) != 0) return set_err(p, THEUS_ENOMEM, "theus_pool_open: out of memory");
   if ((rc = map_ctl(p, cfg)) < 0) return rc;
+  p->arena = cfg->arena;
   if (cfg->output == THEUS_OUTPUT_FORWARD) {
     char err[THEUS_POOL_ERRMSG_MAX];
     if ((rc = theus__output_open(p->ctl, p->n, cfg->output_fn, cfg->output_ud, &p->out, err, sizeof err)) < 0)
       return set_err(p, rc, "%s", err);
   }
-  if ((rc = launch(p)) < 0) return rc;
+  int sv[2] = {-1, -1};
+  if (p->ctl->arena_rw_fd >= 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0) {
+    p->win_fd = sv[0];
+    p->ctl->win_fd = sv[1];
+  }
+  rc = launch(p);
+  if (sv[1] >= 0) close(sv[1]); /* the fork server has its copy */
+  if (rc < 0) return rc;
   char err[THEUS_POOL_ERRMSG_MAX];
   if ((rc = theus__output_run(p->out, err, sizeof err)) < 0) return set_err(p, rc, "%s", err);
-  return 0;
+  return rc;
 }
 
 int theus_pool_close(theus_pool *p, int cancel_running) {
@@ -280,6 +298,8 @@ int theus_pool_close(theus_pool *p, int cancel_running) {
   }
   theus__output_stop(p->out); /* after the fork server: it and its workers wrote all they will */
   if (p->pidfd >= 0) close(p->pidfd);
+  if (p->win_fd >= 0) close(p->win_fd);
+  pthread_mutex_destroy(&p->win_lock);
   if (p->ctl) theus__os_unmap(p->ctl, p->ctl->total);
   if (p->ws)
     for (unsigned w = 0; w < p->n; w++) pthread_mutex_destroy(&p->ws[w].lock);
@@ -317,6 +337,7 @@ typedef struct chunk_shape {
   uint32_t nitems, item_arg, item_res, common_len;
   const void *common;
   uint32_t flags; /* THEUS_TASK_* (a plain task with flags rides here too, nitems 0) */
+  uint64_t win_gen, win_lo, win_hi; /* THEUS__TASK_WINDOW */
 } chunk_shape;
 
 static void fill_slot(theus__slot *s, const theus_task_desc *d, const chunk_shape *cs) {
@@ -360,6 +381,9 @@ static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t 
     s->item_res = cs->item_res;
     s->flags = cs->flags;
     s->item_common = cs->common_len;
+    s->win_gen = cs->win_gen;
+    s->win_lo = cs->win_lo;
+    s->win_hi = cs->win_hi;
   }
   s->seq = tail;
   atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
@@ -627,6 +651,7 @@ typedef struct map_run {
   const theus_map_desc *m;
   size_t chunk, nfailed;
   int first;
+  uint64_t win_gen; /* the open write window, or 0 */
 } map_run;
 
 /* Copies chunk k's statuses and results out of its slot. */
@@ -659,10 +684,96 @@ static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *
                        .keys = m->keys, .timeout_ms = m->timeout_ms};
   chunk_shape cs = {.nitems = (uint32_t)n, .item_arg = (uint32_t)m->arg_size, .item_res = (uint32_t)m->result_size,
                     .common_len = (uint32_t)m->common_size, .common = m->common, .flags = m->flags};
+  if (mr->win_gen) { /* the union of the items' ranges; window chunks always run sandboxed */
+    cs.flags |= THEUS_TASK_SANDBOX | THEUS__TASK_WINDOW;
+    cs.win_gen = mr->win_gen;
+    cs.win_lo = UINT64_MAX;
+    for (size_t i = lo; i < lo + n; i++) {
+      cs.win_lo = m->window_ranges[2 * i] < cs.win_lo ? m->window_ranges[2 * i] : cs.win_lo;
+      cs.win_hi = m->window_ranges[2 * i + 1] > cs.win_hi ? m->window_ranges[2 * i + 1] : cs.win_hi;
+    }
+  }
   unsigned w = 0;
   int rc = place(p, &d, &cs, tk, &w);
   if (rc == 0) wake_worker(p, w);
   return rc;
+}
+
+/* One command to the fork server and its answer (the generation, or 0). */
+static int win_call(theus_pool *p, const theus__wincmd *cmd, uint64_t *answer) {
+  if (send(p->win_fd, cmd, sizeof *cmd, MSG_NOSIGNAL) != (ssize_t)sizeof *cmd)
+    return set_err(p, THEUS_ECRASH, "theus_pool_map: the fork server does not take window commands: %s",
+                   strerror(errno));
+  ssize_t n;
+  while ((n = recv(p->win_fd, answer, sizeof *answer, 0)) < 0 && errno == EINTR) {
+  }
+  if (n != (ssize_t)sizeof *answer)
+    return set_err(p, THEUS_ECRASH, "theus_pool_map: the fork server died while %s a write window",
+                   cmd->len ? "opening" : "closing");
+  return 0;
+}
+
+/* Checks the window and its ranges, takes the pool's window lock and has the
+ * fork server record the window (workers forked from now on for its tasks
+ * map it). On failure the lock is not held. */
+static int win_open(theus_pool *p, const theus_map_desc *m, uint64_t *gen) {
+  uint64_t off = 0, len = 0;
+  if (p->win_fd < 0 || !p->arena)
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: write windows need a pool with an arena it owns");
+  if (!m->window_ranges && m->count)
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: a write window needs window_ranges");
+  if (theus_arena_file_range(p->arena, m->window, &off, &len) < 0)
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: write window: %s", theus_arena_errmsg(p->arena));
+  uint64_t page = theus__os_page_size();
+  for (size_t i = 0; i < m->count; i++) {
+    uint64_t lo = m->window_ranges[2 * i], hi = m->window_ranges[2 * i + 1];
+    if (lo % page || lo > hi || hi > len)
+      return set_err(p, THEUS_EINVAL, "theus_pool_map: item %zu may write bytes [%llu, %llu) of a %llu-byte window: "
+                     "the low end must be page-aligned (%llu) and the range inside", i, (unsigned long long)lo,
+                     (unsigned long long)hi, (unsigned long long)len, (unsigned long long)page);
+  }
+  pthread_mutex_lock(&p->win_lock);
+  theus__wincmd cmd = {++p->win_gen, off, len};
+  uint64_t got = 0;
+  int rc = win_call(p, &cmd, &got);
+  if (rc == 0 && got != cmd.gen)
+    rc = set_err(p, THEUS_ENOMEM, "theus_pool_map: the fork server could not reserve address space for a %llu-byte "
+                 "write window", (unsigned long long)len);
+  if (rc < 0) {
+    pthread_mutex_unlock(&p->win_lock);
+    return rc;
+  }
+  *gen = cmd.gen;
+  return 0;
+}
+
+/* Closes the window: returns once every worker forked with it is dead. */
+static int win_close(theus_pool *p, uint64_t gen) {
+  theus__wincmd cmd = {gen, 0, 0};
+  uint64_t got = 0;
+  int rc = win_call(p, &cmd, &got);
+  pthread_mutex_unlock(&p->win_lock);
+  return rc;
+}
+
+static int map_loop(theus_pool *p, map_run *mr) {
+  const theus_map_desc *m = mr->m;
+  size_t nchunks = (m->count + mr->chunk - 1) / mr->chunk, sent = 0, got = 0;
+  enum { WIN = 1024 };
+  theus_ticket tk[WIN];
+  int rc;
+  while (got < nchunks) {
+    rc = 0;
+    while (sent < nchunks && sent - got < WIN && (rc = map_submit_chunk(p, mr, sent, &tk[sent % WIN])) == 0) sent++;
+    if (sent == got) return rc; /* nothing in flight and nothing queued: the pool says why */
+    theus__slot *s;
+    if ((rc = wait_done(p, tk[got % WIN], -1, &s)) < 0) return rc;
+    map_collect(p, mr, got, s);
+    release_slot(p, tk[got % WIN], s);
+    got++;
+    if (m->progress_fn) m->progress_fn(got == nchunks ? m->count : got * mr->chunk, m->count, m->progress_ud);
+  }
+  return 0;
 }
 
 int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
@@ -675,21 +786,14 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   if (rc == 0 && m->count && ((m->arg_size && !m->args) || (m->result_size && !m->results)))
     rc = set_err(p, THEUS_EINVAL, "theus_pool_map: args or results is NULL with a nonzero item size");
   if (rc == 0) rc = map_chunk_size(p, m, &mr.chunk);
+  if (rc == 0 && m->window) rc = win_open(p, m, &mr.win_gen);
   if (rc < 0) return rc;
-  size_t nchunks = (m->count + mr.chunk - 1) / mr.chunk, sent = 0, got = 0;
-  enum { WIN = 1024 };
-  theus_ticket tk[WIN];
-  while (got < nchunks) {
-    rc = 0;
-    while (sent < nchunks && sent - got < WIN && (rc = map_submit_chunk(p, &mr, sent, &tk[sent % WIN])) == 0) sent++;
-    if (sent == got) return rc; /* nothing in flight and nothing queued: the pool says why */
-    theus__slot *s;
-    if ((rc = wait_done(p, tk[got % WIN], -1, &s)) < 0) return rc;
-    map_collect(p, &mr, got, s);
-    release_slot(p, tk[got % WIN], s);
-    got++;
-    if (m->progress_fn) m->progress_fn(got == nchunks ? m->count : got * mr.chunk, m->count, m->progress_ud);
+  rc = map_loop(p, &mr);
+  if (mr.win_gen) {
+    int crc = win_close(p, mr.win_gen);
+    rc = rc < 0 ? rc : crc;
   }
+  if (rc < 0) return rc;
   if (nfailed) *nfailed = mr.nfailed;
   return mr.first;
 }

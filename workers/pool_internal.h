@@ -29,6 +29,19 @@ enum { THEUS__START_PENDING = 0, THEUS__START_UP = 1, THEUS__START_FAILED = 2 };
 #define THEUS__OUT_NONCE 16 /* hex digits of the output marker's nonce */
 #define THEUS__OUT_LABEL 64 /* bytes of a task label in a marker, NUL included */
 
+/* Internal slot flag beside THEUS_TASK_*: the chunk writes the pool's open
+ * write window (docs/workers.md, "Write windows"). */
+#define THEUS__TASK_WINDOW 0x100u
+
+/* A write window: pages [off, off + len) of the arena's memfd that the map
+ * with generation gen fills (gen 0: none). Sent by the orchestrator to the
+ * fork server over the control socket; len 0 closes window gen. The fork
+ * server answers with gen once done (for a close: once no worker holding it
+ * is alive). */
+typedef struct theus__wincmd {
+  uint64_t gen, off, len;
+} theus__wincmd;
+
 /* The first cache line is everything a round trip touches. */
 typedef struct theus__slot {
   _Atomic uint32_t state;
@@ -51,6 +64,8 @@ typedef struct theus__slot {
   uint32_t flags;     /* THEUS_TASK_* from the descriptor */
   uint32_t item_common; /* map: bytes common to every item at the start of arg */
   uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
+  uint64_t win_gen;          /* THEUS__TASK_WINDOW: the window it writes, and the bytes [win_lo, win_hi) */
+  uint64_t win_lo, win_hi;   /* of it that its items may write (win_lo page-aligned) */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];
@@ -77,6 +92,8 @@ typedef struct theus__ctl {
   uint32_t spin_us;
   int32_t keep_core;
   int32_t arena_fd; /* read-only memfd descriptor, or -1 */
+  int32_t arena_rw_fd; /* read-write descriptor, kept by the fork server only (write windows), or -1 */
+  int32_t win_fd;      /* the fork server's end of the window control socket, or -1 */
   int32_t orch_pid;
   int32_t unsandboxed; /* theus_pool_config.unsandboxed: no pool sandbox layer */
   _Atomic uint32_t start_state; /* futex word: THEUS__START_* */
@@ -121,8 +138,17 @@ static inline void theus__slot_finish(theus__slot *s) {
 /* Fork server: never returns. */
 _Noreturn void theus__forksrv_main(theus__ctl *c);
 /* Worker: never returns. arena may be NULL. */
+/* The write window a worker was forked with: mapped PROT_READ at base, made
+ * writable range by range per task (gen 0: none). */
+typedef struct theus__winmap {
+  uint64_t gen;
+  unsigned char *base;
+  uint64_t len;
+} theus__winmap;
+
+/* Worker: never returns. arena may be NULL, win too. */
 _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
-                                  const uintptr_t (*ranges)[2], unsigned nranges);
+                                  const uintptr_t (*ranges)[2], unsigned nranges, const theus__winmap *win);
 /* The pool's output thread (workers/output.c), THEUS_OUTPUT_FORWARD only. */
 typedef struct theus__output theus__output;
 /* Creates the pipes (write ends into c->out_fd, nonce into c->out_nonce).

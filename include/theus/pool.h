@@ -167,7 +167,7 @@ typedef struct theus_pool_stats {
 
 /* ---- orchestrator side ------------------------------------------------- */
 
-/* Fills *cfg with the defaults. */
+/* Fills *cfg with the defaults (cfg NULL: nothing). */
 THEUS_API void theus_pool_config_init(theus_pool_config *cfg);
 
 /* Starts the fork server and its workers; returns once every worker is up.
@@ -229,6 +229,17 @@ typedef struct theus_map_desc {
    * so far and count. It must not call into the pool. */
   void (*progress_fn)(size_t done, size_t count, void *ud);
   void *progress_ud;
+  /* Optional write window (docs/workers.md, "Write windows"): a live array of
+   * the pool's arena (an unpublished draft, at least a page) that the items
+   * fill. Item i may write the bytes [window_ranges[2i], window_ranges[2i+1])
+   * of it (the low end page-aligned; the high end is rounded up to a page),
+   * a chunk the union of its items'; any other store faults and fails the
+   * item as a contract violation. The chunks run sandboxed (pure) on workers
+   * forked with the window mapped, and those workers are killed before
+   * theus_pool_map returns, so nothing can write the array afterwards. One
+   * window at a time per pool: concurrent window maps queue. */
+  theus_handle window;
+  const uint64_t *window_ranges;
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the
@@ -273,7 +284,8 @@ THEUS_API int theus_pool_close(theus_pool *p, int cancel_running);
  * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
-/* ---- worker side (call only from inside a task function) --------------- */
+/* ---- worker side (call only from inside a task function) --------------- *
+ * A NULL task gets NULL, 0 (sizes, counts, handles) or THEUS_EINVAL. */
 
 /* The read-only arena (NULL if the pool has none). */
 THEUS_API const theus_arena *theus_task_arena(const theus_task *t);
@@ -290,14 +302,19 @@ THEUS_API int theus_task_view(const theus_task *t, unsigned i, const void **ptr,
 /* The result buffer (THEUS_POOL_RESULT_MAX bytes, or result_size in a map);
  * *cap gets its size. Fill it, then set the length. */
 THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
+/* In a map with a write window: its base address (the array's first byte)
+ * and, in *len (optional), its size rounded up to pages. Only this item's
+ * bytes are writable (theus_map_desc.window_ranges). NULL without a window. */
+THEUS_API void *theus_task_window(const theus_task *t, size_t *len);
 /* Sets the result length; THEUS_ETRUNC (with a message) beyond the capacity. */
 THEUS_API int theus_task_set_result(theus_task *t, size_t len);
 /* Appends bytes to the result; THEUS_ETRUNC (with a message) if they do not fit. */
 THEUS_API int theus_task_write(theus_task *t, const void *data, size_t len);
-/* Records a message and returns code (negative), so `return theus_task_fail(...)`. */
+/* Records a message and returns code (negative; THEUS_EPROCESS if code is not),
+ * so `return theus_task_fail(...)`. fmt NULL: a generic message. */
 THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Index of the worker running this task. */
+/* Index of the worker running this task (UINT_MAX for NULL). */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
 /* theus_pool_config.task_context of the pool running this task. */
 THEUS_API const void *theus_task_context(const theus_task *t);

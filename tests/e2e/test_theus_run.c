@@ -26,7 +26,7 @@
 #include <jansson.h>
 
 /* Test-program configuration from argv (read-only after main starts). */
-static const char *theus_run, *pipe_dir, *e2e_plugin, *demo_json;
+static const char *theus_run, *pipe_dir, *e2e_plugin, *demo_json, *bad_plugin;
 
 typedef struct result {
   int status; /* exit code, or 128 + signal */
@@ -578,7 +578,7 @@ static void test_pipeline_errors(void **state) {
       {"wrong_type.json", ":2:13: ", "\"budget\" must be an integer"},
       {"missing_field.json", ":4:5: ", "missing \"into\""},
       {"bad_expr.json", ":4:26: ", "in expression \"domain.i <> 3\": unexpected '>'"},
-      {"bad_binding.json", ":4:14: ", "a pointer argument needs heavy.KEY"},
+      {"bad_binding.json", ":4:15: ", "a pointer argument needs heavy.KEY"},
       {"missing_plugin.json", ":2:15: ", "cannot load it"},
       {"unknown_reducer.json", ":5:16: ", "unknown reducer \"average\""},
       {"bad_heavy.json", ":3:25: ", "unknown dtype \"f16\""},
@@ -687,6 +687,87 @@ static void test_while_budget(void **state) {
   }
 }
 
+/* ---- code that crashes or exits inside theus-run (issue 10) ------------------------- */
+
+/* Runs pipeline `file` with the bad plugin and E2E_BAD=bad (NULL: unset). */
+static void run_bad(result *r, const char *bad, const char *file) {
+  char path[512];
+  pipe_path(path, sizeof path, file);
+  if (bad) setenv("E2E_BAD", bad, 1);
+  run_cli(r, (const char *[]){"--plugin", bad_plugin, path, NULL});
+  unsetenv("E2E_BAD");
+}
+
+static void expect_err(const result *r, const char *want) {
+  if (!strstr(r->err, want)) fail_msg("stderr lacks \"%s\":\n%.2000s", want, r->err);
+}
+
+static void test_plugin_register_segv_is_named(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, "segv", "segv_local.json");
+  expect_status(&r, 128 + SIGSEGV); /* re-raised with the default action */
+  expect_err(&r, "theus-run: plugin ");
+  expect_err(&r, "e2e_bad_plugin.so crashed with SIGSEGV in theus_plugin_register");
+  result_free(&r);
+}
+
+static void test_plugin_register_exit_is_named_and_4(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, "exit", "segv_local.json");
+  expect_status(&r, 4);
+  expect_err(&r, "e2e_bad_plugin.so called exit(3) in theus_plugin_register; theus-run exits with 4");
+  result_free(&r);
+}
+
+static void test_local_process_segv_is_named(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, NULL, "segv_local.json");
+  expect_status(&r, 128 + SIGSEGV);
+  expect_err(&r, "theus-run: process \"segv_local\" crashed with SIGSEGV (it runs in theus-run itself");
+  result_free(&r);
+}
+
+static void test_local_process_exit_is_named_and_4(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, NULL, "exit_local.json");
+  expect_status(&r, 4);
+  expect_err(&r, "theus-run: process \"exit_local\" called exit(3) (it runs in theus-run itself");
+  result_free(&r);
+}
+
+/* The engine cannot open (an arena of 9000 TiB needs twice that of address
+ * space): an environment error, exit 3, never 1 (a failed step). */
+static void test_engine_open_failure_exits_3(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "big.json");
+  result r;
+  run_cli(&r, (const char *[]){"--arena-budget", "9000TiB", path, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "cannot open the engine");
+  assert_string_equal(r.out, "");
+  result_free(&r);
+}
+
+static void test_unwritable_output_exits_3(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "steps.json");
+  result r;
+  run_cli(&r, (const char *[]){"--state-out", "/nonexistent-dir/state.json", "--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "cannot write /nonexistent-dir/state.json");
+  result_free(&r);
+  pipe_path(path, sizeof path, "fail.json"); /* a failed step wins over the output error */
+  run_cli(&r, (const char *[]){"--state-out", "/nonexistent-dir/state.json", "--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  result_free(&r);
+}
+
 /* A 128 MiB array: fine with the file's "arena" (or the machine's default),
  * refused with a message naming the field, its flag and a value that fits when
  * single_limit is the seed's 100 MiB; the flags override the file. */
@@ -712,16 +793,16 @@ static void test_arena_sizes(void **state) {
       "in this pipeline set \"arena\": {\"single_limit\": \"128MiB\"}",
       "(or run theus-run with --arena-single-limit 128MiB)"};
   run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", big, NULL});
-  expect_status(&r, 1);
+  expect_status(&r, 3); /* an array the arena cannot hold: not a failed step (1) */
   for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++)
     if (!strstr(r.err, too_big[i])) fail_msg("stderr lacks \"%s\":\n%s", too_big[i], r.err);
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", sized, NULL}); /* the flag beats the file */
-  expect_status(&r, 1);
+  expect_status(&r, 3);
   assert_non_null(strstr(r.err, "--arena-single-limit 128MiB"));
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-budget", "100MiB", sized, NULL});
-  expect_status(&r, 1);
+  expect_status(&r, 3);
   assert_non_null(strstr(r.err, "global budget exceeded"));
   assert_non_null(strstr(r.err, "\"arena\": {\"budget\": \"128MiB\"} (or run theus-run with --arena-budget 128MiB)"));
   result_free(&r);
@@ -771,6 +852,24 @@ static void test_workers(void **state) {
 /* Numeric glue in expressions: an element-wise Newton iteration converging
  * on max(abs(new - old)) < tol, indexing, sum, len; mismatched arrays and
  * array work against the budget fail the run with clear messages. */
+static void test_map_into(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "map_into.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_float_equal(num_at(d, "doubled"), 100000.0 * 100001.0, 0); /* 2 * sum(1..100000) */
+  assert_int_equal(int_at(d, "rows"), 100000);
+  assert_float_equal(num_at(d, "wide"), 3 * 50000.0 * 100001.0, 0);
+  assert_float_equal(num_at(d, "bins"), 50000.0 * 100001.0, 0); /* the four bins hold every value once */
+  assert_float_equal(num_at(d, "ramp"), 4999.0 * 5000.0 / 2, 0); /* run steps filling new arrays */
+  assert_float_equal(num_at(d, "ramp2"), 4999.0 * 5000.0, 0);
+  json_decref(d);
+  result_free(&r);
+}
+
 static void test_vector_expressions(void **state) {
   (void)state;
   char path[512];
@@ -814,18 +913,20 @@ static void test_vector_expressions(void **state) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
+  if (argc != 6) {
+    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN\n", argv[0]);
     return 2;
   }
   theus_run = argv[1];
   pipe_dir = argv[2];
   e2e_plugin = argv[3];
   demo_json = argv[4];
+  bad_plugin = argv[5];
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_usage),
       cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
       cmocka_unit_test(test_step_kinds),
+      cmocka_unit_test(test_map_into),
       cmocka_unit_test(test_set_and_quiet_stderr),
       cmocka_unit_test(test_cli_names_its_flags),
       cmocka_unit_test(test_ffi_types),
@@ -840,6 +941,12 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
       cmocka_unit_test(test_while_budget),
+      cmocka_unit_test(test_plugin_register_segv_is_named),
+      cmocka_unit_test(test_plugin_register_exit_is_named_and_4),
+      cmocka_unit_test(test_local_process_segv_is_named),
+      cmocka_unit_test(test_local_process_exit_is_named_and_4),
+      cmocka_unit_test(test_engine_open_failure_exits_3),
+      cmocka_unit_test(test_unwritable_output_exits_3),
       cmocka_unit_test(test_arena_sizes),
       cmocka_unit_test(test_workers),
       cmocka_unit_test(test_vector_expressions),

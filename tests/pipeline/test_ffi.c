@@ -424,6 +424,47 @@ static void test_binding_errors_at_load(void **state) {
   expect_bind_error("void(f32*, u64)", a2, 2, out_other, 1, "that is also one of its T* arguments");
 }
 
+/* Issue 10, found by the fuzz harnesses (tests/fuzz/corpus/signature): every
+ * bound state path passes theus_path_check, and an output shorter than
+ * "heavy." is refused without reading past it. bad_arg / bad_output say which. */
+static void expect_refused(const char *sig, const char *const *args, size_t nargs, const char *const *outs,
+                           size_t nouts, int bad_arg, int bad_output, const char *needle) {
+  theus__ffi_proc p;
+  char err[THEUS_FFI_ERRLEN] = "";
+  assert_int_equal(theus__ffi_proc_init(&p, FN(noop), sig, args, nargs, outs, nouts, err, sizeof err), THEUS_EINVAL);
+  if (!strstr(err, needle)) fail_msg("%s: message \"%s\" lacks \"%s\"", sig, err, needle);
+  assert_int_equal(p.bad_arg, bad_arg);
+  assert_int_equal(p.bad_output, bad_output);
+}
+
+static void test_bound_paths_checked(void **state) {
+  (void)state;
+  const char *len_dot[] = {"heavy.a", "heavy.a.b.len"}, *key_dot[] = {"heavy.a.b"}, *empty_seg[] = {"domain.a..b"},
+             *digit[] = {"domain.0x"}, *star[] = {"domain.*"}, *heavy_star[] = {"heavy.*"}, *hv[] = {"heavy.a"};
+  const char *out_short[] = {"x"}, *out_two[] = {"domain.y", "heavy"};
+  expect_refused("void(f32*, u64)", len_dot, 2, NULL, 0, 1, -1, "path 'heavy.a.b': heavy paths are 'heavy.<key>'");
+  expect_refused("void(f32*)", key_dot, 1, NULL, 0, 0, -1, "heavy paths are 'heavy.<key>'");
+  expect_refused("void(f64)", empty_seg, 1, NULL, 0, 0, -1, "path 'domain.a..b': segment 2");
+  expect_refused("void(f64)", digit, 1, NULL, 0, 0, -1, "path 'domain.0x': segment 1");
+  expect_refused("void(f64)", star, 1, NULL, 0, 0, -1, "'*' is a pattern");
+  expect_refused("void(f32*)", heavy_star, 1, NULL, 0, 0, -1, "'*' is a pattern");
+  expect_refused("void(f32*)", hv, 1, out_short, 1, -1, 0, "output \"x\" of \"void(f32*)\"");
+  expect_refused("f64(f32*)", hv, 1, out_two, 2, -1, 1, "output \"heavy\" of \"f64(f32*)\"");
+  /* a path longer than any fixed buffer is kept whole in the contract's inputs */
+  char longp[1200] = "domain.";
+  memset(longp + 7, 'k', sizeof longp - 8);
+  const char *long_args[] = {longp};
+  theus__ffi_proc p;
+  char err[THEUS_FFI_ERRLEN];
+  assert_int_equal(theus__ffi_proc_init(&p, FN(noop), "void(f64)", long_args, 1, NULL, 0, err, sizeof err), 0);
+  char **in = theus__ffi_proc_inputs(&p);
+  assert_non_null(in);
+  assert_string_equal(in[0], longp);
+  assert_null(in[1]);
+  theus__ffi_strv_free(in);
+  theus__ffi_proc_fini(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_unsigned_scalars, setup, teardown),
@@ -440,6 +481,7 @@ int main(void) {
       cmocka_unit_test(test_void_void),
       cmocka_unit_test(test_signature_errors),
       cmocka_unit_test(test_binding_errors_at_load),
+      cmocka_unit_test(test_bound_paths_checked),
   };
   return cmocka_run_group_tests_name("ffi", tests, NULL, NULL);
 }

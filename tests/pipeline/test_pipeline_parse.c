@@ -177,6 +177,15 @@ static void test_errors(void **state) {
   load(f, "{\"steps\": [{\"set\": \"domain.x\"}]}", "1:12: a set step needs exactly one of");
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"slices\": 0}]}",
        "1:85: \"slices\" must be an integer from 1");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"dtype\": \"f32\"}]}",
+       "1:12: \"dtype\", \"shape\", \"partials\" and \"result\" belong to a map into");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"heavy.y\"}]}", "1:12: \"reduce\" without \"result\": add \"result\": \"domain.x\" to keep what");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y\", \"dtype\": \"f16\"}]}", "1:66: unknown dtype \"f16\"; use u8, u16, u32, u64, i8, i16, i32, i64, f");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y\", \"shape\": [4, 0]}]}", "1:66: bad shape for heavy.y: give \"shape\" as a positive integer or an ");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y.z\"}]}", "1:46: \"into\": \"heavy.y.z\" is not a heavy key: path 'heavy.y.z': heavy ");
+  load(f, "{\"steps\": [{\"run\": \"r\", \"into\": \"heavy.y\", \"shape\": [4]}]}", "1:12: a run step into \"heavy.y\" needs the array's \"dtype\" and \"shape\"");
+  load(f, "{\"steps\": [{\"parallel\": [{\"run\": \"r\", \"into\": \"heavy.y\", \"dtype\": \"f32\", \"shape\": 4}]}]}", "1:26: a run step inside a parallel group cannot fill a heavy array; ma");
+  load(f, "{\"steps\": [{\"run\": \"r\", \"into\": \"domain.y\", \"shape\": [4]}]}", "1:12: \"dtype\", \"shape\" and \"slices\" belong to a run step that fills a ");
   load(f, "{\"workers\": -5, \"steps\": []}", "1:13: \"workers\" must be an integer from -1");
   load(f, "{\"domain\": 3, \"steps\": []}", "1:12: \"domain\" must be an object");
   load(f, "{\"domain\": \"nope.json\", \"steps\": []}", "1:12: cannot load the domain file");
@@ -199,6 +208,53 @@ static void test_errors(void **state) {
        "1:113: process \"t\" writes a heavy array");
   load(f, "{\"processes\": [{\"name\": \"t\", \"signature\": \"void(u8)\", \"args\": [true]}], \"steps\": []}",
        "1:64: args[0] must be a state path string or a number");
+}
+
+/* Issue 10, found by the fuzz harnesses (tests/fuzz): bindings whose state
+ * path no contract may name were accepted at load and refused only at open,
+ * and an output shorter than "heavy." was read past its end. Each is refused
+ * at load, the message at the binding or output itself. */
+static void test_typed_bindings_at_load(void **state) {
+  fixture *f = *state;
+  static const struct {
+    const char *sig, *args, *outputs, *at, *why;
+  } cases[] = {
+      {"void(f32*, u64)", "\"heavy.a\", \"heavy.a.b.len\"", "", "\"heavy.a.b.len\"",
+       "argument 2 of \"void(f32*, u64)\" is bound to \"heavy.a.b.len\", not a valid state path: path 'heavy.a.b': "
+       "heavy paths are 'heavy.<key>'"},
+      {"void(f32*)", "\"heavy.a.b\"", "", "\"heavy.a.b\"",
+       "argument 1 of \"void(f32*)\" is bound to \"heavy.a.b\", not a valid state path: path 'heavy.a.b': heavy "
+       "paths are 'heavy.<key>'"},
+      {"void(f64)", "\"domain.a..b\"", "", "\"domain.a..b\"",
+       "argument 1 of \"void(f64)\" is bound to \"domain.a..b\", not a valid state path: path 'domain.a..b': "
+       "segment 2 must be"},
+      {"void(f64)", "\"domain.0x\"", "", "\"domain.0x\"",
+       "argument 1 of \"void(f64)\" is bound to \"domain.0x\", not a valid state path: path 'domain.0x': segment 1 "
+       "must be"},
+      {"void(f64)", "\"domain.k.*\"", "", "\"domain.k.*\"",
+       "argument 1 of \"void(f64)\" is bound to \"domain.k.*\", not a valid state path: '*' is a pattern"},
+      {"void(f32*)", "\"heavy.a\"", "\"domain.y\", \"x\"", "\"x\"",
+       "output \"x\" of \"void(f32*)\": a typed process writes domain.PATH"},
+      {"void(f32*)", "\"heavy.a\"", "\"heavy.\"", "\"heavy.\"",
+       "output \"heavy.\" of \"void(f32*)\": a typed process writes domain.PATH"},
+      {"void(f32*, u8)", "\"heavy.a\", \"300\"", "", "\"300\"", "literal argument 2 = 300 is out of range for u8"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[512], want[256];
+    snprintf(text, sizeof text,
+             "{\"processes\": [{\"name\": \"t\", \"signature\": \"%s\", \"args\": [%s], \"outputs\": [%s]}],"
+             " \"steps\": []}",
+             cases[i].sig, cases[i].args, cases[i].outputs);
+    const char *at = strstr(text, cases[i].at); /* the message's column is the binding's or output's */
+    assert_non_null(at);
+    snprintf(want, sizeof want, "1:%d: process \"t\": %s", (int)(at - text) + 1, cases[i].why);
+    load(f, text, want);
+  }
+  theus_pipeline_close(load(f,
+                            "{\"processes\": [{\"name\": \"t\", \"signature\": \"f64(f32*, u64, f64)\", \"args\": "
+                            "[\"heavy.a_1\", \"heavy.a_1.len\", \"domain.k-2.x\"], \"outputs\": [\"domain.y\"]}],"
+                            " \"steps\": []}",
+                            NULL));
 }
 
 /* "arena" and "workers": sizes with units, defaults, and file:line:column errors. */
@@ -249,6 +305,7 @@ int main(void) {
       cmocka_unit_test(test_position_index_long),
       cmocka_unit_test_setup_teardown(test_valid_pipeline, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_typed_bindings_at_load, setup, teardown),
   };
   return cmocka_run_group_tests_name("pipeline_parse", tests, NULL, NULL);
 }
