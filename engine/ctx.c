@@ -173,9 +173,10 @@ int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
     json_decref(value);
     return THEUS_EINVAL;
   }
-  if (!value)
-    return ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_set '%s': value is NULL (json null deletes; a NULL "
-                   "value is a failed json_* constructor)", ctx->c->name, path ? path : "(null)");
+  if (!value) /* taking it for null would commit a deletion */
+    return ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_set '%s': value is NULL (json_real() of a NaN or an "
+                   "infinity returns NULL: JSON has no non-finite numbers; or a json_* constructor ran out of memory; "
+                   "json_null() deletes)", ctx->c->name, path ? path : "(null)");
   if (!path || strncmp(path, "domain.", 7) || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     json_decref(value);
     return ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_set: '%s' is not a domain path like 'domain.x'",
@@ -187,11 +188,6 @@ int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
                    "contract violation: process '%s' wrote undeclared output '%s'; add it to outputs",
                    ctx->c->name, path);
   }
-  if (!value)
-    return ctx_err(ctx, THEUS_EINVAL,
-                   "process '%s': ctx_set: no value for '%s' (NULL; json_real() of a NaN or an infinity returns "
-                   "NULL: JSON has no non-finite numbers)",
-                   ctx->c->name, path);
   if (!ctx->patch && !(ctx->patch = json_object())) {
     json_decref(value);
     return ctx_err(ctx, THEUS_ENOMEM, "process '%s': out of memory", ctx->c->name);

@@ -240,7 +240,6 @@ static void probe_answers(theus_ctx *ctx) {
   probe_check(theus_ctx_worker(ctx) >= -1, "ctx_worker");
   (void)theus_ctx_userdata(ctx);
   (void)theus_ctx_args(ctx);
-  theus_ctx_return(ctx, NULL);
   theus_ctx_return(ctx, json_string(probe_log[0] ? probe_log : "ok"));
 }
 
@@ -267,6 +266,7 @@ static const failing_call failing[] = {
     {"ctx_fail(fmt NULL)", "failed: (no message)", THEUS_EPROCESS},
     {"ctx_raise(name NULL)", "raised undeclared error '(null)'", THEUS_ECONTRACT},
     {"ctx_raise(\"E\", fmt NULL)", "failed with E: (no message)", THEUS_EPROCESS},
+    {"ctx_return(value NULL)", "ctx_return: no value", THEUS_EINVAL},
 };
 #define NFAILING (sizeof failing / sizeof failing[0])
 
@@ -289,6 +289,7 @@ static void probe_failing(theus_ctx *ctx, int i) {
   case 12: theus_ctx_fail(ctx, NULL); break;
   case 13: theus_ctx_raise(ctx, NULL, "x"); break;
   case 14: theus_ctx_raise(ctx, "E", NULL); break;
+  case 15: theus_ctx_return(ctx, NULL); break;
   }
 }
 

@@ -758,12 +758,15 @@ static void test_unwritable_output_exits_3(void **state) {
   char path[512];
   pipe_path(path, sizeof path, "steps.json");
   result r;
-  run_cli(&r, (const char *[]){"--state-out", "/nonexistent-dir/state.json", "--plugin", e2e_plugin, path, NULL});
+  /* /dev/full passes the check before the run (a path that cannot be
+   * written there is exit 2, test_refused_before_the_run) and fails
+   * the write at the end with ENOSPC */
+  run_cli(&r, (const char *[]){"--state-out", "/dev/full", "--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 3);
-  expect_err(&r, "cannot write /nonexistent-dir/state.json");
+  expect_err(&r, "cannot write /dev/full");
   result_free(&r);
   pipe_path(path, sizeof path, "fail.json"); /* a failed step wins over the output error */
-  run_cli(&r, (const char *[]){"--state-out", "/nonexistent-dir/state.json", "--plugin", e2e_plugin, path, NULL});
+  run_cli(&r, (const char *[]){"--state-out", "/dev/full", "--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
   result_free(&r);
 }
