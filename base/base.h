@@ -1,7 +1,8 @@
 /* base: the floor of libtheus (internal, never installed).
  *
  * Every operating-system primitive the library uses (futex, clock, page size,
- * memfd/mmap/fallocate) and the one error object every handle embeds. This is
+ * memfd/mmap/fallocate), the one error object every handle embeds and a JSON
+ * parse that tells running out of memory from bad text. This is
  * the only internal header other folders may include; it knows nothing above
  * it. Porting or instrumenting the library starts here (after mimalloc's
  * prim.h and SQLite's per-connection error message).
@@ -67,17 +68,51 @@ void theus__os_unmap(void *base, uint64_t size);
 int theus__os_map_anon(uint64_t size, void **base);
 /* Makes [base, base+size) read-only in this process. */
 int theus__os_protect_ro(void *base, uint64_t size);
+/* Faults the pages of [addr, addr+len) in with one call, for reading or
+ * writing (MADV_POPULATE_*: a fault per page costs tens of microseconds in
+ * some VMs). Best effort: kernels before 5.14 refuse it, harmlessly. */
+void theus__os_populate(const void *addr, uint64_t len, int write);
 /* Size of the file behind fd. */
 int theus__os_fd_size(int fd, uint64_t *size);
 /* Allocates backing pages for [off, off+len) now (no SIGBUS later). */
 int theus__os_reserve(int fd, uint64_t off, uint64_t len);
 /* Returns the pages of [off, off+len) to the system (reads then give zeros). */
 int theus__os_release(int fd, uint64_t off, uint64_t len);
-/* Bytes this process may still use: MemAvailable, lowered to the headroom
- * (memory.max - memory.current) of its cgroup v2 and its ancestors when they
- * are limited (in a container MemAvailable describes the host). 0 if unknown.
- * Reads /proc and cgroupfs (os_mem.c). */
+/* Like theus__os_memfd, but an unnamed file (O_TMPFILE) in directory dir, not
+ * sealed: lets a test back an arena with a size-limited tmpfs. */
+int theus__os_tmpfile(const char *dir, uint64_t size, int *fd);
+
+/* ---- memory limits (os_mem.c: the one reader of cgroupfs and /proc/meminfo)
+ * How much memory this process may still take, from the tightest of: every
+ * memory cgroup it is in (cgroup v2 memory.max - memory.current, and cgroup v1
+ * memory.limit_in_bytes - memory.usage_in_bytes, at each level from its own
+ * cgroup up to the root) and the machine (MemAvailable of MemTotal). Reads a
+ * handful of small files (no allocation, no stdio): tens of microseconds, so
+ * callers cache it. */
+typedef struct theus__mem_room {
+  uint64_t avail; /* room - headroom(limit), the tightest over all sources; UINT64_MAX if none */
+  uint64_t room;  /* limit - used (0 if used >= limit) of that source */
+  uint64_t limit; /* the limit that gave `room` */
+  uint64_t used;
+  char what[200]; /* "memory cgroup /a/b (memory.max)" or "the machine (MemAvailable)" */
+} theus__mem_room;
+/* `headroom(limit)` is subtracted from each source's room before comparing,
+ * so `avail` is the tightest room left after the headroom; NULL: none. */
+void theus__os_mem_room(theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
+/* The same, reading <sys>/proc/... and <sys>/sys/fs/cgroup/... (sys NULL or
+ * "": the real ones): lets a test give the arena a synthetic cgroup tree. */
+void theus__os_mem_room_at(const char *sys, theus__mem_room *r, uint64_t (*headroom)(uint64_t limit));
+/* Bytes this process may still use (the tightest room above, no headroom):
+ * in a container MemAvailable describes the host, so a limited cgroup lowers
+ * it. 0 if nothing says; 1 if a limit is reached. */
 uint64_t theus__os_mem_available(void);
+/* CPUs this process may use: its affinity mask (taskset, cpusets), lowered to
+ * the cpu.max quota of its cgroup v2 and its ancestors, rounded up (a quota
+ * of 1.5 CPUs gives 2). At least 1. Reads /proc and cgroupfs (os_cpu.c). */
+unsigned theus__os_cpus(void);
+/* CPUs a cgroup v2 cpu.max line ("150000 100000") allows, rounded up; 0 for
+ * "max ..." (no limit) or text that is not a quota. */
+unsigned theus__cpu_max_parse(const char *text);
 
 /* ---- errors (error.c) -----------------------------------------------------
  * The object that failed keeps a message saying what, where and how to fix.
@@ -110,5 +145,22 @@ const char *theus__err_msg(const theus__err *err);
 /* Formats a message into buf (if buf and len) and returns code: the shared
  * shape of every "fill the caller's buffer and fail" path. */
 int theus__errf(char *buf, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* "Did you mean": true if cand is a likely misspelling of name, closer than
+ * any candidate before it (*best, start at SIZE_MAX, is updated): at most 2
+ * edits, or a third of name's length for long names (case-insensitive
+ * Levenshtein distance; names over 60 bytes never match). Loop over the
+ * candidates and keep the last one for which it returned true. */
+int theus__near(const char *name, const char *cand, size_t *best);
+/* ---- JSON text (json.c) ---------------------------------------------------- */
+
+struct json_t;
+struct json_error_t;
+/* json_loadb that tells a syntax error (*rc THEUS_EPARSE, details in *je)
+ * from running out of memory (*rc THEUS_ENOMEM): jansson reports some failed
+ * allocations as syntax errors, so a failure counts as one only if the text
+ * is not valid JSON (checked without allocating). *rc is 0 when a value is
+ * returned. */
+struct json_t *theus__json_load(const char *buf, size_t n, size_t flags, struct json_error_t *je, int *rc);
 
 #endif

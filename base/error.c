@@ -1,4 +1,6 @@
 /* base: error code names and the error object every handle embeds. */
+#include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,4 +86,34 @@ int theus__errf(char *buf, size_t len, int code, const char *fmt, ...) {
     va_end(ap);
   }
   return code;
+}
+
+/* ---- did you mean ------------------------------------------------------------ */
+
+static size_t distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 60 || lb > 60) return SIZE_MAX;
+  size_t row[62];
+  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t prev = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t cur = row[j];
+      size_t best = prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+      if (row[j] + 1 < best) best = row[j] + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      prev = cur;
+    }
+  }
+  return row[lb];
+}
+
+int theus__near(const char *name, const char *cand, size_t *best) {
+  if (!name || !cand || !strcmp(name, cand)) return 0;
+  size_t d = distance(name, cand), len = strlen(name), limit = len / 3 > 2 ? len / 3 : 2;
+  if (d > limit || d >= *best) return 0;
+  *best = d;
+  return 1;
 }

@@ -109,6 +109,17 @@ int theus__os_protect_ro(void *base, uint64_t size) {
   return mprotect(base, (size_t)size, PROT_READ) == 0 ? 0 : THEUS_ESYS;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void theus__os_populate(const void *addr, uint64_t len, int write) {
+  uintptr_t page = (uintptr_t)theus__os_page_size(), lo = (uintptr_t)addr & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)addr + (uintptr_t)len + page - 1) & ~(page - 1);
+  if (len) madvise((void *)lo, hi - lo, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
 int theus__os_fd_size(int fd, uint64_t *size) {
   struct stat st;
   if (fstat(fd, &st) != 0) return THEUS_ESYS;
@@ -127,4 +138,17 @@ int theus__os_release(int fd, uint64_t off, uint64_t len) {
   if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
     return 0;
   return THEUS_ESYS;
+}
+
+int theus__os_tmpfile(const char *dir, uint64_t size, int *fd) {
+  int f = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (f < 0) return os_error();
+  if (ftruncate(f, (off_t)size) != 0) {
+    int rc = os_error(), saved = errno;
+    close(f);
+    errno = saved;
+    return rc;
+  }
+  *fd = f;
+  return 0;
 }

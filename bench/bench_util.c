@@ -29,3 +29,13 @@ double bench_median(double *v, size_t n) {
 void bench_sink(const void *p) {
   __asm__ volatile("" : : "r"(p) : "memory");
 }
+
+int bench_burn_1ms(theus_ctx *ctx) {
+  uint64_t end = bench_now_ns() + 1000000;
+  volatile double x = 1.0;
+  while (bench_now_ns() < end)
+    for (int i = 0; i < 100; i++)
+      x = x * 1.0000001 + 1e-9;
+  theus_ctx_return(ctx, json_integer(1));
+  return 0;
+}

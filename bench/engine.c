@@ -31,17 +31,6 @@ static int sleep_20ms(theus_ctx *ctx) {
   return 0;
 }
 
-/* 1 ms of CPU per slice, whatever the slice holds. */
-static int burn_1ms(theus_ctx *ctx) {
-  uint64_t end = bench_now_ns() + 1000000;
-  volatile double x = 1.0;
-  while (bench_now_ns() < end)
-    for (int i = 0; i < 100; i++)
-      x = x * 1.0000001 + 1e-9;
-  theus_ctx_return(ctx, json_integer(1));
-  return 0;
-}
-
 static theus_engine *open_engine(int workers) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
@@ -59,7 +48,7 @@ static theus_engine *open_engine(int workers) {
   theus_contract cs[] = {
       {.name = "local", .fn = inc, .inputs = counter_io, .outputs = counter_io, .semantic = THEUS_EFFECT},
       {.name = "parallel", .fn = inc, .inputs = counter_io, .outputs = counter_io, .parallel = 1},
-      {.name = "burn", .fn = burn_1ms, .inputs = frame_in, .parallel = 1},
+      {.name = "burn", .fn = bench_burn_1ms, .inputs = frame_in, .parallel = 1},
       {.name = "empty", .fn = empty, .parallel = 1},
       {.name = "sleep20", .fn = sleep_20ms, .parallel = 1},
   };

@@ -23,6 +23,8 @@ int theus_path_list_covers(const char *const *patterns, const char *path) {
 }
 
 int theus_name_list_has(const char *const *v, const char *name) {
+  if (!name)
+    return 0;
   for (size_t i = 0; v && v[i]; i++)
     if (!strcmp(v[i], name))
       return 1;
@@ -61,10 +63,10 @@ static int check_paths(const theus_contract *c, const char *const *v, const char
                   "contract '%s': %s[%zu] '%s': a pure process cannot use an effect-only zone "
                   "(sig_/cmd_/meta_); declare semantic effect or drop the path",
                   c->name, field, i, v[i]);
-    if (c->parallel && !strcmp(field, "outputs") && !strncmp(v[i], "heavy.", 6))
+    if (c->parallel && c->sandbox == THEUS_SANDBOX_OFF && !strcmp(field, "outputs") && !strncmp(v[i], "heavy.", 6))
       return fail(err, errlen, THEUS_EINVAL,
-                  "contract '%s': outputs[%zu] '%s': a parallel process sees the arena read-only and "
-                  "cannot write heavy arrays; make it local (parallel false)",
+                  "contract '%s': outputs[%zu] '%s': a parallel process fills heavy outputs only in a map, "
+                  "through a write window that runs sandboxed; drop sandbox off or the output",
                   c->name, i, v[i]);
   }
   return 0;
@@ -342,9 +344,12 @@ int theus_contract_parse(const char *text, const char *source, theus_fn_resolver
   if (!d)
     return out ? THEUS_ENOMEM : THEUS_EINVAL;
   json_error_t je;
-  json_t *obj = text ? json_loads(text, JSON_REJECT_DUPLICATES, &je) : NULL;
+  int rc = 0;
+  json_t *obj = text ? theus__json_load(text, strlen(text), JSON_REJECT_DUPLICATES, &je, &rc) : NULL;
   if (!text)
     d->rc = fail(d->msg, sizeof d->msg, THEUS_EINVAL, "%s: no text", pc.source);
+  else if (!obj && rc == THEUS_ENOMEM)
+    d->rc = fail(d->msg, sizeof d->msg, THEUS_ENOMEM, "%s: out of memory parsing the contract", pc.source);
   else if (!obj)
     d->rc = fail(d->msg, sizeof d->msg, THEUS_EPARSE, "%s:%d:%d: %s", pc.source, je.line, je.column, je.text);
   else
@@ -382,10 +387,15 @@ void theus_contract_doc_release(theus_contract_doc *d) {
   free(d);
 }
 
+/* NULL if any allocation fails: json_pack then fails too, rather than
+ * describing a contract with entries missing. */
 static json_t *strv_json(const char *const *v) {
   json_t *a = json_array();
   for (size_t i = 0; a && v && v[i]; i++)
-    json_array_append_new(a, json_string(v[i]));
+    if (json_array_append_new(a, json_string(v[i]))) {
+      json_decref(a);
+      return NULL;
+    }
   return a;
 }
 

@@ -62,6 +62,8 @@ static char *join(const char *prefix, const char *key) {
 }
 
 int theus_merge_patch_paths(const json_t *patch, const char *prefix, char ***paths, size_t *n, size_t *cap) {
+  if (!prefix || !paths || !n || !cap)
+    return THEUS_EINVAL;
   if (!json_is_object(patch) || json_object_size(patch) == 0)
     return push_path(paths, n, cap, strdup(prefix));
   const char *key;

@@ -78,6 +78,8 @@ static int relate(const char *a, const char *b) {
 }
 
 int theus_path_covers(const char *pattern, const char *path) {
+  if (!pattern || !path)
+    return 0;
   if (relate(pattern, path) != 1)
     return 0;
   /* A trailing '*' must consume a real segment: `x.*` covers below x, not x. */
@@ -93,4 +95,4 @@ int theus_path_covers(const char *pattern, const char *path) {
   return 1;
 }
 
-int theus_path_overlaps(const char *a, const char *b) { return relate(a, b) != 0; }
+int theus_path_overlaps(const char *a, const char *b) { return a && b && relate(a, b) != 0; }

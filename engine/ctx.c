@@ -20,6 +20,9 @@ static int ctx_err(theus_ctx *ctx, int code, const char *fmt, ...) {
   return code;
 }
 
+/* A NULL ctx (a process passing on a pointer it did not check) gets NULL or
+ * THEUS_EINVAL from every call below: there is no run to fail. */
+
 void theus__ctx_fini(theus_ctx *ctx) {
   for (unsigned i = 0; i < ctx->nlive; i++)
     theus_twin_reader_close(ctx->live[i].r);
@@ -31,6 +34,8 @@ void theus__ctx_fini(theus_ctx *ctx) {
 }
 
 const json_t *theus_ctx_get(theus_ctx *ctx, const char *path) {
+  if (!ctx)
+    return NULL;
   if (!path || strncmp(path, "domain.", 7) || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_get: '%s' is not a domain path like 'domain.x'", ctx->c->name,
             path ? path : "(null)");
@@ -45,18 +50,20 @@ const json_t *theus_ctx_get(theus_ctx *ctx, const char *path) {
   return theus__json_at(ctx->domain, path);
 }
 
-const json_t *theus_ctx_args(theus_ctx *ctx) { return ctx->args; }
+const json_t *theus_ctx_args(theus_ctx *ctx) { return ctx ? ctx->args : NULL; }
 
 /* Pure processes may only read the heavy keys (arrays or live regions) they
  * declared: anything else fails the execution. */
 static int heavy_declared(theus_ctx *ctx, const char *key, const char *what) {
+  if (!ctx || !key)
+    return THEUS_EINVAL;
   char path[256];
-  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
+  snprintf(path, sizeof path, "heavy.%s", key);
   if (ctx->c->semantic == THEUS_PURE && !theus__strv_covers(ctx->c->inputs, path))
     return ctx_err(ctx, THEUS_ECONTRACT,
                    "contract violation: pure process '%s' read undeclared %s '%s'; add it to inputs",
                    ctx->c->name, what, path);
-  return key ? 0 : THEUS_ENOTFOUND;
+  return 0;
 }
 
 /* The handle bound to key in this run's version, and the arena to read it
@@ -134,6 +141,8 @@ int theus_ctx_live_size(theus_ctx *ctx, const char *key, size_t *nbytes) {
 }
 
 int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count) {
+  if (!ctx)
+    return THEUS_EINVAL;
   if (!ctx->has_slice)
     return THEUS_ENOTFOUND;
   if (lo)
@@ -147,7 +156,27 @@ int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index,
   return 0;
 }
 
+const char *theus_ctx_map_key(theus_ctx *ctx) { return ctx->has_slice ? ctx->map_key : NULL; }
+
+int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data) {
+  if (!ctx->has_slice || !ctx->out_key || !ctx->out_data)
+    return THEUS_ENOTFOUND;
+  if (info)
+    *info = ctx->out_info;
+  if (data)
+    *data = ctx->out_data;
+  return 0;
+}
+
 int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
+  if (!ctx) {
+    json_decref(value);
+    return THEUS_EINVAL;
+  }
+  if (!value) /* taking it for null would commit a deletion */
+    return ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_set '%s': value is NULL (json_real() of a NaN or an "
+                   "infinity returns NULL: JSON has no non-finite numbers; or a json_* constructor ran out of memory; "
+                   "json_null() deletes)", ctx->c->name, path ? path : "(null)");
   if (!path || strncmp(path, "domain.", 7) || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     json_decref(value);
     return ctx_err(ctx, THEUS_EINVAL, "process '%s': ctx_set: '%s' is not a domain path like 'domain.x'",
@@ -168,24 +197,38 @@ int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value) {
 }
 
 void theus_ctx_return(theus_ctx *ctx, json_t *value) {
+  if (!ctx) {
+    json_decref(value);
+    return;
+  }
   json_decref(ctx->ret);
   ctx->ret = value;
+  if (!value)
+    ctx_err(ctx, THEUS_EINVAL,
+            "process '%s': ctx_return: no value (NULL; json_real() of a NaN or an infinity returns NULL: JSON has "
+            "no non-finite numbers)",
+            ctx->c->name);
 }
 
 int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, unsigned ndim,
                           const uint64_t *shape, void **data) {
+  if (!ctx)
+    return THEUS_EINVAL;
+  if (!key || !shape || !data)
+    return ctx_err(ctx, THEUS_EINVAL, "process '%s': heavy_alloc: %s is NULL", ctx->c->name,
+                   !key ? "key" : !shape ? "shape" : "data");
   if (!ctx->e)
     return ctx_err(ctx, THEUS_EREADONLY,
                    "process '%s': heavy_alloc in a worker: the arena is read-only there; run it locally",
                    ctx->c->name);
   char path[256];
-  snprintf(path, sizeof path, "heavy.%s", key ? key : "");
+  snprintf(path, sizeof path, "heavy.%s", key);
   if (!theus__strv_covers(ctx->c->outputs, path))
     return ctx_err(ctx, THEUS_ECONTRACT,
                    "contract violation: process '%s' allocated undeclared heavy output '%s'; add it to outputs",
                    ctx->c->name, path);
   char msg[512];
-  int rc = theus__draft_new(ctx->e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  int rc = theus__draft_new(ctx->e, key, dtype, ndim, shape, data, NULL, msg, sizeof msg);
   if (rc)
     return ctx_err(ctx, rc, "process '%s': %s", ctx->c->name, msg);
   if (!ctx->heavy_out)
@@ -200,12 +243,15 @@ int theus_ctx_heavy_alloc(theus_ctx *ctx, const char *key, theus_dtype dtype, un
 static int vfail(theus_ctx *ctx, int code, const char *prefix, const char *fmt, va_list ap) {
   if (ctx->rc)
     return code;
-  char buf[600];
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  char buf[600] = "(no message)";
+  if (fmt)
+    vsnprintf(buf, sizeof buf, fmt, ap);
   return ctx_err(ctx, code, "process '%s' failed%s: %s", ctx->c->name, prefix, buf);
 }
 
 int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) {
+  if (!ctx)
+    return THEUS_EINVAL;
   va_list ap;
   va_start(ap, fmt);
   int rc = vfail(ctx, THEUS_EPROCESS, "", fmt, ap);
@@ -214,6 +260,8 @@ int theus_ctx_fail(theus_ctx *ctx, const char *fmt, ...) {
 }
 
 int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...) {
+  if (!ctx)
+    return THEUS_EINVAL;
   if (!error_name || !theus__strv_has(ctx->c->errors, error_name))
     return ctx_err(ctx, THEUS_ECONTRACT,
                    "contract violation: process '%s' raised undeclared error '%s'; add it to errors",
@@ -227,7 +275,7 @@ int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...
   return rc;
 }
 
-void *theus_ctx_userdata(theus_ctx *ctx) { return ctx->c->userdata; }
+void *theus_ctx_userdata(theus_ctx *ctx) { return ctx ? ctx->c->userdata : NULL; }
 
 unsigned theus_ctx_attempt(const theus_ctx *ctx) { return ctx && ctx->task ? theus_task_attempt(ctx->task) : 0; }
 
@@ -236,14 +284,17 @@ int theus_ctx_canceled(const theus_ctx *ctx) {
   return (ctx->job_cancel && atomic_load(ctx->job_cancel)) || theus__engine_canceled(ctx->e);
 }
 
-const char *theus_ctx_process(theus_ctx *ctx) { return ctx->c->name; }
+const char *theus_ctx_process(theus_ctx *ctx) { return ctx ? ctx->c->name : NULL; }
 
-int theus_ctx_worker(theus_ctx *ctx) { return ctx->worker; }
+int theus_ctx_worker(theus_ctx *ctx) { return ctx ? ctx->worker : THEUS_EINVAL; }
 
 int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg, size_t msglen) {
   char **paths = NULL;
   size_t n = 0, cap = 0;
   int rc = json_is_object(patch) && json_object_size(patch) ? theus_merge_patch_paths(patch, "domain", &paths, &n, &cap) : 0;
+  if (rc)
+    snprintf(msg, msglen, "process '%s': out of memory listing the paths its patch writes; nothing committed",
+             c->name);
   for (size_t i = 0; i < n; i++) {
     /* a nested patch leaf is covered if its path or an ancestor pattern is declared */
     if (!rc && !theus__strv_covers(c->outputs, paths[i])) {

@@ -1,5 +1,6 @@
 /* Engine lifecycle, registry, state accessors, snapshots, stats. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +21,11 @@ int theus__eset(theus_engine *e, int code, const char *fmt, ...) {
 
 const char *theus_engine_errmsg(const theus_engine *e) { return e ? theus__err_msg(&e->err) : "engine is NULL"; }
 
-theus_arena *theus_engine_arena(theus_engine *e) { return e->arena; }
+theus_arena *theus_engine_arena(theus_engine *e) { return e && e->opened ? e->arena : NULL; }
 
 void theus_engine_config_init(theus_engine_config *cfg) {
+  if (!cfg)
+    return;
   memset(cfg, 0, sizeof *cfg);
   cfg->history = 4096;
   cfg->max_retries = 64;
@@ -56,6 +59,10 @@ static int start_pool(theus_engine *e) {
   pc.task_context_size = e->reg->size;
   if (e->cfg.default_timeout_ms)
     pc.default_timeout_ms = e->cfg.default_timeout_ms;
+  pc.output = e->cfg.output;
+  pc.output_fn = e->cfg.output_fn;
+  pc.output_ud = e->cfg.output_ud;
+  pc.task_label = theus__task_label;
   rc = theus_pool_open(&pc, &e->pool);
   if (rc) {
     theus__eset(e, rc, "engine open: worker pool: %s", e->pool ? theus_pool_errmsg(e->pool) : "out of memory");
@@ -66,6 +73,8 @@ static int start_pool(theus_engine *e) {
 }
 
 int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
+  if (!out)
+    return THEUS_EINVAL;
   *out = NULL;
   theus_engine *e = calloc(1, sizeof *e);
   if (!e)
@@ -94,11 +103,17 @@ int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
     e->arena = NULL;
     goto fail;
   }
+  if (e->cfg.workers < -1 || e->cfg.workers > THEUS_ENGINE_MAX_WORKERS) {
+    rc = theus__eset(e, THEUS_EINVAL, "engine open: workers %d must be -1 (no pool), 0 (one per core) or 1..%d "
+                     "(THEUS_ENGINE_MAX_WORKERS)", e->cfg.workers, THEUS_ENGINE_MAX_WORKERS);
+    goto fail;
+  }
   e->cfg.ledger = NULL; /* the path is not kept */
   theus_engine_set_commit_hook(e, e->cfg.on_commit, e->cfg.on_commit_ud);
   if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)) ||
       (cfg && cfg->ledger && (rc = theus__ledger_open(e, cfg->ledger))) || (rc = theus__memo_open(e)))
     goto fail;
+  e->opened = 1;
   *out = e;
   return 0;
 fail:
@@ -221,6 +236,7 @@ static int32_t reg_append(theus_engine *e, const theus_contract *c) {
 }
 
 int theus_engine_register(theus_engine *e, const theus_contract *c) {
+  THEUS__ENGINE_ARG(e, "register");
   char why[512];
   int rc = theus_contract_check(c, why, sizeof why);
   if (rc)
@@ -266,6 +282,9 @@ int theus_engine_register(theus_engine *e, const theus_contract *c) {
 
 int theus_engine_register_json(theus_engine *e, const char *text, const char *source, theus_fn_resolver resolver,
                                void *ud) {
+  THEUS__ENGINE_ARG(e, "register_json");
+  if (!text)
+    return theus__eset(e, THEUS_EINVAL, "register_json: text is NULL");
   theus_contract_doc *d = NULL;
   int rc = theus_contract_parse(text, source, resolver, ud, &d);
   if (rc) {
@@ -279,13 +298,29 @@ int theus_engine_register_json(theus_engine *e, const char *text, const char *so
 }
 
 const theus_contract *theus_engine_contract(theus_engine *e, const char *name) {
+  if (!e || !e->opened || !name)
+    return NULL;
   pthread_rwlock_rdlock(&e->reg_lock);
   const theus_contract *c = name ? find_proc(e, name) : NULL;
   pthread_rwlock_unlock(&e->reg_lock);
   return c;
 }
 
+const char *theus_engine_process_near(theus_engine *e, const char *name) {
+  if (!e || !name)
+    return NULL;
+  const char *near = NULL;
+  size_t best = SIZE_MAX;
+  pthread_rwlock_rdlock(&e->reg_lock);
+  for (size_t i = 0; i < e->nprocs; i++)
+    if (theus__near(name, e->procs[i]->name, &best))
+      near = e->procs[i]->name;
+  pthread_rwlock_unlock(&e->reg_lock);
+  return near;
+}
+
 int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reducer_fn fn, void *ud) {
+  THEUS__ENGINE_ARG(e, "register_reducer");
   if (!name || !*name || !fn)
     return theus__eset(e, THEUS_EINVAL, "register_reducer: name and fn are required");
   theus__reducer *r = malloc(sizeof *r + strlen(name) + 1);
@@ -304,6 +339,8 @@ int theus_engine_register_reducer(theus_engine *e, const char *name, theus_reduc
 /* ---- state accessors --------------------------------------------------- */
 
 uint64_t theus_engine_version(theus_engine *e) {
+  if (!e || !e->opened)
+    return 0;
   return atomic_load_explicit(&e->vword->version, memory_order_acquire);
 }
 
@@ -317,6 +354,12 @@ static int domain_path_ok(theus_engine *e, const char *what, const char *path) {
 }
 
 json_t *theus_engine_get(theus_engine *e, const char *path) {
+  if (!e || !e->opened)
+    return NULL;
+  if (!path) {
+    theus__eset(e, THEUS_EINVAL, "get: path is NULL");
+    return NULL;
+  }
   if (domain_path_ok(e, "get", path))
     return NULL;
   theus_snapshot *s = theus__snap_get(e);
@@ -345,6 +388,17 @@ int theus__patch_put(json_t *patch, const char *path, json_t *value) {
 }
 
 int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
+  if (!e || !e->opened || !path || !value) {
+    json_decref(value); /* stolen, as on every other failure */
+    /* NULL is what a json_* constructor returns when memory ran out: taking it
+     * for null would commit a deletion */
+    if (e && e->opened && path)
+      return theus__eset(e, THEUS_EINVAL, "set '%s': value is NULL (did a json_* constructor run out of memory?); "
+                         "pass json_null() to delete", path);
+    if (e && e->opened)
+      return theus__eset(e, THEUS_EINVAL, "set: path is NULL");
+    THEUS__ENGINE_ARG(e, "set");
+  }
   int rc = domain_path_ok(e, "set", path);
   json_t *patch = json_object();
   if (rc || !patch || (rc = theus__patch_put(patch, path, value))) {
@@ -367,7 +421,11 @@ int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
 
 int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
                      const json_t *heavy_patch, uint64_t *new_version) {
-  char msg[768];
+  THEUS__ENGINE_ARG(e, "cas");
+  if ((domain_patch && !json_is_object(domain_patch)) || (heavy_patch && !json_is_object(heavy_patch)))
+    return theus__eset(e, THEUS_EINVAL, "cas: the %s patch must be a JSON object (or NULL)",
+                       domain_patch && !json_is_object(domain_patch) ? "domain" : "heavy");
+  char msg[768] = "";
   theus__commit_info ci = {.op = "cas", .read_version = expected_version, .worker = -1};
   int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, &ci, new_version, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
@@ -375,12 +433,18 @@ int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *d
 
 int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim,
                              const uint64_t *shape, void **data) {
+  THEUS__ENGINE_ARG(e, "heavy_alloc");
+  if (!key || !shape || !data)
+    return theus__eset(e, THEUS_EINVAL, "heavy_alloc: %s is NULL", !key ? "key" : !shape ? "shape" : "data");
   char msg[512];
-  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, msg, sizeof msg);
+  int rc = theus__draft_new(e, key, dtype, ndim, shape, data, NULL, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 
 int theus_engine_heavy_discard(theus_engine *e, const char *key) {
+  THEUS__ENGINE_ARG(e, "heavy_discard");
+  if (!key)
+    return theus__eset(e, THEUS_EINVAL, "heavy_discard: key is NULL");
   int rc = key ? theus__draft_drop(e, key) : THEUS_ENOTFOUND;
   return rc ? theus__eset(e, rc, "heavy_discard: no draft for key '%s'", key ? key : "(null)") : 0;
 }
@@ -388,41 +452,55 @@ int theus_engine_heavy_discard(theus_engine *e, const char *key) {
 /* ---- snapshots ----------------------------------------------------------- */
 
 int theus_engine_snapshot(theus_engine *e, theus_snapshot **out) {
+  THEUS__ENGINE_ARG(e, "snapshot");
+  if (!out)
+    return theus__eset(e, THEUS_EINVAL, "snapshot: out is NULL");
   *out = theus__snap_get(e);
   return 0;
 }
 
-uint64_t theus_snapshot_version(const theus_snapshot *s) { return s->version; }
+uint64_t theus_snapshot_version(const theus_snapshot *s) { return s ? s->version : 0; }
 
-const json_t *theus_snapshot_domain(const theus_snapshot *s) { return s->domain; }
+const json_t *theus_snapshot_domain(const theus_snapshot *s) { return s ? s->domain : NULL; }
 
 const json_t *theus_snapshot_get(const theus_snapshot *s, const char *path) {
-  return path && !strncmp(path, "domain.", 7) ? theus__json_at(s->domain, path) : NULL;
+  return s && path && !strncmp(path, "domain.", 7) ? theus__json_at(s->domain, path) : NULL;
 }
 
 int theus_snapshot_heavy(const theus_snapshot *s, const char *key, theus_array_info *out) {
+  if (!s || !key || !out)
+    return THEUS_EINVAL;
   const theus__hbind *b = key ? theus__snap_find(s, key) : NULL;
   if (!b)
     return THEUS_ENOTFOUND;
   return theus_array_info_get(b->arr->arena, b->arr->handle, out);
 }
 
-void theus_snapshot_release(theus_snapshot *s) { theus__snap_put(s); }
+void theus_snapshot_release(theus_snapshot *s) {
+  if (s)
+    theus__snap_put(s);
+}
 
 /* ---- version waits ------------------------------------------------------- */
 
 int theus_engine_wait_version(theus_engine *e, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
+  THEUS__ENGINE_ARG(e, "wait_version");
   return theus__vword_wait(e->vword, seen, timeout_ms, now);
 }
 
-int theus_engine_version_fd(const theus_engine *e) { return e->vfd; }
+int theus_engine_version_fd(const theus_engine *e) { return e && e->opened ? e->vfd : THEUS_EINVAL; }
 
 struct theus_version_watch {
   const theus__vword *w;
 };
 
 int theus_version_watch_open(int fd, theus_version_watch **out) {
+  if (!out)
+    return THEUS_EINVAL;
   *out = NULL;
+  uint64_t size = 0;
+  if (fd < 0 || theus__os_fd_size(fd, &size) || size < theus__os_page_size())
+    return THEUS_EINVAL; /* not a version word: mapping it could fault on read */
   theus_version_watch *w = malloc(sizeof *w);
   if (!w)
     return THEUS_ENOMEM;
@@ -438,10 +516,14 @@ int theus_version_watch_open(int fd, theus_version_watch **out) {
 }
 
 uint64_t theus_version_watch_current(const theus_version_watch *w) {
+  if (!w)
+    return 0;
   return atomic_load_explicit(&w->w->version, memory_order_acquire);
 }
 
 int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
+  if (!w)
+    return THEUS_EINVAL;
   return theus__vword_wait(w->w, seen, timeout_ms, now);
 }
 
@@ -480,6 +562,8 @@ static json_t *pool_stats_json(theus_engine *e) {
 }
 
 json_t *theus_engine_stats(theus_engine *e) {
+  if (!e || !e->opened)
+    return NULL;
   theus_arena_stats as = {0};
   theus_arena_stats_get(e->arena, &as);
   pthread_mutex_lock(&e->state_lock);
@@ -508,6 +592,8 @@ json_t *theus_engine_stats(theus_engine *e) {
 }
 
 void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud) {
+  if (!e)
+    return;
   atomic_store(&e->trace_ud, ud);
   atomic_store(&e->trace, fn);
 }

@@ -105,6 +105,7 @@ typedef struct theus__jobq {
 typedef struct theus__memo theus__memo;
 
 struct theus_engine {
+  int opened; /* theus_engine_open succeeded: a failed open only carries the message */
   theus_engine_config cfg;
   theus_arena *arena;
   theus_pool *pool;
@@ -145,6 +146,9 @@ struct theus_engine {
   _Atomic(void *) commit_ud;
 
   atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
+  /* theus_engine_progress_get: slices of the maps running now (done, all)
+   * and slices finished since open */
+  atomic_ullong map_done, map_total, map_slices;
 
   theus__err err;
 };
@@ -172,7 +176,7 @@ const json_t *theus__json_at(const json_t *root, const char *path);
 const json_t *theus__json_at_pattern(const json_t *root, const char *pattern);
 /* What the ledger says of a commit besides its patch (ledger.c). */
 typedef struct theus__commit_info {
-  const char *op;       /* "execute", "set", "cas", "live" */
+  const char *op;       /* "execute", "set", "cas", "live", "map" (a map into a heavy output) */
   const char *process;  /* the process of an execute, else NULL */
   const json_t *args;
   uint64_t read_version; /* the version the process ran on */
@@ -187,7 +191,7 @@ typedef struct theus__commit_info {
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
                const theus__commit_info *ci, uint64_t *new_version, char *msg, size_t msglen);
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
-                     void **data, char *msg, size_t msglen);
+                     void **data, theus_handle *handle, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
 int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
@@ -213,6 +217,10 @@ struct theus_ctx {
   json_t *ret;
   json_t *heavy_out;          /* {key: true} drafts allocated by this run */
   int has_slice;
+  const char *map_key;        /* in a map: the key mapped over */
+  const char *out_key;        /* in a map into an output: its key */
+  void *out_data;             /* and its writable base (a worker: the write window) */
+  theus_array_info out_info;
   uint64_t lo, hi;
   uint32_t slice_index, slice_count;
   struct {
@@ -232,6 +240,7 @@ int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg
 
 /* ---- exec.c ---- */
 int theus__pool_task(theus_task *t);
+const char *theus__task_label(const theus_task *t, char *buf, size_t cap);
 /* Finishes every job (close): waits for pool jobs nobody waits for, lets the
  * executor and reaper drain, then joins them. */
 void theus__jobs_fini(theus_engine *e);
@@ -300,5 +309,20 @@ json_t *theus__memo_stats(theus_engine *e);
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */
 theus_reducer_fn theus__reducer_find(theus_engine *e, const char *name, void **ud);
+/* Why the last built-in reducer call on this thread failed beyond a shape
+ * mismatch ("" if it did not); clears it. */
+const char *theus__reduce_why(void);
+/* dst[i] = dst[i] op src[i] for n elements of dtype dt, op "sum", "min" or
+ * "max" (integers wrap as C does); THEUS_EINVAL for another name or dtype. */
+int theus__reduce_array(const char *name, theus_dtype dt, void *dst, const void *src, size_t n);
+
+/* Argument checks of the public calls (issue 10): a NULL engine fails with
+ * THEUS_EINVAL, one whose open failed with THEUS_EINVAL and a message. */
+#define THEUS__ENGINE_ARG(e, fn)                                                                        \
+  do {                                                                                                  \
+    if (!(e)) return THEUS_EINVAL;                                                                      \
+    if (!(e)->opened) return theus__eset((e), THEUS_EINVAL, fn ": this engine did not open (read "       \
+                                         "theus_engine_errmsg, then theus_engine_close it)");            \
+  } while (0)
 
 #endif

@@ -25,6 +25,39 @@ typedef struct slice_t {
   uint32_t index, count;
 } slice_t;
 
+/* What a map tells its slices besides their bounds. */
+typedef struct map_ctx {
+  const char *key;       /* the array mapped over */
+  const char *out_key;   /* a map into an output: its key, else NULL */
+  theus_handle out_h;    /* the output's draft */
+  void *out_data;        /* its writable base (local runs) */
+  theus_array_info out_info; /* the output, or with partials one slice's partial */
+  const char *partials;  /* "sum", "min", "max": the slices fill partials in out_h, else NULL */
+  uint64_t stride;       /* partials: bytes from one slice's partial to the next (whole pages) */
+} map_ctx;
+
+/* Shipped after the args when a map's slices fill partial arrays. */
+typedef struct partial_blk {
+  uint64_t stride;
+  uint32_t dtype, ndim;
+  uint64_t shape[THEUS_MAX_DIMS];
+} partial_blk;
+
+/* A C-contiguous array's info from its dtype and shape (no data). */
+static void array_info_of(theus_array_info *ai, theus_dtype dt, unsigned nd, const uint64_t *shape) {
+  memset(ai, 0, sizeof *ai);
+  ai->dtype = dt;
+  ai->ndim = nd;
+  ai->itemsize = theus_dtype_size(dt);
+  uint64_t n = ai->itemsize;
+  for (unsigned d = nd; d-- > 0;) {
+    ai->shape[d] = shape[d];
+    ai->strides[d] = n;
+    n *= shape[d];
+  }
+  ai->nbytes = n;
+}
+
 static void run_out_fini(theus_engine *e, run_out *o, int drop_drafts) {
   const char *key;
   json_t *v;
@@ -78,7 +111,7 @@ static int canceled_now(theus_engine *e, const _Atomic int *job_cancel) {
 }
 
 static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *snap, const json_t *args,
-                      const slice_t *sl, run_out *o) {
+                      const slice_t *sl, const map_ctx *mc, run_out *o) {
   theus_ctx ctx = {0};
   ctx.e = e;
   ctx.job_cancel = tl_job_cancel;
@@ -89,6 +122,14 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
   ctx.worker = -1;
   if (sl) {
     ctx.has_slice = 1;
+    ctx.map_key = mc->key;
+    ctx.out_key = mc->out_key;
+    ctx.out_data = mc->out_data;
+    ctx.out_info = mc->out_info;
+    if (mc->partials && mc->out_data) {
+      ctx.out_data = (unsigned char *)mc->out_data + sl->index * mc->stride;
+      ctx.out_info.data = ctx.out_data;
+    }
     ctx.lo = sl->lo;
     ctx.hi = sl->hi;
     ctx.slice_index = sl->index;
@@ -130,7 +171,10 @@ typedef struct task_hdr {
   uint32_t has_slice, nkeys;
   uint64_t lo, hi;
   uint32_t slice_index, slice_count;
-  uint32_t keys_len, dom_len, args_len, pad;
+  uint32_t keys_len, dom_len, args_len;
+  uint32_t map_key; /* in a map: 1 + the index among the keys of the key mapped over; 0: none */
+  uint32_t out_key; /* in a map into an output: 1 + the index of its (draft) handle; 0: none */
+  uint32_t partial; /* 1: a partial_blk follows the args */
 } task_hdr;
 
 typedef struct res_hdr {
@@ -271,8 +315,28 @@ static int pack_json(const theus_contract *c, task_pack *tp, const json_t *j, ui
   return 0;
 }
 
+/* Appends one heavy key and its handle to the task. */
+static int pack_key(const theus_contract *c, task_pack *tp, task_hdr *h, const char *key, theus_handle handle,
+                    char *msg, size_t msglen) {
+  if (tp->nhandles == THEUS_POOL_MAX_HANDLES) {
+    snprintf(msg, msglen, "process '%s': more than %u heavy inputs and outputs for one task", c->name,
+             THEUS_POOL_MAX_HANDLES);
+    return THEUS_ELIMIT;
+  }
+  size_t kl = strlen(key) + 1;
+  if (kl > sizeof tp->buf - tp->len)
+    return pack_fail(c, tp->len + kl, msg, msglen);
+  memcpy(tp->buf + tp->len, key, kl);
+  tp->len += kl;
+  h->keys_len += (uint32_t)kl;
+  tp->handles[tp->nhandles] = handle;
+  tp->keys[tp->nhandles++] = key;
+  return 0;
+}
+
 static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg, const theus_snapshot *snap,
-                     const json_t *args, const slice_t *sl, task_pack *tp, char *msg, size_t msglen) {
+                     const json_t *args, const slice_t *sl, const map_ctx *mc, task_pack *tp, char *msg,
+                     size_t msglen) {
   task_hdr h = {.magic = TASK_MAGIC, .reg = (uint32_t)reg, .version = snap->version};
   if (sl) {
     h.has_slice = 1;
@@ -288,19 +352,17 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
     snprintf(path, sizeof path, "heavy.%s", snap->heavy[i].key);
     if (!theus__strv_covers(c->inputs, path))
       continue;
-    if (tp->nhandles == THEUS_POOL_MAX_HANDLES) {
-      snprintf(msg, msglen, "process '%s': more than %u heavy inputs for one task", c->name,
-               THEUS_POOL_MAX_HANDLES);
-      return THEUS_ELIMIT;
-    }
-    size_t kl = strlen(snap->heavy[i].key) + 1;
-    if (kl > sizeof tp->buf - tp->len)
-      return pack_fail(c, tp->len + kl, msg, msglen);
-    memcpy(tp->buf + tp->len, snap->heavy[i].key, kl);
-    tp->len += kl;
-    h.keys_len += (uint32_t)kl;
-    tp->handles[tp->nhandles] = snap->heavy[i].arr->handle;
-    tp->keys[tp->nhandles++] = snap->heavy[i].key;
+    if (mc && mc->key && !strcmp(mc->key, snap->heavy[i].key))
+      h.map_key = tp->nhandles + 1;
+    int krc = pack_key(c, tp, &h, snap->heavy[i].key, snap->heavy[i].arr->handle, msg, msglen);
+    if (krc)
+      return krc;
+  }
+  if (mc && mc->out_key) {
+    h.out_key = tp->nhandles + 1;
+    int krc = pack_key(c, tp, &h, mc->out_key, mc->out_h, msg, msglen);
+    if (krc)
+      return krc;
   }
   h.nkeys = tp->nhandles;
   int rc = 0;
@@ -313,6 +375,15 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
   }
   if (!rc && args && json_object_size(args))
     rc = pack_json(c, tp, args, &h.args_len, msg, msglen);
+  if (!rc && mc && mc->partials) {
+    partial_blk pb = {mc->stride, (uint32_t)mc->out_info.dtype, mc->out_info.ndim, {0}};
+    memcpy(pb.shape, mc->out_info.shape, sizeof pb.shape);
+    if (sizeof pb > sizeof tp->buf - tp->len)
+      return pack_fail(c, tp->len + sizeof pb, msg, msglen);
+    memcpy(tp->buf + tp->len, &pb, sizeof pb);
+    tp->len += sizeof pb;
+    h.partial = 1;
+  }
   memcpy(tp->buf, &h, sizeof h);
   return rc;
 }
@@ -347,9 +418,20 @@ static int write_result(theus_task *t, const theus_ctx *ctx) {
   return theus_task_set_result(t, at);
 }
 
-static json_t *load_part(const char *p, size_t n, size_t flags) {
+/* One JSON part of a task or a result (NULL if n is 0); *rc THEUS_ENOMEM
+ * when memory ran out, THEUS_EPARSE for bad bytes. */
+static json_t *load_part(const char *p, size_t n, size_t flags, int *rc) {
   json_error_t je;
-  return n ? json_loadb(p, n, flags, &je) : NULL;
+  *rc = 0;
+  return n ? theus__json_load(p, n, flags, &je, rc) : NULL;
+}
+
+/* The i-th of n NUL-terminated keys (NULL past the end). */
+static const char *key_at(const char *keys, uint32_t n, uint32_t i) {
+  for (uint32_t k = 0; k < n; k++, keys += strlen(keys) + 1)
+    if (k == i)
+      return keys;
+  return NULL;
 }
 
 int theus__pool_task(theus_task *t) {
@@ -366,7 +448,8 @@ int theus__pool_task(theus_task *t) {
     return theus_task_fail(t, THEUS_EPARSE, "engine task: %zu task bytes, no header", len);
   memcpy(&h, arg, sizeof h);
   uint32_t count = atomic_load_explicit(&((theus__registry *)reg)->count, memory_order_acquire);
-  if (h.magic != TASK_MAGIC || h.reg >= count || (uint64_t)h.keys_len + h.dom_len + h.args_len > len - sizeof h ||
+  if (h.magic != TASK_MAGIC || h.reg >= count ||
+      (uint64_t)h.keys_len + h.dom_len + h.args_len + (h.partial ? sizeof(partial_blk) : 0) > len - sizeof h ||
       (item && ilen != sizeof(slice_t)))
     return theus_task_fail(t, THEUS_EPARSE, "engine task: malformed task header (registry index %u of %u)", h.reg,
                            count);
@@ -377,7 +460,8 @@ int theus__pool_task(theus_task *t) {
   ctx.task_keys = keys;
   ctx.task_nkeys = h.nkeys;
   ctx.worker = (int)theus_task_worker(t);
-  json_t *jdom = load_part(dom, h.dom_len, 0), *jargs = load_part(args, h.args_len, 0);
+  int drc, arc;
+  json_t *jdom = load_part(dom, h.dom_len, 0, &drc), *jargs = load_part(args, h.args_len, 0, &arc);
   ctx.domain = jdom;
   ctx.args = jargs;
   if (item) {
@@ -387,20 +471,61 @@ int theus__pool_task(theus_task *t) {
   }
   if (h.has_slice) {
     ctx.has_slice = 1;
+    ctx.map_key = h.map_key ? key_at(keys, h.nkeys, h.map_key - 1) : NULL;
+    if (h.out_key && !theus_task_array(t, h.out_key - 1, &ctx.out_info)) {
+      ctx.out_key = key_at(keys, h.nkeys, h.out_key - 1);
+      ctx.out_data = theus_task_window(t, NULL);
+    }
+    theus_array_info in;
+    if (ctx.out_data && h.map_key && !theus_task_array(t, h.map_key - 1, &in) && in.shape[0]) {
+      /* a map into an output runs on workers forked for it: fault the slice's input rows in at once */
+      uint64_t rb = in.nbytes / in.shape[0];
+      theus__os_populate((const char *)in.data + h.lo * rb, (h.hi - h.lo) * rb, 0);
+    }
+    if (h.partial && ctx.out_data) { /* this slice's own partial array */
+      partial_blk pb;
+      memcpy(&pb, args + h.args_len, sizeof pb);
+      array_info_of(&ctx.out_info, (theus_dtype)pb.dtype, pb.ndim < THEUS_MAX_DIMS ? pb.ndim : THEUS_MAX_DIMS,
+                    pb.shape);
+      ctx.out_data = (unsigned char *)ctx.out_data + (uint64_t)h.slice_index * pb.stride;
+      ctx.out_info.data = ctx.out_data;
+    }
     ctx.lo = h.lo;
     ctx.hi = h.hi;
     ctx.slice_index = h.slice_index;
     ctx.slice_count = h.slice_count;
   }
-  int rc = (h.dom_len && !jdom) || (h.args_len && !jargs) ? THEUS_EPARSE : call_process(&ctx);
+  int rc = drc ? drc : arc ? arc : call_process(&ctx);
   if (!rc)
     rc = write_result(t, &ctx);
+  else if (drc || arc)
+    theus_task_fail(t, rc, "engine task: %s", rc == THEUS_ENOMEM ? "out of memory decoding the task's JSON"
+                                                                 : "malformed task JSON");
   else
     theus_task_fail(t, rc, "%s", ctx.msg[0] ? ctx.msg : "engine task: malformed task JSON");
   theus__ctx_fini(&ctx);
   json_decref(jdom);
   json_decref(jargs);
   return rc;
+}
+
+/* Worker side, before each task: the process name, for the pool's output
+ * prefixes ("[worker 1 process scale] "): the registry entry the task
+ * header names (the common part of a map chunk, else the task's bytes).
+ * Points into the registry, which outlives the task; allocates nothing. */
+const char *theus__task_label(const theus_task *t, char *buf, size_t cap) {
+  (void)buf, (void)cap;
+  size_t len;
+  const unsigned char *arg = theus_task_common(t, &len);
+  if (!arg)
+    arg = theus_task_arg(t, &len);
+  const theus__registry *reg = theus_task_context(t);
+  task_hdr h;
+  if (!reg || !arg || len < sizeof h)
+    return NULL;
+  memcpy(&h, arg, sizeof h);
+  uint32_t count = atomic_load_explicit(&((theus__registry *)reg)->count, memory_order_acquire);
+  return h.magic == TASK_MAGIC && h.reg < count ? reg->ent[h.reg].c.name : NULL;
 }
 
 /* Queues a packed task; with block 0, THEUS_EAGAIN when every ring is full. */
@@ -424,12 +549,14 @@ static void decode_result(const theus_contract *c, const void *data, size_t len,
     return;
   }
   const char *p = (const char *)data + sizeof rh;
-  json_t *patch = load_part(p, rh.patch_len, 0), *ret = load_part(p + rh.patch_len, rh.ret_len, JSON_DECODE_ANY);
-  if ((rh.patch_len && !json_is_object(patch)) || (rh.ret_len && !ret)) {
+  int prc, rrc;
+  json_t *patch = load_part(p, rh.patch_len, 0, &prc), *ret = load_part(p + rh.patch_len, rh.ret_len, JSON_DECODE_ANY, &rrc);
+  if (prc || rrc || (rh.patch_len && !json_is_object(patch))) {
     json_decref(patch);
     json_decref(ret);
-    o->rc = THEUS_EPARSE;
-    snprintf(o->msg, sizeof o->msg, "process '%s': bad result JSON from worker %d", c->name, worker);
+    o->rc = prc == THEUS_ENOMEM || rrc == THEUS_ENOMEM ? THEUS_ENOMEM : THEUS_EPARSE;
+    snprintf(o->msg, sizeof o->msg, "process '%s': %s from worker %d", c->name,
+             o->rc == THEUS_ENOMEM ? "out of memory decoding the result" : "bad result JSON", worker);
     return;
   }
   o->patch = patch;
@@ -476,7 +603,7 @@ static int start_remote(theus_engine *e, const theus_contract *c, int32_t reg, t
                         const json_t *args, int block, theus_ticket *tk, run_out *o) {
   task_pack tp; /* on the stack: no allocation per run */
   o->worker = -1;
-  if (!(o->rc = pack_task(e, c, reg, snap, args, NULL, &tp, o->msg, sizeof o->msg)) &&
+  if (!(o->rc = pack_task(e, c, reg, snap, args, NULL, NULL, &tp, o->msg, sizeof o->msg)) &&
       (o->rc = submit_task(e, c, &tp, block, tk)) == THEUS_EAGAIN && !block)
     return o->rc = THEUS_EAGAIN;
   if (o->rc)
@@ -497,7 +624,7 @@ static void run(theus_engine *e, const theus_contract *c, int32_t reg, theus_sna
   if (reg >= 0)
     run_remote(e, c, reg, snap, args, o);
   else
-    run_local(e, c, snap, args, NULL, o);
+    run_local(e, c, snap, args, NULL, NULL, o);
   if (o->rc)
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
 }
@@ -544,9 +671,10 @@ static void backoff(unsigned attempt, unsigned *seed) {
 
 static const theus_contract *lookup(theus_engine *e, const char *name, int32_t *reg, char *msg, size_t msglen) {
   const theus_contract *c = theus__proc_find(e, name, reg);
+  const char *near = c ? NULL : theus_engine_process_near(e, name);
   if (!c)
-    snprintf(msg, msglen, "no process named '%s' is registered; register it before executing",
-             name ? name : "(null)");
+    snprintf(msg, msglen, "no process named '%s' is registered; %s%s%sregister it before executing",
+             name ? name : "(null)", near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
   return c;
 }
 
@@ -632,6 +760,9 @@ int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, 
   char msg[1024] = "";
   if (result)
     *result = NULL;
+  THEUS__ENGINE_ARG(e, "execute");
+  if (!name)
+    return theus__eset(e, THEUS_EINVAL, "execute: name is NULL");
   int rc = exec_run(e, name, args, result, NULL, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
@@ -885,7 +1016,11 @@ static void defer_one(theus_engine *e, theus_job *j) {
 
 int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **out) {
   char msg[512] = "";
-  *out = NULL;
+  if (out)
+    *out = NULL;
+  THEUS__ENGINE_ARG(e, "submit");
+  if (!name || !out)
+    return theus__eset(e, THEUS_EINVAL, "submit: %s is NULL", !name ? "name" : "job");
   int32_t reg;
   const theus_contract *c = lookup(e, name, &reg, msg, sizeof msg);
   if (!c)
@@ -973,6 +1108,8 @@ int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, t
 int theus_job_wait(theus_job *j, int64_t timeout_ms, json_t **result) {
   if (result)
     *result = NULL;
+  if (!j)
+    return THEUS_EINVAL;
   int rc = job_finish(j, timeout_ms < 0 ? -1 : timeout_ms);
   if (rc == THEUS_ETIMEDOUT && !atomic_load_explicit(&j->done, memory_order_acquire))
     return rc;
@@ -1005,10 +1142,14 @@ void theus_engine_set_cancel(theus_engine *e, const volatile int *flag) {
 }
 
 const char *theus_job_errmsg(const theus_job *j) {
+  if (!j)
+    return "no job (NULL: theus_engine_submit failed)";
   return atomic_load_explicit(&j->done, memory_order_acquire) ? j->msg : "";
 }
 
 uint64_t theus_job_version(const theus_job *j) {
+  if (!j)
+    return 0;
   return atomic_load_explicit(&j->done, memory_order_acquire) ? j->version : 0;
 }
 
@@ -1094,8 +1235,10 @@ typedef struct map_job {
   int32_t reg;
   theus_snapshot *snap;
   const json_t *args;
+  map_ctx mc;
   uint32_t n;
   slice_t *sl;
+  uint64_t *ranges; /* a map into an output: the output bytes of each slice */
   run_out *out;
 } map_job;
 
@@ -1104,7 +1247,44 @@ typedef struct map_job {
  * huge results buffer. */
 #define MAP_ITEM_RESULT (16u * 1024u)
 
+/* Progress (theus_engine_progress_get): slices finished, as a delta. */
+typedef struct map_progress {
+  theus_engine *e;
+  uint64_t done;
+} map_progress;
+
+static void map_progressed(size_t done, size_t count, void *ud) {
+  (void)count;
+  map_progress *mp = ud;
+  uint64_t d = done - mp->done;
+  mp->done = done;
+  atomic_fetch_add_explicit(&mp->e->map_done, d, memory_order_relaxed);
+  atomic_fetch_add_explicit(&mp->e->map_slices, d, memory_order_relaxed);
+}
+
+void theus_engine_progress_get(theus_engine *e, theus_engine_progress *out) {
+  memset(out, 0, sizeof *out);
+  if (!e)
+    return;
+  /* total first: a map ending lowers done before total, one starting raises total before done */
+  out->map_total = atomic_load_explicit(&e->map_total, memory_order_acquire);
+  out->map_done = atomic_load_explicit(&e->map_done, memory_order_acquire);
+  if (out->map_done > out->map_total)
+    out->map_done = out->map_total;
+  out->slices = atomic_load_explicit(&e->map_slices, memory_order_relaxed);
+}
+
+static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msglen);
+
 static void map_run_all(map_job *m, char *msg, size_t msglen) {
+  map_progress mp = {m->e, 0};
+  atomic_fetch_add_explicit(&m->e->map_total, m->n, memory_order_release);
+  map_run_slices(m, &mp, msg, msglen);
+  atomic_fetch_sub_explicit(&m->e->map_done, mp.done, memory_order_release);
+  atomic_fetch_sub_explicit(&m->e->map_total, m->n, memory_order_release);
+}
+
+static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
       if (theus__engine_canceled(m->e)) {
@@ -1112,17 +1292,20 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
         snprintf(m->out[i].msg, sizeof m->out[i].msg, "map '%s': canceled before slice %u ran", m->c->name, i);
         continue;
       }
-      run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->out[i]);
+      run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->mc, &m->out[i]);
       if (m->out[i].rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
+      map_progressed(i + 1, m->n, mp);
     }
     return;
   }
   task_pack tp;
-  int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, &tp, msg, msglen);
+  int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, &m->mc, &tp, msg, msglen);
   int *status = calloc(m->n, sizeof *status), *workers = calloc(m->n, sizeof *workers);
   uint64_t *times = calloc(2 * (size_t)m->n, sizeof *times);
   char *results = malloc((size_t)m->n * MAP_ITEM_RESULT);
+  if (results) /* fresh pages, written slice by slice: fault them in with one call, not one per page */
+    theus__os_populate(results, (size_t)m->n * MAP_ITEM_RESULT, 1);
   if (!rc && (!status || !workers || !times || !results)) {
     snprintf(msg, msglen, "map '%s': out of memory for %u slice results", m->c->name, m->n);
     rc = THEUS_ENOMEM;
@@ -1134,7 +1317,8 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
                         .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
-                        .common_size = tp.len, .workers = workers, .times = times,
+                        .common_size = tp.len, .workers = workers, .times = times, .window = m->mc.out_h,
+                        .window_ranges = m->ranges, .progress_fn = map_progressed, .progress_ud = mp,
                         .retries = theus_contract_retries(m->c),
                         .cancel = atomic_load_explicit(&m->e->cancel, memory_order_acquire)};
     for (uint32_t i = 0; i < m->n; i++)
@@ -1226,10 +1410,17 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
     }
     if (!o->ret)
       continue;
+    theus__reduce_why();
+    errno = 0;
     if (!(acc = fn(acc, o->ret, ud))) {
-      rc = THEUS_EINVAL;
-      snprintf(msg, msglen, "map '%s': reducer '%s' cannot combine the result of slice %u (%s)", m->c->name,
-               rname, i, json_is_string(o->ret) ? "a string" : "type mismatch");
+      rc = errno == ENOMEM ? THEUS_ENOMEM : THEUS_EINVAL;
+      const char *why = theus__reduce_why();
+      if (rc == THEUS_ENOMEM)
+        snprintf(msg, msglen, "map '%s': reducer '%s' ran out of memory combining the result of slice %u",
+                 m->c->name, rname, i);
+      else
+        snprintf(msg, msglen, "map '%s': reducer '%s' cannot combine the result of slice %u (%s)", m->c->name,
+                 rname, i, *why ? why : json_is_string(o->ret) ? "a string" : "type mismatch");
     }
   }
   if (rc)
@@ -1241,9 +1432,150 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
   return rc;
 }
 
-static int map_setup(theus_engine *e, map_job *m, const char *key, uint32_t slices, char *msg, size_t msglen) {
+/* Slice bounds: even splits of the rows, or, for a map into an output, of
+ * units of rows whose output bytes are a whole number of pages (so every
+ * slice's bytes start on a page and a worker can be given exactly them). */
+static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
+  uint64_t unit = 1;
+  if (m->mc.out_key && !m->mc.partials) {
+    uint64_t page = theus__os_page_size(), rb = m->mc.out_info.nbytes / rows, g = page, r = rb;
+    while (r) { /* gcd(page, row bytes) */
+      uint64_t t = g % r;
+      g = r;
+      r = t;
+    }
+    unit = page / g;
+  }
+  uint64_t units = (rows + unit - 1) / unit;
+  m->n = slices > units ? (uint32_t)units : slices;
+  m->sl = calloc(m->n, sizeof *m->sl);
+  m->out = calloc(m->n, sizeof *m->out);
+  m->ranges = m->mc.out_key ? calloc(2 * (size_t)m->n, sizeof *m->ranges) : NULL;
+  if (!m->sl || !m->out || (m->mc.out_key && !m->ranges))
+    return THEUS_ENOMEM;
+  for (uint32_t i = 0; i < m->n; i++) {
+    uint64_t lo = unit * (units * i / m->n), hi = unit * (units * (i + 1) / m->n);
+    m->sl[i] = (slice_t){lo, hi < rows ? hi : rows, i, m->n};
+    if (m->ranges && m->mc.partials) {
+      m->ranges[2 * i] = i * m->mc.stride;
+      m->ranges[2 * i + 1] = i * m->mc.stride + m->mc.out_info.nbytes;
+    } else if (m->ranges) {
+      m->ranges[2 * i] = m->sl[i].lo * (m->mc.out_info.nbytes / rows);
+      m->ranges[2 * i + 1] = m->sl[i].hi * (m->mc.out_info.nbytes / rows);
+    }
+  }
+  return 0;
+}
+
+/* Partials: one zeroed partial array per slice in a scratch array of the
+ * arena, each starting on a page (allocated once the slices are known). */
+static int map_partials_setup(map_job *m, theus_dtype dt, const theus_map_out *out, char *msg, size_t msglen) {
+  uint64_t probe = 0;
+  if (!out->ndim || out->ndim > THEUS_MAX_DIMS || theus__reduce_array(out->partials, dt, &probe, &probe, 0)) {
+    snprintf(msg, msglen, "map '%s' into '%s': partials need \"sum\", \"min\" or \"max\" and the partial's "
+             "shape (ndim 1..%d)", m->c->name, out->key, THEUS_MAX_DIMS);
+    return THEUS_EINVAL;
+  }
+  for (unsigned d = 0; d < out->ndim; d++)
+    if (!out->shape[d]) {
+      snprintf(msg, msglen, "map '%s' into '%s': dimension %u of the partial is 0", m->c->name, out->key, d);
+      return THEUS_EINVAL;
+    }
+  array_info_of(&m->mc.out_info, dt, out->ndim, out->shape);
+  uint64_t page = theus__os_page_size();
+  m->mc.stride = (m->mc.out_info.nbytes + page - 1) / page * page;
+  m->mc.partials = out->partials;
+  m->mc.out_key = out->key;
+  return 0;
+}
+
+static int map_partials_alloc(map_job *m, char *msg, size_t msglen) {
+  void *p = NULL;
+  int rc = theus_arena_alloc(m->e->arena, (size_t)m->n * m->mc.stride, &m->mc.out_h, &p);
+  if (rc) {
+    snprintf(msg, msglen, "map '%s' into '%s': %u partials of %llu bytes: %s", m->c->name, m->mc.out_key, m->n,
+             (unsigned long long)m->mc.stride, theus_arena_errmsg(m->e->arena));
+    m->mc.out_h = 0;
+    return rc;
+  }
+  m->mc.out_data = p; /* fresh arena pages read as zero */
+  return 0;
+}
+
+/* Combines the partials into a new draft for the output key. */
+static int map_partials_reduce(map_job *m, char *msg, size_t msglen) {
+  void *dst = NULL;
+  const theus_array_info *ai = &m->mc.out_info;
+  int rc = theus__draft_new(m->e, m->mc.out_key, ai->dtype, ai->ndim, ai->shape, &dst, NULL, msg, msglen);
+  if (rc)
+    return rc;
+  const unsigned char *src = m->mc.out_data;
+  memcpy(dst, src, ai->nbytes);
+  for (uint32_t i = 1; i < m->n; i++)
+    theus__reduce_array(m->mc.partials, ai->dtype, dst, src + i * m->mc.stride, ai->nbytes / ai->itemsize);
+  return 0;
+}
+
+/* Allocates the output's draft (a map into an output). */
+static int map_out_alloc(map_job *m, const theus_array_info *in, const theus_map_out *out, char *msg,
+                         size_t msglen) {
+  char path[300];
+  snprintf(path, sizeof path, "heavy.%s", out->key ? out->key : "");
+  if (!out->key || !theus__strv_covers(m->c->outputs, path)) {
+    snprintf(msg, msglen, "map '%s': the contract does not declare output '%s'", m->c->name, path);
+    return THEUS_ECONTRACT;
+  }
+  theus_dtype dt = out->dtype ? out->dtype : in->dtype ? in->dtype : THEUS_DTYPE_U8;
+  unsigned nd = out->ndim ? out->ndim : in->ndim;
+  const uint64_t *shape = out->ndim ? out->shape : in->shape;
+  if (out->partials)
+    return map_partials_setup(m, dt, out, msg, msglen);
+  if (nd > THEUS_MAX_DIMS || shape[0] != in->shape[0]) {
+    snprintf(msg, msglen, "map '%s' into '%s': the output's first dimension (%llu) must be the input's rows (%llu)",
+             m->c->name, out->key, (unsigned long long)shape[0], (unsigned long long)in->shape[0]);
+    return THEUS_EINVAL;
+  }
+  void *data = NULL;
+  int rc = theus__draft_new(m->e, out->key, dt, nd, shape, &data, &m->mc.out_h, msg, msglen);
+  if (rc)
+    return rc;
+  m->mc.out_key = out->key;
+  m->mc.out_data = data;
+  theus_array_info_get(m->e->arena, m->mc.out_h, &m->mc.out_info);
+  uint64_t off, len;
+  if (m->reg >= 0 && theus_arena_file_range(m->e->arena, m->mc.out_h, &off, &len)) {
+    snprintf(msg, msglen, "map '%s' into '%s': the output has %llu bytes, under a page (%zu): a parallel map "
+             "fills outputs of at least a page; return small results through a reducer", m->c->name, out->key,
+             (unsigned long long)m->mc.out_info.nbytes, theus__os_page_size());
+    theus__draft_drop(m->e, out->key);
+    m->mc.out_key = NULL;
+    return THEUS_EINVAL;
+  }
+  return 0;
+}
+
+/* No input array (a process filling a new one): the slices split the
+ * output's rows, whose shape and dtype the caller gives. */
+static int map_no_input(map_job *m, const theus_map_out *out, theus_array_info *info, char *msg, size_t msglen) {
+  if (!out || out->partials || !out->ndim || out->ndim > THEUS_MAX_DIMS || !out->dtype) {
+    snprintf(msg, msglen, "map '%s': without an input array (key NULL) give the output's dtype and shape, and no "
+             "partials", m->c->name);
+    return THEUS_EINVAL;
+  }
+  array_info_of(info, out->dtype, out->ndim, out->shape);
+  return 0;
+}
+
+static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_map_out *out, char *msg,
+                     size_t msglen) {
   const theus__hbind *b = key ? theus__snap_find(m->snap, key) : NULL;
   theus_array_info info;
+  if (!key) {
+    int rc = map_no_input(m, out, &info, msg, msglen);
+    if (!rc)
+      rc = map_out_alloc(m, &info, out, msg, msglen);
+    return rc ? rc : map_slices(m, info.shape[0], slices);
+  }
   if (!b || theus_array_info_get(b->arr->arena, b->arr->handle, &info)) {
     snprintf(msg, msglen, "map '%s': no heavy array '%s' in version %llu; publish it first", m->c->name,
              key ? key : "(null)", (unsigned long long)m->snap->version);
@@ -1255,47 +1587,166 @@ static int map_setup(theus_engine *e, map_job *m, const char *key, uint32_t slic
     snprintf(msg, msglen, "map '%s': the contract does not declare input '%s'", m->c->name, path);
     return THEUS_ECONTRACT;
   }
-  uint64_t rows = info.shape[0];
-  m->n = slices > rows ? (uint32_t)rows : slices;
-  m->sl = calloc(m->n, sizeof *m->sl);
-  m->out = calloc(m->n, sizeof *m->out);
-  if (!m->sl || !m->out)
-    return THEUS_ENOMEM;
-  for (uint32_t i = 0; i < m->n; i++)
-    m->sl[i] = (slice_t){rows * i / m->n, rows * (i + 1) / m->n, i, m->n};
-  (void)e;
-  return 0;
+  int rc = out ? map_out_alloc(m, &info, out, msg, msglen) : 0;
+  if (!rc)
+    rc = map_slices(m, info.shape[0], slices);
+  if (!rc && m->mc.partials)
+    rc = map_partials_alloc(m, msg, msglen);
+  return rc;
 }
 
-int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
-                     const json_t *args, json_t **result) {
+/* Publishes the output of a successful map into an output, in a version of
+ * its own; discards it otherwise. */
+static int map_out_finish(map_job *m, int rc, uint64_t *version, char *msg, size_t msglen) {
+  if (!m->mc.out_key)
+    return rc;
+  if (m->mc.partials) {
+    if (!rc)
+      rc = map_partials_reduce(m, msg, msglen);
+    if (m->mc.out_h)
+      theus_arena_free(m->e->arena, m->mc.out_h);
+    m->mc.out_h = 0;
+    if (rc)
+      return rc; /* no draft was made, or theus__draft_new failed */
+  }
+  if (!rc) {
+    json_t *hp = json_object();
+    if (!hp || json_object_set_new(hp, m->mc.out_key, json_true())) {
+      snprintf(msg, msglen, "map '%s': out of memory", m->c->name);
+      rc = THEUS_ENOMEM;
+    } else {
+      theus__commit_info ci = {.op = "map", .process = m->c->name, .args = m->args,
+                               .read_version = m->snap->version, .worker = -1};
+      rc = theus__cas(m->e, m->snap->version, NULL, hp, &ci, version, msg, msglen);
+    }
+    json_decref(hp);
+  }
+  if (rc)
+    theus__draft_drop(m->e, m->mc.out_key);
+  return rc;
+}
+
+/* The checks and setup every map shares (theus_engine_map, _map_into and
+ * _map_part). m->snap stays NULL when it was refused before it started (the
+ * message is then set on e). */
+static int map_begin(theus_engine *e, map_job *m, const char *name, const char *key, uint32_t slices,
+                     const theus_map_out *out, char *msg, size_t msglen) {
+  m->c = lookup(e, name, &m->reg, msg, msglen);
+  if (!m->c)
+    return theus__eset(e, THEUS_ENOTFOUND, "map: %s", msg);
+  if (!slices || (m->args && !json_is_object(m->args)))
+    return theus__eset(e, THEUS_EINVAL, "map '%s': slices must be >= 1 and args an object", name);
+  atomic_fetch_add_explicit(&e->n_exec, 1, memory_order_relaxed);
+  m->snap = theus__snap_get(e);
+  return map_setup(m, key, slices, out, msg, msglen);
+}
+
+static int map_end(theus_engine *e, map_job *m, int rc, const char *msg) {
+  for (uint32_t i = 0; m->out && i < m->n; i++)
+    run_out_fini(e, &m->out[i], 1);
+  free(m->out);
+  free(m->sl);
+  free(m->ranges);
+  if (m->snap)
+    theus__snap_put(m->snap);
+  if (rc)
+    atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
+  return rc ? theus__eset(e, rc, "%s", msg) : 0;
+}
+
+static int map_main(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
+                    const json_t *args, const theus_map_out *out, json_t **result, uint64_t *version) {
   char msg[1024] = "";
   if (result)
     *result = NULL;
-  map_job m = {e, NULL, -1, NULL, args, 0, NULL, NULL};
-  m.c = lookup(e, name, &m.reg, msg, sizeof msg);
-  if (!m.c)
-    return theus__eset(e, THEUS_ENOTFOUND, "map: %s", msg);
+  if (version)
+    *version = 0;
+  THEUS__ENGINE_ARG(e, "map");
+  if (!name || (!key && !out))
+    return theus__eset(e, THEUS_EINVAL, "map: %s is NULL", !name ? "name" : "key");
+  map_job m = {.e = e, .reg = -1, .args = args, .mc = {.key = key}};
   void *ud;
   theus_reducer_fn fn = reducer ? theus__reducer_find(e, reducer, &ud) : NULL;
   if (!fn)
     return theus__eset(e, THEUS_EINVAL, "map '%s': unknown reducer '%s' (sum, min, max, concat or registered)",
                        name, reducer ? reducer : "(null)");
-  if (!slices || (args && !json_is_object(args)))
-    return theus__eset(e, THEUS_EINVAL, "map '%s': slices must be >= 1 and args an object", name);
-  atomic_fetch_add_explicit(&e->n_exec, 1, memory_order_relaxed);
-  m.snap = theus__snap_get(e);
-  int rc = map_setup(e, &m, key, slices, msg, sizeof msg);
+  int rc = map_begin(e, &m, name, key, slices, out, msg, sizeof msg);
+  if (!m.snap)
+    return rc; /* refused before it started: the message is set */
   if (!rc) {
     map_run_memo(&m, msg, sizeof msg);
     rc = map_reduce(&m, fn, ud, reducer, result, msg, sizeof msg);
   }
-  for (uint32_t i = 0; m.out && i < m.n; i++)
-    run_out_fini(e, &m.out[i], 1);
-  free(m.out);
-  free(m.sl);
-  theus__snap_put(m.snap);
-  if (rc)
-    atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
-  return rc ? theus__eset(e, rc, "%s", msg) : 0;
+  rc = map_out_finish(&m, rc, version, msg, sizeof msg);
+  if (rc && result) {
+    json_decref(*result);
+    *result = NULL;
+  }
+  return map_end(e, &m, rc, msg);
+}
+
+/* The slices' return values as a JSON array in slice order (null: none). */
+static int map_items(map_job *m, uint32_t first, uint32_t total, json_t **items, char *msg, size_t msglen) {
+  json_t *arr = json_array();
+  if (!arr)
+    return THEUS_ENOMEM;
+  for (uint32_t i = 0; i < m->n; i++) {
+    run_out *o = &m->out[i];
+    if (!o->rc && o->patch && json_object_size(o->patch)) {
+      snprintf(o->msg, sizeof o->msg, "contract violation: map slices may not write state outputs");
+      o->rc = THEUS_ECONTRACT;
+    }
+    if (o->rc) {
+      snprintf(msg, msglen, "map '%s' slice %u/%u [%llu, %llu): %.700s", m->c->name, first + i, total,
+               (unsigned long long)m->sl[i].lo, (unsigned long long)m->sl[i].hi, o->msg);
+      json_decref(arr);
+      return o->rc;
+    }
+    if (json_array_append(arr, o->ret ? o->ret : json_null())) {
+      json_decref(arr);
+      return THEUS_ENOMEM;
+    }
+  }
+  *items = arr;
+  return 0;
+}
+
+int theus_engine_map_part(theus_engine *e, const char *name, const char *key, uint32_t slices, uint32_t first,
+                          uint32_t count, const json_t *args, json_t **items) {
+  char msg[1024] = "";
+  THEUS__ENGINE_ARG(e, "map_part");
+  if (!items || !name || !key)
+    return theus__eset(e, THEUS_EINVAL, "map_part: %s is NULL", !items ? "items" : !name ? "name" : "key");
+  *items = NULL;
+  map_job m = {.e = e, .reg = -1, .args = args, .mc = {.key = key}};
+  int rc = map_begin(e, &m, name, key, slices, NULL, msg, sizeof msg);
+  if (!m.snap)
+    return rc;
+  uint32_t total = m.n;
+  if (!rc && (first > total || count > total - first)) {
+    snprintf(msg, sizeof msg, "map '%s': slices [%u, %u) leave the map's %u slices", name, first, first + count,
+             total);
+    rc = THEUS_EINVAL;
+  }
+  if (!rc && !count) {
+    rc = (*items = json_array()) ? 0 : THEUS_ENOMEM;
+  } else if (!rc) { /* run only [first, first + count): the bounds stay those of the whole map */
+    memmove(m.sl, m.sl + first, count * sizeof *m.sl);
+    m.n = count;
+    map_run_all(&m, msg, sizeof msg);
+    rc = map_items(&m, first, total, items, msg, sizeof msg);
+  }
+  return map_end(e, &m, rc, msg);
+}
+
+int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
+                     const json_t *args, json_t **result) {
+  return map_main(e, name, key, slices, reducer, args, NULL, result, NULL);
+}
+
+int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
+                          const json_t *args, const theus_map_out *out, json_t **result, uint64_t *version) {
+  if (!out)
+    return theus__eset(e, THEUS_EINVAL, "map_into '%s': out is NULL", name ? name : "(null)");
+  return map_main(e, name, key, slices, reducer, args, out, result, version);
 }

@@ -114,10 +114,13 @@ int theus__state_init(theus_engine *e, const json_t *domain) {
   e->hist = calloc(e->cfg.history, sizeof *e->hist);
   e->retained = e->cfg.retention ? calloc(e->cfg.retention, sizeof *e->retained) : NULL;
   e->cur = calloc(1, sizeof *e->cur);
+  if (e->cur) {
+    /* before any failure return: theus__state_fini frees it by this reference */
+    atomic_init(&e->cur->refs, 1);
+    e->cur->version = 1;
+  }
   if (!e->hist || !e->cur || (e->cfg.retention && !e->retained))
     return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory");
-  atomic_init(&e->cur->refs, 1);
-  e->cur->version = 1;
   e->cur->domain = domain ? json_deep_copy(domain) : json_object();
   if (!e->cur->domain)
     return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory copying the domain");
@@ -211,8 +214,12 @@ static int draft_add(theus_engine *e, const char *key, theus_handle adopt, theus
 }
 
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
-                     void **data, char *msg, size_t msglen) {
-  return draft_add(e, key, 0, dtype, ndim, shape, data, NULL, msg, msglen);
+                     void **data, theus_handle *handle, char *msg, size_t msglen) {
+  theus__harr *a = NULL;
+  int rc = draft_add(e, key, 0, dtype, ndim, shape, data, &a, msg, msglen);
+  if (!rc && handle)
+    *handle = a->handle;
+  return rc;
 }
 
 int theus__draft_drop(theus_engine *e, const char *key) {
@@ -244,30 +251,30 @@ static int cas_prepare(cas_op *op) {
     return msgf(op->msg, op->msglen, THEUS_EINVAL, "cas: the domain patch must be a JSON object (RFC 7386)");
   if (op->hpatch && !json_is_object(op->hpatch))
     return msgf(op->msg, op->msglen, THEUS_EINVAL, "cas: the heavy patch must be an object {key: true|null}");
-  int rc = 0;
-  if (op->dpatch && json_object_size(op->dpatch))
-    rc = theus_merge_patch_paths(op->dpatch, "domain", &op->paths, &op->n, &op->cap);
+  if (op->dpatch && json_object_size(op->dpatch) &&
+      theus_merge_patch_paths(op->dpatch, "domain", &op->paths, &op->n, &op->cap))
+    return msgf(op->msg, op->msglen, THEUS_ENOMEM,
+                "cas: out of memory listing the paths the domain patch writes; nothing was committed");
   const char *key;
   json_t *v;
   json_object_foreach((json_t *)op->hpatch, key, v) {
-    if (rc)
-      break;
     if (!json_is_true(v) && !json_is_null(v))
       return msgf(op->msg, op->msglen, THEUS_EINVAL,
                   "cas: heavy patch key '%s' must map to true (publish its draft) or null (remove)", key);
     char *p = malloc(strlen(key) + 7);
-    if (!p)
-      return THEUS_ENOMEM;
-    sprintf(p, "heavy.%s", key);
-    char **np = op->n == op->cap ? realloc(op->paths, (op->cap = op->cap * 2 + 4) * sizeof *np) : op->paths;
-    if (!np) {
+    char **np = p && op->n == op->cap ? realloc(op->paths, (op->cap * 2 + 4) * sizeof *np) : op->paths;
+    if (!p || !np) {
       free(p);
-      return THEUS_ENOMEM;
+      return msgf(op->msg, op->msglen, THEUS_ENOMEM,
+                  "cas: out of memory listing heavy key '%s' of the patch; nothing was committed", key);
     }
+    if (op->n == op->cap)
+      op->cap = op->cap * 2 + 4;
+    sprintf(p, "heavy.%s", key);
     op->paths = np;
     op->paths[op->n++] = p;
   }
-  return rc;
+  return 0;
 }
 
 /* Under state_lock: does anything written after op->expected overlap op's paths? */
@@ -323,7 +330,8 @@ static int cas_build(theus_engine *e, cas_op *op, theus_snapshot **out) {
   }
   theus_snapshot *s = calloc(1, sizeof *s);
   if (!s)
-    return THEUS_ENOMEM;
+    return msgf(op->msg, op->msglen, THEUS_ENOMEM, "cas: out of memory building version %llu",
+                (unsigned long long)cur->version + 1);
   s->heavy = calloc(cur->nheavy + nadd + 1, sizeof *s->heavy);
   s->domain = op->dpatch && json_object_size(op->dpatch) ? theus_merge_patch(cur->domain, op->dpatch)
                                                           : json_incref(cur->domain);
@@ -381,6 +389,8 @@ static void cas_publish(theus_engine *e, cas_op *op, theus_snapshot *s) {
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
                const theus__commit_info *ci, uint64_t *new_version, char *msg, size_t msglen) {
   cas_op op = {expected, domain_patch, heavy_patch, NULL, 0, 0, msg, msglen};
+  if (msg && msglen)
+    msg[0] = '\0';
   atomic_fetch_add_explicit(&e->n_cas, 1, memory_order_relaxed);
   int rc = cas_prepare(&op);
   theus_snapshot *s = NULL;
@@ -493,6 +503,7 @@ static int live_prepare(theus_engine *e, const char *key, size_t nbytes, theus__
 }
 
 int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, theus_twin_writer **out) {
+  THEUS__ENGINE_ARG(e, "live_create");
   char msg[768] = "";
   if (out)
     *out = NULL;
@@ -520,6 +531,9 @@ int theus_engine_live_create(theus_engine *e, const char *key, size_t nbytes, th
 }
 
 int theus_engine_live_unbind(theus_engine *e, const char *key) {
+  THEUS__ENGINE_ARG(e, "live_unbind");
+  if (!key)
+    return theus__eset(e, THEUS_EINVAL, "live_unbind: key is NULL");
   char msg[768] = "";
   theus__live *l = key ? live_take(e, key, 0) : NULL;
   if (!l)

@@ -33,6 +33,7 @@ uint64_t theus_arena_default_budget(void) {
 }
 
 void theus_arena_config_init(theus_arena_config *cfg) {
+  if (!cfg) return;
   cfg->hard_limit = theus_arena_default_budget();
   cfg->single_limit = cfg->hard_limit; /* one array may use the whole budget */
   cfg->soft_limit_pct = 85;
@@ -119,6 +120,11 @@ static int owner_state_init(theus_arena *a) {
 
 /* Like sqlite3_open: a failure still hands back the arena, carrying the message. */
 int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
+  return theus__arena_open_at(user, NULL, out);
+}
+
+int theus__arena_open_at(const theus_arena_config *user, const char *dir, theus_arena **out) {
+  if (!out) return THEUS_EINVAL;
   theus_arena_config c;
   theus_arena *a = *out = arena_new();
   if (!a) return THEUS_ENOMEM;
@@ -129,7 +135,7 @@ int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
   theus__arena_hdr h;
   init_header(&h, &c, page);
   a->map_size = h.total_size;
-  if ((rc = theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
+  if ((rc = dir ? theus__os_tmpfile(dir, h.total_size, &a->fd) : theus__os_memfd("theus-arena", h.total_size, &a->fd)) ||
       (rc = theus__os_reopen_ro(a->fd, &a->ro_fd)))
     return theus__arena_fail(a, rc, "theus_arena_open: cannot create the %" PRIu64 "-byte memfd or its read-only descriptor: %s",
                              h.total_size, strerror(errno));
@@ -137,6 +143,9 @@ int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
     return theus__arena_fail(a, rc, "theus_arena_open: cannot map %" PRIu64 " bytes (hard_limit %" PRIu64
                              " needs twice its size of address space): %s", h.total_size, c.hard_limit,
                              strerror(errno));
+  if ((rc = theus__os_reserve(a->fd, 0, h.slots_off))) /* the header page; slot pages as they are used */
+    return theus__arena_fail(a, THEUS_ENOMEM, "theus_arena_open: cannot reserve the header page (%s): the machine "
+                             "or the arena's backing file is out of memory", strerror(errno));
   memcpy(a->base, &h, sizeof h);
   bind_layout(a);
   if ((rc = owner_state_init(a)))
@@ -146,11 +155,14 @@ int theus_arena_open(const theus_arena_config *user, theus_arena **out) {
 }
 
 int theus_arena_open_ro(int ro_fd, theus_arena **out) {
+  if (!out) return THEUS_EINVAL;
   *out = NULL;
+  if (ro_fd < 0) return THEUS_EINVAL;
   theus_arena *a = arena_new();
   if (!a) return THEUS_ENOMEM;
   a->readonly = 1;
   int rc = theus__os_fd_size(ro_fd, &a->map_size);
+  if (!rc && a->map_size < sizeof(theus__arena_hdr)) rc = THEUS_EINVAL; /* not a theus arena */
   if (!rc) rc = theus__os_map(ro_fd, a->map_size, 0, (void **)&a->base);
   if (!rc && (((theus__arena_hdr *)a->base)->magic != THEUS__ARENA_MAGIC ||
               ((theus__arena_hdr *)a->base)->total_size != a->map_size))
@@ -176,9 +188,25 @@ void theus_arena_close(theus_arena *a) {
   free(a);
 }
 
-int theus_arena_ro_fd(const theus_arena *a) { return a->ro_fd; }
+int theus_arena_ro_fd(const theus_arena *a) { return a ? a->ro_fd : THEUS_EINVAL; }
 
-int theus_arena_is_readonly(const theus_arena *a) { return a->readonly; }
+int theus_arena_is_readonly(const theus_arena *a) { return a ? a->readonly : 0; }
+
+int theus_arena_rw_fd(const theus_arena *a) { return a->readonly ? -1 : a->fd; }
+
+int theus_arena_file_range(const theus_arena *a, theus_handle h, uint64_t *offset, uint64_t *len) {
+  theus__slot s;
+  s.offset = s.size = s.rsize = 0;
+  int rc = theus__arena_resolve(a, h, &s);
+  if (rc) return rc;
+  uint64_t page = a->hdr->page, n = round_up(s.size, page);
+  if (s.size < page || s.rsize < n)
+    return theus__arena_fail(a, THEUS_EINVAL, "array 0x%016" PRIx64 " of %" PRIu64 " bytes shares its page with "
+                             "other arrays (arrays of at least %" PRIu64 " bytes own their pages)", h, s.size, page);
+  *offset = a->hdr->data_off + s.offset;
+  *len = n;
+  return 0;
+}
 
 /* ---- handle resolution (lock-free; works on read-only attachments) ------ */
 
@@ -188,6 +216,8 @@ int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy
   if (idx >= a->hdr->max_handles || gen == 0)
     return theus__arena_fail(a, THEUS_EBADHANDLE, "handle 0x%016" PRIx64 " is out of range (slot %u of %" PRIu64 ")",
                              h, idx, a->hdr->max_handles);
+  if (idx >= THEUS__LDA(&a->hdr->slots_reserved)) /* its page was never reserved: do not fault it in */
+    return theus__arena_fail(a, THEUS_EBADHANDLE, "handle 0x%016" PRIx64 " was never issued (slot %u)", h, idx);
   const theus__slot *s = &a->slots[idx];
   uint32_t g = THEUS__LDA(&s->gen), e = THEUS__LDA(&s->epoch);
   if (gen > g)
@@ -245,19 +275,87 @@ static int budget_take(theus_arena *a, uint64_t n, uint64_t rsize) {
   return 0;
 }
 
+/* ---- memory check (owner, under mu) -------------------------------------
+ * fallocate on a memfd inside a memory cgroup that cannot hold the pages does
+ * not fail: the cgroup's OOM killer ends the process (exit 137, no message).
+ * So before reserving, compare with what the cgroups and the machine can still
+ * hold, after a headroom, and refuse with THEUS_ENOMEM instead. Reading the
+ * limits costs tens of microseconds, so the reading is cached for
+ * THEUS__ROOM_TTL_NS and decremented by what the arena reserves meanwhile; a
+ * request larger than the cached room re-reads before refusing. */
+
+static uint64_t room_headroom(uint64_t limit) {
+  uint64_t h = limit / THEUS__ROOM_HEADROOM_DIV;
+  return h > THEUS__ROOM_HEADROOM_MIN ? h : THEUS__ROOM_HEADROOM_MIN;
+}
+
+static int room_take(theus_arena *a, uint64_t len) {
+  uint64_t now = theus__now_ns();
+  if (len <= a->room && a->room_at && now - a->room_at < THEUS__ROOM_TTL_NS) {
+    a->room -= len;
+    return 0;
+  }
+  theus__mem_room r;
+  theus__os_mem_room_at(a->memroot, &r, room_headroom);
+  a->room = r.avail;
+  a->room_at = now;
+  if (len <= a->room) {
+    a->room -= len;
+    return 0;
+  }
+  a->room_refused = 1;
+  return theus__arena_fail(a, THEUS_ENOMEM, "cannot reserve %" PRIu64 " bytes: %s has a limit of %" PRIu64
+                           " bytes with %" PRIu64 " in use, and %" PRIu64 " bytes are kept as headroom "
+                           "(free arrays, or raise the limit)", len, r.what, r.limit, r.used, room_headroom(r.limit));
+}
+
+void theus__arena_set_memroot(theus_arena *a, const char *sys) {
+  pthread_mutex_lock(&a->mu);
+  a->memroot = sys;
+  a->room_at = 0; /* read it at the next reservation */
+  pthread_mutex_unlock(&a->mu);
+}
+
+static void room_give(theus_arena *a, uint64_t len) {
+  a->room = a->room > UINT64_MAX - len ? UINT64_MAX : a->room + len;
+}
+
 /* ---- slots (owner, under mu) ------------------------------------------- */
 
-static uint32_t slot_take(theus_arena *a) {
-  uint32_t idx = a->free_slots;
-  if (idx != NO_SLOT) {
-    a->free_slots = a->slots[idx].next_free;
-    return idx;
+/* Reserves the page of the slot table holding slot idx (the table is sparse
+ * like the data area: a page is reserved when its first slot is handed out). */
+static int slots_reserve(theus_arena *a, uint32_t idx) {
+  uint64_t pg = a->hdr->page, off = (a->hdr->slots_off + (uint64_t)idx * sizeof(theus__slot)) & ~(pg - 1);
+  int rc = room_take(a, pg);
+  if (rc) return rc;
+  if ((rc = theus__os_reserve(a->fd, off, pg))) {
+    room_give(a, pg);
+    return theus__arena_fail(a, rc, "cannot reserve a page of the handle table for handle slot %u (%s): the "
+                             "machine or the arena's backing file is out of memory", idx, strerror(errno));
+  }
+  THEUS__STR(&a->hdr->slots_reserved, (uint32_t)((off + pg - a->hdr->slots_off) / sizeof(theus__slot)));
+  return 0;
+}
+
+/* A free slot into *idx: 0, THEUS_ENOSPACE (all in use) or a reservation failure. */
+static int slot_take(theus_arena *a, uint32_t *idx) {
+  if (a->free_slots != NO_SLOT) {
+    *idx = a->free_slots;
+    a->free_slots = a->slots[*idx].next_free;
+    return 0;
   }
   for (;;) { /* fresh slots since the reset; skip retired ones */
     uint32_t hwm = a->hdr->slot_hwm;
-    if (hwm >= a->hdr->max_handles) return NO_SLOT;
+    if (hwm >= a->hdr->max_handles)
+      return theus__arena_fail(a, THEUS_ENOSPACE, "all %" PRIu64 " handle slots are in use (raise "
+                               "theus_arena_config.max_handles)", a->hdr->max_handles);
+    int rc = hwm < a->hdr->slots_reserved ? 0 : slots_reserve(a, hwm);
+    if (rc) return rc;
     THEUS__ST(&a->hdr->slot_hwm, hwm + 1);
-    if (a->slots[hwm].gen != UINT32_MAX) return hwm;
+    if (a->slots[hwm].gen != UINT32_MAX) {
+      *idx = hwm;
+      return 0;
+    }
   }
 }
 
@@ -265,6 +363,18 @@ static void slot_put(theus_arena *a, uint32_t idx) {
   if (a->slots[idx].gen == UINT32_MAX) return; /* retired: its handles are never reissued */
   a->slots[idx].next_free = a->free_slots;
   a->free_slots = idx;
+}
+
+static int reserve(theus_arena *a, uint64_t off, uint64_t len) {
+  int rc = room_take(a, len);
+  if (rc) return rc;
+  rc = theus__os_reserve(a->fd, a->hdr->data_off + off, len);
+  if (rc) room_give(a, len);
+  return rc;
+}
+
+static void release(theus_arena *a, uint64_t off, uint64_t len) {
+  if (theus__os_release(a->fd, a->hdr->data_off + off, len) == 0) room_give(a, len);
 }
 
 /* ---- pages (owner, under mu) --------------------------------------------
@@ -294,7 +404,7 @@ static void page_release(theus_arena *a, uint64_t p) {
     uint32_t old = a->cache[0];
     a->cache[0] = a->cache[--a->ncache];
     page_at(a, old)->cached = 0;
-    theus__os_release(a->fd, a->hdr->data_off + (uint64_t)old * a->hdr->page, a->hdr->page);
+    release(a, (uint64_t)old * a->hdr->page, a->hdr->page);
   }
   a->cache[a->ncache++] = (uint32_t)p;
   page_at(a, p)->cached = 1;
@@ -306,7 +416,7 @@ static int pages_reserve_small(theus_arena *a, uint64_t off, uint64_t len) {
   for (uint64_t p = first; p <= last; p++) {
     theus__page *e = page_at(a, p);
     if (e->users == 0 && !e->cached) {
-      int rc = theus__os_reserve(a->fd, a->hdr->data_off + p * pg, pg);
+      int rc = reserve(a, p * pg, pg);
       if (rc) {
         for (uint64_t q = first; q < p; q++)
           if (--page_at(a, q)->users == 0) page_release(a, q);
@@ -333,14 +443,14 @@ static int pages_reserve(theus_arena *a, uint64_t off, uint64_t len) {
   uint64_t first = off >> a->page_shift, end = (off + len) >> a->page_shift;
   for (unsigned i = a->ncache; i-- > 0;) /* cached pages it now owns */
     if (a->cache[i] >= first && a->cache[i] < end) cache_drop(a, a->cache[i]);
-  return theus__os_reserve(a->fd, a->hdr->data_off + off, len);
+  return reserve(a, off, len);
 }
 
 static void pages_release(theus_arena *a, uint64_t off, uint64_t len) {
   if (len < a->hdr->page)
     pages_release_small(a, off, len);
   else
-    theus__os_release(a->fd, a->hdr->data_off + off, len);
+    release(a, off, len);
 }
 
 /* ---- allocation --------------------------------------------------------
@@ -376,11 +486,14 @@ static int place(theus_arena *a, uint64_t rsize, uint32_t *block) {
     return theus__arena_fail(a, THEUS_ENOSPACE, "no free range of %" PRIu64 " bytes in the arena's address space "
                              "(fragmented: %" PRIu64 " bytes live); free arrays or reset", rsize, a->hdr->bytes_live);
   uint64_t off = theus__tlsf_off(&a->tlsf, b);
+  a->room_refused = 0;
   int rc = pages_reserve(a, off, rsize);
   if (rc) {
     theus__tlsf_free(&a->tlsf, b);
-    return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: the machine is out of "
-                             "memory (reserving its pages failed)", rsize);
+    if (a->room_refused) return rc; /* the message names the limit already */
+    return theus__arena_fail(a, rc, "cannot reserve %" PRIu64 " bytes of memory for the array: reserving its pages "
+                             "failed (%s): the machine or the arena's backing file is out of memory",
+                             rsize, strerror(errno));
   }
   if (off + rsize > a->extent) a->extent = off + rsize;
   *block = b;
@@ -406,19 +519,22 @@ static void slot_publish(theus_arena *a, uint32_t idx, uint32_t block, uint64_t 
 
 int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned ndim,
                              const uint64_t *shape, theus_handle *out, void **ptr) {
+  THEUS__ARENA_ARG(a, "theus_arena_alloc");
+  THEUS__ARG_NONNULL(a, out, "theus_arena_alloc");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot allocate: this arena is attached read-only");
   if (n == 0) return theus__arena_fail(a, THEUS_EINVAL, "cannot allocate 0 bytes");
+  if (n > a->hdr->single_limit || n > a->hdr->hard_limit) { /* before rounding: n near 2^64 would wrap */
+    pthread_mutex_lock(&a->mu);
+    int rc = budget_take(a, n, n);
+    pthread_mutex_unlock(&a->mu);
+    if (rc) return rc;
+  }
   uint64_t rsize = round_up(n, n >= a->hdr->page ? a->hdr->page : THEUS__TLSF_GRAIN);
   uint32_t block = 0, idx = 0;
   pthread_mutex_lock(&a->mu);
   int rc = budget_take(a, n, rsize);
   if (rc) goto out;
-  idx = slot_take(a);
-  if (idx == NO_SLOT) {
-    rc = theus__arena_fail(a, THEUS_ENOSPACE, "all %" PRIu64 " handle slots are in use (raise theus_arena_config.max_handles)",
-                           a->hdr->max_handles);
-    goto unbudget;
-  }
+  if ((rc = slot_take(a, &idx))) goto unbudget;
   if ((rc = place(a, rsize, &block))) goto unslot;
   slot_publish(a, idx, block, n, rsize, dtype, ndim, shape);
   BUMP(alloc_count, 1);
@@ -441,6 +557,9 @@ int theus_arena_alloc(theus_arena *a, size_t n, theus_handle *out, void **ptr) {
 }
 
 int theus_arena_write(theus_arena *a, const void *src, size_t n, theus_handle *out) {
+  THEUS__ARENA_ARG(a, "theus_arena_write");
+  THEUS__ARG_NONNULL(a, src, "theus_arena_write");
+  THEUS__ARG_NONNULL(a, out, "theus_arena_write");
   void *p;
   int rc = theus_arena_alloc(a, n, out, &p);
   if (rc == 0) memcpy(p, src, n);
@@ -448,6 +567,8 @@ int theus_arena_write(theus_arena *a, const void *src, size_t n, theus_handle *o
 }
 
 int theus_arena_view(const theus_arena *a, theus_handle h, const void **ptr, size_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_view");
+  THEUS__ARG_NONNULL(a, ptr, "theus_arena_view");
   theus__slot s;
   s.offset = s.size = 0; /* silences a false maybe-uninitialized at -O3 */
   int rc = theus__arena_resolve(a, h, &s);
@@ -458,6 +579,8 @@ int theus_arena_view(const theus_arena *a, theus_handle h, const void **ptr, siz
 }
 
 int theus_arena_data(theus_arena *a, theus_handle h, void **ptr, size_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_data");
+  THEUS__ARG_NONNULL(a, ptr, "theus_arena_data");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "no writable data: this arena is attached read-only");
   const void *p;
   int rc = theus_arena_view(a, h, &p, len);
@@ -466,6 +589,8 @@ int theus_arena_data(theus_arena *a, theus_handle h, void **ptr, size_t *len) {
 }
 
 int theus_arena_read(const theus_arena *a, theus_handle h, void *dst, size_t cap, size_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_read");
+  if (cap) THEUS__ARG_NONNULL(a, dst, "theus_arena_read");
   const void *p;
   size_t n;
   int rc = theus_arena_view(a, h, &p, &n);
@@ -478,6 +603,7 @@ int theus_arena_read(const theus_arena *a, theus_handle h, void *dst, size_t cap
 }
 
 int theus_arena_free(theus_arena *a, theus_handle h) {
+  THEUS__ARENA_ARG(a, "theus_arena_free");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot free: this arena is attached read-only");
   theus__slot s;
   pthread_mutex_lock(&a->mu);
@@ -500,6 +626,8 @@ int theus_arena_free(theus_arena *a, theus_handle h) {
 
 int theus_arena_with_buffer(theus_arena *a, const void *src, size_t n,
                             int (*fn)(theus_arena *, theus_handle, void *), void *ud) {
+  THEUS__ARENA_ARG(a, "theus_arena_with_buffer");
+  THEUS__ARG_NONNULL(a, fn, "theus_arena_with_buffer");
   theus_handle h;
   int rc = theus_arena_write(a, src, n, &h);
   if (rc) return rc;
@@ -509,6 +637,7 @@ int theus_arena_with_buffer(theus_arena *a, const void *src, size_t n,
 }
 
 void theus_scoped_release(theus_scoped *s) {
+  if (!s) return;
   if (s->arena && s->handle) theus_arena_free(s->arena, s->handle);
   s->handle = 0;
 }
@@ -516,6 +645,7 @@ void theus_scoped_release(theus_scoped *s) {
 /* ---- reset, stats, listing ---------------------------------------------- */
 
 int theus_arena_reset(theus_arena *a) {
+  THEUS__ARENA_ARG(a, "theus_arena_reset");
   if (a->readonly) return theus__arena_fail(a, THEUS_EREADONLY, "cannot reset: this arena is attached read-only");
   pthread_mutex_lock(&a->mu);
   theus__arena_hdr *h = a->hdr;
@@ -531,6 +661,7 @@ int theus_arena_reset(theus_arena *a) {
   a->ncache = 0;
   memset(a->nlook, 0, sizeof a->nlook);
   theus__os_release(a->fd, h->data_off, round_up(a->extent, h->page));
+  a->room_at = 0; /* re-read the limits at the next reservation */
   a->extent = 0;
   THEUS__ST(&h->bytes_live, 0);
   THEUS__ST(&h->active_handles, 0);
@@ -539,6 +670,7 @@ int theus_arena_reset(theus_arena *a) {
 }
 
 int theus_arena_stats_get(const theus_arena *a, theus_arena_stats *o) {
+  if (!a || !o) return THEUS_EINVAL;
   const theus__arena_hdr *h = a->hdr;
   if (!h) { /* an arena whose open failed */
     *o = (theus_arena_stats){.errors = __atomic_load_n(&a->local_errors, __ATOMIC_RELAXED)};
@@ -578,6 +710,9 @@ static void list_one(const theus_arena *a, uint32_t i, const theus__slot *s, voi
 }
 
 int theus_arena_list_live(const theus_arena *a, theus_live_entry *out, size_t cap, size_t *count) {
+  THEUS__ARENA_ARG(a, "theus_arena_list_live");
+  THEUS__ARG_NONNULL(a, count, "theus_arena_list_live");
+  if (cap) THEUS__ARG_NONNULL(a, out, "theus_arena_list_live");
   struct list_ctx c = {out, cap, 0};
   if (!a->readonly) pthread_mutex_lock(&((theus_arena *)a)->mu);
   each_live(a, list_one, &c);
@@ -599,6 +734,7 @@ static void find_one(const theus_arena *a, uint32_t i, const theus__slot *s, voi
 }
 
 theus_handle theus_arena_find(const theus_arena *a, const void *addr) {
+  if (!a || !a->hdr) return 0;
   const uint8_t *p = addr;
   if (p < a->data || p >= a->data + a->hdr->data_size) return 0;
   struct find_ctx c = {(uint64_t)(p - a->data), 0};
@@ -607,6 +743,7 @@ theus_handle theus_arena_find(const theus_arena *a, const void *addr) {
 }
 
 int theus_arena_contains(const theus_arena *a, const void *addr) {
+  if (!a || !a->base) return 0;
   const uint8_t *p = addr;
   return p >= a->base && p < a->base + a->map_size;
 }

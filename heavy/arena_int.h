@@ -54,6 +54,10 @@ typedef struct theus__arena_hdr {
   uint64_t slots_off, data_off, data_size, total_size;
   uint32_t epoch;    /* current reset epoch, never 0 */
   uint32_t slot_hwm; /* slots [0, hwm) have been handed out since the reset */
+  /* slots [0, slots_reserved) lie on reserved pages of the file (only grows):
+   * nothing reads a slot above it, so a forged handle never faults in a page
+   * of a full tmpfs or cgroup (SIGBUS) */
+  uint32_t slots_reserved, pad_;
   /* counters: written by the owner under its mutex, read relaxed by anyone */
   uint64_t active_handles, bytes_live, peak_bytes, alloc_count, free_count, errors,
       soft_limit_hits, hard_limit_hits;
@@ -92,19 +96,56 @@ struct theus_arena {
   unsigned ncache;
   uint32_t look[THEUS__LOOK_CLASSES][THEUS__LOOK_DEPTH];
   uint8_t nlook[THEUS__LOOK_CLASSES];
+  /* memory the cgroups and the machine can still give (see room_take in
+   * arena.c): re-read when older than THEUS__ROOM_TTL_NS or too small */
+  uint64_t room;
+  uint64_t room_at; /* theus__now_ns() of the last reading; 0 = never */
+  int room_refused; /* the last reservation was refused by the room check */
+  const char *memroot; /* NULL, or the synthetic tree of theus__arena_set_memroot */
   theus__err err;        /* has its own lock, so const readers may set it */
   uint64_t local_errors; /* failures seen by a read-only attachment (atomic) */
 };
+
+/* Memory check before every page reservation (issue 10): a cached reading of
+ * the cgroup limits and MemAvailable, valid this long, minus what the arena
+ * reserved since. Headroom kept below each limit: max(16 MiB, limit / 32). */
+#define THEUS__ROOM_TTL_NS (20ull * 1000 * 1000)
+#define THEUS__ROOM_HEADROOM_MIN (16ull << 20)
+#define THEUS__ROOM_HEADROOM_DIV 32
 
 /* Records a failure: bumps `errors`, formats the message, returns code. */
 int theus__arena_fail(const theus_arena *a, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Argument checks of the public calls (issue 10): a NULL or not-opened arena
+ * (its open failed: no mapping) and NULL required pointers fail with
+ * THEUS_EINVAL, naming the call, instead of crashing. */
+#define THEUS__ARENA_ARG(a, fn)                                                                        \
+  do {                                                                                                 \
+    if (!(a)) return THEUS_EINVAL;                                                                     \
+    if (!(a)->hdr) return theus__arena_fail((a), THEUS_EINVAL, fn ": this arena did not open (read "   \
+                                            "theus_arena_errmsg, then theus_arena_close it)");          \
+  } while (0)
+#define THEUS__ARG_NONNULL(a, p, fn)                                                                   \
+  do {                                                                                                 \
+    if (!(p)) return theus__arena_fail((a), THEUS_EINVAL, fn ": " #p " is NULL");                       \
+  } while (0)
+
 /* Resolves a handle to its slot, with the distinct failure codes; the slot
  * contents copied into *copy are consistent with the handle. Lock-free. */
 int theus__arena_resolve(const theus_arena *a, theus_handle h, theus__slot *copy);
 
+/* Internal open: backing file in directory dir (O_TMPFILE, e.g. a small tmpfs
+ * in a test) instead of a memfd when dir is not NULL. */
+int theus__arena_open_at(const theus_arena_config *cfg, const char *dir, theus_arena **out);
+
+/* Test hook: the memory check reads <sys>/proc and <sys>/sys/fs/cgroup (a
+ * synthetic tree) instead of the real ones; NULL restores them. sys must
+ * outlive the arena's use of it. */
+void theus__arena_set_memroot(theus_arena *a, const char *sys);
+
 /* Allocates a block of n bytes with typed metadata (dtype 0 = bytes). */
+
 int theus__arena_alloc_typed(theus_arena *a, uint64_t n, uint8_t dtype, unsigned ndim,
                              const uint64_t *shape, theus_handle *out, void **ptr);
 

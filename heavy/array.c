@@ -33,6 +33,9 @@ theus_dtype theus_dtype_parse(const char *name) {
 
 int theus_array_alloc(theus_arena *a, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                       theus_handle *out, void **data) {
+  THEUS__ARENA_ARG(a, "theus_array_alloc");
+  THEUS__ARG_NONNULL(a, out, "theus_array_alloc");
+  THEUS__ARG_NONNULL(a, shape, "theus_array_alloc");
   size_t item = theus_dtype_size(dtype);
   if (item == 0) return theus__arena_fail(a, THEUS_EINVAL, "theus_array_alloc: unknown dtype %d", (int)dtype);
   if (ndim < 1 || ndim > THEUS_MAX_DIMS)
@@ -48,6 +51,8 @@ int theus_array_alloc(theus_arena *a, theus_dtype dtype, unsigned ndim, const ui
 }
 
 int theus_array_info_get(const theus_arena *a, theus_handle h, theus_array_info *o) {
+  THEUS__ARENA_ARG(a, "theus_array_info_get");
+  THEUS__ARG_NONNULL(a, o, "theus_array_info_get");
   theus__slot s;
   int rc = theus__arena_resolve(a, h, &s);
   if (rc) return rc;

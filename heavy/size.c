@@ -31,6 +31,7 @@ int theus_size_parse(const char *text, uint64_t *out, char *err, size_t errlen) 
       "; write a byte count or a number with a unit: B, KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB "
       "(powers of 1000), e.g. \"8GiB\" or \"1.5GiB\"";
   char msg[400];
+  if (!out) return fail(err, errlen, "theus_size_parse: out is NULL (size \"%.40s\")", text ? text : "");
   *out = 0;
   if (!text) text = "";
   const char *s = text;
@@ -90,6 +91,7 @@ int theus_size_parse(const char *text, uint64_t *out, char *err, size_t errlen) 
 
 const char *theus_size_format(uint64_t bytes, int round_up, char *buf, size_t cap) {
   static const unit bin[] = {{"TiB", 1ull << 40}, {"GiB", 1ull << 30}, {"MiB", 1ull << 20}, {"KiB", 1ull << 10}};
+  if (!buf || !cap) return buf;
   if (round_up) /* whole MiB (or KiB) above a MiB (a KiB): short, and never below bytes */
     for (size_t i = 2; i < 4; i++)
       if (bytes >= bin[i].mult) {

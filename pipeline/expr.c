@@ -101,8 +101,21 @@ static void node_free(node *n) {
   free(n);
 }
 
+/* The parser's allocations: a failure is remembered for the whole parse, so
+ * that a syntax error it causes higher up (a missing operand) is reported as
+ * running out of memory. One parse runs on one thread. */
+static _Thread_local bool parse_oom;
+static void *oom_if_null(void *x) {
+  if (!x) parse_oom = true;
+  return x;
+}
+static void *p_calloc(size_t n, size_t sz) { return oom_if_null(calloc(n, sz)); }
+static void *p_malloc(size_t n) { return oom_if_null(malloc(n)); }
+static void *p_realloc(void *x, size_t n) { return oom_if_null(realloc(x, n)); }
+static char *p_strndup(const char *x, size_t n) { return oom_if_null(strndup(x, n)); }
+
 static node *node_new(node_kind k, op o, size_t col) {
-  node *n = calloc(1, sizeof *n);
+  node *n = p_calloc(1, sizeof *n);
   if (n) {
     n->kind = k;
     n->op = o;
@@ -140,7 +153,7 @@ static node *parse_or(parser *p);
 static node *chain_room(node *l, size_t col) {
   if (l->kind != N_CHAIN) {
     node *c = node_new(N_CHAIN, OP_NONE, col);
-    operand *v = c ? calloc(4, sizeof *v) : NULL;
+    operand *v = c ? p_calloc(4, sizeof *v) : NULL;
     if (!v) return free(c), NULL;
     v[0] = (operand){OP_NONE, l->col, l};
     c->v = v;
@@ -149,7 +162,7 @@ static node *chain_room(node *l, size_t col) {
     return c;
   }
   if (l->nv == l->capv) {
-    operand *v = realloc(l->v, 2 * l->capv * sizeof *v);
+    operand *v = p_realloc(l->v, 2 * l->capv * sizeof *v);
     if (!v) return NULL;
     l->v = v;
     l->capv *= 2;
@@ -177,7 +190,7 @@ static void chain_push(parser *p, node **l, op o, size_t col, node *r) {
 static int list_push(parser *p, node *n, op o, size_t col, node *r) {
   if (n->nv == n->capv) {
     size_t cap = n->capv ? 2 * n->capv : 4;
-    operand *v = realloc(n->v, cap * sizeof *v);
+    operand *v = p_realloc(n->v, cap * sizeof *v);
     if (!v) return node_free(r), perr(p, col, "out of memory");
     n->v = v;
     n->capv = cap;
@@ -270,7 +283,7 @@ static node *parse_postfix(parser *p, node *base) {
       size_t seg = ++p->pos;
       while (is_name_char(p->s[p->pos])) p->pos++;
       x = node_new(N_STR, OP_NONE, seg);
-      if (!x || !(x->str = strndup(p->s + seg, p->pos - seg))) {
+      if (!x || !(x->str = p_strndup(p->s + seg, p->pos - seg))) {
         node_free(x);
         perr(p, seg, "out of memory");
         break;
@@ -346,7 +359,7 @@ static node *parse_string(parser *p) {
   const char *end;
   size_t len = string_body(p->s + p->pos, q, NULL, &end); /* sized exactly: a text may hold many strings */
   if (*end != q) return perr(p, start, "unterminated string; close it with %c", q), NULL;
-  char *buf = malloc(len + 1);
+  char *buf = p_malloc(len + 1);
   if (!buf) return perr(p, start, "out of memory"), NULL;
   string_body(p->s + p->pos, q, buf, &end);
   buf[len] = '\0';
@@ -358,10 +371,10 @@ static node *parse_string(parser *p) {
 }
 
 static int path_push(node *n, const char *s, size_t len) {
-  char **seg = realloc(n->seg, (n->nseg + 1) * sizeof *seg);
+  char **seg = p_realloc(n->seg, (n->nseg + 1) * sizeof *seg);
   if (!seg) return THEUS_ENOMEM;
   n->seg = seg;
-  if (!(seg[n->nseg] = strndup(s, len))) return THEUS_ENOMEM;
+  if (!(seg[n->nseg] = p_strndup(s, len))) return THEUS_ENOMEM;
   n->nseg++;
   return 0;
 }
@@ -386,7 +399,7 @@ static node *parse_path(parser *p, size_t start) {
     node_free(n);
     return NULL;
   }
-  n->str = strndup(p->s + start, p->pos - start);
+  n->str = p_strndup(p->s + start, p->pos - start);
   return n;
 }
 
@@ -514,6 +527,7 @@ int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t err
   *out = NULL;
   if (errcol) *errcol = 0;
   parser p = {text ? text : "", 0, 0, err, errlen, 0};
+  parse_oom = false;
   node *root = parse_or(&p);
   ws(&p);
   if (root && p.s[p.pos]) {
@@ -521,16 +535,19 @@ int theus__expr_parse(const char *text, theus__expr **out, char *err, size_t err
     node_free(root);
     root = NULL;
   }
-  if (!root) {
-    if (!p.errcol) perr(&p, p.pos, "out of memory");
-    if (errcol) *errcol = p.errcol;
-    return THEUS_EPARSE;
-  }
-  theus__expr *e = calloc(1, sizeof *e);
-  if (!e || !(e->text = strdup(p.s))) {
+  theus__expr *e = root ? calloc(1, sizeof *e) : NULL;
+  if (root && (!e || !(e->text = strdup(p.s)))) parse_oom = true;
+  if (parse_oom) {
+    if (e) free(e->text);
     free(e);
     node_free(root);
+    if (err && errlen) snprintf(err, errlen, "out of memory");
     return THEUS_ENOMEM;
+  }
+  if (!root) {
+    if (!p.errcol) perr(&p, p.pos, "unexpected end of the expression");
+    if (errcol) *errcol = p.errcol;
+    return THEUS_EPARSE;
   }
   e->root = root;
   *out = e;

@@ -209,9 +209,31 @@ static int scalar_from_ld(theus_dtype t, long double v, const char *what, void *
   return 0;
 }
 
+/* A JSON integer into an integer type, without going through long double:
+ * exact everywhere, also where long double is only a double (valgrind
+ * computes x87 arithmetic in 64 bits, so INT64_MAX - 1 would round). */
+static int scalar_from_int(theus_dtype t, int64_t v, const char *what, void *slot, char *err, size_t errlen) {
+  long double lo, hi;
+  if (!int_range(t, &lo, &hi)) return scalar_from_ld(t, (long double)v, what, slot, err, errlen);
+  int64_t ilo = t == THEUS_DTYPE_I64 ? INT64_MIN : (int64_t)lo;
+  int64_t ihi = t == THEUS_DTYPE_I64 || t == THEUS_DTYPE_U64 ? INT64_MAX : (int64_t)hi;
+  if (v < ilo || v > ihi) return scalar_from_ld(t, (long double)v, what, slot, err, errlen); /* the range message */
+  switch (t) {
+  case THEUS_DTYPE_U8: *(uint8_t *)slot = (uint8_t)v; break;
+  case THEUS_DTYPE_U16: *(uint16_t *)slot = (uint16_t)v; break;
+  case THEUS_DTYPE_U32: *(uint32_t *)slot = (uint32_t)v; break;
+  case THEUS_DTYPE_U64: *(uint64_t *)slot = (uint64_t)v; break;
+  case THEUS_DTYPE_I8: *(int8_t *)slot = (int8_t)v; break;
+  case THEUS_DTYPE_I16: *(int16_t *)slot = (int16_t)v; break;
+  case THEUS_DTYPE_I32: *(int32_t *)slot = (int32_t)v; break;
+  default: *(int64_t *)slot = v; break;
+  }
+  return 0;
+}
+
 int theus__ffi_scalar_from_json(theus_dtype t, const json_t *v, const char *what, void *slot, char *err,
                                 size_t errlen) {
-  if (json_is_integer(v)) return scalar_from_ld(t, (long double)json_integer_value(v), what, slot, err, errlen);
+  if (json_is_integer(v)) return scalar_from_int(t, (int64_t)json_integer_value(v), what, slot, err, errlen);
   if (json_is_real(v)) return scalar_from_ld(t, (long double)json_real_value(v), what, slot, err, errlen);
   const char *kind = !v ? "missing" : json_is_boolean(v) ? "a boolean" : json_is_string(v) ? "a string"
                      : json_is_null(v) ? "null" : json_is_array(v) ? "an array" : "an object";
@@ -300,7 +322,8 @@ static int check_outputs(theus__ffi_proc *p, const char *sigtext, const char *co
   for (size_t i = 0; i < noutputs; i++) {
     const char *o = outputs[i];
     if (o && strncmp(o, "domain.", 7) == 0) {
-      if (!p->ret_output && p->sig.ret.type) p->ret_output = strdup(o);
+      if (!p->ret_output && p->sig.ret.type && !(p->ret_output = strdup(o)))
+        return theus__errf(err, errlen, THEUS_ENOMEM, "output \"%s\" of \"%s\": out of memory", o, sigtext);
       continue;
     }
     bool bound = false; /* the prefix first: o may be shorter than "heavy." */
@@ -342,6 +365,13 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
     p->atypes[i] = ffi_of(p->sig.args[i]);
     if (rc) bad_arg = (int)i;
   }
+  /* The length rule: an integer bound to a value right after an array describes that array. */
+  for (unsigned i = 1; i < p->sig.nargs && !rc; i++) {
+    const theus__ffi_bind *prev = &p->binds[i - 1], *b = &p->binds[i];
+    if (prev->kind == THEUS_FFI_BIND_ARRAY && is_integer_type(p->sig.args[i].type) && !p->sig.args[i].ptr &&
+        (b->kind == THEUS_FFI_BIND_DOMAIN || b->kind == THEUS_FFI_BIND_LITERAL))
+      p->binds[i].len_of = i; /* 1 + index of the array: i - 1 + 1 */
+  }
   if (!rc) rc = check_outputs(p, signature, outputs, noutputs, &bad_output, err, errlen);
   if (!rc && ffi_prep_cif(&p->cif, FFI_DEFAULT_ABI, p->sig.nargs, ffi_of(p->sig.ret), p->atypes) != FFI_OK)
     rc = theus__errf(err, errlen, THEUS_EINVAL, "libffi refused the signature \"%s\"", signature);
@@ -359,6 +389,20 @@ void theus__ffi_proc_fini(theus__ffi_proc *p) {
   for (unsigned i = 0; i < THEUS_FFI_MAX_ARGS; i++) free(p->binds[i].path);
   free(p->ret_output);
   memset(p, 0, sizeof *p);
+}
+
+int theus__ffi_proc_not_length(theus__ffi_proc *p, uint32_t mask, char *err, size_t errlen) {
+  for (unsigned i = 0; i < 32; i++) {
+    if (!(mask & (1u << i))) continue;
+    if (i >= p->sig.nargs || !p->binds[i].len_of)
+      return theus__errf(err, errlen, THEUS_EINVAL,
+                         "\"not_lengths\" names argument %u, which is not an integer bound to domain.PATH or a "
+                         "number right after a T* argument bound to heavy.KEY (only such an argument is taken "
+                         "for the array's length)",
+                         i + 1);
+    p->binds[i].len_of = 0;
+  }
+  return 0;
 }
 
 /* ---- call ----------------------------------------------------------------- */
@@ -389,7 +433,7 @@ static int resolve_array(const theus__ffi_bind *b, theus__ffi_type t, unsigned i
 }
 
 static int bind_value(const theus__ffi_bind *b, theus__ffi_type t, unsigned i, const theus__ffi_env *env,
-                      slot *s, char *err, size_t errlen) {
+                      slot *s, theus_array_info *arr, char *err, size_t errlen) {
   theus_array_info info;
   char what[160];
   int rc;
@@ -397,6 +441,7 @@ static int bind_value(const theus__ffi_bind *b, theus__ffi_type t, unsigned i, c
   case THEUS_FFI_BIND_ARRAY:
     rc = resolve_array(b, t, i, env, &info, err, errlen);
     s->ptr = (void *)info.data;
+    if (!rc) *arr = info;
     return rc;
   case THEUS_FFI_BIND_LEN:
     rc = resolve_array(b, t, i, env, &info, err, errlen);
@@ -434,14 +479,53 @@ static json_t *ret_to_json(theus_dtype t, const slot *rv) {
   }
 }
 
-int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, json_t **ret, char *err,
-                         size_t errlen) {
+static int64_t slot_int(theus_dtype t, const slot *s, bool *neg) {
+  *neg = false;
+  switch (t) {
+  case THEUS_DTYPE_U8: return *(const uint8_t *)s;
+  case THEUS_DTYPE_U16: return *(const uint16_t *)s;
+  case THEUS_DTYPE_U32: return *(const uint32_t *)s;
+  case THEUS_DTYPE_U64: return s->u64 > INT64_MAX ? INT64_MAX : (int64_t)s->u64;
+  case THEUS_DTYPE_I8: *neg = *(const int8_t *)s < 0; return *(const int8_t *)s;
+  case THEUS_DTYPE_I16: *neg = *(const int16_t *)s < 0; return *(const int16_t *)s;
+  case THEUS_DTYPE_I32: *neg = *(const int32_t *)s < 0; return *(const int32_t *)s;
+  default: *neg = *(const int64_t *)s < 0; return *(const int64_t *)s;
+  }
+}
+
+/* The length rule: a length argument may not exceed the array it describes. */
+static int check_length(const theus__ffi_proc *p, unsigned i, const slot *v, const theus_array_info *arrs,
+                        bool sliced, char *err, size_t errlen) {
+  const theus__ffi_bind *b = &p->binds[i], *ab = &p->binds[b->len_of - 1];
+  const theus_array_info *a = &arrs[b->len_of - 1];
+  uint64_t count = a->itemsize ? a->nbytes / a->itemsize : a->nbytes;
+  bool neg;
+  int64_t n = slot_int(p->sig.args[i].type, v, &neg);
+  if (!neg && (uint64_t)n <= count) return 0;
+  char src[160];
+  if (b->kind == THEUS_FFI_BIND_DOMAIN)
+    snprintf(src, sizeof src, "domain.%s = %lld", b->path, (long long)n);
+  else
+    snprintf(src, sizeof src, "the literal %lld", (long long)n);
+  return theus__errf(err, errlen, THEUS_ECONTRACT,
+                     "argument %u (%s) is the length of argument %u, heavy.%s, which has %llu element%s%s: the "
+                     "function would %s past the array; bind heavy.%s.len, lower the value, or list %u in "
+                     "\"not_lengths\" if it is not a length",
+                     i + 1, src, b->len_of, ab->path, (unsigned long long)count, count == 1 ? "" : "s",
+                     sliced ? " in this slice" : "", neg ? "get a negative length and read" : "read", ab->path, i + 1);
+}
+
+static int call_checked(const theus__ffi_proc *p, const theus__ffi_env *env, bool sliced, json_t **ret, char *err,
+                        size_t errlen) {
   slot vals[THEUS_FFI_MAX_ARGS];
   void *avalues[THEUS_FFI_MAX_ARGS];
+  theus_array_info arrs[THEUS_FFI_MAX_ARGS];
   if (ret) *ret = NULL;
   memset(vals, 0, sizeof vals);
+  memset(arrs, 0, sizeof arrs);
   for (unsigned i = 0; i < p->sig.nargs; i++) {
-    int rc = bind_value(&p->binds[i], p->sig.args[i], i, env, &vals[i], err, errlen);
+    int rc = bind_value(&p->binds[i], p->sig.args[i], i, env, &vals[i], &arrs[i], err, errlen);
+    if (!rc && p->binds[i].len_of) rc = check_length(p, i, &vals[i], arrs, sliced, err, errlen);
     if (rc) return rc;
     avalues[i] = &vals[i];
   }
@@ -453,11 +537,17 @@ int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, js
     memcpy(&f, &rv, sizeof f);
     double d = p->sig.ret.type == THEUS_DTYPE_F32 ? f : rv.f64;
     if (!is_integer_type(p->sig.ret.type) && !isfinite(d))
-      return theus__errf(err, errlen, THEUS_EPROCESS, "the function returned %g; JSON has no NaN or infinity", d);
+      return theus__errf(err, errlen, THEUS_EPROCESS, "the function returned %g%s%s; JSON has no NaN or infinity", d,
+                         p->ret_output ? " for " : "", p->ret_output ? p->ret_output : "");
     *ret = ret_to_json(p->sig.ret.type, &rv);
     if (!*ret) return theus__errf(err, errlen, THEUS_ENOMEM, "out of memory converting the return value");
   }
   return 0;
+}
+
+int theus__ffi_proc_call(const theus__ffi_proc *p, const theus__ffi_env *env, json_t **ret, char *err,
+                         size_t errlen) {
+  return call_checked(p, env, false, ret, err, errlen);
 }
 
 /* ---- the typed process ------------------------------------------------------ */
@@ -504,7 +594,7 @@ int theus__ffi_process(theus_ctx *ctx) {
   theus__ffi_env env = {ctx_array, ctx_domain, &ce};
   char err[THEUS_FFI_ERRLEN];
   json_t *ret = NULL;
-  int rc = theus__ffi_proc_call(p, &env, &ret, err, sizeof err);
+  int rc = call_checked(p, &env, ce.sliced, &ret, err, sizeof err);
   if (rc) return theus_ctx_fail(ctx, "%s", err);
   if (!ret) return 0;
   if (!ce.sliced && p->ret_output) {

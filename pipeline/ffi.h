@@ -8,6 +8,13 @@
  *   a number       -> a literal ("2.5", "-3")
  * The return value (if not void) becomes the first output path.
  *
+ * Lengths: an integer argument bound to domain.PATH or a literal that comes
+ * right after a T* argument bound to heavy.KEY is that array's length. Before
+ * the call it must be 0..the array's element count (the slice's, in a map);
+ * otherwise the call is refused with both lengths named, since the function
+ * would read past the array. theus__ffi_proc_not_length exempts an argument
+ * that merely follows an array (a mode, a seed).
+ *
  * Everything that can be checked without state (arity, pointer vs scalar,
  * return value without an output, an integer argument bound to a literal
  * 2.5...) is checked by theus__ffi_proc_init, i.e. when the contract is
@@ -21,6 +28,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "theus/engine.h"
 #include "theus/heavy.h"
@@ -53,6 +61,7 @@ typedef struct theus__ffi_bind {
   char *path;     /* heavy key (no "heavy." prefix) or domain path (no "domain.") */
   bool writable;  /* array declared as an output */
   double literal; /* THEUS_FFI_BIND_LITERAL */
+  unsigned len_of; /* 1 + index of the array argument this one is the length of; 0: not a length */
 } theus__ffi_bind;
 
 /* A typed process: function, prepared call interface and bindings. */
@@ -94,6 +103,11 @@ int theus__ffi_proc_init(theus__ffi_proc *p, void (*fn)(void), const char *signa
                          const char *const *args, size_t nargs, const char *const *outputs, size_t noutputs,
                          char *err, size_t errlen);
 void theus__ffi_proc_fini(theus__ffi_proc *p);
+
+/* Exempts arguments from the length rule: bit i of mask is argument i + 1.
+ * THEUS_EINVAL (message names the argument) for an argument that is not
+ * bound as the length of the array before it. */
+int theus__ffi_proc_not_length(theus__ffi_proc *p, uint32_t mask, char *err, size_t errlen);
 
 /* Resolves every argument through env, checks dtypes and ranges, then calls
  * the function. *ret (may be NULL) receives the return value as a new JSON

@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base.h" /* theus__near, theus__json_load */
 #include "pipeline_internal.h"
 
 /* ---- messages ------------------------------------------------------------ */
@@ -19,12 +21,33 @@ static int vpipe_err(theus_pipeline *p, int line, int col, int code, const char 
   return code;
 }
 
+/* Appends a plugin path (from the file or theus_pipeline_add_plugin). */
+static int add_plugin(theus_pipeline *p, const char *path) {
+  plugin *v = realloc(p->plugins, (p->nplugins + 1) * sizeof *v);
+  if (!v) return THEUS_ENOMEM;
+  p->plugins = v;
+  v[p->nplugins] = (plugin){0};
+  if (!(v[p->nplugins].path = strdup(path))) return THEUS_ENOMEM;
+  p->nplugins++;
+  return 0;
+}
+
 int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fmt, ...) {
   int line, col;
   theus__pos_lookup(&p->pos, ptr, key, &line, &col);
   va_list ap;
   va_start(ap, fmt);
   int rc = vpipe_err(p, line, col, THEUS_EPARSE, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int theus__pipe_err_code(theus_pipeline *p, int code, const char *ptr, bool key, const char *fmt, ...) {
+  int line, col;
+  theus__pos_lookup(&p->pos, ptr, key, &line, &col);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vpipe_err(p, line, col, code == THEUS_ENOMEM || code == THEUS_ESYS ? code : THEUS_EPARSE, fmt, ap);
   va_end(ap);
   return rc;
 }
@@ -78,42 +101,17 @@ void theus__pipe_child(char *dst, const char *ptr, const char *key, size_t index
   if (n == len) theus__pos_push(dst, PIPE_PTR, key, index); /* else it stays the ancestor */
 }
 
-/* Edit distance, to suggest the key the author probably meant. */
-static size_t distance(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  if (la > 30 || lb > 30) return 99;
-  size_t row[32];
-  for (size_t j = 0; j <= lb; j++) row[j] = j;
-  for (size_t i = 1; i <= la; i++) {
-    size_t prev = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= lb; j++) {
-      size_t cur = row[j];
-      size_t best = prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-      if (row[j] + 1 < best) best = row[j] + 1;
-      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-      row[j] = best;
-      prev = cur;
-    }
-  }
-  return row[lb];
-}
-
 int theus__pipe_check_keys(theus_pipeline *p, const json_t *obj, const char *ptr, const char *const *allowed,
                            const char *what) {
   const char *key;
   json_t *v;
   json_object_foreach((json_t *)obj, key, v) {
     const char *near = NULL;
-    size_t best = 3;
+    size_t best = SIZE_MAX;
     bool ok = false;
     for (size_t i = 0; allowed[i] && !ok; i++) {
       ok = strcmp(key, allowed[i]) == 0;
-      size_t d = distance(key, allowed[i]);
-      if (d < best) {
-        best = d;
-        near = allowed[i];
-      }
+      if (theus__near(key, allowed[i], &best)) near = allowed[i];
     }
     if (ok) continue;
     char list[256] = "";
@@ -254,7 +252,7 @@ static int load_plugins(theus_pipeline *p, const json_t *v) {
       return theus__pipe_err(p, ip, false, "plugins[%zu] must be a path string, found %s", i,
                              theus__pipe_type_name(it));
     char *path = theus__pipe_resolve(p, json_string_value(it));
-    int rc = path ? theus_pipeline_add_plugin(p, path) : THEUS_ENOMEM;
+    int rc = path ? add_plugin(p, path) : THEUS_ENOMEM;
     free(path);
     if (rc) return rc;
     snprintf(p->plugins[p->nplugins - 1].ptr, PIPE_PTR, "%s", ip);
@@ -271,26 +269,27 @@ static bool valid_key(const char *k) {
   return true;
 }
 
-static int heavy_shape(theus_pipeline *p, heavy_spec *h, const json_t *v, const char *ptr) {
+int theus__pipe_shape(theus_pipeline *p, const char *key, theus_dtype dtype, const json_t *v, const char *ptr,
+                      unsigned *ndim, uint64_t *shape) {
   const char *fix = "give \"shape\" as a positive integer or an array of 1 to 8 of them, e.g. [1024, 3]";
   if (json_is_integer(v)) {
-    h->ndim = 1;
-    h->shape[0] = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+    *ndim = 1;
+    shape[0] = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
   } else if (json_is_array(v) && json_array_size(v) >= 1 && json_array_size(v) <= THEUS_MAX_DIMS) {
-    h->ndim = (unsigned)json_array_size(v);
-    for (unsigned d = 0; d < h->ndim; d++) {
+    *ndim = (unsigned)json_array_size(v);
+    for (unsigned d = 0; d < *ndim; d++) {
       json_t *x = json_array_get(v, d);
-      h->shape[d] = json_is_integer(x) && json_integer_value(x) > 0 ? (uint64_t)json_integer_value(x) : 0;
+      shape[d] = json_is_integer(x) && json_integer_value(x) > 0 ? (uint64_t)json_integer_value(x) : 0;
     }
   } else {
-    return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", h->key, fix);
+    return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", key, fix);
   }
-  uint64_t total = theus_dtype_size(h->dtype);
-  for (unsigned d = 0; d < h->ndim; d++) {
-    if (h->shape[d] == 0) return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", h->key, fix);
-    if (total > UINT64_MAX / h->shape[d])
-      return theus__pipe_err(p, ptr, false, "heavy.%s: the shape overflows 64 bits; make it smaller", h->key);
-    total *= h->shape[d];
+  uint64_t total = dtype ? theus_dtype_size(dtype) : 8;
+  for (unsigned d = 0; d < *ndim; d++) {
+    if (shape[d] == 0) return theus__pipe_err(p, ptr, false, "bad shape for heavy.%s: %s", key, fix);
+    if (total > UINT64_MAX / shape[d])
+      return theus__pipe_err(p, ptr, false, "heavy.%s: the shape overflows 64 bits; make it smaller", key);
+    total *= shape[d];
   }
   return 0;
 }
@@ -403,7 +402,7 @@ static int heavy_one(theus_pipeline *p, heavy_spec *h, const char *key, const js
   theus__pipe_child(fp, ptr, "fill", 0);
   if (!rc && !json_object_get(v, "shape"))
     rc = theus__pipe_err(p, ptr, false, "heavy.%s has no \"shape\"; add e.g. \"shape\": [1024]", key);
-  if (!rc) rc = heavy_shape(p, h, json_object_get(v, "shape"), sp);
+  if (!rc) rc = theus__pipe_shape(p, h->key, h->dtype, json_object_get(v, "shape"), sp, &h->ndim, h->shape);
   if (!rc) rc = heavy_fill(p, h, json_object_get(v, "fill"), fp);
   return rc;
 }
@@ -459,6 +458,30 @@ size_t theus__pipe_strv_len(char **v) {
 
 static void noop_fn(void) {}
 
+/* "not_lengths": argument numbers (1-based) exempt from the length rule. */
+static int get_not_lengths(theus_pipeline *p, const json_t *v, const char *ptr, uint32_t *mask) {
+  const json_t *a = json_object_get(v, "not_lengths");
+  char np[PIPE_PTR];
+  theus__pipe_child(np, ptr, "not_lengths", 0);
+  *mask = 0;
+  if (!a) return 0;
+  if (!json_is_array(a))
+    return theus__pipe_err(p, np, false, "\"not_lengths\" must be an array of argument numbers (1-based), found %s",
+                           theus__pipe_type_name(a));
+  for (size_t i = 0; i < json_array_size(a); i++) {
+    const json_t *x = json_array_get(a, i);
+    json_int_t n = json_is_integer(x) ? json_integer_value(x) : 0;
+    if (n < 1 || n > THEUS_FFI_MAX_ARGS) {
+      char ip[PIPE_PTR];
+      theus__pipe_child(ip, np, NULL, i);
+      return theus__pipe_err(p, ip, false, "\"not_lengths\"[%zu] must be an argument number 1..%d", i,
+                             THEUS_FFI_MAX_ARGS);
+    }
+    *mask |= 1u << (n - 1);
+  }
+  return 0;
+}
+
 /* A typed process refused by theus__ffi_proc_init: the message at the binding
  * or output refused, else at the signature (a syntax error) or the args. */
 static int typed_err(theus_pipeline *p, const typed_proc *t, int rc, const char *ptr, const char *err) {
@@ -470,12 +493,12 @@ static int typed_err(theus_pipeline *p, const typed_proc *t, int rc, const char 
     theus__pipe_child(at, list, NULL, (size_t)index);
   else
     snprintf(at, sizeof at, "%s", list);
-  return theus__pipe_err(p, at, false, "process \"%s\": %s", t->name, err);
+  return theus__pipe_err_code(p, rc, at, false, "process \"%s\": %s", t->name, err);
 }
 
 static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const char *ptr) {
   static const char *const allowed[] = {"name", "symbol", "signature", "args", "outputs", "parallel",
-                                        "timeout_ms", "memo", "description", NULL};
+                                        "timeout_ms", "memo", "description", "not_lengths", NULL};
   snprintf(t->ptr, PIPE_PTR, "%s", ptr);
   int rc = theus__pipe_check_keys(p, v, ptr, allowed, "a typed process");
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "name", true, "the process name steps use", &t->name);
@@ -502,12 +525,19 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
     rc = theus__pipe_err(p, mp, false, "\"memo\" must be true or false, found %s", theus__pipe_type_name(memo));
   }
   t->memo = !memo ? 0 : json_is_true(memo) ? 1 : -1;
+  if (!rc) rc = get_not_lengths(p, v, ptr, &t->not_lengths);
   if (rc) return rc;
   /* check the bindings now, with a stand-in function: the real one is looked up in the plugins at open */
   char err[THEUS_FFI_ERRLEN];
   rc = theus__ffi_proc_init(&t->ffi, noop_fn, t->signature, (const char *const *)t->args, theus__pipe_strv_len(t->args),
                             (const char *const *)t->outputs, theus__pipe_strv_len(t->outputs), err, sizeof err);
   if (rc) return typed_err(p, t, rc, ptr, err);
+  if ((rc = theus__ffi_proc_not_length(&t->ffi, t->not_lengths, err, sizeof err))) {
+    char np[PIPE_PTR];
+    theus__pipe_child(np, ptr, "not_lengths", 0);
+    theus__ffi_proc_fini(&t->ffi);
+    return theus__pipe_err(p, np, false, "process \"%s\": %s", t->name, err);
+  }
   bool writes = theus__ffi_proc_writes_array(&t->ffi);
   theus__ffi_proc_fini(&t->ffi);
   if (writes && t->parallel)
@@ -549,9 +579,17 @@ static int load_processes(theus_pipeline *p, const json_t *v) {
 
 static int read_text(theus_pipeline *p) {
   FILE *f = fopen(p->path, "rb");
-  if (!f) {
-    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(errno));
+  struct stat st;
+  if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) { /* fopen takes a directory; fread fails */
+    fclose(f);
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: is a directory, not a pipeline file; give the JSON file inside it",
+             p->path);
     return THEUS_EPARSE;
+  }
+  if (!f) {
+    int e = errno; /* out of descriptors or memory is no fault of the file */
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot open the pipeline file: %s", p->path, strerror(e));
+    return e == ENOMEM ? THEUS_ENOMEM : e == EMFILE || e == ENFILE ? THEUS_ESYS : THEUS_EPARSE;
   }
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
@@ -562,18 +600,31 @@ static int read_text(theus_pipeline *p) {
     if (!nb) free(buf);
     buf = nb;
   }
+  int rerr = ferror(f) ? errno : 0;
   fclose(f);
-  if (!buf) return THEUS_ENOMEM;
+  if (!buf) {
+    snprintf(p->msg, sizeof p->msg, "%s: out of memory reading the pipeline file", p->path);
+    return THEUS_ENOMEM;
+  }
+  if (rerr) {
+    free(buf);
+    snprintf(p->msg, sizeof p->msg, "%s:0:0: cannot read the pipeline file: %s", p->path, strerror(rerr));
+    return THEUS_EPARSE;
+  }
   buf[n] = '\0';
   p->text = buf;
   json_error_t je;
-  p->root = json_loadb(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+  int rc = 0;
+  p->root = theus__json_load(buf, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je, &rc);
   if (!p->root) {
-    snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
-    return THEUS_EPARSE;
+    if (rc == THEUS_ENOMEM)
+      snprintf(p->msg, sizeof p->msg, "%s: out of memory parsing the pipeline file", p->path);
+    else
+      snprintf(p->msg, sizeof p->msg, "%s:%d:%d: invalid JSON: %s", p->path, je.line, je.column, je.text);
+    return rc;
   }
   char err[256];
-  int rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
+  rc = theus__pos_index_build(&p->pos, buf, n, err, sizeof err);
   if (rc) snprintf(p->msg, sizeof p->msg, "%s:%s", p->path, err);
   return rc;
 }
@@ -589,7 +640,7 @@ static int load_all(theus_pipeline *p) {
   if ((rc = theus__pipe_check_keys(p, p->root, "", allowed, "the pipeline"))) return rc;
   long long workers = -2, budget = PIPE_DEFAULT_BUDGET;
   if ((rc = get_int(p, p->root, "", "workers", -1, THEUS_ENGINE_MAX_WORKERS, &workers,
-                    "-1 = no pool, 0 = one per core; the limit is THEUS_ENGINE_MAX_WORKERS"))) return rc;
+                    "-1 = no pool, 0 = one per usable CPU; the limit is THEUS_ENGINE_MAX_WORKERS"))) return rc;
   if ((rc = load_arena(p, json_object_get(p->root, "arena")))) return rc;
   if ((rc = get_int(p, p->root, "", "budget", 1, INT64_MAX, &budget, "operations the run may perform"))) return rc;
   p->workers = (int)workers;
@@ -626,22 +677,27 @@ int theus_pipeline_load(const char *path, theus_pipeline **out) {
     strcpy(p->dir, ".");
   int rc = load_all(p);
   if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: %s", path, theus_strerror(rc));
+  p->loaded = rc == 0;
   return rc;
 }
 
 int theus_pipeline_add_plugin(theus_pipeline *p, const char *path) {
-  plugin *v = realloc(p->plugins, (p->nplugins + 1) * sizeof *v);
-  if (!v) return THEUS_ENOMEM;
-  p->plugins = v;
-  v[p->nplugins] = (plugin){0};
-  if (!(v[p->nplugins].path = strdup(path))) return THEUS_ENOMEM;
-  p->nplugins++;
-  return 0;
+  THEUS__PIPE_ARG(p, "theus_pipeline_add_plugin");
+  if (!path) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_add_plugin: the path is NULL");
+    return THEUS_EINVAL;
+  }
+  return add_plugin(p, path);
 }
 
 int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   int rc = 0;
-  if (!value) return THEUS_EINVAL;
+  if (!p || !p->loaded || !path || !value) {
+    json_decref(value); /* stolen, as on every other failure */
+    THEUS__PIPE_ARG(p, "theus_pipeline_set");
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_set: the %s is NULL", path ? "value" : "path");
+    return THEUS_EINVAL;
+  }
   if (strncmp(path, "domain.", 7) != 0 || theus_path_check(path, NULL, 0) || strchr(path, '*')) {
     snprintf(p->msg, sizeof p->msg, "theus_pipeline_set %s: the path must look like domain.field or domain.a.b", path);
     json_decref(value);
@@ -668,15 +724,32 @@ int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value) {
   return rc ? THEUS_ENOMEM : 0;
 }
 
-int theus_pipeline_workers(const theus_pipeline *p) { return p->workers; }
+int theus_pipeline_workers(const theus_pipeline *p) { return p && p->loaded ? p->workers : -2; }
 
-void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) { *out = p->arena; }
-uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p->ops; }
+void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out) {
+  if (!out) return;
+  if (p && p->loaded) *out = p->arena;
+  else *out = (theus_arena_config){0};
+}
+uint64_t theus_pipeline_ops(const theus_pipeline *p) { return p ? p->ops : 0; }
 const char *theus_pipeline_errmsg(const theus_pipeline *p) { return p ? p->msg : "no pipeline"; }
 
 void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud) {
+  if (!p) return;
   p->progress = fn;
   p->progress_ud = ud;
+}
+
+void theus_pipeline_on_enter(theus_pipeline *p, theus_pipeline_where_fn fn, void *ud) {
+  if (!p) return;
+  p->enter = fn;
+  p->enter_ud = ud;
+}
+
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local) {
+  if (!p->enter) return;
+  theus_pipeline_where w = {code, plugin, process, local};
+  p->enter(&w, p->enter_ud);
 }
 
 static void typed_free(typed_proc *t) {

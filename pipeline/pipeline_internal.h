@@ -32,7 +32,12 @@ struct step {
   char *into;          /* run, map: "domain.x" receiving the result; set: target */
   char *over;          /* map: heavy key */
   uint32_t slices;     /* map: 0 = two per worker */
-  char *reducer;       /* map */
+  char *reducer;       /* map (NULL: a map into a heavy output without "result") */
+  char *out_key;       /* map into "heavy.KEY": the output's key, else NULL */
+  theus_dtype out_dtype; /* 0: the input's */
+  unsigned out_ndim;     /* 0: the input's shape */
+  uint64_t out_shape[THEUS_MAX_DIMS];
+  char *partials;        /* map into "heavy.KEY": "sum", "min", "max" (theus_map_out.partials), or NULL */
   theus__expr *expr;   /* if, while: condition; set: value expression */
   json_t *value;       /* set: literal value */
   steplist body;       /* parallel members, then, do */
@@ -57,6 +62,7 @@ typedef struct typed_proc {
   char ptr[PIPE_PTR];
   char *name, *symbol, *signature;
   char **args, **outputs; /* NULL-terminated */
+  uint32_t not_lengths;   /* bit i: argument i + 1 is exempt from the length rule */
   bool parallel;
   int64_t timeout_ms;
   int memo; /* "memo": 1 true, -1 false, 0 absent */
@@ -95,16 +101,46 @@ struct theus_pipeline {
   size_t njprocs;
   steplist steps;
   uint32_t default_slices;
+  bool skip_heavy;
+  theus_pipeline_map_fn map_fn;
+  void *map_ud;
+  char hook_msg[PIPE_MSG]; /* the cause map_fn gives when it fails */
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;
   volatile int cancel; /* theus_pipeline_cancel (atomic stores and loads; signal-safe) */
+  theus_pipeline_where_fn enter;
+  void *enter_ud;
+  bool pool; /* the engine has workers: parallel processes run there */
+  bool loaded; /* theus_pipeline_load succeeded: a failed load only carries the message */
 };
+
+/* Argument checks of the public calls (issue 10): NULL or a pipeline whose
+ * load failed gives THEUS_EINVAL (with a message when there is an object). */
+#define THEUS__PIPE_ARG(p, fn)                                                                            \
+  do {                                                                                                    \
+    if (!(p)) return THEUS_EINVAL;                                                                        \
+    if (!(p)->loaded) {                                                                                   \
+      snprintf((p)->msg, sizeof (p)->msg, fn ": this pipeline did not load (read theus_pipeline_errmsg, " \
+               "then theus_pipeline_close it)");                                                          \
+      return THEUS_EINVAL;                                                                                \
+    }                                                                                                     \
+  } while (0)
+
+/* Tells the on_enter callback (if any) whose code runs next. */
+void theus__pipe_enter(theus_pipeline *p, theus_pipeline_code code, const char *plugin, const char *process, int local);
 
 /* Sets p->msg to "file:line:col: " + message (position of the value or key
  * at ptr) and returns THEUS_EPARSE. */
 int theus__pipe_err(theus_pipeline *p, const char *ptr, bool key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* theus__pipe_err for a failure with code `code` while acting on the pipeline's
+ * content: running out of memory or a system failure keeps its code
+ * (THEUS_ENOMEM, THEUS_ESYS: nothing is wrong with the file); any other code
+ * becomes THEUS_EPARSE. */
+int theus__pipe_err_code(theus_pipeline *p, int code, const char *ptr, bool key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Same with an explicit column offset inside a string value (expressions). */
 int theus__pipe_err_at(theus_pipeline *p, const char *ptr, int col_offset, int code, const char *fmt, ...)
@@ -144,6 +180,10 @@ size_t theus__pipe_strv_len(char **v);
 void theus__pipe_unload_plugins(theus_pipeline *p);
 
 /* Parses a file: definitions (pipeline.c) and steps (pipeline_steps.c). */
+/* Parses "shape" (an integer or an array of 1 to 8) for heavy.key into
+ * *ndim and shape; dtype (0 if unknown yet) bounds the byte count. */
+int theus__pipe_shape(theus_pipeline *p, const char *key, theus_dtype dtype, const json_t *v, const char *ptr,
+                      unsigned *ndim, uint64_t *shape);
 int theus__pipe_parse_steps(theus_pipeline *p, const json_t *arr, const char *ptr, steplist *out, bool run_only);
 void theus__pipe_steps_free(steplist *l);
 

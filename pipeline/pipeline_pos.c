@@ -100,6 +100,9 @@ static int scan_member(scanner *sc) {
   if (rc) return rc;
   /* let jansson decode the key's escapes exactly as it did for the document */
   json_t *k = json_loadb(sc->s + start, sc->pos - start, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+  /* the document parsed already, so a key that does not decode now is an
+   * allocation that failed (jansson says "invalid syntax" for those too) */
+  if (!k) return fail(sc, THEUS_ENOMEM, "out of memory decoding a key");
   if (!json_is_string(k)) {
     json_decref(k);
     return fail(sc, THEUS_EPARSE, "a key is not a valid JSON string");

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base.h" /* theus__os_cpus */
 #include "pipeline_internal.h"
 
 /* ---- plugins and process lookup ------------------------------------------------- */
@@ -28,7 +29,9 @@ static int load_plugins(theus_pipeline *p) {
     /* a bare name would make dlopen search the library path: make it a path */
     char buf[4096];
     snprintf(buf, sizeof buf, "%s%s", strchr(pl->path, '/') ? "" : "./", pl->path);
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_PLUGIN_LOAD, pl->path, NULL, 1);
     pl->handle = dlopen(buf, RTLD_NOW | RTLD_LOCAL);
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_LIBRARY, NULL, NULL, 1);
     if (!pl->handle)
       return plugin_err(p, pl, "cannot load it: %s; build the plugin or fix its path (the pipeline's \"plugins\" "
                         "are relative to the pipeline file)", dlerror());
@@ -80,8 +83,10 @@ static int prepare_typed(theus_pipeline *p) {
     int rc = theus__ffi_proc_init(&t->ffi, fn, t->signature, (const char *const *)t->args,
                                   theus__pipe_strv_len(t->args), (const char *const *)t->outputs,
                                   theus__pipe_strv_len(t->outputs), err, sizeof err);
-    if (rc) return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, err);
+    if (rc) return theus__pipe_err_code(p, rc, t->ptr, false, "process \"%s\": %s", t->name, err);
     t->ffi_ready = true;
+    if ((rc = theus__ffi_proc_not_length(&t->ffi, t->not_lengths, err, sizeof err)))
+      return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, err);
   }
   return 0;
 }
@@ -93,10 +98,21 @@ static int register_plugins(theus_pipeline *p, theus_engine *e) {
     void *sym = dlsym(p->plugins[i].handle, THEUS_PLUGIN_REGISTER_SYMBOL);
     theus_plugin_register_fn reg;
     memcpy(&reg, &sym, sizeof reg);
+    char before[PIPE_MSG];
+    snprintf(before, sizeof before, "%s", theus_engine_errmsg(e));
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_PLUGIN_REGISTER, p->plugins[i].path, NULL, 1);
     int rc = reg(e);
-    if (rc)
+    theus__pipe_enter(p, THEUS_PIPELINE_CODE_LIBRARY, NULL, NULL, 1);
+    if (!rc) continue;
+    const char *msg = theus_engine_errmsg(e);
+    if (strcmp(msg, before)) /* an engine call inside it failed: that is the cause */
       return plugin_err(p, &p->plugins[i], "%s failed (%s): %s", THEUS_PLUGIN_REGISTER_SYMBOL, theus_strerror(rc),
-                        theus_engine_errmsg(e));
+                        msg);
+    return plugin_err(p, &p->plugins[i],
+                      "%s failed: it returned %d (%s) and no engine call in it failed, so the cause is the plugin's "
+                      "own code (a check of its own, a resource it could not get); see its source or its stderr",
+                      THEUS_PLUGIN_REGISTER_SYMBOL, rc,
+                      rc < 0 && strcmp(theus_err_name(rc), "THEUS_E?") ? theus_err_name(rc) : "not a THEUS_E* code");
   }
   return 0;
 }
@@ -105,7 +121,8 @@ static int register_typed(theus_pipeline *p, theus_engine *e) {
   for (size_t i = 0; i < p->ntyped; i++) {
     typed_proc *t = &p->typed[i];
     char **inputs = theus__ffi_proc_inputs(&t->ffi);
-    if (!inputs) return THEUS_ENOMEM;
+    if (!inputs)
+      return theus__pipe_err_code(p, THEUS_ENOMEM, t->ptr, false, "process \"%s\": out of memory", t->name);
     theus_contract c = {.name = t->name,
                         .fn = theus__ffi_process,
                         .inputs = (const char *const *)inputs,
@@ -117,7 +134,7 @@ static int register_typed(theus_pipeline *p, theus_engine *e) {
                         .memo = t->memo};
     int rc = theus_engine_register(e, &c);
     theus__ffi_strv_free(inputs);
-    if (rc) return theus__pipe_err(p, t->ptr, false, "process \"%s\": %s", t->name, theus_engine_errmsg(e));
+    if (rc) return theus__pipe_err_code(p, rc, t->ptr, false, "process \"%s\": %s", t->name, theus_engine_errmsg(e));
   }
   return 0;
 }
@@ -147,17 +164,18 @@ static int check_steps(theus_pipeline *p, theus_engine *e, const steplist *l) {
     char kp[PIPE_PTR];
     if (s->process && !theus_engine_contract(e, s->process)) {
       theus__pipe_child(kp, s->ptr, s->kind == ST_MAP ? "map" : "run", 0);
+      const char *near = theus_engine_process_near(e, s->process);
       return theus__pipe_err(p, kp, false,
-                             "unknown process \"%s\"; register it in a plugin (\"plugins\" or theus_pipeline_add_plugin) or declare it "
-                             "in \"processes\"",
-                             s->process);
+                             "unknown process \"%s\"; %s%s%sregister it in a plugin (\"plugins\" or "
+                             "theus_pipeline_add_plugin) or declare it in \"processes\"",
+                             s->process, near ? "did you mean \"" : "", near ? near : "", near ? "\"? " : "");
     }
     if (s->kind == ST_MAP && !theus_engine_contract(e, s->process)->parallel) {
       theus__pipe_child(kp, s->ptr, "map", 0);
       return theus__pipe_err(p, kp, false, "process \"%s\" is not parallel; a map step runs it in the worker pool, "
                              "so declare it with parallel true", s->process);
     }
-    if (s->kind == ST_MAP && !theus_engine_has_reducer(e, s->reducer)) {
+    if (s->kind == ST_MAP && s->reducer && !theus_engine_has_reducer(e, s->reducer)) {
       theus__pipe_child(kp, s->ptr, "reduce", 0);
       return theus__pipe_err(p, kp, false,
                              "unknown reducer \"%s\"; use sum, min, max, concat or one a plugin registers "
@@ -193,9 +211,10 @@ static void heavy_fail(theus_pipeline *p, theus_engine *e, const heavy_spec *h, 
 }
 
 static int create_heavy(theus_pipeline *p, theus_engine *e) {
-  if (!p->nheavy) return 0;
+  if (!p->nheavy || p->skip_heavy) return 0;
   json_t *patch = json_object();
   int rc = patch ? 0 : THEUS_ENOMEM;
+  if (rc) snprintf(p->msg, sizeof p->msg, "%s: out of memory creating the heavy arrays", p->path);
   for (size_t i = 0; !rc && i < p->nheavy; i++) {
     heavy_spec *h = &p->heavy[i];
     void *data;
@@ -204,7 +223,10 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
       heavy_fail(p, e, h, rc);
       break;
     }
-    json_object_set_new(patch, h->key, json_true());
+    if (json_object_set_new(patch, h->key, json_true())) {
+      rc = theus__pipe_err_code(p, THEUS_ENOMEM, h->ptr, true, "heavy.%s: out of memory", h->key);
+      break;
+    }
     rc = theus__pipe_fill(p, h, data);
   }
   if (!rc && (rc = theus_engine_cas(e, theus_engine_version(e), NULL, patch, NULL)))
@@ -214,10 +236,19 @@ static int create_heavy(theus_pipeline *p, theus_engine *e) {
 }
 
 int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg, theus_engine **out) {
+  THEUS__PIPE_ARG(p, "theus_pipeline_open_engine");
+  if (!out) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_open_engine: out is NULL");
+    return THEUS_EINVAL;
+  }
   *out = NULL;
+  p->msg[0] = '\0';
   int rc = load_plugins(p);
   if (!rc) rc = prepare_typed(p);
-  if (rc) return rc;
+  if (rc) {
+    if (!p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path, theus_strerror(rc));
+    return rc;
+  }
   theus_engine_config c;
   if (cfg) {
     c = *cfg;
@@ -227,9 +258,9 @@ int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg
   }
   if (!c.arena) c.arena = &p->arena; /* zero fields: the arena's defaults */
   c.domain = p->domain;
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)(cores > 0 ? cores : 1) : 1;
+  int workers = c.workers > 0 ? c.workers : c.workers == 0 ? (int)theus__os_cpus() : 1; /* as the pool counts */
   p->default_slices = (uint32_t)workers * 2;
+  p->pool = c.workers >= 0;
   theus_engine *e = NULL;
   rc = theus_engine_open(&c, &e); /* after the plugins: the fork server must have their code */
   if (rc) { /* on failure the engine (if any) only carries the message */
@@ -244,6 +275,7 @@ int theus_pipeline_open_engine(theus_pipeline *p, const theus_engine_config *cfg
   if (!rc) rc = check_steps(p, e, &p->steps);
   if (!rc) rc = create_heavy(p, e);
   if (rc) {
+    if (!p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: cannot open the engine: %s", p->path, theus_strerror(rc));
     theus_engine_close(e);
     return rc;
   }
@@ -259,6 +291,15 @@ static void report(theus_pipeline *p, int in_flight) {
   p->pr.budget = p->budget;
   if (p->progress) p->progress(&p->pr, p->progress_ud);
 }
+
+/* Before a step hands its process to the engine: whose code runs, and where. */
+static void enter_process(theus_pipeline *p, theus_engine *e, const step *s) {
+  if (!p->enter) return;
+  const theus_contract *c = theus_engine_contract(e, s->process);
+  theus__pipe_enter(p, THEUS_PIPELINE_CODE_PROCESS, NULL, s->process, !(c && c->parallel && p->pool));
+}
+
+static void leave_process(theus_pipeline *p) { theus__pipe_enter(p, THEUS_PIPELINE_CODE_LIBRARY, NULL, NULL, 1); }
 
 static int step_fail(theus_pipeline *p, const step *s, int code, const char *cause) {
   static const char *const names[] = {"", "run", "parallel", "map", "if", "while", "set"};
@@ -330,6 +371,10 @@ static int eval_expr(theus_pipeline *p, theus_engine *e, const step *s, bool wan
   return 0;
 }
 
+/* A parallel group: every member commits on its own, its outputs (when its
+ * job ends) and its "into" alike, whatever its siblings did; the step fails
+ * after all finished, with the first failing member in file order
+ * (docs/pipeline-format.md, "What a step commits"). */
 static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
   theus_job **jobs = calloc(s->body.n, sizeof *jobs);
   if (!jobs) return THEUS_ENOMEM;
@@ -338,6 +383,7 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
   for (size_t i = 0; i < s->body.n && !first; i++) {
     const step *m = &s->body.v[i];
     if ((first = charge(p, m))) break;
+    enter_process(p, e, m);
     if ((first = theus_engine_submit(e, m->process, m->args, &jobs[i]))) step_fail(p, m, first, theus_engine_errmsg(e));
     else started++;
     report(p, (int)started);
@@ -346,12 +392,16 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
     if (!jobs[i]) continue;
     json_t *result = NULL;
     int rc = theus_job_wait(jobs[i], -1, &result);
-    if (rc && !first) first = step_fail(p, &s->body.v[i], rc, theus_job_errmsg(jobs[i]));
-    if (rc || first) json_decref(result);
-    else if ((rc = store(p, e, &s->body.v[i], result))) first = rc;
+    if (rc) {
+      json_decref(result);
+      if (!first) first = step_fail(p, &s->body.v[i], rc, theus_job_errmsg(jobs[i]));
+    } else if ((rc = store(p, e, &s->body.v[i], result)) && !first) {
+      first = rc;
+    }
     theus_job_release(jobs[i]);
     report(p, (int)--started);
   }
+  leave_process(p);
   free(jobs);
   return first;
 }
@@ -366,17 +416,47 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   switch (s->kind) {
   case ST_RUN:
     report(p, 1);
+    enter_process(p, e, s);
+    if (s->out_key) { /* fills a new array: a map without input, one slice unless told */
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim};
+      memcpy(mo.shape, s->out_shape, sizeof mo.shape);
+      rc = theus_engine_map_into(e, s->process, NULL, s->slices ? s->slices : 1, "concat", s->args, &mo, &result,
+                                 NULL);
+      leave_process(p);
+      json_decref(result);
+      return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : 0;
+    }
     rc = theus_engine_execute(e, s->process, s->args, &result);
+    leave_process(p);
     return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
   case ST_MAP:
     report(p, (int)(s->slices ? s->slices : p->default_slices));
-    rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
-                          &result);
-    return rc ? step_fail(p, s, rc, theus_engine_errmsg(e)) : store(p, e, s, result);
+    enter_process(p, e, s);
+    if (s->out_key) {
+      theus_map_out mo = {.key = s->out_key, .dtype = s->out_dtype, .ndim = s->out_ndim, .partials = s->partials};
+      memcpy(mo.shape, s->out_shape, sizeof mo.shape);
+      rc = theus_engine_map_into(e, s->process, s->over, s->slices ? s->slices : p->default_slices,
+                                 s->reducer ? s->reducer : "concat", s->args, &mo, &result, NULL);
+    } else if (p->map_fn) { /* a host spreads it (the cluster layer) */
+      rc = p->map_fn(e, s->process, s->over, s->slices, s->reducer, s->args, &result, p->hook_msg,
+                     sizeof p->hook_msg, p->map_ud);
+    } else {
+      rc = theus_engine_map(e, s->process, s->over, s->slices ? s->slices : p->default_slices, s->reducer, s->args,
+                            &result);
+    }
+    leave_process(p);
+    if (rc) return step_fail(p, s, rc, p->map_fn && !s->out_key ? p->hook_msg : theus_engine_errmsg(e));
+    if (!s->into) {
+      json_decref(result);
+      return 0;
+    }
+    return store(p, e, s, result);
   case ST_PARALLEL: return run_parallel(p, e, s);
   case ST_SET:
     if (s->expr && (rc = eval_expr(p, e, s, false, NULL, &result))) return rc;
-    return store(p, e, s, s->expr ? result : json_deep_copy(s->value));
+    if (!s->expr && !(result = json_deep_copy(s->value))) /* store() would skip the step */
+      return step_fail(p, s, THEUS_ENOMEM, "out of memory copying the value");
+    return store(p, e, s, result);
   case ST_IF:
     if ((rc = eval_expr(p, e, s, true, &cond, NULL))) return rc;
     return exec_list(p, e, cond ? &s->body : &s->alt, false);
@@ -405,7 +485,19 @@ static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool
   return 0;
 }
 
+void theus_pipeline_skip_heavy(theus_pipeline *p) { p->skip_heavy = true; }
+
+void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud) {
+  p->map_fn = fn;
+  p->map_ud = ud;
+}
+
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
+  THEUS__PIPE_ARG(p, "theus_pipeline_run");
+  if (!e) {
+    snprintf(p->msg, sizeof p->msg, "theus_pipeline_run: the engine is NULL");
+    return THEUS_EINVAL;
+  }
   p->ops = 0;
   p->msg[0] = '\0';
   p->pr = (theus_pipeline_progress){0, p->steps.n, 0, p->budget, 0};
@@ -414,6 +506,7 @@ int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
   theus_engine_set_cancel(e, &p->cancel);
   int rc = exec_list(p, e, &p->steps, true);
   theus_engine_set_cancel(e, NULL);
+  if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: the run stopped: %s", p->path, theus_strerror(rc));
   return rc;
 }
 

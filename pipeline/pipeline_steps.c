@@ -1,8 +1,10 @@
 /* theus-c — pipeline steps: parsing and checking every step kind. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base.h" /* theus__near */
 #include "pipeline_internal.h"
 
 static const char *const kinds[] = {"run", "parallel", "map", "if", "while", "set", NULL};
@@ -17,8 +19,9 @@ static int parse_expr(theus_pipeline *p, const json_t *obj, const char *ptr, con
   char err[256];
   int col = 0;
   int rc = theus__expr_parse(json_string_value(v), out, err, sizeof err, &col);
-  if (rc == THEUS_EPARSE)
-    return theus__pipe_err_at(p, kp, col, THEUS_EPARSE, "in expression \"%s\": %s", json_string_value(v), err);
+  if (rc)
+    return theus__pipe_err_at(p, kp, col, rc == THEUS_ENOMEM ? rc : THEUS_EPARSE, "in expression \"%s\": %s",
+                              json_string_value(v), err);
   return rc;
 }
 
@@ -49,27 +52,101 @@ static int get_args(theus_pipeline *p, const json_t *obj, const char *ptr, step 
   return 0;
 }
 
-static int parse_run(theus_pipeline *p, const json_t *obj, step *s) {
-  static const char *const allowed[] = {"run", "args", "into", "name", NULL};
+static int parse_map_out(theus_pipeline *p, const json_t *obj, step *s);
+static int parse_slices(theus_pipeline *p, const json_t *obj, step *s);
+
+/* A run step may fill a new heavy array: "into": "heavy.KEY" with "dtype"
+ * and "shape" (and "slices", default 1), not inside a parallel group. */
+static int parse_run(theus_pipeline *p, const json_t *obj, step *s, bool member) {
+  static const char *const allowed[] = {"run", "args", "into", "name", "dtype", "shape", "slices", NULL};
   int rc = theus__pipe_check_keys(p, obj, s->ptr, allowed, "a run step");
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "run", true, "the process to run", &s->process);
   if (!rc) rc = get_args(p, obj, s->ptr, s);
+  const char *into = json_string_value(json_object_get(obj, "into"));
+  bool heavy = into && !strncmp(into, "heavy.", 6);
+  if (!rc && heavy && member)
+    return theus__pipe_err(p, s->ptr, false, "a run step inside a parallel group cannot fill a heavy array; make it "
+                           "a step of its own");
+  if (!rc && heavy) {
+    rc = parse_map_out(p, obj, s);
+    if (!rc && (!s->out_dtype || !s->out_ndim))
+      rc = theus__pipe_err(p, s->ptr, false, "a run step into \"%s\" needs the array's \"dtype\" and \"shape\"",
+                           into);
+    return rc ? rc : parse_slices(p, obj, s);
+  }
+  if (!rc && (json_object_get(obj, "dtype") || json_object_get(obj, "shape") || json_object_get(obj, "slices")))
+    rc = theus__pipe_err(p, s->ptr, false, "\"dtype\", \"shape\" and \"slices\" belong to a run step that fills a "
+                         "heavy array (\"into\": \"heavy.KEY\")");
   if (!rc) rc = domain_path(p, obj, s->ptr, "into", false, &s->into);
   return rc;
 }
 
+/* "into": "heavy.KEY" with optional "dtype" and "shape" (default: the
+ * input's), and "reduce" + "result" (a domain path) together or neither. */
+static int parse_map_out(theus_pipeline *p, const json_t *obj, step *s) {
+  char kp[PIPE_PTR], why[256];
+  int rc = theus__pipe_get_string(p, obj, s->ptr, "into", true, "", &s->out_key);
+  if (rc) return rc;
+  memmove(s->out_key, s->out_key + 6, strlen(s->out_key + 6) + 1);
+  char path[300];
+  snprintf(path, sizeof path, "heavy.%s", s->out_key);
+  theus__pipe_child(kp, s->ptr, "into", 0);
+  if (theus_path_check(path, why, sizeof why) || strchr(s->out_key, '*'))
+    return theus__pipe_err(p, kp, false, "\"into\": \"%s\" is not a heavy key: %s", path, why[0] ? why : "no '*'");
+  char *dtype = NULL;
+  rc = theus__pipe_get_string(p, obj, s->ptr, "dtype", false, "element type: u8..u64, i8..i64, f32, f64", &dtype);
+  if (!rc && dtype && !(s->out_dtype = theus_dtype_parse(dtype))) {
+    theus__pipe_child(kp, s->ptr, "dtype", 0);
+    rc = theus__pipe_err(p, kp, false, "unknown dtype \"%s\"; use u8, u16, u32, u64, i8, i16, i32, i64, f32 or f64",
+                         dtype);
+  }
+  free(dtype);
+  json_t *shape = json_object_get(obj, "shape");
+  theus__pipe_child(kp, s->ptr, "shape", 0);
+  if (!rc && shape) rc = theus__pipe_shape(p, s->out_key, s->out_dtype, shape, kp, &s->out_ndim, s->out_shape);
+  if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "partials", false, "sum, min or max", &s->partials);
+  if (!rc && s->partials && strcmp(s->partials, "sum") && strcmp(s->partials, "min") && strcmp(s->partials, "max")) {
+    theus__pipe_child(kp, s->ptr, "partials", 0);
+    rc = theus__pipe_err(p, kp, false, "\"partials\" must be \"sum\", \"min\" or \"max\", found \"%s\"", s->partials);
+  }
+  if (!rc && s->partials && !shape)
+    rc = theus__pipe_err(p, s->ptr, false, "\"partials\" needs the partial's \"shape\" (each slice fills one)");
+  if (!rc) rc = domain_path(p, obj, s->ptr, "result", false, &s->into);
+  if (!rc && s->into)
+    rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer (it "
+                                "combines what the slices return into \"result\")", &s->reducer);
+  if (!rc && !s->into && json_object_get(obj, "reduce"))
+    rc = theus__pipe_err(p, s->ptr, false, "\"reduce\" without \"result\": add \"result\": \"domain.x\" to keep "
+                         "what the slices return, or drop \"reduce\"");
+  return rc;
+}
+
 static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
-  static const char *const allowed[] = {"map", "over", "slices", "reduce", "args", "into", "name", NULL};
+  static const char *const allowed[] = {"map", "over", "slices", "reduce", "args", "into", "name", "dtype", "shape",
+                                        "result", "partials", NULL};
   int rc = theus__pipe_check_keys(p, obj, s->ptr, allowed, "a map step");
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "map", true, "the parallel process to map", &s->process);
   if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "over", true, "the heavy array, e.g. \"heavy.signal\"", &s->over);
   if (!rc && strncmp(s->over, "heavy.", 6) == 0) memmove(s->over, s->over + 6, strlen(s->over + 6) + 1);
-  if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer",
-                                       &s->reducer);
   if (!rc) rc = get_args(p, obj, s->ptr, s);
-  if (!rc) rc = domain_path(p, obj, s->ptr, "into", true, &s->into);
+  const char *into = json_string_value(json_object_get(obj, "into"));
+  if (!rc && into && !strncmp(into, "heavy.", 6)) {
+    rc = parse_map_out(p, obj, s);
+  } else {
+    if (!rc && (json_object_get(obj, "dtype") || json_object_get(obj, "shape") || json_object_get(obj, "result") ||
+                json_object_get(obj, "partials")))
+      rc = theus__pipe_err(p, s->ptr, false, "\"dtype\", \"shape\", \"partials\" and \"result\" belong to a map "
+                           "into a heavy output (\"into\": \"heavy.KEY\")");
+    if (!rc) rc = theus__pipe_get_string(p, obj, s->ptr, "reduce", true, "sum, min, max, concat or a registered reducer",
+                                         &s->reducer);
+    if (!rc) rc = domain_path(p, obj, s->ptr, "into", true, &s->into);
+  }
+  return rc ? rc : parse_slices(p, obj, s);
+}
+
+static int parse_slices(theus_pipeline *p, const json_t *obj, step *s) {
   json_t *sl = json_object_get(obj, "slices");
-  if (!rc && sl) {
+  if (sl) {
     char kp[PIPE_PTR];
     theus__pipe_child(kp, s->ptr, "slices", 0);
     if (!json_is_integer(sl) || json_integer_value(sl) < 1 || json_integer_value(sl) > 1 << 20)
@@ -77,7 +154,7 @@ static int parse_map(theus_pipeline *p, const json_t *obj, step *s) {
                              json_is_integer(sl) ? "one out of range" : theus__pipe_type_name(sl));
     s->slices = (uint32_t)json_integer_value(sl);
   }
-  return rc;
+  return 0;
 }
 
 static int parse_body(theus_pipeline *p, const json_t *obj, const char *ptr, const char *key, bool required,
@@ -147,10 +224,20 @@ static int step_kind_of(theus_pipeline *p, const json_t *obj, step *s, bool run_
     found = kinds[k];
     s->kind = (step_kind)(k + 1);
   }
-  if (!found)
+  if (!found) {
+    const char *key, *near = NULL, *typo = NULL;
+    size_t best = SIZE_MAX;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+      for (size_t k = 0; kinds[k]; k++)
+        if (theus__near(key, kinds[k], &best)) near = kinds[k], typo = key;
+    char hint[160] = "";
+    if (near) snprintf(hint, sizeof hint, "did you mean \"%s\" (not \"%.60s\")? ", near, typo);
     return theus__pipe_err(p, s->ptr, false,
-                           "this step has no kind; give it one of \"run\", \"parallel\", \"map\", \"if\", \"while\", "
-                           "\"set\"");
+                           "this step has no kind; %sgive it one of \"run\", \"parallel\", \"map\", \"if\", "
+                           "\"while\", \"set\"",
+                           hint);
+  }
   if (run_only && s->kind != ST_RUN)
     return theus__pipe_err(p, s->ptr, false,
                            "a parallel group runs processes side by side: only {\"run\": ...} steps are allowed, "
@@ -166,7 +253,7 @@ static int parse_step(theus_pipeline *p, const json_t *obj, step *s, bool run_on
   int rc = step_kind_of(p, obj, s, run_only);
   if (rc) return rc;
   switch (s->kind) {
-  case ST_RUN: return parse_run(p, obj, s);
+  case ST_RUN: return parse_run(p, obj, s, run_only);
   case ST_PARALLEL: return parse_parallel(p, obj, s);
   case ST_MAP: return parse_map(p, obj, s);
   case ST_IF: return parse_if(p, obj, s);
@@ -197,6 +284,8 @@ void theus__pipe_steps_free(steplist *l) {
     free(s->into);
     free(s->over);
     free(s->reducer);
+    free(s->out_key);
+    free(s->partials);
     json_decref(s->args);
     json_decref(s->value);
     theus__expr_free(s->expr);

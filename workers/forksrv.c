@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -25,6 +26,7 @@ typedef struct forksrv {
   uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
   unsigned nranges;
   int sfd;
+  int devnull; /* THEUS_OUTPUT_DISCARD: every worker's fds 1 and 2 */
   pid_t self;
   unsigned live;
   int cancel_sent;
@@ -34,6 +36,13 @@ typedef struct forksrv {
   int64_t killed_timeout_ms[THEUS_POOL_MAX_WORKERS];
   int oomfd;          /* this cgroup's memory.events (read-only), or -1 */
   long long oom_kills; /* its oom_kill count when last read */
+  /* write windows (docs/workers.md, "Write windows") */
+  uintptr_t win_base;  /* reserved address range, the same in every worker */
+  uint64_t win_span;   /* a power of two; 0: no windows */
+  theus__wincmd win;   /* the open window (gen 0: none) */
+  uint64_t closing;    /* a window being closed: answered once its holders are dead */
+  uint64_t wgen[THEUS_POOL_MAX_WORKERS]; /* the window each worker was forked with */
+  int win_fd;          /* control socket to the orchestrator, or -1 */
 } forksrv;
 
 /* ---- start-up: shed what the orchestrator had --------------------------- */
@@ -100,13 +109,80 @@ static void collect_arena(void *ud, uintptr_t lo, uintptr_t hi, const char *perm
   a->f->nranges++;
 }
 
-static void close_other_fds(int keep) {
-  if (keep < 3) {
-    close_range(3, ~0u, 0);
-    return;
+/* Closes every descriptor from 3 up but the n in keep (-1 entries ignored). */
+static void close_other_fds(const int *keep, unsigned n) {
+  unsigned from = 3;
+  for (;;) {
+    unsigned next = ~0u; /* the smallest kept descriptor >= from */
+    for (unsigned i = 0; i < n; i++)
+      if (keep[i] >= (int)from && (unsigned)keep[i] < next) next = (unsigned)keep[i];
+    if (next == ~0u) {
+      close_range(from, ~0u, 0);
+      return;
+    }
+    if (next > from) close_range(from, next - 1, 0);
+    from = next + 1;
   }
-  if (keep > 3) close_range(3, (unsigned)keep - 1, 0);
-  close_range((unsigned)keep + 1, ~0u, 0);
+}
+
+/* Reserves, before the sandbox and any worker, an address range for write
+ * windows: a power of two at least the memfd's size, aligned to itself, so
+ * one masked compare in the seccomp filter recognises it. */
+static void reserve_windows(forksrv *f) {
+  struct stat sb;
+  if (f->c->arena_rw_fd < 0 || f->win_fd < 0 || fstat(f->c->arena_rw_fd, &sb) != 0) return;
+  uint64_t span = 1u << 20;
+  while (span < (uint64_t)sb.st_size) span <<= 1;
+  void *m = mmap(NULL, 2 * span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return; /* no windows: output maps fail with the fork server's answer */
+  uintptr_t lo = (uintptr_t)m, base = (lo + span - 1) & ~(uintptr_t)(span - 1);
+  if (base > lo) munmap(m, base - lo);
+  if (lo + 2 * span > base + span) munmap((void *)(base + span), lo + 2 * span - (base + span));
+  f->win_base = base;
+  f->win_span = span;
+}
+
+/* Nonzero if the next task of worker w writes the open window: its fresh
+ * worker is then forked with the window mapped. The ring is writable by
+ * workers, so this only decides *whether* to map; *what* is mapped comes
+ * from the orchestrator alone. */
+static int head_wants_window(forksrv *f, unsigned w) {
+  if (!f->win.gen) return 0;
+  theus__ring *r = theus__ring_of(f->c, w);
+  theus__slot *s = theus__slot_of(f->c, w, atomic_load(&r->run));
+  return atomic_load(&s->state) == THEUS__SLOT_QUEUED && (s->flags & THEUS__TASK_WINDOW) &&
+         s->win_gen == f->win.gen;
+}
+
+/* In a new worker: fds 1 and 2 as the pool's output mode says. The pipes of
+ * the other workers are closed, so a pipe reaches EOF only with its worker's
+ * slot. dup2 clears close-on-exec: what a task execs writes there too. */
+static void worker_stdio(const forksrv *f, unsigned w) {
+  const theus__ctl *c = f->c;
+  if (c->out_mode == THEUS_OUTPUT_FORWARD) {
+    dup2(c->out_fd[w][0], STDOUT_FILENO);
+    dup2(c->out_fd[w][1], STDERR_FILENO);
+    for (unsigned i = 0; i < c->nworkers; i++)
+      for (int k = 0; k < 2; k++) close(c->out_fd[i][k]);
+  } else if (c->out_mode == THEUS_OUTPUT_DISCARD && f->devnull >= 0) {
+    dup2(f->devnull, STDOUT_FILENO);
+    dup2(f->devnull, STDERR_FILENO);
+    close(f->devnull);
+  }
+}
+
+/* In a fresh worker, before it runs anything: maps the window read-only
+ * (writable later, range by range: the descriptor is read-write), then drops
+ * every descriptor that could reach more of the arena. */
+static void child_windows(forksrv *f, int map, theus__winmap *wm) {
+  wm->gen = 0;
+  if (map) {
+    void *m = mmap((void *)f->win_base, f->win.len, PROT_READ, MAP_SHARED | MAP_FIXED, f->c->arena_rw_fd,
+                   (off_t)f->win.off);
+    if (m != MAP_FAILED) *wm = (theus__winmap){f->win.gen, m, f->win.len};
+  }
+  if (f->c->arena_rw_fd >= 0) close(f->c->arena_rw_fd);
+  if (f->win_fd >= 0) close(f->win_fd);
 }
 
 static _Noreturn void fatal(forksrv *f, const char *msg) {
@@ -121,6 +197,7 @@ static _Noreturn void fatal(forksrv *f, const char *msg) {
 /* ---- workers ------------------------------------------------------------- */
 
 static int spawn(forksrv *f, unsigned w) {
+  int win = head_wants_window(f, w);
   pid_t pid = fork();
   if (pid < 0) return -errno;
   if (pid == 0) {
@@ -129,9 +206,13 @@ static int spawn(forksrv *f, unsigned w) {
     if (getppid() != f->self) _exit(1);
     close(f->sfd);
     if (f->oomfd >= 0) close(f->oomfd);
-    theus__worker_main(f->c, w, f->arena, (const uintptr_t(*)[2])f->ranges, f->nranges);
+    worker_stdio(f, w);
+    theus__winmap wm;
+    child_windows(f, win, &wm);
+    theus__worker_main(f->c, w, f->arena, (const uintptr_t(*)[2])f->ranges, f->nranges, &wm);
   }
   f->pid[w] = pid;
+  f->wgen[w] = win ? f->win.gen : 0;
   f->reason[w] = REASON_NONE;
   f->respawn[w] = 0;
   atomic_store(&theus__ring_of(f->c, w)->pid, pid);
@@ -390,11 +471,49 @@ static void kill_all(forksrv *f, int reason) {
   }
 }
 
+static void win_answer(forksrv *f, uint64_t gen) {
+  send(f->win_fd, &gen, sizeof gen, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Answers a pending close once no worker forked with that window lives. */
+static void win_close_check(forksrv *f) {
+  if (!f->closing) return;
+  for (unsigned w = 0; w < f->c->nworkers; w++)
+    if (f->pid[w] > 0 && f->wgen[w] == f->closing) return;
+  win_answer(f, f->closing);
+  f->closing = 0;
+}
+
+/* A command from the orchestrator: open a window (answered at once) or close
+ * it (its holders are killed: they may have kept any part of it writable). */
+static void win_command(forksrv *f) {
+  theus__wincmd cmd;
+  ssize_t n = recv(f->win_fd, &cmd, sizeof cmd, MSG_DONTWAIT);
+  if (n == 0) { /* the pool is closing */
+    close(f->win_fd);
+    f->win_fd = -1;
+    return;
+  }
+  if (n != (ssize_t)sizeof cmd || !cmd.gen) return;
+  if (cmd.len) {
+    f->win = cmd;
+    if (!f->win_span || cmd.len > f->win_span) f->win.gen = 0;
+    win_answer(f, f->win.gen ? cmd.gen : 0); /* 0: no window can be made */
+    return;
+  }
+  if (f->win.gen == cmd.gen) f->win.gen = 0;
+  for (unsigned w = 0; w < f->c->nworkers; w++)
+    if (f->pid[w] > 0 && f->wgen[w] == cmd.gen) kill(f->pid[w], SIGKILL);
+  f->closing = cmd.gen;
+  win_close_check(f);
+}
+
 static _Noreturn void serve(forksrv *f) {
   int timeout = check_timeouts(f);
   for (;;) {
-    struct pollfd pfd = {.fd = f->sfd, .events = POLLIN};
-    poll(&pfd, 1, timeout);
+    struct pollfd pfd[2] = {{.fd = f->sfd, .events = POLLIN}, {.fd = f->win_fd, .events = POLLIN}};
+    poll(pfd, f->win_fd >= 0 ? 2 : 1, timeout);
+    if (f->win_fd >= 0 && pfd[1].revents) win_command(f);
     struct signalfd_siginfo si[16];
     while (read(f->sfd, si, sizeof si) > 0) {
     }
@@ -403,6 +522,7 @@ static _Noreturn void serve(forksrv *f) {
       _exit(1);
     }
     reap(f);
+    win_close_check(f);
     uint32_t stop = atomic_load(&f->c->stop);
     if (stop == THEUS__STOP_CANCEL && !f->cancel_sent) {
       f->cancel_sent = 1;
@@ -430,12 +550,23 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   f.self = getpid();
   f.sfd = -1;
   f.oomfd = -1;
+  f.devnull = -1;
+  f.win_fd = c->win_fd;
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (getppid() != c->orch_pid) _exit(1); /* the orchestrator died before the prctl */
   char name[16] = "theus-forksrv";
   prctl(PR_SET_NAME, name, 0, 0, 0);
-  close_other_fds(c->arena_fd);
+  int keep[3 + 2 * THEUS_POOL_MAX_WORKERS]; /* the arena's, the window's and the output pipes */
+  unsigned nkeep = 0;
+  keep[nkeep++] = c->arena_fd;
+  keep[nkeep++] = c->arena_rw_fd;
+  keep[nkeep++] = c->win_fd;
+  for (unsigned w = 0; w < c->nworkers; w++)
+    for (int k = 0; k < 2; k++) keep[nkeep++] = c->out_fd[w][k];
+  close_other_fds(keep, nkeep);
   drop_shared_writable(c);
+  if (c->out_mode == THEUS_OUTPUT_DISCARD && (f.devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+    fatal(&f, "fork server: cannot open /dev/null for the workers' output (THEUS_OUTPUT_DISCARD)");
   if (c->arena_fd >= 0) {
     int rc = theus_arena_open_ro(c->arena_fd, &f.arena);
     if (rc < 0) fatal(&f, "fork server: theus_arena_open_ro failed on the arena's read-only descriptor");
@@ -448,7 +579,9 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   open_oom_events(&f);
   /* Before any worker exists: they all inherit it, and it cannot be undone. */
   char err[THEUS_POOL_ERRMSG_MAX];
-  if (!c->unsandboxed && theus__sandbox_pool(c->arena_fd, err, sizeof err) < 0) fatal(&f, err);
+  reserve_windows(&f);
+  if (!c->unsandboxed && theus__sandbox_pool(c->arena_fd, f.win_base, f.win_span, err, sizeof err) < 0)
+    fatal(&f, err);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,8 +44,13 @@ struct theus_pool {
   pthread_t keeper;
   int keeper_running;
   int pidfd; /* of the fork server: signals it without any pid-reuse race */
+  theus__output *out; /* the output thread (THEUS_OUTPUT_FORWARD), or NULL */
   uintptr_t (*image)[2]; /* executable segments loaded when the pool started */
   size_t nimage;
+  const theus_arena *arena;
+  int win_fd;                /* control socket to the fork server (write windows), or -1 */
+  pthread_mutex_t win_lock;  /* one write window at a time; held from open to close */
+  uint64_t win_gen;          /* under win_lock */
   theus__err err;
 };
 
@@ -62,9 +68,10 @@ const char *theus_pool_errmsg(const theus_pool *p) {
 }
 
 void theus_pool_config_init(theus_pool_config *cfg) {
+  if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  cfg->nworkers = n < 1 ? 1 : n > (long)THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : (unsigned)n;
+  unsigned n = theus__os_cpus(); /* the CPUs this process may use, not those online */
+  cfg->nworkers = n > THEUS_POOL_MAX_WORKERS ? THEUS_POOL_MAX_WORKERS : n;
   cfg->ring_capacity = 256;
   cfg->spin_us = 50;
 }
@@ -172,8 +179,13 @@ static int map_ctl(theus_pool *p, const theus_pool_config *cfg) {
   c->spin_us = cfg->spin_us;
   c->keep_core = cfg->keep_core_dumps;
   c->arena_fd = cfg->arena ? theus_arena_ro_fd(cfg->arena) : -1;
+  c->arena_rw_fd = cfg->arena ? theus_arena_rw_fd(cfg->arena) : -1;
+  c->win_fd = -1;
   c->orch_pid = getpid();
   c->unsandboxed = cfg->unsandboxed;
+  c->out_mode = cfg->output;
+  c->label = cfg->task_label;
+  for (unsigned w = 0; w < THEUS_POOL_MAX_WORKERS; w++) c->out_fd[w][0] = c->out_fd[w][1] = -1;
   c->task_context = cfg->task_context;
   c->task_context_size = cfg->task_context_size;
   c->slots_off = head;
@@ -191,6 +203,9 @@ static int check_config(theus_pool *p, const theus_pool_config *cfg) {
   if (cap < 2 || cap > 65536 || (cap & (cap - 1)))
     return set_err(p, THEUS_EINVAL, "theus_pool_open: ring_capacity is %u, must be a power of two in 2..65536",
                    cap);
+  if (cfg->output < THEUS_OUTPUT_FORWARD || cfg->output > THEUS_OUTPUT_INHERIT)
+    return set_err(p, THEUS_EINVAL, "theus_pool_open: output is %d, must be THEUS_OUTPUT_FORWARD (0), "
+                   "THEUS_OUTPUT_DISCARD (1) or THEUS_OUTPUT_INHERIT (2)", cfg->output);
   if (cfg->arena && theus_arena_ro_fd(cfg->arena) < 0)
     return set_err(p, THEUS_EINVAL, "theus_pool_open: the arena has no read-only descriptor");
   return 0;
@@ -210,6 +225,7 @@ static int launch(theus_pool *p) {
   uint32_t st;
   while ((st = atomic_load(&p->ctl->start_state)) == THEUS__START_PENDING)
     theus__futex_wait(&p->ctl->start_state, st, 100000000);
+  theus__output_close_writers(p->out); /* the fork server holds them now (or never will) */
   if (st == THEUS__START_FAILED)
     return set_err(p, THEUS_ESYS, "theus_pool_open: %s", p->ctl->fatal[0] ? p->ctl->fatal : "fork server failed");
   /* The keeper publishes the pid (after the pidfd) once fork() returned in it. */
@@ -229,6 +245,8 @@ int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   if (!p) return THEUS_ENOMEM;
   theus__err_init(&p->err);
   p->pidfd = -1;
+  p->win_fd = -1;
+  pthread_mutex_init(&p->win_lock, NULL);
   *out = p;
   int rc = check_config(p, cfg);
   if (rc < 0) return rc;
@@ -244,7 +262,23 @@ int theus_pool_open(const theus_pool_config *cfg, theus_pool **out) {
   }
   if (dl_iterate_phdr(collect_image, p) != 0) return set_err(p, THEUS_ENOMEM, "theus_pool_open: out of memory");
   if ((rc = map_ctl(p, cfg)) < 0) return rc;
-  return launch(p);
+  p->arena = cfg->arena;
+  if (cfg->output == THEUS_OUTPUT_FORWARD) {
+    char err[THEUS_POOL_ERRMSG_MAX];
+    if ((rc = theus__output_open(p->ctl, p->n, cfg->output_fn, cfg->output_ud, &p->out, err, sizeof err)) < 0)
+      return set_err(p, rc, "%s", err);
+  }
+  int sv[2] = {-1, -1};
+  if (p->ctl->arena_rw_fd >= 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0) {
+    p->win_fd = sv[0];
+    p->ctl->win_fd = sv[1];
+  }
+  rc = launch(p);
+  if (sv[1] >= 0) close(sv[1]); /* the fork server has its copy */
+  if (rc < 0) return rc;
+  char err[THEUS_POOL_ERRMSG_MAX];
+  if ((rc = theus__output_run(p->out, err, sizeof err)) < 0) return set_err(p, rc, "%s", err);
+  return rc;
 }
 
 int theus_pool_close(theus_pool *p, int cancel_running) {
@@ -262,7 +296,10 @@ int theus_pool_close(theus_pool *p, int cancel_running) {
     pthread_join(p->keeper, NULL);
     if (atomic_load(&p->ctl->broken)) rc = THEUS_ECRASH;
   }
+  theus__output_stop(p->out); /* after the fork server: it and its workers wrote all they will */
   if (p->pidfd >= 0) close(p->pidfd);
+  if (p->win_fd >= 0) close(p->win_fd);
+  pthread_mutex_destroy(&p->win_lock);
   if (p->ctl) theus__os_unmap(p->ctl, p->ctl->total);
   if (p->ws)
     for (unsigned w = 0; w < p->n; w++) pthread_mutex_destroy(&p->ws[w].lock);
@@ -300,6 +337,7 @@ typedef struct chunk_shape {
   uint32_t nitems, item_arg, item_res, common_len;
   const void *common;
   uint32_t flags; /* THEUS_TASK_* (a plain task with flags rides here too, nitems 0) */
+  uint64_t win_gen, win_lo, win_hi; /* THEUS__TASK_WINDOW */
 } chunk_shape;
 
 static void fill_slot(theus__slot *s, const theus_task_desc *d, const chunk_shape *cs) {
@@ -347,6 +385,9 @@ static int enqueue(theus_pool *p, unsigned w, const theus_task_desc *d, int64_t 
     s->item_res = cs->item_res;
     s->flags = cs->flags;
     s->item_common = cs->common_len;
+    s->win_gen = cs->win_gen;
+    s->win_lo = cs->win_lo;
+    s->win_hi = cs->win_hi;
   }
   s->seq = tail;
   atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
@@ -657,6 +698,9 @@ typedef struct map_run {
   const theus_map_desc *m;
   size_t chunk, nfailed;
   int first;
+  uint64_t win_gen; /* the open write window, or 0 */
+  int canceled;      /* m->cancel was seen: no more chunks were submitted */
+  size_t nchunks, got; /* after map_loop: chunks it meant to collect, and collected */
 } map_run;
 
 /* Copies chunk k's statuses and results out of its slot. */
@@ -689,10 +733,111 @@ static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *
                        .keys = m->keys, .timeout_ms = m->timeout_ms, .retries = m->retries};
   chunk_shape cs = {.nitems = (uint32_t)n, .item_arg = (uint32_t)m->arg_size, .item_res = (uint32_t)m->result_size,
                     .common_len = (uint32_t)m->common_size, .common = m->common, .flags = m->flags};
+  if (mr->win_gen) { /* the union of the items' ranges; window chunks always run sandboxed */
+    cs.flags |= THEUS_TASK_SANDBOX | THEUS__TASK_WINDOW;
+    cs.win_gen = mr->win_gen;
+    cs.win_lo = UINT64_MAX;
+    for (size_t i = lo; i < lo + n; i++) {
+      cs.win_lo = m->window_ranges[2 * i] < cs.win_lo ? m->window_ranges[2 * i] : cs.win_lo;
+      cs.win_hi = m->window_ranges[2 * i + 1] > cs.win_hi ? m->window_ranges[2 * i + 1] : cs.win_hi;
+    }
+  }
   unsigned w = 0;
   int rc = place(p, &d, &cs, tk, &w);
   if (rc == 0) wake_worker(p, w);
   return rc;
+}
+
+/* One command to the fork server and its answer (the generation, or 0). */
+static int win_call(theus_pool *p, const theus__wincmd *cmd, uint64_t *answer) {
+  if (send(p->win_fd, cmd, sizeof *cmd, MSG_NOSIGNAL) != (ssize_t)sizeof *cmd)
+    return set_err(p, THEUS_ECRASH, "theus_pool_map: the fork server does not take window commands: %s",
+                   strerror(errno));
+  ssize_t n;
+  while ((n = recv(p->win_fd, answer, sizeof *answer, 0)) < 0 && errno == EINTR) {
+  }
+  if (n != (ssize_t)sizeof *answer)
+    return set_err(p, THEUS_ECRASH, "theus_pool_map: the fork server died while %s a write window",
+                   cmd->len ? "opening" : "closing");
+  return 0;
+}
+
+/* Checks the window and its ranges, takes the pool's window lock and has the
+ * fork server record the window (workers forked from now on for its tasks
+ * map it). On failure the lock is not held. */
+static int win_open(theus_pool *p, const theus_map_desc *m, uint64_t *gen) {
+  uint64_t off = 0, len = 0;
+  if (p->win_fd < 0 || !p->arena)
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: write windows need a pool with an arena it owns");
+  if (!m->window_ranges && m->count)
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: a write window needs window_ranges");
+  if (theus_arena_file_range(p->arena, m->window, &off, &len) < 0)
+    return set_err(p, THEUS_EINVAL, "theus_pool_map: write window: %s", theus_arena_errmsg(p->arena));
+  uint64_t page = theus__os_page_size();
+  for (size_t i = 0; i < m->count; i++) {
+    uint64_t lo = m->window_ranges[2 * i], hi = m->window_ranges[2 * i + 1];
+    if (lo % page || lo > hi || hi > len)
+      return set_err(p, THEUS_EINVAL, "theus_pool_map: item %zu may write bytes [%llu, %llu) of a %llu-byte window: "
+                     "the low end must be page-aligned (%llu) and the range inside", i, (unsigned long long)lo,
+                     (unsigned long long)hi, (unsigned long long)len, (unsigned long long)page);
+  }
+  pthread_mutex_lock(&p->win_lock);
+  theus__wincmd cmd = {++p->win_gen, off, len};
+  uint64_t got = 0;
+  int rc = win_call(p, &cmd, &got);
+  if (rc == 0 && got != cmd.gen)
+    rc = set_err(p, THEUS_ENOMEM, "theus_pool_map: the fork server could not reserve address space for a %llu-byte "
+                 "write window", (unsigned long long)len);
+  if (rc < 0) {
+    pthread_mutex_unlock(&p->win_lock);
+    return rc;
+  }
+  *gen = cmd.gen;
+  return 0;
+}
+
+/* Closes the window: returns once every worker forked with it is dead. */
+static int win_close(theus_pool *p, uint64_t gen) {
+  theus__wincmd cmd = {gen, 0, 0};
+  uint64_t got = 0;
+  int rc = win_call(p, &cmd, &got);
+  pthread_mutex_unlock(&p->win_lock);
+  return rc;
+}
+
+static int map_loop(theus_pool *p, map_run *mr) {
+  const theus_map_desc *m = mr->m;
+  size_t nchunks = (m->count + mr->chunk - 1) / mr->chunk, sent = 0, got = 0;
+  enum { WIN = 1024 };
+  theus_ticket tk[WIN];
+  int rc;
+  while (got < nchunks) {
+    rc = 0;
+    if (!mr->canceled && m->cancel && __atomic_load_n(m->cancel, __ATOMIC_ACQUIRE)) {
+      mr->canceled = 1;
+      for (size_t k = got; k < sent; k++) theus_pool_cancel(p, tk[k % WIN]);
+      nchunks = sent; /* submit no more */
+      if (got == sent) break;
+    }
+    while (!mr->canceled && sent < nchunks && sent - got < WIN &&
+           (rc = map_submit_chunk(p, mr, sent, &tk[sent % WIN])) == 0)
+      sent++;
+    if (sent == got) return rc; /* nothing in flight and nothing queued: the pool says why */
+    theus__slot *s;
+    /* With a cancel flag, wait in slices to see it (a signal handler may set it). */
+    while ((rc = wait_done(p, tk[got % WIN], m->cancel && !mr->canceled ? 20 : -1, &s)) == THEUS_ETIMEDOUT &&
+           !__atomic_load_n(m->cancel, __ATOMIC_ACQUIRE)) {
+    }
+    if (rc == THEUS_ETIMEDOUT) continue; /* canceled: the top of the loop cancels what is in flight */
+    if (rc < 0) return rc;
+    map_collect(p, mr, got, s);
+    release_slot(p, tk[got % WIN], s);
+    got++;
+    if (m->progress_fn) m->progress_fn(got == nchunks ? m->count : got * mr->chunk, m->count, m->progress_ud);
+  }
+  mr->nchunks = nchunks;
+  mr->got = got;
+  return 0;
 }
 
 int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
@@ -705,39 +850,20 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   if (rc == 0 && m->count && ((m->arg_size && !m->args) || (m->result_size && !m->results)))
     rc = set_err(p, THEUS_EINVAL, "theus_pool_map: args or results is NULL with a nonzero item size");
   if (rc == 0) rc = map_chunk_size(p, m, &mr.chunk);
+  if (rc == 0 && m->window) rc = win_open(p, m, &mr.win_gen);
   if (rc < 0) return rc;
-  size_t nchunks = (m->count + mr.chunk - 1) / mr.chunk, sent = 0, got = 0;
-  enum { WIN = 1024 };
-  theus_ticket tk[WIN];
-  int canceled = 0;
-  while (got < nchunks) {
-    rc = 0;
-    if (!canceled && m->cancel && __atomic_load_n(m->cancel, __ATOMIC_ACQUIRE)) {
-      canceled = 1;
-      for (size_t k = got; k < sent; k++) theus_pool_cancel(p, tk[k % WIN]);
-      nchunks = sent; /* submit no more */
-      if (got == sent) break;
-    }
-    while (!canceled && sent < nchunks && sent - got < WIN &&
-           (rc = map_submit_chunk(p, &mr, sent, &tk[sent % WIN])) == 0)
-      sent++;
-    if (sent == got) return rc; /* nothing in flight and nothing queued: the pool says why */
-    theus__slot *s;
-    /* With a cancel flag, wait in slices to see it (a signal handler may set it). */
-    while ((rc = wait_done(p, tk[got % WIN], m->cancel && !canceled ? 20 : -1, &s)) == THEUS_ETIMEDOUT &&
-           !__atomic_load_n(m->cancel, __ATOMIC_ACQUIRE)) {
-    }
-    if (rc == THEUS_ETIMEDOUT) continue; /* canceled: the top of the loop cancels what is in flight */
-    if (rc < 0) return rc;
-    map_collect(p, &mr, got, s);
-    release_slot(p, tk[got % WIN], s);
-    got++;
+  rc = map_loop(p, &mr);
+  if (mr.win_gen) {
+    int crc = win_close(p, mr.win_gen);
+    rc = rc < 0 ? rc : crc;
   }
+  if (rc < 0) return rc;
   if (nfailed) *nfailed = mr.nfailed;
-  if (canceled) {
-    if (nfailed) *nfailed = mr.nfailed + (m->count - (nchunks * mr.chunk < m->count ? nchunks * mr.chunk : m->count));
+  if (mr.canceled) {
+    size_t sent_items = mr.nchunks * mr.chunk < m->count ? mr.nchunks * mr.chunk : m->count;
+    if (nfailed) *nfailed = mr.nfailed + (m->count - sent_items);
     return set_err(p, THEUS_ECANCELED, "theus_pool_map: canceled after %zu of %zu items were collected",
-                   got * mr.chunk < m->count ? got * mr.chunk : m->count, m->count);
+                   mr.got * mr.chunk < m->count ? mr.got * mr.chunk : m->count, m->count);
   }
   return mr.first;
 }

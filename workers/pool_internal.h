@@ -26,6 +26,21 @@ enum { THEUS__STOP_NONE = 0, THEUS__STOP_DRAIN = 1, THEUS__STOP_CANCEL = 2 };
 enum { THEUS__START_PENDING = 0, THEUS__START_UP = 1, THEUS__START_FAILED = 2 };
 
 #define THEUS__MAX_ARENA_RANGES 4
+#define THEUS__OUT_NONCE 16 /* hex digits of the output marker's nonce */
+#define THEUS__OUT_LABEL 64 /* bytes of a task label in a marker, NUL included */
+
+/* Internal slot flag beside THEUS_TASK_*: the chunk writes the pool's open
+ * write window (docs/workers.md, "Write windows"). */
+#define THEUS__TASK_WINDOW 0x100u
+
+/* A write window: pages [off, off + len) of the arena's memfd that the map
+ * with generation gen fills (gen 0: none). Sent by the orchestrator to the
+ * fork server over the control socket; len 0 closes window gen. The fork
+ * server answers with gen once done (for a close: once no worker holding it
+ * is alive). */
+typedef struct theus__wincmd {
+  uint64_t gen, off, len;
+} theus__wincmd;
 
 /* The first cache line is everything a round trip touches. */
 typedef struct theus__slot {
@@ -57,6 +72,8 @@ typedef struct theus__slot {
   _Atomic uint64_t cancel_seq; /* == seq: kill the worker running it */
   char causes[THEUS_POOL_ERRMSG_MAX]; /* "cause; cause" of earlier attempts */
   uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
+  uint64_t win_gen;          /* THEUS__TASK_WINDOW: the window it writes, and the bytes [win_lo, win_hi) */
+  uint64_t win_lo, win_hi;   /* of it that its items may write (win_lo page-aligned) */
   char errmsg[THEUS_POOL_ERRMSG_MAX];
   theus_handle handles[THEUS_POOL_MAX_HANDLES];
   char keys[THEUS_POOL_MAX_HANDLES][THEUS_POOL_KEY_MAX];
@@ -83,6 +100,8 @@ typedef struct theus__ctl {
   uint32_t spin_us;
   int32_t keep_core;
   int32_t arena_fd; /* read-only memfd descriptor, or -1 */
+  int32_t arena_rw_fd; /* read-write descriptor, kept by the fork server only (write windows), or -1 */
+  int32_t win_fd;      /* the fork server's end of the window control socket, or -1 */
   int32_t orch_pid;
   int32_t unsandboxed; /* theus_pool_config.unsandboxed: no pool sandbox layer */
   _Atomic uint32_t start_state; /* futex word: THEUS__START_* */
@@ -93,6 +112,17 @@ typedef struct theus__ctl {
   const void *task_context; /* theus_pool_config.task_context (same address in every process) */
   size_t task_context_size;  /* > 0: a shared mapping the workers keep, read-only */
   char fatal[THEUS_POOL_ERRMSG_MAX]; /* why the fork server could not start */
+  /* Output (theus_pool_config.output). FORWARD: out_fd[w] are the write ends
+   * of worker w's stdout and stderr pipes, held by the fork server (which
+   * hands them to each incarnation of worker w; set before the fork server
+   * starts, never changed after) and read by the pool's output
+   * thread (workers/output.c). A worker writes a marker into both pipes when
+   * the label of its tasks changes (and when it starts): NUL, 'T', the nonce,
+   * the label, NUL. The random nonce keeps task output from forging one. */
+  int32_t out_mode;
+  int32_t out_fd[THEUS_POOL_MAX_WORKERS][2];
+  char out_nonce[THEUS__OUT_NONCE + 1];
+  theus_task_label_fn label;
   size_t slots_off;
   size_t total;
 } theus__ctl;
@@ -129,8 +159,35 @@ static inline void theus__causes_add(char *buf, size_t cap, const char *text) {
 /* Fork server: never returns. */
 _Noreturn void theus__forksrv_main(theus__ctl *c);
 /* Worker: never returns. arena may be NULL. */
+/* The write window a worker was forked with: mapped PROT_READ at base, made
+ * writable range by range per task (gen 0: none). */
+typedef struct theus__winmap {
+  uint64_t gen;
+  unsigned char *base;
+  uint64_t len;
+} theus__winmap;
+
+/* Worker: never returns. arena may be NULL, win too. */
 _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
-                                  const uintptr_t (*ranges)[2], unsigned nranges);
+                                  const uintptr_t (*ranges)[2], unsigned nranges, const theus__winmap *win);
+/* The pool's output thread (workers/output.c), THEUS_OUTPUT_FORWARD only. */
+typedef struct theus__output theus__output;
+/* Creates the pipes (write ends into c->out_fd, nonce into c->out_nonce).
+ * Returns 0 or a negative code with a message in err. */
+int theus__output_open(theus__ctl *c, unsigned nworkers, theus_output_fn fn, void *ud, theus__output **out,
+                        char *err, size_t errlen);
+/* Starts the thread that reads them, once the fork server is forked: a
+ * thread alive at that fork would leave its stack in the fork server's and
+ * the workers' thread caches, and a task's own thread reusing it is taken by
+ * ThreadSanitizer for a second thread of one id. Lines wait in the pipes
+ * until then. 0 or a negative code with a message in err. */
+int theus__output_run(theus__output *o, char *err, size_t errlen);
+/* Closes the orchestrator's copies of the write ends, once the fork server
+ * has its own (c->out_fd keeps the numbers: the fork server's). NULL: no-op. */
+void theus__output_close_writers(theus__output *o);
+/* Reads what is left, flushes partial lines, joins the thread and frees. NULL: no-op. */
+void theus__output_stop(theus__output *o);
+
 /* Async-signal-safe string building (bounded, always NUL-terminated). */
 size_t theus__str_add(char *buf, size_t cap, size_t at, const char *s);
 size_t theus__str_hex(char *buf, size_t cap, size_t at, uint64_t v);

@@ -167,7 +167,7 @@ static int landlock(void) {
 #endif
 }
 
-static int pool_filter(char *err, size_t errlen) {
+static int pool_filter(uintptr_t win_base, uint64_t win_span, char *err, size_t errlen) {
   filter f;
   if (filter_init(&f, err, errlen) < 0) return -1;
   const uint32_t no = SCMP_ACT_ERRNO(EPERM);
@@ -208,10 +208,16 @@ static int pool_filter(char *err, size_t errlen) {
   RULE(&f, no, "mmap2", SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_WRITE, PROT_WRITE), SCMP_A3(SCMP_CMP_MASKED_EQ, type, MAP_SHARED));
   RULE(&f, no, "mmap2", SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_WRITE, PROT_WRITE),
        SCMP_A3(SCMP_CMP_MASKED_EQ, type, MAP_SHARED_VALIDATE));
+  /* A write window is a writable shared mapping of exactly the pages of one
+   * output: growing it in place (mremap) would extend it over the next pages
+   * of the memfd, and remap_file_pages would point it at any other offset. */
+  RULE0(&f, no, "remap_file_pages");
+  if (win_span)
+    RULE(&f, no, "mremap", SCMP_A0(SCMP_CMP_MASKED_EQ, ~(scmp_datum_t)(win_span - 1), (scmp_datum_t)win_base));
   return load(&f, "pool", err, errlen);
 }
 
-int theus__sandbox_pool(int arena_fd, char *err, size_t errlen) {
+int theus__sandbox_pool(int arena_fd, uintptr_t win_base, uint64_t win_span, char *err, size_t errlen) {
   /* The inode, not the descriptor, decides whether /proc/<pid>/fd/N or
    * map_files reopen it writable: r-------- closes every such path for a
    * process without CAP_DAC_OVERRIDE, the orchestrator's rw descriptor and
@@ -229,7 +235,7 @@ int theus__sandbox_pool(int arena_fd, char *err, size_t errlen) {
     return fail(err, errlen, "pool sandbox: PR_SET_NO_NEW_PRIVS failed: %s", strerror(errno));
   if (drop_capabilities(err, errlen) < 0) return -1;
   landlock();
-  return pool_filter(err, errlen);
+  return pool_filter(win_base, win_span, err, errlen);
 }
 
 /* ---- the pure layer ------------------------------------------------------ */

@@ -15,10 +15,13 @@
 #define THEUS_WORKERS_SANDBOX_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The pool layer, for the calling process and its future children. arena_fd
- * may be -1. 0, or -1 with a message in err. */
-int theus__sandbox_pool(int arena_fd, char *err, size_t errlen);
+ * may be -1. [win_base, win_base + win_span) is the address range reserved
+ * for write windows (win_span a power of two, win_base aligned to it; 0: none):
+ * mremap of any address in it is refused. 0, or -1 with a message in err. */
+int theus__sandbox_pool(int arena_fd, uintptr_t win_base, uint64_t win_span, char *err, size_t errlen);
 
 /* The pure layer, for every thread of the calling process. 0, or -1 with a
  * message in err. */

@@ -2,10 +2,13 @@
  * handler that turns a write into the read-only arena into a contract
  * violation reported through the result slot. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
@@ -42,6 +45,9 @@ typedef struct worker_ctx {
   uintptr_t ranges[THEUS__MAX_ARENA_RANGES][2];
   unsigned nranges;
   int pure; /* the pure-process sandbox is installed (for good) */
+  char label[THEUS__OUT_LABEL]; /* THEUS_OUTPUT_FORWARD: the label the last marker announced */
+  theus__winmap win;      /* the write window it was forked with (gen 0: none) */
+  uint64_t wlo, whi;      /* the bytes of it writable now */
 } worker_ctx;
 
 static worker_ctx *worker_self;
@@ -96,6 +102,20 @@ static size_t fault_describe(const worker_ctx *x, uintptr_t addr, char *msg, siz
   return theus__str_add(msg, cap, at, " is in the arena but in no input of this task)");
 }
 
+static int in_window(const worker_ctx *x, uintptr_t addr) {
+  return x->win.gen && addr >= (uintptr_t)x->win.base && addr < (uintptr_t)x->win.base + x->win.len;
+}
+
+static size_t window_describe(const worker_ctx *x, uintptr_t addr, char *msg, size_t cap) {
+  size_t at = theus__str_add(msg, cap, 0, "contract violation: write at byte ");
+  at = theus__str_dec(msg, cap, at, (int64_t)(addr - (uintptr_t)x->win.base));
+  at = theus__str_add(msg, cap, at, " of the heavy output, outside the bytes [");
+  at = theus__str_dec(msg, cap, at, (int64_t)x->wlo);
+  at = theus__str_add(msg, cap, at, ", ");
+  at = theus__str_dec(msg, cap, at, (int64_t)x->whi);
+  return theus__str_add(msg, cap, at, ") this task may write");
+}
+
 static int in_arena(const worker_ctx *x, uintptr_t addr) {
   for (unsigned i = 0; i < x->nranges; i++)
     if (addr >= x->ranges[i][0] && addr < x->ranges[i][1]) return 1;
@@ -116,9 +136,13 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
     raise(sig);
     return;
   }
-  if (!x || !x->task || !in_arena(x, (uintptr_t)si->si_addr)) return;
+  uintptr_t addr = (uintptr_t)si->si_addr;
+  if (!x || !x->task || !(in_arena(x, addr) || in_window(x, addr))) return;
   theus__slot *s = x->task->slot;
-  fault_describe(x, (uintptr_t)si->si_addr, s->errmsg, sizeof s->errmsg);
+  if (in_window(x, addr))
+    window_describe(x, addr, s->errmsg, sizeof s->errmsg);
+  else
+    fault_describe(x, addr, s->errmsg, sizeof s->errmsg);
   s->status = THEUS_ECONTRACT;
   s->res_len = 0;
   atomic_fetch_add(&x->ring->failed, 1);
@@ -196,6 +220,36 @@ static int match_sandbox(worker_ctx *x, theus__slot *s) {
   return 0;
 }
 
+/* A worker forked with a write window runs only the tasks of that window,
+ * and a window task runs only on a worker forked with it: otherwise the
+ * worker exits before touching the slot (still QUEUED) and the fork server's
+ * fresh worker, forked with or without the window, runs it. */
+static void match_window(const worker_ctx *x, const theus__slot *s) {
+  int want = (s->flags & THEUS__TASK_WINDOW) != 0;
+  if (!want && !x->win.gen) return;
+  if (!want || s->win_gen != x->win.gen) _exit(0);
+}
+
+/* Makes [lo, hi) the only writable bytes of the window (page granular: lo is
+ * page-aligned, hi is rounded up; the window ends on a page boundary). */
+static int window_range(worker_ctx *x, theus_task *t, uint64_t lo, uint64_t hi) {
+  uint64_t page = theus__os_page_size();
+  hi = (hi + page - 1) & ~(page - 1);
+  if (lo % page || lo > hi || hi > x->win.len)
+    return theus_task_fail(t, THEUS_EINVAL, "write window: bytes [%llu, %llu) do not fit its %llu bytes",
+                           (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)x->win.len);
+  if (lo == x->wlo && hi == x->whi) return 0;
+  if (x->whi > x->wlo && mprotect(x->win.base + x->wlo, x->whi - x->wlo, PROT_READ) != 0)
+    return theus_task_fail(t, THEUS_ESYS, "write window: mprotect failed: %s", strerror(errno));
+  x->wlo = x->whi = 0;
+  if (hi > lo && mprotect(x->win.base + lo, hi - lo, PROT_READ | PROT_WRITE) != 0)
+    return theus_task_fail(t, THEUS_ESYS, "write window: mprotect failed: %s", strerror(errno));
+  theus__os_populate(x->win.base + lo, hi - lo, 1); /* a fresh worker: one call, not a fault per page */
+  x->wlo = lo;
+  x->whi = hi;
+  return 0;
+}
+
 /* The host's handlers and mask make no sense in a worker. */
 static void reset_signals(void) {
   struct sigaction dfl;
@@ -210,38 +264,49 @@ static void reset_signals(void) {
 
 /* ---- task API ------------------------------------------------------------ */
 
-const theus_arena *theus_task_arena(const theus_task *t) { return t->arena; }
+/* A NULL task gets neutral answers (NULL, 0, THEUS_EINVAL): a task function
+ * passing on a pointer it did not check must not crash the worker. */
+
+const theus_arena *theus_task_arena(const theus_task *t) { return t ? t->arena : NULL; }
 
 const void *theus_task_arg(const theus_task *t, size_t *len) {
-  if (len) *len = t->arg_len;
-  return t->arg;
+  if (len) *len = t ? t->arg_len : 0;
+  return t ? t->arg : NULL;
 }
 
-unsigned theus_task_nhandles(const theus_task *t) { return t->slot->nhandles; }
+unsigned theus_task_nhandles(const theus_task *t) { return t ? t->slot->nhandles : 0; }
 
 theus_handle theus_task_handle(const theus_task *t, unsigned i) {
-  return i < t->slot->nhandles ? t->slot->handles[i] : 0;
+  return t && i < t->slot->nhandles ? t->slot->handles[i] : 0;
 }
 
 int theus_task_array(const theus_task *t, unsigned i, theus_array_info *out) {
-  if (i >= t->slot->nhandles || !out) return THEUS_EINVAL;
+  if (!t || i >= t->slot->nhandles || !out) return THEUS_EINVAL;
   *out = t->in[i];
   return 0;
 }
 
 int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *len) {
-  if (i >= t->slot->nhandles) return THEUS_EINVAL;
+  if (!t || i >= t->slot->nhandles) return THEUS_EINVAL;
   if (ptr) *ptr = t->in[i].data;
   if (len) *len = t->in[i].nbytes;
   return 0;
 }
 
+void *theus_task_window(const theus_task *t, size_t *len) {
+  worker_ctx *x = worker_self;
+  int has = x && x->win.gen && (t->slot->flags & THEUS__TASK_WINDOW);
+  if (len) *len = has ? x->win.len : 0;
+  return has ? x->win.base : NULL;
+}
+
 void *theus_task_out(theus_task *t, size_t *cap) {
-  if (cap) *cap = t->out_cap;
-  return t->out;
+  if (cap) *cap = t ? t->out_cap : 0;
+  return t ? t->out : NULL;
 }
 
 int theus_task_set_result(theus_task *t, size_t len) {
+  if (!t) return THEUS_EINVAL;
   if (len > t->out_cap)
     return theus_task_fail(t, THEUS_ETRUNC,
                            "task result of %zu bytes exceeds the inline limit (%zu bytes: THEUS_POOL_RESULT_MAX, "
@@ -252,34 +317,85 @@ int theus_task_set_result(theus_task *t, size_t len) {
 }
 
 int theus_task_write(theus_task *t, const void *data, size_t len) {
+  if (!t) return THEUS_EINVAL;
+  if (!data && len) return theus_task_fail(t, THEUS_EINVAL, "theus_task_write: data is NULL (%zu bytes)", len);
   if (len > t->out_cap - t->out_len)
     return theus_task_fail(t, THEUS_ETRUNC,
                            "task result would grow to %zu bytes, beyond the inline limit (%zu bytes: "
                            "THEUS_POOL_RESULT_MAX, or result_size in a map): put large results in the arena",
                            t->out_len + len, t->out_cap);
-  memcpy(t->out + t->out_len, data, len);
+  if (len) memcpy(t->out + t->out_len, data, len);
   t->out_len += len;
   return 0;
 }
 
 int theus_task_fail(theus_task *t, int code, const char *fmt, ...) {
+  if (!t) return THEUS_EINVAL;
   t->failed = 1;
   if (t->msg_taken) return code < 0 ? code : THEUS_EPROCESS;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(t->slot->errmsg, sizeof t->slot->errmsg, fmt, ap);
+  if (fmt)
+    vsnprintf(t->slot->errmsg, sizeof t->slot->errmsg, fmt, ap);
+  else
+    snprintf(t->slot->errmsg, sizeof t->slot->errmsg, "task failed (theus_task_fail with no message)");
   va_end(ap);
   return code < 0 ? code : THEUS_EPROCESS;
 }
 
-unsigned theus_task_worker(const theus_task *t) { return t->worker; }
+unsigned theus_task_worker(const theus_task *t) { return t ? t->worker : UINT_MAX; }
 
-const void *theus_task_context(const theus_task *t) { return t->ctl->task_context; }
+/* ---- output ---------------------------------------------------------------- */
+
+/* Announces label in both output pipes (see theus__ctl.out_fd): what this
+ * worker writes from now on is its. One write per pipe, far below PIPE_BUF,
+ * so a marker is never split by another writer of the same pipe. */
+static void announce(worker_ctx *x, const char *label) {
+  char m[2 + THEUS__OUT_NONCE + THEUS__OUT_LABEL];
+  size_t n = 0;
+  m[n++] = '\0';
+  m[n++] = 'T';
+  memcpy(m + n, x->ctl->out_nonce, THEUS__OUT_NONCE);
+  n += THEUS__OUT_NONCE;
+  size_t l = strnlen(label, THEUS__OUT_LABEL - 1);
+  memcpy(m + n, label, l);
+  n += l;
+  m[n++] = '\0';
+  for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++)
+    while (write(fd, m, n) < 0 && errno == EINTR) {
+    }
+  memcpy(x->label, label, l);
+  x->label[l] = '\0';
+}
+
+/* Before a task: a new label is announced (a syscall per pipe, only when the
+ * process changes, never on a run of tasks of one process). */
+static void label_task(worker_ctx *x, const theus_task *t) {
+  if (x->ctl->out_mode != THEUS_OUTPUT_FORWARD) return;
+  char buf[THEUS__OUT_LABEL];
+  const char *l = x->ctl->label ? x->ctl->label(t, buf, sizeof buf) : NULL;
+  if (!l) l = "";
+  if (strncmp(l, x->label, THEUS__OUT_LABEL - 1) != 0) announce(x, l);
+}
+
+/* A worker's stdio: what the host had buffered when it forked is not the
+ * worker's to print (it would come out once per worker). When forwarding,
+ * stdout is unbuffered so that nothing a task printed is lost when the worker
+ * is killed. fds 1 and 2 were set up by the fork server. */
+static void worker_stdio(worker_ctx *x) {
+  __fpurge(stdout);
+  __fpurge(stderr);
+  if (x->ctl->out_mode != THEUS_OUTPUT_FORWARD) return; /* discarded, or the host's (flushed after each task) */
+  setvbuf(stdout, NULL, _IONBF, 0);
+  announce(x, ""); /* ends a dead predecessor's partial line */
+}
+
+const void *theus_task_context(const theus_task *t) { return t ? t->ctl->task_context : NULL; }
 
 unsigned theus_task_attempt(const theus_task *t) { return t ? t->slot->attempt : 0; }
 
 const void *theus_task_common(const theus_task *t, size_t *len) {
-  size_t n = t->slot->nitems ? t->slot->item_common : 0;
+  size_t n = t && t->slot->nitems ? t->slot->item_common : 0;
   if (len) *len = n;
   return n ? t->slot->arg : NULL;
 }
@@ -357,7 +473,9 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   s->res_len = 0;
   s->start_ns = t0;
   s->end_ns = 0;
+  label_task(x, &t);
   int st = resolve_inputs(&t);
+  if (st == 0 && (s->flags & THEUS__TASK_WINDOW)) st = window_range(x, &t, s->win_lo, s->win_hi);
   if (st == 0 && s->nitems) {
     st = run_items(x, &t);
   } else if (st == 0) {
@@ -366,6 +484,11 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
     x->task = NULL;
     s->res_len = st == 0 ? (uint32_t)t.out_len : 0;
   }
+  /* A task may have buffered its stream again (setvbuf): its output is in
+   * the pipe before the result is, and before the next label's marker. No
+   * syscall when nothing is buffered. */
+  fflush(stdout);
+  fflush(stderr);
   uint64_t t1 = theus__now_ns();
   s->end_ns = t1;
   theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */
@@ -423,8 +546,9 @@ static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
 }
 
 _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *arena,
-                                  const uintptr_t (*ranges)[2], unsigned nranges) {
+                                  const uintptr_t (*ranges)[2], unsigned nranges, const theus__winmap *win) {
   worker_ctx x = {.ctl = c, .ring = theus__ring_of(c, w), .w = w, .pid = (int)getpid()};
+  if (win) x.win = *win;
   for (unsigned i = 0; i < nranges && i < THEUS__MAX_ARENA_RANGES; i++) {
     x.ranges[i][0] = ranges[i][0];
     x.ranges[i][1] = ranges[i][1];
@@ -439,6 +563,7 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* the fork server is not: core dumps need it */
   }
   reset_signals();
+  worker_stdio(&x);
   worker_self = &x;
   install_fault_handler();
   for (;;) {
@@ -448,6 +573,7 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
     if (atomic_load_explicit(&s->skip, memory_order_acquire)) {
       atomic_store(&s->skip, 0); /* theus_pool_cancel finished it while queued */
     } else {
+      match_window(&x, s);
       int st = match_sandbox(&x, s);
       if (st == 0)
         run_task(&x, arena, s);

@@ -21,6 +21,7 @@
 #include "contract.h"
 #include "error.h"
 #include "heavy.h"
+#include "pool.h"
 #include "twin.h"
 
 #ifdef __cplusplus
@@ -40,7 +41,7 @@ typedef struct theus_job theus_job;
 typedef void (*theus_commit_fn)(const json_t *entry, void *ud);
 
 typedef struct theus_engine_config {
-  int workers;            /* pool size: 0 = one per core, -1 = no pool (all runs local),
+  int workers;            /* pool size: 0 = one per usable CPU, -1 = no pool (all runs local),
                              at most THEUS_ENGINE_MAX_WORKERS */
   int strict;             /* nonzero: any stale CAS conflicts; 0 (default): smart CAS */
   unsigned retention;     /* past versions the engine keeps alive (default 0) */
@@ -49,6 +50,10 @@ typedef struct theus_engine_config {
   int64_t default_timeout_ms; /* for parallel processes whose contract says 0 (default 0 = none) */
   const theus_arena_config *arena; /* NULL = arena defaults */
   const json_t *domain;   /* initial domain object (copied); NULL = {} */
+  int output;             /* what workers print: theus_output_mode (default THEUS_OUTPUT_FORWARD: line by
+                             line to stderr, "[worker N process NAME] "; docs/workers.md, "Output") */
+  theus_output_fn output_fn; /* FORWARD: receives each line (worker, process, line) instead of stderr */
+  void *output_ud;        /* passed to output_fn */
   /* The ledger (docs/ledger.md): a JSON Lines file, created or truncated at
    * open, with one line per committed version (process, args, versions and
    * content hashes read, output patch, worker, duration, status). NULL =
@@ -106,8 +111,15 @@ THEUS_API int theus_engine_register_json(theus_engine *e, const char *text, cons
 /* The registered contract of a process (valid until close), or NULL. */
 THEUS_API const theus_contract *theus_engine_contract(theus_engine *e, const char *name);
 
+/* For "did you mean": the registered process whose name is closest to name
+ * (a likely misspelling: at most 2 edits, or a third of the name's length),
+ * valid until close; NULL if none is that close or name is registered. */
+THEUS_API const char *theus_engine_process_near(theus_engine *e, const char *name);
+
 /* A reducer for map: acc is NULL for the first item; returns the new
- * accumulator (new reference) and takes ownership of acc; NULL = failure. */
+ * accumulator (new reference) and takes ownership of acc; NULL = failure:
+ * THEUS_ENOMEM if errno is ENOMEM (memory ran out), else THEUS_EINVAL (the
+ * results do not combine). */
 typedef json_t *(*theus_reducer_fn)(json_t *acc, const json_t *item, void *ud);
 
 /* Registers a named reducer (beside the built-in sum, min, max, concat). */
@@ -127,7 +139,8 @@ THEUS_API uint64_t theus_engine_version(theus_engine *e);
 THEUS_API json_t *theus_engine_get(theus_engine *e, const char *path);
 
 /* Writes value (reference stolen) at a domain path, committed as a new
- * version (merge semantics; null deletes). */
+ * version (merge semantics; json_null() deletes). A NULL value (what a json_*
+ * constructor returns when memory ran out) is THEUS_EINVAL, never a deletion. */
 THEUS_API int theus_engine_set(theus_engine *e, const char *path, json_t *value);
 
 /* Installs a new version if the state is still compatible with
@@ -149,7 +162,10 @@ THEUS_API int theus_engine_heavy_alloc(theus_engine *e, const char *key, theus_d
 /* Frees an unpublished draft. THEUS_ENOTFOUND if none. */
 THEUS_API int theus_engine_heavy_discard(theus_engine *e, const char *key);
 
-/* ---- the process context (used inside a process) -------------------- */
+/* ---- the process context (used inside a process) -------------------- *
+ * A NULL ctx gets NULL or THEUS_EINVAL from every theus_ctx_* call (the
+ * values theus_ctx_set and theus_ctx_return steal are released). A NULL key
+ * gives THEUS_EINVAL. */
 
 /* The value at a domain path ("domain.x.y"), borrowed for the duration of
  * the call, or NULL if absent. For a pure process an undeclared path returns
@@ -168,13 +184,31 @@ THEUS_API int theus_ctx_heavy(theus_ctx *ctx, const char *key, theus_array_info 
  * its index and the number of slices. THEUS_ENOTFOUND outside a map. */
 THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index, uint32_t *count);
 
+/* In a map: the heavy key of the array being mapped (valid during the call),
+ * so one process serves maps over any key (declare inputs as `heavy.*`).
+ * NULL outside a map. */
+THEUS_API const char *theus_ctx_map_key(theus_ctx *ctx);
+
+/* In a map into a heavy output (theus_engine_map_into): the output's dtype
+ * and shape in *info (its data field is the read-only address) and in *data
+ * its writable base. The slice writes rows [lo, hi) of the first dimension
+ * (theus_ctx_slice) and nothing else: in a worker any other store faults and
+ * fails the map as a contract violation. With theus_map_out.partials, *info
+ * and *data describe this slice's own partial array instead, which it may
+ * write whole. THEUS_ENOTFOUND elsewhere. */
+THEUS_API int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data);
+
 /* Writes value (reference stolen) to a declared output path. Objects are
  * merged into existing objects (RFC 7386); null deletes. THEUS_ECONTRACT if
- * the path is not a declared output (the execution then fails). */
+ * the path is not a declared output, THEUS_EINVAL if value is NULL (what
+ * json_real() gives for a NaN or an infinity, which JSON cannot hold): the
+ * execution then fails, naming the process and the path. */
 THEUS_API int theus_ctx_set(theus_ctx *ctx, const char *path, json_t *value);
 
 /* Sets the process's return value (reference stolen): returned by execute,
- * and the per-slice value combined by a map's reducer. */
+ * and the per-slice value combined by a map's reducer. NULL (json_real() of
+ * a non-finite number) fails the execution; to return nothing, do not call
+ * it. */
 THEUS_API void theus_ctx_return(theus_ctx *ctx, json_t *value);
 
 /* Allocates a writable heavy array for declared output `heavy.<key>`,
@@ -206,7 +240,8 @@ THEUS_API unsigned theus_ctx_attempt(const theus_ctx *ctx);
 
 /* The name of the running process. */
 THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
-/* -1 when running locally in the orchestrator, else the pool worker's id. */
+/* -1 when running locally in the orchestrator, else the pool worker's id
+ * (THEUS_EINVAL for a NULL ctx). */
 THEUS_API int theus_ctx_worker(theus_ctx *ctx);
 
 /* ---- live regions (see docs/twin.md) ----------------------------------- */
@@ -301,7 +336,8 @@ THEUS_API void theus_version_watch_close(theus_version_watch *w);
  * value (new reference, or NULL). Failure codes: THEUS_ENOTFOUND (unknown
  * process), THEUS_EPROCESS (the process failed), THEUS_ECONTRACT,
  * THEUS_ECRASH (worker died), THEUS_ETIMEDOUT, THEUS_ECONFLICT (retries
- * exhausted); nothing is committed then, and the message gives the cause. */
+ * exhausted), THEUS_EINVAL (e, name NULL, or an engine whose open failed);
+ * nothing is committed then, and the message gives the cause. */
 THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json_t *args, json_t **result);
 
 /* Starts an execution in the background; *job is waited on from any thread.
@@ -309,15 +345,16 @@ THEUS_API int theus_engine_execute(theus_engine *e, const char *name, const json
  * when every ring is full, by the engine's deferred-submit thread), and the
  * first wait collects, checks and commits it; a local one runs on the
  * engine's executor thread, one job at a time. No thread per job.
- * THEUS_ENOTFOUND, THEUS_EINVAL (args not an object); failures of the run
+ * THEUS_ENOTFOUND, THEUS_EINVAL (args not an object, a NULL argument); failures of the run
  * itself are reported by theus_job_wait. */
 THEUS_API int theus_engine_submit(theus_engine *e, const char *name, const json_t *args, theus_job **job);
 
 /* Waits for the job (timeout_ms -1 = forever): THEUS_ETIMEDOUT if it is still
- * running (wait again later), else the execution's code. *result as execute. */
+ * running (wait again later), else the execution's code. *result as execute.
+ * THEUS_EINVAL for a NULL job. A job pointer is not checked beyond NULL. */
 THEUS_API int theus_job_wait(theus_job *job, int64_t timeout_ms, json_t **result);
 
-/* The job's failure message ("" while running or on success). */
+/* The job's failure message ("" while running or on success; a fixed text for NULL). */
 THEUS_API const char *theus_job_errmsg(const theus_job *job);
 
 /* The version the job committed (0 if it committed nothing). */
@@ -352,7 +389,68 @@ THEUS_API void theus_job_release(theus_job *job);
 THEUS_API int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_t slices,
                                const char *reducer, const json_t *args, json_t **result);
 
+/* The output of a map into a new heavy array (theus_engine_map_into). */
+typedef struct theus_map_out {
+  const char *key;   /* heavy key it is published under (declared output `heavy.<key>`) */
+  theus_dtype dtype; /* 0: the input's */
+  unsigned ndim;     /* 0: the input's shape; else shape[0] must equal the input's rows */
+  uint64_t shape[THEUS_MAX_DIMS];
+  /* NULL: the slices fill the output's rows. "sum", "min" or "max": each
+   * slice fills a whole partial array of the output's dtype and shape (ndim
+   * required; it starts zeroed), and the engine combines the partials
+   * element by element, in the arena, into the published output. */
+  const char *partials;
+} theus_map_out;
+
+/* As theus_engine_map, and the slices fill a new array: the engine allocates
+ * it as a draft, each slice writes its rows through theus_ctx_map_out (in a
+ * worker only those pages are writable: see docs/workers.md, "Write
+ * windows"), and when every slice succeeded the array is published under
+ * out->key in a new version (*version, optional, gets it); a failed slice
+ * discards the draft and commits nothing. Slice bounds fall on rows whose
+ * output bytes start on a page, so there may be fewer slices than asked. The
+ * output must be at least a page (4 KiB) when the process is parallel.
+ * key NULL: no input array; the slices split the output's rows (out->dtype
+ * and out->ndim/shape required, no partials): how a parallel process fills a
+ * new array on its own (slices 1: one worker, the whole array writable).
+ * THEUS_ECONTRACT (output not declared), THEUS_EINVAL (shape), THEUS_EEXIST
+ * (a draft for the key is pending), THEUS_ECONFLICT (the key was rebound
+ * meanwhile), arena codes, and the codes of theus_engine_map. */
+THEUS_API int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices,
+                                    const char *reducer, const json_t *args, const theus_map_out *out,
+                                    json_t **result, uint64_t *version);
+/* Runs only slices [first, first + count) of the map theus_engine_map would
+ * run with the same name, key and slices (same bounds: n = min(slices, rows)
+ * slices; theus_ctx_slice gives each its index out of n) and stores their
+ * return values in *items: a new JSON array, one entry per slice in order,
+ * null for a slice that returned nothing. Lets a host spread one map over
+ * several engines (the cluster layer does) and fold the values with
+ * theus_engine_reduce. Errors as theus_engine_map; THEUS_EINVAL if the range
+ * leaves [0, n). */
+THEUS_API int theus_engine_map_part(theus_engine *e, const char *name, const char *key, uint32_t slices,
+                                    uint32_t first, uint32_t count, const json_t *args, json_t **items);
+
+/* Folds items (a JSON array, e.g. the concatenated theus_engine_map_part
+ * results of every slice) in order with reducer, as theus_engine_map folds
+ * slice values; null entries are skipped. *result gets the value (new
+ * reference; null if there was none). THEUS_EINVAL for an unknown reducer
+ * or values it cannot combine. */
+THEUS_API int theus_engine_reduce(theus_engine *e, const char *reducer, const json_t *items, json_t **result);
+
 /* ---- observability ----------------------------------------------------- */
+
+typedef struct theus_engine_progress {
+  uint64_t map_done;  /* slices of the maps running now that have finished */
+  uint64_t map_total; /* slices of the maps running now (0 when none runs) */
+  uint64_t slices;    /* map slices finished since the engine opened */
+} theus_engine_progress;
+
+/* Progress of the maps running now, for a display refreshed from another
+ * thread while theus_engine_map blocks (theus-run's progress line). Counters
+ * are read one by one: map_done <= map_total always holds, the pair is exact
+ * when one map runs at a time. A pooled map counts a slice when it is
+ * collected, in slice order. */
+THEUS_API void theus_engine_progress_get(theus_engine *e, theus_engine_progress *out);
 
 /* Counters as JSON (new reference): {"engine": {...}, "arena": {...},
  * "pool": {...}}. */

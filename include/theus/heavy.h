@@ -45,7 +45,7 @@ typedef struct theus_arena_config {
 /* The eight counters. Cumulative ones survive theus_arena_reset(). */
 typedef struct theus_arena_stats {
   uint64_t active_handles;
-  uint64_t bytes_live;   /* bytes reserved by live arrays (rounded to 64 B) */
+  uint64_t bytes_live;   /* bytes reserved by live arrays: each rounded up to 64 B below the page size, to whole pages from it */
   uint64_t peak_bytes;
   uint64_t alloc_count;
   uint64_t free_count;
@@ -73,12 +73,14 @@ THEUS_API uint64_t theus_arena_default_budget(void);
  * insensitive: B, KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB
  * (powers of 1000, as the SI says); no unit means bytes; a bare K, M, G or T
  * is refused as ambiguous. A fraction rounds down to a whole byte.
- * THEUS_EINVAL with a message in err (pure validator: no object). */
+ * THEUS_EINVAL with a message in err (pure validator: no object; err may be
+ * NULL), also for a NULL out; NULL text is the empty text. */
 THEUS_API int theus_size_parse(const char *text, uint64_t *out, char *err, size_t errlen);
 
 /* Writes bytes as theus_size_parse reads it back: "128MiB" when a binary unit
  * divides it exactly, else "1000B". round_up nonzero first rounds up to a
- * whole MiB (KiB below 1 MiB), for "raise it to" hints. Returns buf. */
+ * whole MiB (KiB below 1 MiB), for "raise it to" hints. Returns buf
+ * (truncated to cap; buf NULL or cap 0: writes nothing). */
 THEUS_API const char *theus_size_format(uint64_t bytes, int round_up, char *buf, size_t cap);
 
 /* Creates an arena (memfd, sparse, sealed against resizing). cfg may be NULL.
@@ -100,6 +102,16 @@ THEUS_API void theus_arena_close(theus_arena *a);
 /* The read-only descriptor (O_RDONLY on the memfd), inheritable by children;
  * hand it to processes that must only read. Owned by the arena. */
 THEUS_API int theus_arena_ro_fd(const theus_arena *a);
+
+/* The read-write descriptor of the memfd (owner only; -1 for a read-only
+ * attachment). Owned by the arena. Hand it only to code that maps exactly the
+ * pages it may write (the pool's write windows, docs/workers.md). */
+THEUS_API int theus_arena_rw_fd(const theus_arena *a);
+
+/* Where array h lies in the memfd: *offset (page-aligned) and *len, its
+ * size rounded up to whole pages, all of them its own. THEUS_EINVAL for an
+ * array smaller than a page (it shares its page with others). */
+THEUS_API int theus_arena_file_range(const theus_arena *a, theus_handle h, uint64_t *offset, uint64_t *len);
 
 /* Nonzero if this is a read-only attachment. */
 THEUS_API int theus_arena_is_readonly(const theus_arena *a);

@@ -58,14 +58,33 @@ THEUS_API int theus_pipeline_add_plugin(theus_pipeline *p, const char *path);
  * (intermediate objects are created), value stolen. Before open. */
 THEUS_API int theus_pipeline_set(theus_pipeline *p, const char *path, json_t *value);
 
-/* The "workers" the file asks for, or -2 if it does not say. */
+/* The "workers" the file asks for, or -2 if it does not say (also for NULL). */
 THEUS_API int theus_pipeline_workers(const theus_pipeline *p);
 
 /* The file's "arena" object as a config: the fields it sets, 0 (the arena's
  * default, see theus_arena_config) for the others. A host that overrides some
  * fields (theus-run's --arena-budget) starts from this and passes the result
- * as cfg->arena to theus_pipeline_open_engine. */
+ * as cfg->arena to theus_pipeline_open_engine. All zero for a NULL pipeline
+ * or one whose load failed; out NULL: nothing. */
 THEUS_API void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_config *out);
+
+/* Before theus_pipeline_open_engine: do not create the file's heavy arrays.
+ * For a host that receives them otherwise (a cluster executor gets rank 0's
+ * arrays); steps over them fail until they are published. */
+THEUS_API void theus_pipeline_skip_heavy(theus_pipeline *p);
+
+/* Runs a map step instead of theus_engine_map(e, process, key, slices,
+ * reducer, args, result): 0 and *result (new reference), or a negative code
+ * with the cause written into msg (msglen bytes; the step's failure message
+ * quotes it). slices is the step's "slices", 0 when it gives none
+ * (theus_engine_map would get two per worker). */
+typedef int (*theus_pipeline_map_fn)(theus_engine *e, const char *process, const char *key, uint32_t slices,
+                                     const char *reducer, const json_t *args, json_t **result, char *msg,
+                                     size_t msglen, void *ud);
+
+/* Routes the run's map steps to fn (the cluster layer spreads them over
+ * ranks). NULL restores theus_engine_map. */
+THEUS_API void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud);
 
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
  * (its domain replaced by the pipeline's initial domain; cfg NULL: the
@@ -88,6 +107,32 @@ typedef void (*theus_pipeline_progress_fn)(const theus_pipeline_progress *pr, vo
 /* Called after every operation and whenever tasks start, from the thread
  * running the pipeline. NULL disables. */
 THEUS_API void theus_pipeline_on_progress(theus_pipeline *p, theus_pipeline_progress_fn fn, void *ud);
+
+/* Whose code the pipeline's thread is about to run, for a crash or exit
+ * report (theus-run's signal handler and exit hook name the plugin or the
+ * process from it). */
+typedef enum theus_pipeline_code {
+  THEUS_PIPELINE_CODE_LIBRARY = 0,     /* back in libtheus: no user code running */
+  THEUS_PIPELINE_CODE_PLUGIN_LOAD,     /* dlopen of `plugin`: its constructors run */
+  THEUS_PIPELINE_CODE_PLUGIN_REGISTER, /* theus_plugin_register of `plugin` */
+  THEUS_PIPELINE_CODE_PROCESS          /* a step runs `process` (a parallel group: the last one started) */
+} theus_pipeline_code;
+
+typedef struct theus_pipeline_where {
+  theus_pipeline_code code;
+  const char *plugin;  /* path as given, for PLUGIN_*; else NULL */
+  const char *process; /* process name, for PROCESS; else NULL */
+  int local;           /* 1 if the code runs in this process (not parallel, or no
+                          worker pool), 0 if in a worker */
+} theus_pipeline_where;
+
+typedef void (*theus_pipeline_where_fn)(const theus_pipeline_where *w, void *ud);
+
+/* Calls fn (from the pipeline's thread) just before theus_pipeline_open_engine
+ * and theus_pipeline_run call code the pipeline does not own, and with code
+ * THEUS_PIPELINE_CODE_LIBRARY when it returned. The strings stay valid until
+ * theus_pipeline_close. NULL disables. */
+THEUS_API void theus_pipeline_on_enter(theus_pipeline *p, theus_pipeline_where_fn fn, void *ud);
 
 /* Runs the steps on e (opened by theus_pipeline_open_engine). A failing step stops
  * the run: THEUS_EPROCESS/ECRASH/ECONTRACT/... with "file:line:column: step

@@ -51,8 +51,41 @@ typedef int (*theus_task_fn)(theus_task *t);
 #define THEUS_POOL_ERRMSG_MAX 512u          /* bytes of a result's message (room for every cause of a retried task) */
 #define THEUS_POOL_MAX_WORKERS 256u
 
+/* What becomes of what task code writes to stdout and stderr in a worker
+ * (theus_pool_config.output; docs/workers.md, "Output"). */
+typedef enum theus_output_mode {
+  /* Default. Each worker's fds 1 and 2 are pipes read by one output thread of
+   * the pool, which hands out whole lines: to output_fn if set, else to the
+   * orchestrator's stderr as "[worker N process NAME] line". Never to the
+   * orchestrator's stdout; a line is never torn or mixed with another; a
+   * partial line is flushed when the next process's output starts, when the
+   * worker dies and when the pool closes; lines beyond
+   * THEUS_OUTPUT_LINE_MAX bytes are cut with a marker. */
+  THEUS_OUTPUT_FORWARD = 0,
+  THEUS_OUTPUT_DISCARD = 1, /* fds 1 and 2 of every worker are /dev/null */
+  THEUS_OUTPUT_INHERIT = 2  /* workers share the orchestrator's fds 1 and 2, unprefixed (debugging only:
+                               their output lands in the orchestrator's stdout) */
+} theus_output_mode;
+
+/* Bytes of a forwarded line; the rest is cut. With its prefix and the cut
+ * marker a line still fits one atomic pipe write (PIPE_BUF, 4096). */
+#define THEUS_OUTPUT_LINE_MAX 3968u
+
+/* Receives a forwarded line (THEUS_OUTPUT_FORWARD): the worker's index, the
+ * process (the task label; "" when the pool has no task_label or none was
+ * known yet) and the line without its newline (line[len] is '\0'; a line may
+ * hold NUL bytes). Called from the pool's output thread, one line at a time,
+ * in the order each worker wrote them; until theus_pool_close returns. It
+ * must not call into the pool. */
+typedef void (*theus_output_fn)(int worker, const char *process, const char *line, size_t len, void *ud);
+
+/* Runs in the worker before each task: names what the task runs, for output
+ * prefixes. Returns a NUL-terminated name (buf of cap bytes may hold it), or
+ * NULL for none. Must be quick and must not allocate or print. */
+typedef const char *(*theus_task_label_fn)(const theus_task *t, char *buf, size_t cap);
+
 typedef struct theus_pool_config {
-  unsigned nworkers;       /* default: online cores */
+  unsigned nworkers;       /* default: the CPUs this process may use (affinity mask, cgroup cpu.max) */
   unsigned ring_capacity;  /* tasks queued per worker (default 256, power of two) */
   uint32_t spin_us;        /* busy-wait before sleeping on a futex, both sides (default 50) */
   int64_t default_timeout_ms; /* per task when the task says 0; <= 0 means none (default) */
@@ -62,6 +95,10 @@ typedef struct theus_pool_config {
                               docs/workers.md, "Threat model"). 0 (default): every worker runs with
                               no capabilities, no new privileges, not dumpable, and a seccomp
                               filter that keeps it from writing the arena by any path */
+  int output;              /* theus_output_mode: THEUS_OUTPUT_FORWARD (default), _DISCARD, _INHERIT */
+  theus_output_fn output_fn; /* FORWARD: receives each line instead of the orchestrator's stderr */
+  void *output_ud;         /* passed to output_fn */
+  theus_task_label_fn task_label; /* names tasks in forwarded output (the engine names the process) */
   /* Handed to every task (theus_task_context). It is used in the workers, so
    * it must point at memory they inherit: immutable since theus_pool_open,
    * or, with task_context_size > 0, a page-aligned MAP_SHARED mapping of
@@ -139,7 +176,7 @@ typedef struct theus_pool_stats {
 
 /* ---- orchestrator side ------------------------------------------------- */
 
-/* Fills *cfg with the defaults. */
+/* Fills *cfg with the defaults (cfg NULL: nothing). */
 THEUS_API void theus_pool_config_init(theus_pool_config *cfg);
 
 /* Starts the fork server and its workers; returns once every worker is up.
@@ -201,6 +238,22 @@ typedef struct theus_map_desc {
    * (read atomically) theus_pool_map stops submitting, cancels the chunks in flight
    * (theus_pool_cancel) and returns THEUS_ECANCELED once they are collected. */
   const volatile int *cancel;
+  /* Optional: called in the thread running the map each time a chunk has
+   * been collected (chunks are collected in order), with the items collected
+   * so far and count. It must not call into the pool. */
+  void (*progress_fn)(size_t done, size_t count, void *ud);
+  void *progress_ud;
+  /* Optional write window (docs/workers.md, "Write windows"): a live array of
+   * the pool's arena (an unpublished draft, at least a page) that the items
+   * fill. Item i may write the bytes [window_ranges[2i], window_ranges[2i+1])
+   * of it (the low end page-aligned; the high end is rounded up to a page),
+   * a chunk the union of its items'; any other store faults and fails the
+   * item as a contract violation. The chunks run sandboxed (pure) on workers
+   * forked with the window mapped, and those workers are killed before
+   * theus_pool_map returns, so nothing can write the array afterwards. One
+   * window at a time per pool: concurrent window maps queue. */
+  theus_handle window;
+  const uint64_t *window_ranges;
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the
@@ -253,7 +306,8 @@ THEUS_API int theus_pool_close(theus_pool *p, int cancel_running);
  * thread's own copy, valid until the thread's fourth next *_errmsg call. */
 THEUS_API const char *theus_pool_errmsg(const theus_pool *p);
 
-/* ---- worker side (call only from inside a task function) --------------- */
+/* ---- worker side (call only from inside a task function) --------------- *
+ * A NULL task gets NULL, 0 (sizes, counts, handles) or THEUS_EINVAL. */
 
 /* The read-only arena (NULL if the pool has none). */
 THEUS_API const theus_arena *theus_task_arena(const theus_task *t);
@@ -270,14 +324,19 @@ THEUS_API int theus_task_view(const theus_task *t, unsigned i, const void **ptr,
 /* The result buffer (THEUS_POOL_RESULT_MAX bytes, or result_size in a map);
  * *cap gets its size. Fill it, then set the length. */
 THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
+/* In a map with a write window: its base address (the array's first byte)
+ * and, in *len (optional), its size rounded up to pages. Only this item's
+ * bytes are writable (theus_map_desc.window_ranges). NULL without a window. */
+THEUS_API void *theus_task_window(const theus_task *t, size_t *len);
 /* Sets the result length; THEUS_ETRUNC (with a message) beyond the capacity. */
 THEUS_API int theus_task_set_result(theus_task *t, size_t len);
 /* Appends bytes to the result; THEUS_ETRUNC (with a message) if they do not fit. */
 THEUS_API int theus_task_write(theus_task *t, const void *data, size_t len);
-/* Records a message and returns code (negative), so `return theus_task_fail(...)`. */
+/* Records a message and returns code (negative; THEUS_EPROCESS if code is not),
+ * so `return theus_task_fail(...)`. fmt NULL: a generic message. */
 THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Index of the worker running this task. */
+/* Index of the worker running this task (UINT_MAX for NULL). */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
 /* How many times this task ran before, each time killing its worker (0 on
  * the first run; see theus_task_desc.retries). */

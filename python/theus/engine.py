@@ -536,7 +536,7 @@ class Engine:
 
     ``Engine(workers=2, plugins=["./my_plugin.so"], budget=..., single_limit=...)``
 
-    workers: pool size (0 = one per core, -1 = no pool: everything runs
+    workers: pool size (0 = one per usable CPU, -1 = no pool: everything runs
     locally). plugins: shared objects exporting ``theus_plugin_register``;
     loaded with RTLD_GLOBAL before the engine opens so the forked workers have
     their code. budget/single_limit/soft_limit_pct/max_handles: the arena's

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,15 +87,92 @@ static int slice_sum(theus_ctx *ctx) {
   return 0;
 }
 
+/* Into its map's output: every element of output row i is args.k times
+ * input row i (f64 in and out); returns the rows it wrote. */
+static int scale(theus_ctx *ctx) {
+  theus_array_info in, out;
+  double *o;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_heavy(ctx, theus_ctx_map_key(ctx), &in) ||
+      theus_ctx_map_out(ctx, &out, (void **)&o))
+    return theus_ctx_fail(ctx, "scale runs in a map into a heavy output");
+  double k = json_number_value(json_object_get(theus_ctx_args(ctx), "k"));
+  uint64_t cols = out.nbytes / sizeof(double) / out.shape[0];
+  for (uint64_t i = lo; i < hi; i++)
+    for (uint64_t c = 0; c < cols; c++) o[i * cols + c] = k * ((const double *)in.data)[i];
+  theus_ctx_return(ctx, json_integer((json_int_t)(hi - lo)));
+  return 0;
+}
+
+/* Sum of every f64 element in the rows of whatever array the map runs over. */
+static int sum_rows(theus_ctx *ctx) {
+  theus_array_info a;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_heavy(ctx, theus_ctx_map_key(ctx), &a))
+    return theus_ctx_fail(ctx, "sum_rows runs in a map");
+  uint64_t cols = a.nbytes / sizeof(double) / a.shape[0];
+  double s = 0;
+  for (uint64_t k = lo * cols; k < hi * cols; k++) s += ((const double *)a.data)[k];
+  theus_ctx_return(ctx, json_real(s));
+  return 0;
+}
+
+/* Into its partial (f64 [4]): bin i % 4 adds row i of the mapped array. */
+static int bin4(theus_ctx *ctx) {
+  theus_array_info in, part;
+  double *p;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_heavy(ctx, theus_ctx_map_key(ctx), &in) ||
+      theus_ctx_map_out(ctx, &part, (void **)&p) || part.nbytes != 4 * sizeof(double))
+    return theus_ctx_fail(ctx, "bin4 runs in a map into f64 [4] partials");
+  for (uint64_t i = lo; i < hi; i++) p[i % 4] += ((const double *)in.data)[i];
+  return 0;
+}
+
+/* Fills its rows of the output (f64, any row width) with the row index. */
+static int ramp(theus_ctx *ctx) {
+  theus_array_info out;
+  double *o;
+  uint64_t lo, hi;
+  if (theus_ctx_slice(ctx, &lo, &hi, NULL, NULL) || theus_ctx_map_out(ctx, &out, (void **)&o) ||
+      theus_ctx_map_key(ctx))
+    return theus_ctx_fail(ctx, "ramp fills a new array, with no input");
+  uint64_t cols = out.nbytes / sizeof(double) / out.shape[0];
+  for (uint64_t i = lo * cols; i < hi * cols; i++) o[i] = (double)(i / cols);
+  return 0;
+}
+
 static int crash(theus_ctx *ctx) {
   (void)ctx;
   raise(SIGSEGV);
   return 0;
 }
 
-/* Sleeps args.ms milliseconds per slice (for the trace test). */
+/* Issue 15: prints args.lines lines of args.width bytes to stdout (printf,
+ * so stdio buffering is what it is when stdout is not a terminal), one line
+ * to stderr, and args.partial without a newline. */
+static int chatty(theus_ctx *ctx) {
+  const json_t *a = theus_ctx_args(ctx);
+  json_int_t lines = json_integer_value(json_object_get(a, "lines"));
+  json_int_t width = json_integer_value(json_object_get(a, "width"));
+  const char *partial = json_string_value(json_object_get(a, "partial"));
+  for (json_int_t i = 0; i < lines; i++) {
+    int n = printf("chatty %lld ", (long long)i);
+    for (json_int_t k = n; k < width; k++) putchar('x');
+    putchar('\n');
+  }
+  fprintf(stderr, "chatty on stderr\n");
+  if (partial) fputs(partial, stdout);
+  return 0;
+}
+
+/* Sleeps args.ms milliseconds per slice (for the trace test); with
+ * args.say, prints a line first (for the progress test). */
 static int nap(theus_ctx *ctx) {
   json_int_t ms = json_integer_value(json_object_get(theus_ctx_args(ctx), "ms"));
+  uint32_t index = 0;
+  theus_ctx_slice(ctx, NULL, NULL, &index, NULL);
+  if (json_is_true(json_object_get(theus_ctx_args(ctx), "say"))) printf("nap of slice %u begins\n", index);
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0) {
   }
@@ -116,9 +194,14 @@ static int nap_mark(theus_ctx *ctx) {
 static int refuse(theus_ctx *ctx) { return theus_ctx_fail(ctx, "refused on purpose: the input is not ready"); }
 
 THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
+  /* Issue 15 item 7: a registration failing on its own, without an engine
+   * call failing (so with no engine message). */
+  const char *fail = getenv("E2E_REGISTER_FAIL");
+  if (fail) return atoi(fail);
   static const char *const counter[] = {"domain.counter", NULL};
   static const char *const any[] = {"domain.*", NULL};
   static const char *const values[] = {"heavy.values", NULL};
+  static const char *const heavy_any[] = {"heavy.*", NULL};
   const theus_contract cs[] = {
       {.name = "add", .fn = add, .inputs = counter, .outputs = counter},
       {.name = "put", .fn = put, .outputs = any, .parallel = 1},
@@ -127,6 +210,11 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
       {.name = "nap", .fn = nap, .inputs = values, .parallel = 1},
       {.name = "nap_mark", .fn = nap_mark, .inputs = values, .parallel = 1, .sandbox = THEUS_SANDBOX_OFF},
       {.name = "refuse", .fn = refuse},
+      {.name = "chatty", .fn = chatty, .parallel = 1},
+      {.name = "scale", .fn = scale, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},
+      {.name = "sum_rows", .fn = sum_rows, .inputs = heavy_any, .parallel = 1},
+      {.name = "bin4", .fn = bin4, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},
+      {.name = "ramp", .fn = ramp, .outputs = heavy_any, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     int rc = theus_engine_register(e, &cs[i]);

@@ -6,7 +6,9 @@
  * with it (PR_SET_PDEATHSIG in the pool).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,7 +28,7 @@
 #include <jansson.h>
 
 /* Test-program configuration from argv (read-only after main starts). */
-static const char *theus_run, *pipe_dir, *e2e_plugin, *demo_json;
+static const char *theus_run, *pipe_dir, *e2e_plugin, *demo_json, *bad_plugin;
 
 typedef struct result {
   int status; /* exit code, or 128 + signal */
@@ -47,6 +49,14 @@ static void result_free(result *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* argv[64] for theus-run with args (NULL-terminated). */
+static void cli_argv(const char **argv, const char *const *args) {
+  size_t n = 0;
+  argv[n++] = theus_run;
+  for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+}
+
 /* A theus-run started by start_cli; end_cli reaps it. */
 typedef struct child {
   pid_t pid;
@@ -56,10 +66,7 @@ typedef struct child {
 /* Starts theus-run with args (NULL-terminated), stdout and stderr to memfds. */
 static void start_cli(child *c, const char *const *args) {
   const char *argv[64];
-  size_t n = 0;
-  argv[n++] = theus_run;
-  for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-  argv[n] = NULL;
+  cli_argv(argv, args);
   c->out = memfd_create("stdout", 0);
   c->err = memfd_create("stderr", 0);
   assert_true(c->out >= 0 && c->err >= 0);
@@ -95,6 +102,57 @@ static void run_cli(result *r, const char *const *args) {
   child c;
   start_cli(&c, args);
   end_cli(&c, r);
+}
+
+/* Like run_cli, with stderr on a pseudo-terminal (stdout stays a file):
+ * what a user at a terminal sees. r->err gets the terminal's bytes, "\r\n"
+ * turned back into "\n". */
+static void run_cli_tty(result *r, const char *const *args) {
+  const char *argv[64];
+  cli_argv(argv, args);
+  int out = memfd_create("stdout", 0), master = posix_openpt(O_RDWR | O_NOCTTY);
+  assert_true(out >= 0 && master >= 0);
+  assert_int_equal(grantpt(master), 0);
+  assert_int_equal(unlockpt(master), 0);
+  const char *slave = ptsname(master);
+  assert_non_null(slave);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    setsid();
+    int s = open(slave, O_RDWR);
+    if (s < 0) _exit(126);
+    dup2(out, 1);
+    dup2(s, 2);
+    close(master);
+    execv(theus_run, (char *const *)argv);
+    _exit(127);
+  }
+  size_t len = 0, cap = 1 << 16;
+  char *buf = malloc(cap);
+  assert_non_null(buf);
+  int st = 0;
+  for (int waited = 0;; waited++) { /* read until the terminal closes (EIO), 120 s at most */
+    struct pollfd pf = {master, POLLIN, 0};
+    if (waited > 120 * 20) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(&pf, 1, 50) <= 0) continue;
+    if (len + 4096 > cap && !(buf = realloc(buf, cap *= 2))) fail_msg("out of memory");
+    ssize_t k = read(master, buf + len, 4096);
+    if (k <= 0) break;
+    len += (size_t)k;
+  }
+  waitpid(pid, &st, 0);
+  close(master);
+  size_t w = 0;
+  for (size_t i = 0; i < len; i++)
+    if (!(buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n')) buf[w++] = buf[i];
+  buf[w] = '\0';
+  r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r->out = slurp_fd(out);
+  r->err = buf;
 }
 
 static void pipe_path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", pipe_dir, name); }
@@ -360,6 +418,175 @@ static void test_ffi_range_error(void **state) {
   result_free(&r);
 }
 
+/* Issue 15 item 1: a parallel process prints under 4 KiB, then over 64 KiB,
+ * with stdout not a terminal: every line reaches stderr, prefixed, and stdout
+ * holds only the final state, which parses. */
+static void test_worker_output(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "output.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "counter"), 1);
+  json_decref(d);
+  assert_non_null(strstr(r.err, " process chatty] chatty 0 xxxxxxxxxxx\n"));
+  assert_non_null(strstr(r.err, " process chatty] chatty 2 xxxxxxxxxxx\n"));
+  assert_non_null(strstr(r.err, " process chatty] chatty on stderr\n"));
+  assert_non_null(strstr(r.err, " process chatty] no newline at the end"));
+  assert_non_null(strstr(r.err, " process chatty] chatty 1999 xxx"));
+  size_t lines = 0, bytes = strlen(r.err);
+  for (const char *p = r.err; *p; p = strchr(p, '\n') + 1) { /* every line of stderr is a whole, prefixed line */
+    const char *q = p + strspn(p, "[worker 0123456789");
+    if (strncmp(p, "[worker ", 8) != 0 || strncmp(q - 1, " process chatty] ", 17) != 0 || !strchr(p, '\n'))
+      fail_msg("unprefixed or torn line: %.120s", p);
+    lines++;
+  }
+  assert_true(lines >= 2000 + 3 + 2);
+  assert_true(bytes > 64 * 1024);
+  result_free(&r);
+}
+
+/* Issue 15 item 3: on a terminal the progress line refreshes during a map
+ * (slices done / total, rate, ETA) and every forwarded worker line stands
+ * whole on its own line, never glued to a frame; without a terminal there
+ * is no progress at all. */
+static void test_progress_on_a_terminal(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "progress.json");
+  result r;
+  run_cli_tty(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "naps"), 12);
+  json_decref(d);
+  int frames = 0, map_frames = 0, eta = 0, said[12] = {0};
+  /* segments: between "\r\033[K" (a frame is redrawn or cleared) and "\n" */
+  for (char *p = r.err; *p;) {
+    size_t k = strcspn(p, "\r\n");
+    char seg[512];
+    snprintf(seg, sizeof seg, "%.*s", (int)(k < sizeof seg ? k : sizeof seg - 1), p);
+    p += k;
+    if (*p == '\r') {
+      if (strncmp(p, "\r\033[K", 4) != 0) fail_msg("a bare carriage return in:\n%s", r.err);
+      p += 4;
+    } else if (*p == '\n') {
+      p++;
+    }
+    unsigned w, slice;
+    char tail[32];
+    if (!seg[0]) continue;
+    if (!strncmp(seg, "theus-run: step ", 16)) {
+      frames++;
+      if (strstr(seg, "[worker")) fail_msg("a worker line glued to a frame: %s", seg);
+      if (strstr(seg, "/12 slices")) map_frames++;
+      if (strstr(seg, "/s, ETA ")) eta++;
+    } else if (sscanf(seg, "[worker %u process nap] nap of slice %u %31s", &w, &slice, tail) == 3 && w < 2 &&
+               slice < 12 && !strcmp(tail, "begins")) {
+      said[slice]++;
+    } else if (strncmp(seg, "theus-run: done, 2 operations", 29) != 0) {
+      fail_msg("unexpected on the terminal: \"%s\"", seg);
+    }
+  }
+  for (int i = 0; i < 12; i++) assert_int_equal(said[i], 1);
+  assert_true(frames > 0);
+  assert_true(map_frames > 0); /* the map is 1.5 s long at least: the 10 Hz timer draws during it */
+  assert_true(eta > 0);
+  result_free(&r);
+  /* not a terminal: the worker lines, nothing else */
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  assert_null(strstr(r.err, "theus-run: step"));
+  assert_null(strchr(r.err, '\r'));
+  assert_non_null(strstr(r.err, " process nap] nap of slice 11 begins\n"));
+  result_free(&r);
+}
+
+/* Issue 15 item 4: a non-finite result fails the step, naming the process
+ * and the path (in a worker, and in the reducer of a map); before, the
+ * output went missing and theus-run exited 0. */
+static void test_nonfinite_result(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "nonfinite.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[0] (run \"sum_n\")"));
+  assert_non_null(strstr(r.err, "process 'sum_n' failed: the function returned inf for domain.sum"));
+  json_t *d = parse(r.out, "stdout");
+  assert_null(json_object_get(d, "sum"));
+  json_decref(d);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=1", path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[1] (map \"sum_n\")"));
+  assert_non_null(strstr(r.err, "reducer 'sum' cannot combine the result of slice 1 (1e+308 + 1e+308 is not a "
+                                "finite number"));
+  d = parse(r.out, "stdout");
+  assert_true(num_at(d, "sum") == 1e308);
+  assert_null(json_object_get(d, "total"));
+  json_decref(d);
+  result_free(&r);
+}
+
+/* Issue 15 item 6: a parallel group's members commit on their own, outputs
+ * and "into" alike, although the first member fails; the step fails with it
+ * and nothing after the group runs. */
+static void test_parallel_group_commits(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "parallel_fail.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "step steps[0].parallel[0] (run \"crash\") failed"));
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "a"), 1);
+  assert_int_equal((json_int_t)num_at(d, "b"), 2);
+  assert_true(num_at(d, "wa") >= 0 && num_at(d, "wa") < 2); /* put returns its worker's index */
+  assert_true(num_at(d, "wb") >= 0 && num_at(d, "wb") < 2);
+  assert_null(json_object_get(d, "never"));
+  json_decref(d);
+  result_free(&r);
+}
+
+/* Issue 15 item 4: a length bound to a domain value never reads past its array. */
+static void test_ffi_length_checked(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "ffi_len.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[0] (run \"sum_n\")"));
+  assert_non_null(strstr(r.err, "argument 2 (domain.n = 1000000) is the length of argument 1, heavy.d, which has "
+                                "100 elements: the function would read past the array"));
+  json_t *d = parse(r.out, "stdout");
+  assert_null(json_object_get(d, "sum")); /* nothing committed */
+  json_decref(d);
+  result_free(&r);
+  /* the whole array is fine for the run step, but a map slice has 25 rows */
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=100", path, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "steps[1] (map \"sum_n\")"));
+  assert_non_null(strstr(r.err, "which has 25 elements in this slice"));
+  d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "sum"), 4950);
+  json_decref(d);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=20", path, NULL});
+  expect_status(&r, 0);
+  d = parse(r.out, "stdout");
+  assert_int_equal((json_int_t)num_at(d, "sum"), 190);
+  /* slices start at 0, 25, 50, 75: each sums its first 20 rows */
+  assert_int_equal((json_int_t)num_at(d, "sum_map"), 190 + (190 + 500) + (190 + 1000) + (190 + 1500));
+  json_decref(d);
+  result_free(&r);
+}
+
 static void test_pipeline_errors(void **state) {
   (void)state;
   static const struct {
@@ -367,7 +594,9 @@ static void test_pipeline_errors(void **state) {
   } cases[] = {
       {"syntax.json", ":3:19: ", "invalid JSON"},
       {"unknown_key.json", ":3:20: ", "unknown key \"argz\" in a run step; did you mean \"args\"?"},
-      {"unknown_process.json", ":5:13: ", "unknown process \"subtract\""},
+      {"unknown_process.json", ":5:13: ", "unknown process \"subtract\"; register it"}, /* nothing close */
+      {"misspelled_process.json", ":5:13: ", "unknown process \"slice_summ\"; did you mean \"slice_sum\"?"},
+      {"misspelled_kind.json", ":4:5: ", "this step has no kind; did you mean \"run\" (not \"rnu\")?"},
       {"wrong_type.json", ":2:13: ", "\"budget\" must be an integer"},
       {"missing_field.json", ":4:5: ", "missing \"into\""},
       {"bad_expr.json", ":4:26: ", "in expression \"domain.i <> 3\": unexpected '>'"},
@@ -378,6 +607,7 @@ static void test_pipeline_errors(void **state) {
       {"two_kinds.json", ":4:5: ", "has both \"run\" and \"set\""},
       {"missing_symbol.json", ":3:33: ", "no plugin exports the C function \"e2e_does_not_exist\""},
       {"not_parallel_map.json", ":5:13: ", "process \"add\" is not parallel"},
+      {"bad_not_lengths.json", ":5:21: ", "\"not_lengths\" names argument 1"},
       {"too_many_workers.json", ":2:14: ", "\"workers\" must be an integer from -1 to 256"},
       {"bad_arena.json", ":2:23: ", "\"arena\" \"budget\": size \"8 gigs\": unknown unit"},
   };
@@ -393,6 +623,44 @@ static void test_pipeline_errors(void **state) {
     assert_string_equal(r.out, ""); /* nothing ran, no state printed */
     result_free(&r);
   }
+}
+
+/* Issue 15 item 7: mistakes found before anything runs, each saying what it
+ * is: a directory as the pipeline (not "invalid JSON"), a --trace or
+ * --state-out file that could not be written at the end. */
+static void test_refused_before_the_run(void **state) {
+  (void)state;
+  char path[512], missing[600];
+  pipe_path(path, sizeof path, "vector.json");
+  snprintf(missing, sizeof missing, "%s/no-such-dir/trace.json", pipe_dir);
+  static const struct {
+    const char *flag, *needle;
+  } cases[] = {{"--trace", "/no-such-dir/trace.json: cannot write there (No such file or directory); nothing ran"},
+               {"--state-out", ": cannot write there (it is a directory); nothing ran"}};
+  for (size_t i = 0; i < 2; i++) {
+    result r;
+    run_cli(&r, (const char *[]){cases[i].flag, i == 0 ? missing : pipe_dir, path, NULL});
+    expect_status(&r, 2);
+    if (!strstr(r.err, cases[i].needle) || !strstr(r.err, cases[i].flag))
+      fail_msg("%s: stderr:\n%s\nlacks \"%s\"", cases[i].flag, r.err, cases[i].needle);
+    assert_string_equal(r.out, "");
+    result_free(&r);
+  }
+  result r;
+  run_cli(&r, (const char *[]){pipe_dir, NULL});
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "is a directory, not a pipeline file"));
+  assert_null(strstr(r.err, "invalid JSON"));
+  result_free(&r);
+  /* a plugin registration failing on its own: a cause, not an empty message */
+  pipe_path(path, sizeof path, "fail.json");
+  setenv("E2E_REGISTER_FAIL", "7", 1);
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  unsetenv("E2E_REGISTER_FAIL");
+  expect_status(&r, 2);
+  assert_non_null(strstr(r.err, "theus_plugin_register failed: it returned 7 (not a THEUS_E* code) and no engine "
+                                "call in it failed, so the cause is the plugin's own code"));
+  result_free(&r);
 }
 
 static void test_crash_exits_1(void **state) {
@@ -441,6 +709,90 @@ static void test_while_budget(void **state) {
   }
 }
 
+/* ---- code that crashes or exits inside theus-run (issue 10) ------------------------- */
+
+/* Runs pipeline `file` with the bad plugin and E2E_BAD=bad (NULL: unset). */
+static void run_bad(result *r, const char *bad, const char *file) {
+  char path[512];
+  pipe_path(path, sizeof path, file);
+  if (bad) setenv("E2E_BAD", bad, 1);
+  run_cli(r, (const char *[]){"--plugin", bad_plugin, path, NULL});
+  unsetenv("E2E_BAD");
+}
+
+static void expect_err(const result *r, const char *want) {
+  if (!strstr(r->err, want)) fail_msg("stderr lacks \"%s\":\n%.2000s", want, r->err);
+}
+
+static void test_plugin_register_segv_is_named(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, "segv", "segv_local.json");
+  expect_status(&r, 128 + SIGSEGV); /* re-raised with the default action */
+  expect_err(&r, "theus-run: plugin ");
+  expect_err(&r, "e2e_bad_plugin.so crashed with SIGSEGV in theus_plugin_register");
+  result_free(&r);
+}
+
+static void test_plugin_register_exit_is_named_and_4(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, "exit", "segv_local.json");
+  expect_status(&r, 4);
+  expect_err(&r, "e2e_bad_plugin.so called exit(3) in theus_plugin_register; theus-run exits with 4");
+  result_free(&r);
+}
+
+static void test_local_process_segv_is_named(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, NULL, "segv_local.json");
+  expect_status(&r, 128 + SIGSEGV);
+  expect_err(&r, "theus-run: process \"segv_local\" crashed with SIGSEGV (it runs in theus-run itself");
+  result_free(&r);
+}
+
+static void test_local_process_exit_is_named_and_4(void **state) {
+  (void)state;
+  result r;
+  run_bad(&r, NULL, "exit_local.json");
+  expect_status(&r, 4);
+  expect_err(&r, "theus-run: process \"exit_local\" called exit(3) (it runs in theus-run itself");
+  result_free(&r);
+}
+
+/* The engine cannot open (an arena of 9000 TiB needs twice that of address
+ * space): an environment error, exit 3, never 1 (a failed step). */
+static void test_engine_open_failure_exits_3(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "big.json");
+  result r;
+  run_cli(&r, (const char *[]){"--arena-budget", "9000TiB", path, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "cannot open the engine");
+  assert_string_equal(r.out, "");
+  result_free(&r);
+}
+
+static void test_unwritable_output_exits_3(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "steps.json");
+  result r;
+  /* /dev/full passes the check before the run (a path that cannot be
+   * written there is exit 2, test_refused_before_the_run) and fails
+   * the write at the end with ENOSPC */
+  run_cli(&r, (const char *[]){"--state-out", "/dev/full", "--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "cannot write /dev/full");
+  result_free(&r);
+  pipe_path(path, sizeof path, "fail.json"); /* a failed step wins over the output error */
+  run_cli(&r, (const char *[]){"--state-out", "/dev/full", "--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 1);
+  result_free(&r);
+}
+
 /* A 128 MiB array: fine with the file's "arena" (or the machine's default),
  * refused with a message naming the field, its flag and a value that fits when
  * single_limit is the seed's 100 MiB; the flags override the file. */
@@ -466,16 +818,16 @@ static void test_arena_sizes(void **state) {
       "in this pipeline set \"arena\": {\"single_limit\": \"128MiB\"}",
       "(or run theus-run with --arena-single-limit 128MiB)"};
   run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", big, NULL});
-  expect_status(&r, 1);
+  expect_status(&r, 3); /* an array the arena cannot hold: not a failed step (1) */
   for (size_t i = 0; i < sizeof too_big / sizeof too_big[0]; i++)
     if (!strstr(r.err, too_big[i])) fail_msg("stderr lacks \"%s\":\n%s", too_big[i], r.err);
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", sized, NULL}); /* the flag beats the file */
-  expect_status(&r, 1);
+  expect_status(&r, 3);
   assert_non_null(strstr(r.err, "--arena-single-limit 128MiB"));
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-budget", "100MiB", sized, NULL});
-  expect_status(&r, 1);
+  expect_status(&r, 3);
   assert_non_null(strstr(r.err, "global budget exceeded"));
   assert_non_null(strstr(r.err, "\"arena\": {\"budget\": \"128MiB\"} (or run theus-run with --arena-budget 128MiB)"));
   result_free(&r);
@@ -525,6 +877,24 @@ static void test_workers(void **state) {
 /* Numeric glue in expressions: an element-wise Newton iteration converging
  * on max(abs(new - old)) < tol, indexing, sum, len; mismatched arrays and
  * array work against the budget fail the run with clear messages. */
+static void test_map_into(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "map_into.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_float_equal(num_at(d, "doubled"), 100000.0 * 100001.0, 0); /* 2 * sum(1..100000) */
+  assert_int_equal(int_at(d, "rows"), 100000);
+  assert_float_equal(num_at(d, "wide"), 3 * 50000.0 * 100001.0, 0);
+  assert_float_equal(num_at(d, "bins"), 50000.0 * 100001.0, 0); /* the four bins hold every value once */
+  assert_float_equal(num_at(d, "ramp"), 4999.0 * 5000.0 / 2, 0); /* run steps filling new arrays */
+  assert_float_equal(num_at(d, "ramp2"), 4999.0 * 5000.0, 0);
+  json_decref(d);
+  result_free(&r);
+}
+
 static void test_vector_expressions(void **state) {
   (void)state;
   char path[512];
@@ -737,26 +1107,40 @@ static void test_memo_pipeline(void **state) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON\n", argv[0]);
+  if (argc != 6) {
+    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN\n", argv[0]);
     return 2;
   }
   theus_run = argv[1];
   pipe_dir = argv[2];
   e2e_plugin = argv[3];
   demo_json = argv[4];
+  bad_plugin = argv[5];
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_usage),
       cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
       cmocka_unit_test(test_step_kinds),
+      cmocka_unit_test(test_map_into),
       cmocka_unit_test(test_set_and_quiet_stderr),
       cmocka_unit_test(test_cli_names_its_flags),
       cmocka_unit_test(test_ffi_types),
       cmocka_unit_test(test_ffi_range_error),
       cmocka_unit_test(test_pipeline_errors),
+      cmocka_unit_test(test_ffi_length_checked),
+      cmocka_unit_test(test_nonfinite_result),
+      cmocka_unit_test(test_progress_on_a_terminal),
+      cmocka_unit_test(test_parallel_group_commits),
+      cmocka_unit_test(test_refused_before_the_run),
+      cmocka_unit_test(test_worker_output),
       cmocka_unit_test(test_crash_exits_1),
       cmocka_unit_test(test_failing_step),
       cmocka_unit_test(test_while_budget),
+      cmocka_unit_test(test_plugin_register_segv_is_named),
+      cmocka_unit_test(test_plugin_register_exit_is_named_and_4),
+      cmocka_unit_test(test_local_process_segv_is_named),
+      cmocka_unit_test(test_local_process_exit_is_named_and_4),
+      cmocka_unit_test(test_engine_open_failure_exits_3),
+      cmocka_unit_test(test_unwritable_output_exits_3),
       cmocka_unit_test(test_arena_sizes),
       cmocka_unit_test(test_workers),
       cmocka_unit_test(test_vector_expressions),

@@ -121,6 +121,16 @@ static void test_registry(void **state) {
   assert_null(theus_engine_contract(e, "nope"));
   assert_int_equal(theus_engine_execute(e, "nope", NULL, NULL), THEUS_ENOTFOUND);
   assert_non_null(strstr(theus_engine_errmsg(e), "'nope'"));
+  assert_null(strstr(theus_engine_errmsg(e), "did you mean")); /* nothing close */
+  /* "did you mean" (issue 15 item 7): the closest registered name, if close */
+  assert_string_equal(theus_engine_process_near(e, "ehco"), "echo");
+  assert_string_equal(theus_engine_process_near(e, "WRITE_A"), "write_a");
+  assert_string_equal(theus_engine_process_near(e, "peek_efect"), "peek_effect");
+  assert_null(theus_engine_process_near(e, "echo")); /* registered */
+  assert_null(theus_engine_process_near(e, "zzzzzz"));
+  assert_null(theus_engine_process_near(e, NULL));
+  assert_int_equal(theus_engine_execute(e, "inc_", NULL, NULL), THEUS_ENOTFOUND);
+  assert_non_null(strstr(theus_engine_errmsg(e), "no process named 'inc_' is registered; did you mean 'inc'?"));
   theus_engine_close(e);
 }
 

@@ -84,6 +84,26 @@ static int slice_sum(theus_ctx *ctx) {
   return 0;
 }
 
+/* Returns [key, rows of the slice] for the array it maps, whatever its key. */
+static int which_key(theus_ctx *ctx) {
+  const char *key = theus_ctx_map_key(ctx);
+  theus_array_info ai;
+  if (!key)
+    return theus_ctx_fail(ctx, "no map key");
+  if (theus_ctx_heavy(ctx, key, &ai))
+    return theus_ctx_fail(ctx, "cannot read the mapped key '%s'", key);
+  uint64_t lo, hi;
+  theus_ctx_slice(ctx, &lo, &hi, NULL, NULL);
+  theus_ctx_return(ctx, json_pack("[s, I]", key, (json_int_t)(hi - lo)));
+  return 0;
+}
+
+/* Outside a map there is no key. */
+static int no_key(theus_ctx *ctx) {
+  theus_ctx_return(ctx, json_boolean(theus_ctx_map_key(ctx) == NULL));
+  return 0;
+}
+
 static const char *const c_io[] = {"domain.c", NULL};
 static const char *const n_out[] = {"domain.n", NULL};
 
@@ -122,6 +142,7 @@ static int setup(void **state) {
     return -1;
   }
   const char *const in_data[] = {"heavy.data", NULL};
+  const char *const in_any[] = {"heavy.*", NULL};
   theus_contract cs[] = {
       {.name = "scaled_sum", .fn = scaled_sum, .inputs = k_in, .outputs = y_out, .parallel = 1},
       {.name = "sneaky", .fn = sneaky, .outputs = y_out, .parallel = 1},
@@ -132,6 +153,9 @@ static int setup(void **state) {
       {.name = "pinc", .fn = pinc, .inputs = c_io, .outputs = c_io, .parallel = 1},
       {.name = "nap_set", .fn = nap_set, .outputs = n_out, .parallel = 1},
       {.name = "nothing", .fn = nothing, .parallel = 1},
+      {.name = "which_key", .fn = which_key, .inputs = in_any, .parallel = 1},
+      {.name = "which_key_local", .fn = which_key, .inputs = in_any},
+      {.name = "no_key", .fn = no_key, .parallel = 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
     if (theus_engine_register(E, &cs[i]))
@@ -247,6 +271,26 @@ static void test_map_reducers(void **state) {
   json_decref(r);
   assert_int_equal(theus_engine_map(E, "slice_sum", "data", 3, "nope", NULL, &r), THEUS_EINVAL);
   assert_int_equal(theus_engine_map(E, "slice_sum", "missing", 3, "sum", NULL, &r), THEUS_ENOTFOUND);
+}
+
+/* theus_ctx_map_key names the mapped array, in workers and locally, for a
+ * contract declaring `heavy.*`. */
+static void test_map_key(void **state) {
+  (void)state;
+  const char *names[] = {"which_key", "which_key_local"};
+  for (int i = 0; i < 2; i++) {
+    json_t *r = NULL;
+    if (theus_engine_map(E, names[i], "data", 2, "concat", NULL, &r))
+      fail_msg("map %s: %s", names[i], theus_engine_errmsg(E));
+    json_t *want = json_pack("[s,i,s,i]", "data", N / 2, "data", N - N / 2); /* concat flattens */
+    assert_true(json_equal(r, want));
+    json_decref(want);
+    json_decref(r);
+  }
+  json_t *r = NULL;
+  assert_int_equal(theus_engine_execute(E, "no_key", NULL, &r), 0);
+  assert_true(json_is_true(r));
+  json_decref(r);
 }
 
 static json_t *count_items(json_t *acc, const json_t *item, void *ud) {
@@ -489,6 +533,7 @@ int main(void) {
       cmocka_unit_test(test_timeout),
       cmocka_unit_test(test_map_reducers),
       cmocka_unit_test(test_map_registered_reducer),
+      cmocka_unit_test(test_map_key),
       cmocka_unit_test(test_job_released_unfinished_commits),
       cmocka_unit_test(test_job_wait_timeout_then_again),
       cmocka_unit_test(test_concurrent_pool_jobs),

@@ -24,6 +24,15 @@ static int shaped(theus_ctx *ctx) {
   return 0;
 }
 
+/* Returns what theus_engine_progress_get says while this slice runs (the
+ * engine is the contract's userdata): [done, total]. */
+static int watch(theus_ctx *ctx) {
+  theus_engine_progress ep;
+  theus_engine_progress_get(theus_ctx_userdata(ctx), &ep);
+  theus_ctx_return(ctx, json_pack("[[I,I]]", (json_int_t)ep.map_done, (json_int_t)ep.map_total));
+  return 0;
+}
+
 static int setup(void **state) {
   theus_engine_config cfg;
   theus_engine_config_init(&cfg);
@@ -35,7 +44,8 @@ static int setup(void **state) {
   uint64_t shape[1] = {4};
   void *data;
   json_t *pub = json_pack("{s:b}", "rows", 1);
-  int rc = theus_engine_register(e, &c) || theus_engine_heavy_alloc(e, "rows", THEUS_DTYPE_U8, 1, shape, &data) ||
+  theus_contract w = {.name = "watch", .fn = watch, .inputs = in, .userdata = e};
+  int rc = theus_engine_register(e, &c) || theus_engine_register(e, &w) || theus_engine_heavy_alloc(e, "rows", THEUS_DTYPE_U8, 1, shape, &data) ||
            theus_engine_cas(e, theus_engine_version(e), NULL, pub, NULL);
   json_decref(pub);
   *state = e;
@@ -82,10 +92,28 @@ static void test_ragged_arrays_refused(void **state) {
   json_decref(args);
 }
 
+/* Issue 15 item 3: the map counters a progress display reads. Local slices
+ * run one after another, so slice i sees exactly i done of 4. */
+static void test_progress_counters(void **state) {
+  theus_engine *e = *state;
+  theus_engine_progress ep;
+  theus_engine_progress_get(e, &ep);
+  assert_int_equal(ep.map_total, 0);
+  uint64_t before = ep.slices;
+  json_t *out = NULL;
+  assert_int_equal(theus_engine_map(e, "watch", "rows", 4, "concat", NULL, &out), 0);
+  expect(out, "[[0, 4], [1, 4], [2, 4], [3, 4]]");
+  theus_engine_progress_get(e, &ep);
+  assert_int_equal(ep.map_done, 0);
+  assert_int_equal(ep.map_total, 0);
+  assert_int_equal(ep.slices, before + 4);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sum_min_max_elementwise),
       cmocka_unit_test(test_ragged_arrays_refused),
+      cmocka_unit_test(test_progress_counters),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,7 +17,8 @@ PUBLIC = {
     "contracts": {"error", "heavy", "contract"},
     "engine": {"error", "heavy", "twin", "pool", "contract", "engine"},
     "pipeline": {"error", "version", "heavy", "twin", "contract", "engine", "pipeline"},
-    "cli": {"error", "version", "heavy", "twin", "contract", "engine", "pipeline", "theus", "pool"},
+    "cluster": {"error", "heavy", "twin", "contract", "engine", "pipeline", "cluster"},
+    "cli": {"error", "version", "heavy", "twin", "contract", "engine", "pipeline", "theus", "pool", "cluster"},
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^">]+)[">]', re.M)
 bad = 0

@@ -41,6 +41,9 @@ static int64_t mix(int8_t a, uint16_t b, int32_t c, uint64_t d, float e, double 
 
 static void noop(void) {}
 
+static double recip(double x) { return 1.0 / x; }
+static float times_ten(float x) { return x * 10.0f; }
+
 /* ---- a fake state -------------------------------------------------------- */
 
 typedef struct fake {
@@ -184,6 +187,24 @@ static void test_float_scalars(void **state) {
   expect_range_error(f, FN(inc_f64), "f64(f64)", json_null(), "null");
 }
 
+/* Issue 15 item 4: a non-finite return is an error naming the output, never
+ * a NULL that leaves the output path missing. */
+static void test_nonfinite_return(void **state) {
+  fake *f = *state;
+  char err[THEUS_FFI_ERRLEN] = "";
+  json_t *out = NULL;
+  assert_int_equal(call1(f, FN(recip), "f64(f64)", json_real(0.0), &out, err), THEUS_EPROCESS);
+  assert_null(out);
+  assert_non_null(strstr(err, "the function returned inf for domain.y; JSON has no NaN or infinity"));
+  assert_int_equal(call1(f, FN(times_ten), "f32(f32)", json_real(3e38), &out, err), THEUS_EPROCESS);
+  assert_non_null(strstr(err, "returned inf for domain.y"));
+  assert_int_equal(call1(f, FN(recip), "f64(f64)", json_real(-1e-310), &out, err), THEUS_EPROCESS);
+  assert_non_null(strstr(err, "returned -inf"));
+  assert_int_equal(call1(f, FN(recip), "f64(f64)", json_real(4.0), &out, err), 0);
+  assert_float_equal(json_real_value(out), 0.25, 0);
+  json_decref(out);
+}
+
 static void test_missing_domain_value(void **state) {
   fake *f = *state;
   theus__ffi_proc p;
@@ -233,6 +254,69 @@ static void test_array_written_when_output(void **state) {
   assert_null(out);
   assert_int_equal(f->writable_asked, 1);
   assert_float_equal(f->frame[4], 10.0f, 0);
+  theus__ffi_proc_fini(&p);
+}
+
+static int sum_calls;
+static double sum_f32_counted(const float *p, uint64_t n) {
+  sum_calls++;
+  return sum_f32(p, n);
+}
+
+/* Calls sum_f32_counted("f64(f32*, <lt>)") with heavy.frame (5 elements) and
+ * the length bound to len_arg; domain.n = n when n_set. */
+static int call_len(fake *f, const char *sig, const char *len_arg, json_t *n, uint32_t exempt, char *err,
+                    double *sum) {
+  theus__ffi_proc p;
+  const char *args[] = {"heavy.frame", len_arg};
+  const char *outs[] = {"domain.sum"};
+  assert_int_equal(theus__ffi_proc_init(&p, FN(sum_f32_counted), sig, args, 2, outs, 1, err, THEUS_FFI_ERRLEN), 0);
+  if (exempt) assert_int_equal(theus__ffi_proc_not_length(&p, exempt, err, THEUS_FFI_ERRLEN), 0);
+  if (n) json_object_set_new(f->domain, "n", n);
+  theus__ffi_env env = {fake_array, fake_domain, f};
+  json_t *out = NULL;
+  int rc = theus__ffi_proc_call(&p, &env, &out, err, THEUS_FFI_ERRLEN);
+  if (out) *sum = json_real_value(out);
+  json_decref(out);
+  theus__ffi_proc_fini(&p);
+  return rc;
+}
+
+static void test_length_rule(void **state) {
+  fake *f = *state;
+  char err[THEUS_FFI_ERRLEN] = "";
+  double sum = 0;
+  sum_calls = 0;
+  /* within the array: called */
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(3), 0, err, &sum), 0);
+  assert_float_equal(sum, 6.0, 0);
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(5), 0, err, &sum), 0);
+  assert_float_equal(sum, 15.0, 0);
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "0", NULL, 0, err, &sum), 0);
+  assert_int_equal(sum_calls, 3);
+  /* past the array: refused before the call, both lengths named */
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(100000000), 0, err, &sum), THEUS_ECONTRACT);
+  assert_non_null(strstr(err, "argument 2 (domain.n = 100000000) is the length of argument 1, heavy.frame"));
+  assert_non_null(strstr(err, "which has 5 elements"));
+  assert_non_null(strstr(err, "bind heavy.frame.len"));
+  assert_int_equal(call_len(f, "f64(f32*, i32)", "6", NULL, 0, err, &sum), THEUS_ECONTRACT);
+  assert_non_null(strstr(err, "the literal 6"));
+  assert_int_equal(call_len(f, "f64(f32*, i64)", "domain.n", json_integer(-1), 0, err, &sum), THEUS_ECONTRACT);
+  assert_non_null(strstr(err, "negative length"));
+  assert_int_equal(sum_calls, 3);
+  /* an argument listed in not_lengths is not checked */
+  assert_int_equal(call_len(f, "f64(f32*, u64)", "domain.n", json_integer(5), 1u << 1, err, &sum), 0);
+  assert_int_equal(sum_calls, 4);
+  /* a float after an array, or an integer after a scalar, is no length; heavy.KEY.len is exact */
+  theus__ffi_proc p;
+  const char *a1[] = {"heavy.frame", "domain.n"}, *a2[] = {"domain.n", "heavy.frame.len"}, *o[] = {"domain.s"};
+  assert_int_equal(theus__ffi_proc_init(&p, FN(noop), "f64(f32*, f64)", a1, 2, o, 1, err, sizeof err), 0);
+  assert_int_equal(p.binds[1].len_of, 0);
+  assert_int_equal(theus__ffi_proc_not_length(&p, 1u << 1, err, sizeof err), THEUS_EINVAL);
+  assert_non_null(strstr(err, "\"not_lengths\" names argument 2"));
+  theus__ffi_proc_fini(&p);
+  assert_int_equal(theus__ffi_proc_init(&p, FN(noop), "f64(u64, u64)", a2, 2, o, 1, err, sizeof err), 0);
+  assert_int_equal(p.binds[0].len_of + p.binds[1].len_of, 0);
   theus__ffi_proc_fini(&p);
 }
 
@@ -387,10 +471,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_signed_scalars, setup, teardown),
       cmocka_unit_test_setup_teardown(test_integral_real_accepted, setup, teardown),
       cmocka_unit_test_setup_teardown(test_float_scalars, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_nonfinite_return, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_domain_value, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_written_when_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_array_dtype_mismatch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_length_rule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mixed_and_literals, setup, teardown),
       cmocka_unit_test(test_void_void),
       cmocka_unit_test(test_signature_errors),

@@ -177,6 +177,15 @@ static void test_errors(void **state) {
   load(f, "{\"steps\": [{\"set\": \"domain.x\"}]}", "1:12: a set step needs exactly one of");
   load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"slices\": 0}]}",
        "1:85: \"slices\" must be an integer from 1");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"domain.x\", \"dtype\": \"f32\"}]}",
+       "1:12: \"dtype\", \"shape\", \"partials\" and \"result\" belong to a map into");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"reduce\": \"sum\", \"into\": \"heavy.y\"}]}", "1:12: \"reduce\" without \"result\": add \"result\": \"domain.x\" to keep what");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y\", \"dtype\": \"f16\"}]}", "1:66: unknown dtype \"f16\"; use u8, u16, u32, u64, i8, i16, i32, i64, f");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y\", \"shape\": [4, 0]}]}", "1:66: bad shape for heavy.y: give \"shape\" as a positive integer or an ");
+  load(f, "{\"steps\": [{\"map\": \"m\", \"over\": \"a\", \"into\": \"heavy.y.z\"}]}", "1:46: \"into\": \"heavy.y.z\" is not a heavy key: path 'heavy.y.z': heavy ");
+  load(f, "{\"steps\": [{\"run\": \"r\", \"into\": \"heavy.y\", \"shape\": [4]}]}", "1:12: a run step into \"heavy.y\" needs the array's \"dtype\" and \"shape\"");
+  load(f, "{\"steps\": [{\"parallel\": [{\"run\": \"r\", \"into\": \"heavy.y\", \"dtype\": \"f32\", \"shape\": 4}]}]}", "1:26: a run step inside a parallel group cannot fill a heavy array; ma");
+  load(f, "{\"steps\": [{\"run\": \"r\", \"into\": \"domain.y\", \"shape\": [4]}]}", "1:12: \"dtype\", \"shape\" and \"slices\" belong to a run step that fills a ");
   load(f, "{\"workers\": -5, \"steps\": []}", "1:13: \"workers\" must be an integer from -1");
   load(f, "{\"domain\": 3, \"steps\": []}", "1:12: \"domain\" must be an object");
   load(f, "{\"domain\": \"nope.json\", \"steps\": []}", "1:12: cannot load the domain file");

@@ -261,6 +261,20 @@ static void test_batch(void **state) {
   assert_true(st.workers[0].tasks > 0 && st.workers[1].tasks > 0);
 }
 
+/* progress_fn: items collected so far, growing, ending at count. */
+typedef struct seen_progress {
+  size_t calls, last, count;
+  int monotonic;
+} seen_progress;
+
+static void on_map_progress(size_t done, size_t count, void *ud) {
+  seen_progress *sp = ud;
+  sp->monotonic &= done > sp->last && done <= count;
+  sp->calls++;
+  sp->last = done;
+  sp->count = count;
+}
+
 static void test_map(void **state) {
   fixture *f = *state;
   f->pool = start(f, 2);
@@ -288,8 +302,16 @@ static void test_map(void **state) {
   /* explicit chunk sizes, including one that does not fit a slot */
   for (int i = 0; i < N; i++) in[i] = 7 * (i % 100); /* multiples of 7: all succeed */
   m.chunk = 1000;
+  seen_progress sp = {.monotonic = 1};
+  m.progress_fn = on_map_progress;
+  m.progress_ud = &sp;
   assert_int_equal(theus_pool_map(f->pool, &m, &nfailed), 0);
   assert_int_equal(nfailed, 0);
+  assert_int_equal(sp.calls, N / 1000); /* once per chunk */
+  assert_true(sp.monotonic);
+  assert_int_equal(sp.last, N);
+  assert_int_equal(sp.count, N);
+  m.progress_fn = NULL;
   assert_int_equal(out[N - 1], 49 * 99 * 99);
   m.chunk = 100000;
   assert_int_equal(theus_pool_map(f->pool, &m, NULL), THEUS_EINVAL);

@@ -1,0 +1,185 @@
+/* theus-bench cluster, under mpirun (docs/cluster.md):
+ *   mpirun -n 2 theus-bench cluster [workers-per-rank]
+ * - cluster_map_efficiency: a CPU-bound map of 1 ms slices spread over the
+ *   ranks (ranks x workers) against the same map on one engine of rank 0
+ *   with the same total workers, medians of 5 alternated runs;
+ * - cluster_bytes_shipped_second_map: bytes a second map over an unchanged
+ *   64 MiB array ships (every rank its own node, THEUS_CLUSTER_RANK_IS_NODE=1);
+ * - cluster_ship_vs_bcast: the rate of shipping a fresh 64 MiB heavy array
+ *   with a map (sync, draft, receive, publish, an empty map, results back)
+ *   over a plain MPI_Bcast of the same bytes into fresh memory plus a
+ *   barrier, medians of 3; and, for context, the MPI_Bcast rate into memory
+ *   the receivers already touched (cluster_bcast_touched_rate). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mpi.h>
+
+#include "bench.h"
+#include "theus/cluster.h"
+
+#define MAP_SLICES 400
+#define SHIP_BYTES (64u << 20)
+#define SECOND_BYTES (64u << 20)
+#define REPS 5
+#define SHIP_REPS 3
+
+/* Statuses theus_cluster_stop hands the other ranks: take part in a plain
+ * MPI_Bcast into fresh (or already touched) memory, then serve again. */
+#define BCAST_ROUND 1
+#define BCAST_TOUCHED_ROUND 2
+
+static const char *const frame_in[] = {"heavy.frame", NULL};
+static const char *const blob_in[] = {"heavy.blob", NULL};
+
+static int touch(theus_ctx *ctx) {
+  theus_ctx_return(ctx, json_integer(1));
+  return 0;
+}
+
+static theus_engine *open_engine(int workers) {
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = workers;
+  theus_engine *e = NULL;
+  if (theus_engine_open(&cfg, &e)) {
+    fprintf(stderr, "bench cluster: %s\n", e ? theus_engine_errmsg(e) : "out of memory");
+    theus_engine_close(e);
+    return NULL;
+  }
+  theus_contract burn = {.name = "burn", .fn = bench_burn_1ms, .inputs = frame_in, .parallel = 1, .semantic = THEUS_PURE};
+  theus_contract t = {.name = "touch", .fn = touch, .inputs = blob_in, .parallel = 1, .semantic = THEUS_PURE};
+  if (theus_engine_register(e, &burn) || theus_engine_register(e, &t)) {
+    fprintf(stderr, "bench cluster: %s\n", theus_engine_errmsg(e));
+    theus_engine_close(e);
+    return NULL;
+  }
+  return e;
+}
+
+/* Binds a new array of nbytes u8 (filled) to key on e. */
+static int publish(theus_engine *e, const char *key, uint64_t nbytes) {
+  void *data;
+  int rc = theus_engine_heavy_alloc(e, key, THEUS_DTYPE_U8, 1, &nbytes, &data);
+  if (rc) return rc;
+  memset(data, 0x5a, nbytes);
+  json_t *pub = json_pack("{s:b}", key, 1);
+  rc = theus_engine_cas(e, theus_engine_version(e), NULL, pub, NULL);
+  json_decref(pub);
+  return rc;
+}
+
+static double timed_map(theus_cluster *c, theus_engine *single, const char *name, const char *key, uint32_t slices) {
+  json_t *out = NULL;
+  uint64_t t0 = bench_now_ns();
+  int rc = single ? theus_engine_map(single, name, key, slices, "sum", NULL, &out)
+                  : theus_cluster_map(c, name, key, slices, "sum", NULL, &out);
+  double s = (double)(bench_now_ns() - t0) / 1e9;
+  if (rc) fprintf(stderr, "bench cluster: map: %s\n", single ? theus_engine_errmsg(single) : theus_cluster_errmsg(c));
+  json_decref(out);
+  return rc ? -1 : s;
+}
+
+/* Every rank: a plain MPI_Bcast of SHIP_BYTES from rank 0 plus a barrier,
+ * into fresh memory on the receivers (as a shipped array lands in a fresh
+ * draft). */
+static double plain_bcast(int rank, int touched) {
+  char *buf = malloc(SHIP_BYTES);
+  if (!buf) return -1;
+  if (rank == 0 || touched) memset(buf, 0x5a, SHIP_BYTES);
+  MPI_Barrier(MPI_COMM_WORLD);
+  uint64_t t0 = bench_now_ns();
+  MPI_Bcast(buf, (int)SHIP_BYTES, MPI_BYTE, 0, MPI_COMM_WORLD);
+  MPI_Barrier(MPI_COMM_WORLD);
+  double s = (double)(bench_now_ns() - t0) / 1e9;
+  free(buf);
+  return s;
+}
+
+static int efficiency(theus_cluster *c, theus_engine *e, int workers) {
+  int total = workers * theus_cluster_size(c);
+  theus_engine *single = open_engine(total);
+  if (!single || publish(single, "frame", MAP_SLICES) || publish(e, "frame", MAP_SLICES)) {
+    theus_engine_close(single);
+    return 1;
+  }
+  double t1[REPS], tc[REPS];
+  timed_map(c, NULL, "burn", "frame", MAP_SLICES); /* warm: ships the frame, wakes every pool */
+  timed_map(NULL, single, "burn", "frame", MAP_SLICES);
+  for (int r = 0; r < REPS; r++) {
+    t1[r] = timed_map(NULL, single, "burn", "frame", MAP_SLICES);
+    tc[r] = timed_map(c, NULL, "burn", "frame", MAP_SLICES);
+    if (t1[r] < 0 || tc[r] < 0) break;
+  }
+  theus_engine_close(single);
+  double m1 = bench_median(t1, REPS), mc = bench_median(tc, REPS);
+  fprintf(stderr, "cluster: %d ranks x %d workers: map of %d x 1 ms slices %.1f ms, one engine of %d workers %.1f ms\n",
+          theus_cluster_size(c), workers, MAP_SLICES, mc * 1e3, total, m1 * 1e3);
+  bench_report("cluster_map_efficiency", m1 / mc, "ratio");
+  return 0;
+}
+
+static uint64_t shipped(theus_cluster *c) {
+  json_t *st = theus_cluster_stats(c);
+  uint64_t b = (uint64_t)json_integer_value(json_object_get(st, "bytes_shipped"));
+  json_decref(st);
+  return b;
+}
+
+static int second_map(theus_cluster *c, theus_engine *e) {
+  if (publish(e, "blob", SECOND_BYTES)) return 1;
+  uint64_t b0 = shipped(c);
+  timed_map(c, NULL, "touch", "blob", (uint32_t)theus_cluster_size(c));
+  uint64_t b1 = shipped(c);
+  timed_map(c, NULL, "touch", "blob", (uint32_t)theus_cluster_size(c));
+  fprintf(stderr, "cluster: first map over a 64 MiB array shipped %llu bytes\n", (unsigned long long)(b1 - b0));
+  bench_report("cluster_bytes_shipped_second_map", (double)(shipped(c) - b1), "B");
+  return 0;
+}
+
+static int ship_vs_bcast(theus_cluster *c, theus_engine *e) {
+  double ts[SHIP_REPS], tb[SHIP_REPS];
+  for (int r = 0; r < SHIP_REPS; r++) {
+    if (publish(e, "blob", SHIP_BYTES)) return 1; /* a new array: a new identity, shipped again */
+    ts[r] = timed_map(c, NULL, "touch", "blob", (uint32_t)theus_cluster_size(c));
+    theus_cluster_stop(c, BCAST_ROUND);
+    tb[r] = plain_bcast(0, 0);
+  }
+  /* context: page faults on receiving may dominate both rates on a given machine */
+  theus_cluster_stop(c, BCAST_TOUCHED_ROUND);
+  double touched = (double)SHIP_BYTES / plain_bcast(0, 1) / 1e9;
+  double ship = (double)SHIP_BYTES / bench_median(ts, SHIP_REPS) / 1e9;
+  double bcast = (double)SHIP_BYTES / bench_median(tb, SHIP_REPS) / 1e9;
+  bench_report("cluster_ship_rate", ship, "GB/s");
+  bench_report("cluster_bcast_rate", bcast, "GB/s");
+  bench_report("cluster_ship_vs_bcast", ship / bcast, "ratio");
+  bench_report("cluster_bcast_touched_rate", touched, "GB/s");
+  return 0;
+}
+
+int theus_bench_cluster(int argc, char **argv) {
+  setenv("THEUS_CLUSTER_RANK_IS_NODE", "1", 0); /* shipping between ranks is what is measured */
+  theus_cluster *c = NULL;
+  if (theus_cluster_init(NULL, NULL, &c)) {
+    fprintf(stderr, "bench cluster: %s\n", c ? theus_cluster_errmsg(c) : "out of memory");
+    theus_cluster_finalize(c);
+    return 1;
+  }
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int workers = argc > 1 ? atoi(argv[1]) : (int)(cores / theus_cluster_local_ranks(c));
+  if (workers < 1) workers = 1;
+  theus_engine *e = open_engine(workers);
+  int rc = theus_cluster_attach(c, e, e ? 0 : THEUS_ESYS, e ? "" : "cannot open the engine");
+  if (!rc && theus_cluster_rank(c) == 0) {
+    rc = efficiency(c, e, workers) || second_map(c, e) || ship_vs_bcast(c, e);
+    theus_cluster_stop(c, rc ? THEUS_EINVAL : 0);
+  } else if (!rc) {
+    while ((rc = theus_cluster_serve(c)) == BCAST_ROUND || rc == BCAST_TOUCHED_ROUND)
+      plain_bcast(theus_cluster_rank(c), rc == BCAST_TOUCHED_ROUND);
+  }
+  theus_engine_close(e);
+  theus_cluster_finalize(c);
+  return rc ? 1 : 0;
+}

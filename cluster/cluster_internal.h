@@ -1,0 +1,64 @@
+/* theus-c — cluster internals shared by cluster*.c (not installed). */
+#ifndef THEUS_CLUSTER_CLUSTER_INTERNAL_H
+#define THEUS_CLUSTER_CLUSTER_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <mpi.h>
+
+#include "theus/cluster.h"
+
+#define CL_MSG 2048
+#define CL_HOST 256
+
+struct theus_cluster {
+  MPI_Comm world;   /* our duplicate of MPI_COMM_WORLD */
+  MPI_Comm node;    /* the ranks of this node (shared memory, or this rank alone) */
+  MPI_Comm leaders; /* one rank per node; MPI_COMM_NULL on the others */
+  int rank, size, node_rank, node_size, nnodes, local_ranks;
+  bool own_mpi;     /* theus_cluster_init called MPI_Init */
+  char *hosts;      /* size * CL_HOST */
+  theus_engine *e;
+  int total_workers;
+  /* rank 0: the domain last shipped (NULL before the first sync) and
+   * {key: identity} of the arrays every node holds; other ranks: the
+   * identities they hold */
+  json_t *shipped;
+  json_t *held;
+  uint64_t bytes_shipped, arrays_shipped, bytes_node_copied, syncs, maps, slices_local, slices_remote;
+  char msg[CL_MSG];
+  char waiting[2][CL_MSG]; /* theus_cluster_waiting: the one `wait_cur` names is complete */
+  _Atomic int wait_cur;
+};
+
+/* Sets c->msg and returns code. */
+int theus__cl_err(theus_cluster *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Waits for a nonblocking MPI request, sleeping between polls so that a
+ * waiting rank leaves its core to its workers. Returns the MPI code. */
+int theus__cl_wait(MPI_Request *r);
+
+/* Broadcasts a JSON value from rank 0 over comm (*v: rank 0's value; the
+ * others get a new reference). Nonblocking underneath (theus__cl_wait). */
+int theus__cl_bcast_json(theus_cluster *c, MPI_Comm comm, json_t **v);
+
+/* Sets the text theus_cluster_waiting returns ("" clears it). */
+void theus__cl_set_waiting(theus_cluster *c, const char *text);
+
+/* ---- syncs (cluster_sync.c) ---- */
+
+/* Rank 0: builds the sync for work that reads heavy keys `keys` (a JSON
+ * array of strings): version, domain patch, the arrays whose identity the
+ * nodes do not hold. */
+int theus__cl_sync_build(theus_cluster *c, const json_t *keys, json_t **sync);
+
+/* Every rank, after the command carrying the sync was broadcast: ships the
+ * sync's arrays (rank 0 sends, the others receive them into their arenas) and
+ * installs the sync as one version (not on rank 0). On failure the rank
+ * still takes part in every broadcast, then returns the code (message in
+ * c->msg). */
+int theus__cl_sync_apply(theus_cluster *c, const json_t *sync);
+
+#endif /* THEUS_CLUSTER_CLUSTER_INTERNAL_H */

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""theus-run --mpi under mpirun on one machine (issue 13, docs/cluster.md).
+
+  check_cluster.py MODE THEUS_RUN MPIRUN SRC BUILD CLUSTER_PLUGIN E2E_PLUGIN
+
+MODE:
+  same   the demo, README, k-means and e2e pipelines give the same exit status
+         and final domain under mpirun -n 1/2/3 as without MPI: bit for bit
+         when the slice counts agree (--workers n without MPI, 1 per rank with
+         -n n), within a stated tolerance when they do not; errors once.
+  ship   heavy arrays cross between nodes once per version per node
+         (THEUS_CLUSTER_RANK_IS_NODE=1), a second map ships 0 bytes; on one
+         node nothing crosses, the node's ranks get copies.
+  crash  a worker crash on rank 2 fails the step at rank 0 naming rank, host
+         and cause, once; every rank exits non-zero.
+  kill   a rank SIGKILLed mid-map ends the job non-zero, the output names the
+         rank and its host, rank 0 says what it was waiting for.
+Every run is bounded (its process group is killed at the deadline), and
+after each one no process of the run is left and nothing new is in /dev/shm.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+MODE, THEUS_RUN, MPIRUN, SRC, BUILD, CPLUGIN, E2E_PLUGIN = sys.argv[1:8]
+TAG = "theus-cluster-" + uuid.uuid4().hex
+MPI = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
+       "-x", "THEUS_CLUSTER_TEST_TAG"]
+DEADLINE = 120
+failures = []
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    failures.append(msg)
+
+
+def tagged():
+    """Live processes started by this script's runs (they carry TAG)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if TAG.encode() in f.read():
+                    pids.append(int(d))
+        except OSError:
+            pass
+    return pids
+
+
+def shm():
+    try:
+        return {n for n in os.listdir("/dev/shm") if any(w in n for w in ("vader", "ompi", "theus", "pmix"))}
+    except OSError:
+        return set()
+
+
+def run(args, env=None, during=None):
+    """Runs args in its own process group, bounded; during(popen), if given,
+    acts while it runs. Returns (code, out, err)."""
+    e = dict(os.environ, THEUS_CLUSTER_TEST_TAG=TAG, **(env or {}))
+    before = shm()
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, start_new_session=True)
+    try:
+        if during:
+            during(p)
+        out, err = p.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        fail(f"{' '.join(args)}: still running after {DEADLINE} s (killed)")
+    for _ in range(50):  # workers see their rank's death at once; give the kernel a moment
+        if not tagged():
+            break
+        time.sleep(0.1)
+    left = tagged()
+    if left:
+        fail(f"{' '.join(args)}: processes left behind: {left}")
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    leaked = shm() - before
+    if leaked:
+        fail(f"{' '.join(args)}: left in /dev/shm: {sorted(leaked)}")
+    return p.returncode, out.decode(), err.decode()
+
+
+def mpirun(n, args, env=None, during=None):
+    extra = []
+    for k in env or {}:
+        extra += ["-x", k]
+    return run(MPI + extra + ["-n", str(n), THEUS_RUN, "--mpi", "--quiet"] + args, env, during)
+
+
+def close(a, b, path="domain"):
+    """Equal, numbers within 1e-9 relative or 1e-6 absolute (a sum that
+    cancels to about 0 keeps an absolute error of n * eps * mean |x|)."""
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            return all(close(a[k], b[k], f"{path}.{k}") for k in a)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return all(close(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+        if a != b:
+            print(f"  {path}: {a!r} != {b!r}")
+        return a == b
+    ok = abs(a - b) <= max(1e-6, 1e-9 * max(abs(a), abs(b)))
+    if not ok:
+        print(f"  {path}: {a!r} vs {b!r}")
+    return ok
+
+
+def pipelines():
+    e2e = os.path.join(SRC, "tests", "e2e", "pipelines")
+    plug = ["--plugin", E2E_PLUGIN]
+    return [
+        ("demo", [os.path.join(BUILD, "examples", "pipelines", "demo.json")]),
+        ("readme", [os.path.join(BUILD, "examples", "pipelines", "readme.json")]),
+        ("kmeans", [os.path.join(BUILD, "examples", "kmeans", "kmeans.json")]),
+        ("steps", plug + [os.path.join(e2e, "steps.json")]),
+        ("ffi", plug + [os.path.join(e2e, "ffi.json")]),
+        ("trace", plug + [os.path.join(e2e, "trace.json")]),
+        ("vector", [os.path.join(e2e, "vector.json")]),
+        ("loop (fails: budget)", [os.path.join(e2e, "loop.json")]),
+    ]
+
+
+def mode_same():
+    for name, args in pipelines():
+        for n in (1, 2, 3):
+            base = run([THEUS_RUN, "--quiet", "--workers", str(n)] + args)
+            got = mpirun(n, ["--workers", "1"] + args)
+            what = f"{name}, mpirun -n {n}"
+            if got[0] != base[0]:
+                fail(f"{what}: exit {got[0]}, without MPI {base[0]}; stderr: {got[2][-600:]}")
+                continue
+            if got[1] != base[1]:
+                fail(f"{what}: the final domain differs from the run without MPI (same slices: must be identical)")
+            if base[0]:
+                line = base[2].strip().splitlines()[-1]
+                if got[2].count(line) != 1:
+                    fail(f"{what}: the error {line!r} is printed {got[2].count(line)} times, not once: {got[2]}")
+            print(f"ok {what}: exit {got[0]}, {'identical domain' if got[1] == base[1] else 'differs'}")
+    # default slices: two per worker over all ranks, so floats may associate differently
+    demo = [os.path.join(BUILD, "examples", "pipelines", "demo.json")]
+    base = run([THEUS_RUN, "--quiet", "--workers", "2"] + demo)
+    got = mpirun(3, demo)
+    if got[0] or base[0]:
+        fail(f"demo with default slices: exit {got[0]} / {base[0]}: {got[2][-600:]}")
+    elif not close(json.loads(base[1]), json.loads(got[1])):
+        fail("demo with default slices: the domain is not within the tolerance")
+    else:
+        print("ok demo, default slices (6 under -n 3, 4 without MPI): within the tolerance")
+
+
+def stats_of(err):
+    start = err.index("{")
+    return json.loads(err[start:])
+
+
+def mode_ship():
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "twice.json")
+    nbytes = 131072 * 8
+    for n, alone, nodes in ((3, "1", 3), (3, "0", 1), (2, "1", 2)):
+        code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
+                                {"THEUS_CLUSTER_RANK_IS_NODE": alone})
+        what = f"twice.json, -n {n}, THEUS_CLUSTER_RANK_IS_NODE={alone}"
+        if code:
+            fail(f"{what}: exit {code}: {err[-800:]}")
+            continue
+        st = stats_of(err)["cluster"]
+        dom = json.loads(out)
+        want = {"ranks": n, "nodes": nodes, "maps": 2, "bytes_shipped": nbytes * (nodes - 1),
+                "arrays_shipped": nodes - 1, "bytes_node_copied": nbytes * (n - nodes)}
+        bad = {k: (st.get(k), v) for k, v in want.items() if st.get(k) != v}
+        if bad:
+            fail(f"{what}: stats (got, want): {bad}")
+        total = 131072 * 131071 / 2
+        if dom.get("first") != total or abs(sum(dom.get("parts", [])) - total) > 0 or len(dom.get("parts", [])) != 6:
+            fail(f"{what}: wrong results {dom}")
+        print(f"ok {what}: {st}")
+
+
+def mode_crash():
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "crash.json")
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe], {"THEUS_CLUSTER_RANK_IS_NODE": "1"})
+    host = socket.gethostname()
+    print(err)
+    if code == 0:
+        fail("crash.json: mpirun exited 0")
+    want = f"rank 2 (host {host}"
+    if err.count(want) != 1 or "SIGSEGV" not in err or "crash.json:" not in err:
+        fail(f"crash.json: stderr must name {want!r}, SIGSEGV and the pipeline position once: {err}")
+    if out.strip() and json.loads(out).get("total") is not None:
+        fail("crash.json: a failed map committed its result")
+
+
+def rank_pid(mpirun_pid, rank):
+    """The pid of MPI rank `rank` (a child of mpirun), or None."""
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == mpirun_pid and f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            return int(d)
+    return None
+
+
+def kill_rank_later(marks, rank):
+    """Once slice 2 runs (its mark appears), SIGKILLs rank `rank`."""
+    def act(p):
+        deadline = time.time() + DEADLINE
+        while time.time() < deadline and not os.path.exists(os.path.join(marks, "slice-2")) and p.poll() is None:
+            time.sleep(0.1)
+        pid = rank_pid(p.pid, rank)
+        if pid is None:
+            fail(f"no rank {rank} to kill (the slice never started?)")
+            return
+        print(f"killing rank {rank} (pid {pid}) with SIGKILL")
+        os.kill(pid, signal.SIGKILL)
+    return act
+
+
+def mode_kill():
+    import tempfile
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "kill.json")
+    with tempfile.TemporaryDirectory() as marks:
+        code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe],
+                                {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_TEST_MARK": marks},
+                                during=kill_rank_later(marks, 1))
+    text = out + err
+    print(text)
+    if code == 0:
+        fail("kill.json: mpirun exited 0 after a rank was killed")
+    host = socket.gethostname()
+    if "rank 1" not in text or host not in text:
+        fail(f"kill.json: the output must name rank 1 and its host {host}")
+    if "theus-run: rank 0: the MPI runtime ended the job while waiting for the map 'rows_sum' on" not in err:
+        fail("kill.json: rank 0 did not say what it was waiting for")
+
+
+{"same": mode_same, "ship": mode_ship, "crash": mode_crash, "kill": mode_kill}[MODE]()
+print(f"cluster {MODE}: {len(failures)} failure(s)")
+sys.exit(1 if failures else 0)
