@@ -188,6 +188,7 @@ static bool valid(const char *s, size_t n, size_t flags) {
 
 json_t *theus__json_load(const char *buf, size_t n, size_t flags, json_error_t *je, int *rc) {
   *rc = 0;
+  memset(je, 0, sizeof *je); /* jansson may fail (out of memory) before it fills je */
   json_t *j = json_loadb(buf, n, flags, je);
   if (j) return j;
   int code = json_error_code(je);
