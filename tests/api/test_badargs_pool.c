@@ -73,6 +73,9 @@ static int task_probe(theus_task *t) {
   T(theus_task_worker(NULL) == UINT_MAX, "worker(NULL)");
   T(theus_task_context(NULL) == NULL, "context(NULL)");
   T(theus_task_common(NULL, &len) == NULL && len == 0, "common(NULL)");
+  len = 1;
+  T(theus_task_window(NULL, &len) == NULL && len == 0, "window(NULL)");
+  T(theus_task_window(t, NULL) == NULL, "window(t, NULL) in a plain task");
   T(theus_task_handle(t, UINT_MAX) == 0, "handle(t, UINT_MAX)");
   T(theus_task_array(t, 1, &i) == THEUS_EINVAL, "array(t, past the inputs)");
   T(theus_task_array(t, 0, NULL) == THEUS_EINVAL, "array(t, 0, NULL)");
@@ -88,6 +91,15 @@ static int task_probe(theus_task *t) {
               theus_task_set_result(t, SIZE_MAX) != THEUS_ETRUNC || theus_task_fail(t, 5, NULL) != THEUS_EPROCESS;
   if (wrong) n += (size_t)snprintf(log + n, sizeof log - n, "write/set_result/fail(t, bad sizes or fmt NULL); ");
   return theus_task_fail(t, THEUS_EPROCESS, "probe: %s", n ? log : "ok");
+}
+
+/* In a map with a write window (sandboxed: no printing): 0 when
+ * theus_task_window answers NULL for a NULL task and the window for t. */
+static int window_probe(theus_task *t) {
+  size_t len = 1, wlen = 0;
+  int ok = theus_task_window(NULL, &len) == NULL && len == 0 && theus_task_window(NULL, NULL) == NULL &&
+           theus_task_window(t, NULL) != NULL && theus_task_window(t, &wlen) != NULL && wlen > 0;
+  return ok ? 0 : theus_task_fail(t, THEUS_EPROCESS, "theus_task_window answered wrongly");
 }
 
 /* ---- NULL pool, NULL outputs ------------------------------------------------ */
@@ -192,6 +204,28 @@ CASE(w_forged_handles, theus_handle live; theus_pool *p = pool(&live); uint64_t 
        bad = 1;
      }
      return done(p, bad || n == 0);)
+/* Write windows: bad window handles and ranges fail the map; in a window
+ * map, theus_task_window(NULL) is NULL. */
+CASE(w_window, theus_pool *p = pool(NULL); size_t page = (size_t)sysconf(_SC_PAGESIZE); theus_handle h; void *d;
+     if (theus_arena_alloc(arena, 2 * page, &h, &d)) return done(p, 1);
+     uint64_t ok_r[2] = {0, page}, past[2] = {0, 4 * page}, odd[2] = {1, page}, inv[2] = {page, 0};
+     int st = 0;
+     theus_map_desc good = {.fn = window_probe, .count = 1, .status = &st, .window = h, .window_ranges = ok_r},
+                    noranges = {.fn = window_probe, .count = 1, .window = h},
+                    forged = {.fn = window_probe, .count = 1, .window = h ^ ((uint64_t)7 << 32), .window_ranges = ok_r},
+                    beyond = {.fn = window_probe, .count = 1, .window = h, .window_ranges = past},
+                    unaligned = {.fn = window_probe, .count = 1, .window = h, .window_ranges = odd},
+                    inverted = {.fn = window_probe, .count = 1, .window = h, .window_ranges = inv};
+     int bad = want_err(theus_pool_map(p, &noranges, NULL), "map(window, ranges NULL)") ||
+               want_err(theus_pool_map(p, &forged, NULL), "map(forged window handle)") ||
+               want_err(theus_pool_map(p, &beyond, NULL), "map(window range past the array)") ||
+               want_err(theus_pool_map(p, &unaligned, NULL), "map(window range not page-aligned)") ||
+               want_err(theus_pool_map(p, &inverted, NULL), "map(window range hi < lo)");
+     if (!bad && (theus_pool_map(p, &good, NULL) || st)) {
+       printf("  theus_task_window in a window map: status %d, %s\n", st, theus_pool_errmsg(p));
+       bad = 1;
+     }
+     return done(p, bad);)
 CASE(w_task_api, theus_handle live; theus_pool *p = pool(&live); theus_pool_result r; theus_ticket t;
      theus_task_desc d = {.fn = task_probe, .handles = &live, .nhandles = 1};
      int bad = want(theus_pool_submit(p, &d, &t), 0, "submit") || want(theus_pool_wait(p, t, -1, &r), 0, "wait");
@@ -211,6 +245,7 @@ static const badcase pool_cases[] = {
     ENTRY(w_forged_tickets, "theus_pool_wait(p, forged tickets)"),
     ENTRY(w_spent_ticket, "theus_pool_wait(p, a collected ticket)"),
     ENTRY(w_forged_handles, "theus_pool_submit(p, tasks with forged arena handles)"),
+    ENTRY(w_window, "theus_pool_map(bad write windows) / theus_task_window(NULL) in a window map"),
     ENTRY(w_task_api, "theus_task_*(NULL task, bad indices and sizes) in a worker"),
 };
 
