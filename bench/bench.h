@@ -25,6 +25,7 @@ int theus_bench_twin(int argc, char **argv);
 int theus_bench_dispatch(int argc, char **argv);
 int theus_bench_engine(int argc, char **argv);
 int theus_bench_kmeans(int argc, char **argv);
+int theus_bench_survive(int argc, char **argv);
 int theus_bench_arrays(int argc, char **argv);
 int theus_bench_cluster(int argc, char **argv); /* built with MPI only */
 

@@ -14,6 +14,7 @@ static const struct {
   {"engine", theus_bench_engine, "engine step, CAS rate, map speed-up"},
   {"twin", theus_bench_twin, "twin read_at bandwidth vs memcpy, epoch wake-up"},
   {"kmeans", theus_bench_kmeans, "k-means example pipeline, 1 and 2 workers, vs a plain C loop"},
+  {"survive", theus_bench_survive, "memo hit vs local step, ledger on vs off, retry after a worker death"},
   {"arrays", theus_bench_arrays, "maps into heavy outputs: 1 GiB normalise vs memcpy, per-slice overhead"},
 #ifdef THEUS_HAVE_MPI
   {"cluster", theus_bench_cluster, "under mpirun: map spread over ranks, heavy shipping vs MPI_Bcast"},

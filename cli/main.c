@@ -19,6 +19,7 @@
 
 #include "mpi.h"
 #include "progress.h"
+#include "replay.h"
 #include "trace.h"
 
 /* Exit status (docs/theus-run.md, "Exit status"). A crash of any code in
@@ -33,8 +34,8 @@ typedef struct options {
   size_t nsets;
   int workers; /* -2 = not given */
   uint64_t arena_budget, arena_single; /* 0 = not given */
-  const char *state_out, *trace_out;
-  bool stats, quiet, mpi;
+  const char *state_out, *trace_out, *ledger, *replay;
+  bool stats, quiet, mpi, ledger_fsync, memo;
 } options;
 
 static const char usage[] =
@@ -57,16 +58,49 @@ static const char usage[] =
     "  --stats               print engine, pool and arena stats as JSON on stderr\n"
     "  --trace FILE          write a Chrome Trace Event timeline (one event per\n"
     "                        task, on the worker that ran it) for Perfetto\n"
+    "  --ledger FILE         append every committed version to FILE as JSON Lines\n"
+    "                        (created or truncated; see docs/ledger.md)\n"
+    "  --ledger-fsync        each ledger line is on disk before its commit returns\n"
+    "  --replay FILE         run again and check every committed version against\n"
+    "                        the ledger FILE; exit 1 at the first difference\n"
+    "  --memo                memoise every pure process (see docs/api.md)\n"
     "  --quiet               no progress line and no summary\n"
     "  --mpi                 under mpirun or srun: rank 0 runs the pipeline and\n"
     "                        prints, map steps are spread over every rank\n"
     "                        (docs/cluster.md; needs a build with MPI)\n"
     "  --help, --version\n"
     "\n"
-    "exit status: 0 success, 1 a step failed, 2 usage, pipeline or plugin error\n"
-    "(nothing ran), 3 engine or environment error (engine open, out of memory,\n"
-    "output not written), 4 plugin code called exit() in theus-run; a crash of\n"
-    "plugin code is named on stderr, then theus-run dies by the same signal\n";
+    "exit status: 0 success, 1 a step failed (or a replay differs), 2 usage,\n"
+    "pipeline or plugin error (nothing ran), 3 engine or environment error (engine\n"
+    "open, out of memory, output not written), 4 plugin code called exit() in\n"
+    "theus-run, 130/143 interrupted by SIGINT/SIGTERM (the run was canceled); a\n"
+    "crash of plugin code is named on stderr, then theus-run dies by the same signal\n";
+
+/* SIGINT/SIGTERM: cancel the running pipeline (one atomic store), remember
+ * the signal for the exit status (128 + signal). A second signal while the
+ * cancel winds down gets the default action. */
+static theus_pipeline *volatile g_pipeline;
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig) {
+  if (g_signal) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  g_signal = sig;
+  theus_pipeline *p = g_pipeline;
+  if (p) theus_pipeline_cancel(p);
+}
+
+static void catch_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
 
 /* ---- what runs now: named when theus-run crashes or plugin code exits ----------
  * The pipeline tells us (theus_pipeline_on_enter) before it calls plugin code;
@@ -297,7 +331,10 @@ static int parse_args(int argc, char **argv, options *o) {
       {"stats", no_argument, 0, 'S'},        {"trace", required_argument, 0, 't'},
       {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},      {"arena-budget", required_argument, 0, 'B'},
-      {"arena-single-limit", required_argument, 0, 'L'}, {"mpi", no_argument, 0, 'M'}, {0, 0, 0, 0}};
+      {"arena-single-limit", required_argument, 0, 'L'}, {"ledger", required_argument, 0, 'l'},
+      {"ledger-fsync", no_argument, 0, 'F'},  {"replay", required_argument, 0, 'r'},
+      {"memo", no_argument, 0, 'E'}, {"mpi", no_argument, 0, 'M'},
+      {0, 0, 0, 0}};
   int c;
   char *end;
   opterr = 0;
@@ -325,6 +362,10 @@ static int parse_args(int argc, char **argv, options *o) {
       break;
     case 'o': o->state_out = optarg; break;
     case 't': o->trace_out = optarg; break;
+    case 'l': o->ledger = optarg; break;
+    case 'F': o->ledger_fsync = true; break;
+    case 'r': o->replay = optarg; break;
+    case 'E': o->memo = true; break;
     case 'S': o->stats = true; break;
     case 'q': o->quiet = true; break;
     case 'M': o->mpi = true; break;
@@ -405,6 +446,7 @@ static int run(const options *o, cli_mpi *m) {
   theus_pipeline *p = NULL;
   theus_engine *e = NULL;
   trace_log tr;
+  replay rp = {0};
   cli_trace_init(&tr);
   int rc = theus_pipeline_load(o->pipeline, &p);
   if (rc) {
@@ -413,7 +455,13 @@ static int run(const options *o, cli_mpi *m) {
     return rc == THEUS_ENOMEM ? EXIT_ENV : EXIT_USAGE;
   }
   theus_pipeline_on_enter(p, on_enter, NULL);
+  g_pipeline = p;
+  if (g_signal) theus_pipeline_cancel(p);
   int code = 0;
+  if (o->replay && cli_replay_open(&rp, o->replay, p)) {
+    say(rp.msg);
+    code = EXIT_USAGE;
+  }
   for (size_t i = 0; i < o->nplugins && !code; i++)
     if (theus_pipeline_add_plugin(p, o->plugins[i])) code = out_of_memory();
   if (!code) code = apply_sets(p, o);
@@ -425,6 +473,10 @@ static int run(const options *o, cli_mpi *m) {
   cfg.output_ud = &pg;
   cfg.workers = o->workers != -2 ? o->workers
               : theus_pipeline_workers(p) != -2 ? theus_pipeline_workers(p) : cli_mpi_default_workers(m);
+  cfg.ledger = o->ledger;
+  cfg.ledger_fsync = o->ledger_fsync;
+  cfg.memo = o->memo;
+  if (o->replay) cfg.on_commit = cli_replay_commit, cfg.on_commit_ud = &rp;
   theus_arena_config ac; /* the file's "arena", then the flags over it */
   theus_pipeline_arena_config(p, &ac);
   if (o->arena_budget) ac.hard_limit = o->arena_budget;
@@ -443,25 +495,33 @@ static int run(const options *o, cli_mpi *m) {
     cli_progress_start(&pg, e, tty); /* no thread, no line, when not a terminal */
     if (o->trace_out) theus_engine_set_trace(e, cli_trace_event, &tr);
     rc = cli_mpi_run(m, p, e);
+    theus_engine_set_commit_hook(e, NULL, NULL);
     theus_engine_set_trace(e, NULL, NULL);
     double elapsed = cli_progress_stop(&pg);
-    if (rc) say(theus_pipeline_errmsg(p));
-    else if (tty)
+    int differs = o->replay && !g_signal && cli_replay_finish(&rp); /* --replay: checked against the ledger */
+    if (differs) say(rp.msg);
+    else if (rc) say(theus_pipeline_errmsg(p));
+    else if (o->replay && !o->quiet) say(rp.msg);
+    if (!rc && tty)
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
               elapsed);
     code = silent ? 0 : outputs(e, p, o, &tr, elapsed, m);
-    if (rc) code = EXIT_STEP;
+    if (rc || differs) code = EXIT_STEP;
   }
   theus_engine_close(e); /* the last forwarded worker lines arrive until here */
+  g_pipeline = NULL;
   theus_pipeline_close(p);
+  cli_replay_close(&rp);
   cli_trace_fini(&tr);
   cli_progress_fini(&pg);
+  if (g_signal) code = 128 + g_signal; /* 130 SIGINT, 143 SIGTERM */
   return code;
 }
 
 int main(int argc, char **argv) {
   install_crash_reports();
   options o = {.workers = -2};
+  catch_signals();
   int code = parse_args(argc, argv, &o);
   cli_mpi *m = NULL;
   if (code < 0 && o.mpi && cli_mpi_start(&argc, &argv, &m)) code = EXIT_USAGE;

@@ -91,6 +91,18 @@ static int check(const theus_contract *c, int need_fn, char *err, size_t errlen)
                 "contract '%s': sandbox on: only parallel processes run sandboxed (a local process runs inside "
                 "the host); set parallel true or drop sandbox",
                 c->name);
+  if (c->retries < -1)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': retries is %d: 0 = the default (%d), -1 = none, > 0 = "
+                "that many", c->name, c->retries, THEUS_RETRIES_DEFAULT);
+  if (c->retries > 0 && c->semantic == THEUS_EFFECT)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': retries %d: an effect process is never retried "
+                "automatically (it may have acted already); drop retries or make it pure", c->name, c->retries);
+  if (c->memo < -1 || c->memo > 1)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': memo is %d: 1 = memoise, -1 = never, 0 = the engine's "
+                "default", c->name, c->memo);
+  if (c->memo > 0 && c->semantic == THEUS_EFFECT)
+    return fail(err, errlen, THEUS_EINVAL, "contract '%s': memo: an effect process is never memoised (its effect "
+                "would be skipped); drop memo or make it pure", c->name);
   if (c->parallel && c->semantic == THEUS_EFFECT)
     return fail(err, errlen, THEUS_EINVAL,
                 "contract '%s': parallel: an effect process always runs locally; "
@@ -144,6 +156,11 @@ static const char *const *strv_copy(const char *const *v, char **cursor) {
 
 int theus_contract_sandboxed(const theus_contract *c) {
   return c && c->parallel && c->sandbox != THEUS_SANDBOX_OFF;
+}
+
+unsigned theus_contract_retries(const theus_contract *c) {
+  if (!c || c->semantic != THEUS_PURE || c->retries < 0) return 0;
+  return c->retries == 0 ? THEUS_RETRIES_DEFAULT : (unsigned)c->retries;
 }
 
 theus_contract *theus_contract_copy(const theus_contract *c) {
@@ -251,6 +268,17 @@ static int parse_scalars(const parse_ctx *pc, const json_t *obj, theus_contract 
     if (!json_is_integer(v) || json_integer_value(v) < -1)
       return field_err(pc, "timeout_ms", "must be an integer: milliseconds, 0 = the engine default, -1 = none");
     c->timeout_ms = (int64_t)json_integer_value(v);
+  }
+  if ((v = json_object_get(obj, "retries"))) {
+    if (!json_is_integer(v) || json_integer_value(v) < -1 || json_integer_value(v) > 1000)
+      return field_err(pc, "retries", "must be an integer: re-runs after a worker death, 0 = the default (2), -1 = "
+                       "none, at most 1000");
+    c->retries = (int)json_integer_value(v);
+  }
+  if ((v = json_object_get(obj, "memo"))) {
+    if (!json_is_boolean(v))
+      return field_err(pc, "memo", "must be true (memoise this pure process) or false (never)");
+    c->memo = json_is_true(v) ? 1 : -1;
   }
   if ((v = json_object_get(obj, "sandbox"))) {
     const char *s = json_string_value(v);
@@ -374,9 +402,10 @@ static json_t *strv_json(const char *const *v) {
 json_t *theus_contract_to_json(const theus_contract *c) {
   if (!c)
     return NULL;
-  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I, s:s}", "name", c->name, "inputs", strv_json(c->inputs),
+  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I, s:s, s:i, s:i}", "name", c->name, "inputs", strv_json(c->inputs),
                    "outputs", strv_json(c->outputs), "parallel", c->parallel, "semantic",
                    c->semantic == THEUS_EFFECT ? "effect" : "pure", "errors", strv_json(c->errors),
                    "timeout_ms", (json_int_t)c->timeout_ms, "sandbox",
-                   c->sandbox == THEUS_SANDBOX_ON ? "on" : c->sandbox == THEUS_SANDBOX_OFF ? "off" : "default");
+                   c->sandbox == THEUS_SANDBOX_ON ? "on" : c->sandbox == THEUS_SANDBOX_OFF ? "off" : "default", "retries",
+                   c->retries, "memo", c->memo);
 }

@@ -279,6 +279,13 @@ int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char *fmt, ...
 
 void *theus_ctx_userdata(theus_ctx *ctx) { return ctx ? ctx->c->userdata : NULL; }
 
+unsigned theus_ctx_attempt(const theus_ctx *ctx) { return ctx && ctx->task ? theus_task_attempt(ctx->task) : 0; }
+
+int theus_ctx_canceled(const theus_ctx *ctx) {
+  if (!ctx || !ctx->e) return 0; /* in a worker: a cancel kills the worker instead */
+  return (ctx->job_cancel && atomic_load(ctx->job_cancel)) || theus__engine_canceled(ctx->e);
+}
+
 const char *theus_ctx_process(theus_ctx *ctx) { return ctx ? ctx->c->name : NULL; }
 
 int theus_ctx_worker(theus_ctx *ctx) { return ctx ? ctx->worker : THEUS_EINVAL; }

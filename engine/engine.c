@@ -108,7 +108,10 @@ int theus_engine_open(const theus_engine_config *cfg, theus_engine **out) {
                      "(THEUS_ENGINE_MAX_WORKERS)", e->cfg.workers, THEUS_ENGINE_MAX_WORKERS);
     goto fail;
   }
-  if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)))
+  e->cfg.ledger = NULL; /* the path is not kept */
+  theus_engine_set_commit_hook(e, e->cfg.on_commit, e->cfg.on_commit_ud);
+  if ((rc = theus__state_init(e, cfg ? cfg->domain : NULL)) || (rc = start_pool(e)) ||
+      (cfg && cfg->ledger && (rc = theus__ledger_open(e, cfg->ledger))) || (rc = theus__memo_open(e)))
     goto fail;
   e->opened = 1;
   *out = e;
@@ -125,6 +128,8 @@ void theus_engine_close(theus_engine *e) {
   theus_pool_close(e->pool, 1);
   if (e->reg)
     theus__os_unmap(e->reg, e->reg->size);
+  theus__ledger_close(e);
+  theus__memo_close(e);
   theus__state_fini(e);
   theus_arena_close(e->arena);
   for (size_t i = 0; i < e->nprocs; i++)
@@ -404,7 +409,9 @@ int theus_engine_set(theus_engine *e, const char *path, json_t *value) {
   }
   char msg[512];
   for (unsigned i = 0; i <= e->cfg.max_retries; i++) {
-    rc = theus__cas(e, theus_engine_version(e), patch, NULL, NULL, msg, sizeof msg);
+    uint64_t v = theus_engine_version(e);
+    theus__commit_info ci = {.op = "set", .read_version = v, .worker = -1, .attempt = i};
+    rc = theus__cas(e, v, patch, NULL, &ci, NULL, msg, sizeof msg);
     if (rc != THEUS_ECONFLICT)
       break;
   }
@@ -419,7 +426,8 @@ int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *d
     return theus__eset(e, THEUS_EINVAL, "cas: the %s patch must be a JSON object (or NULL)",
                        domain_patch && !json_is_object(domain_patch) ? "domain" : "heavy");
   char msg[768] = "";
-  int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, new_version, msg, sizeof msg);
+  theus__commit_info ci = {.op = "cas", .read_version = expected_version, .worker = -1};
+  int rc = theus__cas(e, expected_version, domain_patch, heavy_patch, &ci, new_version, msg, sizeof msg);
   return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 
@@ -542,7 +550,9 @@ static json_t *pool_stats_json(theus_engine *e) {
                                        (json_int_t)ps->workers[i].tasks, "busy_ns",
                                        (json_int_t)ps->workers[i].busy_ns, "respawns",
                                        (json_int_t)ps->workers[i].respawns));
-  json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:o}", "submitted", (json_int_t)ps->submitted,
+  json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:o}", "submitted",
+                        (json_int_t)ps->submitted, "retried", (json_int_t)ps->retried, "poisoned",
+                        (json_int_t)ps->poisoned,
                         "completed", (json_int_t)ps->completed, "failed", (json_int_t)ps->failed, "crashed",
                         (json_int_t)ps->crashed, "timed_out", (json_int_t)ps->timed_out, "canceled",
                         (json_int_t)ps->canceled, "respawned", (json_int_t)ps->respawned, "workers",
@@ -577,7 +587,8 @@ json_t *theus_engine_stats(theus_engine *e) {
                          (json_int_t)as.peak_bytes, "alloc_count", (json_int_t)as.alloc_count, "free_count",
                          (json_int_t)as.free_count, "errors", (json_int_t)as.errors, "soft_limit_hits",
                          (json_int_t)as.soft_limit_hits, "hard_limit_hits", (json_int_t)as.hard_limit_hits);
-  return json_pack("{s:o, s:o, s:o}", "engine", eng, "arena", ar, "pool", pool_stats_json(e));
+  return json_pack("{s:o, s:o, s:o, s:o}", "engine", eng, "arena", ar, "pool", pool_stats_json(e), "memo",
+                   theus__memo_stats(e));
 }
 
 void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud) {

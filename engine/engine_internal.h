@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base.h"
 #include "theus/engine.h"
@@ -16,6 +17,8 @@ typedef struct theus__harr {
   atomic_uint refs;
   theus_arena *arena;
   theus_handle handle;
+  int live;                 /* a live region: its bytes change, so no content hash */
+  _Atomic uint64_t hash;    /* content hash once computed (ledger.c), 0 = not yet */
   char key[];
 } theus__harr;
 
@@ -99,6 +102,8 @@ typedef struct theus__jobq {
   pthread_cond_t cv; /* under jobs_lock */
 } theus__jobq;
 
+typedef struct theus__memo theus__memo;
+
 struct theus_engine {
   int opened; /* theus_engine_open succeeded: a failed open only carries the message */
   theus_engine_config cfg;
@@ -132,8 +137,13 @@ struct theus_engine {
   int jobs_stop;
   int jobs_closing; /* close is finishing jobs: signal jobs_cv on every change */
 
+  _Atomic(const volatile int *) cancel; /* theus_engine_set_cancel */
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
+  FILE *ledger;                      /* cfg.ledger, written under state_lock */
+  theus__memo *memo;                 /* memo.c */
+  _Atomic(theus_commit_fn) commit_fn; /* theus_engine_set_commit_hook */
+  _Atomic(void *) commit_ud;
 
   atomic_ullong n_exec, n_fail, n_commit, n_conflict, n_retry, n_cas;
   /* theus_engine_progress_get: slices of the maps running now (done, all)
@@ -161,9 +171,25 @@ theus_snapshot *theus__snap_get(theus_engine *e);
 void theus__snap_put(theus_snapshot *s);
 const theus__hbind *theus__snap_find(const theus_snapshot *s, const char *key);
 const json_t *theus__json_at(const json_t *root, const char *path);
-/* CAS with an error message written into msg (for jobs). */
+/* The value a domain input pattern reads as a whole: at its part before the
+ * first '*' segment ("domain.items.*" -> domain.items); NULL if absent. */
+const json_t *theus__json_at_pattern(const json_t *root, const char *pattern);
+/* What the ledger says of a commit besides its patch (ledger.c). */
+typedef struct theus__commit_info {
+  const char *op;       /* "execute", "set", "cas", "live", "map" (a map into a heavy output) */
+  const char *process;  /* the process of an execute, else NULL */
+  const json_t *args;
+  uint64_t read_version; /* the version the process ran on */
+  const char *reads;    /* {path: content hash} of its declared inputs as JSON text, or NULL */
+  int worker;           /* -1: local */
+  uint64_t duration_ns;
+  unsigned attempt;     /* re-runs after CAS conflicts before this one */
+} theus__commit_info;
+
+/* CAS with an error message written into msg (for jobs); ci (NULL: a bare
+ * "cas") describes the commit to the ledger. */
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
-               uint64_t *new_version, char *msg, size_t msglen);
+               const theus__commit_info *ci, uint64_t *new_version, char *msg, size_t msglen);
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                      void **data, theus_handle *handle, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
@@ -204,6 +230,7 @@ struct theus_ctx {
   unsigned nlive;
   int worker;
   int rc;
+  const _Atomic int *job_cancel; /* local job runs: theus_job_cancel sets it */
   char msg[768];
 };
 
@@ -217,6 +244,67 @@ const char *theus__task_label(const theus_task *t, char *buf, size_t cap);
 /* Finishes every job (close): waits for pool jobs nobody waits for, lets the
  * executor and reaper drain, then joins them. */
 void theus__jobs_fini(theus_engine *e);
+
+/* Nonzero once the engine's cancel flag (theus_engine_set_cancel) is set. */
+static inline int theus__engine_canceled(theus_engine *e) {
+  const volatile int *f = atomic_load_explicit(&e->cancel, memory_order_acquire);
+  return f && __atomic_load_n(f, __ATOMIC_ACQUIRE);
+}
+
+/* ---- ledger.c ---- */
+/* Opens cfg.ledger for writing (created or truncated). */
+int theus__ledger_open(theus_engine *e, const char *path);
+void theus__ledger_close(theus_engine *e);
+/* Nonzero when commits are recorded (a ledger file or a commit hook). */
+static inline int theus__ledger_on(theus_engine *e) {
+  return e->ledger || atomic_load_explicit(&e->commit_fn, memory_order_relaxed);
+}
+/* Under state_lock, after s was published: writes the entry of s. */
+void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
+                          const json_t *dpatch, const json_t *hpatch);
+/* Appends {path: "xxh3:..."} of the declared inputs of c in snap to b as
+ * JSON text, NUL-terminated. */
+typedef struct theus__kbuf theus__kbuf;
+void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, theus__kbuf *b);
+
+/* ---- hash.c ---- */
+/* A byte buffer on the stack that moves to the heap when it outgrows it. */
+typedef struct theus__kbuf {
+  char *p;
+  size_t n, cap;
+  int failed; /* out of memory: the content is incomplete */
+  char stack[2048];
+} theus__kbuf;
+#define THEUS__JSON_CANON (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY)
+void theus__kbuf_init(theus__kbuf *b);
+void theus__kbuf_fini(theus__kbuf *b);
+void theus__kbuf_add(theus__kbuf *b, const void *p, size_t n);
+/* Appends v dumped with flags (NULL: an "absent" marker). */
+void theus__kbuf_json(theus__kbuf *b, const json_t *v, size_t flags);
+/* Content hashes: XXH3-64 of bytes, of a JSON value (THEUS__JSON_CANON), of a
+ * published array (cached on it; 0 for a live region); XXH3-128 of bytes. */
+uint64_t theus__hash_bytes(const void *p, size_t n);
+uint64_t theus__hash_json(const json_t *v);
+uint64_t theus__harr_hash(theus__harr *a);
+void theus__hash128(const void *p, size_t n, uint64_t out[2]);
+
+/* ---- memo.c ---- */
+typedef struct theus__memo_key_t {
+  uint64_t h[2]; /* XXH3-128 */
+} theus__memo_key_t;
+int theus__memo_open(theus_engine *e);
+void theus__memo_close(theus_engine *e);
+/* Nonzero when runs of c are memoised. */
+int theus__memo_on(const theus_engine *e, const theus_contract *c);
+/* The key of a run of c with args on snap (slice: lo, hi, index, count, or
+ * NULL); -1 when the run cannot be memoised (it reads a live region). */
+int theus__memo_key(const theus_contract *c, const json_t *args, const theus_snapshot *snap, const uint64_t *slice,
+                    theus__memo_key_t *out);
+/* 1 and copies of the outputs on a hit; 0 on a miss. Counted in stats. */
+int theus__memo_get(theus_engine *e, const theus__memo_key_t *key, json_t **patch, json_t **ret);
+/* Stores copies of a successful run's outputs (the oldest entry goes when full). */
+void theus__memo_put(theus_engine *e, const theus__memo_key_t *key, const json_t *patch, const json_t *ret);
+json_t *theus__memo_stats(theus_engine *e);
 
 /* ---- reduce.c ---- */
 /* A registered reducer by name, else a built-in one; NULL if unknown. */

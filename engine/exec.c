@@ -16,6 +16,7 @@ typedef struct run_out {
   json_t *patch; /* domain merge patch, or NULL */
   json_t *heavy; /* {key: true} drafts to publish, or NULL */
   json_t *ret;
+  uint64_t ns; /* how long the run took where it ran */
   char msg[1024];
 } run_out;
 
@@ -101,10 +102,19 @@ static int call_process(theus_ctx *ctx) {
   return ctx->rc;
 }
 
+/* The cancel flag of the local job the executor thread runs now (NULL:
+ * none): run_local hands it to the ctx for theus_ctx_canceled. */
+static _Thread_local const _Atomic int *tl_job_cancel;
+
+static int canceled_now(theus_engine *e, const _Atomic int *job_cancel) {
+  return (job_cancel && atomic_load_explicit(job_cancel, memory_order_acquire)) || theus__engine_canceled(e);
+}
+
 static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *snap, const json_t *args,
                       const slice_t *sl, const map_ctx *mc, run_out *o) {
   theus_ctx ctx = {0};
   ctx.e = e;
+  ctx.job_cancel = tl_job_cancel;
   ctx.c = c;
   ctx.snap = snap;
   ctx.domain = snap->domain;
@@ -138,6 +148,7 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
     snprintf(o->msg, sizeof o->msg, "%s", ctx.msg);
   }
   theus__ctx_fini(&ctx);
+  o->ns = theus__now_ns() - t0;
   trace(e, c, -1, t0, o->rc);
 }
 
@@ -522,7 +533,8 @@ static int submit_task(theus_engine *e, const theus_contract *c, const task_pack
                        theus_ticket *tk) {
   theus_task_desc d = {.fn = theus__pool_task, .arg = tp->buf, .arg_len = tp->len, .handles = tp->handles,
                        .nhandles = tp->nhandles, .keys = tp->keys, .timeout_ms = c->timeout_ms,
-                       .flags = theus_contract_sandboxed(c) ? THEUS_TASK_SANDBOX : 0};
+                       .flags = theus_contract_sandboxed(c) ? THEUS_TASK_SANDBOX : 0,
+                       .retries = theus_contract_retries(c)};
   return block ? theus_pool_submit_wait(e->pool, &d, -1, tk) : theus_pool_submit(e->pool, &d, tk);
 }
 
@@ -555,13 +567,25 @@ static void decode_result(const theus_contract *c, const void *data, size_t len,
 /* Turns a pool result into a run_out. THEUS_ETIMEDOUT when the wait itself
  * timed out (the ticket stays valid; o untouched), else 0. */
 static int collect(theus_engine *e, const theus_contract *c, theus_ticket tk, uint64_t t0, int64_t timeout_ms,
-                   run_out *o) {
+                   const _Atomic int *job_cancel, run_out *o) {
   theus_pool_result res;
   memset(&res, 0, sizeof res);
-  int rc = theus_pool_wait(e->pool, tk, timeout_ms, &res);
+  int rc;
+  if (timeout_ms < 0 && (job_cancel || atomic_load_explicit(&e->cancel, memory_order_relaxed))) {
+    /* a cancel may come from a signal handler: wait in slices to see it */
+    int sent = 0;
+    while ((rc = theus_pool_wait(e->pool, tk, sent ? -1 : 20, &res)) == THEUS_ETIMEDOUT)
+      if (canceled_now(e, job_cancel) && !sent) {
+        theus_pool_cancel(e->pool, tk);
+        sent = 1;
+      }
+  } else {
+    rc = theus_pool_wait(e->pool, tk, timeout_ms, &res);
+  }
   if (rc == THEUS_ETIMEDOUT)
     return rc;
   o->worker = res.worker;
+  o->ns = res.end_ns > res.start_ns ? res.end_ns - res.start_ns : 0; /* measured on the worker */
   if (rc || res.status) {
     o->rc = rc ? rc : res.status;
     snprintf(o->msg, sizeof o->msg, "process '%s' (parallel): %s", c->name, res.errmsg);
@@ -592,7 +616,7 @@ static void run_remote(theus_engine *e, const theus_contract *c, int32_t reg, th
   theus_ticket tk;
   uint64_t t0 = theus__now_ns();
   if (!start_remote(e, c, reg, snap, args, 1, &tk, o))
-    collect(e, c, tk, t0, -1, o);
+    collect(e, c, tk, t0, -1, tl_job_cancel, o);
 }
 
 static void run(theus_engine *e, const theus_contract *c, int32_t reg, theus_snapshot *snap, const json_t *args,
@@ -603,6 +627,38 @@ static void run(theus_engine *e, const theus_contract *c, int32_t reg, theus_sna
     run_local(e, c, snap, args, NULL, NULL, o);
   if (o->rc)
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
+}
+
+/* ---- memoised runs --------------------------------------------------------- */
+
+/* A hit fills o as the run would have (locally, in no time). */
+static int memo_hit(theus_engine *e, const theus_contract *c, const theus__memo_key_t *k, run_out *o) {
+  if (!theus__memo_get(e, k, &o->patch, &o->ret))
+    return 0;
+  o->rc = 0;
+  o->worker = -1;
+  o->ns = 0;
+  trace(e, c, -1, theus__now_ns(), 0);
+  return 1;
+}
+
+/* Keeps o's outputs for later runs of the same key: only a success that
+ * published no heavy array (a draft is consumed by its commit). */
+static void memo_keep(theus_engine *e, const theus__memo_key_t *k, const run_out *o) {
+  if (!o->rc && !(o->heavy && json_object_size(o->heavy)))
+    theus__memo_put(e, k, o->patch, o->ret);
+}
+
+/* run(), through the memo cache when c is memoised. */
+static void run_memo(theus_engine *e, const theus_contract *c, int32_t reg, theus_snapshot *snap, const json_t *args,
+                     run_out *o) {
+  theus__memo_key_t k;
+  int memo = theus__memo_on(e, c) && theus__memo_key(c, args, snap, NULL, &k) == 0;
+  if (memo && memo_hit(e, c, &k, o))
+    return;
+  run(e, c, reg, snap, args, o);
+  if (memo)
+    memo_keep(e, &k, o);
 }
 
 /* ---- execute ------------------------------------------------------------ */
@@ -622,12 +678,21 @@ static const theus_contract *lookup(theus_engine *e, const char *name, int32_t *
   return c;
 }
 
-static int commit(theus_engine *e, theus_snapshot *snap, run_out *o, uint64_t *version, char *msg,
-                  size_t msglen) {
+static int commit(theus_engine *e, const theus_contract *c, const json_t *args, unsigned attempt,
+                  theus_snapshot *snap, run_out *o, uint64_t *version, char *msg, size_t msglen) {
   int writes = (o->patch && json_object_size(o->patch)) || (o->heavy && json_object_size(o->heavy));
   if (!writes)
     return 0; /* nothing to commit: a reader does not create a version */
-  return theus__cas(e, snap->version, o->patch, o->heavy, version, msg, msglen);
+  theus__commit_info ci = {"execute", c->name, args, snap->version, NULL, o->worker, o->ns, attempt};
+  theus__kbuf reads;
+  theus__kbuf_init(&reads);
+  if (theus__ledger_on(e)) {
+    theus__ledger_reads(c, snap, &reads);
+    ci.reads = reads.failed ? NULL : reads.p;
+  }
+  int rc = theus__cas(e, snap->version, o->patch, o->heavy, &ci, version, msg, msglen);
+  theus__kbuf_fini(&reads);
+  return rc;
 }
 
 /* Commits the outcome of attempt number `attempt` (run on snap, reference
@@ -638,15 +703,23 @@ static int exec_finish(theus_engine *e, const theus_contract *c, int32_t reg, co
                        size_t msglen) {
   unsigned seed = (unsigned)theus__now_ns();
   for (;; attempt++) {
+    if (!snap && canceled_now(e, tl_job_cancel)) {
+      snprintf(msg, msglen, "process '%s': canceled before it ran", c->name);
+      return THEUS_ECANCELED;
+    }
     if (!snap) {
       snap = theus__snap_get(e);
-      run(e, c, reg, snap, args, o);
+      run_memo(e, c, reg, snap, args, o);
     }
     int rc = o->rc;
-    if (rc)
+    if (!rc && canceled_now(e, tl_job_cancel)) {
+      rc = THEUS_ECANCELED;
+      snprintf(msg, msglen, "process '%s': canceled; its result was not committed", c->name);
+    } else if (rc) {
       snprintf(msg, msglen, "%s", o->msg);
-    else
-      rc = commit(e, snap, o, version, msg, msglen);
+    } else {
+      rc = commit(e, c, args, attempt, snap, o, version, msg, msglen);
+    }
     theus__snap_put(snap);
     snap = NULL;
     if (!rc && result) {
@@ -725,6 +798,7 @@ struct theus_job {
   struct theus_job *next;             /* in a queue */
   struct theus_job *pnext, **pprev;   /* in e->jobs_pool, under jobs_lock */
   _Atomic int done;
+  _Atomic int canceled; /* theus_job_cancel */
   int rc;
   json_t *result;
   uint64_t version;
@@ -793,7 +867,7 @@ static int job_finish(theus_job *j, int64_t timeout_ms) {
   pthread_mutex_unlock(&j->m);
   theus_engine *e = j->e;
   run_out o = {0};
-  if (collect(e, j->c, j->tk, j->t0, timeout_ms, &o) == THEUS_ETIMEDOUT) {
+  if (collect(e, j->c, j->tk, j->t0, timeout_ms, &j->canceled, &o) == THEUS_ETIMEDOUT) {
     pthread_mutex_lock(&e->jobs_lock);
     pthread_mutex_lock(&j->m);
     j->state = J_POOL;
@@ -811,7 +885,9 @@ static int job_finish(theus_job *j, int64_t timeout_ms) {
   char msg[1024] = "";
   theus_snapshot *snap = j->snap;
   j->snap = NULL;
+  tl_job_cancel = &j->canceled; /* a conflict re-runs it: canceled by then, it stops */
   int rc = exec_finish(e, j->c, j->reg, j->args, 0, snap, &o, &result, &version, msg, sizeof msg);
+  tl_job_cancel = NULL;
   job_done(j, rc, result, version, msg);
   return rc;
 }
@@ -867,7 +943,9 @@ static void jobq_loop(theus_engine *e, int kind) {
       uint64_t version = 0;
       char msg[1024] = "";
       run_out o = {0};
+      tl_job_cancel = &j->canceled;
       int rc = exec_finish(e, j->c, -1, j->args, 0, NULL, &o, &result, &version, msg, sizeof msg);
+      tl_job_cancel = NULL;
       job_done(j, rc, result, version, msg);
     }
     job_put(j);
@@ -895,7 +973,11 @@ static void *defer_main(void *arg) {
  * reaper if its owner released it meanwhile. */
 static void defer_one(theus_engine *e, theus_job *j) {
   run_out o = {0};
-  if (start_remote(e, j->c, j->reg, j->snap, j->args, 1, &j->tk, &o)) {
+  if (atomic_load(&j->canceled)) {
+    o.rc = THEUS_ECANCELED;
+    snprintf(o.msg, sizeof o.msg, "process '%s': canceled before it ran", j->c->name);
+  }
+  if (o.rc || start_remote(e, j->c, j->reg, j->snap, j->args, 1, &j->tk, &o)) {
     atomic_fetch_add_explicit(&e->n_fail, 1, memory_order_relaxed);
     trace(e, j->c, -1, j->t0, o.rc);
     theus__snap_put(j->snap);
@@ -910,6 +992,8 @@ static void defer_one(theus_engine *e, theus_job *j) {
       job_put(j); /* the owner's reference, handed over when it released the job */
     return;
   }
+  if (atomic_load(&j->canceled)) /* canceled while it waited for a ring slot */
+    theus_pool_cancel(e->pool, j->tk);
   pthread_mutex_lock(&e->jobs_lock); /* jobs_lock before j->m, as close takes them */
   pthread_mutex_lock(&j->m);
   j->state = J_POOL;
@@ -1035,6 +1119,26 @@ int theus_job_wait(theus_job *j, int64_t timeout_ms, json_t **result) {
     pthread_mutex_unlock(&j->m);
   }
   return rc;
+}
+
+int theus_job_cancel(theus_job *j) {
+  if (!j)
+    return THEUS_EINVAL;
+  atomic_store_explicit(&j->canceled, 1, memory_order_seq_cst);
+  pthread_mutex_lock(&j->m);
+  int in_pool = j->state == J_POOL || j->state == J_COLLECTING;
+  pthread_mutex_unlock(&j->m);
+  /* The ticket stays valid until collected, and only a collector (which
+   * checks the flag after this store) frees it: an ENOTFOUND here only means
+   * it was collected meanwhile. */
+  if (in_pool)
+    theus_pool_cancel(j->e->pool, j->tk);
+  return 0;
+}
+
+void theus_engine_set_cancel(theus_engine *e, const volatile int *flag) {
+  if (e)
+    atomic_store_explicit(&e->cancel, flag, memory_order_release);
 }
 
 const char *theus_job_errmsg(const theus_job *j) {
@@ -1185,6 +1289,11 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
 static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
+      if (theus__engine_canceled(m->e)) {
+        m->out[i].rc = THEUS_ECANCELED;
+        snprintf(m->out[i].msg, sizeof m->out[i].msg, "map '%s': canceled before slice %u ran", m->c->name, i);
+        continue;
+      }
       run_local(m->e, m->c, m->snap, m->args, &m->sl[i], &m->mc, &m->out[i]);
       if (m->out[i].rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
@@ -1211,7 +1320,9 @@ static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msgle
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
                         .common_size = tp.len, .workers = workers, .times = times, .window = m->mc.out_h,
-                        .window_ranges = m->ranges, .progress_fn = map_progressed, .progress_ud = mp};
+                        .window_ranges = m->ranges, .progress_fn = map_progressed, .progress_ud = mp,
+                        .retries = theus_contract_retries(m->c),
+                        .cancel = atomic_load_explicit(&m->e->cancel, memory_order_acquire)};
     for (uint32_t i = 0; i < m->n; i++)
       status[i] = 1; /* not collected: the map as a whole failed before it */
     int mrc = theus_pool_map(m->e->pool, &d, NULL);
@@ -1243,6 +1354,43 @@ static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msgle
   free(workers);
   free(times);
   free(results);
+}
+
+/* map_run_all through the memo cache: slices found there are not run, the
+ * others run as one map and are kept. */
+static void map_run_memo(map_job *m, char *msg, size_t msglen) {
+  if (!theus__memo_on(m->e, m->c)) {
+    map_run_all(m, msg, msglen);
+    return;
+  }
+  theus__memo_key_t *keys = calloc(m->n, sizeof *keys);
+  uint32_t *miss = calloc(m->n, sizeof *miss);
+  map_job sub = *m;
+  sub.sl = calloc(m->n, sizeof *sub.sl);
+  sub.out = calloc(m->n, sizeof *sub.out);
+  if (!keys || !miss || !sub.sl || !sub.out) {
+    map_run_all(m, msg, msglen);
+  } else {
+    sub.n = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+      const slice_t *s = &m->sl[i];
+      uint64_t sl[4] = {s->lo, s->hi, s->index, s->count};
+      if (theus__memo_key(m->c, m->args, m->snap, sl, &keys[i]) || !memo_hit(m->e, m->c, &keys[i], &m->out[i])) {
+        miss[sub.n] = i;
+        sub.sl[sub.n++] = *s; /* keeps its index and count: the process sees the same slice */
+      }
+    }
+    if (sub.n)
+      map_run_all(&sub, msg, msglen);
+    for (uint32_t j = 0; j < sub.n; j++) {
+      m->out[miss[j]] = sub.out[j];
+      memo_keep(m->e, &keys[miss[j]], &sub.out[j]);
+    }
+  }
+  free(keys);
+  free(miss);
+  free(sub.sl);
+  free(sub.out);
 }
 
 /* Reduces the slice results in order; the first failure wins. */
@@ -1477,7 +1625,9 @@ static int map_out_finish(map_job *m, int rc, uint64_t *version, char *msg, size
       snprintf(msg, msglen, "map '%s': out of memory", m->c->name);
       rc = THEUS_ENOMEM;
     } else {
-      rc = theus__cas(m->e, m->snap->version, NULL, hp, version, msg, msglen);
+      theus__commit_info ci = {.op = "map", .process = m->c->name, .args = m->args,
+                               .read_version = m->snap->version, .worker = -1};
+      rc = theus__cas(m->e, m->snap->version, NULL, hp, &ci, version, msg, msglen);
     }
     json_decref(hp);
   }
@@ -1534,7 +1684,7 @@ static int map_main(theus_engine *e, const char *name, const char *key, uint32_t
   if (!m.snap)
     return rc; /* refused before it started: the message is set */
   if (!rc) {
-    map_run_all(&m, msg, sizeof msg);
+    map_run_memo(&m, msg, sizeof msg);
     rc = map_reduce(&m, fn, ud, reducer, result, msg, sizeof msg);
   }
   rc = map_out_finish(&m, rc, version, msg, sizeof msg);

@@ -60,6 +60,15 @@ const json_t *theus__json_at(const json_t *root, const char *path) {
   return v;
 }
 
+const json_t *theus__json_at_pattern(const json_t *root, const char *pattern) {
+  const char *star = strstr(pattern, ".*");
+  if (!star)
+    return theus__json_at(root, pattern);
+  char path[512];
+  snprintf(path, sizeof path, "%.*s", (int)(star - pattern), pattern);
+  return theus__json_at(root, path);
+}
+
 /* ---- version word ------------------------------------------------------- */
 
 static void vword_publish(theus_engine *e, uint64_t v) {
@@ -174,6 +183,8 @@ static int draft_add(theus_engine *e, const char *key, theus_handle adopt, theus
     return msgf(msg, msglen, THEUS_ENOMEM, "heavy_alloc '%s': out of memory", key);
   }
   atomic_init(&a->refs, 1);
+  atomic_init(&a->hash, 0);
+  a->live = adopt != 0; /* an adopted allocation is a live region's */
   a->arena = e->arena;
   memcpy(a->key, key, kl + 1);
   pthread_mutex_lock(&e->state_lock);
@@ -376,7 +387,7 @@ static void cas_publish(theus_engine *e, cas_op *op, theus_snapshot *s) {
 }
 
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
-               uint64_t *new_version, char *msg, size_t msglen) {
+               const theus__commit_info *ci, uint64_t *new_version, char *msg, size_t msglen) {
   cas_op op = {expected, domain_patch, heavy_patch, NULL, 0, 0, msg, msglen};
   if (msg && msglen)
     msg[0] = '\0';
@@ -390,6 +401,8 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
       rc = cas_build(e, &op, &s);
     if (!rc) {
       cas_publish(e, &op, s);
+      if (theus__ledger_on(e))
+        theus__ledger_commit(e, ci, s, domain_patch, heavy_patch);
       if (new_version)
         *new_version = s->version;
     }
@@ -431,7 +444,8 @@ static int live_commit(theus_engine *e, const char *key, const theus__harr *arr,
     int skip = !bind && (!b || b->arr != arr);
     uint64_t v = s->version;
     theus__snap_put(s);
-    if (skip || (rc = theus__cas(e, v, NULL, hp, NULL, msg, msglen)) != THEUS_ECONFLICT)
+    theus__commit_info ci = {.op = "live", .read_version = v, .worker = -1};
+    if (skip || (rc = theus__cas(e, v, NULL, hp, &ci, NULL, msg, msglen)) != THEUS_ECONFLICT)
       break;
   }
   json_decref(hp);

@@ -498,7 +498,7 @@ static int typed_err(theus_pipeline *p, const typed_proc *t, int rc, const char 
 
 static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const char *ptr) {
   static const char *const allowed[] = {"name", "symbol", "signature", "args", "outputs", "parallel",
-                                        "timeout_ms", "description", "not_lengths", NULL};
+                                        "timeout_ms", "memo", "description", "not_lengths", NULL};
   snprintf(t->ptr, PIPE_PTR, "%s", ptr);
   int rc = theus__pipe_check_keys(p, v, ptr, allowed, "a typed process");
   if (!rc) rc = theus__pipe_get_string(p, v, ptr, "name", true, "the process name steps use", &t->name);
@@ -518,6 +518,13 @@ static int typed_one(theus_pipeline *p, typed_proc *t, const json_t *v, const ch
   long long tmo = 0;
   if (!rc) rc = get_int(p, v, ptr, "timeout_ms", -1, INT32_MAX, &tmo, "0 = the engine default, -1 = none");
   t->timeout_ms = (int64_t)tmo;
+  json_t *memo = json_object_get(v, "memo");
+  if (!rc && memo && !json_is_boolean(memo)) {
+    char mp[PIPE_PTR];
+    theus__pipe_child(mp, ptr, "memo", 0);
+    rc = theus__pipe_err(p, mp, false, "\"memo\" must be true or false, found %s", theus__pipe_type_name(memo));
+  }
+  t->memo = !memo ? 0 : json_is_true(memo) ? 1 : -1;
   if (!rc) rc = get_not_lengths(p, v, ptr, &t->not_lengths);
   if (rc) return rc;
   /* check the bindings now, with a stand-in function: the real one is looked up in the plugins at open */

@@ -65,6 +65,7 @@ typedef struct typed_proc {
   uint32_t not_lengths;   /* bit i: argument i + 1 is exempt from the length rule */
   bool parallel;
   int64_t timeout_ms;
+  int memo; /* "memo": 1 true, -1 false, 0 absent */
   theus__ffi_proc ffi;
   bool ffi_ready;
 } typed_proc;
@@ -107,6 +108,7 @@ struct theus_pipeline {
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;
+  volatile int cancel; /* theus_pipeline_cancel (atomic stores and loads; signal-safe) */
   theus_pipeline_where_fn enter;
   void *enter_ud;
   bool pool; /* the engine has workers: parallel processes run there */

@@ -130,7 +130,8 @@ static int register_typed(theus_pipeline *p, theus_engine *e) {
                         .parallel = t->parallel,
                         .semantic = THEUS_PURE,
                         .timeout_ms = t->timeout_ms,
-                        .userdata = &t->ffi};
+                        .userdata = &t->ffi,
+                        .memo = t->memo};
     int rc = theus_engine_register(e, &c);
     theus__ffi_strv_free(inputs);
     if (rc) return theus__pipe_err_code(p, rc, t->ptr, false, "process \"%s\": %s", t->name, theus_engine_errmsg(e));
@@ -469,6 +470,11 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
 
 static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool top) {
   for (size_t i = 0; i < l->n; i++) {
+    if (__atomic_load_n(&p->cancel, __ATOMIC_ACQUIRE)) {
+      char label[PIPE_PTR];
+      theus__pipe_ptr_label(l->v[i].ptr, label, sizeof label);
+      return theus__pipe_err_at(p, l->v[i].ptr, 0, THEUS_ECANCELED, "canceled before step %s", label);
+    }
     int rc = exec_step(p, e, &l->v[i]);
     if (rc) return rc;
     if (top) {
@@ -500,7 +506,15 @@ int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {
   p->ops = 0;
   p->msg[0] = '\0';
   p->pr = (theus_pipeline_progress){0, p->steps.n, 0, p->budget, 0};
+  /* The engine watches the same flag: a cancel stops the running map or
+   * job and commits nothing more. */
+  theus_engine_set_cancel(e, &p->cancel);
   int rc = exec_list(p, e, &p->steps, true);
+  theus_engine_set_cancel(e, NULL);
   if (rc && !p->msg[0]) snprintf(p->msg, sizeof p->msg, "%s: the run stopped: %s", p->path, theus_strerror(rc));
   return rc;
+}
+
+void theus_pipeline_cancel(theus_pipeline *p) {
+  if (p) __atomic_store_n(&p->cancel, 1, __ATOMIC_SEQ_CST);
 }

@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
 # clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes on Debian 12) build tests/fuzz.
-pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev
+pkgs=(meson ninja-build pkg-config gcc libc6-dev libffi-dev libjansson-dev libcmocka-dev libseccomp-dev libxxhash-dev
       python3-numpy python3-pytest python3-joblib clang libclang-rt-14-dev valgrind libopenmpi-dev openmpi-bin "$@")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,7 +18,7 @@
 #include "pool_internal.h"
 #include "sandbox.h"
 
-enum { REASON_NONE = 0, REASON_TIMEOUT, REASON_CANCEL };
+enum { REASON_NONE = 0, REASON_TIMEOUT, REASON_CANCEL, REASON_CANCEL_TASK };
 
 typedef struct forksrv {
   theus__ctl *c;
@@ -33,6 +34,8 @@ typedef struct forksrv {
   unsigned char reason[THEUS_POOL_MAX_WORKERS];
   unsigned char respawn[THEUS_POOL_MAX_WORKERS];
   int64_t killed_timeout_ms[THEUS_POOL_MAX_WORKERS];
+  int oomfd;          /* this cgroup's memory.events (read-only), or -1 */
+  long long oom_kills; /* its oom_kill count when last read */
   /* write windows (docs/workers.md, "Write windows") */
   uintptr_t win_base;  /* reserved address range, the same in every worker */
   uint64_t win_span;   /* a power of two; 0: no windows */
@@ -202,6 +205,7 @@ static int spawn(forksrv *f, unsigned w) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (getppid() != f->self) _exit(1);
     close(f->sfd);
+    if (f->oomfd >= 0) close(f->oomfd);
     worker_stdio(f, w);
     theus__winmap wm;
     child_windows(f, win, &wm);
@@ -216,37 +220,92 @@ static int spawn(forksrv *f, unsigned w) {
   return 0;
 }
 
-static void describe_death(forksrv *f, unsigned w, pid_t pid, int st, theus__slot *s) {
-  theus__ring *r = theus__ring_of(f->c, w);
+/* The cgroup v2 oom_kill counter of the fork server's cgroup (its workers
+ * are in it too), or -1 if the kernel does not say. No allocation. */
+static long long read_oom_kills(forksrv *f) {
+  if (f->oomfd < 0) return -1;
+  char buf[1024];
+  ssize_t n = pread(f->oomfd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  const char *p = strstr(buf, "oom_kill ");
+  if (!p) return -1;
+  return strtoll(p + 9, NULL, 10);
+}
+
+static void open_oom_events(forksrv *f) {
+  f->oomfd = -1;
+  int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[512];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  char *p = strstr(buf, "0::"); /* the unified (v2) hierarchy */
+  if (!p) return;
+  p += 3;
+  char *nl = strchr(p, '\n');
+  if (nl) *nl = '\0';
+  char path[640];
+  snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.events", strcmp(p, "/") ? p : "");
+  f->oomfd = open(path, O_RDONLY | O_CLOEXEC);
+  f->oom_kills = read_oom_kills(f);
+}
+
+/* Writes why worker w died into cause (and the status it implies). */
+static int describe_death(forksrv *f, unsigned w, pid_t pid, int st, char *cause, size_t cap) {
   if (f->reason[w] == REASON_TIMEOUT) {
-    s->status = THEUS_ETIMEDOUT;
-    snprintf(s->errmsg, sizeof s->errmsg, "timed out after %lld ms: worker %u (pid %d) was killed and replaced",
+    snprintf(cause, cap, "timed out after %lld ms: worker %u (pid %d) was killed and replaced",
              (long long)f->killed_timeout_ms[w], w, (int)pid);
-    atomic_fetch_add(&r->timed_out, 1);
-  } else if (f->reason[w] == REASON_CANCEL) {
-    s->status = THEUS_ECANCELED;
-    snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped while worker %u (pid %d) ran the task",
-             w, (int)pid);
-    atomic_fetch_add(&r->canceled, 1);
-  } else if (WIFSIGNALED(st)) {
-    const char *name = sigabbrev_np(WTERMSIG(st));
-    s->status = THEUS_ECRASH;
-    snprintf(s->errmsg, sizeof s->errmsg, "worker %u (pid %d) killed by SIG%s%s", w, (int)pid, name ? name : "?",
-             WTERMSIG(st) == SIGKILL   ? " (from outside the pool: the OOM killer, a memory limit or a user)"
-             : WTERMSIG(st) == SIGSYS ? " (its sandbox refused a system call; the task blocked SIGSYS, so the "
-                                        "call is not known)"
-                                      : "");
-    atomic_fetch_add(&r->crashed, 1);
-  } else {
-    s->status = THEUS_ECRASH;
-    snprintf(s->errmsg, sizeof s->errmsg, "worker %u (pid %d) exited with status %d while running the task", w,
-             (int)pid, WEXITSTATUS(st));
-    atomic_fetch_add(&r->crashed, 1);
+    return THEUS_ETIMEDOUT;
   }
+  if (f->reason[w] == REASON_CANCEL) {
+    snprintf(cause, cap, "canceled: the pool was stopped while worker %u (pid %d) ran the task", w, (int)pid);
+    return THEUS_ECANCELED;
+  }
+  if (f->reason[w] == REASON_CANCEL_TASK) {
+    snprintf(cause, cap, "canceled while worker %u (pid %d) ran the task: the worker was killed and replaced", w,
+             (int)pid);
+    return THEUS_ECANCELED;
+  }
+  if (WIFSIGNALED(st)) {
+    const char *name = sigabbrev_np(WTERMSIG(st));
+    const char *why = "";
+    if (WTERMSIG(st) == SIGKILL) {
+      long long k = read_oom_kills(f);
+      if (k >= 0 && f->oom_kills >= 0 && k > f->oom_kills) {
+        snprintf(cause, cap, "worker %u (pid %d) killed by the OOM killer (SIGKILL; cgroup memory.events oom_kill "
+                 "%lld -> %lld)", w, (int)pid, f->oom_kills, k);
+        f->oom_kills = k;
+        return THEUS_ECRASH;
+      }
+      why = " (from outside the pool: the OOM killer, a memory limit or a user)";
+    } else if (WTERMSIG(st) == SIGSYS) {
+      why = " (its sandbox refused a system call; the task blocked SIGSYS, so the call is not known)";
+    } else if (WTERMSIG(st) == SIGXCPU) {
+      why = " (its CPU time limit, RLIMIT_CPU, ran out)";
+    } else if (WTERMSIG(st) == SIGXFSZ) {
+      why = " (its file size limit, RLIMIT_FSIZE, was reached)";
+    }
+    snprintf(cause, cap, "worker %u (pid %d) killed by SIG%s%s", w, (int)pid, name ? name : "?", why);
+    return THEUS_ECRASH;
+  }
+  snprintf(cause, cap, "worker %u (pid %d) exited with status %d while running the task", w, (int)pid,
+           WEXITSTATUS(st));
+  return THEUS_ECRASH;
+}
+
+/* The slot goes back to QUEUED at ring.run: the fresh worker runs it. */
+static void requeue(theus__slot *s) {
+  atomic_store(&s->deadline_ns, 0);
+  atomic_store_explicit(&s->state, THEUS__SLOT_QUEUED, memory_order_seq_cst);
 }
 
 /* The worker w is dead and reaped: fail the task it was running (if any) and
- * move run past it, so its replacement starts at the next queued task. */
+ * move run past it, so its replacement starts at the next queued task; or,
+ * when the task has retries left and the worker died (not a timeout or a
+ * cancel), queue it again for the replacement with the cause recorded. */
 static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
   theus__ring *r = theus__ring_of(f->c, w);
   uint64_t seq = atomic_load(&r->run);
@@ -255,19 +314,55 @@ static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
   uint32_t state = atomic_load(&s->state);
   if (state == THEUS__SLOT_QUEUED) return;
   if (state == THEUS__SLOT_RUNNING) {
+    char cause[THEUS_POOL_ERRMSG_MAX];
+    int reason = f->reason[w];
+    if (reason == REASON_CANCEL_TASK && atomic_load(&s->cancel_seq) != seq) {
+      /* our kill was for the task before, which finished meanwhile: this one
+       * did nothing wrong, so it runs again without using a retry */
+      requeue(s);
+      return;
+    }
+    int status = describe_death(f, w, pid, st, cause, sizeof cause);
+    if (reason == REASON_NONE && s->retries > 0) {
+      s->retries--;
+      s->attempt++;
+      theus__causes_add(s->causes, sizeof s->causes, cause);
+      atomic_fetch_add(&r->retried, 1);
+      requeue(s);
+      return;
+    }
     s->worker = (int32_t)w;
     s->pid = pid;
     s->res_len = 0;
     s->end_ns = theus__now_ns(); /* start_ns was stamped by the worker when it took the task */
-    describe_death(f, w, pid, st, s);
+    s->status = status;
+    if (reason == REASON_NONE && s->attempt > 0) {
+      char all[THEUS_POOL_ERRMSG_MAX];
+      snprintf(all, sizeof all, "%s", s->causes);
+      theus__causes_add(all, sizeof all, cause);
+      int n = snprintf(s->errmsg, sizeof s->errmsg, "poison: the task killed %u workers (%u retries): ",
+                       s->attempt + 1, s->attempt);
+      s->errmsg[n > 0 && (size_t)n < sizeof s->errmsg ? n : 0] = '\0';
+      theus__causes_add(s->errmsg + (n > 0 && (size_t)n < sizeof s->errmsg ? n : 0),
+                        sizeof s->errmsg - (n > 0 && (size_t)n < sizeof s->errmsg ? (size_t)n : 0), all);
+      atomic_fetch_add(&r->poisoned, 1);
+    } else {
+      memcpy(s->errmsg, cause, sizeof s->errmsg);
+    }
+    atomic_fetch_add(status == THEUS_ETIMEDOUT ? &r->timed_out : status == THEUS_ECANCELED ? &r->canceled : &r->crashed,
+                     1);
     theus__slot_finish(s);
   }
+  atomic_store(&s->skip, 0); /* a slot canceled while queued: stepped over here */
   atomic_store(&r->run, seq + 1);
 }
 
 static int ring_has_queued(forksrv *f, unsigned w) {
   theus__ring *r = theus__ring_of(f->c, w);
-  theus__slot *s = theus__slot_of(f->c, w, atomic_load(&r->run));
+  uint64_t seq = atomic_load(&r->run);
+  theus__slot *s = theus__slot_of(f->c, w, seq);
+  for (unsigned n = 0; n < f->c->cap && s->seq == seq && atomic_load(&s->skip); n++) /* canceled ones */
+    s = theus__slot_of(f->c, w, ++seq);
   return atomic_load(&s->state) == THEUS__SLOT_QUEUED;
 }
 
@@ -330,6 +425,19 @@ static int check_timeouts(forksrv *f) {
   return (int)((next - now + 999999u) / 1000000u);
 }
 
+/* Kills workers whose running task was canceled (theus_pool_cancel). */
+static void check_cancels(forksrv *f) {
+  for (unsigned w = 0; w < f->c->nworkers; w++) {
+    if (f->pid[w] <= 0 || f->reason[w] != REASON_NONE) continue;
+    theus__ring *r = theus__ring_of(f->c, w);
+    uint64_t seq = atomic_load(&r->run);
+    theus__slot *s = theus__slot_of(f->c, w, seq);
+    if (s->seq != seq || atomic_load(&s->cancel_seq) != seq || atomic_load(&s->state) != THEUS__SLOT_RUNNING) continue;
+    f->reason[w] = REASON_CANCEL_TASK;
+    kill(f->pid[w], SIGKILL);
+  }
+}
+
 /* Fails every task still queued once all workers are gone (cancel stop). */
 static void cancel_queued(forksrv *f) {
   for (unsigned w = 0; w < f->c->nworkers; w++) {
@@ -337,6 +445,10 @@ static void cancel_queued(forksrv *f) {
     uint64_t seq = atomic_load(&r->run);
     for (;; seq++) {
       theus__slot *s = theus__slot_of(f->c, w, seq);
+      if (s->seq == seq && atomic_load(&s->skip)) { /* canceled while queued: already finished */
+        atomic_store(&s->skip, 0);
+        continue;
+      }
       if (s->seq != seq || atomic_load(&s->state) != THEUS__SLOT_QUEUED) break;
       s->status = THEUS_ECANCELED;
       s->worker = -1;
@@ -421,7 +533,10 @@ static _Noreturn void serve(forksrv *f) {
       _exit(0);
     }
     if (stop == THEUS__STOP_DRAIN && f->live == 0 && !any_queued(f)) _exit(0);
-    if (stop != THEUS__STOP_CANCEL) respawn_dead(f);
+    if (stop != THEUS__STOP_CANCEL) {
+      check_cancels(f);
+      respawn_dead(f);
+    }
     timeout = check_timeouts(f);
     if (stop) timeout = 10; /* draining: a worker exit also wakes us, this is a safety net */
     if (respawn_pending(f) && (timeout < 0 || timeout > 50)) timeout = 50; /* retry a failed fork */
@@ -434,6 +549,7 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   f.c = c;
   f.self = getpid();
   f.sfd = -1;
+  f.oomfd = -1;
   f.devnull = -1;
   f.win_fd = c->win_fd;
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -460,6 +576,7 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
       maps_each(collect_arena, &af);
     }
   }
+  open_oom_events(&f);
   /* Before any worker exists: they all inherit it, and it cannot be undone. */
   char err[THEUS_POOL_ERRMSG_MAX];
   reserve_windows(&f);

@@ -356,6 +356,10 @@ static void fill_slot(theus__slot *s, const theus_task_desc *d, const chunk_shap
   s->nitems = 0;
   s->flags = 0;
   s->item_common = 0;
+  s->retries = d->retries;
+  s->attempt = 0;
+  s->causes[0] = '\0';
+  atomic_store_explicit(&s->skip, 0, memory_order_relaxed);
 }
 
 /* Queues d on worker w without waking it. THEUS_EAGAIN if its ring is full.
@@ -626,6 +630,49 @@ int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_poo
   return 0;
 }
 
+/* ---- cancel -------------------------------------------------------------- */
+
+int theus_pool_cancel(theus_pool *p, theus_ticket t) {
+  if (!p || !p->ctl) return THEUS_EINVAL;
+  unsigned w = (unsigned)(t & 0xff);
+  uint64_t seq = t >> 8;
+  if (w >= p->n || !seq) return set_err(p, THEUS_ENOTFOUND, "theus_pool_cancel: ticket 0x%llx is unknown",
+                                        (unsigned long long)t);
+  theus__slot *s = theus__slot_of(p->ctl, w, seq);
+  /* Under the worker's enqueue lock the slot cannot be reused for another
+   * task while we look at it (reuse fills it under this lock). */
+  pthread_mutex_lock(&p->ws[w].lock);
+  if (s->seq != seq || atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_FREE) {
+    pthread_mutex_unlock(&p->ws[w].lock);
+    return set_err(p, THEUS_ENOTFOUND, "theus_pool_cancel: ticket 0x%llx is unknown or its result was already "
+                   "collected", (unsigned long long)t);
+  }
+  /* Queued: take it from under the worker (it claims slots by the same CAS)
+   * and finish it ourselves; skip tells the worker to step over it. */
+  atomic_store_explicit(&s->skip, 1, memory_order_seq_cst);
+  uint32_t queued = THEUS__SLOT_QUEUED;
+  int taken = atomic_compare_exchange_strong_explicit(&s->state, &queued, THEUS__SLOT_RUNNING, memory_order_seq_cst,
+                                                      memory_order_seq_cst);
+  if (taken) {
+    s->status = THEUS_ECANCELED;
+    s->worker = -1;
+    s->pid = 0;
+    s->res_len = 0;
+    snprintf(s->errmsg, sizeof s->errmsg, "canceled before it ran (it was queued on worker %u)", w);
+    atomic_fetch_add(&theus__ring_of(p->ctl, w)->canceled, 1);
+    theus__slot_finish(s);
+  } else {
+    atomic_store_explicit(&s->skip, 0, memory_order_seq_cst);
+    if (queued == THEUS__SLOT_RUNNING) atomic_store_explicit(&s->cancel_seq, seq, memory_order_seq_cst);
+  }
+  pthread_mutex_unlock(&p->ws[w].lock);
+  if (taken)
+    wake_worker(p, w); /* it may sleep on this very slot */
+  else if (queued == THEUS__SLOT_RUNNING)
+    signal_forksrv(p); /* it kills the worker and finishes the slot */
+  return 0;
+}
+
 /* ---- map ----------------------------------------------------------------- */
 
 static int map_chunk_size(theus_pool *p, const theus_map_desc *m, size_t *out) {
@@ -652,6 +699,8 @@ typedef struct map_run {
   size_t chunk, nfailed;
   int first;
   uint64_t win_gen; /* the open write window, or 0 */
+  int canceled;      /* m->cancel was seen: no more chunks were submitted */
+  size_t nchunks, got; /* after map_loop: chunks it meant to collect, and collected */
 } map_run;
 
 /* Copies chunk k's statuses and results out of its slot. */
@@ -681,7 +730,7 @@ static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *
   size_t lo = k * mr->chunk, n = m->count - lo < mr->chunk ? m->count - lo : mr->chunk;
   theus_task_desc d = {.fn = m->fn, .arg = m->arg_size ? (const char *)m->args + lo * m->arg_size : NULL,
                        .arg_len = n * m->arg_size, .handles = m->handles, .nhandles = m->nhandles,
-                       .keys = m->keys, .timeout_ms = m->timeout_ms};
+                       .keys = m->keys, .timeout_ms = m->timeout_ms, .retries = m->retries};
   chunk_shape cs = {.nitems = (uint32_t)n, .item_arg = (uint32_t)m->arg_size, .item_res = (uint32_t)m->result_size,
                     .common_len = (uint32_t)m->common_size, .common = m->common, .flags = m->flags};
   if (mr->win_gen) { /* the union of the items' ranges; window chunks always run sandboxed */
@@ -764,15 +813,30 @@ static int map_loop(theus_pool *p, map_run *mr) {
   int rc;
   while (got < nchunks) {
     rc = 0;
-    while (sent < nchunks && sent - got < WIN && (rc = map_submit_chunk(p, mr, sent, &tk[sent % WIN])) == 0) sent++;
+    if (!mr->canceled && m->cancel && __atomic_load_n(m->cancel, __ATOMIC_ACQUIRE)) {
+      mr->canceled = 1;
+      for (size_t k = got; k < sent; k++) theus_pool_cancel(p, tk[k % WIN]);
+      nchunks = sent; /* submit no more */
+      if (got == sent) break;
+    }
+    while (!mr->canceled && sent < nchunks && sent - got < WIN &&
+           (rc = map_submit_chunk(p, mr, sent, &tk[sent % WIN])) == 0)
+      sent++;
     if (sent == got) return rc; /* nothing in flight and nothing queued: the pool says why */
     theus__slot *s;
-    if ((rc = wait_done(p, tk[got % WIN], -1, &s)) < 0) return rc;
+    /* With a cancel flag, wait in slices to see it (a signal handler may set it). */
+    while ((rc = wait_done(p, tk[got % WIN], m->cancel && !mr->canceled ? 20 : -1, &s)) == THEUS_ETIMEDOUT &&
+           !__atomic_load_n(m->cancel, __ATOMIC_ACQUIRE)) {
+    }
+    if (rc == THEUS_ETIMEDOUT) continue; /* canceled: the top of the loop cancels what is in flight */
+    if (rc < 0) return rc;
     map_collect(p, mr, got, s);
     release_slot(p, tk[got % WIN], s);
     got++;
     if (m->progress_fn) m->progress_fn(got == nchunks ? m->count : got * mr->chunk, m->count, m->progress_ud);
   }
+  mr->nchunks = nchunks;
+  mr->got = got;
   return 0;
 }
 
@@ -795,6 +859,12 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   }
   if (rc < 0) return rc;
   if (nfailed) *nfailed = mr.nfailed;
+  if (mr.canceled) {
+    size_t sent_items = mr.nchunks * mr.chunk < m->count ? mr.nchunks * mr.chunk : m->count;
+    if (nfailed) *nfailed = mr.nfailed + (m->count - sent_items);
+    return set_err(p, THEUS_ECANCELED, "theus_pool_map: canceled after %zu of %zu items were collected",
+                   mr.got * mr.chunk < m->count ? mr.got * mr.chunk : m->count, m->count);
+  }
   return mr.first;
 }
 
@@ -820,6 +890,8 @@ int theus_pool_stats_get(const theus_pool *p, theus_pool_stats *out) {
     out->timed_out += atomic_load(&r->timed_out);
     out->canceled += atomic_load(&r->canceled);
     out->respawned += atomic_load(&r->respawns);
+    out->retried += atomic_load(&r->retried);
+    out->poisoned += atomic_load(&r->poisoned);
     out->workers[w].pid = atomic_load(&r->pid);
     out->workers[w].tasks = atomic_load(&r->tasks);
     out->workers[w].busy_ns = atomic_load(&r->busy_ns);

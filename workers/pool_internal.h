@@ -63,6 +63,14 @@ typedef struct theus__slot {
   uint32_t item_res;  /* map: result bytes per item; res = int32 statuses, then results */
   uint32_t flags;     /* THEUS_TASK_* from the descriptor */
   uint32_t item_common; /* map: bytes common to every item at the start of arg */
+  uint32_t retries;     /* re-runs left after a worker death (the fork server decrements) */
+  uint32_t attempt;     /* runs that killed their worker so far */
+  /* Cancel (theus_pool_cancel). skip: a queued slot the canceller finished
+   * itself; the worker (or the fork server's repair) steps over it and clears
+   * the mark. cancel: the fork server kills the worker running this slot. */
+  _Atomic uint32_t skip;
+  _Atomic uint64_t cancel_seq; /* == seq: kill the worker running it */
+  char causes[THEUS_POOL_ERRMSG_MAX]; /* "cause; cause" of earlier attempts */
   uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC, on the worker: when the task ran (0: it never did) */
   uint64_t win_gen;          /* THEUS__TASK_WINDOW: the window it writes, and the bytes [win_lo, win_hi) */
   uint64_t win_lo, win_hi;   /* of it that its items may write (win_lo page-aligned) */
@@ -83,7 +91,7 @@ typedef struct theus__ring {
   _Atomic int32_t pid;
   char pad1[48];
   /* counters, read by stats */
-  _Atomic uint64_t tasks, busy_ns, completed, failed, crashed, timed_out, canceled, respawns;
+  _Atomic uint64_t tasks, busy_ns, completed, failed, crashed, timed_out, canceled, respawns, retried, poisoned;
 } __attribute__((aligned(64))) theus__ring;
 
 typedef struct theus__ctl {
@@ -133,6 +141,19 @@ static inline theus__slot *theus__slot_of(theus__ctl *c, unsigned w, uint64_t se
 static inline void theus__slot_finish(theus__slot *s) {
   atomic_store_explicit(&s->state, THEUS__SLOT_DONE, memory_order_seq_cst);
   if (atomic_load_explicit(&s->waiters, memory_order_seq_cst)) theus__futex_wake(&s->state);
+}
+
+/* Appends "; " (when not first) and text to a cause list, bounded; a list
+ * that does not fit ends in "...". Async-signal-safe. */
+static inline void theus__causes_add(char *buf, size_t cap, const char *text) {
+  size_t at = 0;
+  while (at < cap && buf[at]) at++;
+  if (at + 1 >= cap) return;
+  const char *sep = at ? "; " : "";
+  for (const char *q = sep; *q && at + 1 < cap; q++) buf[at++] = *q;
+  for (const char *q = text; *q && at + 1 < cap; q++) buf[at++] = *q;
+  buf[at] = '\0';
+  if (at + 1 >= cap && cap > 4) buf[cap - 4] = buf[cap - 3] = buf[cap - 2] = '.';
 }
 
 /* Fork server: never returns. */

@@ -392,6 +392,8 @@ static void worker_stdio(worker_ctx *x) {
 
 const void *theus_task_context(const theus_task *t) { return t ? t->ctl->task_context : NULL; }
 
+unsigned theus_task_attempt(const theus_task *t) { return t ? t->slot->attempt : 0; }
+
 const void *theus_task_common(const theus_task *t, size_t *len) {
   size_t n = t && t->slot->nitems ? t->slot->item_common : 0;
   if (len) *len = n;
@@ -458,15 +460,19 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   theus_task t = {.ctl = x->ctl, .slot = s, .worker = x->w, .arena = arena, .arg = s->arg, .arg_len = s->arg_len,
                   .out = s->res, .out_cap = THEUS_POOL_RESULT_MAX};
   uint64_t t0 = theus__now_ns();
+  uint64_t deadline = s->timeout_ms > 0 ? theus__deadline_ns(t0, s->timeout_ms) : 0;
+  atomic_store_explicit(&s->deadline_ns, deadline > INT64_MAX ? 0 : (int64_t)deadline, memory_order_relaxed);
+  /* A CAS, not a store: theus_pool_cancel may take a queued slot first. */
+  uint32_t queued = THEUS__SLOT_QUEUED;
+  if (!atomic_compare_exchange_strong_explicit(&s->state, &queued, THEUS__SLOT_RUNNING, memory_order_seq_cst,
+                                               memory_order_seq_cst))
+    return;
   s->worker = (int32_t)x->w;
   s->pid = x->pid;
   s->errmsg[0] = '\0';
   s->res_len = 0;
   s->start_ns = t0;
   s->end_ns = 0;
-  uint64_t deadline = s->timeout_ms > 0 ? theus__deadline_ns(t0, s->timeout_ms) : 0;
-  atomic_store_explicit(&s->deadline_ns, deadline > INT64_MAX ? 0 : (int64_t)deadline, memory_order_relaxed);
-  atomic_store_explicit(&s->state, THEUS__SLOT_RUNNING, memory_order_seq_cst);
   label_task(x, &t);
   int st = resolve_inputs(&t);
   if (st == 0 && (s->flags & THEUS__TASK_WINDOW)) st = window_range(x, &t, s->win_lo, s->win_hi);
@@ -497,6 +503,8 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
 
 /* Fails the task at s without running it (its message is already written). */
 static void refuse_task(worker_ctx *x, theus__slot *s, int st) {
+  uint32_t queued = THEUS__SLOT_QUEUED;
+  if (!atomic_compare_exchange_strong(&s->state, &queued, THEUS__SLOT_RUNNING)) return; /* canceled */
   s->worker = (int32_t)x->w;
   s->pid = x->pid;
   s->res_len = 0;
@@ -514,6 +522,7 @@ static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
   uint64_t spin_until = 0;
   for (unsigned n = 0;; n++) {
     if (atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_QUEUED) return s;
+    if (atomic_load_explicit(&s->skip, memory_order_acquire) && s->seq == seq) return s; /* canceled: step over */
     if (atomic_load_explicit(&x->ctl->stop, memory_order_relaxed)) {
       if (atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_QUEUED &&
           atomic_load(&x->ctl->stop) == THEUS__STOP_DRAIN)
@@ -529,7 +538,7 @@ static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
     if (now < spin_until) continue;
     uint32_t v = atomic_load(&x->ring->pub);
     atomic_store(&x->ring->sleeping, 1);
-    if (atomic_load(&s->state) != THEUS__SLOT_QUEUED && !atomic_load(&x->ctl->stop))
+    if (atomic_load(&s->state) != THEUS__SLOT_QUEUED && !atomic_load(&s->skip) && !atomic_load(&x->ctl->stop))
       theus__futex_wait(&x->ring->pub, v, -1);
     atomic_store(&x->ring->sleeping, 0);
     spin_until = 0;
@@ -561,12 +570,17 @@ _Noreturn void theus__worker_main(theus__ctl *c, unsigned w, const theus_arena *
     uint64_t seq = atomic_load_explicit(&x.ring->run, memory_order_relaxed);
     theus__slot *s = next_task(&x, seq);
     if (!s) _exit(0);
-    match_window(&x, s);
-    int st = match_sandbox(&x, s);
-    if (st == 0)
-      run_task(&x, arena, s);
-    else
-      refuse_task(&x, s, st);
+    if (atomic_load_explicit(&s->skip, memory_order_acquire)) {
+      atomic_store(&s->skip, 0); /* theus_pool_cancel finished it while queued */
+    } else {
+      match_window(&x, s);
+      int st = match_sandbox(&x, s);
+      if (st == 0)
+        run_task(&x, arena, s);
+      else
+        refuse_task(&x, s, st);
+      if (atomic_load_explicit(&s->skip, memory_order_acquire)) atomic_store(&s->skip, 0);
+    }
     atomic_store_explicit(&x.ring->run, seq + 1, memory_order_release);
   }
 }

@@ -64,7 +64,21 @@ typedef struct theus_contract {
   void *userdata;              /* returned by theus_ctx_userdata (local runs;
                                   in a worker only if set before the engine opened) */
   theus_sandbox sandbox;       /* default: on when parallel; on requires parallel */
+  /* Parallel (pure) processes and map slices: re-runs on a fresh worker when
+   * the worker running them dies (signal, exit, OOM kill). 0 = the default
+   * (THEUS_RETRIES_DEFAULT, 2), -1 = none, > 0 = that many. After retries + 1
+   * dead workers the run fails THEUS_ECRASH "poison: ..." naming every cause.
+   * Effect processes are never retried: > 0 is refused for them. */
+  int retries;
+  /* Memoisation of a pure process: 1 = a run whose process, args, declared
+   * input values and heavy input arrays (by identity) equal an earlier run's
+   * returns that run's outputs without running; -1 = never; 0 = as the
+   * engine's config says (theus_engine_config.memo). 1 is refused for effect
+   * processes. A process that publishes heavy outputs is never memoised. */
+  int memo;
 } theus_contract;
+
+#define THEUS_RETRIES_DEFAULT 2
 
 /* ---- paths ----------------------------------------------------------- */
 
@@ -107,6 +121,11 @@ THEUS_API void theus_contract_release(theus_contract *c);
  * THEUS_TASK_SANDBOX. */
 THEUS_API int theus_contract_sandboxed(const theus_contract *c);
 
+/* How many times a run of the process is re-run after its worker died:
+ * retries resolved (0 -> THEUS_RETRIES_DEFAULT, -1 -> 0); 0 for effect and
+ * local processes. */
+THEUS_API unsigned theus_contract_retries(const theus_contract *c);
+
 /* Resolves a function name from a JSON contract (e.g. with dlsym); returns
  * NULL if unknown. */
 typedef theus_process_fn (*theus_fn_resolver)(const char *fn_name, void *ud);
@@ -117,8 +136,11 @@ typedef struct theus_contract_doc theus_contract_doc;
 /* Parses one contract object:
  *   {"name": "scale", "function": "scale_fn", "inputs": ["domain.k"],
  *    "outputs": ["domain.y"], "parallel": false, "semantic": "pure",
- *    "errors": ["E_RANGE"], "timeout_ms": 1000, "sandbox": "default"}
- * (`sandbox`: "default", "on" or "off", optional).
+ *    "errors": ["E_RANGE"], "timeout_ms": 1000, "sandbox": "default", "retries": 2,
+ *    "memo": true}
+ * (`sandbox`: "default", "on" or "off", optional; `retries`: an integer,
+ * optional, 0 = default, -1 = none; `memo`: a boolean, optional, absent =
+ * the engine's default).
  * `function` is resolved with resolver (required unless resolver is NULL, in
  * which case fn stays NULL for the caller to fill). source names the text in
  * messages ("contracts.json:3:14: ..."). THEUS_EPARSE for bad JSON or fields,

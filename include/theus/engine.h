@@ -36,6 +36,10 @@ typedef struct theus_job theus_job;
  * THEUS_POOL_MAX_WORKERS, restated here for code that uses only the engine). */
 #define THEUS_ENGINE_MAX_WORKERS 256
 
+/* entry: the ledger line of one committed version (docs/ledger.md), valid
+ * during the call only. */
+typedef void (*theus_commit_fn)(const json_t *entry, void *ud);
+
 typedef struct theus_engine_config {
   int workers;            /* pool size: 0 = one per usable CPU, -1 = no pool (all runs local),
                              at most THEUS_ENGINE_MAX_WORKERS */
@@ -50,7 +54,26 @@ typedef struct theus_engine_config {
                              line to stderr, "[worker N process NAME] "; docs/workers.md, "Output") */
   theus_output_fn output_fn; /* FORWARD: receives each line (worker, process, line) instead of stderr */
   void *output_ud;        /* passed to output_fn */
+  /* The ledger (docs/ledger.md): a JSON Lines file, created or truncated at
+   * open, with one line per committed version (process, args, versions and
+   * content hashes read, output patch, worker, duration, status). NULL =
+   * none. ledger_fsync nonzero: each line is on disk (fdatasync) before the
+   * commit returns; else lines are buffered and written at close. */
+  const char *ledger;
+  int ledger_fsync;
+  /* Called for every committed version from the engine's open on (the
+   * versions the initial state makes too); see theus_engine_set_commit_hook. */
+  theus_commit_fn on_commit;
+  void *on_commit_ud;
+  /* Memoisation (docs/api.md, "Memoisation"): nonzero memoises every pure
+   * process whose contract does not say memo -1 (a contract's memo 1 asks for
+   * it on its own). memo_capacity: results kept, least recently used dropped
+   * first; 0 = THEUS_MEMO_CAPACITY_DEFAULT. */
+  int memo;
+  unsigned memo_capacity;
 } theus_engine_config;
+
+#define THEUS_MEMO_CAPACITY_DEFAULT 4096
 
 /* Fills *cfg with the defaults. */
 THEUS_API void theus_engine_config_init(theus_engine_config *cfg);
@@ -206,6 +229,15 @@ THEUS_API int theus_ctx_raise(theus_ctx *ctx, const char *error_name, const char
 
 /* The contract's userdata pointer. */
 THEUS_API void *theus_ctx_userdata(theus_ctx *ctx);
+/* Nonzero once the run was canceled (theus_job_cancel of its job, or the
+ * engine's cancel flag, theus_engine_set_cancel). A local process cannot be
+ * stopped from outside (it runs in the host): a long one should poll this
+ * and return early; whatever it returns, nothing is committed. Always 0 in
+ * a worker, where a cancel kills the worker. */
+THEUS_API int theus_ctx_canceled(const theus_ctx *ctx);
+/* In a worker: how many earlier runs of this task killed their worker (0 on
+ * the first run; see theus_contract.retries). 0 in local runs. */
+THEUS_API unsigned theus_ctx_attempt(const theus_ctx *ctx);
 
 /* The name of the running process. */
 THEUS_API const char *theus_ctx_process(theus_ctx *ctx);
@@ -329,6 +361,23 @@ THEUS_API const char *theus_job_errmsg(const theus_job *job);
 /* The version the job committed (0 if it committed nothing). */
 THEUS_API uint64_t theus_job_version(const theus_job *job);
 
+/* Cancels the job wherever it is; its wait then returns THEUS_ECANCELED and
+ * nothing is committed. Queued (in the pool, on the deferred-submit or the
+ * executor thread): dropped without running. Running in a worker: the worker
+ * is killed and replaced. Running locally: cooperative only (a local process
+ * runs in the host and cannot be stopped from outside): theus_ctx_canceled
+ * turns true, and whatever the process returns is not committed. A job that
+ * already finished keeps its outcome. Returns 0; thread-safe; call it before
+ * theus_job_release. */
+THEUS_API int theus_job_cancel(theus_job *job);
+
+/* Installs a cancel flag (NULL removes it) that the engine reads atomically
+ * and which may be set from a signal handler: while it is nonzero, maps stop
+ * and cancel their slices, waits on pool tasks cancel them, local processes
+ * see theus_ctx_canceled, and nothing more is committed (THEUS_ECANCELED).
+ * The flag must outlive its installation. */
+THEUS_API void theus_engine_set_cancel(theus_engine *e, const volatile int *flag);
+
 /* Releases the job (it keeps running and commits if not finished: the
  * engine's reaper thread collects a released pool job). */
 THEUS_API void theus_job_release(theus_job *job);
@@ -424,6 +473,39 @@ typedef void (*theus_trace_fn)(const theus_trace_event *ev, void *ud);
 /* Calls fn after every process run (each map slice too), from the thread
  * that observed the end. NULL disables. */
 THEUS_API void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *ud);
+
+/* Calls fn for every committed version, in version order, with the entry
+ * the ledger would write (also without a ledger file). fn runs under the
+ * engine's state lock: it must be quick and must not call the engine (it may
+ * set a cancel flag, theus_engine_set_cancel). NULL disables. */
+THEUS_API void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud);
+
+/* ---- ledger files ------------------------------------------------------ */
+
+/* A ledger read back (theus_ledger_open): its whole entries, in order. */
+typedef struct theus_ledger theus_ledger;
+
+/* Reads the ledger at path. A last line that is not whole (no newline, or
+ * not JSON: a write cut short by a crash or a power cut) is left out and
+ * counted by theus_ledger_torn_bytes; a bad line before the last one is
+ * THEUS_EPARSE naming it. Like theus_engine_open, a failure still hands back
+ * the ledger carrying the message (unless memory ran out). */
+THEUS_API int theus_ledger_open(const char *path, theus_ledger **out);
+
+/* Whole entries read. */
+THEUS_API size_t theus_ledger_count(const theus_ledger *l);
+
+/* Entry i (owned by l, valid until close), or NULL past the end. */
+THEUS_API const json_t *theus_ledger_entry(const theus_ledger *l, size_t i);
+
+/* Bytes of a torn last line left out (0: the file ends with a whole entry). */
+THEUS_API uint64_t theus_ledger_torn_bytes(const theus_ledger *l);
+
+/* Message of the last failure. Never NULL. */
+THEUS_API const char *theus_ledger_errmsg(const theus_ledger *l);
+
+/* Frees l. NULL is a no-op. */
+THEUS_API void theus_ledger_close(theus_ledger *l);
 
 #ifdef __cplusplus
 }

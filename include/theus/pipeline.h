@@ -139,6 +139,14 @@ THEUS_API void theus_pipeline_on_enter(theus_pipeline *p, theus_pipeline_where_f
  * ...: cause"; THEUS_ELIMIT when the operation budget is exhausted. */
 THEUS_API int theus_pipeline_run(theus_pipeline *p, theus_engine *e);
 
+/* Cancels the pipeline: theus_pipeline_run stops before its next step, and
+ * the step running now stops where it is (a map cancels its slices, a
+ * parallel task's worker is killed and replaced, a local process sees
+ * theus_ctx_canceled); nothing more is committed and the run returns
+ * THEUS_ECANCELED. Async-signal-safe (one atomic store): meant for a
+ * SIGINT/SIGTERM handler. The cancel stays in force for later runs of p. */
+THEUS_API void theus_pipeline_cancel(theus_pipeline *p);
+
 /* Operations counted so far by theus_pipeline_run. */
 THEUS_API uint64_t theus_pipeline_ops(const theus_pipeline *p);
 

@@ -48,7 +48,7 @@ typedef int (*theus_task_fn)(theus_task *t);
 #define THEUS_POOL_RESULT_MAX (64u * 1024u) /* result bytes per task */
 #define THEUS_POOL_MAX_HANDLES 16u          /* arena handles per task */
 #define THEUS_POOL_KEY_MAX 48u              /* bytes of a handle's key, NUL included */
-#define THEUS_POOL_ERRMSG_MAX 256u          /* bytes of a result's message */
+#define THEUS_POOL_ERRMSG_MAX 512u          /* bytes of a result's message (room for every cause of a retried task) */
 #define THEUS_POOL_MAX_WORKERS 256u
 
 /* What becomes of what task code writes to stdout and stderr in a worker
@@ -129,6 +129,13 @@ typedef struct theus_task_desc {
   const char *const *keys;    /* optional: a name per handle, used in messages */
   int64_t timeout_ms;         /* 0: pool default; < 0: none; > 0: kill the worker past it */
   unsigned flags;             /* THEUS_TASK_SANDBOX, or 0 */
+  /* Re-runs after a worker death (signal, exit, OOM kill) while running the
+   * task: the fork server queues it again for the fresh worker, up to this
+   * many times (0: none). Only for tasks that may run twice (pure ones).
+   * Timeouts, cancels and contract violations are never retried. A task that
+   * kills retries + 1 workers fails THEUS_ECRASH "poison: ..." with every
+   * cause in its message. */
+  unsigned retries;
 } theus_task_desc;
 
 typedef uint64_t theus_ticket;
@@ -161,6 +168,8 @@ typedef struct theus_pool_stats {
   uint64_t timed_out;
   uint64_t canceled;
   uint64_t respawned;  /* workers started to replace dead ones */
+  uint64_t retried;    /* tasks queued again after their worker died (theus_task_desc.retries) */
+  uint64_t poisoned;   /* tasks failed after killing retries + 1 workers */
   unsigned nworkers;
   theus_pool_worker_stats workers[THEUS_POOL_MAX_WORKERS];
 } theus_pool_stats;
@@ -224,6 +233,11 @@ typedef struct theus_map_desc {
   int *workers;       /* optional: count per-item worker indexes (-1 if none ran it) */
   uint64_t *times;    /* optional: 2 * count entries, start and end ns of the chunk that ran item i
                          (CLOCK_MONOTONIC, on the worker; 0 if it never ran) */
+  unsigned retries;   /* per chunk, as theus_task_desc.retries */
+  /* Optional: when *cancel becomes nonzero (any thread, a signal handler),
+   * (read atomically) theus_pool_map stops submitting, cancels the chunks in flight
+   * (theus_pool_cancel) and returns THEUS_ECANCELED once they are collected. */
+  const volatile int *cancel;
   /* Optional: called in the thread running the map each time a chunk has
    * been collected (chunks are collected in order), with the items collected
    * so far and count. It must not call into the pool. */
@@ -254,6 +268,14 @@ THEUS_API int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfa
  * On failure res->errmsg holds this waiter's own copy of the message (safe
  * when other threads fail on the same pool meanwhile) and res->data is NULL. */
 THEUS_API int theus_pool_wait(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus_pool_result *res);
+
+/* Cancels a ticket's task wherever it is: a queued task is dropped without
+ * running, a running one has its worker killed (and replaced by a fresh
+ * worker). Either way the ticket's result becomes THEUS_ECANCELED; it must
+ * still be collected with theus_pool_wait. A task that finished before the
+ * cancel reached it keeps its result. Returns 0, THEUS_ENOTFOUND for an
+ * unknown or collected ticket. Thread-safe. */
+THEUS_API int theus_pool_cancel(theus_pool *p, theus_ticket t);
 
 /* Frees res->data (and sets it to NULL). */
 THEUS_API void theus_pool_result_release(theus_pool_result *res);
@@ -317,6 +339,9 @@ THEUS_API int theus_task_fail(theus_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Index of the worker running this task (UINT_MAX for NULL). */
 THEUS_API unsigned theus_task_worker(const theus_task *t);
+/* How many times this task ran before, each time killing its worker (0 on
+ * the first run; see theus_task_desc.retries). */
+THEUS_API unsigned theus_task_attempt(const theus_task *t);
 /* theus_pool_config.task_context of the pool running this task. */
 THEUS_API const void *theus_task_context(const theus_task *t);
 /* In a map: the bytes common to every item (theus_map_desc.common); NULL and

@@ -83,14 +83,16 @@ class ArrayInfo(Structure):
 class EngineConfig(Structure):
     _fields_ = [("workers", c_int), ("strict", c_int), ("retention", c_uint), ("history", c_uint),
                 ("max_retries", c_uint), ("default_timeout_ms", c_int64), ("arena", POINTER(ArenaConfig)),
-                ("domain", json_p), ("output", c_int), ("output_fn", c_void_p), ("output_ud", c_void_p)]
+                ("domain", json_p), ("output", c_int), ("output_fn", c_void_p), ("output_ud", c_void_p),
+                ("ledger", c_char_p), ("ledger_fsync", c_int), ("on_commit", c_void_p),
+                ("on_commit_ud", c_void_p), ("memo", c_int), ("memo_capacity", c_uint)]
 
 
 class Contract(Structure):
     _fields_ = [("name", c_char_p), ("fn", PROCESS_FN), ("inputs", POINTER(c_char_p)),
                 ("outputs", POINTER(c_char_p)), ("parallel", c_int), ("semantic", c_int),
                 ("errors", POINTER(c_char_p)), ("timeout_ms", c_int64), ("userdata", c_void_p),
-                ("sandbox", c_int)]
+                ("sandbox", c_int), ("retries", c_int), ("memo", c_int)]
 
 
 class TwinReaderStats(Structure):

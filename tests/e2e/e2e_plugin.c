@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <theus/engine.h>
 #include <theus/pipeline.h>
@@ -179,6 +180,17 @@ static int nap(theus_ctx *ctx) {
   return 0;
 }
 
+/* Appends "<pid>\n" to the file args.mark, then sleeps args.ms: the signal
+ * test knows from the file that the map is running, and which workers ran it.
+ * Unsandboxed (it writes a file). */
+static int nap_mark(theus_ctx *ctx) {
+  FILE *f = fopen(json_string_value(json_object_get(theus_ctx_args(ctx), "mark")), "a");
+  if (!f) return theus_ctx_fail(ctx, "cannot open args.mark");
+  fprintf(f, "%d\n", (int)getpid());
+  fclose(f);
+  return nap(ctx);
+}
+
 static int refuse(theus_ctx *ctx) { return theus_ctx_fail(ctx, "refused on purpose: the input is not ready"); }
 
 THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
@@ -196,6 +208,7 @@ THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
       {.name = "slice_sum", .fn = slice_sum, .inputs = values, .parallel = 1},
       {.name = "crash", .fn = crash, .parallel = 1},
       {.name = "nap", .fn = nap, .inputs = values, .parallel = 1},
+      {.name = "nap_mark", .fn = nap_mark, .inputs = values, .parallel = 1, .sandbox = THEUS_SANDBOX_OFF},
       {.name = "refuse", .fn = refuse},
       {.name = "chatty", .fn = chatty, .parallel = 1},
       {.name = "scale", .fn = scale, .inputs = heavy_any, .outputs = heavy_any, .parallel = 1},

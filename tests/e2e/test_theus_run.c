@@ -5,6 +5,7 @@
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -55,33 +57,51 @@ static void cli_argv(const char **argv, const char *const *args) {
   argv[n] = NULL;
 }
 
-/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
-static void run_cli(result *r, const char *const *args) {
+/* A theus-run started by start_cli; end_cli reaps it. */
+typedef struct child {
+  pid_t pid;
+  int out, err;
+} child;
+
+/* Starts theus-run with args (NULL-terminated), stdout and stderr to memfds. */
+static void start_cli(child *c, const char *const *args) {
   const char *argv[64];
   cli_argv(argv, args);
-  int out = memfd_create("stdout", 0), err = memfd_create("stderr", 0);
-  assert_true(out >= 0 && err >= 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    dup2(out, 1);
-    dup2(err, 2);
+  c->out = memfd_create("stdout", 0);
+  c->err = memfd_create("stderr", 0);
+  assert_true(c->out >= 0 && c->err >= 0);
+  c->pid = fork();
+  assert_true(c->pid >= 0);
+  if (c->pid == 0) {
+    dup2(c->out, 1);
+    dup2(c->err, 2);
     execv(theus_run, (char *const *)argv);
     _exit(127);
   }
+}
+
+/* Waits at most 120 s for c (then kills it) and collects its outputs. */
+static void end_cli(child *c, result *r) {
   int st = 0;
   struct timespec tick = {0, 5 * 1000 * 1000};
-  for (int waited = 0; waitpid(pid, &st, WNOHANG) == 0; waited++) {
+  for (int waited = 0; waitpid(c->pid, &st, WNOHANG) == 0; waited++) {
     if (waited > 120 * 200) { /* a hung run must not outlive the test */
-      kill(pid, SIGKILL);
-      waitpid(pid, &st, 0);
+      kill(c->pid, SIGKILL);
+      waitpid(c->pid, &st, 0);
       break;
     }
     nanosleep(&tick, NULL);
   }
   r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r->out = slurp_fd(out);
-  r->err = slurp_fd(err);
+  r->out = slurp_fd(c->out);
+  r->err = slurp_fd(c->err);
+}
+
+/* Runs theus-run with args (NULL-terminated), waits at most 120 s. */
+static void run_cli(result *r, const char *const *args) {
+  child c;
+  start_cli(&c, args);
+  end_cli(&c, r);
 }
 
 /* Like run_cli, with stderr on a pseudo-terminal (stdout stays a file):
@@ -168,7 +188,7 @@ static json_int_t int_at(const json_t *obj, const char *key) {
 /* ---- temp directory for --state-out / --trace ------------------------------------- */
 
 typedef struct tmp {
-  char dir[64], state[96], trace[96];
+  char dir[64], state[96], trace[96], ledger[96];
 } tmp;
 
 static int tmp_setup(void **state) {
@@ -177,6 +197,7 @@ static int tmp_setup(void **state) {
   if (!t || !mkdtemp(t->dir)) return -1;
   snprintf(t->state, sizeof t->state, "%s/state.json", t->dir);
   snprintf(t->trace, sizeof t->trace, "%s/trace.json", t->dir);
+  snprintf(t->ledger, sizeof t->ledger, "%s/ledger.jsonl", t->dir);
   *state = t;
   return 0;
 }
@@ -185,6 +206,7 @@ static int tmp_teardown(void **state) {
   tmp *t = *state;
   unlink(t->state);
   unlink(t->trace);
+  unlink(t->ledger);
   rmdir(t->dir);
   free(t);
   return 0;
@@ -915,6 +937,175 @@ static void test_vector_expressions(void **state) {
   result_free(&r);
 }
 
+/* SIGINT or SIGTERM to theus-run in the middle of a map: the map is canceled
+ * (its workers killed), the state committed before it is written to
+ * --state-out, theus-run exits 128 + signal and leaves no process behind (this
+ * test is a subreaper, so anything left would be its child; the arena is a
+ * memfd and goes with the last process that maps it). */
+static void test_signal_cancels_map(void **state) {
+  tmp *t = *state;
+  char pipe[128], mark[128];
+  snprintf(pipe, sizeof pipe, "%s/sig.json", t->dir);
+  snprintf(mark, sizeof mark, "%s/mark", t->dir);
+  FILE *f = fopen(pipe, "w");
+  assert_non_null(f);
+  fprintf(f, "{\"workers\": 2, \"domain\": {\"counter\": 0},\n"
+             " \"heavy\": {\"values\": {\"dtype\": \"f64\", \"shape\": [8], \"fill\": \"zeros\"}},\n"
+             " \"steps\": [{\"run\": \"add\"},\n"
+             "  {\"map\": \"nap_mark\", \"over\": \"heavy.values\", \"slices\": 8,\n"
+             "   \"args\": {\"ms\": 600000, \"mark\": \"%s\"}, \"reduce\": \"sum\", \"into\": \"domain.naps\"}]}\n",
+          mark);
+  fclose(f);
+  assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  static const int sigs[] = {SIGINT, SIGTERM};
+  for (size_t k = 0; k < 2; k++) {
+    unlink(mark);
+    unlink(t->state);
+    child c;
+    start_cli(&c, (const char *[]){"--plugin", e2e_plugin, "--state-out", t->state, pipe, NULL});
+    struct stat sb;
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    for (int waited = 0; stat(mark, &sb) != 0 || sb.st_size == 0; waited++) {
+      if (waited > 60 * 200) kill(c.pid, SIGKILL); /* end_cli reaps it; the status check fails */
+      if (waited > 60 * 200) break;
+      nanosleep(&tick, NULL);
+    }
+    kill(c.pid, sigs[k]);
+    result r;
+    end_cli(&c, &r);
+    expect_status(&r, 128 + sigs[k]);
+    assert_non_null(strstr(r.err, "step steps[1] (map \"nap_mark\") failed: canceled"));
+    json_error_t je;
+    json_t *saved = json_load_file(t->state, 0, &je);
+    assert_non_null(saved);
+    assert_int_equal(int_at(saved, "counter"), 1); /* the step before the map */
+    assert_null(json_object_get(saved, "naps"));
+    json_decref(saved);
+    int st;
+    assert_int_equal(waitpid(-1, &st, WNOHANG), -1); /* no forksrv, no worker left */
+    assert_int_equal(errno, ECHILD);
+    result_free(&r);
+  }
+  unlink(mark);
+  unlink(pipe);
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+}
+
+/* Rewrites the ledger with entry `at` (0-based) changed by edit, and the
+ * last line cut to `cut` bytes if cut >= 0. Returns the entry's version. */
+static json_int_t edit_ledger(const char *path, size_t at, void (*edit)(json_t *), long cut) {
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  json_t *lines = json_array();
+  char *line = NULL;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) json_array_append_new(lines, parse(line, "a ledger line"));
+  free(line);
+  fclose(f);
+  json_t *en = json_array_get(lines, at);
+  assert_non_null(en);
+  json_int_t v = json_integer_value(json_object_get(en, "version"));
+  if (edit) edit(en);
+  assert_non_null(f = fopen(path, "w"));
+  size_t i;
+  json_t *x;
+  json_array_foreach(lines, i, x) {
+    char *text = json_dumps(x, JSON_COMPACT);
+    if (cut >= 0 && i + 1 == json_array_size(lines)) fprintf(f, "%.*s", (int)cut, text);
+    else fprintf(f, "%s\n", text);
+    free(text);
+  }
+  fclose(f);
+  json_decref(lines);
+  return v;
+}
+
+static void set_mean(json_t *en) {
+  json_object_set_new(json_object_get(json_object_get(en, "patch"), "raw"), "mean", json_integer(0));
+}
+
+/* --ledger then --replay: the demo and the e2e pipelines replay identically;
+ * a changed entry stops the replay naming version, process and path; a torn
+ * last line is left out (the replay then goes past the ledger's end). */
+static void test_ledger_replay(void **state) {
+  tmp *t = *state;
+  result r;
+  run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, "--ledger-fsync", demo_json, NULL});
+  expect_status(&r, 0);
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
+  expect_status(&r, 0);
+  assert_non_null(strstr(r.err, "committed versions match the ledger"));
+  result_free(&r);
+  /* the entry of 'finish' (the first run of a process in the demo) says mean 0 */
+  FILE *f = fopen(t->ledger, "r");
+  char line[4096];
+  size_t at = 0;
+  while (fgets(line, sizeof line, f) && !strstr(line, "\"process\":\"finish\"")) at++;
+  fclose(f);
+  json_int_t v = edit_ledger(t->ledger, at, set_mean, -1);
+  run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
+  expect_status(&r, 1);
+  char want[160];
+  snprintf(want, sizeof want, "replay differs at version %lld (process 'finish'): patch domain.raw.mean: ledger 0, "
+           "replay 4.99", (long long)v);
+  assert_non_null(strstr(r.err, want));
+  result_free(&r);
+  /* a torn last line: read up to the last whole entry; the run goes on past it */
+  run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, demo_json, NULL});
+  expect_status(&r, 0);
+  result_free(&r);
+  edit_ledger(t->ledger, 0, NULL, 40);
+  run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
+  expect_status(&r, 1);
+  assert_non_null(strstr(r.err, "the ledger ends before it"));
+  result_free(&r);
+  static const char *const files[] = {"steps.json", "vector.json", "ffi.json"};
+  for (size_t i = 0; i < 3; i++) {
+    char path[512];
+    pipe_path(path, sizeof path, files[i]);
+    run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--ledger", t->ledger, path, NULL});
+    expect_status(&r, 0);
+    result_free(&r);
+    run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--replay", t->ledger, path, NULL});
+    expect_status(&r, 0);
+    assert_non_null(strstr(r.err, "committed versions match the ledger"));
+    result_free(&r);
+  }
+}
+
+/* A while loop that revisits states: the memoised typed process ("memo":
+ * true in the file) runs once per distinct input. --memo memoises every pure
+ * process: the step-kinds pipeline gives the same state with it. */
+static void test_memo_pipeline(void **state) {
+  (void)state;
+  char path[512];
+  pipe_path(path, sizeof path, "memo.json");
+  result r;
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--stats", path, NULL});
+  expect_status(&r, 0);
+  json_t *d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "y"), 2);
+  json_t *stats = parse(r.err, "--stats");
+  assert_int_equal(int_at(json_object_get(stats, "memo"), "hits"), 4);
+  assert_int_equal(int_at(json_object_get(stats, "memo"), "misses"), 2);
+  json_decref(stats);
+  json_decref(d);
+  result_free(&r);
+  pipe_path(path, sizeof path, "steps.json");
+  run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--memo", "--stats", path, NULL});
+  expect_status(&r, 0);
+  stats = parse(r.err, "--stats");
+  assert_true(json_is_true(json_object_get(json_object_get(stats, "memo"), "all_pure")));
+  assert_true(int_at(json_object_get(stats, "memo"), "misses") > 0);
+  d = parse(r.out, "stdout");
+  assert_int_equal(int_at(d, "counter"), 15);
+  assert_float_equal(num_at(d, "total"), 500500, 0);
+  json_decref(d);
+  json_decref(stats);
+  result_free(&r);
+}
+
 int main(int argc, char **argv) {
   if (argc != 6) {
     fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN\n", argv[0]);
@@ -953,6 +1144,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_arena_sizes),
       cmocka_unit_test(test_workers),
       cmocka_unit_test(test_vector_expressions),
+      cmocka_unit_test_setup_teardown(test_signal_cancels_map, tmp_setup, tmp_teardown),
+      cmocka_unit_test_setup_teardown(test_ledger_replay, tmp_setup, tmp_teardown),
+      cmocka_unit_test(test_memo_pipeline),
   };
   return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
 }

@@ -35,7 +35,7 @@ static void same_strv(const char *const *a, const char *const *b) {
 static void same(const theus_contract *a, const theus_contract *b) {
   FUZZ_ASSERT(strcmp(a->name, b->name) == 0);
   FUZZ_ASSERT(a->parallel == b->parallel && a->semantic == b->semantic && a->timeout_ms == b->timeout_ms);
-  FUZZ_ASSERT(a->sandbox == b->sandbox);
+  FUZZ_ASSERT(a->sandbox == b->sandbox && a->retries == b->retries && a->memo == b->memo);
   same_strv(a->inputs, b->inputs);
   same_strv(a->outputs, b->outputs);
   same_strv(a->errors, b->errors);

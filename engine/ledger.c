@@ -1,0 +1,281 @@
+/* The ledger: one JSON line per committed version, with the content hashes
+ * of hash.c. Also the reader of a ledger file. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine_internal.h"
+
+/* The entries are formatted as text straight into one buffer (no JSON
+ * object is built per commit): process names, state paths and heavy keys are
+ * validated identifiers and need no escaping; args and patches are dumped by
+ * jansson. */
+
+static void put(theus__kbuf *b, const char *s) { theus__kbuf_add(b, s, strlen(s)); }
+
+/* Numbers by hand: printf is most of a line's cost otherwise. */
+static void put_u64(theus__kbuf *b, uint64_t v) {
+  char buf[24], *p = buf + sizeof buf;
+  do
+    *--p = (char)('0' + v % 10);
+  while (v /= 10);
+  theus__kbuf_add(b, p, (size_t)(buf + sizeof buf - p));
+}
+
+static void put_i64(theus__kbuf *b, int64_t v) {
+  if (v < 0)
+    theus__kbuf_add(b, "-", 1);
+  put_u64(b, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+}
+
+static void put_hash(theus__kbuf *b, uint64_t h) {
+  static const char hex[] = "0123456789abcdef";
+  char buf[24] = "\"xxh3:";
+  for (int i = 0; i < 16; i++)
+    buf[6 + i] = hex[(h >> (60 - 4 * i)) & 15];
+  buf[22] = '"';
+  theus__kbuf_add(b, buf, 23);
+}
+
+/* ,"<prefix><name>": */
+static void put_key(theus__kbuf *b, int *first, const char *prefix, const char *name, size_t n) {
+  theus__kbuf_add(b, *first ? "\"" : ",\"", *first ? 1 : 2);
+  put(b, prefix);
+  theus__kbuf_add(b, name, n);
+  theus__kbuf_add(b, "\":", 2);
+  *first = 0;
+}
+
+/* ---- what a process read ---------------------------------------------- */
+
+static void read_heavy(theus__kbuf *b, int *first, const theus_snapshot *snap, const char *key) {
+  for (size_t i = 0; i < snap->nheavy; i++) {
+    const theus__hbind *hb = &snap->heavy[i];
+    if (strcmp(key, "*") && strcmp(key, hb->key))
+      continue;
+    put_key(b, first, "heavy.", hb->key, strlen(hb->key));
+    if (hb->arr->live)
+      put(b, "\"live\"");
+    else
+      put_hash(b, theus__harr_hash(hb->arr));
+  }
+}
+
+void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, theus__kbuf *b) {
+  int first = 1;
+  theus__kbuf_add(b, "{", 1);
+  for (const char *const *in = c->inputs; in && *in; in++) {
+    if (!strncmp(*in, "heavy.", 6)) {
+      read_heavy(b, &first, snap, *in + 6);
+      continue;
+    }
+    /* a domain pattern is hashed at its part before the first '*' segment */
+    const json_t *v = theus__json_at_pattern(snap->domain, *in);
+    const char *star = strstr(*in, ".*");
+    put_key(b, &first, "", *in, star ? (size_t)(star - *in) : strlen(*in));
+    if (v)
+      put_hash(b, theus__hash_json(v));
+    else
+      put(b, "null");
+  }
+  theus__kbuf_add(b, "}", 2); /* with its NUL */
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+int theus__ledger_open(theus_engine *e, const char *path) {
+  e->ledger = fopen(path, "we");
+  if (!e->ledger)
+    return theus__eset(e, THEUS_ESYS, "engine open: cannot create the ledger '%s': %s", path, strerror(errno));
+  setvbuf(e->ledger, NULL, _IOFBF, 1 << 16);
+  return 0;
+}
+
+void theus__ledger_close(theus_engine *e) {
+  if (e->ledger)
+    fclose(e->ledger);
+  e->ledger = NULL;
+}
+
+void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud) {
+  atomic_store_explicit(&e->commit_ud, ud, memory_order_relaxed);
+  atomic_store_explicit(&e->commit_fn, fn, memory_order_release);
+}
+
+/* {key: {"hash", "dtype", "shape"} | "live" | null} for the heavy patch. */
+static void heavy_out(theus__kbuf *b, const theus_snapshot *s, const json_t *hpatch) {
+  int first = 1;
+  const char *key;
+  json_t *v;
+  theus__kbuf_add(b, "{", 1);
+  json_object_foreach((json_t *)hpatch, key, v) {
+    const theus__hbind *hb = json_is_true(v) ? theus__snap_find(s, key) : NULL;
+    theus_array_info info;
+    put_key(b, &first, "", key, strlen(key));
+    if (!hb || hb->arr->live || theus_array_info_get(hb->arr->arena, hb->arr->handle, &info)) {
+      put(b, hb ? "\"live\"" : "null");
+      continue;
+    }
+    put(b, "{\"hash\":");
+    put_hash(b, theus__harr_hash(hb->arr));
+    put(b, ",\"dtype\":\"");
+    put(b, info.dtype ? theus_dtype_name(info.dtype) : "bytes");
+    put(b, "\",\"shape\":[");
+    for (unsigned d = 0; d < info.ndim; d++) {
+      if (d)
+        put(b, ",");
+      put_u64(b, info.shape[d]);
+    }
+    put(b, "]}");
+  }
+  theus__kbuf_add(b, "}", 1);
+}
+
+static void put_json(theus__kbuf *b, const json_t *v) {
+  if (v)
+    theus__kbuf_json(b, v, JSON_COMPACT);
+  else
+    put(b, "null");
+}
+
+static void entry_text(theus__kbuf *b, const theus__commit_info *ci, const theus_snapshot *s, const json_t *dpatch,
+                       const json_t *hpatch) {
+  static const theus__commit_info bare = {.op = "cas", .worker = -1};
+  if (!ci)
+    ci = &bare;
+  put(b, "{\"version\":");
+  put_u64(b, s->version);
+  put(b, ",\"op\":\"");
+  put(b, ci->op);
+  put(b, "\",\"process\":");
+  if (ci->process) {
+    put(b, "\"");
+    put(b, ci->process);
+    put(b, "\"");
+  } else {
+    put(b, "null");
+  }
+  put(b, ",\"args\":");
+  put_json(b, ci->args);
+  put(b, ",\"read_version\":");
+  put_u64(b, ci->read_version);
+  put(b, ",\"reads\":");
+  put(b, ci->reads ? ci->reads : "null");
+  put(b, ",\"patch\":");
+  put_json(b, dpatch);
+  put(b, ",\"heavy\":");
+  if (hpatch)
+    heavy_out(b, s, hpatch);
+  else
+    put(b, "null");
+  put(b, ",\"worker\":");
+  put_i64(b, ci->worker);
+  put(b, ",\"duration_us\":");
+  put_u64(b, ci->duration_ns / 1000);
+  put(b, ",\"attempt\":");
+  put_u64(b, ci->attempt);
+  put(b, ",\"status\":\"committed\"}\n");
+}
+
+void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
+                          const json_t *dpatch, const json_t *hpatch) {
+  theus__kbuf b;
+  theus__kbuf_init(&b);
+  entry_text(&b, ci, s, dpatch, hpatch);
+  theus_commit_fn fn = atomic_load_explicit(&e->commit_fn, memory_order_acquire);
+  if (fn && !b.failed) { /* the hook gets the line as the file has it, parsed */
+    json_t *en = json_loadb(b.p, b.n, 0, NULL);
+    if (en)
+      fn(en, atomic_load_explicit(&e->commit_ud, memory_order_relaxed));
+    json_decref(en);
+  }
+  if (e->ledger && !b.failed) { /* one write per line */
+    fwrite_unlocked(b.p, 1, b.n, e->ledger); /* under state_lock: the only writer */
+    if (e->cfg.ledger_fsync && fflush(e->ledger) == 0)
+      fdatasync(fileno(e->ledger));
+  }
+  theus__kbuf_fini(&b);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct theus_ledger {
+  json_t *entries;
+  uint64_t torn;
+  theus__err err;
+};
+
+static int ledger_fail(theus_ledger *l, int code, const char *fmt, const char *path, unsigned long line,
+                       const char *why) {
+  return theus__err_set(&l->err, code, fmt, path, line, why);
+}
+
+static int ledger_parse(theus_ledger *l, const char *path, char *buf, size_t n) {
+  size_t at = 0;
+  for (unsigned long line = 1; at < n; line++) {
+    char *nl = memchr(buf + at, '\n', n - at);
+    size_t len = nl ? (size_t)(nl - (buf + at)) : n - at;
+    json_error_t je;
+    json_t *v = nl ? json_loadb(buf + at, len, 0, &je) : NULL;
+    if (!v && (!nl || nl + 1 == buf + n)) {
+      l->torn = n - at; /* the last line: cut short by a crash */
+      return 0;
+    }
+    if (!v || json_array_append_new(l->entries, v))
+      return ledger_fail(l, THEUS_EPARSE, "ledger %s line %lu: %s (only the last line may be torn)", path, line,
+                         v ? "out of memory" : je.text);
+    at += len + 1;
+  }
+  return 0;
+}
+
+int theus_ledger_open(const char *path, theus_ledger **out) {
+  theus_ledger *l = calloc(1, sizeof *l);
+  *out = l;
+  if (!l)
+    return THEUS_ENOMEM;
+  theus__err_init(&l->err);
+  l->entries = json_array();
+  FILE *f = path ? fopen(path, "re") : NULL;
+  if (!f)
+    return ledger_fail(l, THEUS_ESYS, "ledger %s (line %lu): cannot open it: %s", path ? path : "(null)", 0,
+                       strerror(errno));
+  char *buf = NULL;
+  size_t n = 0, cap = 0, got;
+  do {
+    if (n == cap) {
+      char *nb = realloc(buf, cap = cap * 2 + (1 << 16));
+      if (!nb)
+        break;
+      buf = nb;
+    }
+    got = fread(buf + n, 1, cap - n, f);
+    n += got;
+  } while (got);
+  int rc = ferror(f) || n == cap ? THEUS_ESYS : 0;
+  fclose(f);
+  if (rc)
+    rc = ledger_fail(l, rc, "ledger %s (line %lu): read failed: %s", path, 0, "I/O error or out of memory");
+  else
+    rc = ledger_parse(l, path, buf, n);
+  free(buf);
+  return rc;
+}
+
+size_t theus_ledger_count(const theus_ledger *l) { return l ? json_array_size(l->entries) : 0; }
+
+const json_t *theus_ledger_entry(const theus_ledger *l, size_t i) { return l ? json_array_get(l->entries, i) : NULL; }
+
+uint64_t theus_ledger_torn_bytes(const theus_ledger *l) { return l ? l->torn : 0; }
+
+const char *theus_ledger_errmsg(const theus_ledger *l) { return l ? theus__err_msg(&l->err) : "no ledger"; }
+
+void theus_ledger_close(theus_ledger *l) {
+  if (!l)
+    return;
+  json_decref(l->entries);
+  theus__err_fini(&l->err);
+  free(l);
+}

@@ -1,0 +1,239 @@
+/* engine: the ledger (one JSON line per committed version, content hashes of
+ * what each process read), fsync mode, the commit hook, and reading a ledger
+ * back: a torn last line is left out, a bad line before it is an error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "theus/engine.h"
+
+static const char *const x_io[] = {"domain.x", NULL};
+static const char *const sum_in[] = {"heavy.data", "domain.x", NULL};
+static const char *const sum_out[] = {"domain.sum", NULL};
+
+/* x += args.by */
+static int inc(theus_ctx *ctx) {
+  json_int_t x = json_integer_value(theus_ctx_get(ctx, "domain.x"));
+  json_int_t by = json_integer_value(json_object_get(theus_ctx_args(ctx), "by"));
+  return theus_ctx_set(ctx, "domain.x", json_integer(x + by));
+}
+
+/* sum = x + the sum of heavy.data, in a worker */
+static int sum(theus_ctx *ctx) {
+  theus_array_info a;
+  int rc = theus_ctx_heavy(ctx, "data", &a);
+  if (rc) return rc;
+  double s = (double)json_integer_value(theus_ctx_get(ctx, "domain.x"));
+  for (uint64_t i = 0; i < a.shape[0]; i++) s += ((const double *)a.data)[i];
+  return theus_ctx_set(ctx, "domain.sum", json_real(s));
+}
+
+typedef struct dir {
+  char path[64], file[96];
+} dir;
+
+static int dir_setup(void **state) {
+  dir *d = calloc(1, sizeof *d);
+  snprintf(d->path, sizeof d->path, "/tmp/theus-ledger-XXXXXX");
+  if (!d || !mkdtemp(d->path)) return -1;
+  snprintf(d->file, sizeof d->file, "%s/ledger.jsonl", d->path);
+  *state = d;
+  return 0;
+}
+
+static int dir_teardown(void **state) {
+  dir *d = *state;
+  unlink(d->file);
+  rmdir(d->path);
+  free(d);
+  return 0;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+/* Versions seen by the commit hook, in order. */
+typedef struct seen {
+  json_int_t v[16];
+  size_t n;
+} seen;
+
+static void on_commit(const json_t *entry, void *ud) {
+  seen *s = ud;
+  if (s->n < 16) s->v[s->n++] = json_integer_value(json_object_get(entry, "version"));
+}
+
+static theus_engine *open_engine(const char *ledger, int fsync, seen *hook) {
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = 1;
+  cfg.ledger = ledger;
+  cfg.ledger_fsync = fsync;
+  cfg.on_commit = on_commit;
+  cfg.on_commit_ud = hook;
+  json_t *dom = json_pack("{s:i}", "x", 0);
+  cfg.domain = dom;
+  theus_engine *e;
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
+  json_decref(dom);
+  const theus_contract inc_c = {.name = "inc", .fn = inc, .inputs = x_io, .outputs = x_io};
+  const theus_contract sum_c = {.name = "sum", .fn = sum, .inputs = sum_in, .outputs = sum_out, .parallel = 1};
+  assert_int_equal(theus_engine_register(e, &inc_c), 0);
+  assert_int_equal(theus_engine_register(e, &sum_c), 0);
+  return e;
+}
+
+/* Runs inc(by 2), publishes heavy.data, inc(by 0) (same x read twice), sum
+ * in a worker, set; closes the engine. */
+static void run_steps(const char *ledger, int fsync, seen *hook) {
+  theus_engine *e = open_engine(ledger, fsync, hook);
+  json_t *by2 = json_pack("{s:i}", "by", 2), *by0 = json_pack("{s:i}", "by", 0);
+  assert_int_equal(theus_engine_execute(e, "inc", by2, NULL), 0);
+  double *data;
+  uint64_t shape[1] = {4};
+  assert_int_equal(theus_engine_heavy_alloc(e, "data", THEUS_DTYPE_F64, 1, shape, (void **)&data), 0);
+  for (int i = 0; i < 4; i++) data[i] = i;
+  json_t *hp = json_pack("{s:b}", "data", 1);
+  assert_int_equal(theus_engine_cas(e, theus_engine_version(e), NULL, hp, NULL), 0);
+  assert_int_equal(theus_engine_execute(e, "inc", by0, NULL), 0); /* writes x = 2 again: a version */
+  assert_int_equal(theus_engine_execute(e, "sum", NULL, NULL), 0);
+  assert_int_equal(theus_engine_set(e, "domain.done", json_true()), 0);
+  json_decref(hp);
+  json_decref(by2);
+  json_decref(by0);
+  theus_engine_close(e); /* flushes the buffered lines */
+}
+
+static const char *str(const json_t *en, const char *key) { return json_string_value(json_object_get(en, key)); }
+
+static void test_entries(void **state) {
+  dir *d = *state;
+  seen hook = {{0}, 0};
+  run_steps(d->file, 0, &hook);
+  theus_ledger *l;
+  assert_int_equal(theus_ledger_open(d->file, &l), 0);
+  assert_int_equal(theus_ledger_count(l), 5);
+  assert_int_equal(theus_ledger_torn_bytes(l), 0);
+  assert_int_equal(hook.n, 5); /* the hook saw what the file holds, in order */
+  for (size_t i = 0; i < 5; i++) {
+    const json_t *en = theus_ledger_entry(l, i);
+    assert_int_equal(json_integer_value(json_object_get(en, "version")), hook.v[i]);
+    if (i) assert_int_equal(hook.v[i], hook.v[i - 1] + 1);
+    assert_string_equal(str(en, "status"), "committed");
+  }
+  const json_t *first = theus_ledger_entry(l, 0), *pub = theus_ledger_entry(l, 1), *again = theus_ledger_entry(l, 2),
+               *sm = theus_ledger_entry(l, 3), *set = theus_ledger_entry(l, 4);
+  assert_string_equal(str(first, "op"), "execute");
+  assert_string_equal(str(first, "process"), "inc");
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(first, "args"), "by")), 2);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(first, "patch"), "x")), 2);
+  assert_int_equal(json_integer_value(json_object_get(first, "worker")), -1);
+  const char *h0 = json_string_value(json_object_get(json_object_get(first, "reads"), "domain.x"));
+  const char *h1 = json_string_value(json_object_get(json_object_get(again, "reads"), "domain.x"));
+  assert_non_null(h0);
+  assert_non_null(h1);
+  assert_memory_equal(h0, "xxh3:", 5);
+  assert_string_not_equal(h0, h1); /* x was 0, then 2 */
+  /* the published array: its content hash, dtype and shape; sum read it by the same hash */
+  assert_string_equal(str(pub, "op"), "cas");
+  const json_t *arr = json_object_get(json_object_get(pub, "heavy"), "data");
+  assert_string_equal(str(arr, "dtype"), "f64");
+  assert_int_equal(json_integer_value(json_array_get(json_object_get(arr, "shape"), 0)), 4);
+  assert_string_equal(str(sm, "process"), "sum");
+  assert_string_equal(json_string_value(json_object_get(json_object_get(sm, "reads"), "heavy.data")),
+                      str(arr, "hash"));
+  assert_string_equal(json_string_value(json_object_get(json_object_get(sm, "reads"), "domain.x")), h1);
+  assert_int_equal(json_integer_value(json_object_get(sm, "worker")), 0); /* ran in worker 0 */
+  assert_string_equal(str(set, "op"), "set");
+  assert_true(json_is_true(json_object_get(json_object_get(set, "patch"), "done")));
+  theus_ledger_close(l);
+}
+
+/* The same run with fsync gives the same entries but duration and worker. */
+static void test_fsync_same_entries(void **state) {
+  dir *d = *state;
+  seen a = {{0}, 0}, b = {{0}, 0};
+  run_steps(d->file, 0, &a);
+  theus_ledger *l0, *l1;
+  assert_int_equal(theus_ledger_open(d->file, &l0), 0);
+  run_steps(d->file, 1, &b); /* truncates the file first */
+  assert_int_equal(theus_ledger_open(d->file, &l1), 0);
+  assert_int_equal(theus_ledger_count(l1), theus_ledger_count(l0));
+  for (size_t i = 0; i < theus_ledger_count(l0); i++) {
+    json_t *x = json_deep_copy(theus_ledger_entry(l0, i)), *y = json_deep_copy(theus_ledger_entry(l1, i));
+    json_object_del(x, "duration_us");
+    json_object_del(y, "duration_us");
+    assert_true(json_equal(x, y));
+    json_decref(x);
+    json_decref(y);
+  }
+  theus_ledger_close(l0);
+  theus_ledger_close(l1);
+}
+
+static void test_torn_last_line(void **state) {
+  dir *d = *state;
+  theus_ledger *l;
+  static const char whole[] = "{\"version\":2}\n{\"version\":3}\n";
+  static const struct {
+    const char *tail;
+    uint64_t torn;
+  } cases[] = {{"", 0}, {"{\"version\":4,\"op\":\"ex", 21}, {"{\"version\":4}", 13}, {"{\"vers\n", 7}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[128];
+    snprintf(text, sizeof text, "%s%s", whole, cases[i].tail);
+    write_file(d->file, text);
+    assert_int_equal(theus_ledger_open(d->file, &l), 0);
+    assert_int_equal(theus_ledger_count(l), 2);
+    assert_int_equal(theus_ledger_torn_bytes(l), cases[i].torn);
+    assert_int_equal(json_integer_value(json_object_get(theus_ledger_entry(l, 1), "version")), 3);
+    assert_null(theus_ledger_entry(l, 2));
+    theus_ledger_close(l);
+  }
+}
+
+static void test_bad_line_before_the_last(void **state) {
+  dir *d = *state;
+  theus_ledger *l;
+  write_file(d->file, "{\"version\":2}\n{\"vers\n{\"version\":4}\n");
+  assert_int_equal(theus_ledger_open(d->file, &l), THEUS_EPARSE);
+  assert_non_null(strstr(theus_ledger_errmsg(l), "line 2"));
+  theus_ledger_close(l);
+  assert_int_equal(theus_ledger_open("/nonexistent/ledger.jsonl", &l), THEUS_ESYS);
+  assert_non_null(strstr(theus_ledger_errmsg(l), "cannot open it"));
+  theus_ledger_close(l);
+}
+
+static void test_ledger_cannot_be_created(void **state) {
+  (void)state;
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = -1;
+  cfg.ledger = "/nonexistent/dir/ledger.jsonl";
+  theus_engine *e;
+  assert_int_equal(theus_engine_open(&cfg, &e), THEUS_ESYS);
+  assert_non_null(strstr(theus_engine_errmsg(e), "cannot create the ledger '/nonexistent/dir/ledger.jsonl'"));
+  theus_engine_close(e);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_entries, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_fsync_same_entries, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_torn_last_line, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_bad_line_before_the_last, dir_setup, dir_teardown),
+      cmocka_unit_test(test_ledger_cannot_be_created),
+  };
+  return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
+}
