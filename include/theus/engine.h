@@ -477,7 +477,8 @@ THEUS_API void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *
 /* Calls fn for every committed version, in version order, with the entry
  * the ledger would write (also without a ledger file). fn runs under the
  * engine's state lock: it must be quick and must not call the engine (it may
- * set a cancel flag, theus_engine_set_cancel). NULL disables. */
+ * set a cancel flag, theus_engine_set_cancel). fn NULL disables; e NULL:
+ * nothing. */
 THEUS_API void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud);
 
 /* ---- ledger files ------------------------------------------------------ */
@@ -488,8 +489,9 @@ typedef struct theus_ledger theus_ledger;
 /* Reads the ledger at path. A last line that is not whole (no newline, or
  * not JSON: a write cut short by a crash or a power cut) is left out and
  * counted by theus_ledger_torn_bytes; a bad line before the last one is
- * THEUS_EPARSE naming it. Like theus_engine_open, a failure still hands back
- * the ledger carrying the message (unless memory ran out). */
+ * THEUS_EPARSE naming it, THEUS_ESYS if it cannot be read, THEUS_EINVAL for
+ * a NULL path. Like theus_engine_open, a failure still hands back the ledger
+ * carrying the message (unless memory ran out or out is NULL: THEUS_EINVAL). */
 THEUS_API int theus_ledger_open(const char *path, theus_ledger **out);
 
 /* Whole entries read. */

@@ -39,6 +39,16 @@ static theus_process_fn resolve(const char *name, void *ud) {
 
 static const char *const any_in[] = {"domain.x", NULL};
 
+/* An engine whose open failed (workers -5): it only carries the message. */
+static theus_engine *failed_engine(void) {
+  theus_engine_config c;
+  theus_engine_config_init(&c);
+  c.workers = -5;
+  theus_engine *e = NULL;
+  if (theus_engine_open(&c, &e) == 0 || !e) _exit(99);
+  return e;
+}
+
 CASE(e_config_init, theus_engine_config_init(NULL); return 0;)
 CASE(e_open_out, theus_engine_config c; theus_engine_config_init(&c); c.workers = -1;
      return want(theus_engine_open(&c, NULL), THEUS_EINVAL, "open(cfg, NULL)");)
@@ -124,6 +134,34 @@ CASE(e_near, theus_engine *bad = NULL; theus_engine_config c; theus_engine_confi
             theus_engine_process_near(bad, "p") != NULL;)
 CASE(e_progress, theus_engine_progress pr; memset(&pr, 0xff, sizeof pr); theus_engine_progress_get(engine(), NULL);
      theus_engine_progress_get(NULL, &pr); return pr.map_done || pr.map_total || pr.slices;)
+static void commit(const json_t *entry, void *ud) { (void)entry, (void)ud; }
+
+CASE(e_cancel, static volatile int flag = 1; theus_engine *e = engine(); json_t *r = NULL;
+     theus_engine_set_cancel(NULL, &flag); theus_engine_set_cancel(failed_engine(), &flag);
+     theus_engine_set_commit_hook(NULL, commit, NULL); theus_engine_set_commit_hook(failed_engine(), commit, NULL);
+     theus_engine_set_commit_hook(e, NULL, NULL); theus_engine_set_cancel(e, NULL);
+     theus_engine_set_cancel(e, &flag); theus_engine_set_cancel(e, NULL); /* removed again: runs go on */
+     return want(theus_engine_set(e, "domain.x", json_integer(1)), 0, "set after set_cancel(NULL)") ||
+            want(theus_engine_execute(e, "never", NULL, &r), THEUS_ENOTFOUND, "execute(unknown) after the cancels");)
+CASE(e_ledger, theus_ledger *l = NULL; char bad[] = "/tmp/theus-badargs-ledger-XXXXXX"; int fd = mkstemp(bad);
+     const char text[] = "{\"version\": 1}\nnot json\n{\"version\": 2}\n";
+     if (fd < 0 || write(fd, text, sizeof text - 1) != (ssize_t)(sizeof text - 1)) return 1;
+     close(fd);
+     theus_ledger_close(NULL);
+     int r = want(theus_ledger_open("x", NULL), THEUS_EINVAL, "ledger_open(path, NULL)") ||
+             want(theus_ledger_open(NULL, &l), THEUS_EINVAL, "ledger_open(NULL)") || !l ||
+             theus_ledger_count(l) != 0 || theus_ledger_entry(l, 0) != NULL || theus_ledger_torn_bytes(l) != 0;
+     theus_ledger_close(l); l = NULL;
+     r = r || want(theus_ledger_open("/nonexistent/ledger.jsonl", &l), THEUS_ESYS, "ledger_open(missing file)") ||
+         !l || !strstr(theus_ledger_errmsg(l), "/nonexistent/ledger.jsonl");
+     theus_ledger_close(l); l = NULL;
+     r = r || want_err(theus_ledger_open("/", &l), "ledger_open(a directory)");
+     theus_ledger_close(l); l = NULL;
+     r = r || want(theus_ledger_open(bad, &l), THEUS_EPARSE, "ledger_open(a bad line before the last)") ||
+         theus_ledger_entry(l, theus_ledger_count(l)) != NULL || theus_ledger_entry(l, SIZE_MAX) != NULL;
+     theus_ledger_close(l); unlink(bad);
+     return r || theus_ledger_count(NULL) != 0 || theus_ledger_entry(NULL, 0) != NULL ||
+            theus_ledger_torn_bytes(NULL) != 0 || theus_ledger_errmsg(NULL) == NULL;)
 CASE(e_trace, theus_engine_set_trace(NULL, trace, NULL); theus_engine_set_trace(engine(), NULL, NULL); return 0;)
 
 /* ---- execution: engine/exec.c ------------------------------------------------ */
@@ -178,7 +216,7 @@ CASE(x_submit, theus_job *j; theus_engine *e = probe_engine(-1); json_t *one = j
             want(theus_engine_submit(e, "never", NULL, &j), THEUS_ENOTFOUND, "submit(unknown)") ||
             want(theus_engine_submit(e, "noop", one, &j), THEUS_EINVAL, "submit(args not an object)");)
 CASE(x_job, json_t *r; theus_job_release(NULL);
-     return want(theus_job_wait(NULL, 0, &r), THEUS_EINVAL, "job_wait(NULL)") ||
+     return want(theus_job_cancel(NULL), THEUS_EINVAL, "job_cancel(NULL)") || want(theus_job_wait(NULL, 0, &r), THEUS_EINVAL, "job_wait(NULL)") ||
             want(theus_job_wait(NULL, -1, NULL), THEUS_EINVAL, "job_wait(NULL, forever, NULL)") ||
             theus_job_errmsg(NULL) == NULL || theus_job_version(NULL) != 0;)
 CASE(x_map_null, json_t *r; theus_engine *e = engine();
@@ -193,16 +231,6 @@ CASE(x_map_bad, json_t *r; theus_engine *e = probe_engine(1); json_t *one = json
                want(theus_engine_map(e, "pprobe", "never", 2, "sum", NULL, &r), THEUS_ENOTFOUND, "map(unknown key)") ||
                want_err(theus_engine_map(e, "noop", "k", 2, "sum", NULL, &r), "map(a process not declaring k)");
      theus_engine_close(e); return bad;)
-
-/* An engine whose open failed (workers -5): it only carries the message. */
-static theus_engine *failed_engine(void) {
-  theus_engine_config c;
-  theus_engine_config_init(&c);
-  c.workers = -5;
-  theus_engine *e = NULL;
-  if (theus_engine_open(&c, &e) == 0 || !e) _exit(99);
-  return e;
-}
 
 CASE(x_map_into_null, json_t *r; uint64_t v; theus_engine *e = engine(); theus_map_out o = {.key = "out"};
      return want(theus_engine_map_into(NULL, "p", "k", 2, "sum", NULL, &o, &r, &v), THEUS_EINVAL, "map_into(NULL)") ||
@@ -302,7 +330,7 @@ CASE(x_reduce, json_t *r; theus_engine *e = engine(); json_t *items = json_pack(
 CASE(x_ctx_null, theus_array_info i; uint64_t lo, hi, ep; uint32_t k, n; size_t nb; char buf[4]; void *d;
      uint64_t sh[1] = {1};
      theus_ctx_return(NULL, json_integer(1));
-     return theus_ctx_map_key(NULL) != NULL ||
+     return theus_ctx_map_key(NULL) != NULL || theus_ctx_canceled(NULL) != 0 || theus_ctx_attempt(NULL) != 0 ||
             want(theus_ctx_map_out(NULL, &i, &d), THEUS_EINVAL, "ctx_map_out(NULL)") || theus_ctx_get(NULL, "domain.x") != NULL || theus_ctx_args(NULL) != NULL ||
             want(theus_ctx_heavy(NULL, "k", &i), THEUS_EINVAL, "ctx_heavy(NULL)") ||
             want(theus_ctx_live_read(NULL, "k", 0, buf, 4, &ep), THEUS_EINVAL, "ctx_live_read(NULL)") ||
@@ -346,6 +374,8 @@ static void probe_answers(theus_ctx *ctx) {
   probe_check(theus_ctx_slice(ctx, &lo, NULL, NULL, NULL) == THEUS_ENOTFOUND, "ctx_slice(outside a map)");
   probe_check(theus_ctx_map_key(ctx) == NULL, "ctx_map_key(outside a map)");
   probe_check(theus_ctx_map_out(ctx, NULL, NULL) == THEUS_ENOTFOUND, "ctx_map_out(outside a map, NULLs)");
+  probe_check(theus_ctx_canceled(ctx) == 0, "ctx_canceled(a run nobody canceled)");
+  probe_check(theus_ctx_attempt(ctx) == 0, "ctx_attempt(a first run)");
   probe_check(theus_ctx_process(ctx) != NULL, "ctx_process");
   probe_check(theus_ctx_worker(ctx) >= -1, "ctx_worker");
   (void)theus_ctx_userdata(ctx);
@@ -468,13 +498,15 @@ static const badcase engine_cases[] = {
     ENTRY(e_stats, "theus_engine_stats(NULL)"),
     ENTRY(e_near, "theus_engine_process_near(NULL / name NULL / failed engine)"),
     ENTRY(e_progress, "theus_engine_progress_get(NULL / out NULL)"),
+    ENTRY(e_cancel, "theus_engine_set_cancel/set_commit_hook(NULL / failed engine / NULL flag or fn)"),
+    ENTRY(e_ledger, "theus_ledger_*(NULLs, missing file, a directory, a bad line)"),
     ENTRY(e_trace, "theus_engine_set_trace(NULL, ...)"),
 };
 
 static const badcase exec_cases[] = {
     ENTRY(x_execute, "theus_engine_execute(NULL / name NULL / failed engine / unknown / args not an object)"),
     ENTRY(x_submit, "theus_engine_submit(NULL / name NULL / out NULL / unknown / args not an object)"),
-    ENTRY(x_job, "theus_job_wait/errmsg/version/release(NULL)"),
+    ENTRY(x_job, "theus_job_cancel/wait/errmsg/version/release(NULL)"),
     ENTRY(x_map_null, "theus_engine_map(NULL / name NULL / key NULL)"),
     ENTRY(x_map_bad, "theus_engine_map(slices 0, reducer NULL or unknown, args, unknown key, undeclared key)"),
     ENTRY(x_map_into_null, "theus_engine_map_into(NULL / failed engine / out NULL / name NULL)"),

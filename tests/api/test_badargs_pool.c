@@ -71,6 +71,8 @@ static int task_probe(theus_task *t) {
   T(theus_task_write(NULL, "x", 1) == THEUS_EINVAL, "write(NULL)");
   T(theus_task_fail(NULL, -1, "x") == THEUS_EINVAL, "fail(NULL)");
   T(theus_task_worker(NULL) == UINT_MAX, "worker(NULL)");
+  T(theus_task_attempt(NULL) == 0, "attempt(NULL)");
+  T(theus_task_attempt(t) == 0, "attempt(t) on a first run");
   T(theus_task_context(NULL) == NULL, "context(NULL)");
   T(theus_task_common(NULL, &len) == NULL && len == 0, "common(NULL)");
   len = 1;
@@ -106,7 +108,8 @@ static int window_probe(theus_task *t) {
 CASE(w_config, theus_pool_config_init(NULL); return 0;)
 CASE(w_open, theus_pool *p = NULL; theus_pool_config c; theus_pool_config_init(&c); c.nworkers = 0;
      int r = want(theus_pool_open(NULL, NULL), THEUS_EINVAL, "pool_open(NULL, NULL)") ||
-             want_err(theus_pool_open(&c, &p), "pool_open(0 workers)");
+             want_err(theus_pool_open(&c, &p), "pool_open(0 workers)") ||
+             (p && want(theus_pool_cancel(p, 1), THEUS_EINVAL, "pool_cancel(pool whose open failed)"));
      theus_pool_close(p, 1); return r;)
 CASE(w_null_pool, theus_ticket t; theus_task_desc d = {.fn = ok_task}; size_t nf; theus_map_desc m = {.fn = ok_task};
      theus_pool_result r; theus_pool_stats st; theus_pool_result_release(NULL);
@@ -114,6 +117,7 @@ CASE(w_null_pool, theus_ticket t; theus_task_desc d = {.fn = ok_task}; size_t nf
             want(theus_pool_submit_wait(NULL, &d, 0, &t), THEUS_EINVAL, "pool_submit_wait(NULL)") ||
             want(theus_pool_submit_batch(NULL, &d, 1, &t), THEUS_EINVAL, "pool_submit_batch(NULL)") ||
             want(theus_pool_map(NULL, &m, &nf), THEUS_EINVAL, "pool_map(NULL)") ||
+            want(theus_pool_cancel(NULL, 1), THEUS_EINVAL, "pool_cancel(NULL)") ||
             want(theus_pool_wait(NULL, 1, 0, &r), THEUS_EINVAL, "pool_wait(NULL)") ||
             want(theus_pool_stats_get(NULL, &st), THEUS_EINVAL, "pool_stats_get(NULL)") ||
             want(theus_pool_close(NULL, 1), 0, "pool_close(NULL)") || theus_pool_size(NULL) != 0 ||
@@ -167,7 +171,8 @@ CASE(w_bad_map, theus_pool *p = pool(NULL); size_t nf; int st[4]; char big[8];
 CASE(w_forged_tickets, theus_pool *p = pool(NULL); theus_pool_result r; uint64_t seed = 0x7e57; int bad = 0;
      for (unsigned i = 0; i < BADARGS_HANDLES && !bad; i++) {
        theus_ticket t = badargs_handle(i, 256, &seed);
-       bad = want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "pool_wait(forged ticket)");
+       bad = want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "pool_wait(forged ticket)") ||
+             want(theus_pool_cancel(p, t), THEUS_ENOTFOUND, "pool_cancel(forged ticket)");
        if (bad) printf("  ticket 0x%016llx\n", (unsigned long long)t);
      }
      return done(p, bad);)
@@ -175,7 +180,8 @@ CASE(w_forged_tickets, theus_pool *p = pool(NULL); theus_pool_result r; uint64_t
 CASE(w_spent_ticket, theus_pool *p = pool(NULL); theus_ticket t; theus_pool_result r;
      theus_task_desc d = {.fn = ok_task};
      int bad = want(theus_pool_submit(p, &d, &t), 0, "submit") || want(theus_pool_wait(p, t, -1, &r), 0, "wait") ||
-               want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "wait(spent ticket)");
+               want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "wait(spent ticket)") ||
+               want(theus_pool_cancel(p, t), THEUS_ENOTFOUND, "pool_cancel(spent ticket)");
      return done(p, bad);)
 /* Forged arena handles given to tasks: each task fails with a handle code
  * (never a crash: THEUS_ECRASH would mean the worker died), 16 per task. */
