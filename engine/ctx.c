@@ -156,9 +156,11 @@ int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32_t *index,
   return 0;
 }
 
-const char *theus_ctx_map_key(theus_ctx *ctx) { return ctx->has_slice ? ctx->map_key : NULL; }
+const char *theus_ctx_map_key(theus_ctx *ctx) { return ctx && ctx->has_slice ? ctx->map_key : NULL; }
 
 int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data) {
+  if (!ctx)
+    return THEUS_EINVAL;
   if (!ctx->has_slice || !ctx->out_key || !ctx->out_data)
     return THEUS_ENOTFOUND;
   if (info)

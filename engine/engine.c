@@ -307,7 +307,7 @@ const theus_contract *theus_engine_contract(theus_engine *e, const char *name) {
 }
 
 const char *theus_engine_process_near(theus_engine *e, const char *name) {
-  if (!e || !name)
+  if (!e || !e->opened || !name)
     return NULL;
   const char *near = NULL;
   size_t best = SIZE_MAX;

@@ -1263,6 +1263,8 @@ static void map_progressed(size_t done, size_t count, void *ud) {
 }
 
 void theus_engine_progress_get(theus_engine *e, theus_engine_progress *out) {
+  if (!out)
+    return;
   memset(out, 0, sizeof *out);
   if (!e)
     return;
@@ -1520,8 +1522,12 @@ static int map_partials_reduce(map_job *m, char *msg, size_t msglen) {
 static int map_out_alloc(map_job *m, const theus_array_info *in, const theus_map_out *out, char *msg,
                          size_t msglen) {
   char path[300];
-  snprintf(path, sizeof path, "heavy.%s", out->key ? out->key : "");
-  if (!out->key || !theus__strv_covers(m->c->outputs, path)) {
+  if (!out->key) {
+    snprintf(msg, msglen, "map '%s': out->key is NULL", m->c->name);
+    return THEUS_EINVAL;
+  }
+  snprintf(path, sizeof path, "heavy.%s", out->key);
+  if (!theus__strv_covers(m->c->outputs, path)) {
     snprintf(msg, msglen, "map '%s': the contract does not declare output '%s'", m->c->name, path);
     return THEUS_ECONTRACT;
   }
@@ -1530,7 +1536,11 @@ static int map_out_alloc(map_job *m, const theus_array_info *in, const theus_map
   const uint64_t *shape = out->ndim ? out->shape : in->shape;
   if (out->partials)
     return map_partials_setup(m, dt, out, msg, msglen);
-  if (nd > THEUS_MAX_DIMS || shape[0] != in->shape[0]) {
+  if (nd > THEUS_MAX_DIMS) {
+    snprintf(msg, msglen, "map '%s' into '%s': ndim %u is above %d", m->c->name, out->key, nd, THEUS_MAX_DIMS);
+    return THEUS_EINVAL;
+  }
+  if (shape[0] != in->shape[0]) {
     snprintf(msg, msglen, "map '%s' into '%s': the output's first dimension (%llu) must be the input's rows (%llu)",
              m->c->name, out->key, (unsigned long long)shape[0], (unsigned long long)in->shape[0]);
     return THEUS_EINVAL;
@@ -1724,8 +1734,8 @@ int theus_engine_map_part(theus_engine *e, const char *name, const char *key, ui
     return rc;
   uint32_t total = m.n;
   if (!rc && (first > total || count > total - first)) {
-    snprintf(msg, sizeof msg, "map '%s': slices [%u, %u) leave the map's %u slices", name, first, first + count,
-             total);
+    snprintf(msg, sizeof msg, "map '%s': slices [%u, %llu) leave the map's %u slices", name, first,
+             (unsigned long long)first + count, total);
     rc = THEUS_EINVAL;
   }
   if (!rc && !count) {
@@ -1746,6 +1756,7 @@ int theus_engine_map(theus_engine *e, const char *name, const char *key, uint32_
 
 int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices, const char *reducer,
                           const json_t *args, const theus_map_out *out, json_t **result, uint64_t *version) {
+  THEUS__ENGINE_ARG(e, "map_into");
   if (!out)
     return theus__eset(e, THEUS_EINVAL, "map_into '%s': out is NULL", name ? name : "(null)");
   return map_main(e, name, key, slices, reducer, args, out, result, version);

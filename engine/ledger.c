@@ -100,6 +100,8 @@ void theus__ledger_close(theus_engine *e) {
 }
 
 void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud) {
+  if (!e)
+    return;
   atomic_store_explicit(&e->commit_ud, ud, memory_order_relaxed);
   atomic_store_explicit(&e->commit_fn, fn, memory_order_release);
 }
@@ -232,15 +234,19 @@ static int ledger_parse(theus_ledger *l, const char *path, char *buf, size_t n) 
 }
 
 int theus_ledger_open(const char *path, theus_ledger **out) {
+  if (!out)
+    return THEUS_EINVAL;
   theus_ledger *l = calloc(1, sizeof *l);
   *out = l;
   if (!l)
     return THEUS_ENOMEM;
   theus__err_init(&l->err);
   l->entries = json_array();
-  FILE *f = path ? fopen(path, "re") : NULL;
+  if (!path)
+    return ledger_fail(l, THEUS_EINVAL, "ledger %s (line %lu): %s", "(null)", 0, "path is NULL");
+  FILE *f = fopen(path, "re");
   if (!f)
-    return ledger_fail(l, THEUS_ESYS, "ledger %s (line %lu): cannot open it: %s", path ? path : "(null)", 0,
+    return ledger_fail(l, THEUS_ESYS, "ledger %s (line %lu): cannot open it: %s", path, 0,
                        strerror(errno));
   char *buf = NULL;
   size_t n = 0, cap = 0, got;

@@ -174,7 +174,11 @@ int theus_engine_has_reducer(theus_engine *e, const char *name) {
 }
 
 int theus_engine_reduce(theus_engine *e, const char *reducer, const json_t *items, json_t **result) {
-  *result = NULL;
+  if (result)
+    *result = NULL;
+  THEUS__ENGINE_ARG(e, "reduce");
+  if (!result)
+    return theus__eset(e, THEUS_EINVAL, "reduce: result is NULL");
   void *ud;
   theus_reducer_fn fn = reducer ? theus__reducer_find(e, reducer, &ud) : NULL;
   if (!fn)

@@ -192,9 +192,12 @@ int theus_arena_ro_fd(const theus_arena *a) { return a ? a->ro_fd : THEUS_EINVAL
 
 int theus_arena_is_readonly(const theus_arena *a) { return a ? a->readonly : 0; }
 
-int theus_arena_rw_fd(const theus_arena *a) { return a->readonly ? -1 : a->fd; }
+int theus_arena_rw_fd(const theus_arena *a) { return !a ? THEUS_EINVAL : a->readonly ? -1 : a->fd; }
 
 int theus_arena_file_range(const theus_arena *a, theus_handle h, uint64_t *offset, uint64_t *len) {
+  THEUS__ARENA_ARG(a, "theus_arena_file_range");
+  THEUS__ARG_NONNULL(a, offset, "theus_arena_file_range");
+  THEUS__ARG_NONNULL(a, len, "theus_arena_file_range");
   theus__slot s;
   s.offset = s.size = s.rsize = 0;
   int rc = theus__arena_resolve(a, h, &s);

@@ -485,9 +485,14 @@ static int exec_list(theus_pipeline *p, theus_engine *e, const steplist *l, bool
   return 0;
 }
 
-void theus_pipeline_skip_heavy(theus_pipeline *p) { p->skip_heavy = true; }
+void theus_pipeline_skip_heavy(theus_pipeline *p) {
+  if (p)
+    p->skip_heavy = true;
+}
 
 void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud) {
+  if (!p)
+    return;
   p->map_fn = fn;
   p->map_ud = ud;
 }

@@ -295,7 +295,7 @@ int theus_task_view(const theus_task *t, unsigned i, const void **ptr, size_t *l
 
 void *theus_task_window(const theus_task *t, size_t *len) {
   worker_ctx *x = worker_self;
-  int has = x && x->win.gen && (t->slot->flags & THEUS__TASK_WINDOW);
+  int has = t && x && x->win.gen && (t->slot->flags & THEUS__TASK_WINDOW);
   if (len) *len = has ? x->win.len : 0;
   return has ? x->win.base : NULL;
 }

@@ -113,7 +113,8 @@ THEUS_API const theus_contract *theus_engine_contract(theus_engine *e, const cha
 
 /* For "did you mean": the registered process whose name is closest to name
  * (a likely misspelling: at most 2 edits, or a third of the name's length),
- * valid until close; NULL if none is that close or name is registered. */
+ * valid until close; NULL if none is that close or name is registered (also
+ * for NULL arguments and an engine whose open failed). */
 THEUS_API const char *theus_engine_process_near(theus_engine *e, const char *name);
 
 /* A reducer for map: acc is NULL for the first item; returns the new
@@ -186,7 +187,7 @@ THEUS_API int theus_ctx_slice(theus_ctx *ctx, uint64_t *lo, uint64_t *hi, uint32
 
 /* In a map: the heavy key of the array being mapped (valid during the call),
  * so one process serves maps over any key (declare inputs as `heavy.*`).
- * NULL outside a map. */
+ * NULL outside a map, in a map with no input array, and for a NULL ctx. */
 THEUS_API const char *theus_ctx_map_key(theus_ctx *ctx);
 
 /* In a map into a heavy output (theus_engine_map_into): the output's dtype
@@ -195,7 +196,7 @@ THEUS_API const char *theus_ctx_map_key(theus_ctx *ctx);
  * (theus_ctx_slice) and nothing else: in a worker any other store faults and
  * fails the map as a contract violation. With theus_map_out.partials, *info
  * and *data describe this slice's own partial array instead, which it may
- * write whole. THEUS_ENOTFOUND elsewhere. */
+ * write whole. THEUS_ENOTFOUND elsewhere, THEUS_EINVAL for a NULL ctx. */
 THEUS_API int theus_ctx_map_out(theus_ctx *ctx, theus_array_info *info, void **data);
 
 /* Writes value (reference stolen) to a declared output path. Objects are
@@ -413,7 +414,8 @@ typedef struct theus_map_out {
  * key NULL: no input array; the slices split the output's rows (out->dtype
  * and out->ndim/shape required, no partials): how a parallel process fills a
  * new array on its own (slices 1: one worker, the whole array writable).
- * THEUS_ECONTRACT (output not declared), THEUS_EINVAL (shape), THEUS_EEXIST
+ * THEUS_ECONTRACT (output not declared), THEUS_EINVAL (out or out->key NULL,
+ * ndim above THEUS_MAX_DIMS, shape), THEUS_EEXIST
  * (a draft for the key is pending), THEUS_ECONFLICT (the key was rebound
  * meanwhile), arena codes, and the codes of theus_engine_map. */
 THEUS_API int theus_engine_map_into(theus_engine *e, const char *name, const char *key, uint32_t slices,
@@ -433,8 +435,9 @@ THEUS_API int theus_engine_map_part(theus_engine *e, const char *name, const cha
 /* Folds items (a JSON array, e.g. the concatenated theus_engine_map_part
  * results of every slice) in order with reducer, as theus_engine_map folds
  * slice values; null entries are skipped. *result gets the value (new
- * reference; null if there was none). THEUS_EINVAL for an unknown reducer
- * or values it cannot combine. */
+ * reference; null if there was none). THEUS_EINVAL for an unknown reducer,
+ * items not an array, values it cannot combine, a NULL engine or result, or an
+ * engine whose open failed. */
 THEUS_API int theus_engine_reduce(theus_engine *e, const char *reducer, const json_t *items, json_t **result);
 
 /* ---- observability ----------------------------------------------------- */
@@ -449,7 +452,7 @@ typedef struct theus_engine_progress {
  * thread while theus_engine_map blocks (theus-run's progress line). Counters
  * are read one by one: map_done <= map_total always holds, the pair is exact
  * when one map runs at a time. A pooled map counts a slice when it is
- * collected, in slice order. */
+ * collected, in slice order. All zero for a NULL engine; out NULL: nothing. */
 THEUS_API void theus_engine_progress_get(theus_engine *e, theus_engine_progress *out);
 
 /* Counters as JSON (new reference): {"engine": {...}, "arena": {...},
@@ -474,7 +477,8 @@ THEUS_API void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *
 /* Calls fn for every committed version, in version order, with the entry
  * the ledger would write (also without a ledger file). fn runs under the
  * engine's state lock: it must be quick and must not call the engine (it may
- * set a cancel flag, theus_engine_set_cancel). NULL disables. */
+ * set a cancel flag, theus_engine_set_cancel). fn NULL disables; e NULL:
+ * nothing. */
 THEUS_API void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud);
 
 /* ---- ledger files ------------------------------------------------------ */
@@ -485,8 +489,9 @@ typedef struct theus_ledger theus_ledger;
 /* Reads the ledger at path. A last line that is not whole (no newline, or
  * not JSON: a write cut short by a crash or a power cut) is left out and
  * counted by theus_ledger_torn_bytes; a bad line before the last one is
- * THEUS_EPARSE naming it. Like theus_engine_open, a failure still hands back
- * the ledger carrying the message (unless memory ran out). */
+ * THEUS_EPARSE naming it, THEUS_ESYS if it cannot be read, THEUS_EINVAL for
+ * a NULL path. Like theus_engine_open, a failure still hands back the ledger
+ * carrying the message (unless memory ran out or out is NULL: THEUS_EINVAL). */
 THEUS_API int theus_ledger_open(const char *path, theus_ledger **out);
 
 /* Whole entries read. */

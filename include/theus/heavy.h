@@ -104,13 +104,14 @@ THEUS_API void theus_arena_close(theus_arena *a);
 THEUS_API int theus_arena_ro_fd(const theus_arena *a);
 
 /* The read-write descriptor of the memfd (owner only; -1 for a read-only
- * attachment). Owned by the arena. Hand it only to code that maps exactly the
+ * attachment or an arena whose open failed, THEUS_EINVAL for NULL). Owned by the arena. Hand it only to code that maps exactly the
  * pages it may write (the pool's write windows, docs/workers.md). */
 THEUS_API int theus_arena_rw_fd(const theus_arena *a);
 
 /* Where array h lies in the memfd: *offset (page-aligned) and *len, its
  * size rounded up to whole pages, all of them its own. THEUS_EINVAL for an
- * array smaller than a page (it shares its page with others). */
+ * array smaller than a page (it shares its page with others), a NULL arena or
+ * output, or an arena whose open failed; handle codes for a bad handle. */
 THEUS_API int theus_arena_file_range(const theus_arena *a, theus_handle h, uint64_t *offset, uint64_t *len);
 
 /* Nonzero if this is a read-only attachment. */

@@ -70,7 +70,7 @@ THEUS_API void theus_pipeline_arena_config(const theus_pipeline *p, theus_arena_
 
 /* Before theus_pipeline_open_engine: do not create the file's heavy arrays.
  * For a host that receives them otherwise (a cluster executor gets rank 0's
- * arrays); steps over them fail until they are published. */
+ * arrays); steps over them fail until they are published. NULL: nothing. */
 THEUS_API void theus_pipeline_skip_heavy(theus_pipeline *p);
 
 /* Runs a map step instead of theus_engine_map(e, process, key, slices,
@@ -83,7 +83,7 @@ typedef int (*theus_pipeline_map_fn)(theus_engine *e, const char *process, const
                                      size_t msglen, void *ud);
 
 /* Routes the run's map steps to fn (the cluster layer spreads them over
- * ranks). NULL restores theus_engine_map. */
+ * ranks). fn NULL restores theus_engine_map; p NULL: nothing. */
 THEUS_API void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud);
 
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg

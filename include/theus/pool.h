@@ -326,7 +326,8 @@ THEUS_API int theus_task_view(const theus_task *t, unsigned i, const void **ptr,
 THEUS_API void *theus_task_out(theus_task *t, size_t *cap);
 /* In a map with a write window: its base address (the array's first byte)
  * and, in *len (optional), its size rounded up to pages. Only this item's
- * bytes are writable (theus_map_desc.window_ranges). NULL without a window. */
+ * bytes are writable (theus_map_desc.window_ranges). NULL (and *len 0)
+ * without a window or for a NULL task. */
 THEUS_API void *theus_task_window(const theus_task *t, size_t *len);
 /* Sets the result length; THEUS_ETRUNC (with a message) beyond the capacity. */
 THEUS_API int theus_task_set_result(theus_task *t, size_t len);

@@ -36,6 +36,12 @@ CASE(k_list_covers, return want(theus_path_list_covers(NULL, "domain.a"), 0, "pa
                            want(theus_path_list_covers(with_null_entry, "domain.a"), 0, "path_list_covers({NULL}, p)");)
 CASE(k_name_list, return want(theus_name_list_has(NULL, "x"), 0, "name_list_has(NULL, x)") ||
                          want(theus_name_list_has(list, NULL), 0, "name_list_has(list, NULL)");)
+CASE(k_retries, theus_contract none = {.name = "p", .fn = noop, .retries = -1},
+     odd = {.name = "p", .fn = noop, .retries = -7}, eff = {.name = "p", .fn = noop, .semantic = THEUS_EFFECT};
+     return want((int)theus_contract_retries(NULL), 0, "contract_retries(NULL)") ||
+            want((int)theus_contract_retries(&none), 0, "contract_retries(retries -1)") ||
+            want((int)theus_contract_retries(&odd), 0, "contract_retries(retries -7)") ||
+            want((int)theus_contract_retries(&eff), 0, "contract_retries(an effect)");)
 CASE(k_overlaps, return want(theus_path_overlaps(NULL, "domain.a"), 0, "path_overlaps(NULL, p)") ||
                         want(theus_path_overlaps("domain.a", NULL), 0, "path_overlaps(p, NULL)");)
 CASE(k_check, char err[128]; theus_contract noname = {.fn = noop}, nofn = {.name = "p"};
@@ -85,6 +91,7 @@ static const badcase contract_cases[] = {
     ENTRY(k_covers, "theus_path_covers(NULLs)"),
     ENTRY(k_list_covers, "theus_path_list_covers(NULLs)"),
     ENTRY(k_name_list, "theus_name_list_has(NULLs)"),
+    ENTRY(k_retries, "theus_contract_retries(NULL / retries -1, -7 / an effect)"),
     ENTRY(k_overlaps, "theus_path_overlaps(NULLs)"),
     ENTRY(k_check, "theus_contract_check(NULL / name NULL / fn NULL / bad fields)"),
     ENTRY(k_copy, "theus_contract_copy/release(NULL, name NULL)"),

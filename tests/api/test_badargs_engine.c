@@ -39,6 +39,16 @@ static theus_process_fn resolve(const char *name, void *ud) {
 
 static const char *const any_in[] = {"domain.x", NULL};
 
+/* An engine whose open failed (workers -5): it only carries the message. */
+static theus_engine *failed_engine(void) {
+  theus_engine_config c;
+  theus_engine_config_init(&c);
+  c.workers = -5;
+  theus_engine *e = NULL;
+  if (theus_engine_open(&c, &e) == 0 || !e) _exit(99);
+  return e;
+}
+
 CASE(e_config_init, theus_engine_config_init(NULL); return 0;)
 CASE(e_open_out, theus_engine_config c; theus_engine_config_init(&c); c.workers = -1;
      return want(theus_engine_open(&c, NULL), THEUS_EINVAL, "open(cfg, NULL)");)
@@ -118,6 +128,40 @@ CASE(e_watch, theus_version_watch *w; int fd = theus_engine_version_fd(engine())
             theus_version_watch_current(NULL) != 0 ||
             want(theus_version_watch_wait(NULL, 0, 0, NULL), THEUS_EINVAL, "version_watch_wait(NULL)");)
 CASE(e_stats, return theus_engine_stats(NULL) != NULL;)
+CASE(e_near, theus_engine *bad = NULL; theus_engine_config c; theus_engine_config_init(&c); c.workers = -5;
+     theus_engine_open(&c, &bad);
+     return theus_engine_process_near(NULL, "p") != NULL || theus_engine_process_near(engine(), NULL) != NULL ||
+            theus_engine_process_near(bad, "p") != NULL;)
+CASE(e_progress, theus_engine_progress pr; memset(&pr, 0xff, sizeof pr); theus_engine_progress_get(engine(), NULL);
+     theus_engine_progress_get(NULL, &pr); return pr.map_done || pr.map_total || pr.slices;)
+static void commit(const json_t *entry, void *ud) { (void)entry, (void)ud; }
+
+CASE(e_cancel, static volatile int flag = 1; theus_engine *e = engine(); json_t *r = NULL;
+     theus_engine_set_cancel(NULL, &flag); theus_engine_set_cancel(failed_engine(), &flag);
+     theus_engine_set_commit_hook(NULL, commit, NULL); theus_engine_set_commit_hook(failed_engine(), commit, NULL);
+     theus_engine_set_commit_hook(e, NULL, NULL); theus_engine_set_cancel(e, NULL);
+     theus_engine_set_cancel(e, &flag); theus_engine_set_cancel(e, NULL); /* removed again: runs go on */
+     return want(theus_engine_set(e, "domain.x", json_integer(1)), 0, "set after set_cancel(NULL)") ||
+            want(theus_engine_execute(e, "never", NULL, &r), THEUS_ENOTFOUND, "execute(unknown) after the cancels");)
+CASE(e_ledger, theus_ledger *l = NULL; char bad[] = "/tmp/theus-badargs-ledger-XXXXXX"; int fd = mkstemp(bad);
+     const char text[] = "{\"version\": 1}\nnot json\n{\"version\": 2}\n";
+     if (fd < 0 || write(fd, text, sizeof text - 1) != (ssize_t)(sizeof text - 1)) return 1;
+     close(fd);
+     theus_ledger_close(NULL);
+     int r = want(theus_ledger_open("x", NULL), THEUS_EINVAL, "ledger_open(path, NULL)") ||
+             want(theus_ledger_open(NULL, &l), THEUS_EINVAL, "ledger_open(NULL)") || !l ||
+             theus_ledger_count(l) != 0 || theus_ledger_entry(l, 0) != NULL || theus_ledger_torn_bytes(l) != 0;
+     theus_ledger_close(l); l = NULL;
+     r = r || want(theus_ledger_open("/nonexistent/ledger.jsonl", &l), THEUS_ESYS, "ledger_open(missing file)") ||
+         !l || !strstr(theus_ledger_errmsg(l), "/nonexistent/ledger.jsonl");
+     theus_ledger_close(l); l = NULL;
+     r = r || want_err(theus_ledger_open("/", &l), "ledger_open(a directory)");
+     theus_ledger_close(l); l = NULL;
+     r = r || want(theus_ledger_open(bad, &l), THEUS_EPARSE, "ledger_open(a bad line before the last)") ||
+         theus_ledger_entry(l, theus_ledger_count(l)) != NULL || theus_ledger_entry(l, SIZE_MAX) != NULL;
+     theus_ledger_close(l); unlink(bad);
+     return r || theus_ledger_count(NULL) != 0 || theus_ledger_entry(NULL, 0) != NULL ||
+            theus_ledger_torn_bytes(NULL) != 0 || theus_ledger_errmsg(NULL) == NULL;)
 CASE(e_trace, theus_engine_set_trace(NULL, trace, NULL); theus_engine_set_trace(engine(), NULL, NULL); return 0;)
 
 /* ---- execution: engine/exec.c ------------------------------------------------ */
@@ -172,7 +216,7 @@ CASE(x_submit, theus_job *j; theus_engine *e = probe_engine(-1); json_t *one = j
             want(theus_engine_submit(e, "never", NULL, &j), THEUS_ENOTFOUND, "submit(unknown)") ||
             want(theus_engine_submit(e, "noop", one, &j), THEUS_EINVAL, "submit(args not an object)");)
 CASE(x_job, json_t *r; theus_job_release(NULL);
-     return want(theus_job_wait(NULL, 0, &r), THEUS_EINVAL, "job_wait(NULL)") ||
+     return want(theus_job_cancel(NULL), THEUS_EINVAL, "job_cancel(NULL)") || want(theus_job_wait(NULL, 0, &r), THEUS_EINVAL, "job_wait(NULL)") ||
             want(theus_job_wait(NULL, -1, NULL), THEUS_EINVAL, "job_wait(NULL, forever, NULL)") ||
             theus_job_errmsg(NULL) == NULL || theus_job_version(NULL) != 0;)
 CASE(x_map_null, json_t *r; theus_engine *e = engine();
@@ -188,6 +232,97 @@ CASE(x_map_bad, json_t *r; theus_engine *e = probe_engine(1); json_t *one = json
                want_err(theus_engine_map(e, "noop", "k", 2, "sum", NULL, &r), "map(a process not declaring k)");
      theus_engine_close(e); return bad;)
 
+CASE(x_map_into_null, json_t *r; uint64_t v; theus_engine *e = engine(); theus_map_out o = {.key = "out"};
+     return want(theus_engine_map_into(NULL, "p", "k", 2, "sum", NULL, &o, &r, &v), THEUS_EINVAL, "map_into(NULL)") ||
+            want(theus_engine_map_into(NULL, "p", "k", 2, NULL, NULL, NULL, NULL, NULL), THEUS_EINVAL,
+                 "map_into(NULL, out NULL)") ||
+            want(theus_engine_map_into(failed_engine(), "p", "k", 2, NULL, NULL, &o, &r, &v), THEUS_EINVAL,
+                 "map_into(engine whose open failed)") ||
+            want(theus_engine_map_into(e, "p", "k", 2, NULL, NULL, NULL, &r, &v), THEUS_EINVAL, "map_into(out NULL)") ||
+            want(theus_engine_map_into(e, NULL, "k", 2, NULL, NULL, &o, &r, &v), THEUS_EINVAL, "map_into(name NULL)");)
+static const char *const mprobe_in[] = {"heavy.big", NULL};
+static const char *const mprobe_out[] = {"heavy.out", NULL};
+
+/* A local engine with a published f64[2048] "big" (4 pages) and "mprobe",
+ * which reads heavy.big and writes heavy.out: a valid map_into is
+ * theus_engine_map_into(e, "mprobe", "big", 2, "concat", NULL, {"out"}). */
+static theus_engine *map_engine(void) {
+  theus_engine *e = engine();
+  uint64_t sh[1] = {2048};
+  void *d;
+  theus_contract m = {.name = "mprobe", .fn = noop, .inputs = mprobe_in, .outputs = mprobe_out};
+  json_t *publish = json_pack("{s:b}", "big", 1);
+  int rc = theus_engine_register(e, &m) || theus_engine_heavy_alloc(e, "big", THEUS_DTYPE_F64, 1, sh, &d) ||
+           theus_engine_cas(e, theus_engine_version(e), NULL, publish, NULL);
+  json_decref(publish);
+  if (rc) {
+    printf("  cannot set up the map engine: %s\n", theus_engine_errmsg(e));
+    _exit(99);
+  }
+  return e;
+}
+
+#define MAP_INTO(o) theus_engine_map_into(e, "mprobe", "big", 2, "concat", NULL, o, &r, NULL)
+CASE(x_map_into_bad, json_t *r; theus_engine *e = map_engine(); json_t *one = json_integer(1);
+     theus_map_out o = {.key = "out"}, nokey = {.dtype = THEUS_DTYPE_F64}, undecl = {.key = "zz"},
+                   dims = {.key = "out", .ndim = 9, .shape = {2048, 1, 1, 1, 1, 1, 1, 1}},
+                   dt = {.key = "out", .dtype = (theus_dtype)99}, rows = {.key = "out", .ndim = 1, .shape = {3}},
+                   zero = {.key = "out", .ndim = 2, .shape = {2048, 0}},
+                   huge = {.key = "out", .ndim = 2, .shape = {2048, UINT64_MAX}},
+                   part = {.key = "out", .partials = "nope", .ndim = 1, .shape = {4}},
+                   part0 = {.key = "out", .partials = "sum"}, shapeless = {.key = "out"},
+                   free_rows = {.dtype = THEUS_DTYPE_F64, .ndim = 1, .shape = {4096}};
+     int bad = want(theus_engine_map_into(e, "mprobe", "big", 0, "concat", NULL, &o, &r, NULL), THEUS_EINVAL,
+                    "map_into(slices 0)") ||
+               want(theus_engine_map_into(e, "mprobe", "big", 2, "concat", one, &o, &r, NULL), THEUS_EINVAL,
+                    "map_into(args not an object)") ||
+               want(theus_engine_map_into(e, "mprobe", "big", 2, NULL, NULL, &o, &r, NULL), THEUS_EINVAL,
+                    "map_into(reducer NULL)") ||
+               want(MAP_INTO(&nokey), THEUS_EINVAL, "map_into(out->key NULL)") ||
+               want(MAP_INTO(&undecl), THEUS_ECONTRACT, "map_into(undeclared output)") ||
+               want(MAP_INTO(&dims), THEUS_EINVAL, "map_into(ndim 9)") ||
+               want(MAP_INTO(&dt), THEUS_EINVAL, "map_into(dtype 99)") ||
+               want(MAP_INTO(&rows), THEUS_EINVAL, "map_into(3 rows for 2048)") ||
+               want(MAP_INTO(&zero), THEUS_EINVAL, "map_into(a dimension 0)") ||
+               want_err(MAP_INTO(&huge), "map_into(2048 x 2^64 - 1)") ||
+               want(MAP_INTO(&part), THEUS_EINVAL, "map_into(partials \"nope\")") ||
+               want(MAP_INTO(&part0), THEUS_EINVAL, "map_into(partials without a shape)") ||
+               want(theus_engine_map_into(e, "mprobe", NULL, 2, "concat", NULL, &shapeless, &r, NULL), THEUS_EINVAL,
+                    "map_into(key NULL, no shape)") ||
+               want(theus_engine_map_into(e, "mprobe", NULL, 2, "concat", NULL, &free_rows, &r, NULL), THEUS_EINVAL,
+                    "map_into(key NULL, out->key NULL)") ||
+               want(theus_engine_map_into(e, "mprobe", "never", 2, "concat", NULL, &o, &r, NULL), THEUS_ENOTFOUND,
+                    "map_into(unknown key)") ||
+               want(theus_engine_map_into(e, "never", "big", 2, "concat", NULL, &o, &r, NULL), THEUS_ENOTFOUND,
+                    "map_into(unknown process)") ||
+               want(MAP_INTO(&o), 0, "map_into(a valid call, after the bad ones)");
+     json_decref(r); theus_engine_close(e); return bad;)
+CASE(x_map_part, json_t *it; theus_engine *e = probe_engine(1);
+     int bad = want(theus_engine_map_part(NULL, "p", "k", 2, 0, 1, NULL, &it), THEUS_EINVAL, "map_part(NULL)") ||
+               want(theus_engine_map_part(failed_engine(), "p", "k", 2, 0, 1, NULL, &it), THEUS_EINVAL,
+                    "map_part(engine whose open failed)") ||
+               want(theus_engine_map_part(e, NULL, "k", 2, 0, 1, NULL, &it), THEUS_EINVAL, "map_part(name NULL)") ||
+               want(theus_engine_map_part(e, "pprobe", NULL, 2, 0, 1, NULL, &it), THEUS_EINVAL, "map_part(key NULL)") ||
+               want(theus_engine_map_part(e, "pprobe", "k", 2, 0, 1, NULL, NULL), THEUS_EINVAL, "map_part(items NULL)") ||
+               want(theus_engine_map_part(e, "pprobe", "k", 0, 0, 1, NULL, &it), THEUS_EINVAL, "map_part(slices 0)") ||
+               want(theus_engine_map_part(e, "pprobe", "k", 2, 3, 0, NULL, &it), THEUS_EINVAL, "map_part(first past n)") ||
+               want(theus_engine_map_part(e, "pprobe", "k", 2, 1, UINT32_MAX, NULL, &it), THEUS_EINVAL,
+                    "map_part(count UINT32_MAX)") ||
+               want(theus_engine_map_part(e, "pprobe", "k", 2, UINT32_MAX, 2, NULL, &it), THEUS_EINVAL,
+                    "map_part(first + count wraps)") ||
+               want(theus_engine_map_part(e, "pprobe", "never", 2, 0, 1, NULL, &it), THEUS_ENOTFOUND,
+                    "map_part(unknown key)");
+     theus_engine_close(e); return bad;)
+CASE(x_reduce, json_t *r; theus_engine *e = engine(); json_t *items = json_pack("[i, s]", 1, "x"), *one = json_integer(1);
+     return want(theus_engine_reduce(NULL, "sum", items, &r), THEUS_EINVAL, "reduce(NULL)") ||
+            want(theus_engine_reduce(failed_engine(), "sum", items, &r), THEUS_EINVAL, "reduce(engine whose open failed)") ||
+            want(theus_engine_reduce(e, "sum", items, NULL), THEUS_EINVAL, "reduce(result NULL)") ||
+            want(theus_engine_reduce(e, NULL, items, &r), THEUS_EINVAL, "reduce(reducer NULL)") ||
+            want(theus_engine_reduce(e, "nope", items, &r), THEUS_EINVAL, "reduce(unknown reducer)") ||
+            want(theus_engine_reduce(e, "sum", NULL, &r), THEUS_EINVAL, "reduce(items NULL)") ||
+            want(theus_engine_reduce(e, "sum", one, &r), THEUS_EINVAL, "reduce(items not an array)") ||
+            want(theus_engine_reduce(e, "sum", items, &r), THEUS_EINVAL, "reduce(sum of 1 and \"x\")");)
+
 /* ---- the process context: engine/ctx.c ---------------------------------------
  * NULL ctx from the host (no run), then every call with bad arguments on a
  * real ctx, in a local run and in a worker. The probe writes what answered
@@ -195,7 +330,8 @@ CASE(x_map_bad, json_t *r; theus_engine *e = probe_engine(1); json_t *one = json
 CASE(x_ctx_null, theus_array_info i; uint64_t lo, hi, ep; uint32_t k, n; size_t nb; char buf[4]; void *d;
      uint64_t sh[1] = {1};
      theus_ctx_return(NULL, json_integer(1));
-     return theus_ctx_get(NULL, "domain.x") != NULL || theus_ctx_args(NULL) != NULL ||
+     return theus_ctx_map_key(NULL) != NULL || theus_ctx_canceled(NULL) != 0 || theus_ctx_attempt(NULL) != 0 ||
+            want(theus_ctx_map_out(NULL, &i, &d), THEUS_EINVAL, "ctx_map_out(NULL)") || theus_ctx_get(NULL, "domain.x") != NULL || theus_ctx_args(NULL) != NULL ||
             want(theus_ctx_heavy(NULL, "k", &i), THEUS_EINVAL, "ctx_heavy(NULL)") ||
             want(theus_ctx_live_read(NULL, "k", 0, buf, 4, &ep), THEUS_EINVAL, "ctx_live_read(NULL)") ||
             want(theus_ctx_live_wait(NULL, "k", 0, 0, &ep), THEUS_EINVAL, "ctx_live_wait(NULL)") ||
@@ -236,6 +372,10 @@ static void probe_answers(theus_ctx *ctx) {
   probe_check(theus_ctx_live_size(ctx, NULL, &nb) == THEUS_EINVAL, "ctx_live_size(key NULL)");
   probe_check(theus_ctx_live_size(ctx, "lv", NULL) == 0, "ctx_live_size(nbytes NULL)");
   probe_check(theus_ctx_slice(ctx, &lo, NULL, NULL, NULL) == THEUS_ENOTFOUND, "ctx_slice(outside a map)");
+  probe_check(theus_ctx_map_key(ctx) == NULL, "ctx_map_key(outside a map)");
+  probe_check(theus_ctx_map_out(ctx, NULL, NULL) == THEUS_ENOTFOUND, "ctx_map_out(outside a map, NULLs)");
+  probe_check(theus_ctx_canceled(ctx) == 0, "ctx_canceled(a run nobody canceled)");
+  probe_check(theus_ctx_attempt(ctx) == 0, "ctx_attempt(a first run)");
   probe_check(theus_ctx_process(ctx) != NULL, "ctx_process");
   probe_check(theus_ctx_worker(ctx) >= -1, "ctx_worker");
   (void)theus_ctx_userdata(ctx);
@@ -356,15 +496,24 @@ static const badcase engine_cases[] = {
     ENTRY(e_wait, "theus_engine_wait_version/version_fd(NULL)"),
     ENTRY(e_watch, "theus_version_watch_*(bad fd, NULLs)"),
     ENTRY(e_stats, "theus_engine_stats(NULL)"),
+    ENTRY(e_near, "theus_engine_process_near(NULL / name NULL / failed engine)"),
+    ENTRY(e_progress, "theus_engine_progress_get(NULL / out NULL)"),
+    ENTRY(e_cancel, "theus_engine_set_cancel/set_commit_hook(NULL / failed engine / NULL flag or fn)"),
+    ENTRY(e_ledger, "theus_ledger_*(NULLs, missing file, a directory, a bad line)"),
     ENTRY(e_trace, "theus_engine_set_trace(NULL, ...)"),
 };
 
 static const badcase exec_cases[] = {
     ENTRY(x_execute, "theus_engine_execute(NULL / name NULL / failed engine / unknown / args not an object)"),
     ENTRY(x_submit, "theus_engine_submit(NULL / name NULL / out NULL / unknown / args not an object)"),
-    ENTRY(x_job, "theus_job_wait/errmsg/version/release(NULL)"),
+    ENTRY(x_job, "theus_job_cancel/wait/errmsg/version/release(NULL)"),
     ENTRY(x_map_null, "theus_engine_map(NULL / name NULL / key NULL)"),
     ENTRY(x_map_bad, "theus_engine_map(slices 0, reducer NULL or unknown, args, unknown key, undeclared key)"),
+    ENTRY(x_map_into_null, "theus_engine_map_into(NULL / failed engine / out NULL / name NULL)"),
+    ENTRY(x_map_into_bad, "theus_engine_map_into(slices 0, args, reducer NULL, out->key NULL, undeclared, ndim 9, "
+                          "dtype 99, rows, dimension 0, 2^70 bytes, partials, key NULL, unknowns)"),
+    ENTRY(x_map_part, "theus_engine_map_part(NULLs, failed engine, slices 0, ranges past n, unknown key)"),
+    ENTRY(x_reduce, "theus_engine_reduce(NULLs, failed engine, unknown reducer, items not an array, mixed items)"),
     ENTRY(x_ctx_null, "theus_ctx_*(NULL ctx)"),
     ENTRY(x_ctx_local, "theus_ctx_*(bad arguments) in a local run"),
     ENTRY(x_ctx_worker, "theus_ctx_*(bad arguments) in a worker"),

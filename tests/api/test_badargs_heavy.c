@@ -50,6 +50,16 @@ CASE(c_open_ro_fd, theus_arena *a; return want_err(theus_arena_open_ro(-1, &a), 
 CASE(c_open_ro_notarena, theus_arena *a; return want_err(theus_arena_open_ro(0, &a), "open_ro(stdin)");)
 CASE(c_close, theus_arena_close(NULL); return 0;)
 CASE(c_ro_fd, return want(theus_arena_ro_fd(NULL), THEUS_EINVAL, "ro_fd(NULL)");)
+CASE(c_rw_fd, return want(theus_arena_rw_fd(NULL), THEUS_EINVAL, "rw_fd(NULL)") ||
+                     want(theus_arena_rw_fd(failed_arena()), -1, "rw_fd(failed arena)");)
+CASE(c_file_range, theus_arena *a = arena(); theus_handle big, small; uint64_t off, len;
+     theus_arena_alloc(a, 1 << 16, &big, NULL); theus_arena_write(a, "x", 1, &small);
+     return want(theus_arena_file_range(NULL, big, &off, &len), THEUS_EINVAL, "file_range(NULL)") ||
+            want(theus_arena_file_range(failed_arena(), 1, &off, &len), THEUS_EINVAL, "file_range(failed arena)") ||
+            want(theus_arena_file_range(a, big, NULL, &len), THEUS_EINVAL, "file_range(offset NULL)") ||
+            want(theus_arena_file_range(a, big, &off, NULL), THEUS_EINVAL, "file_range(len NULL)") ||
+            want(theus_arena_file_range(a, small, &off, &len), THEUS_EINVAL, "file_range(1-byte array)") ||
+            want_err(theus_arena_file_range(a, 0, &off, &len), "file_range(handle 0)");)
 CASE(c_is_ro, return want(theus_arena_is_readonly(NULL), 0, "is_readonly(NULL)");)
 CASE(c_errmsg, return theus_arena_errmsg(NULL) == NULL;)
 CASE(c_alloc_null, theus_handle h; void *p; return want(theus_arena_alloc(NULL, 8, &h, &p), THEUS_EINVAL, "alloc(NULL)");)
@@ -135,6 +145,7 @@ FORGED(f_view, ({ const void *p; theus_arena_view(a, h, &p, NULL); }))
 FORGED(f_data, ({ void *p; theus_arena_data(a, h, &p, NULL); }))
 FORGED(f_read, ({ char b[8]; theus_arena_read(a, h, b, sizeof b, NULL); }))
 FORGED(f_free, theus_arena_free(a, h))
+FORGED(f_file_range, ({ uint64_t o, l; theus_arena_file_range(a, h, &o, &l); }))
 FORGED(f_info, ({ theus_array_info inf; theus_array_info_get(a, h, &inf); }))
 FORGED(f_probe, ({ size_t n; theus_twin_probe(a, h, &n); }))
 FORGED(f_reader, ({ theus_twin_reader *r; theus_twin_reader_open(a, h, &r); }))
@@ -209,6 +220,8 @@ static const badcase heavy_cases[] = {
     ENTRY(c_open_ro_notarena, "theus_arena_open_ro(stdin, &a)"),
     ENTRY(c_close, "theus_arena_close(NULL)"),
     ENTRY(c_ro_fd, "theus_arena_ro_fd(NULL)"),
+    ENTRY(c_rw_fd, "theus_arena_rw_fd(NULL / failed arena)"),
+    ENTRY(c_file_range, "theus_arena_file_range(NULL / failed arena / outputs NULL / small array / handle 0)"),
     ENTRY(c_is_ro, "theus_arena_is_readonly(NULL)"),
     ENTRY(c_errmsg, "theus_arena_errmsg(NULL)"),
     ENTRY(c_alloc_null, "theus_arena_alloc(NULL, ...)"),
@@ -256,6 +269,7 @@ static const badcase heavy_cases[] = {
     ENTRY(f_data, "theus_arena_data(a, forged handles)"),
     ENTRY(f_read, "theus_arena_read(a, forged handles)"),
     ENTRY(f_free, "theus_arena_free(a, forged handles)"),
+    ENTRY(f_file_range, "theus_arena_file_range(a, forged handles)"),
     ENTRY(f_info, "theus_array_info_get(a, forged handles)"),
     ENTRY(f_probe, "theus_twin_probe(a, forged handles)"),
     ENTRY(f_reader, "theus_twin_reader_open(a, forged handles)"),

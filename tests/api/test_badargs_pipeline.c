@@ -36,6 +36,12 @@ static theus_engine *engine(void) {
 
 static void progress(const theus_pipeline_progress *pr, void *ud) { (void)pr, (void)ud; }
 static void enter(const theus_pipeline_where *w, void *ud) { (void)w, (void)ud; }
+static int on_map(theus_engine *e, const char *process, const char *key, uint32_t slices, const char *reducer,
+                  const json_t *args, json_t **result, char *msg, size_t msglen, void *ud) {
+  (void)e, (void)process, (void)key, (void)slices, (void)reducer, (void)args, (void)result, (void)msg, (void)msglen,
+      (void)ud;
+  return THEUS_EINVAL;
+}
 
 CASE(p_load, theus_pipeline *p = NULL;
      int r = want(theus_pipeline_load(NULL, &p), THEUS_EINVAL, "load(NULL, &p)");
@@ -55,7 +61,10 @@ CASE(p_open, theus_engine *e = NULL;
             want(theus_pipeline_open_engine(pipeline(), NULL, NULL), THEUS_EINVAL, "open_engine(out NULL)") ||
             want(theus_pipeline_open_engine(failed(), NULL, &e), THEUS_EINVAL, "open_engine(failed)");)
 CASE(p_callbacks, theus_pipeline_on_progress(NULL, progress, NULL); theus_pipeline_on_enter(NULL, enter, NULL);
-     theus_pipeline_on_progress(failed(), progress, NULL); return 0;)
+     theus_pipeline_on_progress(failed(), progress, NULL); theus_pipeline_on_map(NULL, on_map, NULL);
+     theus_pipeline_on_map(failed(), on_map, NULL); theus_pipeline_on_map(pipeline(), NULL, NULL);
+     theus_pipeline_skip_heavy(NULL); theus_pipeline_skip_heavy(failed()); theus_pipeline_cancel(NULL);
+     theus_pipeline_cancel(failed()); return 0;)
 CASE(p_run, theus_engine *e = engine();
      return want(theus_pipeline_run(NULL, e), THEUS_EINVAL, "run(NULL, e)") ||
             want(theus_pipeline_run(pipeline(), NULL), THEUS_EINVAL, "run(p, NULL)") ||
@@ -74,7 +83,7 @@ static const badcase pipeline_cases[] = {
     ENTRY(p_set, "theus_pipeline_set(NULL / path NULL / value NULL / failed)"),
     ENTRY(p_workers, "theus_pipeline_workers(NULL)"),
     ENTRY(p_open, "theus_pipeline_open_engine(NULL / out NULL / failed)"),
-    ENTRY(p_callbacks, "theus_pipeline_on_progress/on_enter(NULL / failed)"),
+    ENTRY(p_callbacks, "theus_pipeline_on_progress/on_enter/on_map/skip_heavy/cancel(NULL / failed)"),
     ENTRY(p_run, "theus_pipeline_run(NULL / engine NULL / failed)"),
     ENTRY(p_arena_config, "theus_pipeline_arena_config(NULL / out NULL / failed)"),
     ENTRY(p_getters, "theus_pipeline_ops/errmsg/close(NULL)"),

@@ -71,8 +71,13 @@ static int task_probe(theus_task *t) {
   T(theus_task_write(NULL, "x", 1) == THEUS_EINVAL, "write(NULL)");
   T(theus_task_fail(NULL, -1, "x") == THEUS_EINVAL, "fail(NULL)");
   T(theus_task_worker(NULL) == UINT_MAX, "worker(NULL)");
+  T(theus_task_attempt(NULL) == 0, "attempt(NULL)");
+  T(theus_task_attempt(t) == 0, "attempt(t) on a first run");
   T(theus_task_context(NULL) == NULL, "context(NULL)");
   T(theus_task_common(NULL, &len) == NULL && len == 0, "common(NULL)");
+  len = 1;
+  T(theus_task_window(NULL, &len) == NULL && len == 0, "window(NULL)");
+  T(theus_task_window(t, NULL) == NULL, "window(t, NULL) in a plain task");
   T(theus_task_handle(t, UINT_MAX) == 0, "handle(t, UINT_MAX)");
   T(theus_task_array(t, 1, &i) == THEUS_EINVAL, "array(t, past the inputs)");
   T(theus_task_array(t, 0, NULL) == THEUS_EINVAL, "array(t, 0, NULL)");
@@ -90,11 +95,21 @@ static int task_probe(theus_task *t) {
   return theus_task_fail(t, THEUS_EPROCESS, "probe: %s", n ? log : "ok");
 }
 
+/* In a map with a write window (sandboxed: no printing): 0 when
+ * theus_task_window answers NULL for a NULL task and the window for t. */
+static int window_probe(theus_task *t) {
+  size_t len = 1, wlen = 0;
+  int ok = theus_task_window(NULL, &len) == NULL && len == 0 && theus_task_window(NULL, NULL) == NULL &&
+           theus_task_window(t, NULL) != NULL && theus_task_window(t, &wlen) != NULL && wlen > 0;
+  return ok ? 0 : theus_task_fail(t, THEUS_EPROCESS, "theus_task_window answered wrongly");
+}
+
 /* ---- NULL pool, NULL outputs ------------------------------------------------ */
 CASE(w_config, theus_pool_config_init(NULL); return 0;)
 CASE(w_open, theus_pool *p = NULL; theus_pool_config c; theus_pool_config_init(&c); c.nworkers = 0;
      int r = want(theus_pool_open(NULL, NULL), THEUS_EINVAL, "pool_open(NULL, NULL)") ||
-             want_err(theus_pool_open(&c, &p), "pool_open(0 workers)");
+             want_err(theus_pool_open(&c, &p), "pool_open(0 workers)") ||
+             (p && want(theus_pool_cancel(p, 1), THEUS_EINVAL, "pool_cancel(pool whose open failed)"));
      theus_pool_close(p, 1); return r;)
 CASE(w_null_pool, theus_ticket t; theus_task_desc d = {.fn = ok_task}; size_t nf; theus_map_desc m = {.fn = ok_task};
      theus_pool_result r; theus_pool_stats st; theus_pool_result_release(NULL);
@@ -102,6 +117,7 @@ CASE(w_null_pool, theus_ticket t; theus_task_desc d = {.fn = ok_task}; size_t nf
             want(theus_pool_submit_wait(NULL, &d, 0, &t), THEUS_EINVAL, "pool_submit_wait(NULL)") ||
             want(theus_pool_submit_batch(NULL, &d, 1, &t), THEUS_EINVAL, "pool_submit_batch(NULL)") ||
             want(theus_pool_map(NULL, &m, &nf), THEUS_EINVAL, "pool_map(NULL)") ||
+            want(theus_pool_cancel(NULL, 1), THEUS_EINVAL, "pool_cancel(NULL)") ||
             want(theus_pool_wait(NULL, 1, 0, &r), THEUS_EINVAL, "pool_wait(NULL)") ||
             want(theus_pool_stats_get(NULL, &st), THEUS_EINVAL, "pool_stats_get(NULL)") ||
             want(theus_pool_close(NULL, 1), 0, "pool_close(NULL)") || theus_pool_size(NULL) != 0 ||
@@ -155,7 +171,8 @@ CASE(w_bad_map, theus_pool *p = pool(NULL); size_t nf; int st[4]; char big[8];
 CASE(w_forged_tickets, theus_pool *p = pool(NULL); theus_pool_result r; uint64_t seed = 0x7e57; int bad = 0;
      for (unsigned i = 0; i < BADARGS_HANDLES && !bad; i++) {
        theus_ticket t = badargs_handle(i, 256, &seed);
-       bad = want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "pool_wait(forged ticket)");
+       bad = want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "pool_wait(forged ticket)") ||
+             want(theus_pool_cancel(p, t), THEUS_ENOTFOUND, "pool_cancel(forged ticket)");
        if (bad) printf("  ticket 0x%016llx\n", (unsigned long long)t);
      }
      return done(p, bad);)
@@ -163,7 +180,8 @@ CASE(w_forged_tickets, theus_pool *p = pool(NULL); theus_pool_result r; uint64_t
 CASE(w_spent_ticket, theus_pool *p = pool(NULL); theus_ticket t; theus_pool_result r;
      theus_task_desc d = {.fn = ok_task};
      int bad = want(theus_pool_submit(p, &d, &t), 0, "submit") || want(theus_pool_wait(p, t, -1, &r), 0, "wait") ||
-               want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "wait(spent ticket)");
+               want(theus_pool_wait(p, t, 0, &r), THEUS_ENOTFOUND, "wait(spent ticket)") ||
+               want(theus_pool_cancel(p, t), THEUS_ENOTFOUND, "pool_cancel(spent ticket)");
      return done(p, bad);)
 /* Forged arena handles given to tasks: each task fails with a handle code
  * (never a crash: THEUS_ECRASH would mean the worker died), 16 per task. */
@@ -192,6 +210,28 @@ CASE(w_forged_handles, theus_handle live; theus_pool *p = pool(&live); uint64_t 
        bad = 1;
      }
      return done(p, bad || n == 0);)
+/* Write windows: bad window handles and ranges fail the map; in a window
+ * map, theus_task_window(NULL) is NULL. */
+CASE(w_window, theus_pool *p = pool(NULL); size_t page = (size_t)sysconf(_SC_PAGESIZE); theus_handle h; void *d;
+     if (theus_arena_alloc(arena, 2 * page, &h, &d)) return done(p, 1);
+     uint64_t ok_r[2] = {0, page}, past[2] = {0, 4 * page}, odd[2] = {1, page}, inv[2] = {page, 0};
+     int st = 0;
+     theus_map_desc good = {.fn = window_probe, .count = 1, .status = &st, .window = h, .window_ranges = ok_r},
+                    noranges = {.fn = window_probe, .count = 1, .window = h},
+                    forged = {.fn = window_probe, .count = 1, .window = h ^ ((uint64_t)7 << 32), .window_ranges = ok_r},
+                    beyond = {.fn = window_probe, .count = 1, .window = h, .window_ranges = past},
+                    unaligned = {.fn = window_probe, .count = 1, .window = h, .window_ranges = odd},
+                    inverted = {.fn = window_probe, .count = 1, .window = h, .window_ranges = inv};
+     int bad = want_err(theus_pool_map(p, &noranges, NULL), "map(window, ranges NULL)") ||
+               want_err(theus_pool_map(p, &forged, NULL), "map(forged window handle)") ||
+               want_err(theus_pool_map(p, &beyond, NULL), "map(window range past the array)") ||
+               want_err(theus_pool_map(p, &unaligned, NULL), "map(window range not page-aligned)") ||
+               want_err(theus_pool_map(p, &inverted, NULL), "map(window range hi < lo)");
+     if (!bad && (theus_pool_map(p, &good, NULL) || st)) {
+       printf("  theus_task_window in a window map: status %d, %s\n", st, theus_pool_errmsg(p));
+       bad = 1;
+     }
+     return done(p, bad);)
 CASE(w_task_api, theus_handle live; theus_pool *p = pool(&live); theus_pool_result r; theus_ticket t;
      theus_task_desc d = {.fn = task_probe, .handles = &live, .nhandles = 1};
      int bad = want(theus_pool_submit(p, &d, &t), 0, "submit") || want(theus_pool_wait(p, t, -1, &r), 0, "wait");
@@ -211,6 +251,7 @@ static const badcase pool_cases[] = {
     ENTRY(w_forged_tickets, "theus_pool_wait(p, forged tickets)"),
     ENTRY(w_spent_ticket, "theus_pool_wait(p, a collected ticket)"),
     ENTRY(w_forged_handles, "theus_pool_submit(p, tasks with forged arena handles)"),
+    ENTRY(w_window, "theus_pool_map(bad write windows) / theus_task_window(NULL) in a window map"),
     ENTRY(w_task_api, "theus_task_*(NULL task, bad indices and sizes) in a worker"),
 };
 
