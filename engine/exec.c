@@ -1437,7 +1437,7 @@ static int map_reduce(map_job *m, theus_reducer_fn fn, void *ud, const char *rna
 /* Slice bounds: even splits of the rows, or, for a map into an output, of
  * units of rows whose output bytes are a whole number of pages (so every
  * slice's bytes start on a page and a worker can be given exactly them). */
-static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
+static int map_slices(map_job *m, uint64_t rows, uint32_t slices, char *msg, size_t msglen) {
   uint64_t unit = 1;
   if (m->mc.out_key && !m->mc.partials) {
     uint64_t page = theus__os_page_size(), rb = m->mc.out_info.nbytes / rows, g = page, r = rb;
@@ -1454,7 +1454,7 @@ static int map_slices(map_job *m, uint64_t rows, uint32_t slices) {
   m->out = calloc(m->n, sizeof *m->out);
   m->ranges = m->mc.out_key ? calloc(2 * (size_t)m->n, sizeof *m->ranges) : NULL;
   if (!m->sl || !m->out || (m->mc.out_key && !m->ranges))
-    return THEUS_ENOMEM;
+    return theus__errf(msg, msglen, THEUS_ENOMEM, "map '%s': out of memory for %u slices", m->c->name, m->n);
   for (uint32_t i = 0; i < m->n; i++) {
     uint64_t lo = unit * (units * i / m->n), hi = unit * (units * (i + 1) / m->n);
     m->sl[i] = (slice_t){lo, hi < rows ? hi : rows, i, m->n};
@@ -1584,7 +1584,7 @@ static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_m
     int rc = map_no_input(m, out, &info, msg, msglen);
     if (!rc)
       rc = map_out_alloc(m, &info, out, msg, msglen);
-    return rc ? rc : map_slices(m, info.shape[0], slices);
+    return rc ? rc : map_slices(m, info.shape[0], slices, msg, msglen);
   }
   if (!b || theus_array_info_get(b->arr->arena, b->arr->handle, &info)) {
     snprintf(msg, msglen, "map '%s': no heavy array '%s' in version %llu; publish it first", m->c->name,
@@ -1599,7 +1599,7 @@ static int map_setup(map_job *m, const char *key, uint32_t slices, const theus_m
   }
   int rc = out ? map_out_alloc(m, &info, out, msg, msglen) : 0;
   if (!rc)
-    rc = map_slices(m, info.shape[0], slices);
+    rc = map_slices(m, info.shape[0], slices, msg, msglen);
   if (!rc && m->mc.partials)
     rc = map_partials_alloc(m, msg, msglen);
   return rc;

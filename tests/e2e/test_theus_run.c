@@ -169,6 +169,10 @@ static void expect_status(const result *r, int want) {
     fail_msg("exit status %d, want %d\nstdout: %.2000s\nstderr: %.2000s", r->status, want, r->out, r->err);
 }
 
+static void expect_err(const result *r, const char *want) {
+  if (!strstr(r->err, want)) fail_msg("stderr lacks \"%s\":\n%.2000s", want, r->err);
+}
+
 static double num_at(const json_t *root, const char *path) {
   char buf[256];
   snprintf(buf, sizeof buf, "%s", path);
@@ -219,7 +223,7 @@ static void test_usage(void **state) {
   result r;
   run_cli(&r, (const char *[]){NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "no pipeline file given"));
+  expect_err(&r, "no pipeline file given");
   result_free(&r);
   run_cli(&r, (const char *[]){"--help", NULL});
   expect_status(&r, 0);
@@ -231,14 +235,14 @@ static void test_usage(void **state) {
   result_free(&r);
   run_cli(&r, (const char *[]){"--workers", "many", "x.json", NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "--workers"));
+  expect_err(&r, "--workers");
   result_free(&r);
   run_cli(&r, (const char *[]){"--bogus", "x.json", NULL});
   expect_status(&r, 2);
   result_free(&r);
   run_cli(&r, (const char *[]){"/nonexistent/p.json", NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "/nonexistent/p.json:0:0: cannot open"));
+  expect_err(&r, "/nonexistent/p.json:0:0: cannot open");
   result_free(&r);
 }
 
@@ -359,7 +363,7 @@ static void test_set_and_quiet_stderr(void **state) {
   result_free(&r);
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "counter=1", path, NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "--set counter"));
+  expect_err(&r, "--set counter");
   result_free(&r);
 }
 
@@ -371,7 +375,7 @@ static void test_cli_names_its_flags(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", "/nonexistent/plugin.so", path, NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "--plugin /nonexistent/plugin.so: cannot load it"));
+  expect_err(&r, "--plugin /nonexistent/plugin.so: cannot load it");
   assert_null(strstr(r.err, "theus_pipeline_add_plugin"));
   assert_null(strstr(r.err, "ninja"));
   result_free(&r);
@@ -412,9 +416,9 @@ static void test_ffi_range_error(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.u8=256", path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "ffi.json:"));
-  assert_non_null(strstr(r.err, "steps[0] (run \"inc_u8\")"));
-  assert_non_null(strstr(r.err, "domain.u8 (argument 1) = 256 is out of range for u8"));
+  expect_err(&r, "ffi.json:");
+  expect_err(&r, "steps[0] (run \"inc_u8\")");
+  expect_err(&r, "domain.u8 (argument 1) = 256 is out of range for u8");
   result_free(&r);
 }
 
@@ -431,11 +435,11 @@ static void test_worker_output(void **state) {
   json_t *d = parse(r.out, "stdout");
   assert_int_equal(int_at(d, "counter"), 1);
   json_decref(d);
-  assert_non_null(strstr(r.err, " process chatty] chatty 0 xxxxxxxxxxx\n"));
-  assert_non_null(strstr(r.err, " process chatty] chatty 2 xxxxxxxxxxx\n"));
-  assert_non_null(strstr(r.err, " process chatty] chatty on stderr\n"));
-  assert_non_null(strstr(r.err, " process chatty] no newline at the end"));
-  assert_non_null(strstr(r.err, " process chatty] chatty 1999 xxx"));
+  expect_err(&r, " process chatty] chatty 0 xxxxxxxxxxx\n");
+  expect_err(&r, " process chatty] chatty 2 xxxxxxxxxxx\n");
+  expect_err(&r, " process chatty] chatty on stderr\n");
+  expect_err(&r, " process chatty] no newline at the end");
+  expect_err(&r, " process chatty] chatty 1999 xxx");
   size_t lines = 0, bytes = strlen(r.err);
   for (const char *p = r.err; *p; p = strchr(p, '\n') + 1) { /* every line of stderr is a whole, prefixed line */
     const char *q = p + strspn(p, "[worker 0123456789");
@@ -500,7 +504,7 @@ static void test_progress_on_a_terminal(void **state) {
   expect_status(&r, 0);
   assert_null(strstr(r.err, "theus-run: step"));
   assert_null(strchr(r.err, '\r'));
-  assert_non_null(strstr(r.err, " process nap] nap of slice 11 begins\n"));
+  expect_err(&r, " process nap] nap of slice 11 begins\n");
   result_free(&r);
 }
 
@@ -514,17 +518,17 @@ static void test_nonfinite_result(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "steps[0] (run \"sum_n\")"));
-  assert_non_null(strstr(r.err, "process 'sum_n' failed: the function returned inf for domain.sum"));
+  expect_err(&r, "steps[0] (run \"sum_n\")");
+  expect_err(&r, "process 'sum_n' failed: the function returned inf for domain.sum");
   json_t *d = parse(r.out, "stdout");
   assert_null(json_object_get(d, "sum"));
   json_decref(d);
   result_free(&r);
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=1", path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "steps[1] (map \"sum_n\")"));
-  assert_non_null(strstr(r.err, "reducer 'sum' cannot combine the result of slice 1 (1e+308 + 1e+308 is not a "
-                                "finite number"));
+  expect_err(&r, "steps[1] (map \"sum_n\")");
+  expect_err(&r, "reducer 'sum' cannot combine the result of slice 1 (1e+308 + 1e+308 is not a "
+                                "finite number");
   d = parse(r.out, "stdout");
   assert_true(num_at(d, "sum") == 1e308);
   assert_null(json_object_get(d, "total"));
@@ -542,7 +546,7 @@ static void test_parallel_group_commits(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "step steps[0].parallel[0] (run \"crash\") failed"));
+  expect_err(&r, "step steps[0].parallel[0] (run \"crash\") failed");
   json_t *d = parse(r.out, "stdout");
   assert_int_equal((json_int_t)num_at(d, "a"), 1);
   assert_int_equal((json_int_t)num_at(d, "b"), 2);
@@ -561,9 +565,9 @@ static void test_ffi_length_checked(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "steps[0] (run \"sum_n\")"));
-  assert_non_null(strstr(r.err, "argument 2 (domain.n = 1000000) is the length of argument 1, heavy.d, which has "
-                                "100 elements: the function would read past the array"));
+  expect_err(&r, "steps[0] (run \"sum_n\")");
+  expect_err(&r, "argument 2 (domain.n = 1000000) is the length of argument 1, heavy.d, which has "
+                                "100 elements: the function would read past the array");
   json_t *d = parse(r.out, "stdout");
   assert_null(json_object_get(d, "sum")); /* nothing committed */
   json_decref(d);
@@ -571,8 +575,8 @@ static void test_ffi_length_checked(void **state) {
   /* the whole array is fine for the run step, but a map slice has 25 rows */
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--set", "domain.n=100", path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "steps[1] (map \"sum_n\")"));
-  assert_non_null(strstr(r.err, "which has 25 elements in this slice"));
+  expect_err(&r, "steps[1] (map \"sum_n\")");
+  expect_err(&r, "which has 25 elements in this slice");
   d = parse(r.out, "stdout");
   assert_int_equal((json_int_t)num_at(d, "sum"), 4950);
   json_decref(d);
@@ -649,7 +653,7 @@ static void test_refused_before_the_run(void **state) {
   result r;
   run_cli(&r, (const char *[]){pipe_dir, NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "is a directory, not a pipeline file"));
+  expect_err(&r, "is a directory, not a pipeline file");
   assert_null(strstr(r.err, "invalid JSON"));
   result_free(&r);
   /* a plugin registration failing on its own: a cause, not an empty message */
@@ -658,8 +662,8 @@ static void test_refused_before_the_run(void **state) {
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
   unsetenv("E2E_REGISTER_FAIL");
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "theus_plugin_register failed: it returned 7 (not a THEUS_E* code) and no engine "
-                                "call in it failed, so the cause is the plugin's own code"));
+  expect_err(&r, "theus_plugin_register failed: it returned 7 (not a THEUS_E* code) and no engine "
+                                "call in it failed, so the cause is the plugin's own code");
   result_free(&r);
 }
 
@@ -670,8 +674,8 @@ static void test_crash_exits_1(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "crash.json:6:5: step steps[1] (run \"crash\") failed"));
-  assert_non_null(strstr(r.err, "SIGSEGV"));
+  expect_err(&r, "crash.json:6:5: step steps[1] (run \"crash\") failed");
+  expect_err(&r, "SIGSEGV");
   json_t *d = parse(r.out, "stdout"); /* the state as the failure left it */
   assert_int_equal(int_at(d, "counter"), 1);
   json_decref(d);
@@ -685,8 +689,8 @@ static void test_failing_step(void **state) {
   result r;
   run_cli(&r, (const char *[]){"--plugin", e2e_plugin, path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "step steps[0] (run \"refuse\") failed"));
-  assert_non_null(strstr(r.err, "refused on purpose: the input is not ready"));
+  expect_err(&r, "step steps[0] (run \"refuse\") failed");
+  expect_err(&r, "refused on purpose: the input is not ready");
   result_free(&r);
 }
 
@@ -702,9 +706,9 @@ static void test_while_budget(void **state) {
     result r;
     run_cli(&r, (const char *[]){"--stats", path, NULL});
     expect_status(&r, 1);
-    assert_non_null(strstr(r.err, cases[i].msg));
-    assert_non_null(strstr(r.err, cases[i].where)); /* the while step */
-    assert_non_null(strstr(r.err, "\"ops\": "));
+    expect_err(&r, cases[i].msg);
+    expect_err(&r, cases[i].where); /* the while step */
+    expect_err(&r, "\"ops\": ");
     result_free(&r);
   }
 }
@@ -718,10 +722,6 @@ static void run_bad(result *r, const char *bad, const char *file) {
   if (bad) setenv("E2E_BAD", bad, 1);
   run_cli(r, (const char *[]){"--plugin", bad_plugin, path, NULL});
   unsetenv("E2E_BAD");
-}
-
-static void expect_err(const result *r, const char *want) {
-  if (!strstr(r->err, want)) fail_msg("stderr lacks \"%s\":\n%.2000s", want, r->err);
 }
 
 static void test_plugin_register_segv_is_named(void **state) {
@@ -824,20 +824,20 @@ static void test_arena_sizes(void **state) {
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-single-limit", "100MiB", sized, NULL}); /* the flag beats the file */
   expect_status(&r, 3);
-  assert_non_null(strstr(r.err, "--arena-single-limit 128MiB"));
+  expect_err(&r, "--arena-single-limit 128MiB");
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-budget", "100MiB", sized, NULL});
   expect_status(&r, 3);
-  assert_non_null(strstr(r.err, "global budget exceeded"));
-  assert_non_null(strstr(r.err, "\"arena\": {\"budget\": \"128MiB\"} (or run theus-run with --arena-budget 128MiB)"));
+  expect_err(&r, "global budget exceeded");
+  expect_err(&r, "\"arena\": {\"budget\": \"128MiB\"} (or run theus-run with --arena-budget 128MiB)");
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-budget", "8G", big, NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "--arena-budget: size \"8G\": the unit 'G' is ambiguous"));
+  expect_err(&r, "--arena-budget: size \"8G\": the unit 'G' is ambiguous");
   result_free(&r);
   run_cli(&r, (const char *[]){"--arena-single-limit", "0", big, NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "--arena-single-limit must be at least 1 bytes"));
+  expect_err(&r, "--arena-single-limit must be at least 1 bytes");
   result_free(&r);
 }
 
@@ -865,8 +865,8 @@ static void test_workers(void **state) {
   result_free(&r);
   run_cli(&r, (const char *[]){"--workers", "257", path, NULL});
   expect_status(&r, 2);
-  assert_non_null(strstr(r.err, "theus-run: --workers wants an integer from -1 to 256"));
-  assert_non_null(strstr(r.err, "THEUS_POOL_MAX_WORKERS), not '257'"));
+  expect_err(&r, "theus-run: --workers wants an integer from -1 to 256");
+  expect_err(&r, "THEUS_POOL_MAX_WORKERS), not '257'");
   assert_string_equal(r.out, "");
   result_free(&r);
   run_cli(&r, (const char *[]){"--workers", "256", "--help", NULL}); /* the limit itself is accepted */
@@ -917,9 +917,9 @@ static void test_vector_expressions(void **state) {
   pipe_path(path, sizeof path, "vector_mismatch.json");
   run_cli(&r, (const char *[]){path, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "vector_mismatch.json:6:32: step steps[1]: \"if\" expression "
+  expect_err(&r, "vector_mismatch.json:6:32: step steps[1]: \"if\" expression "
                                 "\"max(abs(domain.new - domain.old)) < domain.tol\": '-' needs arrays of equal length, "
-                                "found arrays of length 4 and 3"));
+                                "found arrays of length 4 and 3");
   result_free(&r);
   pipe_path(path, sizeof path, "vector_budget.json");
   run_cli(&r, (const char *[]){path, NULL}); /* 3 elements: one operation */
@@ -931,8 +931,8 @@ static void test_vector_expressions(void **state) {
   strcpy(w, "]");
   run_cli(&r, (const char *[]){"--set", big, path, NULL}); /* 6000 elements: 5 more operations than it has */
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "operation budget of 3 exhausted at step steps[0] (its expression visited 6000 array "
-                                "elements, 5 operations)"));
+  expect_err(&r, "operation budget of 3 exhausted at step steps[0] (its expression visited 6000 array "
+                                "elements, 5 operations)");
   free(big);
   result_free(&r);
 }
@@ -974,7 +974,7 @@ static void test_signal_cancels_map(void **state) {
     result r;
     end_cli(&c, &r);
     expect_status(&r, 128 + sigs[k]);
-    assert_non_null(strstr(r.err, "step steps[1] (map \"nap_mark\") failed: canceled"));
+    expect_err(&r, "step steps[1] (map \"nap_mark\") failed: canceled");
     json_error_t je;
     json_t *saved = json_load_file(t->state, 0, &je);
     assert_non_null(saved);
@@ -1035,7 +1035,7 @@ static void test_ledger_replay(void **state) {
   result_free(&r);
   run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
   expect_status(&r, 0);
-  assert_non_null(strstr(r.err, "committed versions match the ledger"));
+  expect_err(&r, "committed versions match the ledger");
   result_free(&r);
   /* the entry of 'finish' (the first run of a process in the demo) says mean 0 */
   FILE *f = fopen(t->ledger, "r");
@@ -1049,7 +1049,7 @@ static void test_ledger_replay(void **state) {
   char want[160];
   snprintf(want, sizeof want, "replay differs at version %lld (process 'finish'): patch domain.raw.mean: ledger 0, "
            "replay 4.99", (long long)v);
-  assert_non_null(strstr(r.err, want));
+  expect_err(&r, want);
   result_free(&r);
   /* a torn last line: read up to the last whole entry; the run goes on past it */
   run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, demo_json, NULL});
@@ -1058,7 +1058,7 @@ static void test_ledger_replay(void **state) {
   edit_ledger(t->ledger, 0, NULL, 40);
   run_cli(&r, (const char *[]){"--workers", "2", "--replay", t->ledger, demo_json, NULL});
   expect_status(&r, 1);
-  assert_non_null(strstr(r.err, "the ledger ends before it"));
+  expect_err(&r, "the ledger ends before it");
   result_free(&r);
   static const char *const files[] = {"steps.json", "vector.json", "ffi.json"};
   for (size_t i = 0; i < 3; i++) {
@@ -1069,7 +1069,7 @@ static void test_ledger_replay(void **state) {
     result_free(&r);
     run_cli(&r, (const char *[]){"--plugin", e2e_plugin, "--replay", t->ledger, path, NULL});
     expect_status(&r, 0);
-    assert_non_null(strstr(r.err, "committed versions match the ledger"));
+    expect_err(&r, "committed versions match the ledger");
     result_free(&r);
   }
 }
