@@ -402,10 +402,16 @@ static json_t *strv_json(const char *const *v) {
 json_t *theus_contract_to_json(const theus_contract *c) {
   if (!c)
     return NULL;
-  return json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I, s:s, s:i, s:i}", "name", c->name, "inputs", strv_json(c->inputs),
-                   "outputs", strv_json(c->outputs), "parallel", c->parallel, "semantic",
-                   c->semantic == THEUS_EFFECT ? "effect" : "pure", "errors", strv_json(c->errors),
-                   "timeout_ms", (json_int_t)c->timeout_ms, "sandbox",
-                   c->sandbox == THEUS_SANDBOX_ON ? "on" : c->sandbox == THEUS_SANDBOX_OFF ? "off" : "default", "retries",
-                   c->retries, "memo", c->memo);
+  json_t *j = json_pack("{s:s, s:o, s:o, s:b, s:s, s:o, s:I, s:s, s:i}", "name", c->name, "inputs", strv_json(c->inputs),
+                        "outputs", strv_json(c->outputs), "parallel", c->parallel, "semantic",
+                        c->semantic == THEUS_EFFECT ? "effect" : "pure", "errors", strv_json(c->errors),
+                        "timeout_ms", (json_int_t)c->timeout_ms, "sandbox",
+                        c->sandbox == THEUS_SANDBOX_ON ? "on" : c->sandbox == THEUS_SANDBOX_OFF ? "off" : "default",
+                        "retries", c->retries);
+  /* memo as the JSON form reads it: true / false, absent for the engine's default */
+  if (j && c->memo && json_object_set_new(j, "memo", json_boolean(c->memo > 0))) {
+    json_decref(j);
+    return NULL;
+  }
+  return j;
 }

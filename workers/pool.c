@@ -701,6 +701,9 @@ typedef struct map_run {
   uint64_t win_gen; /* the open write window, or 0 */
   int canceled;      /* m->cancel was seen: no more chunks were submitted */
   size_t nchunks, got; /* after map_loop: chunks it meant to collect, and collected */
+  /* the first failure's message, set on the pool again when the map returns:
+   * waits in the loop (the cancel polling) rewrite the pool's message */
+  char first_msg[THEUS_POOL_ERRMSG_MAX + 128];
 } map_run;
 
 /* Copies chunk k's statuses and results out of its slot. */
@@ -717,8 +720,9 @@ static void map_collect(theus_pool *p, map_run *mr, size_t k, const theus__slot 
     if (code) mr->nfailed++;
     if (code && !mr->first) {
       mr->first = code;
-      set_err(p, code, "theus_pool_map: item %zu (chunk %zu, worker %d pid %d): %s", lo + i, k, s->worker, s->pid,
-              s->errmsg);
+      snprintf(mr->first_msg, sizeof mr->first_msg, "theus_pool_map: item %zu (chunk %zu, worker %d pid %d): %s",
+               lo + i, k, s->worker, s->pid, s->errmsg);
+      set_err(p, code, "%s", mr->first_msg);
     }
   }
   if (!whole && m->result_size && m->results)
@@ -859,6 +863,7 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   }
   if (rc < 0) return rc;
   if (nfailed) *nfailed = mr.nfailed;
+  if (mr.first && !mr.canceled) set_err(p, mr.first, "%s", mr.first_msg);
   if (mr.canceled) {
     size_t sent_items = mr.nchunks * mr.chunk < m->count ? mr.nchunks * mr.chunk : m->count;
     if (nfailed) *nfailed = mr.nfailed + (m->count - sent_items);
