@@ -175,7 +175,8 @@ static bool int_range(theus_dtype t, long double *lo, long double *hi) {
   }
 }
 
-static void store_scalar(theus_dtype t, long double v, void *slot) {
+/* An integer already checked against t's range into a slot of type t. */
+static void store_int(theus_dtype t, int64_t v, void *slot) {
   switch (t) {
   case THEUS_DTYPE_U8: *(uint8_t *)slot = (uint8_t)v; break;
   case THEUS_DTYPE_U16: *(uint16_t *)slot = (uint16_t)v; break;
@@ -184,10 +185,16 @@ static void store_scalar(theus_dtype t, long double v, void *slot) {
   case THEUS_DTYPE_I8: *(int8_t *)slot = (int8_t)v; break;
   case THEUS_DTYPE_I16: *(int16_t *)slot = (int16_t)v; break;
   case THEUS_DTYPE_I32: *(int32_t *)slot = (int32_t)v; break;
-  case THEUS_DTYPE_I64: *(int64_t *)slot = (int64_t)v; break;
-  case THEUS_DTYPE_F32: *(float *)slot = (float)v; break;
-  default: *(double *)slot = (double)v; break;
+  default: *(int64_t *)slot = v; break;
   }
+}
+
+static void store_scalar(theus_dtype t, long double v, void *slot) {
+  long double lo, hi;
+  if (t == THEUS_DTYPE_U64) *(uint64_t *)slot = (uint64_t)v; /* may exceed INT64_MAX */
+  else if (int_range(t, &lo, &hi)) store_int(t, (int64_t)v, slot);
+  else if (t == THEUS_DTYPE_F32) *(float *)slot = (float)v;
+  else *(double *)slot = (double)v;
 }
 
 static int scalar_from_ld(theus_dtype t, long double v, const char *what, void *slot, char *err, size_t errlen) {
@@ -218,16 +225,7 @@ static int scalar_from_int(theus_dtype t, int64_t v, const char *what, void *slo
   int64_t ilo = t == THEUS_DTYPE_I64 ? INT64_MIN : (int64_t)lo;
   int64_t ihi = t == THEUS_DTYPE_I64 || t == THEUS_DTYPE_U64 ? INT64_MAX : (int64_t)hi;
   if (v < ilo || v > ihi) return scalar_from_ld(t, (long double)v, what, slot, err, errlen); /* the range message */
-  switch (t) {
-  case THEUS_DTYPE_U8: *(uint8_t *)slot = (uint8_t)v; break;
-  case THEUS_DTYPE_U16: *(uint16_t *)slot = (uint16_t)v; break;
-  case THEUS_DTYPE_U32: *(uint32_t *)slot = (uint32_t)v; break;
-  case THEUS_DTYPE_U64: *(uint64_t *)slot = (uint64_t)v; break;
-  case THEUS_DTYPE_I8: *(int8_t *)slot = (int8_t)v; break;
-  case THEUS_DTYPE_I16: *(int16_t *)slot = (int16_t)v; break;
-  case THEUS_DTYPE_I32: *(int32_t *)slot = (int32_t)v; break;
-  default: *(int64_t *)slot = v; break;
-  }
+  store_int(t, v, slot);
   return 0;
 }
 
