@@ -1286,6 +1286,18 @@ static void map_run_all(map_job *m, char *msg, size_t msglen) {
   atomic_fetch_sub_explicit(&m->e->map_total, m->n, memory_order_release);
 }
 
+typedef struct slice_decode {
+  map_job *m;
+  const int *workers;
+} slice_decode;
+
+/* theus_pool_map's result_fn: decodes a slice's result straight from the
+ * worker's slot. */
+static void slice_result(size_t i, const void *data, size_t len, void *ud) {
+  slice_decode *sd = ud;
+  decode_result(sd->m->c, data, len, sd->workers[i], &sd->m->out[i]);
+}
+
 static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msglen) {
   if (m->reg < 0) {
     for (uint32_t i = 0; i < m->n; i++) {
@@ -1305,18 +1317,16 @@ static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msgle
   int rc = pack_task(m->e, m->c, m->reg, m->snap, m->args, NULL, &m->mc, &tp, msg, msglen);
   int *status = calloc(m->n, sizeof *status), *workers = calloc(m->n, sizeof *workers);
   uint64_t *times = calloc(2 * (size_t)m->n, sizeof *times);
-  char *results = malloc((size_t)m->n * MAP_ITEM_RESULT);
-  if (results) /* fresh pages, written slice by slice: fault them in with one call, not one per page */
-    theus__os_populate(results, (size_t)m->n * MAP_ITEM_RESULT, 1);
-  if (!rc && (!status || !workers || !times || !results)) {
+  slice_decode sd = {m, workers};
+  if (!rc && (!status || !workers || !times)) {
     snprintf(msg, msglen, "map '%s': out of memory for %u slice results", m->c->name, m->n);
     rc = THEUS_ENOMEM;
   }
   uint64_t t0 = theus__now_ns();
   if (!rc) {
     theus_map_desc d = {.fn = theus__pool_task, .args = m->sl, .arg_size = sizeof(slice_t), .count = m->n,
-                        .handles = tp.handles, .nhandles = tp.nhandles, .keys = tp.keys, .results = results,
-                        .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
+                        .handles = tp.handles, .nhandles = tp.nhandles, .keys = tp.keys, .result_fn = slice_result,
+                        .result_ud = &sd, .result_size = MAP_ITEM_RESULT, .status = status, .chunk = 1,
                         .timeout_ms = m->c->timeout_ms, .common = tp.buf,
                         .flags = theus_contract_sandboxed(m->c) ? THEUS_TASK_SANDBOX : 0,
                         .common_size = tp.len, .workers = workers, .times = times, .window = m->mc.out_h,
@@ -1337,8 +1347,6 @@ static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msgle
         o->rc = status[i];
         snprintf(o->msg, sizeof o->msg, "process '%s' (parallel): %s", m->c->name,
                  theus_pool_errmsg(m->e->pool));
-      } else {
-        decode_result(m->c, results + (size_t)i * MAP_ITEM_RESULT, MAP_ITEM_RESULT, workers[i], o);
       }
       if (o->rc)
         atomic_fetch_add_explicit(&m->e->n_fail, 1, memory_order_relaxed);
@@ -1353,7 +1361,6 @@ static void map_run_slices(map_job *m, map_progress *mp, char *msg, size_t msgle
   free(status);
   free(workers);
   free(times);
-  free(results);
 }
 
 /* map_run_all through the memo cache: slices found there are not run, the

@@ -681,13 +681,13 @@ static int map_chunk_size(theus_pool *p, const theus_map_desc *m, size_t *out) {
                    "chunk's items)", m->common_size, THEUS_POOL_ARG_MAX);
   size_t room = THEUS_POOL_ARG_MAX - m->common_size;
   size_t by_arg = m->arg_size ? room / m->arg_size : SIZE_MAX;
-  size_t by_res = THEUS_POOL_RESULT_MAX / (sizeof(int32_t) + m->result_size);
+  size_t by_res = THEUS_POOL_RESULT_MAX / (THEUS__CHUNK_ITEM_OVERHEAD + m->result_size);
   size_t lim = by_arg < by_res ? by_arg : by_res;
   size_t c = m->chunk ? m->chunk : (m->count + 4 * p->n - 1) / (4 * p->n);
   if (c == 0) c = 1;
   if (lim == 0 || (m->chunk && m->chunk > lim))
     return set_err(p, THEUS_EINVAL, "theus_pool_map: a chunk of %zu items of %zu argument and %zu result bytes does "
-                   "not fit a slot (%u argument bytes, %u result bytes incl. 4 per item): lower chunk, or pass data "
+                   "not fit a slot (%u argument bytes, %u result bytes incl. 8 per item): lower chunk, or pass data "
                    "through the arena", m->chunk ? m->chunk : 1, m->arg_size, m->result_size, THEUS_POOL_ARG_MAX,
                    THEUS_POOL_RESULT_MAX);
   *out = c < lim ? c : lim;
@@ -706,12 +706,25 @@ typedef struct map_run {
   char first_msg[THEUS_POOL_ERRMSG_MAX + 128];
 } map_run;
 
+/* Hands item lo+i's result bytes (len of them, at most result_size) to
+ * the map's result_fn, or copies them to its results. */
+static void map_item_result(const theus_map_desc *m, size_t at, const unsigned char *data, uint32_t len) {
+  size_t n = len < m->result_size ? len : m->result_size;
+  if (m->result_fn)
+    m->result_fn(at, data, n, m->result_ud);
+  else if (n && m->results)
+    memcpy((char *)m->results + at * m->result_size, data, n);
+}
+
 /* Copies chunk k's statuses and results out of its slot. */
-static void map_collect(theus_pool *p, map_run *mr, size_t k, const theus__slot *s) {
+static void map_collect(theus_pool *p, map_run *mr, size_t k, theus__slot *s) {
   const theus_map_desc *m = mr->m;
   size_t lo = k * mr->chunk, n = m->count - lo < mr->chunk ? m->count - lo : mr->chunk;
-  int whole = s->res_len != n * (sizeof(int32_t) + m->result_size); /* died or failed before the items ran */
+  /* died or failed before the items ran */
+  int whole = s->res_len != theus__chunk_res_len((uint32_t)n, (uint32_t)m->result_size);
   const int32_t *st = (const int32_t *)(const void *)s->res;
+  const uint32_t *lens = theus__chunk_lens(s->res, (uint32_t)n);
+  const unsigned char *items = theus__chunk_items(s->res, (uint32_t)n);
   for (size_t i = 0; i < n; i++) {
     int code = whole ? s->status : st[i];
     if (m->status) m->status[lo + i] = code;
@@ -724,9 +737,8 @@ static void map_collect(theus_pool *p, map_run *mr, size_t k, const theus__slot 
                lo + i, k, s->worker, s->pid, s->errmsg);
       set_err(p, code, "%s", mr->first_msg);
     }
+    if (!code) map_item_result(m, lo + i, items + i * m->result_size, lens[i]);
   }
-  if (!whole && m->result_size && m->results)
-    memcpy((char *)m->results + lo * m->result_size, s->res + n * sizeof(int32_t), n * m->result_size);
 }
 
 static int map_submit_chunk(theus_pool *p, map_run *mr, size_t k, theus_ticket *tk) {
@@ -851,8 +863,9 @@ int theus_pool_map(theus_pool *p, const theus_map_desc *m, size_t *nfailed) {
   int rc = check_desc(p, &probe);
   if (rc == 0 && (m->flags & ~THEUS_TASK_SANDBOX))
     rc = set_err(p, THEUS_EINVAL, "theus_pool_map: unknown flags 0x%x", m->flags);
-  if (rc == 0 && m->count && ((m->arg_size && !m->args) || (m->result_size && !m->results)))
-    rc = set_err(p, THEUS_EINVAL, "theus_pool_map: args or results is NULL with a nonzero item size");
+  if (rc == 0 && m->count && ((m->arg_size && !m->args) || (m->result_size && !m->results && !m->result_fn)))
+    rc = set_err(p, THEUS_EINVAL, "theus_pool_map: args, or both results and result_fn, NULL with a nonzero item "
+                 "size");
   if (rc == 0) rc = map_chunk_size(p, m, &mr.chunk);
   if (rc == 0 && m->window) rc = win_open(p, m, &mr.win_gen);
   if (rc < 0) return rc;

@@ -138,6 +138,23 @@ static inline theus__slot *theus__slot_of(theus__ctl *c, unsigned w, uint64_t se
 
 /* Marks a slot DONE and wakes its waiter if one sleeps (Dekker pairing with
  * the waiter's increment of waiters before it re-checks state). */
+/* A map chunk's result bytes: int32 statuses[nitems], uint32 lens[nitems]
+ * (bytes each item's result holds), then the items' results at a stride of
+ * item_res. */
+#define THEUS__CHUNK_ITEM_OVERHEAD (sizeof(int32_t) + sizeof(uint32_t))
+
+static inline uint32_t *theus__chunk_lens(unsigned char *res, uint32_t nitems) {
+  return (uint32_t *)(void *)(res + (size_t)nitems * sizeof(int32_t));
+}
+
+static inline unsigned char *theus__chunk_items(unsigned char *res, uint32_t nitems) {
+  return res + (size_t)nitems * THEUS__CHUNK_ITEM_OVERHEAD;
+}
+
+static inline size_t theus__chunk_res_len(uint32_t nitems, uint32_t item_res) {
+  return (size_t)nitems * (THEUS__CHUNK_ITEM_OVERHEAD + item_res);
+}
+
 static inline void theus__slot_finish(theus__slot *s) {
   atomic_store_explicit(&s->state, THEUS__SLOT_DONE, memory_order_seq_cst);
   if (atomic_load_explicit(&s->waiters, memory_order_seq_cst)) theus__futex_wake(&s->state);

@@ -427,12 +427,15 @@ static int task_status(theus_task *t, int rc) {
   return st;
 }
 
-/* A map chunk: every item in turn; statuses first in res, then results.
- * The slot's status is the first failure, its message prefixed by the item. */
+/* A map chunk: every item in turn; in res the statuses, then the lengths
+ * of the items' results, then the results at a stride of item_res (see
+ * theus__chunk_lens). The slot's status is the first failure, its message
+ * prefixed by the item. */
 static int run_items(worker_ctx *x, theus_task *t) {
   theus__slot *s = t->slot;
   int32_t *status = (int32_t *)(void *)s->res;
-  unsigned char *out = s->res + (size_t)s->nitems * sizeof(int32_t);
+  uint32_t *lens = theus__chunk_lens(s->res, s->nitems);
+  unsigned char *out = theus__chunk_items(s->res, s->nitems);
   int first = 0;
   for (uint32_t i = 0; i < s->nitems; i++) {
     t->arg = s->arg + s->item_common + (size_t)i * s->item_arg;
@@ -443,6 +446,7 @@ static int run_items(worker_ctx *x, theus_task *t) {
     t->failed = 0;
     x->task = t;
     status[i] = task_status(t, s->fn(t));
+    lens[i] = status[i] ? 0 : (uint32_t)t->out_len;
     x->task = NULL;
     if (status[i] && !first) {
       first = status[i];
@@ -452,7 +456,7 @@ static int run_items(worker_ctx *x, theus_task *t) {
       t->msg_taken = 1;
     }
   }
-  s->res_len = (uint32_t)((size_t)s->nitems * (sizeof(int32_t) + s->item_res));
+  s->res_len = (uint32_t)theus__chunk_res_len(s->nitems, s->item_res);
   return first;
 }
 

@@ -207,8 +207,9 @@ THEUS_API int theus_pool_submit_batch(theus_pool *p, const theus_task_desc *task
 /* A map: one function over count items, shipped in chunks (one ring slot
  * per chunk, like Python's Pool.map chunksize), all sharing the same arena
  * inputs. Item i gets arg bytes args + i*arg_size and writes at most
- * result_size bytes, copied to results + i*result_size. A chunk needs
- * chunk*arg_size <= THEUS_POOL_ARG_MAX and chunk*(4+result_size) <=
+ * result_size bytes; the bytes it wrote (theus_task_set_result) are copied to
+ * results + i*result_size, or handed to result_fn. A chunk needs
+ * chunk*arg_size <= THEUS_POOL_ARG_MAX and chunk*(8+result_size) <=
  * THEUS_POOL_RESULT_MAX. If a worker dies in a chunk, every item of that
  * chunk fails with the cause. */
 typedef struct theus_map_desc {
@@ -219,7 +220,7 @@ typedef struct theus_map_desc {
   const theus_handle *handles;
   unsigned nhandles;
   const char *const *keys;
-  void *results;      /* count * result_size bytes (NULL if result_size is 0) */
+  void *results;      /* count * result_size bytes (NULL if result_size is 0, or with result_fn) */
   size_t result_size;
   int *status;        /* optional: count per-item statuses */
   size_t chunk;       /* items per chunk; 0: count / (4 * nworkers), within the limits */
@@ -254,6 +255,12 @@ typedef struct theus_map_desc {
    * window at a time per pool: concurrent window maps queue. */
   theus_handle window;
   const uint64_t *window_ranges;
+  /* Optional, instead of results: called in the thread running the map for
+   * each item that succeeded, in order, with the len bytes its result holds
+   * (at most result_size); data is valid only during the call (it points into
+   * the worker's slot: nothing is copied). It must not call into the pool. */
+  void (*result_fn)(size_t index, const void *data, size_t len, void *ud);
+  void *result_ud;
 } theus_map_desc;
 
 /* Runs a map and waits for every item. Returns 0 when all succeeded, else the

@@ -115,6 +115,16 @@ static int t_square(theus_task *t) {
   return theus_task_write(t, &v, sizeof v);
 }
 
+/* Writes (item value % 5) bytes, each the value's low byte; value 3 fails. */
+static int t_short(theus_task *t) {
+  int v;
+  memcpy(&v, theus_task_arg(t, NULL), sizeof v);
+  if (v == 3) return theus_task_fail(t, THEUS_EPROCESS, "item 3 refused");
+  unsigned char b[4];
+  memset(b, v & 0xff, sizeof b);
+  return theus_task_write(t, b, (size_t)(v % 5));
+}
+
 static int run1(theus_pool *p, const theus_task_desc *d, theus_pool_result *r) {
   theus_ticket tk;
   int rc = theus_pool_submit(p, d, &tk);
@@ -123,6 +133,20 @@ static int run1(theus_pool *p, const theus_task_desc *d, theus_pool_result *r) {
 }
 
 /* ---- tests --------------------------------------------------------------- */
+
+typedef struct seen_results {
+  size_t calls, next, bad_order, bad_len, bad_bytes;
+} seen_results;
+
+static void on_map_result(size_t i, const void *data, size_t len, void *ud) {
+  seen_results *sr = ud;
+  const unsigned char *b = data;
+  sr->bad_order += i < sr->next;
+  sr->next = i + 1;
+  sr->bad_len += len != i % 5;
+  for (size_t k = 0; k < len; k++) sr->bad_bytes += b[k] != (i & 0xff);
+  sr->calls++;
+}
 
 static void test_echo_roundtrip(void **state) {
   fixture *f = *state;
@@ -273,6 +297,37 @@ static void on_map_progress(size_t done, size_t count, void *ud) {
   sp->calls++;
   sp->last = done;
   sp->count = count;
+}
+
+/* A map hands each item only the bytes it wrote: to result_fn (no results
+ * buffer, failed items skipped) or copied, leaving the rest of its stride. */
+static void test_map_result_lengths(void **state) {
+  fixture *f = *state;
+  f->pool = start(f, 2);
+  enum { N = 1000 };
+  static int in[N], st[N];
+  static unsigned char out[N][4];
+  for (int i = 0; i < N; i++) in[i] = i;
+  seen_results sr = {0};
+  theus_map_desc m = {.fn = t_short, .args = in, .arg_size = sizeof(int), .count = N, .result_size = 4,
+                      .status = st, .result_fn = on_map_result, .result_ud = &sr};
+  size_t nfailed = 0;
+  assert_int_equal(theus_pool_map(f->pool, &m, &nfailed), THEUS_EPROCESS);
+  assert_int_equal(nfailed, 1);
+  assert_int_equal(sr.calls, N - 1);
+  assert_int_equal(sr.bad_order + sr.bad_len + sr.bad_bytes, 0);
+  memset(out, 0xee, sizeof out);
+  m.result_fn = NULL;
+  m.results = out;
+  assert_int_equal(theus_pool_map(f->pool, &m, &nfailed), THEUS_EPROCESS);
+  for (int i = 0; i < N; i++)
+    for (int k = 0; k < 4; k++) {
+      unsigned char want = i != 3 && k < i % 5 ? (unsigned char)i : 0xee;
+      if (out[i][k] != want) fail_msg("item %d byte %d: %#x, want %#x", i, k, out[i][k], want);
+    }
+  m.results = NULL; /* neither: refused */
+  assert_int_equal(theus_pool_map(f->pool, &m, NULL), THEUS_EINVAL);
+  assert_non_null(strstr(theus_pool_errmsg(f->pool), "result_fn"));
 }
 
 static void test_map(void **state) {
@@ -602,6 +657,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_errors_and_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_map, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_map_result_lengths, setup, teardown),
       cmocka_unit_test_setup_teardown(test_placement_balances, setup, teardown),
       cmocka_unit_test_setup_teardown(test_submit_wait, setup, teardown),
       cmocka_unit_test_setup_teardown(test_map_common, setup, teardown),
