@@ -231,6 +231,7 @@ static int32_t reg_append(theus_engine *e, const theus_contract *c) {
   for (size_t k = 0; c->inputs && c->inputs[k]; k++)
     if (!strncmp(c->inputs[k], "domain.", 7))
       r->has_domain_inputs = 1;
+  theus__ship_prepare(r);
   atomic_store_explicit(&e->reg->count, i + 1, memory_order_release);
   return (int32_t)i;
 }

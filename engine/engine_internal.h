@@ -86,7 +86,32 @@ typedef struct theus__regent {
   uint32_t has_domain_inputs;
   const char *strv[THEUS__REG_STRINGS + 3]; /* inputs, NULL, outputs, NULL, errors, NULL */
   char blob[THEUS__REG_BLOB];
+  /* The domain paths a task ships (theus__ship_prepare): sorted, each cut
+   * above its first wildcard, none under another. Main side only. */
+  uint32_t nship;
+  const char *ship[THEUS__REG_STRINGS];
+  char ship_blob[THEUS__REG_BLOB];
 } theus__regent;
+
+/* Fills r's ship list from its contract's inputs (done once, at register). */
+void theus__ship_prepare(theus__regent *r);
+
+/* ---- wire.c: values on the task path (tagged binary, not JSON text) ---- */
+#define THEUS__WIRE_MAX_DEPTH 1024u
+
+/* Encodes v into buf (cap bytes); *len gets the bytes it takes even when
+ * they do not fit. 0, THEUS_ETRUNC (no room), THEUS_ELIMIT (nested deeper
+ * than THEUS__WIRE_MAX_DEPTH) or THEUS_EINVAL (v NULL). */
+int theus__wire_put(const json_t *v, void *buf, size_t cap, size_t *len);
+/* Decodes exactly len bytes; NULL with *rc THEUS_EPARSE (malformed,
+ * truncated, trailing bytes, bad UTF-8, a non-finite real) or THEUS_ENOMEM. */
+json_t *theus__wire_get(const void *buf, size_t len, int *rc);
+/* Encodes, as one object, the values at the dotted paths (sorted as
+ * theus__ship_prepare sorts them, none under another) that root holds, each
+ * under its segments after the first skip bytes of the path: the paths
+ * "domain.a.b", "domain.c" give {"a":{"b":..},"c":..}. As theus__wire_put. */
+int theus__wire_put_paths(const json_t *root, const char *const *paths, size_t n, size_t skip, void *buf,
+                          size_t cap, size_t *len);
 
 typedef struct theus__registry {
   _Atomic uint32_t count;

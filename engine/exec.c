@@ -155,11 +155,12 @@ static void run_local(theus_engine *e, const theus_contract *c, theus_snapshot *
 /* ---- worker runs: the binary task path ------------------------------------
  * Task bytes: task_hdr, then the heavy keys (NUL-terminated, one per task
  * handle, the handles themselves ride in the pool slot), then the declared
- * domain inputs as JSON (only if the contract declares domain inputs), then
- * the args as JSON (only if non-empty). In a map the same bytes are the
- * chunk's common bytes and each item is a slice_t. The result is a res_hdr,
- * then the patch JSON and the return JSON, each only when present. An empty
- * process without inputs or args costs no JSON work on either side. */
+ * domain inputs (only if the contract declares domain inputs), then the args
+ * (only if non-empty), both as values on the wire (wire.c: tagged binary,
+ * no JSON text). In a map the same bytes are the chunk's common bytes and
+ * each item is a slice_t. The result is a res_hdr, then the patch and the
+ * return value on the wire, each only when present. An empty process
+ * without inputs or args encodes and decodes nothing on either side. */
 
 #define TASK_MAGIC 0x314b5448u /* "THK1" */
 #define RES_MAGIC 0x31525448u  /* "THR1" */
@@ -181,10 +182,10 @@ typedef struct res_hdr {
   uint32_t magic, patch_len, ret_len, pad;
 } res_hdr;
 
-/* ---- the declared domain inputs, written as JSON straight from the
- * snapshot: no object is built and no reference taken on the snapshot's
- * values (jansson's reference count is not safe to bump from many threads
- * at once), and dumping only reads them. */
+/* ---- the declared domain inputs, encoded straight from the snapshot
+ * (theus__wire_put_paths): no object is built and no reference taken on the
+ * snapshot's values (jansson's reference count is not safe to bump from many
+ * threads at once), and encoding only reads them. */
 
 #define MAX_SHIP THEUS__REG_STRINGS
 
@@ -202,32 +203,15 @@ static int is_prefix_path(const char *anc, const char *p) {
   return !strncmp(anc, p, n) && (p[n] == '.' || !p[n]);
 }
 
-static size_t seg_len(const char *s) {
-  const char *d = strchr(s, '.');
-  return d ? (size_t)(d - s) : strlen(s);
-}
-
-static int put_bytes(char *buf, size_t cap, size_t *at, const char *s, size_t n) {
-  if (n > cap - *at)
-    return -1;
-  memcpy(buf + *at, s, n);
-  *at += n;
-  return 0;
-}
-
-/* Writes {"a":{"b":v},...} for the declared domain inputs present in domain
- * (each cut above its first wildcard; a path under another shipped path is
- * covered by it). *len gets the bytes written; THEUS_ELIMIT if cap is short. */
-static int dump_inputs(const theus_contract *c, const json_t *domain, char *buf, size_t cap, size_t *len) {
+void theus__ship_prepare(theus__regent *r) {
   /* a parallel contract's strings fit the registry's limits (checked at registration) */
-  char store[THEUS__REG_BLOB];
   const char *paths[MAX_SHIP];
-  size_t n = 0, at = 0, used = 0;
-  for (size_t i = 0; c->inputs && c->inputs[i] && n < MAX_SHIP; i++) {
-    size_t l = strlen(c->inputs[i]) + 1;
-    if (strncmp(c->inputs[i], "domain.", 7) || l > sizeof store - used)
+  size_t n = 0, used = 0;
+  for (size_t i = 0; r->c.inputs[i] && n < MAX_SHIP; i++) {
+    size_t l = strlen(r->c.inputs[i]) + 1;
+    if (strncmp(r->c.inputs[i], "domain.", 7) || l > sizeof r->ship_blob - used)
       continue;
-    char *p = memcpy(store + used, c->inputs[i], l);
+    char *p = memcpy(r->ship_blob + used, r->c.inputs[i], l);
     used += l;
     char *star = strstr(p, ".*");
     if (star)
@@ -236,51 +220,10 @@ static int dump_inputs(const theus_contract *c, const json_t *domain, char *buf,
       paths[n++] = p;
   }
   qsort(paths, n, sizeof *paths, path_cmp);
-  const char *prev = NULL; /* the last path written: its parents are the open objects */
-  if (put_bytes(buf, cap, &at, "{", 1))
-    return THEUS_ELIMIT;
-  for (size_t i = 0; i < n; i++) {
-    if (prev && is_prefix_path(prev, paths[i]))
-      continue; /* covered by prev (or a duplicate) */
-    const json_t *v = theus__json_at(domain, paths[i]);
-    if (!v)
-      continue;
-    /* segments after "domain." shared by the open objects of prev and this path's parents */
-    const char *p = paths[i] + 7, *q = prev ? prev + 7 : NULL;
-    size_t common = 0, popen = 0;
-    for (const char *s = q; s && strchr(s, '.'); s = strchr(s, '.') + 1)
-      popen++;
-    const char *a = p, *b = q;
-    while (b && common < popen && strchr(a, '.') && seg_len(a) == seg_len(b) && !strncmp(a, b, seg_len(a))) {
-      common++;
-      a = strchr(a, '.') + 1;
-      b = strchr(b, '.') + 1;
-    }
-    for (size_t k = common; k < popen; k++)
-      if (put_bytes(buf, cap, &at, "}", 1))
-        return THEUS_ELIMIT;
-    if (prev && put_bytes(buf, cap, &at, ",", 1))
-      return THEUS_ELIMIT;
-    for (; strchr(a, '.'); a = strchr(a, '.') + 1) /* open this path's remaining parents */
-      if (put_bytes(buf, cap, &at, "\"", 1) || put_bytes(buf, cap, &at, a, seg_len(a)) ||
-          put_bytes(buf, cap, &at, "\":{", 3))
-        return THEUS_ELIMIT;
-    if (put_bytes(buf, cap, &at, "\"", 1) || put_bytes(buf, cap, &at, a, strlen(a)) ||
-        put_bytes(buf, cap, &at, "\":", 2))
-      return THEUS_ELIMIT;
-    size_t need = json_dumpb(v, buf + at, cap - at, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!need || need > cap - at)
-      return THEUS_ELIMIT;
-    at += need;
-    prev = paths[i];
-  }
-  for (const char *s = prev ? prev + 7 : NULL; s && strchr(s, '.'); s = strchr(s, '.') + 1)
-    if (put_bytes(buf, cap, &at, "}", 1))
-      return THEUS_ELIMIT;
-  if (put_bytes(buf, cap, &at, "}", 1))
-    return THEUS_ELIMIT;
-  *len = at;
-  return 0;
+  r->nship = 0;
+  for (size_t i = 0; i < n; i++) /* a path under (or equal to) the one kept before it is covered by it */
+    if (!r->nship || !is_prefix_path(r->ship[r->nship - 1], paths[i]))
+      r->ship[r->nship++] = paths[i];
 }
 
 typedef struct task_pack {
@@ -299,17 +242,17 @@ static int pack_fail(const theus_contract *c, size_t need, char *msg, size_t msg
   return THEUS_ELIMIT;
 }
 
-/* Appends j as compact JSON at tp->buf + tp->len; *n gets its length. */
-static int pack_json(const theus_contract *c, task_pack *tp, const json_t *j, uint32_t *n, char *msg,
-                     size_t msglen) {
-  size_t room = sizeof tp->buf - tp->len;
-  size_t need = json_dumpb(j, (char *)tp->buf + tp->len, room, JSON_COMPACT);
-  if (!need) {
-    snprintf(msg, msglen, "process '%s': could not encode the task (args must be JSON)", c->name);
-    return THEUS_ENOMEM;
-  }
-  if (need > room)
+/* Appends v on the wire at tp->buf + tp->len; *n gets its length. */
+static int pack_value(const theus_contract *c, task_pack *tp, const json_t *v, uint32_t *n, char *msg,
+                      size_t msglen) {
+  size_t need, room = sizeof tp->buf - tp->len;
+  int rc = theus__wire_put(v, tp->buf + tp->len, room, &need);
+  if (rc == THEUS_ETRUNC)
     return pack_fail(c, tp->len + need, msg, msglen);
+  if (rc) {
+    snprintf(msg, msglen, "process '%s': its args nest deeper than %u levels", c->name, THEUS__WIRE_MAX_DEPTH);
+    return rc;
+  }
   tp->len += need;
   *n = (uint32_t)need;
   return 0;
@@ -366,15 +309,23 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
   }
   h.nkeys = tp->nhandles;
   int rc = 0;
-  if (e->reg->ent[reg].has_domain_inputs) {
+  const theus__regent *r = &e->reg->ent[reg];
+  if (r->has_domain_inputs) {
     size_t n = 0;
-    if (dump_inputs(c, snap->domain, (char *)tp->buf + tp->len, sizeof tp->buf - tp->len, &n))
-      return pack_fail(c, sizeof tp->buf + 1, msg, msglen);
+    rc = theus__wire_put_paths(snap->domain, r->ship, r->nship, 7 /* "domain." */, tp->buf + tp->len,
+                               sizeof tp->buf - tp->len, &n);
+    if (rc == THEUS_ETRUNC)
+      return pack_fail(c, tp->len + n, msg, msglen);
+    if (rc) {
+      snprintf(msg, msglen, "process '%s': its domain inputs nest deeper than %u levels", c->name,
+               THEUS__WIRE_MAX_DEPTH);
+      return rc;
+    }
     tp->len += n;
     h.dom_len = (uint32_t)n;
   }
   if (!rc && args && json_object_size(args))
-    rc = pack_json(c, tp, args, &h.args_len, msg, msglen);
+    rc = pack_value(c, tp, args, &h.args_len, msg, msglen);
   if (!rc && mc && mc->partials) {
     partial_blk pb = {mc->stride, (uint32_t)mc->out_info.dtype, mc->out_info.ndim, {0}};
     memcpy(pb.shape, mc->out_info.shape, sizeof pb.shape);
@@ -388,7 +339,7 @@ static int pack_task(const theus_engine *e, const theus_contract *c, int32_t reg
   return rc;
 }
 
-/* Worker side: writes the result header and the JSON that is present into
+/* Worker side: writes the result header and the values that are present into
  * the task's result buffer, without allocating. */
 static int write_result(theus_task *t, const theus_ctx *ctx) {
   size_t cap;
@@ -402,11 +353,12 @@ static int write_result(theus_task *t, const theus_ctx *ctx) {
   for (int i = 0; i < 2; i++) {
     if (!parts[i])
       continue;
-    size_t n = json_dumpb(parts[i], out + at, cap - at, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!n)
-      return theus_task_fail(t, THEUS_EINVAL, "process '%s': its %s cannot be encoded as JSON", ctx->c->name,
-                             i ? "return value" : "patch");
-    if (n > cap - at)
+    size_t n;
+    int rc = theus__wire_put(parts[i], out + at, cap - at, &n);
+    if (rc == THEUS_ELIMIT)
+      return theus_task_fail(t, rc, "process '%s': its %s nests deeper than %u levels", ctx->c->name,
+                             i ? "return value" : "patch", THEUS__WIRE_MAX_DEPTH);
+    if (rc)
       return theus_task_fail(t, THEUS_ETRUNC,
                              "process '%s': its result takes more than the %zu bytes a task result may hold; put "
                              "large results in heavy arrays",
@@ -418,12 +370,11 @@ static int write_result(theus_task *t, const theus_ctx *ctx) {
   return theus_task_set_result(t, at);
 }
 
-/* One JSON part of a task or a result (NULL if n is 0); *rc THEUS_ENOMEM
- * when memory ran out, THEUS_EPARSE for bad bytes. */
-static json_t *load_part(const char *p, size_t n, size_t flags, int *rc) {
-  json_error_t je;
+/* One value of a task or a result (NULL if n is 0); *rc THEUS_ENOMEM when
+ * memory ran out, THEUS_EPARSE for bad bytes. */
+static json_t *load_part(const char *p, size_t n, int *rc) {
   *rc = 0;
-  return n ? theus__json_load(p, n, flags, &je, rc) : NULL;
+  return n ? theus__wire_get(p, n, rc) : NULL;
 }
 
 /* The i-th of n NUL-terminated keys (NULL past the end). */
@@ -461,7 +412,7 @@ int theus__pool_task(theus_task *t) {
   ctx.task_nkeys = h.nkeys;
   ctx.worker = (int)theus_task_worker(t);
   int drc, arc;
-  json_t *jdom = load_part(dom, h.dom_len, 0, &drc), *jargs = load_part(args, h.args_len, 0, &arc);
+  json_t *jdom = load_part(dom, h.dom_len, &drc), *jargs = load_part(args, h.args_len, &arc);
   ctx.domain = jdom;
   ctx.args = jargs;
   if (item) {
@@ -499,10 +450,10 @@ int theus__pool_task(theus_task *t) {
   if (!rc)
     rc = write_result(t, &ctx);
   else if (drc || arc)
-    theus_task_fail(t, rc, "engine task: %s", rc == THEUS_ENOMEM ? "out of memory decoding the task's JSON"
-                                                                 : "malformed task JSON");
+    theus_task_fail(t, rc, "engine task: %s", rc == THEUS_ENOMEM ? "out of memory decoding the task's values"
+                                                                 : "malformed task values");
   else
-    theus_task_fail(t, rc, "%s", ctx.msg[0] ? ctx.msg : "engine task: malformed task JSON");
+    theus_task_fail(t, rc, "%s", ctx.msg[0] ? ctx.msg : "engine task: malformed task values");
   theus__ctx_fini(&ctx);
   json_decref(jdom);
   json_decref(jargs);
@@ -550,13 +501,13 @@ static void decode_result(const theus_contract *c, const void *data, size_t len,
   }
   const char *p = (const char *)data + sizeof rh;
   int prc, rrc;
-  json_t *patch = load_part(p, rh.patch_len, 0, &prc), *ret = load_part(p + rh.patch_len, rh.ret_len, JSON_DECODE_ANY, &rrc);
+  json_t *patch = load_part(p, rh.patch_len, &prc), *ret = load_part(p + rh.patch_len, rh.ret_len, &rrc);
   if (prc || rrc || (rh.patch_len && !json_is_object(patch))) {
     json_decref(patch);
     json_decref(ret);
     o->rc = prc == THEUS_ENOMEM || rrc == THEUS_ENOMEM ? THEUS_ENOMEM : THEUS_EPARSE;
     snprintf(o->msg, sizeof o->msg, "process '%s': %s from worker %d", c->name,
-             o->rc == THEUS_ENOMEM ? "out of memory decoding the result" : "bad result JSON", worker);
+             o->rc == THEUS_ENOMEM ? "out of memory decoding the result" : "malformed result values", worker);
     return;
   }
   o->patch = patch;

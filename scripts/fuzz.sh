@@ -17,7 +17,7 @@
 # default 10), FUZZ_ARGS (more libFuzzer flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HARNESSES=(pipeline contract signature expr merge_patch path)
+HARNESSES=(pipeline contract signature expr merge_patch path wire)
 BUILD=${FUZZ_BUILD:-build-fuzz}
 MAX_LEN=${FUZZ_MAX_LEN:-1048576}
 TIMEOUT=${FUZZ_TIMEOUT:-10}

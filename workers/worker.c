@@ -490,9 +490,9 @@ static void run_task(worker_ctx *x, const theus_arena *arena, theus__slot *s) {
   }
   /* A task may have buffered its stream again (setvbuf): its output is in
    * the pipe before the result is, and before the next label's marker. No
-   * syscall when nothing is buffered. */
-  fflush(stdout);
-  fflush(stderr);
+   * syscall, not even a lock, when nothing is buffered. */
+  if (__fpending(stdout)) fflush(stdout);
+  if (__fpending(stderr)) fflush(stderr);
   uint64_t t1 = theus__now_ns();
   s->end_ns = t1;
   theus__ring *r = x->ring; /* single writer (this worker): plain adds, no locked RMW */

@@ -481,6 +481,41 @@ static void test_nested_inputs_shipped(void **state) {
   json_decref(want);
 }
 
+static const char *const deep_out[] = {"domain.out.*", NULL};
+
+/* Writes domain.out.a.b (declared by the pattern) and, with args "long",
+ * domain.long.<300 x's>.leaf (not declared). */
+static int deep_writer(theus_ctx *ctx) {
+  int rc = theus_ctx_set(ctx, "domain.out.a.b", json_integer(7));
+  if (!rc && json_object_get(theus_ctx_args(ctx), "long")) {
+    char path[400] = "domain.long.";
+    memset(path + strlen(path), 'x', 300);
+    strcpy(path + strlen("domain.long.") + 300, ".leaf");
+    rc = theus_ctx_set(ctx, path, json_true());
+  }
+  return rc;
+}
+
+/* A worker's patch is checked leaf by leaf against the outputs, whatever its
+ * depth and however long its paths (the checker's stack buffer grows). */
+static void test_nested_outputs_checked(void **state) {
+  (void)state;
+  theus_contract c = {.name = "deep_writer", .fn = deep_writer, .outputs = deep_out, .parallel = 1};
+  assert_int_equal(theus_engine_register(E, &c), 0);
+  assert_int_equal(theus_engine_execute(E, "deep_writer", NULL, NULL), 0);
+  json_t *b = theus_engine_get(E, "domain.out.a.b");
+  assert_int_equal(json_integer_value(b), 7);
+  json_decref(b);
+  uint64_t v = theus_engine_version(E);
+  json_t *a = json_pack("{s:b}", "long", 1);
+  assert_int_equal(theus_engine_execute(E, "deep_writer", a, NULL), THEUS_ECONTRACT);
+  json_decref(a);
+  const char *m = theus_engine_errmsg(E);
+  assert_non_null(strstr(m, "undeclared output 'domain.long.xxxxxxxx"));
+  assert_non_null(strstr(m, "xxx.leaf'"));
+  assert_int_equal(theus_engine_version(E), v);
+}
+
 /* One thread submits more pool jobs than the rings hold (2 x 256) before
  * waiting for any, then waits for them in order; some are released unwaited. */
 static void test_more_jobs_than_ring_slots(void **state) {
@@ -540,6 +575,7 @@ int main(void) {
       cmocka_unit_test(test_registry_limits),
       cmocka_unit_test(test_more_jobs_than_ring_slots),
       cmocka_unit_test(test_nested_inputs_shipped),
+      cmocka_unit_test(test_nested_outputs_checked),
       cmocka_unit_test(test_close_finishes_unwaited_jobs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
