@@ -13,7 +13,8 @@
  *   value := 'o' u32 n (u32 klen, key bytes, value){n}   object
  *          | 'a' u32 n value{n}                          array
  *          | 's' u32 len bytes                           string (UTF-8)
- *          | 'i' int64 | 'r' double                      numbers
+ *          | 'k' int8 | 'j' int32 | 'i' int64            integers, the smallest width that holds them
+ *          | 'r' double                                  reals
  *          | 't' | 'f' | 'n'                             true, false, null
  *
  * Bytes from a worker are untrusted: the decoder checks every length
@@ -47,6 +48,23 @@ static void put_u32(wbuf *w, size_t v) {
 static void put_tag(wbuf *w, char tag) { put(w, &tag, 1); }
 
 static int put_value(wbuf *w, const json_t *v, unsigned depth);
+
+/* The smallest of three widths: small counters and indexes (most integers)
+ * take two bytes, as their text does. */
+static void put_integer(wbuf *w, int64_t i) {
+  if (i >= INT8_MIN && i <= INT8_MAX) {
+    int8_t b = (int8_t)i;
+    put_tag(w, 'k');
+    put(w, &b, sizeof b);
+  } else if (i >= INT32_MIN && i <= INT32_MAX) {
+    int32_t h = (int32_t)i;
+    put_tag(w, 'j');
+    put(w, &h, sizeof h);
+  } else {
+    put_tag(w, 'i');
+    put(w, &i, sizeof i);
+  }
+}
 
 static int put_object(wbuf *w, const json_t *v, unsigned depth) {
   put_tag(w, 'o');
@@ -88,12 +106,9 @@ static int put_value(wbuf *w, const json_t *v, unsigned depth) {
     put_u32(w, json_string_length(v));
     put(w, json_string_value(v), json_string_length(v));
     return 0;
-  case JSON_INTEGER: {
-    int64_t i = (int64_t)json_integer_value(v);
-    put_tag(w, 'i');
-    put(w, &i, sizeof i);
+  case JSON_INTEGER:
+    put_integer(w, (int64_t)json_integer_value(v));
     return 0;
-  }
   case JSON_REAL: {
     double d = json_real_value(v);
     put_tag(w, 'r');
@@ -199,7 +214,17 @@ static json_t *get_array(rbuf *r, unsigned depth) {
 
 static json_t *get_number(rbuf *r, char tag) {
   json_t *j;
-  if (tag == 'i') {
+  if (tag == 'k') {
+    int8_t b;
+    if (take(r, &b, sizeof b))
+      return NULL;
+    j = json_integer(b);
+  } else if (tag == 'j') {
+    int32_t h;
+    if (take(r, &h, sizeof h))
+      return NULL;
+    j = json_integer(h);
+  } else if (tag == 'i') {
     int64_t i;
     if (take(r, &i, sizeof i))
       return NULL;
@@ -229,6 +254,8 @@ static json_t *get_value(rbuf *r, unsigned depth) {
   case 's':
     s = take(r, &n, sizeof n) ? NULL : span(r, n);
     return s ? get_string(r, s, n) : NULL;
+  case 'k':
+  case 'j':
   case 'i':
   case 'r':
     return get_number(r, tag);

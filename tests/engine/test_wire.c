@@ -26,6 +26,7 @@ static json_t *roundtrip(const json_t *v) {
 static void test_roundtrip_every_type(void **state) {
   (void)state;
   const char *texts[] = {"{}", "[]", "null", "true", "false", "0", "-9223372036854775808", "9223372036854775807",
+                         "[127,128,-128,-129,32767,2147483647,2147483648,-2147483648,-2147483649]",
                          "1.5e300", "-0.0", "\"\"", "\"caf\\u00e9 \\u0000 nul\"",
                          "{\"a\":{\"b\":[1,{\"c\":null}],\"\":\"empty key\"},\"z\":[[],{}]}"};
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
@@ -41,6 +42,27 @@ static void test_roundtrip_every_type(void **state) {
   assert_true(json_real_value(back) == 0.1);
   json_decref(back);
   json_decref(r);
+}
+
+/* Integers take the smallest width: a small one two bytes, as its text. */
+static void test_integer_widths(void **state) {
+  (void)state;
+  const struct {
+    json_int_t v;
+    size_t len;
+  } cases[] = {{0, 2}, {-128, 2}, {127, 2}, {128, 5}, {-129, 5}, {INT32_MAX, 5}, {INT32_MIN, 5},
+               {(json_int_t)INT32_MAX + 1, 9}, {(json_int_t)INT32_MIN - 1, 9}, {INT64_MIN, 9}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    json_t *v = json_integer(cases[i].v);
+    unsigned char buf[16];
+    size_t len = 0;
+    assert_int_equal(theus__wire_put(v, buf, sizeof buf, &len), 0);
+    if (len != cases[i].len) fail_msg("%lld took %zu bytes, want %zu", (long long)cases[i].v, len, cases[i].len);
+    json_t *back = roundtrip(v);
+    assert_int_equal(json_integer_value(back), cases[i].v);
+    json_decref(back);
+    json_decref(v);
+  }
 }
 
 static void test_short_buffer_reports_length(void **state) {
@@ -142,7 +164,8 @@ static void test_paths_object(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_roundtrip_every_type), cmocka_unit_test(test_short_buffer_reports_length),
+      cmocka_unit_test(test_roundtrip_every_type), cmocka_unit_test(test_integer_widths),
+      cmocka_unit_test(test_short_buffer_reports_length),
       cmocka_unit_test(test_depth_limit),          cmocka_unit_test(test_malformed_refused),
       cmocka_unit_test(test_paths_object),
   };
