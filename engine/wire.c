@@ -164,14 +164,24 @@ static json_t *fail(rbuf *r, int rc, json_t *partial) {
   return NULL;
 }
 
+/* Why jansson refused the n bytes at s as a string or a key: THEUS_EPARSE
+ * if they are not UTF-8, THEUS_ENOMEM if memory ran out. Decided without
+ * trusting one allocation: the unchecked copy fails only for memory, and
+ * once it succeeded, a checked copy that still fails means bad UTF-8. */
+static int string_failure(const char *s, size_t n) {
+  json_t *raw = json_stringn_nocheck(s, n);
+  if (!raw)
+    return THEUS_ENOMEM;
+  json_decref(raw);
+  json_t *valid = json_stringn(s, n);
+  json_decref(valid);
+  return valid ? THEUS_ENOMEM : THEUS_EPARSE;
+}
+
 /* A string of n bytes at s: NULL for bad UTF-8 (EPARSE) or no memory. */
 static json_t *get_string(rbuf *r, const char *s, size_t n) {
   json_t *j = json_stringn(s, n);
-  if (j)
-    return j;
-  json_t *raw = json_stringn_nocheck(s, n); /* succeeds: the bytes were not UTF-8 */
-  json_decref(raw);
-  return fail(r, raw ? THEUS_EPARSE : THEUS_ENOMEM, NULL);
+  return j ? j : fail(r, string_failure(s, n), NULL);
 }
 
 static json_t *get_value(rbuf *r, unsigned depth);
@@ -188,11 +198,8 @@ static json_t *get_object(rbuf *r, unsigned depth) {
     json_t *v = get_value(r, depth + 1);
     if (!v)
       return fail(r, THEUS_EPARSE, o);
-    if (json_object_setn_new(o, k, kl, v)) { /* bad UTF-8 in the key, or no memory */
-      json_t *valid = json_stringn(k, kl);
-      json_decref(valid);
-      return fail(r, valid ? THEUS_ENOMEM : THEUS_EPARSE, o);
-    }
+    if (json_object_setn_new(o, k, kl, v)) /* bad UTF-8 in the key, or no memory */
+      return fail(r, string_failure(k, kl), o);
   }
   return o;
 }
