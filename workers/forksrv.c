@@ -556,6 +556,7 @@ _Noreturn void theus__forksrv_main(theus__ctl *c) {
   if (getppid() != c->orch_pid) _exit(1); /* the orchestrator died before the prctl */
   char name[16] = "theus-forksrv";
   prctl(PR_SET_NAME, name, 0, 0, 0);
+  signal(SIGINT, SIG_IGN); /* a terminal's Ctrl-C is the host's to handle (see worker.c, reset_signals) */
   int keep[3 + 2 * THEUS_POOL_MAX_WORKERS]; /* the arena's, the window's and the output pipes */
   unsigned nkeep = 0;
   keep[nkeep++] = c->arena_fd;

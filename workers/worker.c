@@ -257,6 +257,11 @@ static void reset_signals(void) {
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; sig++)
     if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+  /* A terminal's Ctrl-C signals the whole foreground process group: the
+   * host decides what an interrupt does to its tasks (theus-run cancels the
+   * run, which kills the running workers itself); a host that dies of it
+   * takes the workers along (PR_SET_PDEATHSIG). */
+  signal(SIGINT, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);

@@ -231,6 +231,32 @@ static void test_external_sigkill(void **state) {
   expect_full_size(f->pool);
 }
 
+/* A terminal's Ctrl-C reaches every process of the foreground group: the
+ * fork server and the workers ignore it (the host decides), so the same
+ * workers go on running tasks. */
+static void test_sigint_ignored(void **state) {
+  fixture *f = *state;
+  theus_pool_stats before, after;
+  assert_int_equal(theus_pool_stats_get(f->pool, &before), 0);
+  int fs = theus_pool_forksrv_pid(f->pool);
+  assert_true(fs > 0);
+  assert_int_equal(kill(fs, SIGINT), 0);
+  for (unsigned w = 0; w < theus_pool_size(f->pool); w++) {
+    int pid = theus_pool_worker_pid(f->pool, w);
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, SIGINT), 0);
+  }
+  usleep(100000); /* time for a default action to take effect */
+  run_ok(f->pool);
+  assert_int_equal(theus_pool_forksrv_pid(f->pool), fs);
+  assert_int_equal(kill(fs, 0), 0);
+  assert_int_equal(theus_pool_stats_get(f->pool, &after), 0);
+  assert_int_equal(after.respawned, before.respawned);
+  assert_int_equal(after.crashed, before.crashed);
+  for (unsigned w = 0; w < theus_pool_size(f->pool); w++)
+    assert_int_equal(theus_pool_worker_pid(f->pool, w), before.workers[w].pid);
+}
+
 static void test_timeout(void **state) {
   fixture *f = *state;
   theus_task_desc d = {.fn = t_sleep_long, .timeout_ms = 50};
@@ -344,6 +370,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_exit3, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_limit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_external_sigkill, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sigint_ignored, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_read_only, setup, teardown),
       cmocka_unit_test_setup_teardown(test_thousand_with_crashes, setup, teardown),
