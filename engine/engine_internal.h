@@ -264,6 +264,9 @@ static inline int theus__ledger_on(theus_engine *e) {
 /* Under state_lock, after s was published: writes the entry of s. */
 void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
                           const json_t *dpatch, const json_t *hpatch);
+/* The value of the declared domain input `in` in domain (a pattern's at its
+ * part before the first '*' segment, whose length goes to *n), or NULL. */
+const json_t *theus__input_at(const json_t *domain, const char *in, size_t *n);
 /* Appends {path: "xxh3:..."} of the declared inputs of c in snap to b as
  * JSON text, NUL-terminated. */
 typedef struct theus__kbuf theus__kbuf;
@@ -281,6 +284,12 @@ void theus__kbuf_init(theus__kbuf *b);
 void theus__kbuf_fini(theus__kbuf *b);
 /* Makes room for more bytes; -1 (and failed set) when memory ran out. */
 int theus__kbuf_grow(theus__kbuf *b, size_t more);
+/* Room for n more bytes at the end (the caller writes them and adds n to
+ * b->n), or NULL when memory ran out. Writing in place, not through a
+ * local array copied in, keeps the store-to-load forwarding stall out. */
+static inline char *theus__kbuf_room(theus__kbuf *b, size_t n) {
+  return n > b->cap - b->n && theus__kbuf_grow(b, n) ? NULL : b->p + b->n;
+}
 /* Appends n bytes (inline: the writers append many short pieces). */
 static inline void theus__kbuf_add(theus__kbuf *b, const void *p, size_t n) {
   if (n > b->cap - b->n && theus__kbuf_grow(b, n))

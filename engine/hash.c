@@ -56,11 +56,26 @@ static inline void put_c(theus__kbuf *b, char c) {
 }
 
 void theus__kbuf_u64(theus__kbuf *b, uint64_t v) {
-  char buf[24], *p = buf + sizeof buf;
-  do
-    *--p = (char)('0' + v % 10);
-  while (v /= 10);
-  theus__kbuf_add(b, p, (size_t)(buf + sizeof buf - p));
+  static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                 "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                 "8081828384858687888990919293949596979899";
+  size_t n = 1;
+  for (uint64_t t = v; t >= 10; t /= 10)
+    n++;
+  char *p = theus__kbuf_room(b, n);
+  if (!p)
+    return;
+  b->n += n;
+  p += n;
+  while (v >= 100) { /* two digits per division */
+    p -= 2;
+    memcpy(p, pairs + 2 * (v % 100), 2);
+    v /= 100;
+  }
+  if (v >= 10)
+    memcpy(p - 2, pairs + 2 * v, 2);
+  else
+    p[-1] = (char)('0' + v);
 }
 
 void theus__kbuf_i64(theus__kbuf *b, int64_t v) {

@@ -93,11 +93,12 @@ int theus__memo_key(const theus_contract *c, const json_t *args, const theus_sna
   theus__kbuf_json(&b, args && json_object_size(args) ? args : NULL, 1);
   int rc = 0;
   for (const char *const *in = c->inputs; in && *in && !rc; in++) {
+    size_t n; /* the pattern's part (unused: the whole input is in the key) */
     theus__kbuf_add(&b, *in, strlen(*in) + 1);
     if (!strncmp(*in, "heavy.", 6))
       rc = add_heavy(&b, snap, *in + 6);
     else
-      theus__kbuf_json(&b, theus__json_at_pattern(snap->domain, *in), 1);
+      theus__kbuf_json(&b, theus__input_at(snap->domain, *in, &n), 1);
     theus__kbuf_add(&b, "", 1);
   }
   if (slice)
