@@ -81,149 +81,61 @@ void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, th
 
 /* ---- writing ------------------------------------------------------------ */
 
-/* The open ledger file. Lines are formatted straight into out (no copy per
- * line) under state_lock. A full chunk (LEDGER_CHUNK bytes) goes to the
- * writer thread (started at the first one), which write(2)s it while the
- * next chunk fills: the committing thread does not wait for the kernel's
- * copy into the page cache. Two buffers in all: a commit that fills a chunk
- * while the writer is still on the previous one waits for it. With
- * ledger_fsync every line is written and fdatasynced by the committing
- * thread before the commit returns (no writer thread). The rest is written
- * at close. */
+/* The open ledger file: lines are formatted straight into out (no copy per
+ * line), under state_lock, and written with one write(2) per LEDGER_CHUNK
+ * bytes, at close, or after every line with ledger_fsync. (A writer thread
+ * was tried: handing each chunk to another core cost the committing thread
+ * more in cache-line transfers than the write it saved.) */
 struct theus__lfile {
   int fd;
-  theus__kbuf out; /* being filled, under state_lock */
-  pthread_mutex_t m;
-  pthread_cond_t cv;
-  pthread_t th;
-  int started, stop; /* under m */
-  int werr;          /* under m: errno of the first failed write; later chunks are dropped */
-  char *full;        /* under m: a chunk for the writer (NULL: none) */
-  size_t full_n, full_cap;
-  char *spare; /* under m: the other buffer when free (NULL: the writer has it) */
-  size_t spare_cap;
+  int werr; /* errno of the first failed write: later lines are dropped */
+  theus__kbuf out;
 };
 
 #define LEDGER_CHUNK (1u << 16)
-#define LEDGER_BUF (LEDGER_CHUNK + 4096) /* a chunk and the line that crossed it */
 
 int theus__ledger_open(theus_engine *e, const char *path) {
-  theus__lfile *f = calloc(1, sizeof *f);
+  theus__lfile *f = malloc(sizeof *f);
   if (!f)
     return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory for the ledger '%s'", path);
+  f->werr = 0;
   theus__kbuf_init(&f->out);
   f->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  f->spare = malloc(LEDGER_BUF);
-  f->spare_cap = LEDGER_BUF;
-  if (f->fd < 0 || !f->spare || theus__kbuf_grow(&f->out, LEDGER_BUF)) {
+  if (f->fd < 0 || theus__kbuf_grow(&f->out, LEDGER_CHUNK + 4096)) {
     int err = f->fd < 0 ? errno : ENOMEM;
     if (f->fd >= 0)
       close(f->fd);
     theus__kbuf_fini(&f->out);
-    free(f->spare);
     free(f);
     return theus__eset(e, err == ENOMEM ? THEUS_ENOMEM : THEUS_ESYS, "engine open: cannot create the ledger '%s': %s",
                        path, strerror(err));
   }
-  pthread_mutex_init(&f->m, NULL);
-  pthread_cond_init(&f->cv, NULL);
   e->ledger = f;
   return 0;
 }
 
-/* Writes n bytes of p; the errno of a failure, else 0. */
-static int write_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno != EINTR)
-      return errno;
-    if (w > 0) {
-      p += w;
-      n -= (size_t)w;
-    }
+/* Writes out what is pending (and fdatasyncs with sync). */
+static void lfile_flush(theus__lfile *f, int sync) {
+  size_t at = 0;
+  while (at < f->out.n && !f->werr) {
+    ssize_t w = write(f->fd, f->out.p + at, f->out.n - at);
+    if (w > 0)
+      at += (size_t)w;
+    else if (w < 0 && errno != EINTR)
+      f->werr = errno;
   }
-  return 0;
-}
-
-static void *writer_main(void *arg) {
-  theus__lfile *f = arg;
-  pthread_mutex_lock(&f->m);
-  for (;;) {
-    while (!f->full && !f->stop)
-      pthread_cond_wait(&f->cv, &f->m);
-    if (!f->full)
-      break; /* stopped, nothing left */
-    char *p = f->full;
-    size_t n = f->full_n, cap = f->full_cap;
-    int failed = f->werr;
-    f->full = NULL;
-    pthread_mutex_unlock(&f->m);
-    int err = failed ? 0 : write_all(f->fd, p, n);
-    pthread_mutex_lock(&f->m);
-    if (err && !f->werr)
-      f->werr = err;
-    f->spare = p;
-    f->spare_cap = cap;
-    pthread_cond_broadcast(&f->cv);
-  }
-  pthread_mutex_unlock(&f->m);
-  return NULL;
-}
-
-/* Writes what out holds in the calling thread (fdatasync with sync). */
-static void flush_here(theus__lfile *f, int sync) {
-  pthread_mutex_lock(&f->m);
-  while (!f->spare) /* until the writer is done with its chunk: lines stay in order */
-    pthread_cond_wait(&f->cv, &f->m);
-  int err = f->werr ? f->werr : write_all(f->fd, f->out.p, f->out.n);
-  if (!err && sync && fdatasync(f->fd))
-    err = errno;
-  if (err && !f->werr)
-    f->werr = err;
-  pthread_mutex_unlock(&f->m);
   f->out.n = 0;
-}
-
-/* Hands the full chunk in out to the writer and takes the spare buffer; the
- * calling thread writes it itself if the writer cannot be started. */
-static void hand_off(theus__lfile *f) {
-  pthread_mutex_lock(&f->m);
-  if (!f->started && !pthread_create(&f->th, NULL, writer_main, f))
-    f->started = 1;
-  if (!f->started) {
-    pthread_mutex_unlock(&f->m);
-    flush_here(f, 0);
-    return;
-  }
-  while (!f->spare) /* the writer is still on the previous chunk */
-    pthread_cond_wait(&f->cv, &f->m);
-  f->full = f->out.p;
-  f->full_n = f->out.n;
-  f->full_cap = f->out.cap;
-  f->out.p = f->spare;
-  f->out.cap = f->spare_cap;
-  f->out.n = 0;
-  f->spare = NULL;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->m);
+  if (sync && !f->werr && fdatasync(f->fd))
+    f->werr = errno;
 }
 
 void theus__ledger_close(theus_engine *e) {
   theus__lfile *f = e->ledger;
   if (!f)
     return;
-  pthread_mutex_lock(&f->m);
-  f->stop = 1;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->m);
-  if (f->started)
-    pthread_join(f->th, NULL); /* after writing the chunk it had */
-  flush_here(f, 0);
+  lfile_flush(f, 0);
   close(f->fd);
   theus__kbuf_fini(&f->out);
-  free(f->spare);
-  pthread_mutex_destroy(&f->m);
-  pthread_cond_destroy(&f->cv);
   free(f);
   e->ledger = NULL;
 }
@@ -329,14 +241,12 @@ void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const t
     theus__kbuf_fini(&own);
     return;
   }
-  if (b->failed) { /* out of memory: the line is dropped whole */
+  if (b->failed || f->werr) { /* out of memory (or the file failed): the line is dropped whole */
     b->n = start;
     b->failed = 0;
   }
-  if (e->cfg.ledger_fsync)
-    flush_here(f, 1);
-  else if (b->n >= LEDGER_CHUNK)
-    hand_off(f);
+  if (e->cfg.ledger_fsync || b->n >= LEDGER_CHUNK)
+    lfile_flush(f, e->cfg.ledger_fsync);
 }
 
 /* ---- reading ------------------------------------------------------------ */
