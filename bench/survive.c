@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -158,8 +159,16 @@ static int bench_retry(void) {
   return 0;
 }
 
+/* theus-bench survive [memo|ledger|retry]: all three parts, or the one
+ * named (to profile it alone). */
 int theus_bench_survive(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  return bench_memo() | bench_ledger() | bench_retry();
+  const char *only = argc > 1 ? argv[1] : "";
+  int all = !*only, rc = 0;
+  if (all || !strcmp(only, "memo"))
+    rc |= bench_memo();
+  if (all || !strcmp(only, "ledger"))
+    rc |= bench_ledger();
+  if (all || !strcmp(only, "retry"))
+    rc |= bench_retry();
+  return rc;
 }

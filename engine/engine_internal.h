@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "base.h"
 #include "theus/engine.h"
@@ -165,7 +166,7 @@ struct theus_engine {
   _Atomic(const volatile int *) cancel; /* theus_engine_set_cancel */
   _Atomic(theus_trace_fn) trace;
   _Atomic(void *) trace_ud;
-  FILE *ledger;                      /* cfg.ledger, written under state_lock */
+  struct theus__lfile *ledger;       /* cfg.ledger (ledger.c), written under state_lock */
   theus__memo *memo;                 /* memo.c */
   _Atomic(theus_commit_fn) commit_fn; /* theus_engine_set_commit_hook */
   _Atomic(void *) commit_ud;
@@ -277,6 +278,7 @@ static inline int theus__engine_canceled(theus_engine *e) {
 }
 
 /* ---- ledger.c ---- */
+typedef struct theus__lfile theus__lfile;
 /* Opens cfg.ledger for writing (created or truncated). */
 int theus__ledger_open(theus_engine *e, const char *path);
 void theus__ledger_close(theus_engine *e);
@@ -287,6 +289,9 @@ static inline int theus__ledger_on(theus_engine *e) {
 /* Under state_lock, after s was published: writes the entry of s. */
 void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
                           const json_t *dpatch, const json_t *hpatch);
+/* The value of the declared domain input `in` in domain (a pattern's at its
+ * part before the first '*' segment, whose length goes to *n), or NULL. */
+const json_t *theus__input_at(const json_t *domain, const char *in, size_t *n);
 /* Appends {path: "xxh3:..."} of the declared inputs of c in snap to b as
  * JSON text, NUL-terminated. */
 typedef struct theus__kbuf theus__kbuf;
@@ -300,13 +305,35 @@ typedef struct theus__kbuf {
   int failed; /* out of memory: the content is incomplete */
   char stack[2048];
 } theus__kbuf;
-#define THEUS__JSON_CANON (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY)
 void theus__kbuf_init(theus__kbuf *b);
 void theus__kbuf_fini(theus__kbuf *b);
-void theus__kbuf_add(theus__kbuf *b, const void *p, size_t n);
-/* Appends v dumped with flags (NULL: an "absent" marker). */
-void theus__kbuf_json(theus__kbuf *b, const json_t *v, size_t flags);
-/* Content hashes: XXH3-64 of bytes, of a JSON value (THEUS__JSON_CANON), of a
+/* Makes room for more bytes; -1 (and failed set) when memory ran out. */
+int theus__kbuf_grow(theus__kbuf *b, size_t more);
+/* Room for n more bytes at the end (the caller writes them and adds n to
+ * b->n), or NULL when memory ran out. Writing in place, not through a
+ * local array copied in, keeps the store-to-load forwarding stall out. */
+static inline char *theus__kbuf_room(theus__kbuf *b, size_t n) {
+  return n > b->cap - b->n && theus__kbuf_grow(b, n) ? NULL : b->p + b->n;
+}
+/* Appends n bytes (inline: the writers append many short pieces). */
+static inline void theus__kbuf_add(theus__kbuf *b, const void *p, size_t n) {
+  if (n > b->cap - b->n && theus__kbuf_grow(b, n))
+    return;
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+}
+/* Appends v in decimal. */
+void theus__kbuf_u64(theus__kbuf *b, uint64_t v);
+void theus__kbuf_i64(theus__kbuf *b, int64_t v);
+/* Appends a string literal. */
+#define THEUS__KBUF_LIT(b, s) theus__kbuf_add((b), s, sizeof s - 1)
+/* Appends v as compact JSON text, keys in insertion order or sorted (the
+ * canonical form hashes use): the bytes of jansson's json_dumpb with
+ * JSON_COMPACT [| JSON_SORT_KEYS], without its allocations. NULL appends an
+ * "absent" marker (not JSON). A value nested deeper than 2048 levels sets
+ * failed. */
+void theus__kbuf_json(theus__kbuf *b, const json_t *v, int sort_keys);
+/* Content hashes: XXH3-64 of bytes, of a JSON value (its canonical text), of a
  * published array (cached on it; 0 for a live region); XXH3-128 of bytes. */
 uint64_t theus__hash_bytes(const void *p, size_t n);
 uint64_t theus__hash_json(const json_t *v);

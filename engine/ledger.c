@@ -1,6 +1,7 @@
 /* The ledger: one JSON line per committed version, with the content hashes
  * of hash.c. Also the reader of a ledger file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,35 +9,25 @@
 
 #include "engine_internal.h"
 
-/* The entries are formatted as text straight into one buffer (no JSON
- * object is built per commit): process names, state paths and heavy keys are
- * validated identifiers and need no escaping; args and patches are dumped by
- * jansson. */
+/* The entries are formatted as text straight into the file's buffer (no
+ * JSON object is built per commit): process names, state paths and heavy keys
+ * are validated identifiers and need no escaping; args and patches are
+ * written by hash.c's JSON writer (jansson's compact bytes, no allocation). */
+
+#define LIT THEUS__KBUF_LIT
 
 static void put(theus__kbuf *b, const char *s) { theus__kbuf_add(b, s, strlen(s)); }
 
-/* Numbers by hand: printf is most of a line's cost otherwise. */
-static void put_u64(theus__kbuf *b, uint64_t v) {
-  char buf[24], *p = buf + sizeof buf;
-  do
-    *--p = (char)('0' + v % 10);
-  while (v /= 10);
-  theus__kbuf_add(b, p, (size_t)(buf + sizeof buf - p));
-}
-
-static void put_i64(theus__kbuf *b, int64_t v) {
-  if (v < 0)
-    theus__kbuf_add(b, "-", 1);
-  put_u64(b, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
-}
-
 static void put_hash(theus__kbuf *b, uint64_t h) {
   static const char hex[] = "0123456789abcdef";
-  char buf[24] = "\"xxh3:";
+  char *p = theus__kbuf_room(b, 23);
+  if (!p)
+    return;
+  memcpy(p, "\"xxh3:", 6);
   for (int i = 0; i < 16; i++)
-    buf[6 + i] = hex[(h >> (60 - 4 * i)) & 15];
-  buf[22] = '"';
-  theus__kbuf_add(b, buf, 23);
+    p[6 + i] = hex[(h >> (60 - 4 * i)) & 15];
+  p[22] = '"';
+  b->n += 23;
 }
 
 /* ,"<prefix><name>": */
@@ -44,7 +35,7 @@ static void put_key(theus__kbuf *b, int *first, const char *prefix, const char *
   theus__kbuf_add(b, *first ? "\"" : ",\"", *first ? 1 : 2);
   put(b, prefix);
   theus__kbuf_add(b, name, n);
-  theus__kbuf_add(b, "\":", 2);
+  LIT(b, "\":");
   *first = 0;
 }
 
@@ -57,45 +48,95 @@ static void read_heavy(theus__kbuf *b, int *first, const theus_snapshot *snap, c
       continue;
     put_key(b, first, "heavy.", hb->key, strlen(hb->key));
     if (hb->arr->live)
-      put(b, "\"live\"");
+      LIT(b, "\"live\"");
     else
       put_hash(b, theus__harr_hash(hb->arr));
   }
 }
 
+const json_t *theus__input_at(const json_t *domain, const char *in, size_t *n) {
+  const char *star = strchr(in, '*') ? strstr(in, ".*") : NULL; /* strchr: most inputs have no '*' */
+  *n = star ? (size_t)(star - in) : strlen(in);
+  return star ? theus__json_at_pattern(domain, in) : theus__json_at(domain, in);
+}
+
 void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, theus__kbuf *b) {
   int first = 1;
-  theus__kbuf_add(b, "{", 1);
+  LIT(b, "{");
   for (const char *const *in = c->inputs; in && *in; in++) {
     if (!strncmp(*in, "heavy.", 6)) {
       read_heavy(b, &first, snap, *in + 6);
       continue;
     }
-    /* a domain pattern is hashed at its part before the first '*' segment */
-    const json_t *v = theus__json_at_pattern(snap->domain, *in);
-    const char *star = strstr(*in, ".*");
-    put_key(b, &first, "", *in, star ? (size_t)(star - *in) : strlen(*in));
+    size_t n;
+    const json_t *v = theus__input_at(snap->domain, *in, &n);
+    put_key(b, &first, "", *in, n);
     if (v)
       put_hash(b, theus__hash_json(v));
     else
-      put(b, "null");
+      LIT(b, "null");
   }
   theus__kbuf_add(b, "}", 2); /* with its NUL */
 }
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* The open ledger file: lines are formatted straight into out (no copy per
+ * line), under state_lock, and written with one write(2) per LEDGER_CHUNK
+ * bytes, at close, or after every line with ledger_fsync. (A writer thread
+ * was tried: handing each chunk to another core cost the committing thread
+ * more in cache-line transfers than the write it saved.) */
+struct theus__lfile {
+  int fd;
+  int werr; /* errno of the first failed write: later lines are dropped */
+  theus__kbuf out;
+};
+
+#define LEDGER_CHUNK (1u << 16)
+
 int theus__ledger_open(theus_engine *e, const char *path) {
-  e->ledger = fopen(path, "we");
-  if (!e->ledger)
-    return theus__eset(e, THEUS_ESYS, "engine open: cannot create the ledger '%s': %s", path, strerror(errno));
-  setvbuf(e->ledger, NULL, _IOFBF, 1 << 16);
+  theus__lfile *f = malloc(sizeof *f);
+  if (!f)
+    return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory for the ledger '%s'", path);
+  f->werr = 0;
+  theus__kbuf_init(&f->out);
+  f->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (f->fd < 0 || theus__kbuf_grow(&f->out, LEDGER_CHUNK + 4096)) {
+    int err = f->fd < 0 ? errno : ENOMEM;
+    if (f->fd >= 0)
+      close(f->fd);
+    theus__kbuf_fini(&f->out);
+    free(f);
+    return theus__eset(e, err == ENOMEM ? THEUS_ENOMEM : THEUS_ESYS, "engine open: cannot create the ledger '%s': %s",
+                       path, strerror(err));
+  }
+  e->ledger = f;
   return 0;
 }
 
+/* Writes out what is pending (and fdatasyncs with sync). */
+static void lfile_flush(theus__lfile *f, int sync) {
+  size_t at = 0;
+  while (at < f->out.n && !f->werr) {
+    ssize_t w = write(f->fd, f->out.p + at, f->out.n - at);
+    if (w > 0)
+      at += (size_t)w;
+    else if (w < 0 && errno != EINTR)
+      f->werr = errno;
+  }
+  f->out.n = 0;
+  if (sync && !f->werr && fdatasync(f->fd))
+    f->werr = errno;
+}
+
 void theus__ledger_close(theus_engine *e) {
-  if (e->ledger)
-    fclose(e->ledger);
+  theus__lfile *f = e->ledger;
+  if (!f)
+    return;
+  lfile_flush(f, 0);
+  close(f->fd);
+  theus__kbuf_fini(&f->out);
+  free(f);
   e->ledger = NULL;
 }
 
@@ -111,7 +152,7 @@ static void heavy_out(theus__kbuf *b, const theus_snapshot *s, const json_t *hpa
   int first = 1;
   const char *key;
   json_t *v;
-  theus__kbuf_add(b, "{", 1);
+  LIT(b, "{");
   json_object_foreach((json_t *)hpatch, key, v) {
     const theus__hbind *hb = json_is_true(v) ? theus__snap_find(s, key) : NULL;
     theus_array_info info;
@@ -120,26 +161,26 @@ static void heavy_out(theus__kbuf *b, const theus_snapshot *s, const json_t *hpa
       put(b, hb ? "\"live\"" : "null");
       continue;
     }
-    put(b, "{\"hash\":");
+    LIT(b, "{\"hash\":");
     put_hash(b, theus__harr_hash(hb->arr));
-    put(b, ",\"dtype\":\"");
+    LIT(b, ",\"dtype\":\"");
     put(b, info.dtype ? theus_dtype_name(info.dtype) : "bytes");
-    put(b, "\",\"shape\":[");
+    LIT(b, "\",\"shape\":[");
     for (unsigned d = 0; d < info.ndim; d++) {
       if (d)
-        put(b, ",");
-      put_u64(b, info.shape[d]);
+        LIT(b, ",");
+      theus__kbuf_u64(b, info.shape[d]);
     }
-    put(b, "]}");
+    LIT(b, "]}");
   }
-  theus__kbuf_add(b, "}", 1);
+  LIT(b, "}");
 }
 
 static void put_json(theus__kbuf *b, const json_t *v) {
   if (v)
-    theus__kbuf_json(b, v, JSON_COMPACT);
+    theus__kbuf_json(b, v, 0);
   else
-    put(b, "null");
+    LIT(b, "null");
 }
 
 static void entry_text(theus__kbuf *b, const theus__commit_info *ci, const theus_snapshot *s, const json_t *dpatch,
@@ -147,58 +188,65 @@ static void entry_text(theus__kbuf *b, const theus__commit_info *ci, const theus
   static const theus__commit_info bare = {.op = "cas", .worker = -1};
   if (!ci)
     ci = &bare;
-  put(b, "{\"version\":");
-  put_u64(b, s->version);
-  put(b, ",\"op\":\"");
+  LIT(b, "{\"version\":");
+  theus__kbuf_u64(b, s->version);
+  LIT(b, ",\"op\":\"");
   put(b, ci->op);
-  put(b, "\",\"process\":");
+  LIT(b, "\",\"process\":");
   if (ci->process) {
-    put(b, "\"");
+    LIT(b, "\"");
     put(b, ci->process);
-    put(b, "\"");
+    LIT(b, "\"");
   } else {
-    put(b, "null");
+    LIT(b, "null");
   }
-  put(b, ",\"args\":");
+  LIT(b, ",\"args\":");
   put_json(b, ci->args);
-  put(b, ",\"read_version\":");
-  put_u64(b, ci->read_version);
-  put(b, ",\"reads\":");
+  LIT(b, ",\"read_version\":");
+  theus__kbuf_u64(b, ci->read_version);
+  LIT(b, ",\"reads\":");
   put(b, ci->reads ? ci->reads : "null");
-  put(b, ",\"patch\":");
+  LIT(b, ",\"patch\":");
   put_json(b, dpatch);
-  put(b, ",\"heavy\":");
+  LIT(b, ",\"heavy\":");
   if (hpatch)
     heavy_out(b, s, hpatch);
   else
-    put(b, "null");
-  put(b, ",\"worker\":");
-  put_i64(b, ci->worker);
-  put(b, ",\"duration_us\":");
-  put_u64(b, ci->duration_ns / 1000);
-  put(b, ",\"attempt\":");
-  put_u64(b, ci->attempt);
-  put(b, ",\"status\":\"committed\"}\n");
+    LIT(b, "null");
+  LIT(b, ",\"worker\":");
+  theus__kbuf_i64(b, ci->worker);
+  LIT(b, ",\"duration_us\":");
+  theus__kbuf_u64(b, ci->duration_ns / 1000);
+  LIT(b, ",\"attempt\":");
+  theus__kbuf_u64(b, ci->attempt);
+  LIT(b, ",\"status\":\"committed\"}\n");
 }
 
 void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
                           const json_t *dpatch, const json_t *hpatch) {
-  theus__kbuf b;
-  theus__kbuf_init(&b);
-  entry_text(&b, ci, s, dpatch, hpatch);
+  theus__lfile *f = e->ledger;
+  theus__kbuf own, *b = f ? &f->out : &own; /* with a file, the line goes straight into its buffer */
+  if (!f)
+    theus__kbuf_init(&own);
+  size_t start = b->n;
+  entry_text(b, ci, s, dpatch, hpatch);
   theus_commit_fn fn = atomic_load_explicit(&e->commit_fn, memory_order_acquire);
-  if (fn && !b.failed) { /* the hook gets the line as the file has it, parsed */
-    json_t *en = json_loadb(b.p, b.n, 0, NULL);
+  if (fn && !b->failed) { /* the hook gets the line as the file has it, parsed */
+    json_t *en = json_loadb(b->p + start, b->n - start, 0, NULL);
     if (en)
       fn(en, atomic_load_explicit(&e->commit_ud, memory_order_relaxed));
     json_decref(en);
   }
-  if (e->ledger && !b.failed) { /* one write per line */
-    fwrite_unlocked(b.p, 1, b.n, e->ledger); /* under state_lock: the only writer */
-    if (e->cfg.ledger_fsync && fflush(e->ledger) == 0)
-      fdatasync(fileno(e->ledger));
+  if (!f) {
+    theus__kbuf_fini(&own);
+    return;
   }
-  theus__kbuf_fini(&b);
+  if (b->failed || f->werr) { /* out of memory (or the file failed): the line is dropped whole */
+    b->n = start;
+    b->failed = 0;
+  }
+  if (e->cfg.ledger_fsync || b->n >= LEDGER_CHUNK)
+    lfile_flush(f, e->cfg.ledger_fsync);
 }
 
 /* ---- reading ------------------------------------------------------------ */

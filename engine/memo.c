@@ -90,14 +90,15 @@ int theus__memo_key(const theus_contract *c, const json_t *args, const theus_sna
   theus__kbuf b;
   theus__kbuf_init(&b);
   theus__kbuf_add(&b, c->name, strlen(c->name) + 1);
-  theus__kbuf_json(&b, args && json_object_size(args) ? args : NULL, THEUS__JSON_CANON);
+  theus__kbuf_json(&b, args && json_object_size(args) ? args : NULL, 1);
   int rc = 0;
   for (const char *const *in = c->inputs; in && *in && !rc; in++) {
+    size_t n; /* the pattern's part (unused: the whole input is in the key) */
     theus__kbuf_add(&b, *in, strlen(*in) + 1);
     if (!strncmp(*in, "heavy.", 6))
       rc = add_heavy(&b, snap, *in + 6);
     else
-      theus__kbuf_json(&b, theus__json_at_pattern(snap->domain, *in), THEUS__JSON_CANON);
+      theus__kbuf_json(&b, theus__input_at(snap->domain, *in, &n), 1);
     theus__kbuf_add(&b, "", 1);
   }
   if (slice)
@@ -142,8 +143,9 @@ int theus__memo_get(theus_engine *e, const theus__memo_key_t *key, json_t **patc
   if (x) {
     lru_unlink(x);
     lru_front(m, x);
-    /* copies: the caller's patch and return value are its own to change */
-    *patch = x->patch ? json_deep_copy(x->patch) : NULL;
+    /* the patch is shared (a commit only reads it); the return value is
+     * copied: it becomes the caller's, or a reducer's accumulator */
+    *patch = json_incref(x->patch);
     *ret = x->ret ? json_deep_copy(x->ret) : NULL;
   }
   pthread_mutex_unlock(&m->lock);
@@ -157,7 +159,7 @@ void theus__memo_put(theus_engine *e, const theus__memo_key_t *key, const json_t
   if (!x)
     return;
   x->key = *key;
-  x->patch = patch ? json_deep_copy(patch) : NULL;
+  x->patch = json_incref((json_t *)patch); /* never changed once made: see memo_get */
   x->ret = ret ? json_deep_copy(ret) : NULL;
   memo_ent *old = NULL;
   pthread_mutex_lock(&m->lock);

@@ -11,12 +11,15 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "theus/engine.h"
 
 static const char *const x_io[] = {"domain.x", NULL};
 static const char *const sum_in[] = {"heavy.data", "domain.x", NULL};
 static const char *const sum_out[] = {"domain.sum", NULL};
+static const char *const v_in[] = {"domain.v", NULL};
+static const char *const w_out[] = {"domain.w", NULL};
 
 /* x += args.by */
 static int inc(theus_ctx *ctx) {
@@ -34,6 +37,9 @@ static int sum(theus_ctx *ctx) {
   for (uint64_t i = 0; i < a.shape[0]; i++) s += ((const double *)a.data)[i];
   return theus_ctx_set(ctx, "domain.sum", json_real(s));
 }
+
+/* w = v */
+static int copy_v(theus_ctx *ctx) { return theus_ctx_set(ctx, "domain.w", json_deep_copy(theus_ctx_get(ctx, "domain.v"))); }
 
 typedef struct dir {
   char path[64], file[96];
@@ -227,6 +233,97 @@ static void test_ledger_cannot_be_created(void **state) {
   theus_engine_close(e);
 }
 
+/* A value with every kind of JSON text: escapes, UTF-8, integer extremes,
+ * reals jansson writes with ".0" or an exponent, key orders (a prefix sorts
+ * first; more than 16 keys), empty containers, nesting. */
+static json_t *every_kind(void) {
+  json_t *v = json_pack("{s:[I,I,i,f,f,f,f,f,f,f,b,b,n], s:s, s:{s:i, s:{}, s:[]}, s:s, s:s}", "b",
+                        (json_int_t)INT64_MAX, (json_int_t)INT64_MIN, 0, 0.1, 1e300, -2.5e-10, 123456789.0, 1e17,
+                        5e-324, -0.0, 1, 0, "s", "q\"b\\s/\b\f\n\r\t\001\037\177 \xc3\xa9 \xf0\x9f\x98\x80", "a", "z",
+                        1, "y", "x", "aa", "after a", "", "the empty key");
+  json_t *many = json_object();
+  for (int i = 40; i > 0; i--) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i * 7 % 41);
+    json_object_set_new(many, k, json_integer(i));
+  }
+  json_object_set_new(many, "nested", json_pack("{s:[{s:i,s:i}]}", "z", "b", 2, "a", 1));
+  json_object_set_new(v, "many", many);
+  return v;
+}
+
+/* The ledger writes JSON text itself (not with jansson): the same bytes as
+ * jansson's compact dump, for the patch as written and for the canonical
+ * (sorted) text the read hashes are taken of, so ledgers stay comparable. */
+static void test_text_as_jansson(void **state) {
+  dir *d = *state;
+  theus_engine_config cfg;
+  theus_engine_config_init(&cfg);
+  cfg.workers = -1;
+  cfg.ledger = d->file;
+  json_t *v = every_kind(), *dom = json_pack("{s:O}", "v", v);
+  cfg.domain = dom;
+  theus_engine *e;
+  assert_int_equal(theus_engine_open(&cfg, &e), 0);
+  json_decref(dom);
+  const theus_contract c = {.name = "copy_v", .fn = copy_v, .inputs = v_in, .outputs = w_out};
+  assert_int_equal(theus_engine_register(e, &c), 0);
+  assert_int_equal(theus_engine_execute(e, "copy_v", NULL, NULL), 0);
+  theus_engine_close(e);
+
+  char *canon = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+  json_t *patch = json_pack("{s:O}", "w", v);
+  char *ptext = json_dumps(patch, JSON_COMPACT), want[64], line[16384];
+  assert_non_null(canon);
+  assert_non_null(ptext);
+  snprintf(want, sizeof want, "\"reads\":{\"domain.v\":\"xxh3:%016llx\"}",
+           (unsigned long long)XXH3_64bits(canon, strlen(canon)));
+  FILE *f = fopen(d->file, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(line, sizeof line, f));
+  fclose(f);
+  assert_non_null(strstr(line, want));
+  char *at = strstr(line, "\"patch\":");
+  assert_non_null(at);
+  assert_memory_equal(at + 8, ptext, strlen(ptext));
+  assert_memory_equal(at + 8 + strlen(ptext), ",\"heavy\":", 9);
+  free(canon);
+  free(ptext);
+  json_decref(patch);
+  json_decref(v);
+}
+
+/* Many lines (the buffer is written out in chunks while the engine runs)
+ * and lines longer than the buffer: every line whole and in order. */
+static void test_many_and_long_lines(void **state) {
+  dir *d = *state;
+  seen hook = {{0}, 0};
+  theus_engine *e = open_engine(d->file, 0, &hook);
+  json_t *by1 = json_pack("{s:i}", "by", 1);
+  char *big = malloc(200000);
+  assert_non_null(big);
+  memset(big, 'y', 199999);
+  big[199999] = '\0';
+  for (int i = 0; i < 3000; i++) {
+    if (i % 1000 == 500)
+      assert_int_equal(theus_engine_set(e, "domain.big", json_string(big)), 0);
+    assert_int_equal(theus_engine_execute(e, "inc", by1, NULL), 0);
+  }
+  theus_engine_close(e);
+  theus_ledger *l;
+  assert_int_equal(theus_ledger_open(d->file, &l), 0);
+  assert_int_equal(theus_ledger_count(l), 3003);
+  assert_int_equal(theus_ledger_torn_bytes(l), 0);
+  for (size_t i = 0; i < 3003; i++)
+    assert_int_equal(json_integer_value(json_object_get(theus_ledger_entry(l, i), "version")), (json_int_t)i + 2);
+  const json_t *set = theus_ledger_entry(l, 500);
+  assert_string_equal(str(set, "op"), "set");
+  assert_int_equal(json_string_length(json_object_get(json_object_get(set, "patch"), "big")), 199999);
+  theus_ledger_close(l);
+  json_decref(by1);
+  free(big);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_entries, dir_setup, dir_teardown),
@@ -234,6 +331,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_torn_last_line, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_bad_line_before_the_last, dir_setup, dir_teardown),
       cmocka_unit_test(test_ledger_cannot_be_created),
+      cmocka_unit_test_setup_teardown(test_text_as_jansson, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_many_and_long_lines, dir_setup, dir_teardown),
   };
   return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
