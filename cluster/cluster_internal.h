@@ -21,13 +21,19 @@ struct theus_cluster {
   bool own_mpi;     /* theus_cluster_init called MPI_Init */
   char *hosts;      /* size * CL_HOST */
   theus_engine *e;
-  int total_workers;
+  int workers, total_workers; /* this rank's pool size; every rank's together */
+  /* dynamic claims (cluster_map.c): an int64 slice counter in rank 0's
+   * window, passive target (lock_all from attach to finalize) */
+  MPI_Win win;              /* MPI_WIN_NULL: static blocks only */
+  theus_cluster_claim claim; /* rank 0: how the next maps spread */
+  uint64_t *slices_by_rank, *calls_by_rank; /* rank 0: size entries each */
   /* rank 0: the domain last shipped (NULL before the first sync) and
    * {key: identity} of the arrays every node holds; other ranks: the
    * identities they hold */
   json_t *shipped;
   json_t *held;
-  uint64_t bytes_shipped, arrays_shipped, bytes_node_copied, syncs, maps, slices_local, slices_remote;
+  uint64_t bytes_shipped, arrays_shipped, bytes_node_copied, syncs, maps, maps_dynamic, claims, slices_local,
+      slices_remote, calls_local, calls_remote;
   char msg[CL_MSG];
   char waiting[2][CL_MSG]; /* theus_cluster_waiting: the one `wait_cur` names is complete */
   _Atomic int wait_cur;
@@ -35,6 +41,10 @@ struct theus_cluster {
 
 /* Sets c->msg and returns code. */
 int theus__cl_err(theus_cluster *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Sets c->msg from an MPI error code (naming this rank, its host and what
+ * failed) and returns THEUS_ESYS. */
+int theus__cl_mpi_fail(theus_cluster *c, int mrc, const char *what);
 
 /* Waits for a nonblocking MPI request, sleeping between polls so that a
  * waiting rank leaves its core to its workers. Returns the MPI code. */
@@ -46,6 +56,11 @@ int theus__cl_bcast_json(theus_cluster *c, MPI_Comm comm, json_t **v);
 
 /* Sets the text theus_cluster_waiting returns ("" clears it). */
 void theus__cl_set_waiting(theus_cluster *c, const char *text);
+
+/* Rank 0: the first failure in replies gathered by rank (rank 0's own
+ * first), its message naming the rank and host; 0 if every rank succeeded.
+ * A failure makes rank 0 ship everything again next time. */
+int theus__cl_first_failure(theus_cluster *c, const json_t *replies);
 
 /* ---- syncs (cluster_sync.c) ---- */
 

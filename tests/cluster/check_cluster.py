@@ -11,10 +11,16 @@ MODE:
   ship   heavy arrays cross between nodes once per version per node
          (THEUS_CLUSTER_RANK_IS_NODE=1), a second map ships 0 bytes; on one
          node nothing crosses, the node's ranks get copies.
-  crash  a worker crash on rank 2 fails the step at rank 0 naming rank, host
-         and cause, once; every rank exits non-zero.
-  kill   a rank SIGKILLed mid-map ends the job non-zero, the output names the
-         rank and its host, rank 0 says what it was waiting for.
+  claim  dynamic claims (the default): a map whose slice 0 holds its rank
+         until the 11 other slices ran gives the same domain as without MPI,
+         bit for bit, and the rank that ran slice 0 ran nothing else of it
+         (slices_by_rank); static blocks could not run it.
+  crash  a worker crash on rank 2 (static blocks) fails the step at rank 0
+         naming rank, host and cause, once; every rank exits non-zero; with
+         dynamic claims the crash is reported once too, wherever it ran.
+  kill   a rank SIGKILLed mid-map (static blocks) ends the job non-zero, the
+         output names the rank and its host, rank 0 says what it was waiting
+         for.
 Every run is bounded (its process group is killed at the deadline), and
 after each one no process of the run is left and nothing new is in /dev/shm.
 """
@@ -210,9 +216,48 @@ def mode_ship():
         print(f"ok {what}: {st}")
 
 
+def mode_claim():
+    import tempfile
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "uneven.json")
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "3", pipe])  # no marks: no hold
+    if base[0]:
+        fail(f"uneven.json without MPI: exit {base[0]}: {base[2][-800:]}")
+        return
+    for n in (2, 3):
+        with tempfile.TemporaryDirectory() as marks:
+            code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
+                                    {"THEUS_CLUSTER_TEST_MARK": marks})
+        what = f"uneven.json, mpirun -n {n}"
+        if code:
+            fail(f"{what}: exit {code}: {err[-800:]}")
+            continue
+        if out != base[1]:
+            fail(f"{what}: the final domain differs from the run without MPI (same slices: must be identical)")
+        st = stats_of(err)["cluster"]
+        by_rank = st["slices_by_rank"]
+        # the second map (even slices) is spread too: slices_by_rank adds both maps
+        if st["claim"] != "dynamic" or st["maps_dynamic"] != 2 or sum(by_rank) != 24 or len(by_rank) != n:
+            fail(f"{what}: stats {st}")
+        print(f"ok {what}: identical domain, {st}")
+    # the first map alone: whoever ran slice 0 ran nothing else
+    one = os.path.join(SRC, "tests", "cluster", "pipelines", "hold.json")
+    with tempfile.TemporaryDirectory() as marks:
+        code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--stats", one],
+                                {"THEUS_CLUSTER_TEST_MARK": marks})
+    if code:
+        fail(f"hold.json: exit {code}: {err[-800:]}")
+        return
+    by_rank = stats_of(err)["cluster"]["slices_by_rank"]
+    if sorted(by_rank)[0] != 1 or sum(by_rank) != 12 or 0 in by_rank:
+        fail(f"hold.json: slices by rank {by_rank}: one rank must have run slice 0 alone, the others the 11 others")
+    else:
+        print(f"ok hold.json, mpirun -n 3: slices by rank {by_rank}")
+
+
 def mode_crash():
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "crash.json")
-    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe], {"THEUS_CLUSTER_RANK_IS_NODE": "1"})
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe],
+                            {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_CLAIM": "static"})
     host = socket.gethostname()
     print(err)
     if code == 0:
@@ -222,6 +267,11 @@ def mode_crash():
         fail(f"crash.json: stderr must name {want!r}, SIGSEGV and the pipeline position once: {err}")
     if out.strip() and json.loads(out).get("total") is not None:
         fail("crash.json: a failed map committed its result")
+    # dynamic claims: the slice runs wherever it was claimed; reported once all the same
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe], {"THEUS_CLUSTER_RANK_IS_NODE": "1"})
+    print(err)
+    if code == 0 or err.count("crash.json:") != 1 or "slice 5/6" not in err or "SIGSEGV" not in err:
+        fail(f"crash.json with dynamic claims: exit {code}; stderr must give the failure once: {err}")
 
 
 def rank_pid(mpirun_pid, rank):
@@ -259,7 +309,8 @@ def mode_kill():
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "kill.json")
     with tempfile.TemporaryDirectory() as marks:
         code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe],
-                                {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_TEST_MARK": marks},
+                                {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_TEST_MARK": marks,
+                                 "THEUS_CLUSTER_CLAIM": "static"},
                                 during=kill_rank_later(marks, 1))
     text = out + err
     print(text)
@@ -272,6 +323,6 @@ def mode_kill():
         fail("kill.json: rank 0 did not say what it was waiting for")
 
 
-{"same": mode_same, "ship": mode_ship, "crash": mode_crash, "kill": mode_kill}[MODE]()
+{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "crash": mode_crash, "kill": mode_kill}[MODE]()
 print(f"cluster {MODE}: {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
