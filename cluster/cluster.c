@@ -227,8 +227,10 @@ int theus_cluster_run(theus_cluster *c, theus_pipeline *p) {
   if (!c->e) return theus__cl_err(c, THEUS_EINVAL, "theus_cluster_run: no engine attached (theus_cluster_attach)");
   if (c->rank != 0) return theus_cluster_serve(c);
   theus_pipeline_on_map(p, map_hook, c);
+  theus_pipeline_on_parallel(p, &theus__cl_parallel_ops, c);
   int rc = theus_pipeline_run(p, c->e);
   theus_pipeline_on_map(p, NULL, NULL);
+  theus_pipeline_on_parallel(p, NULL, NULL);
   int src = theus_cluster_stop(c, rc);
   return rc ? rc : src;
 }
@@ -249,12 +251,13 @@ static json_t *by_rank(const theus_cluster *c, const uint64_t *v) {
 
 json_t *theus_cluster_stats(const theus_cluster *c) {
   int dynamic = c->claim == THEUS_CLUSTER_DYNAMIC && c->win != MPI_WIN_NULL;
-  return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:I, s:I, s:o}", "ranks",
+  return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:I, s:I, s:I, s:o}", "ranks",
                    c->size, "nodes", c->nnodes, "bytes_shipped", (json_int_t)c->bytes_shipped, "arrays_shipped",
                    (json_int_t)c->arrays_shipped, "bytes_node_copied", (json_int_t)c->bytes_node_copied, "syncs",
                    (json_int_t)c->syncs, "maps", (json_int_t)c->maps, "maps_dynamic", (json_int_t)c->maps_dynamic,
                    "claims", (json_int_t)c->claims, "claim", dynamic ? "dynamic" : "static", "slices_local",
                    (json_int_t)c->slices_local, "slices_remote", (json_int_t)c->slices_remote, "slices_by_rank",
                    by_rank(c, c->slices_by_rank), "calls_local", (json_int_t)c->calls_local, "calls_remote",
-                   (json_int_t)c->calls_remote, "calls_by_rank", by_rank(c, c->calls_by_rank));
+                   (json_int_t)c->calls_remote, "calls_rerun", (json_int_t)c->calls_rerun, "calls_by_rank",
+                   by_rank(c, c->calls_by_rank));
 }

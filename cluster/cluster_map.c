@@ -12,17 +12,17 @@ static void block_of(uint32_t n, int size, int r, uint32_t *first, uint32_t *cou
   *count = (uint32_t)(hi - lo);
 }
 
-/* The heavy keys a map of process `name` over `key` reads: key, and every
- * heavy.X input its contract names exactly (a pattern ships only key). */
-static json_t *needed_keys(theus_engine *e, const char *name, const char *key) {
-  json_t *keys = json_pack("[s]", key);
+int theus__cl_add_keys(theus_engine *e, const char *name, json_t *keys) {
   const theus_contract *ct = theus_engine_contract(e, name);
-  for (size_t i = 0; keys && ct && ct->inputs && ct->inputs[i]; i++) {
+  for (size_t i = 0; ct && ct->inputs && ct->inputs[i]; i++) {
     const char *in = ct->inputs[i];
-    if (!strncmp(in, "heavy.", 6) && !strchr(in, '*') && strcmp(in + 6, key))
-      json_array_append_new(keys, json_string(in + 6));
+    size_t k, held = 0;
+    json_t *v;
+    if (strncmp(in, "heavy.", 6) || strchr(in, '*')) continue;
+    json_array_foreach(keys, k, v) held |= !strcmp(json_string_value(v), in + 6);
+    if (!held && json_array_append_new(keys, json_string(in + 6))) return THEUS_ENOMEM;
   }
-  return keys;
+  return 0;
 }
 
 /* Runs slices [first, first + count) of the command's map on this rank's
@@ -87,8 +87,7 @@ static json_t *run_share(theus_cluster *c, const json_t *cmd, int sync_rc) {
   return json_pack("{s:i, s:o, s:I}", "rc", 0, "blocks", blocks, "claims", claims);
 }
 
-/* Gathers every rank's reply at rank 0 (*all: an array by rank there). */
-static int gather(theus_cluster *c, const json_t *mine, json_t **all) {
+int theus__cl_gather(theus_cluster *c, const json_t *mine, json_t **all) {
   char *text = json_dumps(mine, JSON_COMPACT);
   int len = text ? (int)strlen(text) : 0, *lens = NULL, *displs = NULL;
   char *buf = NULL;
@@ -163,16 +162,16 @@ static int collect(theus_cluster *c, const json_t *replies, uint32_t n, json_t *
     }
   }
   if (!rc && !v) rc = theus__cl_err(c, THEUS_ENOMEM, "rank 0: out of memory for slice values");
-  if (!rc && placed != n) rc = theus__cl_err(c, THEUS_ESYS, "rank 0: the ranks returned %u of the %u slices", placed, n);
+  if (!rc && placed != n)
+    rc = theus__cl_err(c, THEUS_ESYS, "rank 0: the ranks returned %u of the %u slices", placed, n);
   if (rc) json_decref(v);
   *values = rc ? NULL : v;
   return rc;
 }
 
-/* The waiting text rank 0 shows while other ranks compute. */
-static void waiting_on_ranks(theus_cluster *c, const char *name) {
+void theus__cl_waiting_on_ranks(theus_cluster *c, const char *what) {
   char text[CL_MSG];
-  int at = snprintf(text, sizeof text, "waiting for the map '%s' on", name);
+  int at = snprintf(text, sizeof text, "waiting for %s on", what);
   for (int r = 1; r < c->size && at > 0 && (size_t)at < sizeof text; r++)
     at += snprintf(text + at, sizeof text - (size_t)at, "%s rank %d (host %s)", r > 1 ? "," : "", r,
                    theus_cluster_host(c, r));
@@ -197,8 +196,9 @@ static uint32_t map_slices(theus_cluster *c, const char *name, const char *key, 
 
 static int dispatch(theus_cluster *c, const char *name, const char *key, uint32_t n, const json_t *args,
                     int dynamic, json_t **replies) {
-  json_t *keys = needed_keys(c->e, name, key), *sync = NULL;
-  int rc = keys ? theus__cl_sync_build(c, keys, &sync) : THEUS_ENOMEM;
+  json_t *keys = json_pack("[s]", key), *sync = NULL;
+  int rc = keys ? theus__cl_add_keys(c->e, name, keys) : THEUS_ENOMEM;
+  if (!rc) rc = theus__cl_sync_build(c, keys, &sync);
   json_decref(keys);
   if (!rc && dynamic) rc = reset_counter(c);
   if (rc) {
@@ -206,7 +206,8 @@ static int dispatch(theus_cluster *c, const char *name, const char *key, uint32_
     return rc;
   }
   json_t *cmd = json_pack("{s:s, s:o, s:s, s:s, s:I, s:b, s:O}", "op", "map", "sync", sync, "process", name, "key",
-                          key, "slices", (json_int_t)n, "dynamic", dynamic, "args", args ? (json_t *)args : json_null());
+                          key, "slices", (json_int_t)n, "dynamic", dynamic, "args",
+                          args ? (json_t *)args : json_null());
   if (!cmd) return theus__cl_err(c, THEUS_ENOMEM, "rank 0: out of memory for a command");
   if ((rc = theus__cl_bcast_json(c, c->world, &cmd))) {
     json_decref(cmd);
@@ -215,8 +216,10 @@ static int dispatch(theus_cluster *c, const char *name, const char *key, uint32_
   int src = theus__cl_sync_apply(c, json_object_get(cmd, "sync"));
   json_t *mine = run_share(c, cmd, src);
   json_decref(cmd);
-  waiting_on_ranks(c, name);
-  rc = mine ? gather(c, mine, replies) : theus__cl_err(c, THEUS_ENOMEM, "rank 0: out of memory");
+  char what[CL_MSG];
+  snprintf(what, sizeof what, "the map '%s'", name);
+  theus__cl_waiting_on_ranks(c, what);
+  rc = mine ? theus__cl_gather(c, mine, replies) : theus__cl_err(c, THEUS_ENOMEM, "rank 0: out of memory");
   theus__cl_set_waiting(c, "");
   json_decref(mine);
   return rc;
@@ -255,9 +258,11 @@ int theus_cluster_serve(theus_cluster *c) {
     int rc = theus__cl_bcast_json(c, c->world, &cmd);
     if (rc) return rc;
     const char *op = json_string_value(json_object_get(cmd, "op"));
-    if (op && !strcmp(op, "map")) {
-      json_t *mine = run_share(c, cmd, theus__cl_sync_apply(c, json_object_get(cmd, "sync")));
-      rc = mine ? gather(c, mine, NULL) : THEUS_ENOMEM;
+    int map = op && !strcmp(op, "map"), run = op && !strcmp(op, "run");
+    if (map || run) {
+      int src = theus__cl_sync_apply(c, json_object_get(cmd, "sync"));
+      json_t *mine = map ? run_share(c, cmd, src) : theus__cl_run_calls(c, cmd, src);
+      rc = mine ? theus__cl_gather(c, mine, NULL) : THEUS_ENOMEM;
       json_decref(mine);
       json_decref(cmd);
       if (rc) return rc;

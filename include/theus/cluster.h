@@ -107,15 +107,18 @@ THEUS_API int theus_cluster_serve(theus_cluster *c);
 THEUS_API int theus_cluster_stop(theus_cluster *c, int status);
 
 /* Collective: runs pipeline p (opened on the attached engine on every rank)
- * with rank 0 driving and its map steps spread over all ranks; the other
- * ranks serve. Returns rank 0's result on every rank; on rank 0 the
+ * with rank 0 driving, its map steps spread over all ranks and the members
+ * of its parallel steps placed on them (those that may move: parallel
+ * processes reading the domain and named heavy arrays, writing the domain;
+ * docs/cluster.md); the other ranks serve. Returns rank 0's result on every rank; on rank 0 the
  * message is theus_pipeline_errmsg(p). */
 THEUS_API int theus_cluster_run(theus_cluster *c, theus_pipeline *p);
 
 /* Counters as JSON (new reference): bytes_shipped, arrays_shipped,
  * bytes_node_copied, syncs, maps, maps_dynamic, claims, slices_local,
- * slices_remote, slices_by_rank, calls_local, calls_remote, calls_by_rank,
- * claim, ranks, nodes (see docs/cluster.md). Meaningful on rank 0. */
+ * slices_remote, slices_by_rank, calls_local, calls_remote, calls_rerun,
+ * calls_by_rank, claim, ranks, nodes (see docs/cluster.md). Meaningful on
+ * rank 0. */
 THEUS_API json_t *theus_cluster_stats(const theus_cluster *c);
 
 /* What rank 0 is waiting for right now ("" when it is not waiting on other

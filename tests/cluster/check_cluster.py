@@ -15,6 +15,12 @@ MODE:
          until the 11 other slices ran gives the same domain as without MPI,
          bit for bit, and the rank that ran slice 0 ran nothing else of it
          (slices_by_rank); static blocks could not run it.
+  parallel
+         parallel steps: members of parallel processes go round-robin over
+         the ranks (each rank's worker leaves a mark naming its rank), an
+         effect stays on rank 0, a member whose CAS conflicts runs again on
+         rank 0; the final domain equals the run without MPI; a failing
+         member is reported once, naming its rank and host.
   crash  a worker crash on rank 2 (static blocks) fails the step at rank 0
          naming rank, host and cause, once; every rank exits non-zero; with
          dynamic claims the crash is reported once too, wherever it ran.
@@ -254,6 +260,54 @@ def mode_claim():
         print(f"ok hold.json, mpirun -n 3: slices by rank {by_rank}")
 
 
+def mode_parallel():
+    import tempfile
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread.json")
+    host = socket.gethostname()
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
+    if base[0]:
+        fail(f"spread.json without MPI: exit {base[0]}: {base[2][-800:]}")
+        return
+    # the movable members in file order (note is an effect: rank 0)
+    movable = [("put_sq", "a"), ("put_sq", "b"), ("put_sq", "c"), ("bump", 1), ("bump", 2), ("put_sq", "d")]
+    for n in (2, 3):
+        with tempfile.TemporaryDirectory() as marks:
+            code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
+                                    {"THEUS_CLUSTER_TEST_MARK": marks})
+            left = sorted(os.listdir(marks))
+        what = f"spread.json, mpirun -n {n}"
+        if code:
+            fail(f"{what}: exit {code}: {err[-800:]}")
+            continue
+        # key order is not compared: a local (effect) job commits from the
+        # engine's executor thread whenever it ends, without MPI too
+        if json.loads(out) != json.loads(base[1]):
+            fail(f"{what}: the final domain differs from the run without MPI:\n{out}\n{base[1]}")
+        want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"}
+        want |= {f"{i % n}-put_sq-{k}-0" for i, k in enumerate("efg")} | {"0-note-note-0"}
+        if set(left) != want:
+            fail(f"{what}: members ran on the wrong ranks: marks {left}, expected {sorted(want)}")
+        st = stats_of(err)["cluster"]
+        by_rank = [0] * n
+        for i, _ in enumerate(movable):
+            by_rank[i % n] += 1
+        for i in range(3):
+            by_rank[i % n] += 1
+        by_rank[0] += 1  # note
+        rerun = 1 if movable.index(("bump", 2)) % n else 0  # the second bump's CAS conflicts where it is moved
+        if st["calls_by_rank"] != by_rank or st["calls_rerun"] != rerun or st["calls_remote"] != 10 - by_rank[0]:
+            fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {rerun}")
+        print(f"ok {what}: same domain, marks {left}, calls_by_rank {st['calls_by_rank']}, rerun {st['calls_rerun']}")
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread_fail.json")
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
+    line = f"spread_fail.json:6:7: step steps[0].parallel[1] (run \"fail_if\") failed: process failed: rank 1 (host {host}): "
+    if code == 0 or base[0] != 1 or err.count(line) != 1 or err.count("spread_fail.json:") != 1 or out != base[1]:
+        fail(f"spread_fail.json: exit {code} (without MPI {base[0]}), the failure must be printed once naming rank 1: {err}")
+    else:
+        print("ok spread_fail.json, mpirun -n 3: the failing member reported once, by rank 0, naming rank 1")
+
+
 def mode_crash():
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "crash.json")
     code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe],
@@ -323,6 +377,6 @@ def mode_kill():
         fail("kill.json: rank 0 did not say what it was waiting for")
 
 
-{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "crash": mode_crash, "kill": mode_kill}[MODE]()
+{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "parallel": mode_parallel, "crash": mode_crash, "kill": mode_kill}[MODE]()
 print(f"cluster {MODE}: {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)

@@ -1,6 +1,8 @@
 /* Plugin for the cluster tests: a map process that sums f64 rows, and can
  * crash its worker or sleep (while the test kills its rank) on one chosen
- * slice, or hold slice 0 until every other slice ran (uneven slices). */
+ * slice, or hold slice 0 until every other slice ran (uneven slices); and
+ * processes for parallel steps placed on ranks, which leave a mark naming
+ * the rank that ran them. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,10 +78,71 @@ static int rows_sum(theus_ctx *ctx) {
   return 0;
 }
 
+/* Leaves $THEUS_CLUSTER_TEST_MARK/<rank>-<process>-<key>: the MPI rank
+ * whose worker ran it ("-" outside mpirun). */
+static void mark_rank(theus_ctx *ctx, const char *key) {
+  const char *rank = getenv("OMPI_COMM_WORLD_RANK");
+  char what[256];
+  snprintf(what, sizeof what, "%s-%s-%s", rank ? rank : "-", theus_ctx_process(ctx), key);
+  mark(what, 0);
+}
+
+/* domain.out.<key> = v * v + domain.base + the sum of heavy.data; returns
+ * v * v. args: "key", "v". */
+static int put_sq(theus_ctx *ctx) {
+  const json_t *args = theus_ctx_args(ctx);
+  const char *key = json_string_value(json_object_get(args, "key"));
+  json_int_t v = json_integer_value(json_object_get(args, "v"));
+  theus_array_info a;
+  int rc = key ? theus_ctx_heavy(ctx, "data", &a) : theus_ctx_fail(ctx, "put_sq: args.key is missing");
+  if (rc) return rc;
+  double s = json_number_value(theus_ctx_get(ctx, "domain.base"));
+  for (uint64_t r = 0; r < a.shape[0]; r++) s += ((const double *)a.data)[r];
+  char path[300];
+  snprintf(path, sizeof path, "domain.out.%s", key);
+  if ((rc = theus_ctx_set(ctx, path, json_real((double)(v * v) + s)))) return rc;
+  mark_rank(ctx, key);
+  theus_ctx_return(ctx, json_integer(v * v));
+  return 0;
+}
+
+/* domain.count += args.by; returns the new count. */
+static int bump(theus_ctx *ctx) {
+  json_int_t n = json_integer_value(theus_ctx_get(ctx, "domain.count")) +
+                 json_integer_value(json_object_get(theus_ctx_args(ctx), "by"));
+  int rc = theus_ctx_set(ctx, "domain.count", json_integer(n));
+  if (rc) return rc;
+  theus_ctx_return(ctx, json_integer(n));
+  return 0;
+}
+
+/* Fails when args.fail is true. */
+static int fail_if(theus_ctx *ctx) {
+  if (json_is_true(json_object_get(theus_ctx_args(ctx), "fail"))) return theus_ctx_fail(ctx, "fail_if: asked to fail");
+  return theus_ctx_set(ctx, "domain.fine", json_true());
+}
+
+/* An effect (local) process: domain.note = args.text. */
+static int note(theus_ctx *ctx) {
+  mark_rank(ctx, "note");
+  return theus_ctx_set(ctx, "domain.note", json_incref(json_object_get(theus_ctx_args(ctx), "text")));
+}
+
 THEUS_PLUGIN_EXPORT int theus_plugin_register(theus_engine *e) {
-  static const char *const in[] = {"heavy.data", NULL};
-  static const char *const none[] = {NULL};
-  theus_contract c = {.name = "rows_sum", .fn = rows_sum, .inputs = in, .outputs = none, .parallel = 1,
-                      .semantic = THEUS_PURE, .sandbox = THEUS_SANDBOX_OFF};
-  return theus_engine_register(e, &c);
+  static const char *const in[] = {"heavy.data", NULL}, *const none[] = {NULL};
+  static const char *const sq_in[] = {"domain.base", "heavy.data", NULL}, *const sq_out[] = {"domain.out", NULL};
+  static const char *const count[] = {"domain.count", NULL}, *const fine[] = {"domain.fine", NULL};
+  static const char *const note_out[] = {"domain.note", NULL};
+  const theus_contract cs[] = {
+      {.name = "rows_sum", .fn = rows_sum, .inputs = in, .outputs = none, .parallel = 1, .sandbox = THEUS_SANDBOX_OFF},
+      {.name = "put_sq", .fn = put_sq, .inputs = sq_in, .outputs = sq_out, .parallel = 1, .sandbox = THEUS_SANDBOX_OFF},
+      {.name = "bump", .fn = bump, .inputs = count, .outputs = count, .parallel = 1},
+      {.name = "fail_if", .fn = fail_if, .inputs = none, .outputs = fine, .parallel = 1},
+      {.name = "note", .fn = note, .inputs = none, .outputs = note_out, .semantic = THEUS_EFFECT},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    int rc = theus_engine_register(e, &cs[i]);
+    if (rc) return rc;
+  }
+  return 0;
 }
