@@ -119,6 +119,8 @@ int theus_engine_commit_run(theus_engine *e, const char *name, const json_t *arg
   const theus_contract *c = theus__proc_find(e, name, &reg);
   if (!c)
     return theus__eset(e, THEUS_ENOTFOUND, "commit_run: no process named '%s' is registered", name);
+  if (theus__engine_canceled(e)) /* as a job's wait after theus_engine_set_cancel's flag is set */
+    return theus__eset(e, THEUS_ECANCELED, "process '%s': canceled; its result was not committed", name);
   if (!json_object_size(domain_patch))
     return 0;
   theus__commit_info ci = {"execute", c->name, args, read->version, NULL, -1, 0, 0};

@@ -164,8 +164,9 @@ THEUS_API int theus_engine_cas(theus_engine *e, uint64_t expected_version, const
  * run's merge patch, trusted to respect the contract (the engine that ran it
  * checked it); NULL or empty commits nothing (a reader makes no version).
  * *new_version (optional) gets the version installed, 0 if none.
- * THEUS_ENOTFOUND (unknown process), THEUS_EINVAL (NULL e, name or read, a
- * patch that is not an object). */
+ * THEUS_ECANCELED once the engine's cancel flag is set (nothing more is
+ * committed, as for jobs), THEUS_ENOTFOUND (unknown process), THEUS_EINVAL
+ * (NULL e, name or read, a patch that is not an object). */
 THEUS_API int theus_engine_commit_run(theus_engine *e, const char *name, const json_t *args,
                                       const theus_snapshot *read, const json_t *domain_patch, uint64_t *new_version);
 

@@ -204,6 +204,10 @@ static void test_commit_run(void **state) {
   assert_int_equal(theus_engine_version(e), before);
   assert_int_equal(v, 0);
   assert_int_equal(theus_engine_commit_run(e, "nope", NULL, read2, patch, NULL), THEUS_ENOTFOUND);
+  static volatile int cancel = 1; /* a canceled run commits nothing more */
+  theus_engine_set_cancel(e, &cancel);
+  assert_int_equal(theus_engine_commit_run(e, "inc", by3, read2, patch, &v), THEUS_ECANCELED);
+  theus_engine_set_cancel(e, NULL);
   assert_int_equal(theus_engine_commit_run(e, "inc", NULL, NULL, patch, NULL), THEUS_EINVAL);
   assert_int_equal(json_array_size(entries), 3);
   theus_engine_set_commit_hook(e, NULL, NULL);
