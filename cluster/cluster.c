@@ -231,6 +231,7 @@ int theus_cluster_run(theus_cluster *c, theus_pipeline *p) {
   int rc = theus_pipeline_run(p, c->e);
   theus_pipeline_on_map(p, NULL, NULL);
   theus_pipeline_on_parallel(p, NULL, NULL);
+  theus__cl_group_end(c);
   int src = theus_cluster_stop(c, rc);
   return rc ? rc : src;
 }

@@ -89,6 +89,10 @@ json_t *theus__cl_run_calls(theus_cluster *c, const json_t *cmd, int sync_rc);
  * the cluster). */
 extern const theus_pipeline_parallel_ops theus__cl_parallel_ops;
 
+/* Rank 0: frees the last parallel step's state (its jobs live until the
+ * pipeline stored the members' intos: the next step, the end of the run). */
+void theus__cl_group_end(theus_cluster *c);
+
 /* ---- syncs (cluster_sync.c) ---- */
 
 /* The RFC 7386 merge patch taking object `from` to object `to` (new

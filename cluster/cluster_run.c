@@ -52,6 +52,7 @@ static int movable(theus_engine *e, const char *name) {
 
 static void group_free(cl_group *g) {
   if (!g) return;
+  for (size_t i = 0; i < g->started; i++) theus_job_release(g->jobs[i]);
   json_decref(g->replies);
   theus_snapshot_release(g->read);
   free(g->where);
@@ -134,8 +135,14 @@ static void gather_outcomes(theus_cluster *c, cl_group *g) {
   group_fail(g, rc, rc == THEUS_ENOMEM ? "rank 0: out of memory" : c->msg);
 }
 
+void theus__cl_group_end(theus_cluster *c) {
+  group_free(c->group);
+  c->group = NULL;
+}
+
 static size_t start(theus_engine *e, theus_pipeline_call *calls, size_t n, void *ud) {
   theus_cluster *c = ud;
+  theus__cl_group_end(c); /* the step before: its jobs outlived its intos */
   cl_group *g = calloc(1, sizeof *g);
   if (g && (!(g->where = calloc(n, sizeof *g->where)) || !(g->jobs = calloc(n, sizeof *g->jobs)))) {
     group_free(g);
@@ -149,12 +156,8 @@ static size_t start(theus_engine *e, theus_pipeline_call *calls, size_t n, void 
   int sent = send_members(c, g, calls, n);
   g->started = submit_local(e, g, calls, n);
   if (sent) gather_outcomes(c, g);
-  if (!g->started) {
-    group_free(g);
-    g = NULL;
-  }
   c->group = g;
-  return g ? g->started : 0;
+  return g->started;
 }
 
 /* Rank 0: the outcome rank r sent for member i, or NULL with the failure in
@@ -206,15 +209,10 @@ static void finish(theus_engine *e, theus_pipeline_call *calls, size_t i, void *
   } else {
     if ((calls[i].rc = theus_job_wait(g->jobs[i], -1, &calls[i].result)))
       put_msg(calls[i].msg, sizeof calls[i].msg, theus_job_errmsg(g->jobs[i]));
-    theus_job_release(g->jobs[i]);
-    c->calls_local++;
+    c->calls_local++; /* its job is released with the group, after the pipeline stored its into */
   }
   (void)e;
   c->calls_by_rank[r]++;
-  if (i + 1 == g->started) {
-    group_free(g);
-    c->group = NULL;
-  }
 }
 
 const theus_pipeline_parallel_ops theus__cl_parallel_ops = {start, finish};

@@ -390,7 +390,6 @@ static void engine_finish(theus_engine *e, theus_pipeline_call *calls, size_t i,
   (void)e;
   if ((calls[i].rc = theus_job_wait(jobs[i], -1, &calls[i].result)))
     snprintf(calls[i].msg, sizeof calls[i].msg, "%s", theus_job_errmsg(jobs[i]));
-  theus_job_release(jobs[i]);
 }
 
 /* A parallel group: every member commits on its own, its outputs (when its
@@ -427,6 +426,8 @@ static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
     report(p, (int)(started - i - 1));
   }
   leave_process(p);
+  for (size_t i = 0; i < n; i++) /* the engine's jobs (none with a host's ops), after every into is stored */
+    theus_job_release(jobs[i]);
   free(jobs);
   free(calls);
   return first;
