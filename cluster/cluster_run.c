@@ -264,16 +264,19 @@ static json_t *run_members(theus_cluster *c, const json_t *mine, cl_capture *cap
   }
   json_array_foreach(mine, k, call) {
     const json_t *args = json_object_get(call, "args");
-    if (theus_engine_submit(c->e, json_string_value(json_object_get(call, "process")),
-                            json_is_object(args) ? args : NULL, &jobs[k]))
-      jobs[k] = NULL;
+    int rc = theus_engine_submit(c->e, json_string_value(json_object_get(call, "process")),
+                                 json_is_object(args) ? args : NULL, &jobs[k]);
+    if (rc) /* its outcome now, with the engine's message */
+      json_array_append_new(items, json_pack("{s:O, s:i, s:s}", "i", json_object_get(call, "i"), "rc", rc, "msg",
+                                             theus_engine_errmsg(c->e)));
   }
   json_array_foreach(mine, k, call) {
+    if (!jobs[k]) continue;
     json_t *result = NULL;
-    int rc = jobs[k] ? theus_job_wait(jobs[k], -1, &result) : THEUS_EINVAL;
-    const char *msg = jobs[k] ? theus_job_errmsg(jobs[k]) : theus_engine_errmsg(c->e);
+    int rc = theus_job_wait(jobs[k], -1, &result);
+    const char *msg = theus_job_errmsg(jobs[k]);
     char v[32];
-    snprintf(v, sizeof v, "%llu", (unsigned long long)(jobs[k] ? theus_job_version(jobs[k]) : 0));
+    snprintf(v, sizeof v, "%llu", (unsigned long long)theus_job_version(jobs[k]));
     pthread_mutex_lock(&cap->m);
     json_t *patch = json_incref(json_object_get(cap->by_version, v));
     pthread_mutex_unlock(&cap->m);
