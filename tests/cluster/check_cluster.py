@@ -19,8 +19,10 @@ MODE:
          parallel steps: members of parallel processes go round-robin over
          the ranks (each rank's worker leaves a mark naming its rank), an
          effect stays on rank 0, a member whose CAS conflicts runs again on
-         rank 0; the final domain equals the run without MPI; a failing
-         member is reported once, naming its rank and host.
+         rank 0; the final domain equals the run without MPI; rank 0's
+         ledger and the ledger without MPI replay each other (moved
+         members are the same "execute" entries); a failing member is
+         reported once, naming its rank and host.
   crash  a worker crash on rank 2 (static blocks) fails the step at rank 0
          naming rank, host and cause, once; every rank exits non-zero; with
          dynamic claims the crash is reported once too, wherever it ran.
@@ -300,6 +302,19 @@ def mode_parallel():
         if st["calls_by_rank"] != by_rank or st["calls_rerun"] != rerun or st["calls_remote"] != 10 - by_rank[0]:
             fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {rerun}")
         print(f"ok {what}: same domain, marks {left}, calls_by_rank {st['calls_by_rank']}, rerun {st['calls_rerun']}")
+    # rank 0's ledger records moved members as the run without MPI does: each replays the other
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "ledger.json")
+    with tempfile.TemporaryDirectory() as d:
+        plain, spread = os.path.join(d, "plain.jsonl"), os.path.join(d, "mpi.jsonl")
+        base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--ledger", plain, pipe])
+        got = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--replay", plain, pipe])
+        mine = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--ledger", spread, pipe])
+        back = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--replay", spread, pipe])
+    if base[0] or got[0] or mine[0] or back[0] or got[1] != base[1]:
+        fail(f"ledger.json: exits {base[0]} (ledger), {got[0]} (mpirun --replay), {mine[0]} (mpirun --ledger), "
+             f"{back[0]} (--replay of it): {got[2][-600:]} {back[2][-600:]}")
+    else:
+        print("ok ledger.json: rank 0's ledger and the ledger without MPI replay each other")
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread_fail.json")
     base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
     code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
