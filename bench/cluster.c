@@ -9,7 +9,13 @@
  *   with a map (sync, draft, receive, publish, an empty map, results back)
  *   over a plain MPI_Bcast of the same bytes into fresh memory plus a
  *   barrier, medians of 3; and, for context, the MPI_Bcast rate into memory
- *   the receivers already touched (cluster_bcast_touched_rate). */
+ *   the receivers already touched (cluster_bcast_touched_rate);
+ * - cluster_map_efficiency_static: cluster_map_efficiency with static blocks
+ *   (the default is dynamic claims);
+ * - cluster_uneven_gain: a map whose first half of slices cost 3 ms and the
+ *   second half 1 ms, with static blocks over dynamic claims (time / time,
+ *   medians of 3; ideal 1.5 on 2 ranks: static gives rank 0 the whole first
+ *   half). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +27,7 @@
 #include "theus/cluster.h"
 
 #define MAP_SLICES 400
+#define UNEVEN_SLICES 200
 #define SHIP_BYTES (64u << 20)
 #define SECOND_BYTES (64u << 20)
 #define REPS 5
@@ -33,6 +40,15 @@
 
 static const char *const frame_in[] = {"heavy.frame", NULL};
 static const char *const blob_in[] = {"heavy.blob", NULL};
+
+/* 3 ms of CPU for a slice in the first half, 1 ms in the second. */
+static int burn_skew(theus_ctx *ctx) {
+  uint64_t lo, hi;
+  uint32_t i, n;
+  int rc = theus_ctx_slice(ctx, &lo, &hi, &i, &n);
+  for (int k = 0; !rc && k < (i < n / 2 ? 3 : 1); k++) rc = bench_burn_1ms(ctx);
+  return rc;
+}
 
 static int touch(theus_ctx *ctx) {
   theus_ctx_return(ctx, json_integer(1));
@@ -50,8 +66,9 @@ static theus_engine *open_engine(int workers) {
     return NULL;
   }
   theus_contract burn = {.name = "burn", .fn = bench_burn_1ms, .inputs = frame_in, .parallel = 1, .semantic = THEUS_PURE};
+  theus_contract skew = {.name = "burn_skew", .fn = burn_skew, .inputs = frame_in, .parallel = 1, .semantic = THEUS_PURE};
   theus_contract t = {.name = "touch", .fn = touch, .inputs = blob_in, .parallel = 1, .semantic = THEUS_PURE};
-  if (theus_engine_register(e, &burn) || theus_engine_register(e, &t)) {
+  if (theus_engine_register(e, &burn) || theus_engine_register(e, &skew) || theus_engine_register(e, &t)) {
     fprintf(stderr, "bench cluster: %s\n", theus_engine_errmsg(e));
     theus_engine_close(e);
     return NULL;
@@ -105,19 +122,43 @@ static int efficiency(theus_cluster *c, theus_engine *e, int workers) {
     theus_engine_close(single);
     return 1;
   }
-  double t1[REPS], tc[REPS];
+  double t1[REPS], tc[REPS], ts[REPS];
   timed_map(c, NULL, "burn", "frame", MAP_SLICES); /* warm: ships the frame, wakes every pool */
   timed_map(NULL, single, "burn", "frame", MAP_SLICES);
   for (int r = 0; r < REPS; r++) {
     t1[r] = timed_map(NULL, single, "burn", "frame", MAP_SLICES);
     tc[r] = timed_map(c, NULL, "burn", "frame", MAP_SLICES);
-    if (t1[r] < 0 || tc[r] < 0) break;
+    theus_cluster_set_claim(c, THEUS_CLUSTER_STATIC);
+    ts[r] = timed_map(c, NULL, "burn", "frame", MAP_SLICES);
+    theus_cluster_set_claim(c, THEUS_CLUSTER_DYNAMIC);
+    if (t1[r] < 0 || tc[r] < 0 || ts[r] < 0) break;
   }
   theus_engine_close(single);
-  double m1 = bench_median(t1, REPS), mc = bench_median(tc, REPS);
-  fprintf(stderr, "cluster: %d ranks x %d workers: map of %d x 1 ms slices %.1f ms, one engine of %d workers %.1f ms\n",
-          theus_cluster_size(c), workers, MAP_SLICES, mc * 1e3, total, m1 * 1e3);
+  double m1 = bench_median(t1, REPS), mc = bench_median(tc, REPS), ms = bench_median(ts, REPS);
+  fprintf(stderr,
+          "cluster: %d ranks x %d workers: map of %d x 1 ms slices %.1f ms (static blocks %.1f ms), one engine of "
+          "%d workers %.1f ms\n",
+          theus_cluster_size(c), workers, MAP_SLICES, mc * 1e3, ms * 1e3, total, m1 * 1e3);
   bench_report("cluster_map_efficiency", m1 / mc, "ratio");
+  bench_report("cluster_map_efficiency_static", m1 / ms, "ratio");
+  return 0;
+}
+
+static int uneven(theus_cluster *c) {
+  double td[SHIP_REPS], ts[SHIP_REPS];
+  for (int r = 0; r < SHIP_REPS; r++) {
+    td[r] = timed_map(c, NULL, "burn_skew", "frame", UNEVEN_SLICES);
+    theus_cluster_set_claim(c, THEUS_CLUSTER_STATIC);
+    ts[r] = timed_map(c, NULL, "burn_skew", "frame", UNEVEN_SLICES);
+    theus_cluster_set_claim(c, THEUS_CLUSTER_DYNAMIC);
+    if (td[r] < 0 || ts[r] < 0) return 1;
+  }
+  double md = bench_median(td, SHIP_REPS), ms = bench_median(ts, SHIP_REPS);
+  fprintf(stderr, "cluster: %d slices of 3 ms then 1 ms: dynamic claims %.1f ms, static blocks %.1f ms\n",
+          UNEVEN_SLICES, md * 1e3, ms * 1e3);
+  bench_report("cluster_uneven_dynamic_ms", md * 1e3, "ms");
+  bench_report("cluster_uneven_static_ms", ms * 1e3, "ms");
+  bench_report("cluster_uneven_gain", ms / md, "ratio");
   return 0;
 }
 
@@ -173,7 +214,7 @@ int theus_bench_cluster(int argc, char **argv) {
   theus_engine *e = open_engine(workers);
   int rc = theus_cluster_attach(c, e, e ? 0 : THEUS_ESYS, e ? "" : "cannot open the engine");
   if (!rc && theus_cluster_rank(c) == 0) {
-    rc = efficiency(c, e, workers) || second_map(c, e) || ship_vs_bcast(c, e);
+    rc = efficiency(c, e, workers) || uneven(c) || second_map(c, e) || ship_vs_bcast(c, e);
     theus_cluster_stop(c, rc ? THEUS_EINVAL : 0);
   } else if (!rc) {
     while ((rc = theus_cluster_serve(c)) == BCAST_ROUND || rc == BCAST_TOUCHED_ROUND)

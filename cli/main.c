@@ -482,7 +482,7 @@ static int run(const options *o, cli_mpi *m) {
   if (o->arena_budget) ac.hard_limit = o->arena_budget;
   if (o->arena_single) ac.single_limit = o->arena_single;
   cfg.arena = &ac;
-  cli_mpi_prepare(m, p);
+  cli_mpi_prepare(m, p, &cfg);
   const char *msg = NULL;
   if (!code) rc = theus_pipeline_open_engine(p, &cfg, &e);
   if (!code && (rc = cli_mpi_attach(m, e, rc, p, &msg))) {
@@ -498,7 +498,8 @@ static int run(const options *o, cli_mpi *m) {
     theus_engine_set_commit_hook(e, NULL, NULL);
     theus_engine_set_trace(e, NULL, NULL);
     double elapsed = cli_progress_stop(&pg);
-    int differs = o->replay && !g_signal && cli_replay_finish(&rp); /* --replay: checked against the ledger */
+    /* --replay: checked against the ledger (under --mpi by rank 0, whose engine commits the versions) */
+    int differs = o->replay && !g_signal && !silent && cli_replay_finish(&rp);
     if (differs) say(rp.msg);
     else if (rc) say(theus_pipeline_errmsg(p));
     else if (o->replay && !o->quiet) say(rp.msg);

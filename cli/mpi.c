@@ -59,8 +59,11 @@ int cli_mpi_default_workers(const cli_mpi *m) {
   return m ? (w > 0 ? (int)w : 1) : 0;
 }
 
-void cli_mpi_prepare(const cli_mpi *m, theus_pipeline *p) {
-  if (m && theus_cluster_rank(m->c) != 0) theus_pipeline_skip_heavy(p);
+void cli_mpi_prepare(const cli_mpi *m, theus_pipeline *p, theus_engine_config *cfg) {
+  if (!m || theus_cluster_rank(m->c) == 0) return;
+  theus_pipeline_skip_heavy(p);
+  cfg->ledger = NULL; /* rank 0's engine holds the version chain, and its ledger */
+  cfg->on_commit = NULL;
 }
 
 int cli_mpi_attach(cli_mpi *m, theus_engine *e, int rc, theus_pipeline *p, const char **msg) {
@@ -95,7 +98,7 @@ int cli_mpi_start(int *argc, char ***argv, cli_mpi **out) {
 }
 int cli_mpi_rank(const cli_mpi *m) { (void)m; return 0; }
 int cli_mpi_default_workers(const cli_mpi *m) { (void)m; return 0; }
-void cli_mpi_prepare(const cli_mpi *m, theus_pipeline *p) { (void)m, (void)p; }
+void cli_mpi_prepare(const cli_mpi *m, theus_pipeline *p, theus_engine_config *cfg) { (void)m, (void)p, (void)cfg; }
 int cli_mpi_attach(cli_mpi *m, theus_engine *e, int rc, theus_pipeline *p, const char **msg) {
   (void)m, (void)e;
   *msg = theus_pipeline_errmsg(p);

@@ -21,8 +21,10 @@ int cli_mpi_rank(const cli_mpi *m);
  * this machine. */
 int cli_mpi_default_workers(const cli_mpi *m);
 
-/* Before opening the engine: executors take rank 0's heavy arrays. */
-void cli_mpi_prepare(const cli_mpi *m, theus_pipeline *p);
+/* Before opening the engine: executors take rank 0's heavy arrays, and
+ * write no ledger and replay nothing (--ledger and --replay are rank 0's:
+ * the executors' versions are local copies of its states). */
+void cli_mpi_prepare(const cli_mpi *m, theus_pipeline *p, theus_engine_config *cfg);
 
 /* After opening the engine (rc, e as it returned): 0 when every rank opened;
  * else the code, and *msg (rank 0) the message to print. */

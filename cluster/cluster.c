@@ -27,7 +27,7 @@ int theus__cl_wait(MPI_Request *r) {
   }
 }
 
-static int mpi_fail(theus_cluster *c, int mrc, const char *what) {
+int theus__cl_mpi_fail(theus_cluster *c, int mrc, const char *what) {
   char s[MPI_MAX_ERROR_STRING] = "";
   int n = 0;
   MPI_Error_string(mrc, s, &n);
@@ -48,7 +48,7 @@ int theus__cl_bcast_json(theus_cluster *c, MPI_Comm comm, json_t **v) {
   if (mrc == MPI_SUCCESS && c->rank != 0 && !(text = malloc(len + 1))) mrc = MPI_ERR_NO_MEM;
   if (mrc == MPI_SUCCESS) mrc = MPI_Ibcast(text, (int)len, MPI_CHAR, 0, comm, &r);
   if (mrc == MPI_SUCCESS) mrc = theus__cl_wait(&r);
-  int rc = mrc == MPI_SUCCESS ? 0 : mpi_fail(c, mrc, "broadcast of a command");
+  int rc = mrc == MPI_SUCCESS ? 0 : theus__cl_mpi_fail(c, mrc, "broadcast of a command");
   if (!rc && c->rank != 0) {
     text[len] = '\0';
     json_error_t err;
@@ -73,7 +73,7 @@ const char *theus_cluster_waiting(const theus_cluster *c) {
 static int find_nodes(theus_cluster *c) {
   MPI_Comm shm;
   int mrc = MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &shm);
-  if (mrc != MPI_SUCCESS) return mpi_fail(c, mrc, "MPI_Comm_split_type");
+  if (mrc != MPI_SUCCESS) return theus__cl_mpi_fail(c, mrc, "MPI_Comm_split_type");
   MPI_Comm_size(shm, &c->local_ranks);
   const char *alone = getenv("THEUS_CLUSTER_RANK_IS_NODE");
   if (alone && !strcmp(alone, "1")) {
@@ -82,12 +82,12 @@ static int find_nodes(theus_cluster *c) {
   } else {
     c->node = shm;
   }
-  if (mrc != MPI_SUCCESS) return mpi_fail(c, mrc, "MPI_Comm_split");
+  if (mrc != MPI_SUCCESS) return theus__cl_mpi_fail(c, mrc, "MPI_Comm_split");
   MPI_Comm_rank(c->node, &c->node_rank);
   MPI_Comm_size(c->node, &c->node_size);
   /* the leaders: node rank 0 of each node (rank 0 is one: keys are world ranks) */
   mrc = MPI_Comm_split(c->world, c->node_rank == 0 ? 0 : MPI_UNDEFINED, c->rank, &c->leaders);
-  if (mrc != MPI_SUCCESS) return mpi_fail(c, mrc, "MPI_Comm_split (leaders)");
+  if (mrc != MPI_SUCCESS) return theus__cl_mpi_fail(c, mrc, "MPI_Comm_split (leaders)");
   int leader = c->node_rank == 0;
   MPI_Allreduce(&leader, &c->nnodes, 1, MPI_INT, MPI_SUM, c->world);
   return 0;
@@ -97,6 +97,7 @@ int theus_cluster_init(int *argc, char ***argv, theus_cluster **out) {
   theus_cluster *c = *out = calloc(1, sizeof *c);
   if (!c) return THEUS_ENOMEM;
   c->world = c->node = c->leaders = MPI_COMM_NULL;
+  c->win = MPI_WIN_NULL;
   int inited = 0, provided = 0;
   MPI_Initialized(&inited);
   if (!inited) {
@@ -116,7 +117,11 @@ int theus_cluster_init(int *argc, char ***argv, theus_cluster **out) {
   MPI_Comm_size(c->world, &c->size);
   c->hosts = calloc((size_t)c->size, CL_HOST);
   c->held = json_object();
-  if (!c->hosts || !c->held)
+  c->slices_by_rank = calloc((size_t)c->size, sizeof *c->slices_by_rank);
+  c->calls_by_rank = calloc((size_t)c->size, sizeof *c->calls_by_rank);
+  const char *claim = getenv("THEUS_CLUSTER_CLAIM");
+  c->claim = claim && !strcmp(claim, "static") ? THEUS_CLUSTER_STATIC : THEUS_CLUSTER_DYNAMIC;
+  if (!c->hosts || !c->held || !c->slices_by_rank || !c->calls_by_rank)
     return theus__cl_err(c, THEUS_ENOMEM, "out of memory for %d ranks", c->size);
   char me[CL_HOST] = "";
   int n = 0;
@@ -124,18 +129,24 @@ int theus_cluster_init(int *argc, char ***argv, theus_cluster **out) {
   MPI_Get_processor_name(name, &n);
   snprintf(me, sizeof me, "%.*s", n, name);
   int mrc = MPI_Allgather(me, CL_HOST, MPI_CHAR, c->hosts, CL_HOST, MPI_CHAR, c->world);
-  if (mrc != MPI_SUCCESS) return mpi_fail(c, mrc, "MPI_Allgather of host names");
+  if (mrc != MPI_SUCCESS) return theus__cl_mpi_fail(c, mrc, "MPI_Allgather of host names");
   return find_nodes(c);
 }
 
 void theus_cluster_finalize(theus_cluster *c) {
   if (!c) return;
+  if (c->win != MPI_WIN_NULL) {
+    MPI_Win_unlock_all(c->win);
+    MPI_Win_free(&c->win);
+  }
   if (c->leaders != MPI_COMM_NULL) MPI_Comm_free(&c->leaders);
   if (c->node != MPI_COMM_NULL) MPI_Comm_free(&c->node);
   if (c->world != MPI_COMM_NULL) MPI_Comm_free(&c->world);
   if (c->own_mpi) MPI_Finalize();
   json_decref(c->shipped);
   json_decref(c->held);
+  free(c->slices_by_rank);
+  free(c->calls_by_rank);
   free(c->hosts);
   free(c);
 }
@@ -158,6 +169,25 @@ static int engine_workers(theus_engine *e) {
   return w > 0 ? (int)w : 1;
 }
 
+/* Collective: rank 0's slice counter for dynamic claims, one int64 in a
+ * window every rank keeps a passive-target epoch on (lock_all) until
+ * finalize. Without one-sided MPI on some rank, no rank keeps a window and
+ * maps stay static. */
+static void open_counter(theus_cluster *c) {
+  int64_t *base = NULL;
+  MPI_Aint bytes = c->rank == 0 ? (MPI_Aint)sizeof(int64_t) : 0;
+  int ok = MPI_Win_allocate(bytes, sizeof(int64_t), MPI_INFO_NULL, c->world, &base, &c->win) == MPI_SUCCESS;
+  if (ok && c->rank == 0) *base = 0;
+  if (ok) MPI_Win_set_errhandler(c->win, MPI_ERRORS_RETURN);
+  if (ok) ok = MPI_Win_lock_all(MPI_MODE_NOCHECK, c->win) == MPI_SUCCESS;
+  int all = 0;
+  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->world);
+  if (!all && ok) { /* another rank failed: undo ours together (only those with a window call it) */
+    MPI_Win_unlock_all(c->win);
+  }
+  if (!all) c->win = MPI_WIN_NULL; /* a half-made window is left to MPI_Finalize */
+}
+
 int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const char *msg) {
   struct {
     int status, workers;
@@ -166,8 +196,9 @@ int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const ch
   snprintf(text, sizeof text, "%s", msg ? msg : "");
   int mrc = all && (c->rank || texts) ? MPI_Allgather(&mine, 2, MPI_INT, all, 2, MPI_INT, c->world) : MPI_ERR_NO_MEM;
   if (mrc == MPI_SUCCESS) mrc = MPI_Gather(text, CL_MSG, MPI_CHAR, texts, CL_MSG, MPI_CHAR, 0, c->world);
-  int rc = mrc == MPI_SUCCESS ? 0 : mpi_fail(c, mrc, "attach");
+  int rc = mrc == MPI_SUCCESS ? 0 : theus__cl_mpi_fail(c, mrc, "attach");
   c->total_workers = 0;
+  c->workers = mine.workers;
   for (int r = 0; !rc && r < c->size; r++) {
     c->total_workers += all[r].workers;
     if (!all[r].status) continue;
@@ -179,6 +210,7 @@ int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const ch
   free(all);
   free(texts);
   c->e = rc ? NULL : e;
+  if (!rc && c->win == MPI_WIN_NULL && c->size > 1) open_counter(c);
   return rc;
 }
 
@@ -195,16 +227,38 @@ int theus_cluster_run(theus_cluster *c, theus_pipeline *p) {
   if (!c->e) return theus__cl_err(c, THEUS_EINVAL, "theus_cluster_run: no engine attached (theus_cluster_attach)");
   if (c->rank != 0) return theus_cluster_serve(c);
   theus_pipeline_on_map(p, map_hook, c);
+  theus_pipeline_on_parallel(p, &theus__cl_parallel_ops, c);
   int rc = theus_pipeline_run(p, c->e);
   theus_pipeline_on_map(p, NULL, NULL);
+  theus_pipeline_on_parallel(p, NULL, NULL);
+  theus__cl_group_end(c);
   int src = theus_cluster_stop(c, rc);
   return rc ? rc : src;
 }
 
+int theus_cluster_set_claim(theus_cluster *c, theus_cluster_claim claim) {
+  if (c->rank != 0 || (claim != THEUS_CLUSTER_DYNAMIC && claim != THEUS_CLUSTER_STATIC))
+    return theus__cl_err(c, THEUS_EINVAL, "theus_cluster_set_claim: %s",
+                         c->rank ? "rank 0 decides how maps spread" : "claim is neither dynamic nor static");
+  c->claim = claim;
+  return 0;
+}
+
+static json_t *by_rank(const theus_cluster *c, const uint64_t *v) {
+  json_t *a = json_array();
+  for (int r = 0; a && r < c->size; r++) json_array_append_new(a, json_integer((json_int_t)v[r]));
+  return a;
+}
+
 json_t *theus_cluster_stats(const theus_cluster *c) {
-  return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ranks", c->size, "nodes", c->nnodes,
-                   "bytes_shipped", (json_int_t)c->bytes_shipped, "arrays_shipped", (json_int_t)c->arrays_shipped,
-                   "bytes_node_copied", (json_int_t)c->bytes_node_copied, "syncs", (json_int_t)c->syncs, "maps",
-                   (json_int_t)c->maps, "slices_local", (json_int_t)c->slices_local, "slices_remote",
-                   (json_int_t)c->slices_remote);
+  int dynamic = c->claim == THEUS_CLUSTER_DYNAMIC && c->win != MPI_WIN_NULL;
+  return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:o, s:I, s:I, s:I, s:o}", "ranks",
+                   c->size, "nodes", c->nnodes, "bytes_shipped", (json_int_t)c->bytes_shipped, "arrays_shipped",
+                   (json_int_t)c->arrays_shipped, "bytes_node_copied", (json_int_t)c->bytes_node_copied, "syncs",
+                   (json_int_t)c->syncs, "maps", (json_int_t)c->maps, "maps_dynamic", (json_int_t)c->maps_dynamic,
+                   "claims", (json_int_t)c->claims, "claim", dynamic ? "dynamic" : "static", "slices_local",
+                   (json_int_t)c->slices_local, "slices_remote", (json_int_t)c->slices_remote, "slices_by_rank",
+                   by_rank(c, c->slices_by_rank), "calls_local", (json_int_t)c->calls_local, "calls_remote",
+                   (json_int_t)c->calls_remote, "calls_rerun", (json_int_t)c->calls_rerun, "calls_by_rank",
+                   by_rank(c, c->calls_by_rank));
 }

@@ -10,8 +10,7 @@
  * buffer of a rank that could not allocate the array. */
 #define SHIP_CHUNK (64u << 20)
 
-/* The RFC 7386 merge patch taking object `from` to object `to`. */
-static json_t *merge_diff(const json_t *from, const json_t *to) {
+json_t *theus__cl_merge_diff(const json_t *from, const json_t *to) {
   json_t *patch = json_object();
   const char *k;
   json_t *v;
@@ -20,7 +19,8 @@ static json_t *merge_diff(const json_t *from, const json_t *to) {
   json_object_foreach((json_t *)to, k, v) {
     const json_t *old = json_object_get(from, k);
     if (!patch || (old && json_equal(old, v))) continue;
-    json_object_set_new(patch, k, json_is_object(old) && json_is_object(v) ? merge_diff(old, v) : json_deep_copy(v));
+    json_object_set_new(patch, k,
+                        json_is_object(old) && json_is_object(v) ? theus__cl_merge_diff(old, v) : json_deep_copy(v));
   }
   return patch;
 }
@@ -30,7 +30,7 @@ static int sync_domain(theus_cluster *c, const json_t *dom, json_t *sync) {
   json_t *copy = json_deep_copy(dom);
   if (!copy) return THEUS_ENOMEM;
   if (!c->shipped) json_object_set(sync, "domain", copy);
-  else json_object_set_new(sync, "patch", merge_diff(c->shipped, dom));
+  else json_object_set_new(sync, "patch", theus__cl_merge_diff(c->shipped, dom));
   json_decref(c->shipped);
   c->shipped = copy;
   return 0;
@@ -132,7 +132,7 @@ static int install(theus_cluster *c, const json_t *sync, json_t *published) {
     theus_snapshot *snap;
     int rc = theus_engine_snapshot(c->e, &snap);
     if (rc) return theus__cl_err(c, rc, "%s", theus_engine_errmsg(c->e));
-    patch = merge_diff(theus_snapshot_domain(snap), full);
+    patch = theus__cl_merge_diff(theus_snapshot_domain(snap), full);
     theus_snapshot_release(snap);
   } else {
     patch = json_incref(json_object_get(sync, "patch"));

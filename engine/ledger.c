@@ -147,6 +147,36 @@ void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud)
   atomic_store_explicit(&e->commit_fn, fn, memory_order_release);
 }
 
+int theus_engine_commit_run(theus_engine *e, const char *name, const json_t *args, const theus_snapshot *read,
+                            const json_t *domain_patch, uint64_t *new_version) {
+  if (new_version)
+    *new_version = 0;
+  THEUS__ENGINE_ARG(e, "commit_run");
+  if (!name || !read)
+    return theus__eset(e, THEUS_EINVAL, "commit_run: %s is NULL", name ? "read" : "name");
+  if (domain_patch && !json_is_object(domain_patch))
+    return theus__eset(e, THEUS_EINVAL, "commit_run: the domain patch of '%s' is not an object", name);
+  int32_t reg;
+  const theus_contract *c = theus__proc_find(e, name, &reg);
+  if (!c)
+    return theus__eset(e, THEUS_ENOTFOUND, "commit_run: no process named '%s' is registered", name);
+  if (theus__engine_canceled(e)) /* as a job's wait after theus_engine_set_cancel's flag is set */
+    return theus__eset(e, THEUS_ECANCELED, "process '%s': canceled; its result was not committed", name);
+  if (!json_object_size(domain_patch))
+    return 0;
+  theus__commit_info ci = {"execute", c->name, args, read->version, NULL, -1, 0, 0};
+  theus__kbuf reads;
+  theus__kbuf_init(&reads);
+  if (theus__ledger_on(e)) {
+    theus__ledger_reads(c, read, &reads);
+    ci.reads = reads.failed ? NULL : reads.p;
+  }
+  char msg[1024];
+  int rc = theus__cas(e, read->version, domain_patch, NULL, &ci, new_version, msg, sizeof msg);
+  theus__kbuf_fini(&reads);
+  return rc ? theus__eset(e, rc, "process '%s': %s", name, msg) : 0;
+}
+
 /* {key: {"hash", "dtype", "shape"} | "live" | null} for the heavy patch. */
 static void heavy_out(theus__kbuf *b, const theus_snapshot *s, const json_t *hpatch) {
   int first = 1;

@@ -105,6 +105,8 @@ struct theus_pipeline {
   theus_pipeline_map_fn map_fn;
   void *map_ud;
   char hook_msg[PIPE_MSG]; /* the cause map_fn gives when it fails */
+  theus_pipeline_parallel_ops par_ops; /* start NULL: the engine's submit and wait */
+  void *par_ud;
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;

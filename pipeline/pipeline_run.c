@@ -371,38 +371,65 @@ static int eval_expr(theus_pipeline *p, theus_engine *e, const step *s, bool wan
   return 0;
 }
 
+/* The engine's way to run a parallel group (theus_pipeline_on_parallel's
+ * default): every member submitted, then waited for in file order. ud: the
+ * jobs, one per member. */
+static size_t engine_start(theus_engine *e, theus_pipeline_call *calls, size_t n, void *ud) {
+  theus_job **jobs = ud;
+  for (size_t i = 0; i < n; i++) {
+    if ((calls[i].rc = theus_engine_submit(e, calls[i].process, calls[i].args, &jobs[i]))) {
+      snprintf(calls[i].msg, sizeof calls[i].msg, "%s", theus_engine_errmsg(e));
+      return i;
+    }
+  }
+  return n;
+}
+
+static void engine_finish(theus_engine *e, theus_pipeline_call *calls, size_t i, void *ud) {
+  theus_job **jobs = ud;
+  (void)e;
+  if ((calls[i].rc = theus_job_wait(jobs[i], -1, &calls[i].result)))
+    snprintf(calls[i].msg, sizeof calls[i].msg, "%s", theus_job_errmsg(jobs[i]));
+}
+
 /* A parallel group: every member commits on its own, its outputs (when its
  * job ends) and its "into" alike, whatever its siblings did; the step fails
  * after all finished, with the first failing member in file order
  * (docs/pipeline-format.md, "What a step commits"). */
 static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
+  theus_pipeline_call *calls = calloc(s->body.n, sizeof *calls);
   theus_job **jobs = calloc(s->body.n, sizeof *jobs);
-  if (!jobs) return THEUS_ENOMEM;
-  int first = 0;
-  size_t started = 0;
+  int first = calls && jobs ? 0 : THEUS_ENOMEM;
+  size_t n = 0;
   for (size_t i = 0; i < s->body.n && !first; i++) {
     const step *m = &s->body.v[i];
     if ((first = charge(p, m))) break;
     enter_process(p, e, m);
-    if ((first = theus_engine_submit(e, m->process, m->args, &jobs[i]))) step_fail(p, m, first, theus_engine_errmsg(e));
-    else started++;
-    report(p, (int)started);
+    calls[n].process = m->process;
+    calls[n++].args = m->args;
   }
-  for (size_t i = 0; i < s->body.n; i++) { /* wait for every started job, even after a failure */
-    if (!jobs[i]) continue;
-    json_t *result = NULL;
-    int rc = theus_job_wait(jobs[i], -1, &result);
+  static const theus_pipeline_parallel_ops engine_ops = {engine_start, engine_finish};
+  theus_pipeline_parallel_ops ops = p->par_ops.start ? p->par_ops : engine_ops;
+  void *ud = p->par_ops.start ? p->par_ud : jobs;
+  size_t started = n ? ops.start(e, calls, n, ud) : 0;
+  report(p, (int)started);
+  if (started < n && !first) first = step_fail(p, &s->body.v[started], calls[started].rc, calls[started].msg);
+  for (size_t i = 0; i < started; i++) { /* wait for every started member, even after a failure */
+    ops.finish(e, calls, i, ud);
+    int rc = calls[i].rc;
     if (rc) {
-      json_decref(result);
-      if (!first) first = step_fail(p, &s->body.v[i], rc, theus_job_errmsg(jobs[i]));
-    } else if ((rc = store(p, e, &s->body.v[i], result)) && !first) {
+      json_decref(calls[i].result);
+      if (!first) first = step_fail(p, &s->body.v[i], rc, calls[i].msg);
+    } else if ((rc = store(p, e, &s->body.v[i], calls[i].result)) && !first) {
       first = rc;
     }
-    theus_job_release(jobs[i]);
-    report(p, (int)--started);
+    report(p, (int)(started - i - 1));
   }
   leave_process(p);
+  for (size_t i = 0; i < n; i++) /* the engine's jobs (none with a host's ops), after every into is stored */
+    theus_job_release(jobs[i]);
   free(jobs);
+  free(calls);
   return first;
 }
 
@@ -495,6 +522,13 @@ void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud
     return;
   p->map_fn = fn;
   p->map_ud = ud;
+}
+
+void theus_pipeline_on_parallel(theus_pipeline *p, const theus_pipeline_parallel_ops *ops, void *ud) {
+  if (!p)
+    return;
+  p->par_ops = ops && ops->start && ops->finish ? *ops : (theus_pipeline_parallel_ops){NULL, NULL};
+  p->par_ud = ud;
 }
 
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {

@@ -28,6 +28,17 @@ extern "C" {
 
 typedef struct theus_cluster theus_cluster;
 
+/* How a map's slices are spread over the ranks (docs/cluster.md). */
+typedef enum theus_cluster_claim {
+  /* Every rank claims its next slices from a counter on rank 0
+   * (MPI_Fetch_and_op): as many as it has workers per claim, until none
+   * are left. The default. */
+  THEUS_CLUSTER_DYNAMIC = 0,
+  /* Rank r runs the slices [n*r/size, n*(r+1)/size): no claims, and the rank
+   * that runs a slice is known in advance. */
+  THEUS_CLUSTER_STATIC = 1
+} theus_cluster_claim;
+
 /* Collective. Initialises MPI (MPI_Init_thread, unless the host did) and
  * finds the nodes: ranks sharing memory, or each rank alone when the
  * environment sets THEUS_CLUSTER_RANK_IS_NODE=1. argc/argv may be NULL.
@@ -68,9 +79,17 @@ THEUS_API const char *theus_cluster_errmsg(const theus_cluster *c);
  * ..." for another rank). The engine stays the caller's. */
 THEUS_API int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const char *msg);
 
+/* Rank 0: how the next maps spread their slices. The environment variable
+ * THEUS_CLUSTER_CLAIM=static or =dynamic (read by theus_cluster_init on
+ * rank 0) sets it too; the default is THEUS_CLUSTER_DYNAMIC. When MPI gives
+ * no one-sided window (theus_cluster_attach could not create it), maps are
+ * static whatever this says. THEUS_EINVAL for another value or another rank. */
+THEUS_API int theus_cluster_set_claim(theus_cluster *c, theus_cluster_claim claim);
+
 /* Rank 0 only. As theus_engine_map on the attached engine, with the slices
- * spread over every rank in static blocks and the slice values folded at
- * rank 0 in slice order with the same reducer (docs/cluster.md). slices 0 =
+ * spread over every rank (dynamic claims or static blocks:
+ * theus_cluster_set_claim) and the slice values folded at rank 0 in slice
+ * order with the same reducer (docs/cluster.md). slices 0 =
  * two per worker over all ranks. The heavy arrays the process reads are
  * shipped to the nodes that do not hold them yet. Codes as theus_engine_map;
  * a remote failure's message starts "rank R (host H): ". Other ranks must be
@@ -88,14 +107,18 @@ THEUS_API int theus_cluster_serve(theus_cluster *c);
 THEUS_API int theus_cluster_stop(theus_cluster *c, int status);
 
 /* Collective: runs pipeline p (opened on the attached engine on every rank)
- * with rank 0 driving and its map steps spread over all ranks; the other
- * ranks serve. Returns rank 0's result on every rank; on rank 0 the
+ * with rank 0 driving, its map steps spread over all ranks and the members
+ * of its parallel steps placed on them (those that may move: parallel
+ * processes reading the domain and named heavy arrays, writing the domain;
+ * docs/cluster.md); the other ranks serve. Returns rank 0's result on every rank; on rank 0 the
  * message is theus_pipeline_errmsg(p). */
 THEUS_API int theus_cluster_run(theus_cluster *c, theus_pipeline *p);
 
 /* Counters as JSON (new reference): bytes_shipped, arrays_shipped,
- * bytes_node_copied, syncs, maps, slices_local, slices_remote, ranks, nodes
- * (see docs/cluster.md). Meaningful on rank 0. */
+ * bytes_node_copied, syncs, maps, maps_dynamic, claims, slices_local,
+ * slices_remote, slices_by_rank, calls_local, calls_remote, calls_rerun,
+ * calls_by_rank, claim, ranks, nodes (see docs/cluster.md). Meaningful on
+ * rank 0. */
 THEUS_API json_t *theus_cluster_stats(const theus_cluster *c);
 
 /* What rank 0 is waiting for right now ("" when it is not waiting on other

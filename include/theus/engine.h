@@ -154,6 +154,22 @@ THEUS_API int theus_engine_set(theus_engine *e, const char *path, json_t *value)
 THEUS_API int theus_engine_cas(theus_engine *e, uint64_t expected_version, const json_t *domain_patch,
                                const json_t *heavy_patch, uint64_t *new_version);
 
+/* Commits what a run of process name with args wrote, when it ran
+ * elsewhere on the state of snapshot `read` (another engine holding the
+ * same state: the cluster layer runs parallel members on other ranks), as
+ * theus_engine_execute would have committed it: by CAS on read's version
+ * (THEUS_ECONFLICT when a path it writes changed since; run it again then),
+ * recorded in the ledger and the commit hook as an "execute" of name with
+ * args and the content hashes of its inputs in `read`. domain_patch is the
+ * run's merge patch, trusted to respect the contract (the engine that ran it
+ * checked it); NULL or empty commits nothing (a reader makes no version).
+ * *new_version (optional) gets the version installed, 0 if none.
+ * THEUS_ECANCELED once the engine's cancel flag is set (nothing more is
+ * committed, as for jobs), THEUS_ENOTFOUND (unknown process), THEUS_EINVAL
+ * (NULL e, name or read, a patch that is not an object). */
+THEUS_API int theus_engine_commit_run(theus_engine *e, const char *name, const json_t *args,
+                                      const theus_snapshot *read, const json_t *domain_patch, uint64_t *new_version);
+
 /* Allocates a writable draft array for heavy key (C-contiguous; *data is
  * writable until published). Publish it with a CAS heavy patch {key: true}.
  * THEUS_EEXIST (collision) if a draft for key is already pending. */

@@ -86,6 +86,34 @@ typedef int (*theus_pipeline_map_fn)(theus_engine *e, const char *process, const
  * ranks). fn NULL restores theus_engine_map; p NULL: nothing. */
 THEUS_API void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud);
 
+/* One member of a parallel step, handed to a host (theus_pipeline_on_parallel). */
+typedef struct theus_pipeline_call {
+  const char *process; /* the member's process */
+  const json_t *args;  /* its "args" (an object), or NULL */
+  int rc;              /* 0, or a negative code with the cause in msg */
+  json_t *result;      /* on success: its return value (new reference, the pipeline's), or NULL */
+  char msg[1024];
+} theus_pipeline_call;
+
+/* How a host runs parallel steps instead of theus_engine_submit and
+ * theus_job_wait (the cluster layer places members on ranks). start gets
+ * the members that are to run, in file order (the operation budget may end
+ * the list early), starts them and returns how many it started: fewer than
+ * n when calls[k] could not start (k the count returned; its rc and msg say
+ * why; the members after it do not run). finish is then called once per
+ * started member, in file order: it waits for calls[i], commits its outputs
+ * as theus_job_wait would (after the members before it, each on its own),
+ * and sets rc, result and msg. The pipeline stores the member's "into" right
+ * after its finish. */
+typedef struct theus_pipeline_parallel_ops {
+  size_t (*start)(theus_engine *e, theus_pipeline_call *calls, size_t n, void *ud);
+  void (*finish)(theus_engine *e, theus_pipeline_call *calls, size_t i, void *ud);
+} theus_pipeline_parallel_ops;
+
+/* Routes the run's parallel steps to ops (copied; ops NULL restores the
+ * engine's submit and wait); p NULL: nothing. */
+THEUS_API void theus_pipeline_on_parallel(theus_pipeline *p, const theus_pipeline_parallel_ops *ops, void *ud);
+
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
  * (its domain replaced by the pipeline's initial domain; cfg NULL: the
  * engine's defaults with the file's "workers"; cfg->arena NULL: the file's

@@ -86,6 +86,14 @@ CASE(e_cas, theus_engine *e = engine(); json_t *p = json_pack("{s:i}", "x", 1); 
      return want(theus_engine_cas(NULL, 0, p, NULL, &v), THEUS_EINVAL, "cas(NULL)") ||
             want_err(theus_engine_cas(e, theus_engine_version(e), notobj, notobj, &v), "cas(patches not objects)") ||
             want_err(theus_engine_cas(e, UINT64_MAX, p, NULL, NULL), "cas(version UINT64_MAX)");)
+CASE(e_commit_run, theus_engine *e = engine(); json_t *p = json_pack("{s:i}", "x", 1), *notobj = json_integer(3);
+     theus_snapshot *s = NULL; uint64_t v;
+     if (theus_engine_snapshot(e, &s)) return 1;
+     return want(theus_engine_commit_run(NULL, "p", NULL, s, p, &v), THEUS_EINVAL, "commit_run(NULL)") ||
+            want(theus_engine_commit_run(e, NULL, NULL, s, p, &v), THEUS_EINVAL, "commit_run(name NULL)") ||
+            want(theus_engine_commit_run(e, "p", NULL, NULL, p, &v), THEUS_EINVAL, "commit_run(read NULL)") ||
+            want_err(theus_engine_commit_run(e, "no such process", NULL, s, p, &v), "commit_run(unknown process)") ||
+            want_err(theus_engine_commit_run(e, "no such process", NULL, s, notobj, NULL), "commit_run(patch 3)");)
 CASE(e_heavy_alloc, theus_engine *e = engine(); uint64_t sh[9] = {4, 1, 1, 1, 1, 1, 1, 1, 1}; void *d;
      uint64_t huge[2] = {UINT64_MAX, UINT64_MAX};
      return want(theus_engine_heavy_alloc(NULL, "k", THEUS_DTYPE_F32, 1, sh, &d), THEUS_EINVAL, "heavy_alloc(NULL)") ||
@@ -489,6 +497,7 @@ static const badcase engine_cases[] = {
     ENTRY(e_get, "theus_engine_get(NULL / path NULL)"),
     ENTRY(e_set, "theus_engine_set(NULL / path NULL / value NULL)"),
     ENTRY(e_cas, "theus_engine_cas(NULL / non-object patches / version max)"),
+    ENTRY(e_commit_run, "theus_engine_commit_run(NULLs, unknown process, patch not an object)"),
     ENTRY(e_heavy_alloc, "theus_engine_heavy_alloc(NULLs, ndim 0/9, dtype 99, 2^128 bytes)"),
     ENTRY(e_heavy_discard, "theus_engine_heavy_discard(NULL / key NULL / unknown)"),
     ENTRY(e_live, "theus_engine_live_create/live_unbind(NULLs, 0 bytes)"),

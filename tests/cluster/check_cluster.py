@@ -11,10 +11,24 @@ MODE:
   ship   heavy arrays cross between nodes once per version per node
          (THEUS_CLUSTER_RANK_IS_NODE=1), a second map ships 0 bytes; on one
          node nothing crosses, the node's ranks get copies.
-  crash  a worker crash on rank 2 fails the step at rank 0 naming rank, host
-         and cause, once; every rank exits non-zero.
-  kill   a rank SIGKILLed mid-map ends the job non-zero, the output names the
-         rank and its host, rank 0 says what it was waiting for.
+  claim  dynamic claims (the default): a map whose slice 0 holds its rank
+         until the 11 other slices ran gives the same domain as without MPI,
+         bit for bit, and the rank that ran slice 0 ran nothing else of it
+         (slices_by_rank); static blocks could not run it.
+  parallel
+         parallel steps: members of parallel processes go round-robin over
+         the ranks (each rank's worker leaves a mark naming its rank), an
+         effect stays on rank 0, a member whose CAS conflicts runs again on
+         rank 0; the final domain equals the run without MPI; rank 0's
+         ledger and the ledger without MPI replay each other (moved
+         members are the same "execute" entries); a failing member is
+         reported once, naming its rank and host.
+  crash  a worker crash on rank 2 (static blocks) fails the step at rank 0
+         naming rank, host and cause, once; every rank exits non-zero; with
+         dynamic claims the crash is reported once too, wherever it ran.
+  kill   a rank SIGKILLed mid-map (static blocks) ends the job non-zero, the
+         output names the rank and its host, rank 0 says what it was waiting
+         for.
 Every run is bounded (its process group is killed at the deadline), and
 after each one no process of the run is left and nothing new is in /dev/shm.
 """
@@ -210,9 +224,111 @@ def mode_ship():
         print(f"ok {what}: {st}")
 
 
+def mode_claim():
+    import tempfile
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "uneven.json")
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "3", pipe])  # no marks: no hold
+    if base[0]:
+        fail(f"uneven.json without MPI: exit {base[0]}: {base[2][-800:]}")
+        return
+    for n in (2, 3):
+        with tempfile.TemporaryDirectory() as marks:
+            code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
+                                    {"THEUS_CLUSTER_TEST_MARK": marks})
+        what = f"uneven.json, mpirun -n {n}"
+        if code:
+            fail(f"{what}: exit {code}: {err[-800:]}")
+            continue
+        if out != base[1]:
+            fail(f"{what}: the final domain differs from the run without MPI (same slices: must be identical)")
+        st = stats_of(err)["cluster"]
+        by_rank = st["slices_by_rank"]
+        # the second map (even slices) is spread too: slices_by_rank adds both maps
+        if st["claim"] != "dynamic" or st["maps_dynamic"] != 2 or sum(by_rank) != 24 or len(by_rank) != n:
+            fail(f"{what}: stats {st}")
+        print(f"ok {what}: identical domain, {st}")
+    # the first map alone: whoever ran slice 0 ran nothing else
+    one = os.path.join(SRC, "tests", "cluster", "pipelines", "hold.json")
+    with tempfile.TemporaryDirectory() as marks:
+        code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--stats", one],
+                                {"THEUS_CLUSTER_TEST_MARK": marks})
+    if code:
+        fail(f"hold.json: exit {code}: {err[-800:]}")
+        return
+    by_rank = stats_of(err)["cluster"]["slices_by_rank"]
+    # the first claim takes slice 0, whose rank then waits for the 11 others:
+    # that rank ran exactly one (how the other two shared 11 depends on timing)
+    if 1 not in by_rank or sum(by_rank) != 12:
+        fail(f"hold.json: slices by rank {by_rank}: one rank must have run slice 0 alone, the others the 11 others")
+    else:
+        print(f"ok hold.json, mpirun -n 3: slices by rank {by_rank}")
+
+
+def mode_parallel():
+    import tempfile
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread.json")
+    host = socket.gethostname()
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
+    if base[0]:
+        fail(f"spread.json without MPI: exit {base[0]}: {base[2][-800:]}")
+        return
+    # the movable members in file order (note is an effect: rank 0)
+    movable = [("put_sq", "a"), ("put_sq", "b"), ("put_sq", "c"), ("bump", 1), ("bump", 2), ("put_sq", "d")]
+    for n in (2, 3):
+        with tempfile.TemporaryDirectory() as marks:
+            code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
+                                    {"THEUS_CLUSTER_TEST_MARK": marks})
+            left = sorted(os.listdir(marks))
+        what = f"spread.json, mpirun -n {n}"
+        if code:
+            fail(f"{what}: exit {code}: {err[-800:]}")
+            continue
+        # key order is not compared: a local (effect) job commits from the
+        # engine's executor thread whenever it ends, without MPI too
+        if json.loads(out) != json.loads(base[1]):
+            fail(f"{what}: the final domain differs from the run without MPI:\n{out}\n{base[1]}")
+        want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"}
+        want |= {f"{i % n}-put_sq-{k}-0" for i, k in enumerate("efg")} | {"0-note-note-0"}
+        if set(left) != want:
+            fail(f"{what}: members ran on the wrong ranks: marks {left}, expected {sorted(want)}")
+        st = stats_of(err)["cluster"]
+        by_rank = [0] * n
+        for i, _ in enumerate(movable):
+            by_rank[i % n] += 1
+        for i in range(3):
+            by_rank[i % n] += 1
+        by_rank[0] += 1  # note
+        rerun = 1 if movable.index(("bump", 2)) % n else 0  # the second bump's CAS conflicts where it is moved
+        if st["calls_by_rank"] != by_rank or st["calls_rerun"] != rerun or st["calls_remote"] != 10 - by_rank[0]:
+            fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {rerun}")
+        print(f"ok {what}: same domain, marks {left}, calls_by_rank {st['calls_by_rank']}, rerun {st['calls_rerun']}")
+    # rank 0's ledger records moved members as the run without MPI does: each replays the other
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "ledger.json")
+    with tempfile.TemporaryDirectory() as d:
+        plain, spread = os.path.join(d, "plain.jsonl"), os.path.join(d, "mpi.jsonl")
+        base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--ledger", plain, pipe])
+        got = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--replay", plain, pipe])
+        mine = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--ledger", spread, pipe])
+        back = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--replay", spread, pipe])
+    if base[0] or got[0] or mine[0] or back[0] or got[1] != base[1]:
+        fail(f"ledger.json: exits {base[0]} (ledger), {got[0]} (mpirun --replay), {mine[0]} (mpirun --ledger), "
+             f"{back[0]} (--replay of it): {got[2][-600:]} {back[2][-600:]}")
+    else:
+        print("ok ledger.json: rank 0's ledger and the ledger without MPI replay each other")
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread_fail.json")
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
+    line = f"spread_fail.json:6:7: step steps[0].parallel[1] (run \"fail_if\") failed: process failed: rank 1 (host {host}): "
+    if code == 0 or base[0] != 1 or err.count(line) != 1 or err.count("spread_fail.json:") != 1 or out != base[1]:
+        fail(f"spread_fail.json: exit {code} (without MPI {base[0]}), the failure must be printed once naming rank 1: {err}")
+    else:
+        print("ok spread_fail.json, mpirun -n 3: the failing member reported once, by rank 0, naming rank 1")
+
+
 def mode_crash():
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "crash.json")
-    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe], {"THEUS_CLUSTER_RANK_IS_NODE": "1"})
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe],
+                            {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_CLAIM": "static"})
     host = socket.gethostname()
     print(err)
     if code == 0:
@@ -222,6 +338,11 @@ def mode_crash():
         fail(f"crash.json: stderr must name {want!r}, SIGSEGV and the pipeline position once: {err}")
     if out.strip() and json.loads(out).get("total") is not None:
         fail("crash.json: a failed map committed its result")
+    # dynamic claims: the slice runs wherever it was claimed; reported once all the same
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe], {"THEUS_CLUSTER_RANK_IS_NODE": "1"})
+    print(err)
+    if code == 0 or err.count("crash.json:") != 1 or "slice 5/6" not in err or "SIGSEGV" not in err:
+        fail(f"crash.json with dynamic claims: exit {code}; stderr must give the failure once: {err}")
 
 
 def rank_pid(mpirun_pid, rank):
@@ -259,7 +380,8 @@ def mode_kill():
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "kill.json")
     with tempfile.TemporaryDirectory() as marks:
         code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe],
-                                {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_TEST_MARK": marks},
+                                {"THEUS_CLUSTER_RANK_IS_NODE": "1", "THEUS_CLUSTER_TEST_MARK": marks,
+                                 "THEUS_CLUSTER_CLAIM": "static"},
                                 during=kill_rank_later(marks, 1))
     text = out + err
     print(text)
@@ -272,6 +394,6 @@ def mode_kill():
         fail("kill.json: rank 0 did not say what it was waiting for")
 
 
-{"same": mode_same, "ship": mode_ship, "crash": mode_crash, "kill": mode_kill}[MODE]()
+{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "parallel": mode_parallel, "crash": mode_crash, "kill": mode_kill}[MODE]()
 print(f"cluster {MODE}: {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)

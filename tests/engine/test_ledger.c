@@ -77,7 +77,7 @@ typedef struct seen {
 
 static void on_commit(const json_t *entry, void *ud) {
   seen *s = ud;
-  if (s->n < 16) s->v[s->n++] = json_integer_value(json_object_get(entry, "version"));
+  if (s && s->n < 16) s->v[s->n++] = json_integer_value(json_object_get(entry, "version"));
 }
 
 static theus_engine *open_engine(const char *ledger, int fsync, seen *hook) {
@@ -164,6 +164,66 @@ static void test_entries(void **state) {
   assert_string_equal(str(set, "op"), "set");
   assert_true(json_is_true(json_object_get(json_object_get(set, "patch"), "done")));
   theus_ledger_close(l);
+}
+
+/* Entries of the commit hook, kept whole. */
+static void keep_entry(const json_t *entry, void *ud) { json_array_append_new(ud, json_deep_copy(entry)); }
+
+/* theus_engine_commit_run (a run made elsewhere on the same state): the same
+ * ledger entry as the execute it stands for (op, process, args, read
+ * version, reads, patch), a CAS on the version read, nothing for an empty
+ * patch. */
+static void test_commit_run(void **state) {
+  (void)state;
+  json_t *entries = json_array();
+  theus_engine *e = open_engine(NULL, 0, NULL);
+  theus_engine_set_commit_hook(e, keep_entry, entries);
+  json_t *by3 = json_pack("{s:i}", "by", 3), *patch = json_pack("{s:i}", "x", 3);
+  theus_snapshot *read;
+  assert_int_equal(theus_engine_snapshot(e, &read), 0); /* x = 0 */
+  assert_int_equal(theus_engine_execute(e, "inc", by3, NULL), 0);
+  assert_int_equal(theus_engine_set(e, "domain.x", json_integer(0)), 0);
+  theus_snapshot *read2;
+  assert_int_equal(theus_engine_snapshot(e, &read2), 0); /* x = 0 again */
+  uint64_t v = 0;
+  assert_int_equal(theus_engine_commit_run(e, "inc", by3, read2, patch, &v), 0);
+  assert_int_equal(v, theus_snapshot_version(read2) + 1);
+  json_t *x = theus_engine_get(e, "domain.x");
+  assert_int_equal(json_integer_value(x), 3);
+  json_decref(x);
+  assert_int_equal(json_array_size(entries), 3);
+  const json_t *ex = json_array_get(entries, 0), *cr = json_array_get(entries, 2);
+  static const char *const same[] = {"op", "process", "args", "reads", "patch"};
+  for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+    assert_true(json_equal(json_object_get(ex, same[i]), json_object_get(cr, same[i])));
+  assert_string_equal(str(cr, "op"), "execute");
+  assert_int_equal(json_integer_value(json_object_get(cr, "read_version")), theus_snapshot_version(read2));
+  /* x changed after `read` was taken: the CAS on its version conflicts, nothing is committed */
+  assert_int_equal(theus_engine_commit_run(e, "inc", by3, read, patch, &v), THEUS_ECONFLICT);
+  assert_int_equal(v, 0);
+  assert_non_null(strstr(theus_engine_errmsg(e), "domain.x"));
+  /* an empty patch is a reader: no version */
+  uint64_t before = theus_engine_version(e);
+  json_t *empty = json_object();
+  assert_int_equal(theus_engine_commit_run(e, "inc", NULL, read2, empty, &v), 0);
+  assert_int_equal(theus_engine_commit_run(e, "inc", NULL, read2, NULL, NULL), 0);
+  assert_int_equal(theus_engine_version(e), before);
+  assert_int_equal(v, 0);
+  assert_int_equal(theus_engine_commit_run(e, "nope", NULL, read2, patch, NULL), THEUS_ENOTFOUND);
+  static volatile int cancel = 1; /* a canceled run commits nothing more */
+  theus_engine_set_cancel(e, &cancel);
+  assert_int_equal(theus_engine_commit_run(e, "inc", by3, read2, patch, &v), THEUS_ECANCELED);
+  theus_engine_set_cancel(e, NULL);
+  assert_int_equal(theus_engine_commit_run(e, "inc", NULL, NULL, patch, NULL), THEUS_EINVAL);
+  assert_int_equal(json_array_size(entries), 3);
+  theus_engine_set_commit_hook(e, NULL, NULL);
+  json_decref(empty);
+  json_decref(by3);
+  json_decref(patch);
+  theus_snapshot_release(read);
+  theus_snapshot_release(read2);
+  theus_engine_close(e);
+  json_decref(entries);
 }
 
 /* The same run with fsync gives the same entries but duration and worker. */
@@ -333,6 +393,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_cannot_be_created),
       cmocka_unit_test_setup_teardown(test_text_as_jansson, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_many_and_long_lines, dir_setup, dir_teardown),
+      cmocka_unit_test(test_commit_run),
   };
   return cmocka_run_group_tests_name("ledger", tests, NULL, NULL);
 }
