@@ -125,6 +125,30 @@ static void test_hit_then_miss_on_change(void **state) {
   theus_engine_close(e);
 }
 
+/* A hit hands out its own copy of the return value and commits the cached
+ * patch without the cache changing: a caller that changes what it got, and
+ * hits committed over each other, leave the next hit as the first run was. */
+static void test_hits_do_not_change_the_cache(void **state) {
+  (void)state;
+  theus_engine *e = open_engine(0, 0);
+  assert_int_equal(exec_y(e, "double_memo", 0), 2);
+  json_t *k0 = json_pack("{s:i}", "k", 0);
+  for (int i = 0; i < 3; i++) {
+    json_t *res = NULL;
+    assert_int_equal(theus_engine_execute(e, "double_memo", k0, &res), 0); /* a hit */
+    assert_int_equal(json_integer_value(res), 2);
+    assert_int_equal(json_integer_set(res, 999), 0); /* the caller's to change */
+    json_decref(res);
+    json_t *y = theus_engine_get(e, "domain.y");
+    assert_int_equal(json_integer_value(y), 2);
+    json_decref(y);
+  }
+  json_decref(k0);
+  assert_int_equal(atomic_load(&calls), 1);
+  assert_int_equal(memo_stat(e, "hits"), 3);
+  theus_engine_close(e);
+}
+
 static void test_per_contract_and_per_engine(void **state) {
   (void)state;
   theus_engine *e = open_engine(0, 0); /* engine default off: only memo 1 */
@@ -208,6 +232,7 @@ static void test_bounded_lru(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hit_then_miss_on_change),
+      cmocka_unit_test(test_hits_do_not_change_the_cache),
       cmocka_unit_test(test_per_contract_and_per_engine),
       cmocka_unit_test(test_heavy_outputs_not_memoised),
       cmocka_unit_test(test_map_per_slice),
