@@ -486,13 +486,14 @@ void theus_snapshot_release(theus_snapshot *s) {
 
 int theus_engine_wait_version(theus_engine *e, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   THEUS__ENGINE_ARG(e, "wait_version");
-  return theus__vword_wait(e->vword, seen, timeout_ms, now);
+  return theus__vword_wait(e->vword, 1, seen, timeout_ms, now);
 }
 
 int theus_engine_version_fd(const theus_engine *e) { return e && e->opened ? e->vfd : THEUS_EINVAL; }
 
 struct theus_version_watch {
-  const theus__vword *w;
+  theus__vword *w;
+  int writable; /* mapped writable: its waits are announced (else they poll each ms) */
 };
 
 int theus_version_watch_open(int fd, theus_version_watch **out) {
@@ -506,8 +507,9 @@ int theus_version_watch_open(int fd, theus_version_watch **out) {
   if (!w)
     return THEUS_ENOMEM;
   void *m = NULL;
-  int rc = theus__os_map(fd, theus__os_page_size(), 0, &m);
-  if (rc) {
+  w->writable = 1; /* to count its waits in the word; a read-only descriptor maps read-only */
+  int rc = theus__os_map(fd, theus__os_page_size(), 1, &m);
+  if (rc && (w->writable = 0, rc = theus__os_map(fd, theus__os_page_size(), 0, &m))) {
     free(w);
     return rc;
   }
@@ -525,7 +527,7 @@ uint64_t theus_version_watch_current(const theus_version_watch *w) {
 int theus_version_watch_wait(const theus_version_watch *w, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   if (!w)
     return THEUS_EINVAL;
-  return theus__vword_wait(w->w, seen, timeout_ms, now);
+  return theus__vword_wait(w->w, w->writable, seen, timeout_ms, now);
 }
 
 void theus_version_watch_close(theus_version_watch *w) {

@@ -67,8 +67,8 @@ typedef struct theus__reducer {
 
 /* The shared page with the current version (futex on the low word). */
 typedef struct theus__vword {
-  _Atomic uint32_t seq;   /* low 32 bits of version: the futex word */
-  uint32_t pad;
+  _Atomic uint32_t seq;     /* low 32 bits of version: the futex word */
+  _Atomic uint32_t waiters; /* threads that announced a wait (any process): a publish wakes only then */
   _Atomic uint64_t version;
 } theus__vword;
 
@@ -219,7 +219,10 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
 int theus__draft_new(theus_engine *e, const char *key, theus_dtype dtype, unsigned ndim, const uint64_t *shape,
                      void **data, theus_handle *handle, char *msg, size_t msglen);
 int theus__draft_drop(theus_engine *e, const char *key);
-int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now);
+/* Waits for a version other than seen. announce: w is mapped writable, so
+ * the wait is counted in w->waiters and a publish wakes it; else (a watcher
+ * on a read-only descriptor) it sleeps in 1 ms slices. */
+int theus__vword_wait(theus__vword *w, int announce, uint64_t seen, int64_t timeout_ms, uint64_t *now);
 /* Sets the value at a domain path inside a merge patch (reference stolen). */
 int theus__patch_put(json_t *patch, const char *path, json_t *value);
 /* Closes every live region's writer and drops the engine's references. */

@@ -71,13 +71,18 @@ const json_t *theus__json_at_pattern(const json_t *root, const char *pattern) {
 
 /* ---- version word ------------------------------------------------------- */
 
+/* A commit makes no system call unless someone waits: the publisher stores
+ * seq then reads waiters, a waiter counts itself in waiters then reads seq
+ * (both sequentially consistent), so one of them sees the other; the futex
+ * then queues the waiter only if seq is still what it saw. */
 static void vword_publish(theus_engine *e, uint64_t v) {
   atomic_store_explicit(&e->vword->version, v, memory_order_release);
-  atomic_store_explicit(&e->vword->seq, (uint32_t)v, memory_order_release);
-  theus__futex_wake(&e->vword->seq);
+  atomic_store_explicit(&e->vword->seq, (uint32_t)v, memory_order_seq_cst);
+  if (atomic_load_explicit(&e->vword->waiters, memory_order_seq_cst))
+    theus__futex_wake(&e->vword->seq);
 }
 
-int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
+int theus__vword_wait(theus__vword *w, int announce, uint64_t seen, int64_t timeout_ms, uint64_t *now) {
   uint64_t deadline = theus__deadline_ns(theus__now_ns(), timeout_ms);
   for (;;) {
     uint32_t seq = atomic_load_explicit(&w->seq, memory_order_acquire);
@@ -97,7 +102,14 @@ int theus__vword_wait(const theus__vword *w, uint64_t seen, int64_t timeout_ms, 
       }
       left = deadline - t > INT64_MAX ? INT64_MAX : (int64_t)(deadline - t);
     }
-    theus__futex_wait(&w->seq, (uint32_t)seen, left);
+    if (!announce) { /* nobody will wake us: look again every millisecond */
+      theus__futex_wait(&w->seq, (uint32_t)seen, left >= 0 && left < 1000000 ? left : 1000000);
+      continue;
+    }
+    atomic_fetch_add_explicit(&w->waiters, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&w->seq, memory_order_seq_cst) == (uint32_t)seen)
+      theus__futex_wait(&w->seq, (uint32_t)seen, left);
+    atomic_fetch_sub_explicit(&w->waiters, 1, memory_order_seq_cst);
   }
 }
 

@@ -337,7 +337,10 @@ THEUS_API int theus_engine_version_fd(const theus_engine *e);
 
 typedef struct theus_version_watch theus_version_watch;
 
-/* Maps the version page read-only from fd (which stays the caller's). */
+/* Maps the version page from fd (which stays the caller's): writable when
+ * fd allows it, so that its waits are counted in the page and a commit wakes
+ * them (a commit makes no system call when nobody waits); from a read-only
+ * descriptor it maps read-only and its waits look every millisecond. */
 THEUS_API int theus_version_watch_open(int fd, theus_version_watch **out);
 /* The engine's current version, read from the shared page (no syscall). */
 THEUS_API uint64_t theus_version_watch_current(const theus_version_watch *w);
