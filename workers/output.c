@@ -44,6 +44,10 @@ struct theus__output {
   theus_output_fn fn;
   void *ud;
   int wake; /* eventfd: stop */
+  /* the thread's poll set, allocated at open: a thread that could not get it
+   * would close the pipes, and every worker would die of SIGPIPE */
+  struct pollfd *pf;
+  unsigned *idx;
   pthread_t thread;
   int running;
   char buf[64 * 1024];
@@ -172,10 +176,10 @@ static void stream_done(theus__output *o, stream *st) {
 
 static void *output_main(void *arg) {
   theus__output *o = arg;
-  struct pollfd *pf = calloc(o->n + 1, sizeof *pf);
-  unsigned *idx = calloc(o->n, sizeof *idx);
+  struct pollfd *pf = o->pf;
+  unsigned *idx = o->idx;
   int stop = 0;
-  while (pf && idx && !stop) {
+  while (!stop) {
     nfds_t k = 0;
     for (unsigned i = 0; i < o->n; i++)
       if (o->s[i].fd >= 0) {
@@ -195,8 +199,6 @@ static void *output_main(void *arg) {
       drain(o, &o->s[i], 0);
       stream_done(o, &o->s[i]);
     }
-  free(pf);
-  free(idx);
   return NULL;
 }
 
@@ -207,6 +209,8 @@ static void free_output(theus__output *o) {
     if (o->s[i].fd >= 0) close(o->s[i].fd);
   theus__output_close_writers(o);
   if (o->wake >= 0) close(o->wake);
+  free(o->pf);
+  free(o->idx);
   free(o->wfd);
   free(o->s);
   free(o);
@@ -228,8 +232,14 @@ int theus__output_open(theus__ctl *c, unsigned nworkers, theus_output_fn fn, voi
   c->out_nonce[THEUS__OUT_NONCE] = '\0';
   theus__output *o = calloc(1, sizeof *o);
   if (!o || !(o->s = calloc(2 * (size_t)nworkers, sizeof *o->s)) ||
-      !(o->wfd = malloc(2 * (size_t)nworkers * sizeof *o->wfd))) {
-    if (o) free(o->s);
+      !(o->wfd = malloc(2 * (size_t)nworkers * sizeof *o->wfd)) ||
+      !(o->pf = calloc(2 * (size_t)nworkers + 1, sizeof *o->pf)) ||
+      !(o->idx = calloc(2 * (size_t)nworkers, sizeof *o->idx))) {
+    if (o) {
+      free(o->s);
+      free(o->wfd);
+      free(o->pf);
+    }
     free(o);
     snprintf(err, errlen, "theus_pool_open: out of memory for the output thread");
     return THEUS_ENOMEM;
