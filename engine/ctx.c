@@ -290,55 +290,33 @@ const char *theus_ctx_process(theus_ctx *ctx) { return ctx ? ctx->c->name : NULL
 
 int theus_ctx_worker(theus_ctx *ctx) { return ctx ? ctx->worker : THEUS_EINVAL; }
 
-/* The path of the patch node being checked: "domain" then ".key" per level,
- * on the stack until a path outgrows it. */
-typedef struct out_path {
-  char *p;
-  size_t len, cap;
-  char stack[256];
-} out_path;
-
-static int out_path_push(out_path *op, const char *key) {
-  size_t kl = strlen(key), need = op->len + 1 + kl + 1;
-  if (need > op->cap) {
-    size_t cap = need * 2;
-    char *q = op->p == op->stack ? malloc(cap) : realloc(op->p, cap);
-    if (!q)
-      return THEUS_ENOMEM;
-    if (op->p == op->stack)
-      memcpy(q, op->stack, op->len + 1);
-    op->p = q;
-    op->cap = cap;
-  }
-  op->p[op->len] = '.';
-  memcpy(op->p + op->len + 1, key, kl + 1);
-  op->len += 1 + kl;
-  return 0;
-}
-
 /* Every leaf of patch node v (a value, null, or an empty object: what the
- * merge writes) must be covered by a declared output or an ancestor pattern. */
-static int outputs_cover(const theus_contract *c, const json_t *v, out_path *op, char *msg, size_t msglen) {
+ * merge writes) must be covered by a declared output or an ancestor pattern.
+ * path holds v's path, NUL-terminated ("domain" then ".key" per level). */
+static int outputs_cover(const theus_contract *c, const json_t *v, theus__kbuf *path, char *msg, size_t msglen) {
   if (!json_is_object(v) || !json_object_size(v)) {
-    if (theus__strv_covers(c->outputs, op->p))
+    if (theus__strv_covers(c->outputs, path->p))
       return 0;
     snprintf(msg, msglen, "contract violation: process '%s' wrote undeclared output '%s'; nothing committed",
-             c->name, op->p);
+             c->name, path->p);
     return THEUS_ECONTRACT;
   }
   const char *key;
+  size_t kl;
   json_t *val;
-  json_object_foreach((json_t *)v, key, val) {
-    size_t len = op->len;
-    int rc = out_path_push(op, key);
-    if (rc) {
+  json_object_keylen_foreach((json_t *)v, key, kl, val) {
+    size_t len = path->n;
+    THEUS__KBUF_LIT(path, ".");
+    theus__kbuf_add(path, key, kl + 1); /* with its NUL */
+    if (path->failed) {
       snprintf(msg, msglen, "process '%s': out of memory listing the paths its patch writes; nothing committed",
                c->name);
-      return rc;
+      return THEUS_ENOMEM;
     }
-    rc = outputs_cover(c, val, op, msg, msglen);
-    op->len = len;
-    op->p[len] = '\0';
+    path->n--; /* the NUL stays as the end of the text, not of the content */
+    int rc = outputs_cover(c, val, path, msg, msglen);
+    path->n = len;
+    path->p[len] = '\0';
     if (rc)
       return rc;
   }
@@ -348,11 +326,11 @@ static int outputs_cover(const theus_contract *c, const json_t *v, out_path *op,
 int theus__check_outputs(const theus_contract *c, const json_t *patch, char *msg, size_t msglen) {
   if (!json_is_object(patch) || !json_object_size(patch))
     return 0;
-  out_path op = {.len = 6, .cap = sizeof op.stack};
-  op.p = op.stack;
-  memcpy(op.stack, "domain", 7);
-  int rc = outputs_cover(c, patch, &op, msg, msglen);
-  if (op.p != op.stack)
-    free(op.p);
+  theus__kbuf path;
+  theus__kbuf_init(&path);
+  theus__kbuf_add(&path, "domain", 7);
+  path.n--;
+  int rc = outputs_cover(c, patch, &path, msg, msglen);
+  theus__kbuf_fini(&path);
   return rc;
 }

@@ -483,21 +483,22 @@ static void test_nested_inputs_shipped(void **state) {
 
 static const char *const deep_out[] = {"domain.out.*", NULL};
 
-/* Writes domain.out.a.b (declared by the pattern) and, with args "long",
- * domain.long.<300 x's>.leaf (not declared). */
+/* Writes domain.out.a.b (declared by the pattern) and, with args "long": N,
+ * domain.long.<N x's>.leaf (not declared). */
 static int deep_writer(theus_ctx *ctx) {
   int rc = theus_ctx_set(ctx, "domain.out.a.b", json_integer(7));
-  if (!rc && json_object_get(theus_ctx_args(ctx), "long")) {
-    char path[400] = "domain.long.";
-    memset(path + strlen(path), 'x', 300);
-    strcpy(path + strlen("domain.long.") + 300, ".leaf");
+  json_int_t n = json_integer_value(json_object_get(theus_ctx_args(ctx), "long"));
+  if (!rc && n > 0 && n < 4000) {
+    char path[4100] = "domain.long.";
+    memset(path + strlen(path), 'x', (size_t)n);
+    strcpy(path + strlen("domain.long.") + n, ".leaf");
     rc = theus_ctx_set(ctx, path, json_true());
   }
   return rc;
 }
 
 /* A worker's patch is checked leaf by leaf against the outputs, whatever its
- * depth and however long its paths (the checker's stack buffer grows). */
+ * depth and however long its paths (past the checker's 2 KiB stack buffer). */
 static void test_nested_outputs_checked(void **state) {
   (void)state;
   theus_contract c = {.name = "deep_writer", .fn = deep_writer, .outputs = deep_out, .parallel = 1};
@@ -507,13 +508,16 @@ static void test_nested_outputs_checked(void **state) {
   assert_int_equal(json_integer_value(b), 7);
   json_decref(b);
   uint64_t v = theus_engine_version(E);
-  json_t *a = json_pack("{s:b}", "long", 1);
-  assert_int_equal(theus_engine_execute(E, "deep_writer", a, NULL), THEUS_ECONTRACT);
-  json_decref(a);
-  const char *m = theus_engine_errmsg(E);
-  assert_non_null(strstr(m, "undeclared output 'domain.long.xxxxxxxx"));
-  assert_non_null(strstr(m, "xxx.leaf'"));
-  assert_int_equal(theus_engine_version(E), v);
+  for (int n = 300; n <= 3000; n *= 10) { /* the longer path outgrows the checker's stack buffer */
+    json_t *a = json_pack("{s:i}", "long", n);
+    assert_int_equal(theus_engine_execute(E, "deep_writer", a, NULL), THEUS_ECONTRACT);
+    json_decref(a);
+    const char *m = theus_engine_errmsg(E);
+    assert_non_null(strstr(m, "undeclared output 'domain.long.xxxxxxxx"));
+    if (n == 300) /* the whole path fits the message */
+      assert_non_null(strstr(m, "xxx.leaf'"));
+    assert_int_equal(theus_engine_version(E), v);
+  }
 }
 
 /* One thread submits more pool jobs than the rings hold (2 x 256) before
