@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "pipeline_fixture.h"
+
 #include "theus/theus.h"
 
 static const char *const PIPE =
@@ -71,27 +73,9 @@ static void finish(theus_engine *e, theus_pipeline_call *calls, size_t i, void *
 
 static const theus_pipeline_parallel_ops OPS = {start, finish};
 
-typedef struct fixture {
-  char dir[64], path[128];
-} fixture;
+static int setup(void **state) { return fixture_setup(state, "hooks"); }
 
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  if (!f) return -1;
-  snprintf(f->dir, sizeof f->dir, "/tmp/theus-hooks-XXXXXX");
-  if (!mkdtemp(f->dir)) return -1;
-  snprintf(f->path, sizeof f->path, "%s/p.json", f->dir);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  unlink(f->path);
-  rmdir(f->dir);
-  free(f);
-  return 0;
-}
+static int teardown(void **state) { return fixture_teardown(state); }
 
 /* Runs the pipeline (operation budget `budget`) with the host's ops (h
  * NULL: the engine's); returns the run's code, *dom the final domain. */

@@ -11,30 +11,13 @@
 
 #include <cmocka.h>
 
+#include "pipeline_fixture.h"
+
 #include "theus/theus.h"
 
-typedef struct fixture {
-  char dir[64];
-  char path[128];
-} fixture;
+static int setup(void **state) { return fixture_setup(state, "limits"); }
 
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  if (!f) return -1;
-  snprintf(f->dir, sizeof f->dir, "/tmp/theus-limits-XXXXXX");
-  if (!mkdtemp(f->dir)) return -1;
-  snprintf(f->path, sizeof f->path, "%s/p.json", f->dir);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  unlink(f->path);
-  rmdir(f->dir);
-  free(f);
-  return 0;
-}
+static int teardown(void **state) { return fixture_teardown(state); }
 
 /* A growing string (fails the test on ENOMEM). */
 typedef struct text {
