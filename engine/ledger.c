@@ -88,7 +88,10 @@ void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, th
  * more in cache-line transfers than the write it saved.) */
 struct theus__lfile {
   int fd;
-  int werr; /* errno of the first failed write: later lines are dropped */
+  int werr; /* errno of the first failed write: later lines are dropped, commits refused */
+  uint64_t lost_from; /* the first version whose line may be lost (werr set) */
+  uint64_t first_pending; /* the version of the first line in out (0: none) */
+  char *path;
   theus__kbuf out;
 };
 
@@ -99,19 +102,28 @@ int theus__ledger_open(theus_engine *e, const char *path) {
   if (!f)
     return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory for the ledger '%s'", path);
   f->werr = 0;
+  f->lost_from = f->first_pending = 0;
   theus__kbuf_init(&f->out);
-  f->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  f->path = strdup(path);
+  f->fd = f->path ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666) : -1;
   if (f->fd < 0 || theus__kbuf_grow(&f->out, LEDGER_CHUNK + 4096)) {
-    int err = f->fd < 0 ? errno : ENOMEM;
+    int err = !f->path || f->fd >= 0 ? ENOMEM : errno;
     if (f->fd >= 0)
       close(f->fd);
     theus__kbuf_fini(&f->out);
+    free(f->path);
     free(f);
     return theus__eset(e, err == ENOMEM ? THEUS_ENOMEM : THEUS_ESYS, "engine open: cannot create the ledger '%s': %s",
                        path, strerror(err));
   }
   e->ledger = f;
   return 0;
+}
+
+static void lfile_fail(theus__lfile *f, int err) {
+  if (!f->werr)
+    f->lost_from = f->first_pending;
+  f->werr = err;
 }
 
 /* Writes out what is pending (and fdatasyncs with sync). */
@@ -121,12 +133,37 @@ static void lfile_flush(theus__lfile *f, int sync) {
     ssize_t w = write(f->fd, f->out.p + at, f->out.n - at);
     if (w > 0)
       at += (size_t)w;
-    else if (w < 0 && errno != EINTR)
-      f->werr = errno;
+    else if (w == 0 || errno != EINTR)
+      lfile_fail(f, w ? errno : EIO);
   }
   f->out.n = 0;
   if (sync && !f->werr && fdatasync(f->fd))
-    f->werr = errno;
+    lfile_fail(f, errno);
+  f->first_pending = 0;
+}
+
+/* THEUS_ESYS with the message in msg if the ledger file failed (a commit
+ * would go unrecorded), else 0. Under state_lock. */
+int theus__ledger_check(theus_engine *e, char *msg, size_t msglen) {
+  theus__lfile *f = e->ledger;
+  if (!f || !f->werr)
+    return 0;
+  if (msg && msglen)
+    snprintf(msg, msglen, "the ledger '%s' cannot be written (%s): its lines from version %llu on may be lost; "
+             "later commits are refused", f->path, strerror(f->werr), (unsigned long long)f->lost_from);
+  return THEUS_ESYS;
+}
+
+int theus_engine_ledger_sync(theus_engine *e) {
+  if (!e)
+    return THEUS_EINVAL;
+  char msg[768];
+  pthread_mutex_lock(&e->state_lock);
+  if (e->ledger)
+    lfile_flush(e->ledger, 1);
+  int rc = theus__ledger_check(e, msg, sizeof msg);
+  pthread_mutex_unlock(&e->state_lock);
+  return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 
 void theus__ledger_close(theus_engine *e) {
@@ -136,6 +173,7 @@ void theus__ledger_close(theus_engine *e) {
   lfile_flush(f, 0);
   close(f->fd);
   theus__kbuf_fini(&f->out);
+  free(f->path);
   free(f);
   e->ledger = NULL;
 }
@@ -274,6 +312,12 @@ void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const t
   if (b->failed || f->werr) { /* out of memory (or the file failed): the line is dropped whole */
     b->n = start;
     b->failed = 0;
+    if (!f->werr)
+      lfile_fail(f, ENOMEM);
+    if (!f->lost_from)
+      f->lost_from = s->version;
+  } else if (!f->first_pending) {
+    f->first_pending = s->version;
   }
   if (e->cfg.ledger_fsync || b->n >= LEDGER_CHUNK)
     lfile_flush(f, e->cfg.ledger_fsync);
