@@ -98,6 +98,7 @@ struct theus__lfile {
   int werr; /* errno of the first failed write: later lines are dropped, commits refused */
   uint64_t lost_from; /* the first version whose line may be lost (werr set) */
   uint64_t first_pending; /* the version of the first line in out (0: none) */
+  uint64_t first_unsynced; /* the first version not known on disk (0: none; fdatasync) */
   char *path;
   theus__kbuf out;
 };
@@ -109,7 +110,7 @@ int theus__ledger_open(theus_engine *e, const char *path) {
   if (!f)
     return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory for the ledger '%s'", path);
   f->werr = 0;
-  f->lost_from = f->first_pending = 0;
+  f->lost_from = f->first_pending = f->first_unsynced = 0;
   theus__kbuf_init(&f->out);
   f->path = strdup(path);
   f->fd = f->path ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666) : -1;
@@ -127,10 +128,13 @@ int theus__ledger_open(theus_engine *e, const char *path) {
   return 0;
 }
 
-static void lfile_fail(theus__lfile *f, int err) {
-  if (!f->werr)
-    f->lost_from = f->first_pending;
+/* Marks the file failed with err (the first failure is kept), the lines
+ * from version `from` on being possibly lost. */
+static void lfile_fail(theus__lfile *f, int err, uint64_t from) {
+  if (f->werr)
+    return;
   f->werr = err;
+  f->lost_from = from;
 }
 
 /* Writes out what is pending (and fdatasyncs with sync). */
@@ -141,12 +145,16 @@ static void lfile_flush(theus__lfile *f, int sync) {
     if (w > 0)
       at += (size_t)w;
     else if (w == 0 || errno != EINTR)
-      lfile_fail(f, w ? errno : EIO);
+      lfile_fail(f, w ? errno : EIO, f->first_pending);
   }
   f->out.n = 0;
-  if (sync && !f->werr && fdatasync(f->fd))
-    lfile_fail(f, errno);
   f->first_pending = 0;
+  if (sync && !f->werr) {
+    if (fdatasync(f->fd))
+      lfile_fail(f, errno, f->first_unsynced); /* what was written since the last sync may not be on disk */
+    else
+      f->first_unsynced = 0;
+  }
 }
 
 /* THEUS_ESYS with the message in msg if the ledger file failed (a commit
@@ -162,8 +170,7 @@ int theus__ledger_check(theus_engine *e, char *msg, size_t msglen) {
 }
 
 int theus_engine_ledger_sync(theus_engine *e) {
-  if (!e)
-    return THEUS_EINVAL;
+  THEUS__ENGINE_ARG(e, "ledger_sync");
   char msg[768];
   pthread_mutex_lock(&e->state_lock);
   if (e->ledger)
@@ -319,13 +326,16 @@ void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const t
   if (b->failed || f->werr) { /* out of memory (or the file failed): the line is dropped whole */
     b->n = start;
     b->failed = 0;
-    if (!f->werr)
-      lfile_fail(f, ENOMEM);
-    if (!f->lost_from)
-      f->lost_from = s->version;
-  } else if (!f->first_pending) {
-    f->first_pending = s->version;
+    if (!f->werr) { /* the lines before it are whole: written, then the ledger stops */
+      lfile_flush(f, 0);
+      lfile_fail(f, ENOMEM, s->version);
+    }
+    return;
   }
+  if (!f->first_pending)
+    f->first_pending = s->version;
+  if (!f->first_unsynced)
+    f->first_unsynced = s->version;
   if (e->cfg.ledger_fsync || b->n >= LEDGER_CHUNK)
     lfile_flush(f, e->cfg.ledger_fsync);
 }

@@ -398,16 +398,18 @@ static void cas_publish(theus_engine *e, cas_op *op, theus_snapshot *s) {
   vword_publish(e, s->version);
 }
 
-/* With ledger_fsync, after version v was published: THEUS_ESYS if its line
- * is not on disk (the version stays: the caller must know it is not durable). */
-static int cas_not_durable(theus_engine *e, uint64_t v, char *msg, size_t msglen) {
+/* After version v was published with a ledger file: THEUS_ESYS if the
+ * ledger failed while taking its line (the line could not be formatted, or
+ * the write or fdatasync it triggered failed). The version stays (others may
+ * have read it): the caller must know its line may be missing. */
+static int cas_not_recorded(theus_engine *e, uint64_t v, char *msg, size_t msglen) {
   char why[640];
   if (!theus__ledger_check(e, why, sizeof why))
     return 0;
   atomic_fetch_add_explicit(&e->n_commit, 1, memory_order_relaxed);
   if (msg && msglen)
-    snprintf(msg, msglen, "version %llu is committed but its ledger line is not on disk: %s", (unsigned long long)v,
-             why);
+    snprintf(msg, msglen, "version %llu is committed but its ledger line may be lost: %s",
+             (unsigned long long)v, why);
   return THEUS_ESYS;
 }
 
@@ -432,8 +434,8 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
         theus__ledger_commit(e, ci, s, domain_patch, heavy_patch);
       if (new_version)
         *new_version = s->version;
-      if (e->cfg.ledger_fsync)
-        rc = cas_not_durable(e, s->version, msg, msglen);
+      if (e->ledger)
+        rc = cas_not_recorded(e, s->version, msg, msglen);
     }
     pthread_mutex_unlock(&e->state_lock);
   }

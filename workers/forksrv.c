@@ -186,7 +186,8 @@ static void child_windows(forksrv *f, int map, theus__winmap *wm) {
   if (map) {
     void *m = mmap((void *)f->win_base, f->win.len, PROT_READ, MAP_SHARED | MAP_FIXED, f->c->arena_rw_fd,
                    (off_t)f->win.off);
-    if (m != MAP_FAILED) *wm = (theus__winmap){f->win.gen, m, f->win.len};
+    if (m == MAP_FAILED) _exit(3); /* without its window it cannot take the task: an early death, counted */
+    *wm = (theus__winmap){f->win.gen, m, f->win.len};
   }
   if (f->c->arena_rw_fd >= 0) close(f->c->arena_rw_fd);
   if (f->win_fd >= 0) close(f->win_fd);
@@ -205,6 +206,7 @@ static _Noreturn void fatal(forksrv *f, const char *msg) {
 
 static int spawn(forksrv *f, unsigned w) {
   int win = head_wants_window(f, w);
+  uint64_t run = atomic_load(&theus__ring_of(f->c, w)->run); /* before the child can move it */
   pid_t pid = fork();
   if (pid < 0) return -errno;
   if (pid == 0) {
@@ -223,7 +225,7 @@ static int spawn(forksrv *f, unsigned w) {
   f->reason[w] = REASON_NONE;
   f->respawn[w] = 0;
   f->respawn_at[w] = 0;
-  f->run_at_spawn[w] = atomic_load(&theus__ring_of(f->c, w)->run);
+  f->run_at_spawn[w] = run;
   atomic_store(&theus__ring_of(f->c, w)->pid, pid);
   f->live++;
   return 0;
@@ -382,17 +384,21 @@ static int any_queued(forksrv *f) {
 }
 
 /* Fails every task queued on worker w's ring (none of them ran) with status
- * and msg, counted in *counter, and moves run past them. */
+ * and msg, counted in *counter, and moves run past them. Each slot is claimed
+ * by the same CAS as a worker's (QUEUED -> RUNNING): theus_pool_cancel may
+ * take one first, and then it finishes it and we step over it (skip). */
 static void fail_queued(forksrv *f, unsigned w, int status, _Atomic uint64_t *counter, const char *msg) {
   theus__ring *r = theus__ring_of(f->c, w);
   uint64_t seq = atomic_load(&r->run);
   for (;; seq++) {
     theus__slot *s = theus__slot_of(f->c, w, seq);
-    if (s->seq == seq && atomic_load(&s->skip)) { /* canceled while queued: already finished */
-      atomic_store(&s->skip, 0);
+    if (s->seq != seq) break;
+    uint32_t queued = THEUS__SLOT_QUEUED;
+    if (!atomic_compare_exchange_strong(&s->state, &queued, THEUS__SLOT_RUNNING)) {
+      if (!atomic_load(&s->skip)) break; /* not queued: the ring ends here */
+      atomic_store(&s->skip, 0);         /* canceled while queued: finished by the canceller */
       continue;
     }
-    if (s->seq != seq || atomic_load(&s->state) != THEUS__SLOT_QUEUED) break;
     s->status = status;
     s->worker = -1;
     s->pid = 0;
@@ -460,8 +466,7 @@ static int respawn_wait_ms(const forksrv *f) {
   int ms = -1;
   for (unsigned w = 0; w < f->c->nworkers; w++) {
     if (!f->respawn[w]) continue;
-    uint64_t at = f->respawn_at[w] > now ? f->respawn_at[w] : now + 50000000u;
-    int wait = (int)((at - now + 999999u) / 1000000u);
+    int wait = f->respawn_at[w] > now ? (int)((f->respawn_at[w] - now + 999999u) / 1000000u) : 0;
     if (ms < 0 || wait < ms) ms = wait;
   }
   return ms;
@@ -470,7 +475,11 @@ static int respawn_wait_ms(const forksrv *f) {
 static void respawn_dead(forksrv *f) {
   uint64_t now = theus__now_ns();
   for (unsigned w = 0; w < f->c->nworkers; w++) {
-    if (!f->respawn[w] || f->respawn_at[w] > now || spawn(f, w) < 0) continue; /* a failed fork: next tick */
+    if (!f->respawn[w] || f->respawn_at[w] > now) continue;
+    if (spawn(f, w) < 0) {
+      f->respawn_at[w] = now + 50000000u; /* a failed fork (process limit?): again in 50 ms */
+      continue;
+    }
     atomic_fetch_add(&theus__ring_of(f->c, w)->respawns, 1);
   }
 }

@@ -59,9 +59,9 @@ typedef struct theus_engine_config {
    * content hashes read, output patch, worker, duration, status). NULL =
    * none. ledger_fsync nonzero: each line is on disk (fdatasync) before the
    * commit returns; else lines are buffered and written at close (and by
-   * theus_engine_ledger_sync). Once a write fails every later commit fails
-   * THEUS_ESYS (no version goes unrecorded); with ledger_fsync the commit
-   * whose line failed returns THEUS_ESYS too, though its version stays. */
+   * theus_engine_ledger_sync). Once the file fails every later commit fails
+   * THEUS_ESYS, and so does the commit during which it failed, though its
+   * version stays (docs/ledger.md). */
   const char *ledger;
   int ledger_fsync;
   /* Called for every committed version from the engine's open on (the

@@ -478,7 +478,8 @@ class Job:
         self._result = None
         self._error = None
         self._lock = threading.Lock()  # a release waits for a wait in progress (no use after free)
-        self._fin = engine._c().adopt(self, _release_job, ptr, self._lock)
+        self._use = threading.Lock()  # and for a cancel in progress, which never waits for a wait
+        self._fin = engine._c().adopt(self, _release_job, ptr, self._lock, self._use)
 
     def _poll(self, timeout_ms):
         """One theus_job_wait; True when finished (result/error stored)."""
@@ -533,8 +534,8 @@ class Job:
         worker, the worker is killed and replaced; running locally, ctx.canceled
         turns true. Nothing is committed and wait() raises CanceledError; a job
         that already finished keeps its outcome."""
-        with self._lock:
-            if not self._done and self._fin.alive:
+        with self._use:  # not self._lock: a wait() holds it 200 ms at a time
+            if self._fin.alive:
                 LIB.theus_job_cancel(self._ptr)
 
     def release(self):
@@ -542,8 +543,8 @@ class Job:
         self._fin()
 
 
-def _release_job(ptr, lock):
-    with lock:
+def _release_job(ptr, lock, use):
+    with lock, use:
         LIB.theus_job_release(ptr)
 
 
@@ -577,7 +578,11 @@ class Engine:
         self._pipeline_info = None
         cfg, keep = self._config(workers, budget, single_limit, soft_limit_pct, max_handles, domain, strict,
                                  default_timeout, retention, history, max_retries)
-        keep_ledger = self._survive_config(cfg, ledger, ledger_fsync, memo, memo_capacity)
+        try:
+            keep_ledger = self._survive_config(cfg, ledger, ledger_fsync, memo, memo_capacity)
+        except BaseException:
+            _free_domain(cfg)
+            raise
         if _pipeline is not None:
             p, source = _pipeline
             out = c_void_p()

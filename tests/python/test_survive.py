@@ -2,6 +2,7 @@
 written), memoisation of pure Python processes, and cancelling jobs."""
 import json
 import threading
+import time
 
 import pytest
 
@@ -58,8 +59,14 @@ def test_memo_hits_on_same_inputs_misses_on_change():
         assert memo["hits"] == 1 and memo["misses"] == 2
 
 
-def test_cancel_a_parallel_job_while_it_runs(engine):
-    job = engine.submit("nap", ms=60000)
+def test_cancel_a_parallel_job_while_it_runs(engine, tmp_path):
+    mark = tmp_path / "started"
+    respawned = engine.stats()["pool"]["respawned"]
+    job = engine.submit("nap_mark", ms=60000, mark=str(mark))
+    deadline = time.monotonic() + 30
+    while not (mark.exists() and mark.read_text().strip()):  # its worker is running it
+        assert time.monotonic() < deadline, "nap_mark never started"
+        time.sleep(0.01)
     v = engine.state.version
     job.cancel()
     with pytest.raises(theus.CanceledError):
@@ -67,6 +74,7 @@ def test_cancel_a_parallel_job_while_it_runs(engine):
     assert engine.state.version == v
     engine.execute("put", key="after", value=1)  # the pool heals
     assert engine.get("after") == 1
+    assert engine.stats()["pool"]["respawned"] > respawned  # its worker was killed and replaced
     job.release()
 
 
