@@ -23,6 +23,13 @@ MODE:
          ledger and the ledger without MPI replay each other (moved
          members are the same "execute" entries); a failing member is
          reported once, naming its rank and host.
+  run    run steps: those of parallel processes go round-robin over the
+         ranks, the round-robin going on from step to step (each rank's
+         worker leaves a mark naming its rank; calls_by_rank), an effect
+         stays on rank 0; the final domain equals the run without MPI, and
+         rank 0's ledger and the ledger without MPI replay each other
+         (same versions, same entries); a run step failing on rank 1 is
+         reported once, naming its rank and host.
   crash  a worker crash on rank 2 (static blocks) fails the step at rank 0
          naming rank, host and cause, once; every rank exits non-zero; with
          dynamic claims the crash is reported once too, wherever it ran.
@@ -264,65 +271,95 @@ def mode_claim():
         print(f"ok hold.json, mpirun -n 3: slices by rank {by_rank}")
 
 
-def mode_parallel():
+def spread_run(name, movable, exact, rerun=None):
+    """Runs tests/cluster/pipelines/NAME without MPI and under mpirun -n 2 and
+    -n 3 (one worker per rank): the same final domain (exact: byte for byte;
+    else key order aside, as a local (effect) job commits from the engine's
+    executor thread whenever it ends, without MPI too); the k-th movable call
+    of the run (run steps and parallel members alike, in the order they run)
+    ran on rank k mod n and note (an effect) on rank 0, as the marks each
+    worker leaves say; calls_* in the stats agree; calls_rerun is rerun(n)."""
     import tempfile
-    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread.json")
-    host = socket.gethostname()
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", name)
     base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
     if base[0]:
-        fail(f"spread.json without MPI: exit {base[0]}: {base[2][-800:]}")
+        fail(f"{name} without MPI: exit {base[0]}: {base[2][-800:]}")
         return
-    # the movable members in file order (note is an effect: rank 0)
-    movable = [("put_sq", "a"), ("put_sq", "b"), ("put_sq", "c"), ("bump", 1), ("bump", 2), ("put_sq", "d")]
     for n in (2, 3):
         with tempfile.TemporaryDirectory() as marks:
             code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
                                     {"THEUS_CLUSTER_TEST_MARK": marks})
             left = sorted(os.listdir(marks))
-        what = f"spread.json, mpirun -n {n}"
+        what = f"{name}, mpirun -n {n}"
         if code:
             fail(f"{what}: exit {code}: {err[-800:]}")
             continue
-        # key order is not compared: a local (effect) job commits from the
-        # engine's executor thread whenever it ends, without MPI too
-        if json.loads(out) != json.loads(base[1]):
+        if (out != base[1]) if exact else (json.loads(out) != json.loads(base[1])):
             fail(f"{what}: the final domain differs from the run without MPI:\n{out}\n{base[1]}")
-        want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"}
-        want |= {f"{i % n}-put_sq-{k}-0" for i, k in enumerate("efg")} | {"0-note-note-0"}
+        want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"} | {"0-note-note-0"}
         if set(left) != want:
-            fail(f"{what}: members ran on the wrong ranks: marks {left}, expected {sorted(want)}")
+            fail(f"{what}: calls ran on the wrong ranks: marks {left}, expected {sorted(want)}")
         st = stats_of(err)["cluster"]
         by_rank = [0] * n
         for i, _ in enumerate(movable):
             by_rank[i % n] += 1
-        for i in range(3):
-            by_rank[i % n] += 1
         by_rank[0] += 1  # note
-        rerun = 1 if movable.index(("bump", 2)) % n else 0  # the second bump's CAS conflicts where it is moved
-        if st["calls_by_rank"] != by_rank or st["calls_rerun"] != rerun or st["calls_remote"] != 10 - by_rank[0]:
-            fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {rerun}")
+        want_rerun = rerun(n) if rerun else 0
+        if (st["calls_by_rank"] != by_rank or st["calls_rerun"] != want_rerun or st["calls_local"] != by_rank[0]
+                or st["calls_remote"] != sum(by_rank[1:])):
+            fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {want_rerun}")
         print(f"ok {what}: same domain, marks {left}, calls_by_rank {st['calls_by_rank']}, rerun {st['calls_rerun']}")
+
+
+def fails_once(name, where):
+    """NAME fails under mpirun -n 3 as without MPI (exit 1, same domain), its
+    failing call, at `where` and run on rank 1, reported once by rank 0."""
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", name)
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
+    line = f"{name}:{where} (run \"fail_if\") failed: process failed: rank 1 (host {socket.gethostname()}): "
+    if code == 0 or base[0] != 1 or err.count(line) != 1 or err.count(f"{name}:") != 1 or out != base[1]:
+        fail(f"{name}: exit {code} (without MPI {base[0]}), the failure must be printed once naming rank 1: {err}")
+    else:
+        print(f"ok {name}, mpirun -n 3: the failing call reported once, by rank 0, naming rank 1")
+
+
+def mode_parallel():
+    # the movable members in the order they run (note is an effect: rank 0)
+    movable = [("put_sq", "a"), ("put_sq", "b"), ("put_sq", "c"), ("bump", 1), ("bump", 2), ("put_sq", "d"),
+               ("put_sq", "e"), ("put_sq", "f"), ("put_sq", "g")]
+    # the second bump's CAS conflicts with the first's where it is moved
+    spread_run("spread.json", movable, False, lambda n: 1 if movable.index(("bump", 2)) % n else 0)
     # rank 0's ledger records moved members as the run without MPI does: each replays the other
-    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "ledger.json")
+    ledgers_replay(os.path.join(SRC, "tests", "cluster", "pipelines", "ledger.json"), 3)
+    fails_once("spread_fail.json", "6:7: step steps[0].parallel[1]")
+
+
+def ledgers_replay(pipe, n):
+    """The ledger of a run without MPI replays under mpirun -n n and rank 0's
+    ledger replays without MPI: same versions, same entries."""
+    import tempfile
+    name = os.path.basename(pipe)
     with tempfile.TemporaryDirectory() as d:
         plain, spread = os.path.join(d, "plain.jsonl"), os.path.join(d, "mpi.jsonl")
         base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--ledger", plain, pipe])
-        got = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--replay", plain, pipe])
-        mine = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--ledger", spread, pipe])
+        got = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--replay", plain, pipe])
+        mine = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--ledger", spread, pipe])
         back = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--replay", spread, pipe])
     if base[0] or got[0] or mine[0] or back[0] or got[1] != base[1]:
-        fail(f"ledger.json: exits {base[0]} (ledger), {got[0]} (mpirun --replay), {mine[0]} (mpirun --ledger), "
+        fail(f"{name}: exits {base[0]} (ledger), {got[0]} (mpirun --replay), {mine[0]} (mpirun --ledger), "
              f"{back[0]} (--replay of it): {got[2][-600:]} {back[2][-600:]}")
     else:
-        print("ok ledger.json: rank 0's ledger and the ledger without MPI replay each other")
-    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread_fail.json")
-    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
-    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
-    line = f"spread_fail.json:6:7: step steps[0].parallel[1] (run \"fail_if\") failed: process failed: rank 1 (host {host}): "
-    if code == 0 or base[0] != 1 or err.count(line) != 1 or err.count("spread_fail.json:") != 1 or out != base[1]:
-        fail(f"spread_fail.json: exit {code} (without MPI {base[0]}), the failure must be printed once naming rank 1: {err}")
-    else:
-        print("ok spread_fail.json, mpirun -n 3: the failing member reported once, by rank 0, naming rank 1")
+        print(f"ok {name}, mpirun -n {n}: rank 0's ledger and the ledger without MPI replay each other")
+
+
+def mode_run():
+    # the movable calls in the order they run, run steps and parallel members alike (note is an effect: rank 0)
+    movable = [("put_sq", "a"), ("put_sq", "b"), ("bump", 1), ("put_sq", "c"), ("put_sq", "d"), ("put_sq", "e"),
+               ("bump", 2), ("put_sq", "f"), ("put_sq", "g")]
+    spread_run("runs.json", movable, True)
+    fails_once("runs_fail.json", "5:5: step steps[1]")
+    ledgers_replay(os.path.join(SRC, "tests", "cluster", "pipelines", "runs.json"), 3)
 
 
 def mode_crash():
@@ -394,6 +431,7 @@ def mode_kill():
         fail("kill.json: rank 0 did not say what it was waiting for")
 
 
-{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "parallel": mode_parallel, "crash": mode_crash, "kill": mode_kill}[MODE]()
+{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "parallel": mode_parallel, "run": mode_run,
+ "crash": mode_crash, "kill": mode_kill}[MODE]()
 print(f"cluster {MODE}: {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
