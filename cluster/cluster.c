@@ -210,6 +210,7 @@ int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const ch
   free(all);
   free(texts);
   c->e = rc ? NULL : e;
+  theus__cl_forget(c); /* a new engine holds nothing yet (and its handles may repeat the last one's) */
   if (!rc && c->win == MPI_WIN_NULL && c->size > 1) open_counter(c);
   return rc;
 }

@@ -101,6 +101,10 @@ void theus__cl_group_end(theus_cluster *c);
  * reference; NULL if memory ran out). */
 json_t *theus__cl_merge_diff(const json_t *from, const json_t *to);
 
+/* Forgets what the ranks hold: the next sync ships the whole domain and
+ * every array the work reads (a rank failed; a new engine was attached). */
+void theus__cl_forget(theus_cluster *c);
+
 /* Rank 0: builds the sync for work that reads heavy keys `keys` (a JSON
  * array of strings): version, domain patch, the arrays whose identity the
  * nodes do not hold. */

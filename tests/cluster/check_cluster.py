@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """theus-run --mpi under mpirun on one machine (issue 13, docs/cluster.md).
 
-  check_cluster.py MODE THEUS_RUN MPIRUN SRC BUILD CLUSTER_PLUGIN E2E_PLUGIN
+  check_cluster.py MODE THEUS_RUN MPIRUN SRC BUILD CLUSTER_PLUGIN E2E_PLUGIN CLUSTER_MANY
 
 MODE:
-  same   the demo, README, k-means and e2e pipelines give the same exit status
+  same   the demo, README, k-means and e2e pipelines give the same outcome
          and final domain under mpirun -n 1/2/3 as without MPI: bit for bit
          when the slice counts agree (--workers n without MPI, 1 per rank with
-         -n n), within a stated tolerance when they do not; errors once.
+         -n n), within a stated tolerance when they do not. One MPI job per
+         rank count runs them all (CLUSTER_MANY: the library as theus-run
+         --mpi uses it, one pipeline after another); theus-run --mpi itself
+         runs the failing one under -n 3 (exit status, its error printed
+         once).
   ship   heavy arrays cross between nodes once per version per node
          (THEUS_CLUSTER_RANK_IS_NODE=1), a second map ships 0 bytes; on one
          node nothing crosses, the node's ranks get copies.
@@ -41,6 +45,7 @@ after each one no process of the run is left and nothing new is in /dev/shm.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,7 +53,7 @@ import sys
 import time
 import uuid
 
-MODE, THEUS_RUN, MPIRUN, SRC, BUILD, CPLUGIN, E2E_PLUGIN = sys.argv[1:8]
+MODE, THEUS_RUN, MPIRUN, SRC, BUILD, CPLUGIN, E2E_PLUGIN, MANY = sys.argv[1:9]
 TAG = "theus-cluster-" + uuid.uuid4().hex
 MPI = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
        "-x", "THEUS_CLUSTER_TEST_TAG"]
@@ -99,7 +104,7 @@ def other_mpi_jobs():
     return names
 
 
-def run(args, env=None, during=None):
+def run(args, env=None, during=None, deadline=DEADLINE):
     """Runs args in its own process group, bounded; during(popen), if given,
     acts while it runs. Returns (code, out, err)."""
     e = dict(os.environ, THEUS_CLUSTER_TEST_TAG=TAG, **(env or {}))
@@ -108,11 +113,11 @@ def run(args, env=None, during=None):
     try:
         if during:
             during(p)
-        out, err = p.communicate(timeout=DEADLINE)
+        out, err = p.communicate(timeout=deadline)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
-        fail(f"{' '.join(args)}: still running after {DEADLINE} s (killed)")
+        fail(f"{' '.join(args)}: still running after {deadline} s (killed)")
     for _ in range(50):  # workers see their rank's death at once; give the kernel a moment
         if not tagged():
             break
@@ -136,11 +141,12 @@ def run(args, env=None, during=None):
     return p.returncode, out.decode(), err.decode()
 
 
-def mpirun(n, args, env=None, during=None):
+def mpirun(n, args, env=None, during=None, prog=None, deadline=DEADLINE):
+    """theus-run --mpi --quiet ARGS (or PROG ARGS) under mpirun -n n."""
     extra = []
     for k in env or {}:
         extra += ["-x", k]
-    return run(MPI + extra + ["-n", str(n), THEUS_RUN, "--mpi", "--quiet"] + args, env, during)
+    return run(MPI + extra + ["-n", str(n)] + (prog or [THEUS_RUN, "--mpi", "--quiet"]) + args, env, during, deadline)
 
 
 def close(a, b, path="domain"):
@@ -161,43 +167,73 @@ def close(a, b, path="domain"):
 
 
 def pipelines():
+    """(name, plugin or None, path); the last one fails (its budget)."""
     e2e = os.path.join(SRC, "tests", "e2e", "pipelines")
-    plug = ["--plugin", E2E_PLUGIN]
     return [
-        ("demo", [os.path.join(BUILD, "examples", "pipelines", "demo.json")]),
-        ("readme", [os.path.join(BUILD, "examples", "pipelines", "readme.json")]),
-        ("kmeans", [os.path.join(BUILD, "examples", "kmeans", "kmeans.json")]),
-        ("steps", plug + [os.path.join(e2e, "steps.json")]),
-        ("ffi", plug + [os.path.join(e2e, "ffi.json")]),
-        ("trace", plug + [os.path.join(e2e, "trace.json")]),
-        ("vector", [os.path.join(e2e, "vector.json")]),
-        ("loop (fails: budget)", [os.path.join(e2e, "loop.json")]),
+        ("demo", None, os.path.join(BUILD, "examples", "pipelines", "demo.json")),
+        ("readme", None, os.path.join(BUILD, "examples", "pipelines", "readme.json")),
+        ("kmeans", None, os.path.join(BUILD, "examples", "kmeans", "kmeans.json")),
+        ("steps", E2E_PLUGIN, os.path.join(e2e, "steps.json")),
+        ("ffi", E2E_PLUGIN, os.path.join(e2e, "ffi.json")),
+        ("trace", E2E_PLUGIN, os.path.join(e2e, "trace.json")),
+        ("vector", None, os.path.join(e2e, "vector.json")),
+        ("loop (fails: budget)", None, os.path.join(e2e, "loop.json")),
     ]
 
 
+def many(n, pipes):
+    """Every pipeline of pipes in one MPI job of n ranks (CLUSTER_MANY, one
+    worker per rank): {index: (code, final domain as theus-run prints it)},
+    or None if the job failed."""
+    code, out, err = mpirun(n, [path + ("," + plug if plug else "") for _, plug, path in pipes], prog=[MANY],
+                            deadline=DEADLINE * 3)
+    parts = re.split(r"^=== (\d+) (-?\d+)\n", out, flags=re.M)
+    got = {int(parts[i]): (int(parts[i + 1]), parts[i + 2]) for i in range(1, len(parts) - 2, 3)}
+    if code or len(got) != len(pipes):
+        fail(f"cluster_many under mpirun -n {n}: exit {code}, {len(got)} of {len(pipes)} pipelines: {err[-800:]}")
+        return None
+    return got
+
+
 def mode_same():
-    for name, args in pipelines():
-        for n in (1, 2, 3):
-            base = run([THEUS_RUN, "--quiet", "--workers", str(n)] + args)
-            got = mpirun(n, ["--workers", "1"] + args)
+    pipes = pipelines()
+    for n in (1, 2, 3):
+        got = many(n, pipes)
+        if n == 3 and got:
+            default_slices(got[0][1])
+        for i, (name, plug, path) in enumerate(pipes):
+            base = run([THEUS_RUN, "--quiet", "--workers", str(n)] + (["--plugin", plug] if plug else []) + [path])
             what = f"{name}, mpirun -n {n}"
-            if got[0] != base[0]:
-                fail(f"{what}: exit {got[0]}, without MPI {base[0]}; stderr: {got[2][-600:]}")
+            if got is None:
+                break
+            rc, dom = got[i]
+            if (rc != 0) != (base[0] != 0) or base[0] not in (0, 1):
+                fail(f"{what}: code {rc}, without MPI exit {base[0]}: {base[2][-600:]}")
                 continue
-            if got[1] != base[1]:
+            if dom != base[1]:
                 fail(f"{what}: the final domain differs from the run without MPI (same slices: must be identical)")
-            if base[0]:
-                line = base[2].strip().splitlines()[-1]
-                if got[2].count(line) != 1:
-                    fail(f"{what}: the error {line!r} is printed {got[2].count(line)} times, not once: {got[2]}")
-            print(f"ok {what}: exit {got[0]}, {'identical domain' if got[1] == base[1] else 'differs'}")
-    # default slices: two per worker over all ranks, so floats may associate differently
+            print(f"ok {what}: code {rc}, {'identical domain' if dom == base[1] else 'differs'}")
+    # theus-run --mpi itself: the failing pipeline's exit status and its error printed once (by rank 0 of 3)
+    name, plug, path = pipes[-1]
+    base = run([THEUS_RUN, "--quiet", "--workers", "3", path])
+    line = base[2].strip().splitlines()[-1] if base[2].strip() else "(no message)"
+    got = mpirun(3, ["--workers", "1", path])
+    what = f"{name}, theus-run --mpi under mpirun -n 3"
+    if got[0] != base[0] or not base[0] or got[1] != base[1] or got[2].count(line) != 1:
+        fail(f"{what}: exit {got[0]} (without MPI {base[0]}), the error {line!r} must be printed once: {got[2]}")
+    else:
+        print(f"ok {what}: exit {got[0]}, identical domain, the error printed once")
+
+
+def default_slices(got):
+    """The demo under -n 3 with one worker per rank (the cluster's default:
+    two slices per worker over all ranks, 6) against the run without MPI on
+    2 workers (4 slices): floats may associate differently."""
     demo = [os.path.join(BUILD, "examples", "pipelines", "demo.json")]
     base = run([THEUS_RUN, "--quiet", "--workers", "2"] + demo)
-    got = mpirun(3, demo)
-    if got[0] or base[0]:
-        fail(f"demo with default slices: exit {got[0]} / {base[0]}: {got[2][-600:]}")
-    elif not close(json.loads(base[1]), json.loads(got[1])):
+    if base[0]:
+        fail(f"demo without MPI: exit {base[0]}: {base[2][-600:]}")
+    elif not close(json.loads(base[1]), json.loads(got)):
         fail("demo with default slices: the domain is not within the tolerance")
     else:
         print("ok demo, default slices (6 under -n 3, 4 without MPI): within the tolerance")
