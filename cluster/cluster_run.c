@@ -12,7 +12,8 @@
 
 #include "cluster_internal.h"
 
-/* Rank 0: the parallel step in flight, between start and the last finish. */
+/* Rank 0: the parallel or run step in flight, between start and the last
+ * finish. */
 typedef struct cl_group {
   size_t started;
   int lone;          /* a run step: kept on rank 0, it runs by theus_engine_execute in finish */

@@ -397,8 +397,8 @@ static void engine_finish(theus_engine *e, theus_pipeline_call *calls, size_t i,
  * engine's ops): every member commits on its own, its outputs (when its job
  * ends) and its "into" alike, whatever its siblings did; the step fails
  * after all finished, with the first failing member in file order
- * (docs/pipeline-format.md, "What a step commits"). charge: each member
- * costs an operation here (a lone run step was charged by exec_step). */
+ * (docs/pipeline-format.md, "What a step commits"). charge_each: each
+ * member costs an operation here (a lone run step was charged by exec_step). */
 static int run_group(theus_pipeline *p, theus_engine *e, const step *v, size_t count, bool charge_each,
                      const theus_pipeline_parallel_ops *hops, void *hud) {
   theus_pipeline_call *calls = calloc(count, sizeof *calls);

@@ -205,13 +205,13 @@ def mode_same():
     pipes = pipelines()
     for n in (1, 2, 3):
         got = many(n, pipes)
-        if n == 3 and got:
+        if got is None:
+            continue
+        if n == 3:
             default_slices(got[0][1])
         for i, (name, plug, path) in enumerate(pipes):
             base = run([THEUS_RUN, "--quiet", "--workers", str(n)] + (["--plugin", plug] if plug else []) + [path])
             what = f"{name}, mpirun -n {n}"
-            if got is None:
-                break
             rc, dom = got[i]
             if (rc != 0) != (base[0] != 0) or base[0] not in (0, 1):
                 fail(f"{what}: code {rc}, without MPI exit {base[0]}: {base[2][-600:]}")
