@@ -210,6 +210,7 @@ int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const ch
   free(all);
   free(texts);
   c->e = rc ? NULL : e;
+  theus__cl_forget(c); /* a new engine holds nothing yet (and its handles may repeat the last one's) */
   if (!rc && c->win == MPI_WIN_NULL && c->size > 1) open_counter(c);
   return rc;
 }
@@ -228,9 +229,12 @@ int theus_cluster_run(theus_cluster *c, theus_pipeline *p) {
   if (c->rank != 0) return theus_cluster_serve(c);
   theus_pipeline_on_map(p, map_hook, c);
   theus_pipeline_on_parallel(p, &theus__cl_parallel_ops, c);
+  theus_pipeline_on_run(p, &theus__cl_run_ops, c);
+  c->placed = 0;
   int rc = theus_pipeline_run(p, c->e);
   theus_pipeline_on_map(p, NULL, NULL);
   theus_pipeline_on_parallel(p, NULL, NULL);
+  theus_pipeline_on_run(p, NULL, NULL);
   theus__cl_group_end(c);
   int src = theus_cluster_stop(c, rc);
   return rc ? rc : src;

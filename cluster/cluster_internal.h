@@ -27,7 +27,8 @@ struct theus_cluster {
   MPI_Win win;              /* MPI_WIN_NULL: static blocks only */
   theus_cluster_claim claim; /* rank 0: how the next maps spread */
   uint64_t *slices_by_rank, *calls_by_rank; /* rank 0: size entries each */
-  void *group; /* rank 0: the parallel step in flight (cluster_run.c) */
+  void *group; /* rank 0: the parallel or run step in flight (cluster_run.c) */
+  uint64_t placed; /* rank 0: movable calls placed in this run (the next goes to rank placed % size) */
   /* rank 0: the domain last shipped (NULL before the first sync) and
    * {key: identity} of the arrays every node holds; other ranks: the
    * identities they hold */
@@ -85,11 +86,12 @@ void theus__cl_waiting_on_ranks(theus_cluster *c, const char *what);
  * {"rc": 0, "items": [{"i", "rc", "msg", "patch", "result"}]} or {"rc", "msg"}. */
 json_t *theus__cl_run_calls(theus_cluster *c, const json_t *cmd, int sync_rc);
 
-/* Rank 0: theus_pipeline_on_parallel's ops placing members on ranks (ud:
- * the cluster). */
-extern const theus_pipeline_parallel_ops theus__cl_parallel_ops;
+/* Rank 0: theus_pipeline_on_parallel's ops placing members on ranks, and
+ * theus_pipeline_on_run's placing run steps the same way (ud: the
+ * cluster). */
+extern const theus_pipeline_parallel_ops theus__cl_parallel_ops, theus__cl_run_ops;
 
-/* Rank 0: frees the last parallel step's state (its jobs live until the
+/* Rank 0: frees the last parallel or run step's state (its jobs live until the
  * pipeline stored the members' intos: the next step, the end of the run). */
 void theus__cl_group_end(theus_cluster *c);
 
@@ -98,6 +100,10 @@ void theus__cl_group_end(theus_cluster *c);
 /* The RFC 7386 merge patch taking object `from` to object `to` (new
  * reference; NULL if memory ran out). */
 json_t *theus__cl_merge_diff(const json_t *from, const json_t *to);
+
+/* Forgets what the ranks hold: the next sync ships the whole domain and
+ * every array the work reads (a rank failed; a new engine was attached). */
+void theus__cl_forget(theus_cluster *c);
 
 /* Rank 0: builds the sync for work that reads heavy keys `keys` (a JSON
  * array of strings): version, domain patch, the arrays whose identity the

@@ -129,9 +129,7 @@ int theus__cl_first_failure(theus_cluster *c, const json_t *replies) {
     const json_t *rep = json_array_get(replies, (size_t)r);
     int rc = (int)json_integer_value(json_object_get(rep, "rc"));
     if (!rc) continue;
-    json_object_clear(c->held); /* a rank that failed may hold less: ship everything again */
-    json_decref(c->shipped);
-    c->shipped = NULL;
+    theus__cl_forget(c); /* a rank that failed may hold less: ship everything again */
     const char *msg = json_string_value(json_object_get(rep, "msg"));
     if (r == 0) return theus__cl_err(c, rc, "%s", msg ? msg : "");
     return theus__cl_err(c, rc, "rank %d (host %s): %s", r, theus_cluster_host(c, r), msg ? msg : "");

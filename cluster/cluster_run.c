@@ -1,8 +1,10 @@
-/* theus-c — parallel steps placed on ranks (docs/cluster.md, "Parallel
- * steps"): rank 0 sends the members it may move round-robin to the ranks,
- * every rank runs its own on rank 0's version and sends back what each
- * would commit, and rank 0 commits them in file order by CAS on that
- * version, running a member again itself when its CAS conflicts. */
+/* theus-c — parallel and run steps placed on ranks (docs/cluster.md,
+ * "Parallel and run steps"): rank 0 sends the members it may move
+ * round-robin to the ranks (a run step is a parallel step of one member; the
+ * round-robin goes on from step to step), every rank runs its own on rank
+ * 0's version and sends back what each would commit, and rank 0 commits them
+ * in file order by CAS on that version, running a member again itself when
+ * its CAS conflicts. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +12,11 @@
 
 #include "cluster_internal.h"
 
-/* Rank 0: the parallel step in flight, between start and the last finish. */
+/* Rank 0: the parallel or run step in flight, between start and the last
+ * finish. */
 typedef struct cl_group {
   size_t started;
+  int lone;          /* a run step: kept on rank 0, it runs by theus_engine_execute in finish */
   int *where;        /* the rank running each member */
   theus_job **jobs;  /* the members rank 0 runs */
   json_t *replies;   /* every rank's reply, by rank */
@@ -92,11 +96,10 @@ static void group_fail(cl_group *g, int rc, const char *msg) {
  * (the other ranks then answer it: rank 0 must gather), 0 if every member
  * runs here. */
 static int send_members(theus_cluster *c, cl_group *g, const theus_pipeline_call *calls, size_t n) {
-  size_t moved = 0;
   int any = 0;
   for (size_t i = 0; i < n && c->size > 1; i++) {
     if (!movable(c->e, calls[i].process)) continue;
-    g->where[i] = (int)(moved++ % (size_t)c->size); /* the k-th movable member: rank k mod size */
+    g->where[i] = (int)(c->placed++ % (uint64_t)c->size); /* the k-th movable call of the run: rank k mod size */
     any |= g->where[i];
   }
   json_t *cmd = NULL;
@@ -111,11 +114,12 @@ static int send_members(theus_cluster *c, cl_group *g, const theus_pipeline_call
   return any && !rc;
 }
 
-/* Rank 0: submits the members it runs itself; returns how many members
- * started (the first it could not submit ends the list). */
+/* Rank 0: submits the members it runs itself (a lone run step's waits for
+ * finish); returns how many members started (the first it could not submit
+ * ends the list). */
 static size_t submit_local(theus_engine *e, cl_group *g, theus_pipeline_call *calls, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    if (g->where[i]) continue;
+    if (g->where[i] || g->lone) continue;
     if ((calls[i].rc = theus_engine_submit(e, calls[i].process, calls[i].args, &g->jobs[i]))) {
       put_msg(calls[i].msg, sizeof calls[i].msg, theus_engine_errmsg(e));
       return i;
@@ -140,8 +144,7 @@ void theus__cl_group_end(theus_cluster *c) {
   c->group = NULL;
 }
 
-static size_t start(theus_engine *e, theus_pipeline_call *calls, size_t n, void *ud) {
-  theus_cluster *c = ud;
+static size_t start_group(theus_engine *e, theus_pipeline_call *calls, size_t n, theus_cluster *c, int lone) {
   theus__cl_group_end(c); /* the step before: its jobs outlived its intos */
   cl_group *g = calloc(1, sizeof *g);
   if (g && (!(g->where = calloc(n, sizeof *g->where)) || !(g->jobs = calloc(n, sizeof *g->jobs)))) {
@@ -150,14 +153,23 @@ static size_t start(theus_engine *e, theus_pipeline_call *calls, size_t n, void 
   }
   if (!g) {
     calls[0].rc = THEUS_ENOMEM;
-    snprintf(calls[0].msg, sizeof calls[0].msg, "rank 0: out of memory placing a parallel step");
+    snprintf(calls[0].msg, sizeof calls[0].msg, "rank 0: out of memory placing a %s step", lone ? "run" : "parallel");
     return 0;
   }
+  g->lone = lone;
   int sent = send_members(c, g, calls, n);
   g->started = submit_local(e, g, calls, n);
   if (sent) gather_outcomes(c, g);
   c->group = g;
   return g->started;
+}
+
+static size_t start(theus_engine *e, theus_pipeline_call *calls, size_t n, void *ud) {
+  return start_group(e, calls, n, ud, 0);
+}
+
+static size_t start_run(theus_engine *e, theus_pipeline_call *calls, size_t n, void *ud) {
+  return start_group(e, calls, n, ud, 1);
 }
 
 /* Rank 0: the outcome rank r sent for member i, or NULL with the failure in
@@ -206,16 +218,20 @@ static void finish(theus_engine *e, theus_pipeline_call *calls, size_t i, void *
   if (r) {
     commit_moved(c, g, &calls[i], i);
     c->calls_remote++;
+  } else if (g->lone) { /* as without the cluster */
+    if ((calls[i].rc = theus_engine_execute(e, calls[i].process, calls[i].args, &calls[i].result)))
+      put_msg(calls[i].msg, sizeof calls[i].msg, theus_engine_errmsg(e));
+    c->calls_local++;
   } else {
     if ((calls[i].rc = theus_job_wait(g->jobs[i], -1, &calls[i].result)))
       put_msg(calls[i].msg, sizeof calls[i].msg, theus_job_errmsg(g->jobs[i]));
     c->calls_local++; /* its job is released with the group, after the pipeline stored its into */
   }
-  (void)e;
   c->calls_by_rank[r]++;
 }
 
 const theus_pipeline_parallel_ops theus__cl_parallel_ops = {start, finish};
+const theus_pipeline_parallel_ops theus__cl_run_ops = {start_run, finish};
 
 /* ---- executors ---- */
 

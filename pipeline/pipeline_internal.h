@@ -107,6 +107,8 @@ struct theus_pipeline {
   char hook_msg[PIPE_MSG]; /* the cause map_fn gives when it fails */
   theus_pipeline_parallel_ops par_ops; /* start NULL: the engine's submit and wait */
   void *par_ud;
+  theus_pipeline_parallel_ops run_ops; /* start NULL: run steps by theus_engine_execute */
+  void *run_ud;
   theus_pipeline_progress_fn progress;
   void *progress_ud;
   theus_pipeline_progress pr;

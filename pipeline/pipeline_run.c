@@ -392,35 +392,39 @@ static void engine_finish(theus_engine *e, theus_pipeline_call *calls, size_t i,
     snprintf(calls[i].msg, sizeof calls[i].msg, "%s", theus_job_errmsg(jobs[i]));
 }
 
-/* A parallel group: every member commits on its own, its outputs (when its
- * job ends) and its "into" alike, whatever its siblings did; the step fails
+/* A group of run steps v[0..count) (a parallel step's members, or one run
+ * step a host's theus_pipeline_on_run takes) through hops (start NULL: the
+ * engine's ops): every member commits on its own, its outputs (when its job
+ * ends) and its "into" alike, whatever its siblings did; the step fails
  * after all finished, with the first failing member in file order
- * (docs/pipeline-format.md, "What a step commits"). */
-static int run_parallel(theus_pipeline *p, theus_engine *e, const step *s) {
-  theus_pipeline_call *calls = calloc(s->body.n, sizeof *calls);
-  theus_job **jobs = calloc(s->body.n, sizeof *jobs);
+ * (docs/pipeline-format.md, "What a step commits"). charge_each: each
+ * member costs an operation here (a lone run step was charged by exec_step). */
+static int run_group(theus_pipeline *p, theus_engine *e, const step *v, size_t count, bool charge_each,
+                     const theus_pipeline_parallel_ops *hops, void *hud) {
+  theus_pipeline_call *calls = calloc(count, sizeof *calls);
+  theus_job **jobs = calloc(count, sizeof *jobs);
   int first = calls && jobs ? 0 : THEUS_ENOMEM;
   size_t n = 0;
-  for (size_t i = 0; i < s->body.n && !first; i++) {
-    const step *m = &s->body.v[i];
-    if ((first = charge(p, m))) break;
+  for (size_t i = 0; i < count && !first; i++) {
+    const step *m = &v[i];
+    if (charge_each && (first = charge(p, m))) break;
     enter_process(p, e, m);
     calls[n].process = m->process;
     calls[n++].args = m->args;
   }
   static const theus_pipeline_parallel_ops engine_ops = {engine_start, engine_finish};
-  theus_pipeline_parallel_ops ops = p->par_ops.start ? p->par_ops : engine_ops;
-  void *ud = p->par_ops.start ? p->par_ud : jobs;
+  theus_pipeline_parallel_ops ops = hops->start ? *hops : engine_ops;
+  void *ud = hops->start ? hud : jobs;
   size_t started = n ? ops.start(e, calls, n, ud) : 0;
   report(p, (int)started);
-  if (started < n && !first) first = step_fail(p, &s->body.v[started], calls[started].rc, calls[started].msg);
+  if (started < n && !first) first = step_fail(p, &v[started], calls[started].rc, calls[started].msg);
   for (size_t i = 0; i < started; i++) { /* wait for every started member, even after a failure */
     ops.finish(e, calls, i, ud);
     int rc = calls[i].rc;
     if (rc) {
       json_decref(calls[i].result);
-      if (!first) first = step_fail(p, &s->body.v[i], rc, calls[i].msg);
-    } else if ((rc = store(p, e, &s->body.v[i], calls[i].result)) && !first) {
+      if (!first) first = step_fail(p, &v[i], rc, calls[i].msg);
+    } else if ((rc = store(p, e, &v[i], calls[i].result)) && !first) {
       first = rc;
     }
     report(p, (int)(started - i - 1));
@@ -442,6 +446,8 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
   bool cond = false;
   switch (s->kind) {
   case ST_RUN:
+    if (p->run_ops.start && !s->out_key) /* a host places it (the cluster layer) */
+      return run_group(p, e, s, 1, false, &p->run_ops, p->run_ud);
     report(p, 1);
     enter_process(p, e, s);
     if (s->out_key) { /* fills a new array: a map without input, one slice unless told */
@@ -478,7 +484,7 @@ static int exec_step(theus_pipeline *p, theus_engine *e, const step *s) {
       return 0;
     }
     return store(p, e, s, result);
-  case ST_PARALLEL: return run_parallel(p, e, s);
+  case ST_PARALLEL: return run_group(p, e, s->body.v, s->body.n, true, &p->par_ops, p->par_ud);
   case ST_SET:
     if (s->expr && (rc = eval_expr(p, e, s, false, NULL, &result))) return rc;
     if (!s->expr && !(result = json_deep_copy(s->value))) /* store() would skip the step */
@@ -524,11 +530,20 @@ void theus_pipeline_on_map(theus_pipeline *p, theus_pipeline_map_fn fn, void *ud
   p->map_ud = ud;
 }
 
+static void set_ops(theus_pipeline_parallel_ops *dst, void **dst_ud, const theus_pipeline_parallel_ops *ops,
+                    void *ud) {
+  *dst = ops && ops->start && ops->finish ? *ops : (theus_pipeline_parallel_ops){NULL, NULL};
+  *dst_ud = ud;
+}
+
 void theus_pipeline_on_parallel(theus_pipeline *p, const theus_pipeline_parallel_ops *ops, void *ud) {
-  if (!p)
-    return;
-  p->par_ops = ops && ops->start && ops->finish ? *ops : (theus_pipeline_parallel_ops){NULL, NULL};
-  p->par_ud = ud;
+  if (p)
+    set_ops(&p->par_ops, &p->par_ud, ops, ud);
+}
+
+void theus_pipeline_on_run(theus_pipeline *p, const theus_pipeline_parallel_ops *ops, void *ud) {
+  if (p)
+    set_ops(&p->run_ops, &p->run_ud, ops, ud);
 }
 
 int theus_pipeline_run(theus_pipeline *p, theus_engine *e) {

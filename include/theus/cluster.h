@@ -76,7 +76,9 @@ THEUS_API const char *theus_cluster_errmsg(const theus_cluster *c);
  * and e, or a negative code, e NULL and the message). Returns 0 when every
  * rank opened, else the first failing rank's code on every rank; on rank 0
  * the cluster's message then gives that rank's message ("rank 2 (host h):
- * ..." for another rank). The engine stays the caller's. */
+ * ..." for another rank). The engine stays the caller's. A cluster may
+ * attach one engine after another (the last one closed after its run): each
+ * attach starts from nothing shipped. */
 THEUS_API int theus_cluster_attach(theus_cluster *c, theus_engine *e, int status, const char *msg);
 
 /* Rank 0: how the next maps spread their slices. The environment variable
@@ -107,10 +109,10 @@ THEUS_API int theus_cluster_serve(theus_cluster *c);
 THEUS_API int theus_cluster_stop(theus_cluster *c, int status);
 
 /* Collective: runs pipeline p (opened on the attached engine on every rank)
- * with rank 0 driving, its map steps spread over all ranks and the members
- * of its parallel steps placed on them (those that may move: parallel
- * processes reading the domain and named heavy arrays, writing the domain;
- * docs/cluster.md); the other ranks serve. Returns rank 0's result on every rank; on rank 0 the
+ * with rank 0 driving, its map steps spread over all ranks and its run steps
+ * and the members of its parallel steps placed on them round-robin (those
+ * that may move: parallel processes reading the domain and named heavy
+ * arrays, writing the domain; docs/cluster.md); the other ranks serve. Returns rank 0's result on every rank; on rank 0 the
  * message is theus_pipeline_errmsg(p). */
 THEUS_API int theus_cluster_run(theus_cluster *c, theus_pipeline *p);
 

@@ -114,6 +114,14 @@ typedef struct theus_pipeline_parallel_ops {
  * engine's submit and wait); p NULL: nothing. */
 THEUS_API void theus_pipeline_on_parallel(theus_pipeline *p, const theus_pipeline_parallel_ops *ops, void *ud);
 
+/* Routes the run's `run` steps to ops as parallel steps of one member
+ * (start with n = 1, then finish; the step's "into" is stored after
+ * finish), instead of theus_engine_execute: the cluster layer places them
+ * on ranks. A run step that fills a new array ("out") is a map and stays
+ * with theus_engine_map_into. ops is copied; ops NULL restores
+ * theus_engine_execute; p NULL: nothing. */
+THEUS_API void theus_pipeline_on_run(theus_pipeline *p, const theus_pipeline_parallel_ops *ops, void *ud);
+
 /* Loads the plugins and typed (libffi) processes, opens an engine with cfg
  * (its domain replaced by the pipeline's initial domain; cfg NULL: the
  * engine's defaults with the file's "workers"; cfg->arena NULL: the file's

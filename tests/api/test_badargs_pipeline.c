@@ -66,6 +66,8 @@ CASE(p_callbacks, theus_pipeline_on_progress(NULL, progress, NULL); theus_pipeli
      theus_pipeline_skip_heavy(NULL); theus_pipeline_skip_heavy(failed()); theus_pipeline_cancel(NULL);
      theus_pipeline_on_parallel(NULL, NULL, NULL); theus_pipeline_on_parallel(failed(), NULL, NULL);
      theus_pipeline_parallel_ops half = {NULL, NULL}; theus_pipeline_on_parallel(pipeline(), &half, NULL);
+     theus_pipeline_on_run(NULL, NULL, NULL); theus_pipeline_on_run(failed(), NULL, NULL);
+     theus_pipeline_on_run(pipeline(), &half, NULL);
      theus_pipeline_cancel(failed()); return 0;)
 CASE(p_run, theus_engine *e = engine();
      return want(theus_pipeline_run(NULL, e), THEUS_EINVAL, "run(NULL, e)") ||
@@ -85,7 +87,7 @@ static const badcase pipeline_cases[] = {
     ENTRY(p_set, "theus_pipeline_set(NULL / path NULL / value NULL / failed)"),
     ENTRY(p_workers, "theus_pipeline_workers(NULL)"),
     ENTRY(p_open, "theus_pipeline_open_engine(NULL / out NULL / failed)"),
-    ENTRY(p_callbacks, "theus_pipeline_on_progress/on_enter/on_map/on_parallel/skip_heavy/cancel(NULL / failed)"),
+    ENTRY(p_callbacks, "theus_pipeline_on_progress/on_enter/on_map/on_parallel/on_run/skip_heavy/cancel(NULL / failed)"),
     ENTRY(p_run, "theus_pipeline_run(NULL / engine NULL / failed)"),
     ENTRY(p_arena_config, "theus_pipeline_arena_config(NULL / out NULL / failed)"),
     ENTRY(p_getters, "theus_pipeline_ops/errmsg/close(NULL)"),

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """theus-run --mpi under mpirun on one machine (issue 13, docs/cluster.md).
 
-  check_cluster.py MODE THEUS_RUN MPIRUN SRC BUILD CLUSTER_PLUGIN E2E_PLUGIN
+  check_cluster.py MODE THEUS_RUN MPIRUN SRC BUILD CLUSTER_PLUGIN E2E_PLUGIN CLUSTER_MANY
 
 MODE:
-  same   the demo, README, k-means and e2e pipelines give the same exit status
+  same   the demo, README, k-means and e2e pipelines give the same outcome
          and final domain under mpirun -n 1/2/3 as without MPI: bit for bit
          when the slice counts agree (--workers n without MPI, 1 per rank with
-         -n n), within a stated tolerance when they do not; errors once.
+         -n n), within a stated tolerance when they do not. One MPI job per
+         rank count runs them all (CLUSTER_MANY: the library as theus-run
+         --mpi uses it, one pipeline after another); theus-run --mpi itself
+         runs the failing one under -n 3 (exit status, its error printed
+         once).
   ship   heavy arrays cross between nodes once per version per node
          (THEUS_CLUSTER_RANK_IS_NODE=1), a second map ships 0 bytes; on one
          node nothing crosses, the node's ranks get copies.
@@ -23,6 +27,13 @@ MODE:
          ledger and the ledger without MPI replay each other (moved
          members are the same "execute" entries); a failing member is
          reported once, naming its rank and host.
+  run    run steps: those of parallel processes go round-robin over the
+         ranks, the round-robin going on from step to step (each rank's
+         worker leaves a mark naming its rank; calls_by_rank), an effect
+         stays on rank 0; the final domain equals the run without MPI, and
+         rank 0's ledger and the ledger without MPI replay each other
+         (same versions, same entries); a run step failing on rank 1 is
+         reported once, naming its rank and host.
   crash  a worker crash on rank 2 (static blocks) fails the step at rank 0
          naming rank, host and cause, once; every rank exits non-zero; with
          dynamic claims the crash is reported once too, wherever it ran.
@@ -34,6 +45,7 @@ after each one no process of the run is left and nothing new is in /dev/shm.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,7 +53,7 @@ import sys
 import time
 import uuid
 
-MODE, THEUS_RUN, MPIRUN, SRC, BUILD, CPLUGIN, E2E_PLUGIN = sys.argv[1:8]
+MODE, THEUS_RUN, MPIRUN, SRC, BUILD, CPLUGIN, E2E_PLUGIN, MANY = sys.argv[1:9]
 TAG = "theus-cluster-" + uuid.uuid4().hex
 MPI = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none",
        "-x", "THEUS_CLUSTER_TEST_TAG"]
@@ -92,20 +104,26 @@ def other_mpi_jobs():
     return names
 
 
-def run(args, env=None, during=None):
+def run(args, env=None, during=None, deadline=DEADLINE):
     """Runs args in its own process group, bounded; during(popen), if given,
     acts while it runs. Returns (code, out, err)."""
     e = dict(os.environ, THEUS_CLUSTER_TEST_TAG=TAG, **(env or {}))
+    if args[0] == MPIRUN:
+        # meson sets glibc's MALLOC_PERTURB_, which makes every allocation
+        # write its pages: Open MPI's start-up in each rank then costs 2 to 3
+        # times as long (measured: 1.9 s against 5.1 s for mpirun -n 3 of a
+        # trivial pipeline). The runs without MPI keep it.
+        e.pop("MALLOC_PERTURB_", None)
     before = shm()
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, start_new_session=True)
     try:
         if during:
             during(p)
-        out, err = p.communicate(timeout=DEADLINE)
+        out, err = p.communicate(timeout=deadline)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
-        fail(f"{' '.join(args)}: still running after {DEADLINE} s (killed)")
+        fail(f"{' '.join(args)}: still running after {deadline} s (killed)")
     for _ in range(50):  # workers see their rank's death at once; give the kernel a moment
         if not tagged():
             break
@@ -129,11 +147,12 @@ def run(args, env=None, during=None):
     return p.returncode, out.decode(), err.decode()
 
 
-def mpirun(n, args, env=None, during=None):
+def mpirun(n, args, env=None, during=None, prog=None, deadline=DEADLINE):
+    """theus-run --mpi --quiet ARGS (or PROG ARGS) under mpirun -n n."""
     extra = []
     for k in env or {}:
         extra += ["-x", k]
-    return run(MPI + extra + ["-n", str(n), THEUS_RUN, "--mpi", "--quiet"] + args, env, during)
+    return run(MPI + extra + ["-n", str(n)] + (prog or [THEUS_RUN, "--mpi", "--quiet"]) + args, env, during, deadline)
 
 
 def close(a, b, path="domain"):
@@ -154,43 +173,73 @@ def close(a, b, path="domain"):
 
 
 def pipelines():
+    """(name, plugin or None, path); the last one fails (its budget)."""
     e2e = os.path.join(SRC, "tests", "e2e", "pipelines")
-    plug = ["--plugin", E2E_PLUGIN]
     return [
-        ("demo", [os.path.join(BUILD, "examples", "pipelines", "demo.json")]),
-        ("readme", [os.path.join(BUILD, "examples", "pipelines", "readme.json")]),
-        ("kmeans", [os.path.join(BUILD, "examples", "kmeans", "kmeans.json")]),
-        ("steps", plug + [os.path.join(e2e, "steps.json")]),
-        ("ffi", plug + [os.path.join(e2e, "ffi.json")]),
-        ("trace", plug + [os.path.join(e2e, "trace.json")]),
-        ("vector", [os.path.join(e2e, "vector.json")]),
-        ("loop (fails: budget)", [os.path.join(e2e, "loop.json")]),
+        ("demo", None, os.path.join(BUILD, "examples", "pipelines", "demo.json")),
+        ("readme", None, os.path.join(BUILD, "examples", "pipelines", "readme.json")),
+        ("kmeans", None, os.path.join(BUILD, "examples", "kmeans", "kmeans.json")),
+        ("steps", E2E_PLUGIN, os.path.join(e2e, "steps.json")),
+        ("ffi", E2E_PLUGIN, os.path.join(e2e, "ffi.json")),
+        ("trace", E2E_PLUGIN, os.path.join(e2e, "trace.json")),
+        ("vector", None, os.path.join(e2e, "vector.json")),
+        ("loop (fails: budget)", None, os.path.join(e2e, "loop.json")),
     ]
 
 
+def many(n, pipes):
+    """Every pipeline of pipes in one MPI job of n ranks (CLUSTER_MANY, one
+    worker per rank): {index: (code, final domain as theus-run prints it)},
+    or None if the job failed."""
+    code, out, err = mpirun(n, [path + ("," + plug if plug else "") for _, plug, path in pipes], prog=[MANY],
+                            deadline=DEADLINE * 3)
+    parts = re.split(r"^=== (\d+) (-?\d+)\n", out, flags=re.M)
+    got = {int(parts[i]): (int(parts[i + 1]), parts[i + 2]) for i in range(1, len(parts) - 2, 3)}
+    if code or len(got) != len(pipes):
+        fail(f"cluster_many under mpirun -n {n}: exit {code}, {len(got)} of {len(pipes)} pipelines: {err[-800:]}")
+        return None
+    return got
+
+
 def mode_same():
-    for name, args in pipelines():
-        for n in (1, 2, 3):
-            base = run([THEUS_RUN, "--quiet", "--workers", str(n)] + args)
-            got = mpirun(n, ["--workers", "1"] + args)
+    pipes = pipelines()
+    for n in (1, 2, 3):
+        got = many(n, pipes)
+        if got is None:
+            continue
+        if n == 3:
+            default_slices(got[0][1])
+        for i, (name, plug, path) in enumerate(pipes):
+            base = run([THEUS_RUN, "--quiet", "--workers", str(n)] + (["--plugin", plug] if plug else []) + [path])
             what = f"{name}, mpirun -n {n}"
-            if got[0] != base[0]:
-                fail(f"{what}: exit {got[0]}, without MPI {base[0]}; stderr: {got[2][-600:]}")
+            rc, dom = got[i]
+            if (rc != 0) != (base[0] != 0) or base[0] not in (0, 1):
+                fail(f"{what}: code {rc}, without MPI exit {base[0]}: {base[2][-600:]}")
                 continue
-            if got[1] != base[1]:
+            if dom != base[1]:
                 fail(f"{what}: the final domain differs from the run without MPI (same slices: must be identical)")
-            if base[0]:
-                line = base[2].strip().splitlines()[-1]
-                if got[2].count(line) != 1:
-                    fail(f"{what}: the error {line!r} is printed {got[2].count(line)} times, not once: {got[2]}")
-            print(f"ok {what}: exit {got[0]}, {'identical domain' if got[1] == base[1] else 'differs'}")
-    # default slices: two per worker over all ranks, so floats may associate differently
+            print(f"ok {what}: code {rc}, {'identical domain' if dom == base[1] else 'differs'}")
+    # theus-run --mpi itself: the failing pipeline's exit status and its error printed once (by rank 0 of 3)
+    name, plug, path = pipes[-1]
+    base = run([THEUS_RUN, "--quiet", "--workers", "3", path])
+    line = base[2].strip().splitlines()[-1] if base[2].strip() else "(no message)"
+    got = mpirun(3, ["--workers", "1", path])
+    what = f"{name}, theus-run --mpi under mpirun -n 3"
+    if got[0] != base[0] or not base[0] or got[1] != base[1] or got[2].count(line) != 1:
+        fail(f"{what}: exit {got[0]} (without MPI {base[0]}), the error {line!r} must be printed once: {got[2]}")
+    else:
+        print(f"ok {what}: exit {got[0]}, identical domain, the error printed once")
+
+
+def default_slices(got):
+    """The demo under -n 3 with one worker per rank (the cluster's default:
+    two slices per worker over all ranks, 6) against the run without MPI on
+    2 workers (4 slices): floats may associate differently."""
     demo = [os.path.join(BUILD, "examples", "pipelines", "demo.json")]
     base = run([THEUS_RUN, "--quiet", "--workers", "2"] + demo)
-    got = mpirun(3, demo)
-    if got[0] or base[0]:
-        fail(f"demo with default slices: exit {got[0]} / {base[0]}: {got[2][-600:]}")
-    elif not close(json.loads(base[1]), json.loads(got[1])):
+    if base[0]:
+        fail(f"demo without MPI: exit {base[0]}: {base[2][-600:]}")
+    elif not close(json.loads(base[1]), json.loads(got)):
         fail("demo with default slices: the domain is not within the tolerance")
     else:
         print("ok demo, default slices (6 under -n 3, 4 without MPI): within the tolerance")
@@ -264,65 +313,95 @@ def mode_claim():
         print(f"ok hold.json, mpirun -n 3: slices by rank {by_rank}")
 
 
-def mode_parallel():
+def spread_run(name, movable, exact, rerun=None):
+    """Runs tests/cluster/pipelines/NAME without MPI and under mpirun -n 2 and
+    -n 3 (one worker per rank): the same final domain (exact: byte for byte;
+    else key order aside, as a local (effect) job commits from the engine's
+    executor thread whenever it ends, without MPI too); the k-th movable call
+    of the run (run steps and parallel members alike, in the order they run)
+    ran on rank k mod n and note (an effect) on rank 0, as the marks each
+    worker leaves say; calls_* in the stats agree; calls_rerun is rerun(n)."""
     import tempfile
-    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread.json")
-    host = socket.gethostname()
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", name)
     base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
     if base[0]:
-        fail(f"spread.json without MPI: exit {base[0]}: {base[2][-800:]}")
+        fail(f"{name} without MPI: exit {base[0]}: {base[2][-800:]}")
         return
-    # the movable members in file order (note is an effect: rank 0)
-    movable = [("put_sq", "a"), ("put_sq", "b"), ("put_sq", "c"), ("bump", 1), ("bump", 2), ("put_sq", "d")]
     for n in (2, 3):
         with tempfile.TemporaryDirectory() as marks:
             code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
                                     {"THEUS_CLUSTER_TEST_MARK": marks})
             left = sorted(os.listdir(marks))
-        what = f"spread.json, mpirun -n {n}"
+        what = f"{name}, mpirun -n {n}"
         if code:
             fail(f"{what}: exit {code}: {err[-800:]}")
             continue
-        # key order is not compared: a local (effect) job commits from the
-        # engine's executor thread whenever it ends, without MPI too
-        if json.loads(out) != json.loads(base[1]):
+        if (out != base[1]) if exact else (json.loads(out) != json.loads(base[1])):
             fail(f"{what}: the final domain differs from the run without MPI:\n{out}\n{base[1]}")
-        want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"}
-        want |= {f"{i % n}-put_sq-{k}-0" for i, k in enumerate("efg")} | {"0-note-note-0"}
+        want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"} | {"0-note-note-0"}
         if set(left) != want:
-            fail(f"{what}: members ran on the wrong ranks: marks {left}, expected {sorted(want)}")
+            fail(f"{what}: calls ran on the wrong ranks: marks {left}, expected {sorted(want)}")
         st = stats_of(err)["cluster"]
         by_rank = [0] * n
         for i, _ in enumerate(movable):
             by_rank[i % n] += 1
-        for i in range(3):
-            by_rank[i % n] += 1
         by_rank[0] += 1  # note
-        rerun = 1 if movable.index(("bump", 2)) % n else 0  # the second bump's CAS conflicts where it is moved
-        if st["calls_by_rank"] != by_rank or st["calls_rerun"] != rerun or st["calls_remote"] != 10 - by_rank[0]:
-            fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {rerun}")
+        want_rerun = rerun(n) if rerun else 0
+        if (st["calls_by_rank"] != by_rank or st["calls_rerun"] != want_rerun or st["calls_local"] != by_rank[0]
+                or st["calls_remote"] != sum(by_rank[1:])):
+            fail(f"{what}: stats {st}, expected calls_by_rank {by_rank}, calls_rerun {want_rerun}")
         print(f"ok {what}: same domain, marks {left}, calls_by_rank {st['calls_by_rank']}, rerun {st['calls_rerun']}")
+
+
+def fails_once(name, where):
+    """NAME fails under mpirun -n 3 as without MPI (exit 1, same domain), its
+    failing call, at `where` and run on rank 1, reported once by rank 0."""
+    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", name)
+    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
+    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
+    line = f"{name}:{where} (run \"fail_if\") failed: process failed: rank 1 (host {socket.gethostname()}): "
+    if code == 0 or base[0] != 1 or err.count(line) != 1 or err.count(f"{name}:") != 1 or out != base[1]:
+        fail(f"{name}: exit {code} (without MPI {base[0]}), the failure must be printed once naming rank 1: {err}")
+    else:
+        print(f"ok {name}, mpirun -n 3: the failing call reported once, by rank 0, naming rank 1")
+
+
+def mode_parallel():
+    # the movable members in the order they run (note is an effect: rank 0)
+    movable = [("put_sq", "a"), ("put_sq", "b"), ("put_sq", "c"), ("bump", 1), ("bump", 2), ("put_sq", "d"),
+               ("put_sq", "e"), ("put_sq", "f"), ("put_sq", "g")]
+    # the second bump's CAS conflicts with the first's where it is moved
+    spread_run("spread.json", movable, False, lambda n: 1 if movable.index(("bump", 2)) % n else 0)
     # rank 0's ledger records moved members as the run without MPI does: each replays the other
-    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "ledger.json")
+    ledgers_replay(os.path.join(SRC, "tests", "cluster", "pipelines", "ledger.json"), 3)
+    fails_once("spread_fail.json", "6:7: step steps[0].parallel[1]")
+
+
+def ledgers_replay(pipe, n):
+    """The ledger of a run without MPI replays under mpirun -n n and rank 0's
+    ledger replays without MPI: same versions, same entries."""
+    import tempfile
+    name = os.path.basename(pipe)
     with tempfile.TemporaryDirectory() as d:
         plain, spread = os.path.join(d, "plain.jsonl"), os.path.join(d, "mpi.jsonl")
         base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--ledger", plain, pipe])
-        got = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--replay", plain, pipe])
-        mine = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--ledger", spread, pipe])
+        got = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--replay", plain, pipe])
+        mine = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--ledger", spread, pipe])
         back = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", "--replay", spread, pipe])
     if base[0] or got[0] or mine[0] or back[0] or got[1] != base[1]:
-        fail(f"ledger.json: exits {base[0]} (ledger), {got[0]} (mpirun --replay), {mine[0]} (mpirun --ledger), "
+        fail(f"{name}: exits {base[0]} (ledger), {got[0]} (mpirun --replay), {mine[0]} (mpirun --ledger), "
              f"{back[0]} (--replay of it): {got[2][-600:]} {back[2][-600:]}")
     else:
-        print("ok ledger.json: rank 0's ledger and the ledger without MPI replay each other")
-    pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "spread_fail.json")
-    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
-    code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", pipe])
-    line = f"spread_fail.json:6:7: step steps[0].parallel[1] (run \"fail_if\") failed: process failed: rank 1 (host {host}): "
-    if code == 0 or base[0] != 1 or err.count(line) != 1 or err.count("spread_fail.json:") != 1 or out != base[1]:
-        fail(f"spread_fail.json: exit {code} (without MPI {base[0]}), the failure must be printed once naming rank 1: {err}")
-    else:
-        print("ok spread_fail.json, mpirun -n 3: the failing member reported once, by rank 0, naming rank 1")
+        print(f"ok {name}, mpirun -n {n}: rank 0's ledger and the ledger without MPI replay each other")
+
+
+def mode_run():
+    # the movable calls in the order they run, run steps and parallel members alike (note is an effect: rank 0)
+    movable = [("put_sq", "a"), ("put_sq", "b"), ("bump", 1), ("put_sq", "c"), ("put_sq", "d"), ("put_sq", "e"),
+               ("bump", 2), ("put_sq", "f"), ("put_sq", "g")]
+    spread_run("runs.json", movable, True)
+    fails_once("runs_fail.json", "5:5: step steps[1]")
+    ledgers_replay(os.path.join(SRC, "tests", "cluster", "pipelines", "runs.json"), 3)
 
 
 def mode_crash():
@@ -394,6 +473,7 @@ def mode_kill():
         fail("kill.json: rank 0 did not say what it was waiting for")
 
 
-{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "parallel": mode_parallel, "crash": mode_crash, "kill": mode_kill}[MODE]()
+{"same": mode_same, "ship": mode_ship, "claim": mode_claim, "parallel": mode_parallel, "run": mode_run,
+ "crash": mode_crash, "kill": mode_kill}[MODE]()
 print(f"cluster {MODE}: {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)

@@ -3,9 +3,13 @@
  * called for each in order, each member's "into" is stored from the result
  * the host gives, the first failing member in file order fails the step,
  * a member that could not start ends the list, the operation budget cuts it,
- * and ops NULL gives the engine's submit and wait back. */
+ * and ops NULL gives the engine's submit and wait back. A host running run
+ * steps (theus_pipeline_on_run) gets each as a group of one member, charged
+ * one operation, its failure naming the step; parallel steps and run steps
+ * that fill an array stay the engine's. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,16 +23,26 @@
 
 #include "theus/theus.h"
 
-static const char *const PIPE =
-    "{\"workers\": -1, \"budget\": %d, \"domain\": {\"a\": -3, \"b\": -5},\n"
-    " \"processes\": [\n"
-    "  {\"name\": \"abs_a\", \"symbol\": \"labs\", \"signature\": \"i64(i64)\", \"args\": [\"domain.a\"],\n"
-    "   \"outputs\": [\"domain.pa\"], \"parallel\": false},\n"
-    "  {\"name\": \"abs_b\", \"symbol\": \"labs\", \"signature\": \"i64(i64)\", \"args\": [\"domain.b\"],\n"
+/* The start of both pipelines: budget, domain, two processes. */
+#define HEAD \
+    "{\"workers\": -1, \"budget\": %d, \"domain\": {\"a\": -3, \"b\": -5},\n" \
+    " \"processes\": [\n" \
+    "  {\"name\": \"abs_a\", \"symbol\": \"labs\", \"signature\": \"i64(i64)\", \"args\": [\"domain.a\"],\n" \
+    "   \"outputs\": [\"domain.pa\"], \"parallel\": false},\n" \
+    "  {\"name\": \"abs_b\", \"symbol\": \"labs\", \"signature\": \"i64(i64)\", \"args\": [\"domain.b\"],\n" \
     "   \"outputs\": [\"domain.pb\"], \"parallel\": false}],\n"
+
+static const char *const PIPE =
+    HEAD
     " \"steps\": [{\"parallel\": [{\"run\": \"abs_a\", \"into\": \"domain.ia\"},\n"
     "                           {\"run\": \"abs_b\", \"args\": {\"k\": 1}, \"into\": \"domain.ib\"},\n"
     "                           {\"run\": \"abs_a\", \"into\": \"domain.ic\"}]}]}\n";
+
+static const char *const PIPE_RUN =
+    HEAD
+    " \"steps\": [{\"run\": \"abs_a\", \"into\": \"domain.ra\"},\n"
+    "           {\"parallel\": [{\"run\": \"abs_b\", \"into\": \"domain.ib\"}]},\n"
+    "           {\"run\": \"abs_a\", \"args\": {\"k\": 1}, \"into\": \"domain.rb\"}]}\n";
 
 /* What the host saw, and how it answers. */
 typedef struct host {
@@ -77,18 +91,21 @@ static int setup(void **state) { return fixture_setup(state, "hooks"); }
 
 static int teardown(void **state) { return fixture_teardown(state); }
 
-/* Runs the pipeline (operation budget `budget`) with the host's ops (h
- * NULL: the engine's); returns the run's code, *dom the final domain. */
-static int run(fixture *f, int budget, host *h, json_t **dom, char *err, size_t errlen) {
+/* Runs pipeline `fmt` (operation budget `budget`) with the host's ops for
+ * its parallel steps (h NULL: the engine's) or, run_steps set, for its run
+ * steps; returns the run's code, *dom the final domain. */
+static int run_with(fixture *f, const char *fmt, int budget, host *h, bool run_steps, json_t **dom, char *err,
+                    size_t errlen) {
   FILE *fp = fopen(f->path, "w");
   assert_non_null(fp);
-  fprintf(fp, PIPE, budget);
+  fprintf(fp, fmt, budget);
   fclose(fp);
   theus_pipeline *p;
   assert_int_equal(theus_pipeline_load(f->path, &p), 0);
   theus_engine *e;
   assert_int_equal(theus_pipeline_open_engine(p, NULL, &e), 0);
-  theus_pipeline_on_parallel(p, h ? &OPS : NULL, h);
+  if (run_steps) theus_pipeline_on_run(p, h ? &OPS : NULL, h);
+  else theus_pipeline_on_parallel(p, h ? &OPS : NULL, h);
   int rc = theus_pipeline_run(p, e);
   snprintf(err, errlen, "%s", theus_pipeline_errmsg(p));
   theus_snapshot *snap;
@@ -98,6 +115,10 @@ static int run(fixture *f, int budget, host *h, json_t **dom, char *err, size_t 
   theus_engine_close(e);
   theus_pipeline_close(p);
   return rc;
+}
+
+static int run(fixture *f, int budget, host *h, json_t **dom, char *err, size_t errlen) {
+  return run_with(f, PIPE, budget, h, false, dom, err, errlen);
 }
 
 static json_int_t at(const json_t *dom, const char *k) { return json_integer_value(json_object_get(dom, k)); }
@@ -164,6 +185,55 @@ static void test_ops_null_is_the_engine(void **state) {
   json_decref(dom);
 }
 
+static void test_host_runs_run_steps(void **state) {
+  host h = {"", 1, -1};
+  json_t *dom;
+  char err[1024];
+  assert_int_equal(run_with(*state, PIPE_RUN, 100, &h, true, &dom, err, sizeof err), 0);
+  assert_string_equal(h.log, "s:abs_a;f0;s:abs_a+args;f0;"); /* one group of one per run step */
+  assert_int_equal(at(dom, "ra"), 100);
+  assert_int_equal(at(dom, "rb"), 100);
+  assert_null(json_object_get(dom, "pa")); /* the host ran them */
+  assert_int_equal(at(dom, "pb"), 5);      /* the parallel step stayed the engine's */
+  assert_int_equal(at(dom, "ib"), 5);
+  json_decref(dom);
+}
+
+static void test_run_step_failure_names_the_step(void **state) {
+  host h = {"", 1, 0};
+  json_t *dom;
+  char err[1024];
+  assert_int_equal(run_with(*state, PIPE_RUN, 100, &h, true, &dom, err, sizeof err), THEUS_EPROCESS);
+  assert_string_equal(h.log, "s:abs_a;f0;");
+  assert_non_null(strstr(err, "step steps[0] (run \"abs_a\") failed"));
+  assert_non_null(strstr(err, "the host says no"));
+  assert_null(json_object_get(dom, "ra"));
+  assert_null(json_object_get(dom, "pb")); /* the run stopped there */
+  json_decref(dom);
+}
+
+static void test_run_step_charged_once(void **state) {
+  host h = {"", 1, -1};
+  json_t *dom;
+  char err[1024];
+  /* budget 1: the first run step takes it, the parallel member finds none */
+  assert_int_equal(run_with(*state, PIPE_RUN, 1, &h, true, &dom, err, sizeof err), THEUS_ELIMIT);
+  assert_string_equal(h.log, "s:abs_a;f0;");
+  assert_int_equal(at(dom, "ra"), 100);
+  assert_non_null(strstr(err, "steps[1].parallel[0]"));
+  json_decref(dom);
+}
+
+static void test_run_ops_null_is_execute(void **state) {
+  json_t *dom;
+  char err[1024];
+  assert_int_equal(run_with(*state, PIPE_RUN, 100, NULL, true, &dom, err, sizeof err), 0);
+  assert_int_equal(at(dom, "ra"), 3);
+  assert_int_equal(at(dom, "rb"), 3);
+  assert_int_equal(at(dom, "pa"), 3);
+  json_decref(dom);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_host_runs_members_in_order, setup, teardown),
@@ -171,6 +241,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_member_that_cannot_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_budget_cuts_the_list, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ops_null_is_the_engine, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_host_runs_run_steps, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_run_step_failure_names_the_step, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_run_step_charged_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_run_ops_null_is_execute, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
