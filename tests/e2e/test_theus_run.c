@@ -1,6 +1,7 @@
 /* End-to-end tests: the built theus-run on real pipelines.
  *
- * usage: test_theus_run THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON
+ * usage: test_theus_run THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN [K/N]
+ * (K/N: only part K of the tests, see `parts` at the end)
  * Every run is a fork/exec whose stdout and stderr go to memfds; the child is
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
@@ -1162,7 +1163,7 @@ static const struct CMUnitTest part5[] = {
     cmocka_unit_test(test_workers),
     cmocka_unit_test(test_memo_pipeline),
 };
-#define PART(tests) {#tests, tests, sizeof tests / sizeof tests[0]}
+#define PART(tests) {"theus-run " #tests, tests, sizeof tests / sizeof tests[0]}
 static const struct {
   const char *name;
   const struct CMUnitTest *tests;
