@@ -73,8 +73,11 @@ static void differ(replay *r, const json_t *want, const json_t *got, const char 
     return;
   show(da, w, sizeof w);
   show(db, g, sizeof g);
-  snprintf(r->msg, sizeof r->msg, "replay differs at version %lld (%s): %s %s: ledger %s, replay %s",
-           json_integer_value(json_object_get(want, "version")), what(want, who, sizeof who), field, path, w, g);
+  int n = snprintf(r->msg, sizeof r->msg, "replay differs at version %lld (%s): %s %s: ledger %s, replay %s",
+                   json_integer_value(json_object_get(want, "version")), what(want, who, sizeof who), field, path,
+                   w, g);
+  if (n >= (int)sizeof r->msg) /* a very long path: the message is cut, and says so */
+    memcpy(r->msg + sizeof r->msg - 4, "...", 4);
   r->differs = 1;
 }
 

@@ -289,6 +289,9 @@ void theus__ledger_close(theus_engine *e);
 static inline int theus__ledger_on(theus_engine *e) {
   return e->ledger || atomic_load_explicit(&e->commit_fn, memory_order_relaxed);
 }
+/* Under state_lock: THEUS_ESYS with msg if the ledger file failed (commits
+ * are refused from then on), else 0. */
+int theus__ledger_check(theus_engine *e, char *msg, size_t msglen);
 /* Under state_lock, after s was published: writes the entry of s. */
 void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const theus_snapshot *s,
                           const json_t *dpatch, const json_t *hpatch);

@@ -59,18 +59,24 @@ void theus__kbuf_u64(theus__kbuf *b, uint64_t v) {
   static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                                  "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                  "8081828384858687888990919293949596979899";
+  static const uint64_t pow10[20] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+                                     100000000ull, 1000000000ull, 10000000000ull, 100000000000ull,
+                                     1000000000000ull, 10000000000000ull, 100000000000000ull,
+                                     1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+                                     1000000000000000000ull, 10000000000000000000ull};
   size_t n = 1;
-  for (uint64_t t = v; t >= 10; t /= 10)
+  while (n < 20 && v >= pow10[n]) /* digits by comparison: no division */
     n++;
   char *p = theus__kbuf_room(b, n);
   if (!p)
     return;
   b->n += n;
   p += n;
-  while (v >= 100) { /* two digits per division */
+  while (v >= 100) { /* two digits per division (a multiplication) */
+    uint64_t q = v / 100;
     p -= 2;
-    memcpy(p, pairs + 2 * (v % 100), 2);
-    v /= 100;
+    memcpy(p, pairs + 2 * (v - q * 100), 2);
+    v = q;
   }
   if (v >= 10)
     memcpy(p - 2, pairs + 2 * v, 2);

@@ -18,14 +18,21 @@
 
 static void put(theus__kbuf *b, const char *s) { theus__kbuf_add(b, s, strlen(s)); }
 
+/* "xxh3:<16 hex digits>", two digits per byte from a table. */
 static void put_hash(theus__kbuf *b, uint64_t h) {
-  static const char hex[] = "0123456789abcdef";
+  static const char hex2[513] =
+      "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
+      "303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+      "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f"
+      "909192939495969798999a9b9c9d9e9fa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+      "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+      "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
   char *p = theus__kbuf_room(b, 23);
   if (!p)
     return;
   memcpy(p, "\"xxh3:", 6);
-  for (int i = 0; i < 16; i++)
-    p[6 + i] = hex[(h >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 8; i++)
+    memcpy(p + 6 + 2 * i, hex2 + 2 * ((h >> (56 - 8 * i)) & 255), 2);
   p[22] = '"';
   b->n += 23;
 }
@@ -88,7 +95,11 @@ void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, th
  * more in cache-line transfers than the write it saved.) */
 struct theus__lfile {
   int fd;
-  int werr; /* errno of the first failed write: later lines are dropped */
+  int werr; /* errno of the first failed write: later lines are dropped, commits refused */
+  uint64_t lost_from; /* the first version whose line may be lost (werr set) */
+  uint64_t first_pending; /* the version of the first line in out (0: none) */
+  uint64_t first_unsynced; /* the first version not known on disk (0: none; fdatasync) */
+  char *path;
   theus__kbuf out;
 };
 
@@ -99,19 +110,31 @@ int theus__ledger_open(theus_engine *e, const char *path) {
   if (!f)
     return theus__eset(e, THEUS_ENOMEM, "engine open: out of memory for the ledger '%s'", path);
   f->werr = 0;
+  f->lost_from = f->first_pending = f->first_unsynced = 0;
   theus__kbuf_init(&f->out);
-  f->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  f->path = strdup(path);
+  f->fd = f->path ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666) : -1;
   if (f->fd < 0 || theus__kbuf_grow(&f->out, LEDGER_CHUNK + 4096)) {
-    int err = f->fd < 0 ? errno : ENOMEM;
+    int err = !f->path || f->fd >= 0 ? ENOMEM : errno;
     if (f->fd >= 0)
       close(f->fd);
     theus__kbuf_fini(&f->out);
+    free(f->path);
     free(f);
     return theus__eset(e, err == ENOMEM ? THEUS_ENOMEM : THEUS_ESYS, "engine open: cannot create the ledger '%s': %s",
                        path, strerror(err));
   }
   e->ledger = f;
   return 0;
+}
+
+/* Marks the file failed with err (the first failure is kept), the lines
+ * from version `from` on being possibly lost. */
+static void lfile_fail(theus__lfile *f, int err, uint64_t from) {
+  if (f->werr)
+    return;
+  f->werr = err;
+  f->lost_from = from;
 }
 
 /* Writes out what is pending (and fdatasyncs with sync). */
@@ -121,12 +144,40 @@ static void lfile_flush(theus__lfile *f, int sync) {
     ssize_t w = write(f->fd, f->out.p + at, f->out.n - at);
     if (w > 0)
       at += (size_t)w;
-    else if (w < 0 && errno != EINTR)
-      f->werr = errno;
+    else if (w == 0 || errno != EINTR)
+      lfile_fail(f, w ? errno : EIO, f->first_pending);
   }
   f->out.n = 0;
-  if (sync && !f->werr && fdatasync(f->fd))
-    f->werr = errno;
+  f->first_pending = 0;
+  if (sync && !f->werr) {
+    if (fdatasync(f->fd))
+      lfile_fail(f, errno, f->first_unsynced); /* what was written since the last sync may not be on disk */
+    else
+      f->first_unsynced = 0;
+  }
+}
+
+/* THEUS_ESYS with the message in msg if the ledger file failed (a commit
+ * would go unrecorded), else 0. Under state_lock. */
+int theus__ledger_check(theus_engine *e, char *msg, size_t msglen) {
+  theus__lfile *f = e->ledger;
+  if (!f || !f->werr)
+    return 0;
+  if (msg && msglen)
+    snprintf(msg, msglen, "the ledger '%s' cannot be written (%s): its lines from version %llu on may be lost; "
+             "later commits are refused", f->path, strerror(f->werr), (unsigned long long)f->lost_from);
+  return THEUS_ESYS;
+}
+
+int theus_engine_ledger_sync(theus_engine *e) {
+  THEUS__ENGINE_ARG(e, "ledger_sync");
+  char msg[768];
+  pthread_mutex_lock(&e->state_lock);
+  if (e->ledger)
+    lfile_flush(e->ledger, 1);
+  int rc = theus__ledger_check(e, msg, sizeof msg);
+  pthread_mutex_unlock(&e->state_lock);
+  return rc ? theus__eset(e, rc, "%s", msg) : 0;
 }
 
 void theus__ledger_close(theus_engine *e) {
@@ -136,6 +187,7 @@ void theus__ledger_close(theus_engine *e) {
   lfile_flush(f, 0);
   close(f->fd);
   theus__kbuf_fini(&f->out);
+  free(f->path);
   free(f);
   e->ledger = NULL;
 }
@@ -274,7 +326,16 @@ void theus__ledger_commit(theus_engine *e, const theus__commit_info *ci, const t
   if (b->failed || f->werr) { /* out of memory (or the file failed): the line is dropped whole */
     b->n = start;
     b->failed = 0;
+    if (!f->werr) { /* the lines before it are whole: written, then the ledger stops */
+      lfile_flush(f, 0);
+      lfile_fail(f, ENOMEM, s->version);
+    }
+    return;
   }
+  if (!f->first_pending)
+    f->first_pending = s->version;
+  if (!f->first_unsynced)
+    f->first_unsynced = s->version;
   if (e->cfg.ledger_fsync || b->n >= LEDGER_CHUNK)
     lfile_flush(f, e->cfg.ledger_fsync);
 }

@@ -398,6 +398,21 @@ static void cas_publish(theus_engine *e, cas_op *op, theus_snapshot *s) {
   vword_publish(e, s->version);
 }
 
+/* After version v was published with a ledger file: THEUS_ESYS if the
+ * ledger failed while taking its line (the line could not be formatted, or
+ * the write or fdatasync it triggered failed). The version stays (others may
+ * have read it): the caller must know its line may be missing. */
+static int cas_not_recorded(theus_engine *e, uint64_t v, char *msg, size_t msglen) {
+  char why[640];
+  if (!theus__ledger_check(e, why, sizeof why))
+    return 0;
+  atomic_fetch_add_explicit(&e->n_commit, 1, memory_order_relaxed);
+  if (msg && msglen)
+    snprintf(msg, msglen, "version %llu is committed but its ledger line may be lost: %s",
+             (unsigned long long)v, why);
+  return THEUS_ESYS;
+}
+
 int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, const json_t *heavy_patch,
                const theus__commit_info *ci, uint64_t *new_version, char *msg, size_t msglen) {
   cas_op op = {expected, domain_patch, heavy_patch, NULL, 0, 0, msg, msglen};
@@ -408,7 +423,9 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
   theus_snapshot *s = NULL;
   if (!rc) {
     pthread_mutex_lock(&e->state_lock);
-    rc = cas_conflicts(e, &op);
+    rc = e->ledger ? theus__ledger_check(e, msg, msglen) : 0;
+    if (!rc)
+      rc = cas_conflicts(e, &op);
     if (!rc)
       rc = cas_build(e, &op, &s);
     if (!rc) {
@@ -417,6 +434,8 @@ int theus__cas(theus_engine *e, uint64_t expected, const json_t *domain_patch, c
         theus__ledger_commit(e, ci, s, domain_patch, heavy_patch);
       if (new_version)
         *new_version = s->version;
+      if (e->ledger)
+        rc = cas_not_recorded(e, s->version, msg, msglen);
     }
     pthread_mutex_unlock(&e->state_lock);
   }

@@ -33,6 +33,13 @@ typedef struct forksrv {
   pid_t pid[THEUS_POOL_MAX_WORKERS];
   unsigned char reason[THEUS_POOL_MAX_WORKERS];
   unsigned char respawn[THEUS_POOL_MAX_WORKERS];
+  /* Early deaths (died_early): a worker that died abnormally before it took
+   * a task, e.g. a start-up that cannot succeed. Each respawn in such a run
+   * waits longer, and after THEUS__EARLY_DEATHS in a row the queued tasks
+   * fail instead of waiting for a worker that never comes. */
+  unsigned early[THEUS_POOL_MAX_WORKERS];
+  uint64_t run_at_spawn[THEUS_POOL_MAX_WORKERS]; /* ring.run when the worker was forked */
+  uint64_t respawn_at[THEUS_POOL_MAX_WORKERS];   /* CLOCK_MONOTONIC ns; 0: at once */
   int64_t killed_timeout_ms[THEUS_POOL_MAX_WORKERS];
   int oomfd;          /* this cgroup's memory.events (read-only), or -1 */
   long long oom_kills; /* its oom_kill count when last read */
@@ -179,7 +186,8 @@ static void child_windows(forksrv *f, int map, theus__winmap *wm) {
   if (map) {
     void *m = mmap((void *)f->win_base, f->win.len, PROT_READ, MAP_SHARED | MAP_FIXED, f->c->arena_rw_fd,
                    (off_t)f->win.off);
-    if (m != MAP_FAILED) *wm = (theus__winmap){f->win.gen, m, f->win.len};
+    if (m == MAP_FAILED) _exit(3); /* without its window it cannot take the task: an early death, counted */
+    *wm = (theus__winmap){f->win.gen, m, f->win.len};
   }
   if (f->c->arena_rw_fd >= 0) close(f->c->arena_rw_fd);
   if (f->win_fd >= 0) close(f->win_fd);
@@ -198,6 +206,7 @@ static _Noreturn void fatal(forksrv *f, const char *msg) {
 
 static int spawn(forksrv *f, unsigned w) {
   int win = head_wants_window(f, w);
+  uint64_t run = atomic_load(&theus__ring_of(f->c, w)->run); /* before the child can move it */
   pid_t pid = fork();
   if (pid < 0) return -errno;
   if (pid == 0) {
@@ -215,6 +224,8 @@ static int spawn(forksrv *f, unsigned w) {
   f->wgen[w] = win ? f->win.gen : 0;
   f->reason[w] = REASON_NONE;
   f->respawn[w] = 0;
+  f->respawn_at[w] = 0;
+  f->run_at_spawn[w] = run;
   atomic_store(&theus__ring_of(f->c, w)->pid, pid);
   f->live++;
   return 0;
@@ -254,7 +265,7 @@ static void open_oom_events(forksrv *f) {
 }
 
 /* Writes why worker w died into cause (and the status it implies). */
-static int describe_death(forksrv *f, unsigned w, pid_t pid, int st, char *cause, size_t cap) {
+static int describe_death(forksrv *f, unsigned w, pid_t pid, int st, int running, char *cause, size_t cap) {
   if (f->reason[w] == REASON_TIMEOUT) {
     snprintf(cause, cap, "timed out after %lld ms: worker %u (pid %d) was killed and replaced",
              (long long)f->killed_timeout_ms[w], w, (int)pid);
@@ -291,8 +302,8 @@ static int describe_death(forksrv *f, unsigned w, pid_t pid, int st, char *cause
     snprintf(cause, cap, "worker %u (pid %d) killed by SIG%s%s", w, (int)pid, name ? name : "?", why);
     return THEUS_ECRASH;
   }
-  snprintf(cause, cap, "worker %u (pid %d) exited with status %d while running the task", w, (int)pid,
-           WEXITSTATUS(st));
+  snprintf(cause, cap, "worker %u (pid %d) exited with status %d %s", w, (int)pid, WEXITSTATUS(st),
+           running ? "while running the task" : "before it took a task");
   return THEUS_ECRASH;
 }
 
@@ -322,7 +333,7 @@ static void repair(forksrv *f, unsigned w, pid_t pid, int st) {
       requeue(s);
       return;
     }
-    int status = describe_death(f, w, pid, st, cause, sizeof cause);
+    int status = describe_death(f, w, pid, st, 1, cause, sizeof cause);
     if (reason == REASON_NONE && s->retries > 0) {
       s->retries--;
       s->attempt++;
@@ -372,6 +383,61 @@ static int any_queued(forksrv *f) {
   return 0;
 }
 
+/* Fails every task queued on worker w's ring (none of them ran) with status
+ * and msg, counted in *counter, and moves run past them. Each slot is claimed
+ * by the same CAS as a worker's (QUEUED -> RUNNING): theus_pool_cancel may
+ * take one first, and then it finishes it and we step over it (skip). */
+static void fail_queued(forksrv *f, unsigned w, int status, _Atomic uint64_t *counter, const char *msg) {
+  theus__ring *r = theus__ring_of(f->c, w);
+  uint64_t seq = atomic_load(&r->run);
+  for (;; seq++) {
+    theus__slot *s = theus__slot_of(f->c, w, seq);
+    if (s->seq != seq) break;
+    uint32_t queued = THEUS__SLOT_QUEUED;
+    if (!atomic_compare_exchange_strong(&s->state, &queued, THEUS__SLOT_RUNNING)) {
+      if (!atomic_load(&s->skip)) break; /* not queued: the ring ends here */
+      atomic_store(&s->skip, 0);         /* canceled while queued: finished by the canceller */
+      continue;
+    }
+    s->status = status;
+    s->worker = -1;
+    s->pid = 0;
+    s->res_len = 0;
+    s->start_ns = s->end_ns = 0;
+    snprintf(s->errmsg, sizeof s->errmsg, "%s", msg);
+    atomic_fetch_add(counter, 1);
+    theus__slot_finish(s);
+  }
+  atomic_store(&r->run, seq);
+}
+
+/* Whether worker w, just dead with status st, died early: abnormally (a
+ * signal or a non-zero exit; a worker that exits 0 before touching a slot
+ * does so on purpose, for a fresh worker with another sandbox or window)
+ * and having taken no task since it was forked. */
+static int died_early(forksrv *f, unsigned w, int st) {
+  if (f->reason[w] != REASON_NONE || (WIFEXITED(st) && WEXITSTATUS(st) == 0)) return 0;
+  theus__ring *r = theus__ring_of(f->c, w);
+  uint64_t seq = atomic_load(&r->run);
+  theus__slot *s = theus__slot_of(f->c, w, seq);
+  return seq == f->run_at_spawn[w] && !(s->seq == seq && atomic_load(&s->state) == THEUS__SLOT_RUNNING);
+}
+
+/* Worker w died early (died_early): its respawn waits 1 ms, doubling with
+ * each early death in a row up to 1 s (a start-up that cannot succeed does
+ * not fork in a loop), and from the THEUS__EARLY_DEATHS-th on, the tasks
+ * queued on its ring fail with the cause instead of waiting for a worker. */
+static void early_death(forksrv *f, unsigned w, pid_t pid, int st) {
+  unsigned n = ++f->early[w];
+  f->respawn_at[w] = theus__now_ns() + (1000000ull << (n - 1 < 10 ? n - 1 : 10));
+  if (n < THEUS__EARLY_DEATHS) return;
+  char cause[THEUS_POOL_ERRMSG_MAX / 2], msg[THEUS_POOL_ERRMSG_MAX];
+  describe_death(f, w, pid, st, 0, cause, sizeof cause);
+  snprintf(msg, sizeof msg, "not run: worker %u died %u times in a row before it could take a task; last: %s", w, n,
+           cause);
+  fail_queued(f, w, THEUS_ECRASH, &theus__ring_of(f->c, w)->crashed, msg);
+}
+
 static void reap(forksrv *f) {
   int st;
   pid_t pid;
@@ -383,20 +449,37 @@ static void reap(forksrv *f) {
     f->pid[w] = 0;
     f->live--;
     atomic_store(&theus__ring_of(f->c, w)->pid, 0);
+    int early = died_early(f, w, st);
     repair(f, w, pid, st);
+    if (early)
+      early_death(f, w, pid, st);
+    else
+      f->early[w] = 0;
     if (stop == THEUS__STOP_NONE || (stop == THEUS__STOP_DRAIN && ring_has_queued(f, w))) f->respawn[w] = 1;
   }
 }
 
-static int respawn_pending(const forksrv *f) {
-  for (unsigned w = 0; w < f->c->nworkers; w++)
-    if (f->respawn[w]) return 1;
-  return 0;
+/* ms until the next respawn is due (a failed fork is retried after 50 ms),
+ * or -1 if none is pending. */
+static int respawn_wait_ms(const forksrv *f) {
+  uint64_t now = theus__now_ns();
+  int ms = -1;
+  for (unsigned w = 0; w < f->c->nworkers; w++) {
+    if (!f->respawn[w]) continue;
+    int wait = f->respawn_at[w] > now ? (int)((f->respawn_at[w] - now + 999999u) / 1000000u) : 0;
+    if (ms < 0 || wait < ms) ms = wait;
+  }
+  return ms;
 }
 
 static void respawn_dead(forksrv *f) {
+  uint64_t now = theus__now_ns();
   for (unsigned w = 0; w < f->c->nworkers; w++) {
-    if (!f->respawn[w] || spawn(f, w) < 0) continue; /* a failed fork is retried on the next tick */
+    if (!f->respawn[w] || f->respawn_at[w] > now) continue;
+    if (spawn(f, w) < 0) {
+      f->respawn_at[w] = now + 50000000u; /* a failed fork (process limit?): again in 50 ms */
+      continue;
+    }
     atomic_fetch_add(&theus__ring_of(f->c, w)->respawns, 1);
   }
 }
@@ -440,27 +523,9 @@ static void check_cancels(forksrv *f) {
 
 /* Fails every task still queued once all workers are gone (cancel stop). */
 static void cancel_queued(forksrv *f) {
-  for (unsigned w = 0; w < f->c->nworkers; w++) {
-    theus__ring *r = theus__ring_of(f->c, w);
-    uint64_t seq = atomic_load(&r->run);
-    for (;; seq++) {
-      theus__slot *s = theus__slot_of(f->c, w, seq);
-      if (s->seq == seq && atomic_load(&s->skip)) { /* canceled while queued: already finished */
-        atomic_store(&s->skip, 0);
-        continue;
-      }
-      if (s->seq != seq || atomic_load(&s->state) != THEUS__SLOT_QUEUED) break;
-      s->status = THEUS_ECANCELED;
-      s->worker = -1;
-      s->pid = 0;
-      s->res_len = 0;
-      s->start_ns = s->end_ns = 0;
-      snprintf(s->errmsg, sizeof s->errmsg, "canceled: the pool was stopped before the task ran");
-      atomic_fetch_add(&r->canceled, 1);
-      theus__slot_finish(s);
-    }
-    atomic_store(&r->run, seq);
-  }
+  for (unsigned w = 0; w < f->c->nworkers; w++)
+    fail_queued(f, w, THEUS_ECANCELED, &theus__ring_of(f->c, w)->canceled,
+                "canceled: the pool was stopped before the task ran");
 }
 
 static void kill_all(forksrv *f, int reason) {
@@ -539,7 +604,8 @@ static _Noreturn void serve(forksrv *f) {
     }
     timeout = check_timeouts(f);
     if (stop) timeout = 10; /* draining: a worker exit also wakes us, this is a safety net */
-    if (respawn_pending(f) && (timeout < 0 || timeout > 50)) timeout = 50; /* retry a failed fork */
+    int respawn = respawn_wait_ms(f);
+    if (respawn >= 0 && (timeout < 0 || timeout > respawn)) timeout = respawn;
   }
 }
 

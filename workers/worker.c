@@ -3,6 +3,7 @@
  * violation reported through the result slot. */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -544,6 +545,9 @@ static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
     }
     uint64_t now = theus__now_ns();
     if (!spin_until) spin_until = now + (uint64_t)x->ctl->spin_us * 1000u;
+    /* Past 10 us, offer the core to whatever else wants it (the orchestrator
+     * on a busy machine): an idle core returns at once. */
+    if (now + (uint64_t)x->ctl->spin_us * 1000u - spin_until > 10000u && now < spin_until) sched_yield();
     if (now < spin_until) continue;
     uint32_t v = atomic_load(&x->ring->pub);
     atomic_store(&x->ring->sleeping, 1);

@@ -58,7 +58,10 @@ typedef struct theus_engine_config {
    * open, with one line per committed version (process, args, versions and
    * content hashes read, output patch, worker, duration, status). NULL =
    * none. ledger_fsync nonzero: each line is on disk (fdatasync) before the
-   * commit returns; else lines are buffered and written at close. */
+   * commit returns; else lines are buffered and written at close (and by
+   * theus_engine_ledger_sync). Once the file fails every later commit fails
+   * THEUS_ESYS, and so does the commit during which it failed, though its
+   * version stays (docs/ledger.md). */
   const char *ledger;
   int ledger_fsync;
   /* Called for every committed version from the engine's open on (the
@@ -499,6 +502,13 @@ THEUS_API void theus_engine_set_trace(theus_engine *e, theus_trace_fn fn, void *
  * set a cancel flag, theus_engine_set_cancel). fn NULL disables; e NULL:
  * nothing. */
 THEUS_API void theus_engine_set_commit_hook(theus_engine *e, theus_commit_fn fn, void *ud);
+
+/* Writes every buffered ledger line and waits until the file is on disk
+ * (fdatasync). Returns 0 (also without a ledger), or THEUS_ESYS with the
+ * message on e if a write failed, now or earlier (the message names the
+ * file, the system's reason and the first version whose line may be lost);
+ * THEUS_EINVAL for a NULL e. */
+THEUS_API int theus_engine_ledger_sync(theus_engine *e);
 
 /* ---- ledger files ------------------------------------------------------ */
 

@@ -164,7 +164,7 @@ typedef struct theus_pool_stats {
   uint64_t submitted;
   uint64_t completed;  /* status 0 */
   uint64_t failed;     /* the task returned an error, or a contract violation */
-  uint64_t crashed;    /* the worker died while running it */
+  uint64_t crashed;    /* the worker died while running it, or workers died before taking it */
   uint64_t timed_out;
   uint64_t canceled;
   uint64_t respawned;  /* workers started to replace dead ones */

@@ -150,6 +150,8 @@ _SIGS = {
     "theus_job_errmsg": (c_char_p, [_P]),
     "theus_job_version": (c_uint64, [_P]),
     "theus_job_release": (None, [_P]),
+    "theus_job_cancel": (c_int, [_P]),
+    "theus_engine_ledger_sync": (c_int, [_P]),
     "theus_engine_map": (c_int, [_P, c_char_p, c_char_p, c_uint32, c_char_p, json_p, POINTER(json_p)]),
     "theus_engine_stats": (json_p, [_P]),
     # contract.h (inside a process)
@@ -160,6 +162,7 @@ _SIGS = {
     "theus_ctx_return": (None, [_P, json_p]),
     "theus_ctx_process": (c_char_p, [_P]),
     "theus_ctx_worker": (c_int, [_P]),
+    "theus_ctx_canceled": (c_int, [_P]),
     # theus_ctx_fail / theus_ctx_raise are variadic: called with explicit "%s" arguments, no argtypes.
     # twin.h
     "theus_twin_writer_handle": (c_uint64, [_P]),

@@ -339,6 +339,13 @@ class Context:
         return LIB.theus_ctx_worker(self._p())
 
     @property
+    def canceled(self):
+        """True once the job running this process was canceled (Job.cancel): a
+        local process cannot be stopped from outside, so a long one checks
+        this and returns; whatever it returns then is not committed."""
+        return bool(LIB.theus_ctx_canceled(self._p()))
+
+    @property
     def args(self):
         if self._args is None:
             self._args = from_json(LIB.theus_ctx_args(self._p())) or {}
@@ -471,7 +478,8 @@ class Job:
         self._result = None
         self._error = None
         self._lock = threading.Lock()  # a release waits for a wait in progress (no use after free)
-        self._fin = engine._c().adopt(self, _release_job, ptr, self._lock)
+        self._use = threading.Lock()  # and for a cancel in progress, which never waits for a wait
+        self._fin = engine._c().adopt(self, _release_job, ptr, self._lock, self._use)
 
     def _poll(self, timeout_ms):
         """One theus_job_wait; True when finished (result/error stored)."""
@@ -521,13 +529,22 @@ class Job:
             pass
         return self._outcome()
 
+    def cancel(self):
+        """Cancels the job wherever it is: queued, it is dropped; running in a
+        worker, the worker is killed and replaced; running locally, ctx.canceled
+        turns true. Nothing is committed and wait() raises CanceledError; a job
+        that already finished keeps its outcome."""
+        with self._use:  # not self._lock: a wait() holds it 200 ms at a time
+            if self._fin.alive:
+                LIB.theus_job_cancel(self._ptr)
+
     def release(self):
         """Frees the job (it keeps running and commits if not finished)."""
         self._fin()
 
 
-def _release_job(ptr, lock):
-    with lock:
+def _release_job(ptr, lock, use):
+    with lock, use:
         LIB.theus_job_release(ptr)
 
 
@@ -544,18 +561,28 @@ class Engine:
     domain (a dict). strict: any stale compare_and_swap conflicts (default:
     smart, only if a written path changed). default_timeout: seconds for
     parallel processes that declare none. retention/history/max_retries as in
-    theus_engine_config.
+    theus_engine_config. ledger: a path; every committed version is appended
+    to it as a JSON line (docs/ledger.md), on disk at each commit with
+    ledger_fsync, else buffered until ledger_sync() or close. memo: memoise
+    every pure process (memo_capacity results kept, least recently used
+    dropped).
     """
 
     def __init__(self, workers=0, plugins=(), *, budget=None, single_limit=None, soft_limit_pct=None,
                  max_handles=None, domain=None, strict=False, default_timeout=None, retention=None, history=None,
-                 max_retries=None, _pipeline=None):
+                 max_retries=None, ledger=None, ledger_fsync=False, memo=False, memo_capacity=None,
+                 _pipeline=None):
         self._core = None
         self._drafts = {}
         self._lock = threading.RLock()
         self._pipeline_info = None
         cfg, keep = self._config(workers, budget, single_limit, soft_limit_pct, max_handles, domain, strict,
                                  default_timeout, retention, history, max_retries)
+        try:
+            keep_ledger = self._survive_config(cfg, ledger, ledger_fsync, memo, memo_capacity)
+        except BaseException:
+            _free_domain(cfg)
+            raise
         if _pipeline is not None:
             p, source = _pipeline
             out = c_void_p()
@@ -618,6 +645,23 @@ class Engine:
                 raise errors.InvalidArgumentError("theus: domain must be a dict (the initial domain object)")
             cfg.domain = to_json(domain)
         return cfg, acfg
+
+    @staticmethod
+    def _survive_config(cfg, ledger, ledger_fsync, memo, memo_capacity):
+        """The ledger and memo fields of cfg; returns the path bytes to keep alive."""
+        path = None
+        if ledger is not None:
+            path = os.fsencode(ledger)
+            if not path or b"\0" in path:
+                raise errors.InvalidArgumentError(f"theus: ledger must be a file path, not {ledger!r}")
+            cfg.ledger = path
+        cfg.ledger_fsync = 1 if ledger_fsync else 0
+        cfg.memo = 1 if memo else 0
+        if memo_capacity is not None:
+            if int(memo_capacity) <= 0:
+                raise errors.InvalidArgumentError(f"theus: memo_capacity must be positive, not {memo_capacity!r}")
+            cfg.memo_capacity = int(memo_capacity)
+        return path
 
     @staticmethod
     def _load_plugin(path):
@@ -842,6 +886,14 @@ class Engine:
         """{"engine": {...}, "arena": {...}, "pool": {...}} counters."""
         return take_json(LIB.theus_engine_stats(self._c().ptr))
 
+    def ledger_sync(self):
+        """Writes every buffered ledger line and waits until the file is on
+        disk; raises SystemCallError (THEUS_ESYS) naming the file and the reason
+        if a ledger write failed, now or earlier (every later commit is then
+        refused). Without a ledger: nothing to do."""
+        core = self._c()
+        self._check(LIB.theus_engine_ledger_sync(core.ptr))
+
     def arena_stats(self):
         """The engine arena's eight counters."""
         return stats_dict(LIB.theus_engine_arena(self._c().ptr))
@@ -851,7 +903,8 @@ class Engine:
         return list_live(LIB.theus_engine_arena(self._c().ptr))
 
     # ---- Python processes ----
-    def process(self, fn=None, *, inputs=(), outputs=(), parallel=False, semantic="effect", errors=(), name=None):
+    def process(self, fn=None, *, inputs=(), outputs=(), parallel=False, semantic="effect", errors=(), name=None,
+                memo=None):
         """Decorator: registers a Python function as a process that runs
         locally in this interpreter, with the same contract checks as a C
         process. The function gets a Context and may return a JSON value.
@@ -859,13 +912,16 @@ class Engine:
 
         def register(f):
             self.register(f, inputs=inputs, outputs=outputs, parallel=parallel, semantic=semantic,
-                          errors=errors, name=name)
+                          errors=errors, name=name, memo=memo)
             return f
 
         return register(fn) if fn is not None else register
 
-    def register(self, fn, *, inputs=(), outputs=(), parallel=False, semantic="effect", errors=(), name=None):
-        """Registers fn as a process (see process())."""
+    def register(self, fn, *, inputs=(), outputs=(), parallel=False, semantic="effect", errors=(), name=None,
+                 memo=None):
+        """Registers fn as a process (see process()). memo: True memoises this
+        pure process (the same declared input values return the cached result
+        without running it), False never, None follows the engine's memo."""
         core = self._c()
         pname = name or fn.__name__
         if parallel:
@@ -885,7 +941,8 @@ class Engine:
         keep_out, p_out = _lib.string_array(list(outputs), "output path")
         keep_err, p_err = _lib.string_array(list(errors), "error name")
         c = _lib.Contract(name=cstr(pname, "process name"), fn=tramp, inputs=p_in, outputs=p_out, parallel=0,
-                          semantic=sem, errors=p_err, timeout_ms=0, userdata=None)
+                          semantic=sem, errors=p_err, timeout_ms=0, userdata=None,
+                          memo=0 if memo is None else 1 if memo else -1)
         self._check(LIB.theus_engine_register(core.ptr, byref(c)))
         core.callbacks.append((tramp, keep_in, keep_out, keep_err))
         return fn

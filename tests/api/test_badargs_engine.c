@@ -94,6 +94,9 @@ CASE(e_commit_run, theus_engine *e = engine(); json_t *p = json_pack("{s:i}", "x
             want(theus_engine_commit_run(e, "p", NULL, NULL, p, &v), THEUS_EINVAL, "commit_run(read NULL)") ||
             want_err(theus_engine_commit_run(e, "no such process", NULL, s, p, &v), "commit_run(unknown process)") ||
             want_err(theus_engine_commit_run(e, "no such process", NULL, s, notobj, NULL), "commit_run(patch 3)");)
+CASE(e_ledger_sync, theus_engine *e = engine();
+     return want(theus_engine_ledger_sync(NULL), THEUS_EINVAL, "ledger_sync(NULL)") ||
+            want(theus_engine_ledger_sync(e), 0, "ledger_sync(no ledger)");)
 CASE(e_heavy_alloc, theus_engine *e = engine(); uint64_t sh[9] = {4, 1, 1, 1, 1, 1, 1, 1, 1}; void *d;
      uint64_t huge[2] = {UINT64_MAX, UINT64_MAX};
      return want(theus_engine_heavy_alloc(NULL, "k", THEUS_DTYPE_F32, 1, sh, &d), THEUS_EINVAL, "heavy_alloc(NULL)") ||
@@ -497,6 +500,7 @@ static const badcase engine_cases[] = {
     ENTRY(e_get, "theus_engine_get(NULL / path NULL)"),
     ENTRY(e_set, "theus_engine_set(NULL / path NULL / value NULL)"),
     ENTRY(e_cas, "theus_engine_cas(NULL / non-object patches / version max)"),
+    ENTRY(e_ledger_sync, "theus_engine_ledger_sync(NULL, no ledger)"),
     ENTRY(e_commit_run, "theus_engine_commit_run(NULLs, unknown process, patch not an object)"),
     ENTRY(e_heavy_alloc, "theus_engine_heavy_alloc(NULLs, ndim 0/9, dtype 99, 2^128 bytes)"),
     ENTRY(e_heavy_discard, "theus_engine_heavy_discard(NULL / key NULL / unknown)"),

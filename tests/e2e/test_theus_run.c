@@ -1068,6 +1068,22 @@ static void test_ledger_torn_demo(void **state) {
   result_free(&r);
 }
 
+/* A ledger that cannot be written (/dev/full): exit 3 naming it; with
+ * --ledger-fsync already the demo's first commit (its heavy arrays, while the
+ * engine opens) says its line may be lost. */
+static void test_ledger_unwritable_demo(void **state) {
+  (void)state;
+  result r;
+  run_cli(&r, (const char *[]){"--workers", "2", "--ledger", "/dev/full", demo_json, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "the ledger '/dev/full' cannot be written (No space left on device)");
+  result_free(&r);
+  run_cli(&r, (const char *[]){"--workers", "2", "--ledger", "/dev/full", "--ledger-fsync", demo_json, NULL});
+  expect_status(&r, 3);
+  expect_err(&r, "is committed but its ledger line may be lost");
+  result_free(&r);
+}
+
 /* --ledger then --replay: the e2e pipelines replay identically. */
 static void test_ledger_replay_pipelines(void **state) {
   tmp *t = *state;
@@ -1162,6 +1178,7 @@ static const struct CMUnitTest part5[] = {
     cmocka_unit_test(test_unwritable_output_exits_3),
     cmocka_unit_test(test_workers),
     cmocka_unit_test(test_memo_pipeline),
+    cmocka_unit_test(test_ledger_unwritable_demo),
 };
 #define PART(tests) {"theus-run " #tests, tests, sizeof tests / sizeof tests[0]}
 static const struct {

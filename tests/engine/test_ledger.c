@@ -293,6 +293,56 @@ static void test_ledger_cannot_be_created(void **state) {
   theus_engine_close(e);
 }
 
+/* A ledger that cannot be written (/dev/full: every write fails ENOSPC).
+ * Buffered: commits succeed until a write fails; theus_engine_ledger_sync
+ * says so, naming the file and the reason, and every later commit is refused
+ * with the state left as it was. */
+static void test_write_fails_buffered(void **state) {
+  (void)state;
+  theus_engine *e = open_engine("/dev/full", 0, NULL);
+  json_t *by1 = json_pack("{s:i}", "by", 1);
+  uint64_t v = theus_engine_version(e) + 1;
+  assert_int_equal(theus_engine_execute(e, "inc", by1, NULL), 0); /* buffered: not written yet */
+  assert_int_equal(theus_engine_version(e), v);
+  assert_int_equal(theus_engine_ledger_sync(e), THEUS_ESYS);
+  const char *msg = theus_engine_errmsg(e);
+  assert_non_null(strstr(msg, "the ledger '/dev/full' cannot be written (No space left on device)"));
+  char want[64];
+  snprintf(want, sizeof want, "from version %llu on may be lost", (unsigned long long)v);
+  assert_non_null(strstr(msg, want));
+  assert_int_equal(theus_engine_execute(e, "inc", by1, NULL), THEUS_ESYS);
+  assert_non_null(strstr(theus_engine_errmsg(e), "later commits are refused"));
+  assert_int_equal(theus_engine_set(e, "domain.y", json_true()), THEUS_ESYS);
+  assert_int_equal(theus_engine_version(e), v);
+  assert_int_equal(theus_engine_ledger_sync(e), THEUS_ESYS); /* it stays failed */
+  json_decref(by1);
+  theus_engine_close(e);
+  assert_int_equal(theus_engine_ledger_sync(NULL), THEUS_EINVAL);
+}
+
+/* With ledger_fsync the commit whose line cannot be written says so (its
+ * version stays), and the next one is refused. An engine without a ledger
+ * syncs nothing and succeeds. */
+static void test_write_fails_fsync(void **state) {
+  (void)state;
+  theus_engine *e = open_engine("/dev/full", 1, NULL);
+  json_t *by1 = json_pack("{s:i}", "by", 1);
+  uint64_t v = theus_engine_version(e);
+  assert_int_equal(theus_engine_execute(e, "inc", by1, NULL), THEUS_ESYS);
+  char want[64];
+  snprintf(want, sizeof want, "version %llu is committed but its ledger line may be lost",
+           (unsigned long long)v + 1);
+  assert_non_null(strstr(theus_engine_errmsg(e), want));
+  assert_int_equal(theus_engine_version(e), v + 1);
+  assert_int_equal(theus_engine_execute(e, "inc", by1, NULL), THEUS_ESYS);
+  assert_int_equal(theus_engine_version(e), v + 1);
+  json_decref(by1);
+  theus_engine_close(e);
+  e = open_engine(NULL, 0, NULL);
+  assert_int_equal(theus_engine_ledger_sync(e), 0);
+  theus_engine_close(e);
+}
+
 /* A value with every kind of JSON text: escapes, UTF-8, integer extremes,
  * reals jansson writes with ".0" or an exponent, key orders (a prefix sorts
  * first; more than 16 keys), empty containers, nesting. */
@@ -391,6 +441,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_torn_last_line, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_bad_line_before_the_last, dir_setup, dir_teardown),
       cmocka_unit_test(test_ledger_cannot_be_created),
+      cmocka_unit_test(test_write_fails_buffered),
+      cmocka_unit_test(test_write_fails_fsync),
       cmocka_unit_test_setup_teardown(test_text_as_jansson, dir_setup, dir_teardown),
       cmocka_unit_test_setup_teardown(test_many_and_long_lines, dir_setup, dir_teardown),
       cmocka_unit_test(test_commit_run),
