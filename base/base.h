@@ -66,6 +66,13 @@ void theus__os_unmap(void *base, uint64_t size);
 /* Maps size bytes of anonymous shared memory (inherited over fork, named
  * nowhere; MAP_NORESERVE: pages cost memory once touched), zero-filled. */
 int theus__os_map_anon(uint64_t size, void **base);
+/* Zero-filled private memory for a large table of which little may ever be
+ * used: an anonymous mapping, so only touched pages cost memory (what calloc
+ * of such a size does too, but under a sanitizer calloc writes the whole
+ * table and its shadow: 2 s per arena under TSan). NULL on failure.
+ * theus__os_zfree(p, size) releases it; NULL is a no-op. */
+void *theus__os_zalloc(uint64_t size);
+void theus__os_zfree(void *p, uint64_t size);
 /* Makes [base, base+size) read-only in this process. */
 int theus__os_protect_ro(void *base, uint64_t size);
 /* Faults the pages of [addr, addr+len) in with one call, for reading or

@@ -105,6 +105,15 @@ int theus__os_map_anon(uint64_t size, void **base) {
   return 0;
 }
 
+void *theus__os_zalloc(uint64_t size) {
+  void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void theus__os_zfree(void *p, uint64_t size) {
+  if (p) munmap(p, (size_t)size);
+}
+
 int theus__os_protect_ro(void *base, uint64_t size) {
   return mprotect(base, (size_t)size, PROT_READ) == 0 ? 0 : THEUS_ESYS;
 }

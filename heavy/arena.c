@@ -110,7 +110,7 @@ static int owner_state_init(theus_arena *a) {
   const theus__arena_hdr *h = a->hdr;
   uint64_t blocks = 3 * h->max_handles + 8;
   if (blocks > UINT32_MAX - 1) blocks = UINT32_MAX - 1;
-  a->pages = calloc(h->data_size / h->page, sizeof *a->pages);
+  a->pages = theus__os_zalloc(h->data_size / h->page * sizeof *a->pages); /* one per page of twice the budget */
   if (!a->pages) return THEUS_ENOMEM;
   a->page_tag = 1;
   a->page_shift = (unsigned)__builtin_ctzll(h->page);
@@ -178,11 +178,12 @@ int theus_arena_open_ro(int ro_fd, theus_arena **out) {
 
 void theus_arena_close(theus_arena *a) {
   if (!a) return;
+  if (a->pages) /* set only once the header is mapped */
+    theus__os_zfree(a->pages, a->hdr->data_size / a->hdr->page * sizeof *a->pages);
   theus__os_unmap(a->base, a->map_size);
   if (a->fd >= 0) close(a->fd);
   if (a->ro_fd >= 0 && !a->readonly) close(a->ro_fd);
   theus__tlsf_destroy(&a->tlsf);
-  free(a->pages);
   pthread_mutex_destroy(&a->mu);
   theus__err_fini(&a->err);
   free(a);

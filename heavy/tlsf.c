@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base.h"
 #include "theus/error.h"
 
 #define SMALL_LIMIT (THEUS__TLSF_SL_COUNT * THEUS__TLSF_GRAIN)
@@ -104,7 +105,7 @@ static int split(theus__tlsf *t, uint32_t id, uint64_t size) {
 
 int theus__tlsf_init(theus__tlsf *t, uint64_t size, uint32_t max_blocks) {
   memset(t, 0, sizeof *t);
-  t->blocks = calloc(max_blocks, sizeof *t->blocks);
+  t->blocks = theus__os_zalloc((uint64_t)max_blocks * sizeof *t->blocks); /* millions; few used */
   if (!t->blocks) return THEUS_ENOMEM;
   t->cap = max_blocks;
   t->size = size - size % THEUS__TLSF_GRAIN;
@@ -113,7 +114,7 @@ int theus__tlsf_init(theus__tlsf *t, uint64_t size, uint32_t max_blocks) {
 }
 
 void theus__tlsf_destroy(theus__tlsf *t) {
-  free(t->blocks);
+  theus__os_zfree(t->blocks, (uint64_t)t->cap * sizeof *t->blocks);
   t->blocks = NULL;
 }
 

@@ -1,6 +1,7 @@
 /* End-to-end tests: the built theus-run on real pipelines.
  *
- * usage: test_theus_run THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON
+ * usage: test_theus_run THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN [K/N]
+ * (K/N: only part K of the tests, see `parts` at the end)
  * Every run is a fork/exec whose stdout and stderr go to memfds; the child is
  * always reaped (killed after a deadline), and theus-run's own workers die
  * with it (PR_SET_PDEATHSIG in the pool).
@@ -1024,10 +1025,9 @@ static void set_mean(json_t *en) {
   json_object_set_new(json_object_get(json_object_get(en, "patch"), "raw"), "mean", json_integer(0));
 }
 
-/* --ledger then --replay: the demo and the e2e pipelines replay identically;
- * a changed entry stops the replay naming version, process and path; a torn
- * last line is left out (the replay then goes past the ledger's end). */
-static void test_ledger_replay(void **state) {
+/* --ledger then --replay: the demo replays identically; a changed entry stops
+ * the replay naming version, process and path. */
+static void test_ledger_replay_demo(void **state) {
   tmp *t = *state;
   result r;
   run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, "--ledger-fsync", demo_json, NULL});
@@ -1051,7 +1051,13 @@ static void test_ledger_replay(void **state) {
            "replay 4.99", (long long)v);
   expect_err(&r, want);
   result_free(&r);
-  /* a torn last line: read up to the last whole entry; the run goes on past it */
+}
+
+/* A torn last line of the demo's ledger: read up to the last whole entry;
+ * the replay then goes past the ledger's end. */
+static void test_ledger_torn_demo(void **state) {
+  tmp *t = *state;
+  result r;
   run_cli(&r, (const char *[]){"--workers", "2", "--ledger", t->ledger, demo_json, NULL});
   expect_status(&r, 0);
   result_free(&r);
@@ -1060,9 +1066,14 @@ static void test_ledger_replay(void **state) {
   expect_status(&r, 1);
   expect_err(&r, "the ledger ends before it");
   result_free(&r);
-  /* a ledger that cannot be written (/dev/full): exit 3 naming it; with
-   * --ledger-fsync already the demo's first commit (its heavy arrays, while
-   * the engine opens) says its line may be lost */
+}
+
+/* A ledger that cannot be written (/dev/full): exit 3 naming it; with
+ * --ledger-fsync already the demo's first commit (its heavy arrays, while the
+ * engine opens) says its line may be lost. */
+static void test_ledger_unwritable_demo(void **state) {
+  (void)state;
+  result r;
   run_cli(&r, (const char *[]){"--workers", "2", "--ledger", "/dev/full", demo_json, NULL});
   expect_status(&r, 3);
   expect_err(&r, "the ledger '/dev/full' cannot be written (No space left on device)");
@@ -1071,6 +1082,12 @@ static void test_ledger_replay(void **state) {
   expect_status(&r, 3);
   expect_err(&r, "is committed but its ledger line may be lost");
   result_free(&r);
+}
+
+/* --ledger then --replay: the e2e pipelines replay identically. */
+static void test_ledger_replay_pipelines(void **state) {
+  tmp *t = *state;
+  result r;
   static const char *const files[] = {"steps.json", "vector.json", "ffi.json"};
   for (size_t i = 0; i < 3; i++) {
     char path[512];
@@ -1117,9 +1134,65 @@ static void test_memo_pipeline(void **state) {
   result_free(&r);
 }
 
+/* The tests in five parts of about equal length under TSan (the demo's
+ * 64 MiB signal weighs most: about 9 s a run there): tests/e2e/meson.build
+ * runs each part as its own meson test, so the parts run side by side. */
+static const struct CMUnitTest part1[] = {
+    cmocka_unit_test_setup_teardown(test_ledger_replay_demo, tmp_setup, tmp_teardown),
+};
+static const struct CMUnitTest part2[] = {
+    cmocka_unit_test_setup_teardown(test_ledger_torn_demo, tmp_setup, tmp_teardown),
+    cmocka_unit_test(test_while_budget),
+};
+static const struct CMUnitTest part3[] = {
+    cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
+    cmocka_unit_test(test_progress_on_a_terminal),
+    cmocka_unit_test(test_ffi_length_checked),
+};
+static const struct CMUnitTest part4[] = {
+    cmocka_unit_test_setup_teardown(test_ledger_replay_pipelines, tmp_setup, tmp_teardown),
+    cmocka_unit_test(test_arena_sizes),
+    cmocka_unit_test_setup_teardown(test_signal_cancels_map, tmp_setup, tmp_teardown),
+    cmocka_unit_test(test_pipeline_errors),
+    cmocka_unit_test(test_vector_expressions),
+};
+static const struct CMUnitTest part5[] = {
+    cmocka_unit_test(test_usage),
+    cmocka_unit_test(test_step_kinds),
+    cmocka_unit_test(test_map_into),
+    cmocka_unit_test(test_set_and_quiet_stderr),
+    cmocka_unit_test(test_cli_names_its_flags),
+    cmocka_unit_test(test_ffi_types),
+    cmocka_unit_test(test_ffi_range_error),
+    cmocka_unit_test(test_nonfinite_result),
+    cmocka_unit_test(test_parallel_group_commits),
+    cmocka_unit_test(test_refused_before_the_run),
+    cmocka_unit_test(test_worker_output),
+    cmocka_unit_test(test_crash_exits_1),
+    cmocka_unit_test(test_failing_step),
+    cmocka_unit_test(test_plugin_register_segv_is_named),
+    cmocka_unit_test(test_plugin_register_exit_is_named_and_4),
+    cmocka_unit_test(test_local_process_segv_is_named),
+    cmocka_unit_test(test_local_process_exit_is_named_and_4),
+    cmocka_unit_test(test_engine_open_failure_exits_3),
+    cmocka_unit_test(test_unwritable_output_exits_3),
+    cmocka_unit_test(test_workers),
+    cmocka_unit_test(test_memo_pipeline),
+    cmocka_unit_test(test_ledger_unwritable_demo),
+};
+#define PART(tests) {"theus-run " #tests, tests, sizeof tests / sizeof tests[0]}
+static const struct {
+  const char *name;
+  const struct CMUnitTest *tests;
+  size_t n;
+} parts[] = {PART(part1), PART(part2), PART(part3), PART(part4), PART(part5)};
+#define NPARTS (sizeof parts / sizeof parts[0])
+
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN\n", argv[0]);
+  if (argc != 6 && argc != 7) {
+    fprintf(stderr, "usage: %s THEUS_RUN PIPELINE_DIR E2E_PLUGIN DEMO_JSON BAD_PLUGIN [K/N]\n"
+                    "  K/N: run part K (1..N) only, where N must be %zu; without it, every part\n",
+            argv[0], NPARTS);
     return 2;
   }
   theus_run = argv[1];
@@ -1127,37 +1200,20 @@ int main(int argc, char **argv) {
   e2e_plugin = argv[3];
   demo_json = argv[4];
   bad_plugin = argv[5];
-  const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_usage),
-      cmocka_unit_test_setup_teardown(test_demo, tmp_setup, tmp_teardown),
-      cmocka_unit_test(test_step_kinds),
-      cmocka_unit_test(test_map_into),
-      cmocka_unit_test(test_set_and_quiet_stderr),
-      cmocka_unit_test(test_cli_names_its_flags),
-      cmocka_unit_test(test_ffi_types),
-      cmocka_unit_test(test_ffi_range_error),
-      cmocka_unit_test(test_pipeline_errors),
-      cmocka_unit_test(test_ffi_length_checked),
-      cmocka_unit_test(test_nonfinite_result),
-      cmocka_unit_test(test_progress_on_a_terminal),
-      cmocka_unit_test(test_parallel_group_commits),
-      cmocka_unit_test(test_refused_before_the_run),
-      cmocka_unit_test(test_worker_output),
-      cmocka_unit_test(test_crash_exits_1),
-      cmocka_unit_test(test_failing_step),
-      cmocka_unit_test(test_while_budget),
-      cmocka_unit_test(test_plugin_register_segv_is_named),
-      cmocka_unit_test(test_plugin_register_exit_is_named_and_4),
-      cmocka_unit_test(test_local_process_segv_is_named),
-      cmocka_unit_test(test_local_process_exit_is_named_and_4),
-      cmocka_unit_test(test_engine_open_failure_exits_3),
-      cmocka_unit_test(test_unwritable_output_exits_3),
-      cmocka_unit_test(test_arena_sizes),
-      cmocka_unit_test(test_workers),
-      cmocka_unit_test(test_vector_expressions),
-      cmocka_unit_test_setup_teardown(test_signal_cancels_map, tmp_setup, tmp_teardown),
-      cmocka_unit_test_setup_teardown(test_ledger_replay, tmp_setup, tmp_teardown),
-      cmocka_unit_test(test_memo_pipeline),
-  };
-  return cmocka_run_group_tests_name("theus-run", tests, NULL, NULL);
+  size_t first = 0, last = NPARTS; /* parts [first, last) */
+  if (argc == 7) {
+    unsigned k = 0, n = 0;
+    char end;
+    if (sscanf(argv[6], "%u/%u%c", &k, &n, &end) != 2 || n != NPARTS || k < 1 || k > n) {
+      fprintf(stderr, "%s: part \"%s\": want K/%zu with K from 1 to %zu (the parts of this program; "
+                      "tests/e2e/meson.build must list them all)\n", argv[0], argv[6], NPARTS, NPARTS);
+      return 2;
+    }
+    first = k - 1;
+    last = k;
+  }
+  int failed = 0;
+  for (size_t i = first; i < last; i++)
+    failed += _cmocka_run_group_tests(parts[i].name, parts[i].tests, parts[i].n, NULL, NULL);
+  return failed;
 }
