@@ -476,11 +476,13 @@ static void respawn_dead(forksrv *f) {
   uint64_t now = theus__now_ns();
   for (unsigned w = 0; w < f->c->nworkers; w++) {
     if (!f->respawn[w] || f->respawn_at[w] > now) continue;
-    if (spawn(f, w) < 0) {
-      f->respawn_at[w] = now + 50000000u; /* a failed fork (process limit?): again in 50 ms */
-      continue;
-    }
+    /* counted before spawn publishes the pid: whoever sees the worker up
+     * sees its respawn counted (undone if the fork fails) */
     atomic_fetch_add(&theus__ring_of(f->c, w)->respawns, 1);
+    if (spawn(f, w) < 0) {
+      atomic_fetch_sub(&theus__ring_of(f->c, w)->respawns, 1);
+      f->respawn_at[w] = now + 50000000u; /* a failed fork (process limit?): again in 50 ms */
+    }
   }
 }
 
