@@ -1,5 +1,5 @@
 /* theus-bench cluster, under mpirun (docs/cluster.md):
- *   mpirun -n 2 theus-bench cluster [workers-per-rank]
+ *   mpirun --bind-to none -n 2 theus-bench cluster [workers-per-rank]
  * - cluster_map_efficiency: a CPU-bound map of 1 ms slices spread over the
  *   ranks (ranks x workers) against the same map on one engine of rank 0
  *   with the same total workers, medians of 5 alternated runs;
@@ -21,6 +21,7 @@
  *   second half 1 ms, with static blocks over dynamic claims (time / time,
  *   medians of 3; ideal 1.5 on 2 ranks: static gives rank 0 the whole first
  *   half). */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,11 @@ static double bcast_round(theus_cluster *c, int kind) {
 
 static int efficiency(theus_cluster *c, theus_engine *e, int workers) {
   int total = workers * theus_cluster_size(c);
+  cpu_set_t set;
+  if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) < total)
+    fprintf(stderr, "bench cluster: rank 0 may use %d CPUs, fewer than the %d workers of the one-engine baseline "
+            "(mpirun binds ranks to cores): cluster_map_efficiency is inflated; run mpirun with --bind-to none\n",
+            CPU_COUNT(&set), total);
   theus_engine *single = open_engine(total);
   if (!single || publish(single, "frame", MAP_SLICES) || publish(e, "frame", MAP_SLICES)) {
     theus_engine_close(single);
