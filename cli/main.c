@@ -507,8 +507,8 @@ static int run(const options *o, cli_mpi *m) {
       fprintf(stderr, "theus-run: done, %llu operations, %.2f s\n", (unsigned long long)theus_pipeline_ops(p),
               elapsed);
     code = silent ? 0 : outputs(e, p, o, &tr, elapsed, m);
-    if (o->ledger && !silent && theus_engine_ledger_sync(e)) { /* on disk, or said why not (once) */
-      if (!rc || !strstr(theus_pipeline_errmsg(p), "the ledger '")) say(theus_engine_errmsg(e));
+    if (o->ledger && !silent && theus_engine_ledger_sync(e)) { /* on disk, or said why not */
+      say(theus_engine_errmsg(e));
       if (!code) code = EXIT_ENV;
     }
     if (rc || differs) code = EXIT_STEP;

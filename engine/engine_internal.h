@@ -301,6 +301,12 @@ const json_t *theus__input_at(const json_t *domain, const char *in, size_t *n);
 /* Appends {path: "xxh3:..."} of the declared inputs of c in snap to b as
  * JSON text, NUL-terminated. */
 typedef struct theus__kbuf theus__kbuf;
+/* theus__cas of what process c computed on `read` (an execute, or a run
+ * committed by theus_engine_commit_run): ci->reads gets the content hashes
+ * of c's declared inputs in read when a ledger or commit hook wants them. */
+int theus__cas_process(theus_engine *e, theus__commit_info *ci, const theus_contract *c, const theus_snapshot *read,
+                       const json_t *domain_patch, const json_t *heavy_patch, uint64_t *version, char *msg,
+                       size_t msglen);
 void theus__ledger_reads(const theus_contract *c, const theus_snapshot *snap, theus__kbuf *b);
 
 /* ---- hash.c ---- */

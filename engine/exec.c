@@ -636,15 +636,7 @@ static int commit(theus_engine *e, const theus_contract *c, const json_t *args, 
   if (!writes)
     return 0; /* nothing to commit: a reader does not create a version */
   theus__commit_info ci = {"execute", c->name, args, snap->version, NULL, o->worker, o->ns, attempt};
-  theus__kbuf reads;
-  theus__kbuf_init(&reads);
-  if (theus__ledger_on(e)) {
-    theus__ledger_reads(c, snap, &reads);
-    ci.reads = reads.failed ? NULL : reads.p;
-  }
-  int rc = theus__cas(e, snap->version, o->patch, o->heavy, &ci, version, msg, msglen);
-  theus__kbuf_fini(&reads);
-  return rc;
+  return theus__cas_process(e, &ci, c, snap, o->patch, o->heavy, version, msg, msglen);
 }
 
 /* Commits the outcome of attempt number `attempt` (run on snap, reference

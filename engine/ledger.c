@@ -217,16 +217,23 @@ int theus_engine_commit_run(theus_engine *e, const char *name, const json_t *arg
   if (!json_object_size(domain_patch))
     return 0;
   theus__commit_info ci = {"execute", c->name, args, read->version, NULL, -1, 0, 0};
+  char msg[1024];
+  int rc = theus__cas_process(e, &ci, c, read, domain_patch, NULL, new_version, msg, sizeof msg);
+  return rc ? theus__eset(e, rc, "process '%s': %s", name, msg) : 0;
+}
+
+int theus__cas_process(theus_engine *e, theus__commit_info *ci, const theus_contract *c, const theus_snapshot *read,
+                       const json_t *domain_patch, const json_t *heavy_patch, uint64_t *version, char *msg,
+                       size_t msglen) {
   theus__kbuf reads;
   theus__kbuf_init(&reads);
   if (theus__ledger_on(e)) {
     theus__ledger_reads(c, read, &reads);
-    ci.reads = reads.failed ? NULL : reads.p;
+    ci->reads = reads.failed ? NULL : reads.p;
   }
-  char msg[1024];
-  int rc = theus__cas(e, read->version, domain_patch, NULL, &ci, new_version, msg, sizeof msg);
+  int rc = theus__cas(e, read->version, domain_patch, heavy_patch, ci, version, msg, msglen);
   theus__kbuf_fini(&reads);
-  return rc ? theus__eset(e, rc, "process '%s': %s", name, msg) : 0;
+  return rc;
 }
 
 /* {key: {"hash", "dtype", "shape"} | "live" | null} for the heavy patch. */

@@ -424,7 +424,7 @@ static int died_early(forksrv *f, unsigned w, int st) {
 }
 
 /* Worker w died early (died_early): its respawn waits 1 ms, doubling with
- * each early death in a row up to 1 s (a start-up that cannot succeed does
+ * each early death in a row up to 1024 ms (a start-up that cannot succeed does
  * not fork in a loop), and from the THEUS__EARLY_DEATHS-th on, the tasks
  * queued on its ring fail with the cause instead of waiting for a worker. */
 static void early_death(forksrv *f, unsigned w, pid_t pid, int st) {

@@ -587,10 +587,10 @@ static int wait_done(theus_pool *p, theus_ticket t, int64_t timeout_ms, theus__s
       continue;
     }
     uint64_t now = theus__now_ns();
-    /* Past 10 us, let a worker that shares our core run (2 cores, 3 spinners);
-     * sooner, a task of a few us (an engine step that writes) gives the core
-     * away to whatever else runs on a busy machine. */
-    if (now - start > 10000u && now < spin_until) sched_yield();
+    /* Past THEUS__SPIN_YIELD_NS, let a worker that shares our core run (2
+     * cores, 3 spinners); sooner, a task of a few us (an engine step that
+     * writes) gives the core away to whatever else runs on a busy machine. */
+    if (now - start > THEUS__SPIN_YIELD_NS && now < spin_until) sched_yield();
     if (now < spin_until) continue;
     int slept = sleep_until_done(p, s, deadline);
     if (slept == THEUS_ECRASH)

@@ -26,6 +26,10 @@ enum { THEUS__STOP_NONE = 0, THEUS__STOP_DRAIN = 1, THEUS__STOP_CANCEL = 2 };
 enum { THEUS__START_PENDING = 0, THEUS__START_UP = 1, THEUS__START_FAILED = 2 };
 
 #define THEUS__MAX_ARENA_RANGES 4
+/* Spinning for a slot (a waiter, or a worker for its next task): past this
+ * long, each look at the clock also offers the core (sched_yield) to whatever
+ * else wants it; on an idle core that returns at once. */
+#define THEUS__SPIN_YIELD_NS 10000u
 #define THEUS__EARLY_DEATHS 3 /* workers dead before taking a task, in a row, that fail the queued ones */
 #define THEUS__OUT_NONCE 16 /* hex digits of the output marker's nonce */
 #define THEUS__OUT_LABEL 64 /* bytes of a task label in a marker, NUL included */

@@ -529,7 +529,7 @@ static void refuse_task(worker_ctx *x, theus__slot *s, int st) {
  * the ring's futex word. Returns NULL when the pool stops. */
 static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
   theus__slot *s = theus__slot_of(x->ctl, x->w, seq);
-  uint64_t spin_until = 0;
+  uint64_t spin_from = 0, spin_until = 0;
   for (unsigned n = 0;; n++) {
     if (atomic_load_explicit(&s->state, memory_order_acquire) == THEUS__SLOT_QUEUED) return s;
     if (atomic_load_explicit(&s->skip, memory_order_acquire) && s->seq == seq) return s; /* canceled: step over */
@@ -544,10 +544,11 @@ static theus__slot *next_task(worker_ctx *x, uint64_t seq) {
       continue;
     }
     uint64_t now = theus__now_ns();
-    if (!spin_until) spin_until = now + (uint64_t)x->ctl->spin_us * 1000u;
-    /* Past 10 us, offer the core to whatever else wants it (the orchestrator
-     * on a busy machine): an idle core returns at once. */
-    if (now + (uint64_t)x->ctl->spin_us * 1000u - spin_until > 10000u && now < spin_until) sched_yield();
+    if (!spin_until) {
+      spin_from = now;
+      spin_until = now + (uint64_t)x->ctl->spin_us * 1000u;
+    }
+    if (now - spin_from > THEUS__SPIN_YIELD_NS && now < spin_until) sched_yield(); /* the submitter may need it */
     if (now < spin_until) continue;
     uint32_t v = atomic_load(&x->ring->pub);
     atomic_store(&x->ring->sleeping, 1);

@@ -577,12 +577,8 @@ class Engine:
         self._lock = threading.RLock()
         self._pipeline_info = None
         cfg, keep = self._config(workers, budget, single_limit, soft_limit_pct, max_handles, domain, strict,
-                                 default_timeout, retention, history, max_retries)
-        try:
-            keep_ledger = self._survive_config(cfg, ledger, ledger_fsync, memo, memo_capacity)
-        except BaseException:
-            _free_domain(cfg)
-            raise
+                                 default_timeout, retention, history, max_retries,
+                                 (ledger, ledger_fsync, memo, memo_capacity))
         if _pipeline is not None:
             p, source = _pipeline
             out = c_void_p()
@@ -623,7 +619,7 @@ class Engine:
 
     @staticmethod
     def _config(workers, budget, single_limit, soft_limit_pct, max_handles, domain, strict, default_timeout,
-                retention, history, max_retries):
+                retention, history, max_retries, survive=(None, False, False, None)):
         cfg = _lib.EngineConfig()
         LIB.theus_engine_config_init(byref(cfg))
         cfg.workers = int(workers)
@@ -640,6 +636,7 @@ class Engine:
         if any(v is not None for v in (budget, single_limit, soft_limit_pct, max_handles)):
             acfg = arena_config(budget, single_limit, soft_limit_pct, max_handles)
             cfg.arena = ctypes.pointer(acfg)
+        Engine._survive_config(cfg, *survive)  # checks its arguments before the domain is allocated
         if domain is not None:
             if not isinstance(domain, dict):
                 raise errors.InvalidArgumentError("theus: domain must be a dict (the initial domain object)")
@@ -648,8 +645,8 @@ class Engine:
 
     @staticmethod
     def _survive_config(cfg, ledger, ledger_fsync, memo, memo_capacity):
-        """The ledger and memo fields of cfg; returns the path bytes to keep alive."""
-        path = None
+        """The ledger and memo fields of cfg (ctypes keeps the path's bytes with
+        cfg; the engine copies the path when it opens)."""
         if ledger is not None:
             path = os.fsencode(ledger)
             if not path or b"\0" in path:
@@ -661,7 +658,6 @@ class Engine:
             if int(memo_capacity) <= 0:
                 raise errors.InvalidArgumentError(f"theus: memo_capacity must be positive, not {memo_capacity!r}")
             cfg.memo_capacity = int(memo_capacity)
-        return path
 
     @staticmethod
     def _load_plugin(path):

@@ -273,22 +273,38 @@ def mode_ship():
         print(f"ok {what}: {st}")
 
 
-def mode_claim():
+def mpirun_marked(n, pipe):
+    """theus-run --mpi --stats PIPE under mpirun -n n with one worker per rank,
+    each worker leaving a mark in a temporary directory (the cluster plugin's
+    THEUS_CLUSTER_TEST_MARK): (exit code, stdout, stderr, the marks left)."""
     import tempfile
+    with tempfile.TemporaryDirectory() as marks:
+        code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
+                                {"THEUS_CLUSTER_TEST_MARK": marks})
+        return code, out, err, sorted(os.listdir(marks))
+
+
+def run_local(name, pipe, workers):
+    """theus-run PIPE without MPI: its stdout, or None (failed, said why)."""
+    code, out, err = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", str(workers), pipe])
+    if code:
+        fail(f"{name} without MPI: exit {code}: {err[-800:]}")
+        return None
+    return out
+
+
+def mode_claim():
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", "uneven.json")
-    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "3", pipe])  # no marks: no hold
-    if base[0]:
-        fail(f"uneven.json without MPI: exit {base[0]}: {base[2][-800:]}")
+    base = run_local("uneven.json", pipe, 3)  # no marks: no hold
+    if base is None:
         return
     for n in (2, 3):
-        with tempfile.TemporaryDirectory() as marks:
-            code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
-                                    {"THEUS_CLUSTER_TEST_MARK": marks})
+        code, out, err, _ = mpirun_marked(n, pipe)
         what = f"uneven.json, mpirun -n {n}"
         if code:
             fail(f"{what}: exit {code}: {err[-800:]}")
             continue
-        if out != base[1]:
+        if out != base:
             fail(f"{what}: the final domain differs from the run without MPI (same slices: must be identical)")
         st = stats_of(err)["cluster"]
         by_rank = st["slices_by_rank"]
@@ -298,9 +314,7 @@ def mode_claim():
         print(f"ok {what}: identical domain, {st}")
     # the first map alone: whoever ran slice 0 ran nothing else
     one = os.path.join(SRC, "tests", "cluster", "pipelines", "hold.json")
-    with tempfile.TemporaryDirectory() as marks:
-        code, out, err = mpirun(3, ["--plugin", CPLUGIN, "--workers", "1", "--stats", one],
-                                {"THEUS_CLUSTER_TEST_MARK": marks})
+    code, out, err, _ = mpirun_marked(3, one)
     if code:
         fail(f"hold.json: exit {code}: {err[-800:]}")
         return
@@ -321,23 +335,18 @@ def spread_run(name, movable, exact, rerun=None):
     of the run (run steps and parallel members alike, in the order they run)
     ran on rank k mod n and note (an effect) on rank 0, as the marks each
     worker leaves say; calls_* in the stats agree; calls_rerun is rerun(n)."""
-    import tempfile
     pipe = os.path.join(SRC, "tests", "cluster", "pipelines", name)
-    base = run([THEUS_RUN, "--quiet", "--plugin", CPLUGIN, "--workers", "2", pipe])
-    if base[0]:
-        fail(f"{name} without MPI: exit {base[0]}: {base[2][-800:]}")
+    base = run_local(name, pipe, 2)
+    if base is None:
         return
     for n in (2, 3):
-        with tempfile.TemporaryDirectory() as marks:
-            code, out, err = mpirun(n, ["--plugin", CPLUGIN, "--workers", "1", "--stats", pipe],
-                                    {"THEUS_CLUSTER_TEST_MARK": marks})
-            left = sorted(os.listdir(marks))
+        code, out, err, left = mpirun_marked(n, pipe)
         what = f"{name}, mpirun -n {n}"
         if code:
             fail(f"{what}: exit {code}: {err[-800:]}")
             continue
-        if (out != base[1]) if exact else (json.loads(out) != json.loads(base[1])):
-            fail(f"{what}: the final domain differs from the run without MPI:\n{out}\n{base[1]}")
+        if (out != base) if exact else (json.loads(out) != json.loads(base)):
+            fail(f"{what}: the final domain differs from the run without MPI:\n{out}\n{base}")
         want = {f"{i % n}-put_sq-{k}-0" for i, (p, k) in enumerate(movable) if p == "put_sq"} | {"0-note-note-0"}
         if set(left) != want:
             fail(f"{what}: calls ran on the wrong ranks: marks {left}, expected {sorted(want)}")
